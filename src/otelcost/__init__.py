@@ -1,0 +1,26 @@
+"""otelcost: cloud cost as a first-class OpenTelemetry signal."""
+
+from __future__ import annotations
+
+from otelcost.errors import (
+    BudgetConfigError,
+    InvalidRecordError,
+    OtelCostError,
+    PricingError,
+    PricingNotFoundError,
+    PricingStaleError,
+)
+from otelcost.record import CostRecord
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BudgetConfigError",
+    "CostRecord",
+    "InvalidRecordError",
+    "OtelCostError",
+    "PricingError",
+    "PricingNotFoundError",
+    "PricingStaleError",
+    "__version__",
+]

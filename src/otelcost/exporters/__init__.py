@@ -1,0 +1,7 @@
+"""Cost exporters: where priced records go."""
+
+from __future__ import annotations
+
+from otelcost.exporters.base import CostExporter, CostExportResult
+
+__all__ = ["CostExportResult", "CostExporter"]

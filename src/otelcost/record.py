@@ -1,0 +1,226 @@
+"""CostRecord: the priced summary of one span (or an aggregate of many), schema v1.
+
+A record holds plain values only, never a reference to the span it came from, so it is
+cheap to queue and safe to keep after the span is gone. ``to_json`` and ``from_json`` are
+the wire format of the Kafka stream; ``from_json`` is strict because every consumer
+(``otelcost enforce``, the rollup job) trusts what it returns.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
+
+from otelcost import _json
+from otelcost.errors import InvalidRecordError
+from otelcost.money import to_nanos
+
+__all__ = ["MAX_RECORD_BYTES", "SCHEMA_VERSION", "CostRecord"]
+
+SCHEMA_VERSION = 1
+MAX_RECORD_BYTES = 64 * 1024
+_MIN_TS_MS = 10**12  # exclusive bounds: anything outside is seconds, microseconds or garbage
+_MAX_TS_MS = 10**13
+_MAX_TEXT = 4096
+
+_TRACE_ID = re.compile(r"[0-9a-f]{32}")
+_SPAN_ID = re.compile(r"[0-9a-f]{16}")
+_EMPTY_USAGE: Mapping[str, float] = MappingProxyType({})
+
+_REQUIRED = (
+    "schema",
+    "trace_id",
+    "span_id",
+    "service",
+    "operation",
+    "cost_amount",
+    "currency",
+    "duration_ms",
+    "timestamp",
+    "region",
+    "pricing_version",
+    "usage",
+    "error",
+)
+_OPTIONAL = ("aggregate", "span_count")
+_KNOWN = frozenset(_REQUIRED + _OPTIONAL)
+
+
+@dataclass(frozen=True, slots=True)
+class CostRecord:
+    """The cost of one span, or with ``aggregate=True`` of ``span_count`` spans of one service.
+
+    ``cost_amount`` is in currency units; ``cost_nanos`` is the exact integer the stores add.
+    ``timestamp`` is the span's end as UTC epoch milliseconds. A record with ``error`` set
+    was not priced: its ``cost_amount`` is 0 and ``usage`` keeps the inputs for re-pricing.
+    """
+
+    trace_id: str
+    span_id: str
+    service: str
+    operation: str
+    cost_amount: float
+    currency: str
+    duration_ms: float
+    timestamp: int
+    region: str | None = None
+    pricing_version: str | None = None
+    usage: Mapping[str, float] = field(default_factory=lambda: _EMPTY_USAGE)
+    error: str | None = None
+    aggregate: bool = False
+    span_count: int = 1
+
+    @property
+    def cost_nanos(self) -> int:
+        """The cost as integer nano-units of the currency."""
+        return to_nanos(self.cost_amount)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The schema-v1 document as a dict (optional fields only when they differ from default)."""
+        doc: dict[str, Any] = {
+            "schema": SCHEMA_VERSION,
+            "trace_id": self.trace_id,
+            "span_id": self.span_id,
+            "service": self.service,
+            "operation": self.operation,
+            "cost_amount": self.cost_amount,
+            "currency": self.currency,
+            "duration_ms": self.duration_ms,
+            "timestamp": self.timestamp,
+            "region": self.region,
+            "pricing_version": self.pricing_version,
+            "usage": dict(self.usage),
+            "error": self.error,
+        }
+        if self.aggregate:
+            doc["aggregate"] = True
+            doc["span_count"] = self.span_count
+        return doc
+
+    def to_json(self) -> bytes:
+        """Encode as compact UTF-8 JSON (schema v1)."""
+        return _json.dumps(self.to_dict())  # type: ignore[no-any-return]
+
+    @classmethod
+    def from_json(cls, data: bytes | bytearray | memoryview | str) -> CostRecord:
+        """Decode and validate a schema-v1 document.
+
+        Raises InvalidRecordError naming the offending field for anything that is not a
+        valid v1 record: malformed JSON, missing or unknown fields, wrong types (strings for
+        numbers, floats for the integer timestamp), NaN or infinities, negative amounts,
+        timestamps outside (1e12, 1e13) ms, bad hex ids, or more than 64 KiB.
+        """
+        if isinstance(data, str):
+            raw: bytes | str = data
+            size = len(data.encode("utf-8", "surrogatepass"))
+        else:
+            raw = bytes(data)
+            size = len(raw)
+        if size > MAX_RECORD_BYTES:
+            raise InvalidRecordError("<record>", f"{size} bytes exceeds the {MAX_RECORD_BYTES} limit")
+        try:
+            doc = _json.loads(raw)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise InvalidRecordError("<record>", f"not valid JSON: {exc}") from None
+        return cls.from_dict(doc)
+
+    @classmethod
+    def from_dict(cls, doc: Any) -> CostRecord:
+        """Validate a decoded schema-v1 document; see ``from_json``."""
+        if not isinstance(doc, dict):
+            raise InvalidRecordError("<record>", f"expected a JSON object, got {type(doc).__name__}")
+        for name in _REQUIRED:
+            if name not in doc:
+                raise InvalidRecordError(name, "missing")
+        unknown = doc.keys() - _KNOWN
+        if unknown:
+            raise InvalidRecordError(sorted(unknown)[0], "unknown field in schema v1")
+        schema = doc["schema"]
+        if type(schema) is not int or schema != SCHEMA_VERSION:
+            raise InvalidRecordError("schema", f"expected {SCHEMA_VERSION}, got {schema!r}")
+        aggregate = doc.get("aggregate", False)
+        if type(aggregate) is not bool:
+            raise InvalidRecordError("aggregate", "must be a boolean")
+        span_count = doc.get("span_count", 1)
+        if type(span_count) is not int or span_count < 1:
+            raise InvalidRecordError("span_count", "must be an integer >= 1")
+        error = _optional_text(doc, "error")
+        cost = _number(doc, "cost_amount")
+        if error is not None and cost != 0:
+            raise InvalidRecordError("cost_amount", "must be 0 when error is set")
+        timestamp = doc["timestamp"]
+        if type(timestamp) is not int:
+            raise InvalidRecordError(
+                "timestamp", f"must be integer epoch milliseconds, got {type(timestamp).__name__}"
+            )
+        if not _MIN_TS_MS < timestamp < _MAX_TS_MS:
+            raise InvalidRecordError(
+                "timestamp",
+                f"{timestamp} is not epoch milliseconds (seconds or microseconds?); "
+                "valid iff 1e12 < t < 1e13",
+            )
+        return cls(
+            trace_id=_hex(doc, "trace_id", _TRACE_ID),
+            span_id=_hex(doc, "span_id", _SPAN_ID),
+            service=_text(doc, "service"),
+            operation=_text(doc, "operation"),
+            cost_amount=cost,
+            currency=_text(doc, "currency"),
+            duration_ms=_number(doc, "duration_ms"),
+            timestamp=timestamp,
+            region=_optional_text(doc, "region"),
+            pricing_version=_optional_text(doc, "pricing_version"),
+            usage=_usage(doc),
+            error=error,
+            aggregate=aggregate,
+            span_count=span_count,
+        )
+
+
+def _number(doc: dict[str, Any], name: str) -> float:
+    value = doc[name]
+    if type(value) not in (int, float):
+        raise InvalidRecordError(name, f"must be a number, got {type(value).__name__}")
+    if not math.isfinite(value):
+        raise InvalidRecordError(name, f"must be finite, got {value!r}")
+    if value < 0:
+        raise InvalidRecordError(name, f"must be >= 0, got {value!r}")
+    return float(value)
+
+
+def _text(doc: dict[str, Any], name: str) -> str:
+    value = doc[name]
+    if not isinstance(value, str) or not value:
+        raise InvalidRecordError(name, "must be a non-empty string")
+    if len(value) > _MAX_TEXT:
+        raise InvalidRecordError(name, f"longer than {_MAX_TEXT} characters")
+    return value
+
+
+def _optional_text(doc: dict[str, Any], name: str) -> str | None:
+    return None if doc.get(name) is None else _text(doc, name)
+
+
+def _hex(doc: dict[str, Any], name: str, pattern: re.Pattern[str]) -> str:
+    value = doc[name]
+    if not isinstance(value, str) or pattern.fullmatch(value) is None:
+        raise InvalidRecordError(name, f"must be lowercase hex of {pattern.pattern[-3:-1]} digits")
+    return value
+
+
+def _usage(doc: dict[str, Any]) -> Mapping[str, float]:
+    usage = doc["usage"]
+    if not isinstance(usage, dict):
+        raise InvalidRecordError("usage", "must be an object of attribute -> number")
+    if not usage:
+        return _EMPTY_USAGE
+    clean: dict[str, float] = {}
+    for key, value in usage.items():
+        if type(value) not in (int, float) or not math.isfinite(value) or value < 0:
+            raise InvalidRecordError(f"usage.{key}", "must be a finite number >= 0")
+        clean[key] = value
+    return MappingProxyType(clean)
