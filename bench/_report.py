@@ -1,4 +1,4 @@
-"""Shared helpers for benchmarks: timing statistics and rewriting sections of docs/performance.md."""
+"""Shared benchmark helpers: timing statistics and rewriting sections of docs/performance.md."""
 
 from __future__ import annotations
 

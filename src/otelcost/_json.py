@@ -3,14 +3,10 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 __all__ = ["dumps", "loads"]
-
-try:
-    import orjson
-except ImportError:  # pragma: no cover - depends on the installed extras
-    orjson = None
 
 
 def _reject_constant(name: str) -> Any:
@@ -25,11 +21,13 @@ def _dumps_std(obj: Any) -> bytes:
     return json.dumps(obj, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
 
 
-if orjson is not None:
-    # orjson rejects NaN/Infinity on input and writes null for them on output; callers
-    # validate finiteness before encoding, so both encoders produce the same documents.
-    loads = orjson.loads
-    dumps = orjson.dumps
-else:  # pragma: no cover - depends on the installed extras
-    loads = _loads_std
-    dumps = _dumps_std
+loads: Callable[[bytes | str], Any]
+dumps: Callable[[Any], bytes]
+try:
+    import orjson
+except ImportError:  # pragma: no cover - depends on the installed extras
+    loads, dumps = _loads_std, _dumps_std
+else:
+    # orjson rejects NaN/Infinity on input; callers validate finiteness before encoding,
+    # so both encoders produce the same documents.
+    loads, dumps = orjson.loads, orjson.dumps

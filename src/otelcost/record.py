@@ -103,7 +103,7 @@ class CostRecord:
 
     def to_json(self) -> bytes:
         """Encode as compact UTF-8 JSON (schema v1)."""
-        return _json.dumps(self.to_dict())  # type: ignore[no-any-return]
+        return _json.dumps(self.to_dict())
 
     @classmethod
     def from_json(cls, data: bytes | bytearray | memoryview | str) -> CostRecord:
@@ -121,7 +121,7 @@ class CostRecord:
             raw = bytes(data)
             size = len(raw)
         if size > MAX_RECORD_BYTES:
-            raise InvalidRecordError("<record>", f"{size} bytes exceeds the {MAX_RECORD_BYTES} limit")
+            raise InvalidRecordError("<record>", f"{size} bytes exceeds {MAX_RECORD_BYTES}")
         try:
             doc = _json.loads(raw)
         except (ValueError, UnicodeDecodeError) as exc:
@@ -132,7 +132,7 @@ class CostRecord:
     def from_dict(cls, doc: Any) -> CostRecord:
         """Validate a decoded schema-v1 document; see ``from_json``."""
         if not isinstance(doc, dict):
-            raise InvalidRecordError("<record>", f"expected a JSON object, got {type(doc).__name__}")
+            raise InvalidRecordError("<record>", f"expected an object, got {type(doc).__name__}")
         for name in _REQUIRED:
             if name not in doc:
                 raise InvalidRecordError(name, "missing")
