@@ -3,5 +3,6 @@
 from __future__ import annotations
 
 from otelcost.exporters.base import CostExporter, CostExportResult
+from otelcost.exporters.metrics import MetricsCostExporter
 
-__all__ = ["CostExportResult", "CostExporter"]
+__all__ = ["CostExportResult", "CostExporter", "MetricsCostExporter"]
