@@ -1,0 +1,330 @@
+"""A bounded queue drained in batches by one daemon worker thread.
+
+Modelled on the SDK's ``BatchProcessor`` (opentelemetry/sdk/_shared_internal), with the
+parts that matter for a cost pipeline done differently:
+
+- ``put`` is the only thing the application thread runs: a length check and a deque append,
+  no lock, no ``os.getpid()``. A full queue refuses the *new* item and counts it; memory is
+  bounded by ``max_queue_size`` (plus at most one item per racing application thread).
+- ``force_flush(timeout)`` and ``shutdown(timeout)`` return within their timeout even when the
+  handler is stuck: the export runs on the worker, callers only wait on an event with a
+  deadline. A flush covers exactly the items queued before it was requested, so it finishes
+  under sustained load too. The SDK's ``force_flush`` ignores its timeout.
+- Every wake-up drains the queue completely (in batches of at most ``max_batch_size``), so
+  the queue only grows when the handler is slower than the application.
+- Instrumentation is suppressed on the worker, so a Redis or Kafka client instrumentation
+  does not trace the exporters (and feed their spans back into this queue).
+- After ``os.fork`` the child gets a new lock, event and worker; the parent's queued items
+  are discarded in the child (the parent exports them) and the child's counters start at 0.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import os
+import threading
+import time
+import weakref
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Generic, Protocol, TypeVar
+
+from opentelemetry import context
+
+__all__ = ["BatchHandler", "BatchPipeline", "PipelineStats"]
+
+_logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+T_contra = TypeVar("T_contra", contravariant=True)
+
+# The SDK's key, the HTTP-only key and the plain string older instrumentations check.
+_SUPPRESS_KEYS = (
+    context._SUPPRESS_INSTRUMENTATION_KEY,
+    context._SUPPRESS_HTTP_INSTRUMENTATION_KEY,
+    "suppress_instrumentation",
+)
+
+
+class BatchHandler(Protocol[T_contra]):
+    """What the worker calls. All three run on the worker thread only."""
+
+    def process(self, batch: Sequence[T_contra]) -> None:
+        """Handle one batch. Exceptions are caught, logged and counted by the pipeline."""
+
+    def flush(self, timeout_millis: int) -> bool:
+        """Flush downstream after the queued items went through ``process``."""
+
+    def close(self, timeout_millis: int) -> None:
+        """Release downstream resources; called once, after the final drain."""
+
+
+class PipelineStats(dict[str, int]):
+    """Counters of one pipeline (a plain dict subclass so it prints and serialises as one).
+
+    Keys: ``queued`` (accepted by ``put``), ``processed`` (handed to the handler),
+    ``queue_size``, ``dropped_queue_full``, ``dropped_after_shutdown``,
+    ``dropped_shutdown_timeout`` (still queued when the shutdown deadline passed),
+    ``handler_errors`` (batches whose ``process`` raised), ``batches``.
+    """
+
+
+class _FlushRequest:
+    __slots__ = ("deadline", "done", "ok")
+
+    def __init__(self, deadline: float) -> None:
+        self.deadline = deadline
+        self.done = threading.Event()
+        self.ok = False
+
+
+class BatchPipeline(Generic[T]):
+    """Queue items from any thread with ``put``; one daemon thread hands them to ``handler``.
+
+    Args:
+        handler: receives batches in FIFO order on the worker thread.
+        name: the worker thread's name.
+        max_queue_size: items held at most; ``put`` on a full queue drops and counts.
+        max_batch_size: items per ``handler.process`` call at most; a queue this long wakes
+            the worker before ``schedule_delay_millis``.
+        schedule_delay_millis: the longest an item waits before the worker drains the queue.
+        export_timeout_millis: budget of the handler's ``flush`` when flushing on shutdown,
+            and the duration above which one ``process`` call is logged as slow.
+    """
+
+    def __init__(
+        self,
+        handler: BatchHandler[T],
+        *,
+        name: str,
+        max_queue_size: int,
+        max_batch_size: int,
+        schedule_delay_millis: float,
+        export_timeout_millis: float,
+    ) -> None:
+        if max_queue_size <= 0:
+            raise ValueError("max_queue_size must be a positive integer")
+        if not 0 < max_batch_size <= max_queue_size:
+            raise ValueError("max_batch_size must be positive and at most max_queue_size")
+        if schedule_delay_millis <= 0:
+            raise ValueError("schedule_delay_millis must be positive")
+        if export_timeout_millis <= 0:
+            raise ValueError("export_timeout_millis must be positive")
+        self._handler = handler
+        self._name = name
+        self._max_queue_size = max_queue_size
+        self._max_batch_size = max_batch_size
+        self._delay = schedule_delay_millis / 1e3
+        self._export_timeout = export_timeout_millis / 1e3
+        self._queue: collections.deque[T] = collections.deque()
+        # put() compares against _capacity; shutdown sets it to 0 so late items are refused.
+        self._capacity = max_queue_size
+        self._shutdown_deadline = 0.0
+        self._closing = False
+        self._init_process_state()
+        if hasattr(os, "register_at_fork"):
+            weak_self = weakref.ref(self)
+
+            def _after_in_child() -> None:
+                pipeline = weak_self()
+                if pipeline is not None:
+                    pipeline._after_fork_in_child()
+
+            os.register_at_fork(after_in_child=_after_in_child)
+
+    def _init_process_state(self) -> None:
+        """Locks, counters and the worker: everything that does not survive a fork."""
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stopped = threading.Event()
+        self._requests: list[_FlushRequest] = []
+        self._processed = 0
+        self._batches = 0
+        self._handler_errors = 0
+        self._dropped_full = 0
+        self._dropped_closed = 0
+        self._dropped_timeout = 0
+        self._warned_full = False
+        self._worker = threading.Thread(target=self._run, name=self._name, daemon=True)
+        if self._closing:
+            self._stopped.set()
+        else:
+            self._worker.start()
+
+    def _after_fork_in_child(self) -> None:
+        self._queue.clear()
+        self._init_process_state()
+
+    # -- application threads -------------------------------------------------------------
+
+    def put(self, item: T) -> None:
+        """Queue one item; never blocks, never raises. The hot path of ``on_end``."""
+        queue = self._queue
+        n = len(queue)
+        if n < self._capacity:
+            queue.append(item)
+            if n == self._max_batch_size:
+                self._wake.set()
+        else:
+            self._drop()
+
+    def _drop(self) -> None:
+        with self._lock:
+            if self._closing:
+                self._dropped_closed += 1
+                return
+            self._dropped_full += 1
+            warn = not self._warned_full
+            self._warned_full = True
+        if warn:
+            _logger.warning(
+                "otelcost: queue of %s is full (%d items); dropping and counting until it drains",
+                self._name,
+                self._max_queue_size,
+            )
+
+    def force_flush(self, timeout_millis: float = 30_000) -> bool:
+        """Process everything queued before this call and flush the handler.
+
+        Returns False if that did not finish within ``timeout_millis`` (the work goes on in
+        the background), after shutdown, or when called from the worker thread itself.
+        """
+        if self._closing or threading.current_thread() is self._worker:
+            return False
+        request = _FlushRequest(time.monotonic() + max(timeout_millis, 0) / 1e3)
+        with self._lock:
+            self._requests.append(request)
+        self._wake.set()
+        request.done.wait(max(timeout_millis, 0) / 1e3)
+        return request.done.is_set() and request.ok
+
+    def shutdown(self, timeout_millis: float = 30_000) -> bool:
+        """Refuse new items, drain the queue, close the handler; wait at most the timeout.
+
+        Items still queued when the deadline passes are dropped and counted. Returns True
+        when the worker finished (including ``handler.close``) within the timeout. A second
+        call only waits for the first one's work.
+        """
+        timeout = max(timeout_millis, 0) / 1e3
+        with self._lock:
+            first = not self._closing
+            if first:
+                self._closing = True
+                self._capacity = 0
+                self._shutdown_deadline = time.monotonic() + timeout
+        if first:
+            self._wake.set()
+        if threading.current_thread() is self._worker:
+            return False
+        return self._stopped.wait(timeout)
+
+    def stats(self) -> PipelineStats:
+        """A snapshot of the counters (see ``PipelineStats``); exact once the queue is idle."""
+        with self._lock:
+            queue_size = len(self._queue)
+            processed = self._processed
+            return PipelineStats(
+                queued=processed + queue_size + self._dropped_timeout,
+                processed=processed,
+                queue_size=queue_size,
+                dropped_queue_full=self._dropped_full,
+                dropped_after_shutdown=self._dropped_closed,
+                dropped_shutdown_timeout=self._dropped_timeout,
+                handler_errors=self._handler_errors,
+                batches=self._batches,
+            )
+
+    # -- worker thread -------------------------------------------------------------------
+
+    def _run(self) -> None:
+        with _suppressed():
+            try:
+                while not self._closing:
+                    self._wake.wait(self._delay)
+                    self._wake.clear()
+                    self._drain()
+                self._drain()
+                remaining = self._shutdown_deadline - time.monotonic()
+                self._close_handler(min(max(remaining, 0.0), self._export_timeout))
+            finally:
+                self._stopped.set()
+
+    def _drain(self) -> None:
+        """Process until the queue is empty, finishing flush requests as their items pass."""
+        # Each pending request waits for the items that were queued when it was taken.
+        pending: list[tuple[int, _FlushRequest]] = []
+        queue = self._queue
+        while True:
+            with self._lock:
+                taken, self._requests = self._requests, []
+            ahead = len(queue)
+            pending.extend((ahead, request) for request in taken)
+            if queue:
+                if self._closing and time.monotonic() > self._shutdown_deadline:
+                    self._discard_rest()
+                else:
+                    done = self._process_one_batch()
+                    pending = [(left - done, request) for left, request in pending]
+            due = [request for left, request in pending if left <= 0 or not queue]
+            if due:
+                pending = [(left, r) for left, r in pending if left > 0 and queue]
+                self._finish(due)
+            if not queue and not pending:
+                return
+
+    def _process_one_batch(self) -> int:
+        queue = self._queue
+        batch = [queue.popleft() for _ in range(min(self._max_batch_size, len(queue)))]
+        started = time.monotonic()
+        try:
+            self._handler.process(batch)
+        except Exception:
+            with self._lock:
+                self._handler_errors += 1
+            _logger.exception("otelcost: %s failed to process a batch", self._name)
+        elapsed = time.monotonic() - started
+        if elapsed > self._export_timeout:
+            _logger.warning(
+                "otelcost: %s took %.1f s for one batch of %d", self._name, elapsed, len(batch)
+            )
+        with self._lock:
+            self._processed += len(batch)
+            self._batches += 1
+        return len(batch)
+
+    def _discard_rest(self) -> None:
+        with self._lock:
+            n = len(self._queue)
+            self._queue.clear()
+            self._dropped_timeout += n
+        _logger.warning("otelcost: %s shutdown timed out; dropped %d queued items", self._name, n)
+
+    def _finish(self, requests: list[_FlushRequest]) -> None:
+        remaining = min(r.deadline for r in requests) - time.monotonic()
+        try:
+            ok = self._handler.flush(max(int(remaining * 1e3), 0))
+        except Exception:
+            _logger.exception("otelcost: %s failed to flush", self._name)
+            ok = False
+        for request in requests:
+            request.ok = ok
+            request.done.set()
+
+    def _close_handler(self, timeout: float) -> None:
+        try:
+            self._handler.close(int(timeout * 1e3))
+        except Exception:
+            _logger.exception("otelcost: %s failed to close", self._name)
+
+
+@contextmanager
+def _suppressed() -> Iterator[None]:
+    ctx = context.get_current()
+    for key in _SUPPRESS_KEYS:
+        ctx = context.set_value(key, True, ctx)
+    token = context.attach(ctx)
+    try:
+        yield
+    finally:
+        context.detach(token)

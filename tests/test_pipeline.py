@@ -1,0 +1,228 @@
+"""BatchPipeline: batching, wake-up, drops, flush/shutdown deadlines, suppression, fork."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+from opentelemetry import context
+
+from otelcost._pipeline import BatchPipeline
+
+
+class Recorder:
+    """A handler that records batches; ``gate`` (when cleared) blocks ``process``."""
+
+    def __init__(self) -> None:
+        self.batches: list[list[int]] = []
+        self.flushes = 0
+        self.closed = False
+        self.gate = threading.Event()
+        self.gate.set()
+        self.entered = threading.Event()
+        self.suppressed: list[object] = []
+        self.fail_next = False
+
+    def process(self, batch: list[int]) -> None:
+        self.entered.set()
+        self.gate.wait()
+        self.suppressed.append(context.get_value(context._SUPPRESS_INSTRUMENTATION_KEY))
+        if self.fail_next:
+            self.fail_next = False
+            raise RuntimeError("exporter down")
+        self.batches.append(batch)
+
+    def flush(self, timeout_millis: int) -> bool:
+        self.flushes += 1
+        return True
+
+    def close(self, timeout_millis: int) -> None:
+        self.closed = True
+
+    @property
+    def items(self) -> list[int]:
+        return [item for batch in self.batches for item in batch]
+
+
+def make(
+    handler: Recorder,
+    *,
+    max_queue_size: int = 1000,
+    max_batch_size: int = 10,
+    schedule_delay_millis: float = 60_000,
+) -> BatchPipeline[int]:
+    return BatchPipeline(
+        handler,
+        name="test-pipeline",
+        max_queue_size=max_queue_size,
+        max_batch_size=max_batch_size,
+        schedule_delay_millis=schedule_delay_millis,
+        export_timeout_millis=5_000,
+    )
+
+
+@pytest.fixture
+def handler() -> Iterator[Recorder]:
+    recorder = Recorder()
+    yield recorder
+    recorder.gate.set()
+
+
+def wait_for(predicate: object, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():  # type: ignore[operator]
+        assert time.monotonic() < deadline, "condition not reached"
+        time.sleep(0.005)
+
+
+def test_force_flush_delivers_everything_in_order_in_bounded_batches(handler: Recorder) -> None:
+    pipeline = make(handler, max_batch_size=7)
+    for i in range(100):
+        pipeline.put(i)
+    assert pipeline.force_flush(10_000)
+    assert handler.items == list(range(100))
+    assert max(len(b) for b in handler.batches) == 7
+    assert handler.flushes == 1
+    stats = pipeline.stats()
+    assert stats["queued"] == stats["processed"] == 100
+    assert stats["queue_size"] == 0
+    pipeline.shutdown()
+
+
+def test_a_full_batch_wakes_the_worker_before_the_schedule_delay(handler: Recorder) -> None:
+    pipeline = make(handler, max_batch_size=10, schedule_delay_millis=60_000)
+    for i in range(11):
+        pipeline.put(i)
+    wait_for(lambda: len(handler.items) == 11)
+    pipeline.shutdown()
+
+
+def test_the_schedule_delay_drains_a_partial_batch(handler: Recorder) -> None:
+    pipeline = make(handler, max_batch_size=10, schedule_delay_millis=20)
+    pipeline.put(1)
+    wait_for(lambda: handler.items == [1])
+    pipeline.shutdown()
+
+
+def test_a_full_queue_drops_new_items_and_counts_each(handler: Recorder) -> None:
+    handler.gate.clear()
+    pipeline = make(handler, max_queue_size=50, max_batch_size=10)
+    pipeline.put(-1)
+    pipeline.force_flush(0)
+    handler.entered.wait(5)  # the worker now holds item -1 and blocks
+    for i in range(80):
+        pipeline.put(i)
+    assert pipeline.stats()["dropped_queue_full"] == 30
+    handler.gate.set()
+    assert pipeline.force_flush(10_000)
+    assert handler.items == [-1, *range(50)]
+    stats = pipeline.stats()
+    assert stats["queued"] == 51
+    assert stats["dropped_queue_full"] == 30
+    pipeline.shutdown()
+
+
+def test_force_flush_returns_false_at_its_deadline_when_the_handler_is_stuck(
+    handler: Recorder,
+) -> None:
+    handler.gate.clear()
+    pipeline = make(handler)
+    pipeline.put(1)
+    started = time.monotonic()
+    assert not pipeline.force_flush(200)
+    assert time.monotonic() - started < 5
+    handler.gate.set()
+    assert pipeline.force_flush(10_000)
+    assert handler.items == [1]
+    pipeline.shutdown()
+
+
+def test_shutdown_drains_closes_and_refuses_later_items(handler: Recorder) -> None:
+    pipeline = make(handler)
+    for i in range(25):
+        pipeline.put(i)
+    assert pipeline.shutdown(10_000)
+    assert handler.items == list(range(25))
+    assert handler.closed
+    pipeline.put(99)
+    assert not pipeline.force_flush(100)
+    stats = pipeline.stats()
+    assert stats["dropped_after_shutdown"] == 1
+    assert stats["processed"] == 25
+
+
+def test_shutdown_returns_at_its_deadline_and_counts_what_it_could_not_deliver(
+    handler: Recorder,
+) -> None:
+    handler.gate.clear()
+    pipeline = make(handler, max_batch_size=5)
+    for i in range(20):
+        pipeline.put(i)
+    pipeline.force_flush(0)
+    handler.entered.wait(5)
+    started = time.monotonic()
+    assert not pipeline.shutdown(200)
+    assert time.monotonic() - started < 5
+    handler.gate.set()  # the stuck export returns after the deadline: the rest is dropped
+    wait_for(lambda: handler.closed)
+    stats = pipeline.stats()
+    assert stats["processed"] == len(handler.items) == 5
+    assert stats["dropped_shutdown_timeout"] == 15
+
+
+def test_a_failing_batch_is_counted_and_the_pipeline_goes_on(handler: Recorder) -> None:
+    handler.fail_next = True
+    pipeline = make(handler, max_batch_size=5)
+    for i in range(10):
+        pipeline.put(i)
+    assert pipeline.force_flush(10_000)
+    assert handler.items == list(range(5, 10))
+    assert pipeline.stats()["handler_errors"] == 1
+    pipeline.shutdown()
+
+
+def test_instrumentation_is_suppressed_on_the_worker(handler: Recorder) -> None:
+    pipeline = make(handler)
+    pipeline.put(1)
+    assert pipeline.force_flush(10_000)
+    assert handler.suppressed == [True]
+    assert context.get_value(context._SUPPRESS_INSTRUMENTATION_KEY) is None
+    pipeline.shutdown()
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_forked_child_gets_a_fresh_worker_and_not_the_parents_queue(handler: Recorder) -> None:
+    handler.gate.clear()
+    pipeline = make(handler, max_batch_size=5)
+    pipeline.put(-1)
+    pipeline.force_flush(0)
+    handler.entered.wait(5)  # parent's worker is stuck holding -1; 3 more wait in the queue
+    for i in (-2, -3, -4):
+        pipeline.put(i)
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child: report what its own pipeline delivers, then leave without cleanup
+        try:
+            os.close(read_end)
+            handler.batches.clear()
+            handler.gate.set()
+            for i in range(12):
+                pipeline.put(i)
+            flushed = pipeline.force_flush(10_000)
+            stats = pipeline.stats()
+            line = f"{flushed} {handler.items} {stats['queued']} {stats['processed']}"
+            os.write(write_end, line.encode())
+        finally:
+            os._exit(0)
+    os.close(write_end)
+    with os.fdopen(read_end) as pipe:
+        report = pipe.read()
+    os.waitpid(pid, 0)
+    assert report == f"True {list(range(12))} 12 12"
+    handler.gate.set()
+    assert pipeline.force_flush(10_000)
+    assert handler.items == [-1, -2, -3, -4]
+    pipeline.shutdown()
