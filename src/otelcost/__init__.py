@@ -10,6 +10,7 @@ from otelcost.errors import (
     PricingNotFoundError,
     PricingStaleError,
 )
+from otelcost.pricing import Price, PricingCache, PricingSource, PricingTable
 from otelcost.record import CostRecord
 
 __version__ = "0.1.0"
@@ -19,8 +20,12 @@ __all__ = [
     "CostRecord",
     "InvalidRecordError",
     "OtelCostError",
+    "Price",
+    "PricingCache",
     "PricingError",
     "PricingNotFoundError",
+    "PricingSource",
     "PricingStaleError",
+    "PricingTable",
     "__version__",
 ]

@@ -1,0 +1,398 @@
+"""Where pricing tables come from: a dict, a JSON file or an http(s) URL.
+
+Every source returns a whole, validated :class:`PricingTable` or raises PricingError; when
+the data did not change (HTTP 304, identical file bytes) it returns the previous table
+object, which keeps that table's memoised resolutions warm.
+"""
+
+from __future__ import annotations
+
+import base64
+import http.client
+import json
+import os
+import ssl
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Collection, Mapping
+from pathlib import Path
+from typing import IO, Any, Final, Protocol, runtime_checkable
+from urllib.parse import SplitResult, unquote, urlsplit, urlunsplit
+
+from otelcost._pricing_table import PricingTable
+from otelcost.errors import PricingError
+
+__all__ = [
+    "DEFAULT_MAX_BYTES",
+    "DictPricingSource",
+    "FilePricingSource",
+    "HttpPricingSource",
+    "PricingSource",
+    "as_source",
+    "load_document",
+    "redact_url",
+]
+
+DEFAULT_MAX_BYTES: Final = 8 * 1024 * 1024
+_CHUNK: Final = 64 * 1024
+_SCHEMES: Final = ("http", "https")
+
+
+@runtime_checkable
+class PricingSource(Protocol):
+    """Anything that can produce a pricing table.
+
+    ``fetch()`` returns a complete :class:`PricingTable` (build it with
+    :meth:`PricingTable.parse`) or raises; :class:`~otelcost.PricingCache` turns any exception
+    into a PricingError and keeps its current table. Returning the same table object as last
+    time means "unchanged". ``fetch`` is never called concurrently by one cache.
+    """
+
+    def fetch(self) -> PricingTable: ...
+
+
+def load_document(data: bytes, origin: str) -> object:
+    """Decode a JSON pricing document strictly: no NaN/Infinity, no duplicate keys."""
+    try:
+        return json.loads(data, object_pairs_hook=_unique_keys, parse_constant=_no_constant)
+    except RecursionError:
+        raise PricingError(f"{origin}: invalid JSON: nested too deeply") from None
+    except ValueError as exc:  # includes JSONDecodeError and UnicodeDecodeError
+        raise PricingError(f"{origin}: invalid JSON: {exc}") from None
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                # Two prices for one key: whichever JSON parser wins, one of them is silently lost.
+                raise ValueError(f"duplicate key {key!r}")
+            seen.add(key)
+    return obj
+
+
+def _no_constant(name: str) -> object:
+    raise ValueError(f"{name} is not a valid JSON number")
+
+
+def _parse(data: bytes, origin: str) -> PricingTable:
+    try:
+        return PricingTable.parse(load_document(data, origin))
+    except PricingError as exc:
+        if str(exc).startswith(f"{origin}: "):
+            raise
+        raise PricingError(f"{origin}: {exc}") from None
+
+
+class DictPricingSource:
+    """A pricing document held in memory; each fetch validates its current contents."""
+
+    def __init__(self, doc: Mapping[str, object]) -> None:
+        self._doc = doc
+
+    def fetch(self) -> PricingTable:
+        return PricingTable.parse(self._doc)
+
+    def __repr__(self) -> str:
+        return f"DictPricingSource(<{len(self._doc)} keys>)"
+
+
+class _StaticSource:
+    """A table given directly: every fetch returns it."""
+
+    def __init__(self, table: PricingTable) -> None:
+        self._table = table
+
+    def fetch(self) -> PricingTable:
+        return self._table
+
+    def __repr__(self) -> str:
+        return f"_StaticSource({self._table!r})"
+
+
+class FilePricingSource:
+    """A JSON pricing file, re-read on every fetch (at most ``max_bytes``)."""
+
+    def __init__(self, path: str | os.PathLike[str], *, max_bytes: int = DEFAULT_MAX_BYTES) -> None:
+        if max_bytes < 1:
+            raise ValueError(f"max_bytes must be >= 1, got {max_bytes}")
+        self._path = Path(path)
+        self._max_bytes = max_bytes
+        self._last: tuple[bytes, PricingTable] | None = None
+        self._lock = threading.Lock()
+
+    def fetch(self) -> PricingTable:
+        origin = str(self._path)
+        try:
+            with self._path.open("rb") as fh:
+                data = _read_file(fh, self._max_bytes, origin)
+        except OSError as exc:
+            raise PricingError(f"{origin}: cannot read: {exc.strerror or exc}") from None
+        with self._lock:
+            if self._last is not None and self._last[0] == data:
+                return self._last[1]
+            table = _parse(data, origin)
+            self._last = (data, table)
+            return table
+
+    def __repr__(self) -> str:
+        return f"FilePricingSource({str(self._path)!r})"
+
+
+def _read_file(fh: IO[bytes], max_bytes: int, origin: str) -> bytes:
+    data = fh.read(max_bytes + 1)
+    if len(data) > max_bytes:
+        raise PricingError(f"{origin}: larger than the {max_bytes}-byte limit")
+    return data
+
+
+def redact_url(url: str) -> str:
+    """``url`` without credentials: userinfo and the query string become ``***``."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        port = parts.port
+    except ValueError:
+        return "<unparseable URL>"
+    if ":" in host:
+        host = f"[{host}]"
+    netloc = ("***@" if "@" in parts.netloc else "") + host + (f":{port}" if port else "")
+    return urlunsplit((parts.scheme, netloc, parts.path, "***" if parts.query else "", ""))
+
+
+class HttpPricingSource:
+    """A pricing document served over http(s), fetched with the standard library.
+
+    - ``connect_timeout`` bounds the TCP (and TLS) connect, ``read_timeout`` every socket read,
+      ``total_timeout`` the whole exchange including a body that trickles in.
+    - ``ETag`` is remembered and sent as ``If-None-Match``; a 304 returns the previous table.
+    - The body is read incrementally and abandoned past ``max_bytes`` (also when the
+      ``Content-Length`` announces more), so an oversized response is never held in memory.
+    - Any status other than 2xx/304 is a PricingError; so is a redirect to another scheme
+      than http(s), from https to http, or to another host unless listed in
+      ``allow_redirect_hosts`` (credentials are not forwarded to other hosts).
+    - Credentials in the URL (``https://user:pass@host/...``) are sent as HTTP Basic auth;
+      extra ``headers`` (e.g. ``Authorization: Bearer ...``) are sent as given. Messages and
+      the repr show the URL with userinfo and query replaced by ``***``.
+    - Proxies come from the usual ``https_proxy``/``no_proxy`` environment variables.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        connect_timeout: float = 3.0,
+        read_timeout: float = 10.0,
+        total_timeout: float = 30.0,
+        max_bytes: int = DEFAULT_MAX_BYTES,
+        headers: Mapping[str, str] | None = None,
+        allow_redirect_hosts: Collection[str] = (),
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
+        parts = urlsplit(url)
+        if parts.scheme.lower() not in _SCHEMES:
+            raise ValueError(f"{redact_url(url)}: only http and https URLs are supported")
+        if not parts.hostname:
+            raise ValueError(f"{redact_url(url)}: the URL has no host")
+        for name, value in (
+            ("connect_timeout", connect_timeout),
+            ("read_timeout", read_timeout),
+            ("total_timeout", total_timeout),
+        ):
+            if not value > 0:
+                raise ValueError(f"{name} must be > 0, got {value!r}")
+        if max_bytes < 1:
+            raise ValueError(f"max_bytes must be >= 1, got {max_bytes}")
+        self._display = redact_url(url)
+        self._headers = {"Accept": "application/json", "User-Agent": _user_agent()}
+        if parts.username is not None:
+            credentials = f"{unquote(parts.username)}:{unquote(parts.password or '')}"
+            token = base64.b64encode(credentials.encode()).decode("ascii")
+            self._headers["Authorization"] = f"Basic {token}"
+            netloc = parts.netloc.rpartition("@")[2]
+            parts = parts._replace(netloc=netloc)
+        self._headers.update(headers or {})
+        self._url = urlunsplit(parts)
+        self._connect_timeout = connect_timeout
+        self._total_timeout = total_timeout
+        self._max_bytes = max_bytes
+        redirects = _RedirectPolicy(parts, frozenset(h.lower() for h in allow_redirect_hosts))
+        context = ssl_context or ssl.create_default_context()
+        self._opener = urllib.request.build_opener(
+            redirects,
+            _HTTPHandler(read_timeout),
+            _HTTPSHandler(read_timeout, context),
+        )
+        self._etag: str | None = None
+        self._table: PricingTable | None = None
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"HttpPricingSource({self._display!r})"
+
+    def fetch(self) -> PricingTable:
+        with self._lock:
+            request = urllib.request.Request(self._url, headers=self._headers)
+            if self._etag is not None and self._table is not None:
+                request.add_header("If-None-Match", self._etag)
+            deadline = time.monotonic() + self._total_timeout
+            try:
+                with self._opener.open(request, timeout=self._connect_timeout) as response:
+                    body = self._read_body(response, deadline)
+                    etag = response.headers.get("ETag")
+            except urllib.error.HTTPError as exc:
+                exc.close()
+                if exc.code == 304 and self._table is not None:
+                    return self._table
+                raise PricingError(f"{self._display}: HTTP {exc.code} {exc.reason}") from None
+            except (OSError, http.client.HTTPException) as exc:
+                raise PricingError(f"{self._display}: {_reason(exc)}") from None
+            table = _parse(body, self._display)
+            self._table, self._etag = table, etag
+            return table
+
+    def _read_body(self, response: http.client.HTTPResponse, deadline: float) -> bytes:
+        declared = response.headers.get("Content-Length", "")
+        if declared.isdigit() and int(declared) > self._max_bytes:
+            raise PricingError(
+                f"{self._display}: response of {declared} bytes exceeds the "
+                f"{self._max_bytes}-byte limit"
+            )
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            if time.monotonic() > deadline:
+                raise PricingError(
+                    f"{self._display}: response not complete within {self._total_timeout} s"
+                )
+            # read1 returns after one socket read, so the deadline is checked while a slow
+            # body trickles in; asking for one byte past the cap detects an oversized body.
+            chunk = response.read1(min(_CHUNK, self._max_bytes + 1 - size))
+            if not chunk:
+                return b"".join(chunks)
+            size += len(chunk)
+            if size > self._max_bytes:
+                raise PricingError(
+                    f"{self._display}: response exceeds the {self._max_bytes}-byte limit"
+                )
+            chunks.append(chunk)
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, urllib.error.URLError) and isinstance(exc.reason, BaseException):
+        exc = exc.reason
+    if isinstance(exc, TimeoutError):
+        return "timed out"
+    text = str(exc) or type(exc).__name__
+    return f"{text} ({type(exc).__name__})"
+
+
+def _user_agent() -> str:
+    from otelcost import __version__
+
+    return f"otelcost/{__version__}"
+
+
+class _RedirectPolicy(urllib.request.HTTPRedirectHandler):
+    """Follow redirects only within http(s), never to plain http from https, same host only."""
+
+    max_redirections = 5
+
+    def __init__(self, origin: SplitResult, allowed_hosts: frozenset[str]) -> None:
+        self._origin_scheme = origin.scheme.lower()
+        self._origin_host = (origin.hostname or "").lower()
+        self._allowed = allowed_hosts
+
+    def redirect_request(  # noqa: PLR0917 - urllib's signature
+        self,
+        req: urllib.request.Request,
+        fp: IO[bytes],
+        code: int,
+        msg: str,
+        headers: http.client.HTTPMessage,
+        newurl: str,
+    ) -> urllib.request.Request | None:
+        target = urlsplit(newurl)
+        scheme, host = target.scheme.lower(), (target.hostname or "").lower()
+        refusal = None
+        if scheme not in _SCHEMES:
+            refusal = f"to a {scheme or 'relative'} URL"
+        elif self._origin_scheme == "https" and scheme == "http":
+            refusal = "from https to http"
+        elif host != self._origin_host and host not in self._allowed:
+            refusal = f"to another host ({host}; allow it with allow_redirect_hosts)"
+        if refusal is not None:
+            fp.close()
+            raise PricingError(
+                f"{redact_url(req.full_url)}: refused HTTP {code} redirect {refusal}"
+            )
+        new = super().redirect_request(req, fp, code, msg, headers, newurl)
+        if new is not None and host != self._origin_host:
+            new.remove_header("Authorization")
+        return new
+
+
+class _HTTPConnection(http.client.HTTPConnection):
+    def __init__(self, host: str, /, *, read_timeout: float = 10.0, **kwargs: Any) -> None:
+        super().__init__(host, **kwargs)
+        self._read_timeout = read_timeout
+
+    def connect(self) -> None:
+        super().connect()  # under the connect timeout; reads then use the read timeout
+        self.sock.settimeout(self._read_timeout)
+
+
+class _HTTPSConnection(http.client.HTTPSConnection):
+    def __init__(self, host: str, /, *, read_timeout: float = 10.0, **kwargs: Any) -> None:
+        super().__init__(host, **kwargs)
+        self._read_timeout = read_timeout
+
+    def connect(self) -> None:
+        super().connect()  # TCP connect and TLS handshake, both under the connect timeout
+        self.sock.settimeout(self._read_timeout)
+
+
+class _HTTPHandler(urllib.request.HTTPHandler):
+    def __init__(self, read_timeout: float) -> None:
+        super().__init__()
+        self._read_timeout = read_timeout
+
+    def http_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
+        return self.do_open(_HTTPConnection, req, read_timeout=self._read_timeout)
+
+
+class _HTTPSHandler(urllib.request.HTTPSHandler):
+    def __init__(self, read_timeout: float, context: ssl.SSLContext) -> None:
+        super().__init__(context=context)
+        self._read_timeout = read_timeout
+        self._ssl_context = context
+
+    def https_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
+        return self.do_open(
+            _HTTPSConnection, req, context=self._ssl_context, read_timeout=self._read_timeout
+        )
+
+
+SourceLike = PricingSource | PricingTable | Mapping[str, object] | str | os.PathLike[str]
+
+
+def as_source(source: SourceLike) -> PricingSource:
+    """The source for a dict, a table, a JSON path, an http(s) URL or a PricingSource."""
+    if isinstance(source, PricingTable):
+        return _StaticSource(source)
+    if isinstance(source, Mapping):
+        return DictPricingSource(source)
+    if isinstance(source, str) and "://" in source:
+        return HttpPricingSource(source)
+    if isinstance(source, str | os.PathLike):
+        return FilePricingSource(source)
+    if isinstance(source, PricingSource):
+        return source
+    raise TypeError(
+        "pricing source must be a dict, a JSON file path, an http(s) URL, a PricingTable or "
+        f"an object with fetch(), got {type(source).__name__}"
+    )

@@ -1,0 +1,455 @@
+"""Prices and immutable pricing tables: validation of pricing documents and key matching.
+
+A table is built once (by :meth:`PricingTable.parse` or the constructor) and never changes;
+refreshing pricing means building a new table and swapping it in whole.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Final
+
+from cachetools import FIFOCache
+
+from otelcost.errors import PricingError, PricingNotFoundError
+from otelcost.money import to_nanos
+
+__all__ = ["DEFAULT_MEMO_SIZE", "Price", "PricingTable"]
+
+DEFAULT_MEMO_SIZE: Final = 16_384
+"""Resolved (service, operation) pairs remembered per table (bounded; FIFO eviction)."""
+
+# Largest amount of one cost, so its nano-units fit a signed 64-bit integer (Redis INCRBY).
+_MAX_AMOUNT: Final = (2**63 - 1) / 1e9
+_WILDCARD: Final = "*"
+_DEFAULT_CURRENCY: Final = "USD"
+_MAX_LABEL: Final = 128
+_MAX_KEY_IN_MESSAGE: Final = 120
+_EMPTY_UNITS: Final[Mapping[str, float]] = MappingProxyType({})
+
+
+def _empty_units() -> Mapping[str, float]:
+    return _EMPTY_UNITS
+
+
+def _check_rate(value: object, where: str) -> float:
+    """A price component as a finite float >= 0; None (free) is 0.0.
+
+    Raises ValueError with a message starting with ``where``.
+    """
+    if value is None:
+        return 0.0
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"{where}: must be a number >= 0 or null, got {_describe(value)}")
+    try:
+        rate = float(value)
+    except OverflowError:
+        raise ValueError(f"{where}: must be a finite number, got an integer too large") from None
+    if not math.isfinite(rate) or rate < 0.0:
+        raise ValueError(f"{where}: must be a finite number >= 0, got {rate!r}")
+    return rate + 0.0  # -0.0 becomes 0.0
+
+
+def _describe(value: object) -> str:
+    if isinstance(value, str):
+        return f"a string ({_short(value)})"
+    if isinstance(value, bool):
+        return f"a boolean ({str(value).lower()})"
+    if isinstance(value, Mapping):
+        return "an object"
+    if isinstance(value, list | tuple):
+        return "an array"
+    return type(value).__name__
+
+
+def _short(text: str) -> str:
+    shown = repr(text)
+    if len(shown) > _MAX_KEY_IN_MESSAGE:
+        shown = shown[: _MAX_KEY_IN_MESSAGE - 4] + "...'"
+    return shown
+
+
+@dataclass(frozen=True, slots=True)
+class Price:
+    """The price of one matched (service, operation).
+
+    cost = per_request + per_ms * duration_ms + sum(per_unit[attr] * span.attributes[attr]).
+    Every component is a finite float >= 0 in currency units; ``Price()`` is free.
+    ``per_unit`` is copied into a read-only mapping, so a Price never changes.
+    """
+
+    per_ms: float = 0.0
+    per_request: float = 0.0
+    per_unit: Mapping[str, float] = field(default_factory=_empty_units)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "per_ms", _check_rate(self.per_ms, "per_ms"))
+        object.__setattr__(self, "per_request", _check_rate(self.per_request, "per_request"))
+        units: dict[str, float] = {}
+        for attr, rate in self.per_unit.items():
+            if not isinstance(attr, str) or not attr:
+                raise ValueError(f"per_unit: attribute names must be non-empty strings: {attr!r}")
+            units[attr] = _check_rate(rate, f"per_unit[{_short(attr)}]")
+        object.__setattr__(self, "per_unit", MappingProxyType(units) if units else _EMPTY_UNITS)
+
+    def __hash__(self) -> int:
+        # per_unit is a read-only mapping, which is not hashable itself.
+        return hash((self.per_ms, self.per_request, frozenset(self.per_unit.items())))
+
+    def __repr__(self) -> str:
+        return (
+            f"Price(per_ms={self.per_ms!r}, per_request={self.per_request!r}, "
+            f"per_unit={dict(self.per_unit)!r})"
+        )
+
+    def usage_from(self, attributes: Mapping[str, object]) -> dict[str, float]:
+        """The usage this price charges for, read from span attributes.
+
+        Only attributes named in ``per_unit`` are read; values that are not finite numbers
+        >= 0 (strings, booleans, NaN, negatives, sequences) are left out, so they cost nothing
+        and are not reported as usage.
+        """
+        usage: dict[str, float] = {}
+        for attr in self.per_unit:
+            value = attributes.get(attr)
+            if isinstance(value, int | float) and not isinstance(value, bool):
+                try:
+                    amount = float(value)
+                except OverflowError:
+                    continue
+                if math.isfinite(amount) and amount >= 0.0:
+                    usage[attr] = amount
+        return usage
+
+    def cost_nanos(self, duration_ms: float, usage: Mapping[str, float]) -> int:
+        """The cost in integer nano-units of a span of ``duration_ms`` with ``usage``.
+
+        ``usage`` is normally :meth:`usage_from`'s result; attributes missing from it count 0.
+        Raises PricingError when the result is negative, NaN or beyond 2**63-1 nano-units
+        (a negative or NaN duration, or absurd prices times absurd usage): such a span must be
+        recorded as a pricing error, never as a silent or wrapped-around amount.
+        """
+        total = self.per_request + self.per_ms * duration_ms
+        for attr, rate in self.per_unit.items():
+            amount = usage.get(attr)
+            if amount:
+                total += rate * amount
+        if not 0.0 <= total <= _MAX_AMOUNT:
+            raise PricingError(
+                f"cost out of range ({total!r}) for duration_ms={duration_ms!r}, usage={usage!r}"
+            )
+        return to_nanos(total)
+
+
+class _Glob:
+    """An operation pattern where ``*`` matches any run of characters (nothing else is special).
+
+    Matching splits the pattern on ``*`` and finds the literal parts left to right, which is
+    exact for such patterns and linear in practice (no regex backtracking).
+    """
+
+    __slots__ = ("_first", "_last", "_middle", "_min_len", "pattern", "price", "rank")
+
+    def __init__(self, pattern: str, price: Price) -> None:
+        parts = pattern.split(_WILDCARD)
+        self.pattern = pattern
+        self.price = price
+        self._first, self._last = parts[0], parts[-1]
+        self._middle = tuple(parts[1:-1])
+        literal = sum(len(part) for part in parts)
+        self._min_len = literal
+        # Most specific first: more literal characters, then fewer wildcards, then the longer
+        # literal prefix, then the pattern text so that the order never depends on the document.
+        self.rank = (-literal, len(parts) - 1, -len(self._first), pattern)
+
+    def matches(self, text: str) -> bool:
+        if len(text) < self._min_len:
+            return False
+        if not text.startswith(self._first) or not text.endswith(self._last):
+            return False
+        pos, end = len(self._first), len(text) - len(self._last)
+        for part in self._middle:
+            found = text.find(part, pos, end)
+            if found < 0:
+                return False
+            pos = found + len(part)
+        return True
+
+
+def _split_key(key: str, where: str) -> tuple[str, str]:
+    """``service:operation`` split at the first colon, with ``*`` runs in the operation collapsed.
+
+    Raises ValueError whose message starts with ``where``.
+    """
+    service, sep, operation = key.partition(":")
+    if not sep or not service or not operation:
+        hint = ""
+        if key in {"version", "currency", "region"}:
+            hint = "; metadata needs the document form with a 'prices' object"
+        raise ValueError(f"{where}: key must be 'service:operation' (either part may be '*'){hint}")
+    for label, part in (("service", service), ("operation", operation)):
+        if part != part.strip():
+            raise ValueError(f"{where}: {label} has leading or trailing whitespace")
+    if _WILDCARD in service and service != _WILDCARD:
+        raise ValueError(f"{where}: the service is either a name or '*' (no partial globs)")
+    while "**" in operation:
+        operation = operation.replace("**", _WILDCARD)
+    return service, operation
+
+
+class PricingTable:
+    """An immutable pricing snapshot: prices by ``service:operation`` key plus metadata.
+
+    Keys are ``service:operation`` split at the first colon. The service is a name or ``*``;
+    the operation is a name, ``*``, or a glob where ``*`` matches any characters (runs of
+    ``*`` count as one). :meth:`resolve` picks the first match in this order:
+
+    1. exact ``service:operation`` (an operation equal to a glob key verbatim, such as a
+       normalised ``GET /users/*``, matches it here);
+    2. ``service:<glob>``, most specific first: more literal characters, then fewer ``*``,
+       then the longer literal prefix, then the pattern text;
+    3. ``service:*``;
+    4. ``*:operation``, then ``*:<glob>`` in the same order as 2;
+    5. ``*:*``.
+
+    Resolutions, including "no match", are memoised per table in a bounded cachetools FIFO
+    cache. Lookups read it without a lock, which is safe because FIFO reads never reorder
+    the cache; inserts and evictions are serialised by a lock.
+    """
+
+    __slots__ = (
+        "_any",
+        "_currency",
+        "_exact",
+        "_globs",
+        "_len",
+        "_memo",
+        "_memo_lock",
+        "_region",
+        "_version",
+    )
+
+    def __init__(
+        self,
+        prices: Mapping[str, Price | None],
+        *,
+        version: str | None = None,
+        currency: str = _DEFAULT_CURRENCY,
+        region: str | None = None,
+        memo_size: int = DEFAULT_MEMO_SIZE,
+    ) -> None:
+        """Build a table from ``{"service:operation": Price or None}`` (None means free).
+
+        Raises PricingError naming the key for a malformed or duplicate key, or an empty table.
+        """
+        if memo_size < 1:
+            raise ValueError(f"memo_size must be >= 1, got {memo_size}")
+        exact: dict[tuple[str, str], Price] = {}
+        globs: dict[str, list[_Glob]] = {}
+        wildcard: dict[str, Price] = {}
+        seen: dict[tuple[str, str], str] = {}
+        for key, maybe_price in prices.items():
+            if not isinstance(key, str):
+                raise TypeError(f"{key!r}: keys must be strings")
+            if maybe_price is not None and not isinstance(maybe_price, Price):
+                raise TypeError(f"{key!r}: expected a Price or None, got {type(maybe_price)}")
+            price = Price() if maybe_price is None else maybe_price
+            try:
+                service, operation = _split_key(key, _short(key))
+            except ValueError as exc:
+                raise PricingError(str(exc)) from None
+            if (service, operation) in seen:
+                raise PricingError(
+                    f"{_short(key)}: duplicates the entry {_short(seen[service, operation])}"
+                )
+            seen[service, operation] = key
+            if operation == _WILDCARD:
+                wildcard[service] = price
+            else:
+                exact[service, operation] = price
+                if _WILDCARD in operation:
+                    globs.setdefault(service, []).append(_Glob(operation, price))
+        if not seen:
+            raise PricingError("prices: the table has no entries (every span would be unpriced)")
+        self._exact = exact
+        self._globs = {
+            service: tuple(sorted(patterns, key=lambda g: g.rank))
+            for service, patterns in globs.items()
+        }
+        self._any = wildcard
+        self._len = len(seen)
+        self._version = version
+        self._currency = currency
+        self._region = region
+        # None memoises "no entry matches", so unpriced operations do not rescan the globs.
+        self._memo: FIFOCache[tuple[str, str], Price | None] = FIFOCache(memo_size)
+        self._memo_lock = threading.Lock()
+
+    @classmethod
+    def parse(cls, doc: object, *, memo_size: int = DEFAULT_MEMO_SIZE) -> PricingTable:
+        """Validate a decoded JSON pricing document (either form of DESIGN §3).
+
+        Document form: ``{"version", "currency", "region", "prices": {key: entry}}``;
+        flat form: ``{key: entry}``. An entry is null (free) or an object with ``per_ms``,
+        ``per_request`` (numbers or null) and ``per_unit`` (``{attribute: number or null}``);
+        ``cost_per_ms`` is accepted for ``per_ms`` (the flat seed form). Fields other than
+        these may be added only as string annotations. Any invalid value fails the whole
+        document with a PricingError whose message starts with the offending key.
+        """
+        if not isinstance(doc, Mapping):
+            raise PricingError(f"document: must be a JSON object, got {_describe(doc)}")
+        try:
+            if "prices" in doc:
+                return cls._parse_document(doc, memo_size)
+            return cls(_parse_entries(doc, ""), memo_size=memo_size)
+        except ValueError as exc:
+            raise PricingError(str(exc)) from None
+
+    @classmethod
+    def _parse_document(cls, doc: Mapping[object, object], memo_size: int) -> PricingTable:
+        prices = doc["prices"]
+        if not isinstance(prices, Mapping):
+            raise ValueError(f"prices: must be an object, got {_describe(prices)}")
+        metadata: dict[str, str | None] = {"version": None, "currency": None, "region": None}
+        for name, value in doc.items():
+            if name == "prices":
+                continue
+            if name in metadata:
+                metadata[name] = _check_label(value, str(name))
+            elif not isinstance(value, str):
+                raise ValueError(
+                    f"{_short(str(name))}: unknown field; only string annotations may be "
+                    f"added, got {_describe(value)}"
+                )
+        return cls(
+            _parse_entries(prices, "prices"),
+            version=metadata["version"],
+            currency=metadata["currency"] or _DEFAULT_CURRENCY,
+            region=metadata["region"],
+            memo_size=memo_size,
+        )
+
+    @property
+    def version(self) -> str | None:
+        """The document's ``version`` (None in the flat form)."""
+        return self._version
+
+    @property
+    def currency(self) -> str:
+        """The currency of every price in the table (default USD)."""
+        return self._currency
+
+    @property
+    def region(self) -> str | None:
+        """The document's ``region``, if any."""
+        return self._region
+
+    def __len__(self) -> int:
+        return self._len
+
+    def __repr__(self) -> str:
+        return (
+            f"PricingTable(version={self._version!r}, currency={self._currency!r}, "
+            f"region={self._region!r}, entries={self._len})"
+        )
+
+    def resolve(self, service: str, operation: str) -> Price:
+        """The price of ``operation`` of ``service``; PricingNotFoundError if nothing matches."""
+        key = (service, operation)
+        try:
+            found = self._memo[key]
+        except KeyError:
+            found = self._match(service, operation)
+            with self._memo_lock:
+                self._memo[key] = found
+        if found is None:
+            raise PricingNotFoundError(
+                f"no price for service {service!r} operation {operation!r} "
+                f"(table version {self._version!r} has no matching key, not even '*:*')"
+            )
+        return found
+
+    def _match(self, service: str, operation: str) -> Price | None:
+        for svc in (service, _WILDCARD):
+            price = self._exact.get((svc, operation))
+            if price is not None:
+                return price
+            for glob in self._globs.get(svc, ()):
+                if glob.matches(operation):
+                    return glob.price
+            price = self._any.get(svc)
+            if price is not None:
+                return price
+        return None
+
+
+def _check_label(value: object, name: str) -> str | None:
+    """A metadata string (version, currency, region); null means absent."""
+    if value is None:
+        return None
+    if (
+        not isinstance(value, str)
+        or not value
+        or len(value) > _MAX_LABEL
+        or not value.isprintable()
+    ):
+        raise ValueError(
+            f"{name}: must be a non-empty printable string of at most {_MAX_LABEL} characters, "
+            f"got {_describe(value) if not isinstance(value, str) else _short(value)}"
+        )
+    return value
+
+
+def _parse_entries(entries: Mapping[object, object], parent: str) -> dict[str, Price | None]:
+    prices: dict[str, Price | None] = {}
+    for key, entry in entries.items():
+        where = f"{parent}[{_short(str(key))}]" if parent else _short(str(key))
+        if not isinstance(key, str):
+            raise ValueError(f"{where}: keys must be strings")
+        _split_key(key, where)  # report a malformed key before the entry's contents
+        prices[key] = None if entry is None else _parse_entry(entry, where)
+    return prices
+
+
+_RATE_FIELDS: Final = {"per_ms": "per_ms", "cost_per_ms": "per_ms", "per_request": "per_request"}
+
+
+def _parse_entry(entry: object, where: str) -> Price:
+    if not isinstance(entry, Mapping):
+        raise ValueError(f"{where}: an entry must be an object or null, got {_describe(entry)}")
+    rates = {"per_ms": 0.0, "per_request": 0.0}
+    given: dict[str, str] = {}
+    units: dict[str, float] = {}
+    for name, value in entry.items():
+        field_where = f"{where}.{name}"
+        target = _RATE_FIELDS.get(name) if isinstance(name, str) else None
+        if target is not None:
+            if target in given:
+                raise ValueError(f"{field_where}: {given[target]!r} is given too; use only one")
+            given[target] = str(name)
+            rates[target] = _check_rate(value, field_where)
+        elif name == "per_unit":
+            units = _parse_units(value, field_where)
+        elif not isinstance(value, str):
+            raise ValueError(
+                f"{field_where}: unknown field; only string annotations may be added, "
+                f"got {_describe(value)}"
+            )
+    return Price(per_ms=rates["per_ms"], per_request=rates["per_request"], per_unit=units)
+
+
+def _parse_units(value: object, where: str) -> dict[str, float]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise ValueError(f"{where}: must be an object of attribute: price, got {_describe(value)}")
+    units: dict[str, float] = {}
+    for attr, rate in value.items():
+        if not isinstance(attr, str) or not attr:
+            raise ValueError(f"{where}: attribute names must be non-empty strings: {attr!r}")
+        units[attr] = _check_rate(rate, f"{where}[{_short(attr)}]")
+    return units
