@@ -131,13 +131,13 @@ def test_priced_and_unpriced_counts_with_reason(m: Metrics) -> None:
     exporter.export(
         [
             rec(cost=0.1),
-            rec(error="PricingStaleError: pricing table older than ttl (last sync 12:00:01)"),
-            rec(error="PricingStaleError: pricing table older than ttl (last sync 12:00:02)"),
-            rec("search", error="PricingNotFoundError: no price for search:GET /q"),
+            rec(error="pricing_stale: pricing table older than ttl (last sync 12:00:01)"),
+            rec(error="pricing_stale: pricing table older than ttl (last sync 12:00:02)"),
+            rec("search", error="pricing_not_found: no price for search:GET /q"),
             rec("search", error="no colon here"),
             rec("search", error=":"),
             rec("batch", cost=2.0, span_count=40),
-            rec("batch", error="PricingStaleError: x", span_count=7),
+            rec("batch", error="pricing_stale: x", span_count=7),
         ]
     )
     assert m.points("otelcost.spans.priced") == {
@@ -145,11 +145,11 @@ def test_priced_and_unpriced_counts_with_reason(m: Metrics) -> None:
         key(service="batch"): 40,
     }
     assert m.points("otelcost.spans.unpriced") == {
-        key(service="payment-svc", reason="PricingStaleError"): 2,
-        key(service="search", reason="PricingNotFoundError"): 1,
+        key(service="payment-svc", reason="pricing_stale"): 2,
+        key(service="search", reason="pricing_not_found"): 1,
         key(service="search", reason="no colon here"): 1,
         key(service="search", reason="unknown"): 1,
-        key(service="batch", reason="PricingStaleError"): 7,
+        key(service="batch", reason="pricing_stale"): 7,
     }
     assert exporter.stats()["records"] == 8
 
@@ -403,7 +403,7 @@ def test_prometheus_names() -> None:
     try:
         store = ScriptedStore({"a": ServiceStatus(False, (PeriodStatus("24h", 10.0, 2.5),))})
         exporter = MetricsCostExporter(provider, budget_store=store)
-        exporter.export([rec("a", "GET /x", 0.5), rec("a", error="PricingStaleError: old")])
+        exporter.export([rec("a", "GET /x", 0.5), rec("a", error="pricing_stale: old")])
         text = generate_latest(registry).decode()
     finally:
         provider.shutdown()

@@ -86,7 +86,7 @@ class MetricsCostExporter(CostExporter):
       cumulative cost of priced spans. Prometheus: ``otelcost_cost_USD_total``.
     - ``otelcost.spans.priced`` (observable counter, ``{span}``; ``service``).
     - ``otelcost.spans.unpriced`` (observable counter, ``{span}``; ``service``, ``reason``):
-      ``reason`` is the record's error up to the first ``:`` (e.g. ``PricingStaleError``), or
+      ``reason`` is the record's error up to the first ``:`` (e.g. ``pricing_stale``), or
       ``currency_mismatch`` for a record priced in another currency than ``currency``.
     - with a ``budget_store``: ``otelcost.budget.utilization`` (gauge, ratio 0..1 of rolling
       spend to limit, unit ``1``; ``service``, ``period``), ``otelcost.budget.spend`` and
