@@ -32,6 +32,7 @@ __all__ = [
     "PricingSource",
     "as_source",
     "load_document",
+    "parse_bytes",
     "redact_url",
 ]
 
@@ -79,7 +80,8 @@ def _no_constant(name: str) -> object:
     raise ValueError(f"{name} is not a valid JSON number")
 
 
-def _parse(data: bytes, origin: str) -> PricingTable:
+def parse_bytes(data: bytes, origin: str) -> PricingTable:
+    """Decode and validate a JSON pricing document; errors start with ``origin``."""
     try:
         return PricingTable.parse(load_document(data, origin))
     except PricingError as exc:
@@ -135,7 +137,7 @@ class FilePricingSource:
         with self._lock:
             if self._last is not None and self._last[0] == data:
                 return self._last[1]
-            table = _parse(data, origin)
+            table = parse_bytes(data, origin)
             self._last = (data, table)
             return table
 
@@ -251,7 +253,7 @@ class HttpPricingSource:
                 raise PricingError(f"{self._display}: HTTP {exc.code} {exc.reason}") from None
             except (OSError, http.client.HTTPException) as exc:
                 raise PricingError(f"{self._display}: {_reason(exc)}") from None
-            table = _parse(body, self._display)
+            table = parse_bytes(body, self._display)
             self._table, self._etag = table, etag
             return table
 
