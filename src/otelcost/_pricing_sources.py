@@ -250,6 +250,12 @@ class HttpPricingSource:
                 exc.close()
                 if exc.code == 304 and self._table is not None:
                     return self._table
+                if 300 <= exc.code < 400 and exc.code != 304:
+                    # urllib's reason names the target URL, which may carry credentials.
+                    raise PricingError(
+                        f"{self._display}: HTTP {exc.code} redirect not followed "
+                        "(not to an http(s) URL, or too many redirects)"
+                    ) from None
                 raise PricingError(f"{self._display}: HTTP {exc.code} {exc.reason}") from None
             except (OSError, http.client.HTTPException) as exc:
                 raise PricingError(f"{self._display}: {_reason(exc)}") from None

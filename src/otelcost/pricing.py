@@ -18,8 +18,8 @@ import random
 import threading
 import time
 import weakref
-from collections.abc import Callable, Mapping
-from typing import Final, NamedTuple
+from collections.abc import Callable
+from typing import Final, NamedTuple, TypedDict
 
 from otelcost._pricing_sources import (
     DEFAULT_MAX_BYTES,
@@ -41,6 +41,7 @@ __all__ = [
     "HttpPricingSource",
     "Price",
     "PricingCache",
+    "PricingCacheStats",
     "PricingSource",
     "PricingTable",
 ]
@@ -51,6 +52,19 @@ _log = logging.getLogger("otelcost.pricing")
 # at 50-100% of their backoff delay, so a fleet does not hit the pricing API in lockstep.
 _REFRESH_JITTER: Final = 0.1
 _STOP_TIMEOUT: Final = 5.0
+
+
+class PricingCacheStats(TypedDict):
+    """What :meth:`PricingCache.stats` reports."""
+
+    refreshes_ok: int  # successful fetches, including unchanged ones
+    refreshes_unchanged: int  # fetches that returned the table in use (HTTP 304, same file)
+    refreshes_failed: int
+    consecutive_failures: int
+    last_error: str | None  # text of the most recent failure (credentials redacted)
+    last_sync: int | None  # UTC epoch milliseconds of the last successful fetch
+    version: str | None
+    entries: int  # entries of the current table (0 before the first success)
 
 
 class _Snapshot(NamedTuple):
@@ -160,25 +174,20 @@ class PricingCache:
         snapshot = self._snapshot
         return None if snapshot is None else snapshot.table.region
 
-    def stats(self) -> Mapping[str, int | str | None]:
-        """Counters of refresh outcomes, the last error text and the loaded table's identity.
-
-        ``refreshes_ok`` counts successful fetches, of which ``refreshes_unchanged`` returned
-        the table already in use (HTTP 304, same file contents).
-        """
+    def stats(self) -> PricingCacheStats:
+        """Counters of refresh outcomes, the last error text and the current table's identity."""
         with self._stats_lock:
-            stats: dict[str, int | str | None] = {
-                "refreshes_ok": self._ok,
-                "refreshes_unchanged": self._unchanged,
-                "refreshes_failed": self._failed,
-                "consecutive_failures": self._consecutive_failures,
-                "last_error": self._last_error,
-            }
-        snapshot = self._snapshot
-        stats["last_sync"] = None if snapshot is None else round(snapshot.synced_at * 1000)
-        stats["version"] = None if snapshot is None else snapshot.table.version
-        stats["entries"] = 0 if snapshot is None else len(snapshot.table)
-        return stats
+            snapshot = self._snapshot
+            return PricingCacheStats(
+                refreshes_ok=self._ok,
+                refreshes_unchanged=self._unchanged,
+                refreshes_failed=self._failed,
+                consecutive_failures=self._consecutive_failures,
+                last_error=self._last_error,
+                last_sync=None if snapshot is None else round(snapshot.synced_at * 1000),
+                version=None if snapshot is None else snapshot.table.version,
+                entries=0 if snapshot is None else len(snapshot.table),
+            )
 
     # -- refreshing ------------------------------------------------------------------------
 
@@ -206,8 +215,8 @@ class PricingCache:
                 if error is exc:
                     raise
                 raise error from exc
-            self._snapshot = _Snapshot(table, self._clock())
-            with self._stats_lock:
+            with self._stats_lock:  # so stats() sees the table and its counters together
+                self._snapshot = _Snapshot(table, self._clock())
                 self._ok += 1
                 if previous is not None and previous.table is table:
                     self._unchanged += 1
