@@ -10,6 +10,7 @@ from otelcost.errors import (
     PricingNotFoundError,
     PricingStaleError,
 )
+from otelcost.normalize import PathNormalizer, normalize_path
 from otelcost.pricing import Price, PricingCache, PricingSource, PricingTable
 from otelcost.record import CostRecord
 
@@ -20,6 +21,7 @@ __all__ = [
     "CostRecord",
     "InvalidRecordError",
     "OtelCostError",
+    "PathNormalizer",
     "Price",
     "PricingCache",
     "PricingError",
@@ -28,4 +30,5 @@ __all__ = [
     "PricingStaleError",
     "PricingTable",
     "__version__",
+    "normalize_path",
 ]
