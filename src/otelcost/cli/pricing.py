@@ -21,7 +21,10 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     pricing = subparsers.add_parser(
         "pricing",
         help="inspect pricing tables",
-        description="Inspect pricing tables (DESIGN §3: flat or document form).",
+        description=(
+            "Inspect pricing tables: the document form {version, currency, region, prices} "
+            'or the flat form {"service:operation": {"per_ms": ...}}.'
+        ),
     )
     actions = pricing.add_subparsers(dest="pricing_command", metavar="ACTION", required=True)
     check = actions.add_parser(
