@@ -1,0 +1,114 @@
+"""Redis clients for otelcost, built with short timeouts, bounded retries and health checks.
+
+``connect`` accepts a client object (used as given: the caller chose its settings) or a URL:
+
+- ``redis://[[user]:password@]host[:port][/db]``, ``rediss://...`` (TLS), ``unix:///path``:
+  a ``redis.Redis``;
+- ``redis+cluster://host:port`` (or ``rediss+cluster://``): a ``RedisCluster`` discovered
+  from that node;
+- ``redis+sentinel://[[user]:password@]host:port[,host:port...]/master-name[/db]`` (or
+  ``rediss+sentinel://``): the current master of ``master-name`` via Redis Sentinel; the
+  credentials are the master's.
+
+The ``redis`` package is imported only here, so ``import otelcost`` works without it.
+Credentials never appear in messages: use ``redact`` on any URL that is shown or logged.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+__all__ = ["DEFAULT_OPTIONS", "connect", "redact"]
+
+DEFAULT_OPTIONS: dict[str, Any] = {
+    "socket_timeout": 1.0,
+    "socket_connect_timeout": 1.0,
+    "health_check_interval": 15,
+    "retries": 2,  # on connection errors and timeouts, with exponential backoff and jitter
+}
+
+_SECRET = re.compile(r"(?<=://)([^/@]*)@")
+
+
+def redact(url: str) -> str:
+    """``url`` with any ``user:password@`` replaced by ``***@``."""
+    return _SECRET.sub("***@", url)
+
+
+def connect(target: Any, **options: Any) -> Any:
+    """A Redis client for ``target`` (a URL or a client object, returned unchanged).
+
+    ``options`` override DEFAULT_OPTIONS and are passed to redis-py (``retries`` becomes a
+    ``Retry`` with exponential backoff). Raises ValueError for an unsupported URL and
+    ImportError when the ``redis`` package is missing (install ``otelcost[redis]``).
+    """
+    if not isinstance(target, str):
+        if not callable(getattr(target, "register_script", None)):
+            raise TypeError(
+                f"expected a Redis URL or a redis-py client, got {type(target).__name__}"
+            )
+        return target
+    settings = {**DEFAULT_OPTIONS, **options}
+    retries = int(settings.pop("retries"))
+    try:
+        import redis
+        from redis.backoff import ExponentialWithJitterBackoff
+        from redis.retry import Retry
+    except ImportError:
+        raise ImportError(
+            "Redis support needs the redis package: pip install 'otelcost[redis]'"
+        ) from None
+    settings["retry"] = Retry(ExponentialWithJitterBackoff(cap=0.5, base=0.05), retries)
+    scheme = urlsplit(target).scheme.lower()
+    if scheme in ("redis", "rediss", "unix"):
+        return redis.Redis.from_url(target, **settings)
+    if scheme in ("redis+cluster", "rediss+cluster"):
+        from redis.cluster import RedisCluster
+
+        settings.pop("health_check_interval")  # not a RedisCluster option
+        plain = scheme.split("+", 1)[0] + target[len(scheme) :]
+        return RedisCluster.from_url(plain, **settings)
+    if scheme in ("redis+sentinel", "rediss+sentinel"):
+        return _sentinel_master(target, tls=scheme.startswith("rediss"), settings=settings)
+    raise ValueError(
+        f"unsupported Redis URL {redact(target)!r}: expected redis://, rediss://, unix://, "
+        "redis+cluster:// or redis+sentinel://"
+    )
+
+
+def _sentinel_master(url: str, *, tls: bool, settings: dict[str, Any]) -> Any:
+    from redis.sentinel import Sentinel
+
+    parts = urlsplit(url)
+    netloc = parts.netloc.rpartition("@")[2]
+    path = [p for p in parts.path.split("/") if p]
+    if not netloc or not path or len(path) > 2:
+        raise ValueError(
+            f"bad sentinel URL {redact(url)!r}: expected "
+            "redis+sentinel://[user:password@]host:port[,host:port]/master-name[/db]"
+        )
+    sentinels = []
+    for node in netloc.split(","):
+        host, _, port = node.rpartition(":")
+        if not host or not port.isdigit():
+            raise ValueError(f"bad sentinel address {node!r} in {redact(url)!r}")
+        sentinels.append((host.strip("[]"), int(port)))
+    if len(path) == 2 and not path[1].isdigit():
+        raise ValueError(f"bad database number in {redact(url)!r}")
+    master_options = dict(settings)
+    if parts.username:
+        master_options["username"] = unquote(parts.username)
+    if parts.password:
+        master_options["password"] = unquote(parts.password)
+    if len(path) == 2:
+        master_options["db"] = int(path[1])
+    if tls:
+        master_options["ssl"] = True
+    sentinel_options = {
+        "socket_timeout": settings["socket_timeout"],
+        "socket_connect_timeout": settings["socket_connect_timeout"],
+    }
+    sentinel = Sentinel(sentinels, sentinel_kwargs=sentinel_options)  # type: ignore[no-untyped-call]
+    return sentinel.master_for(unquote(path[0]), **master_options)  # type: ignore[no-untyped-call]
