@@ -1,0 +1,137 @@
+"""``otelcost report``: budgets, rolling spend, burn rate and throttles as stored in Redis."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from otelcost import _json
+from otelcost.budget.exporter import REDIS_URL_ENV
+from otelcost.budget.status import BudgetStatus
+
+__all__ = ["register", "render_table", "report_document", "run"]
+
+
+def register(subparsers: argparse._SubParsersAction[Any]) -> None:
+    """Add the ``report`` subcommand."""
+    parser = subparsers.add_parser(
+        "report",
+        help="show budgets, rolling spend, burn rate and throttled services",
+        description=(
+            "Read the budget state kept in Redis (by RedisBudgetExporter or otelcost enforce) "
+            "and show, per service and budget period: rolling spend, limit, utilization, the "
+            "EMA burn rate (spend projected over the period), consecutive windows over the "
+            "limit, and whether the service is throttled with the flag's remaining TTL. "
+            "Exits 1 with a one-line error when Redis cannot be read."
+        ),
+    )
+    parser.add_argument(
+        "--redis-url",
+        default=os.environ.get(REDIS_URL_ENV),
+        help=f"redis://, rediss://, redis+cluster:// or redis+sentinel:// URL "
+        f"(default: ${REDIS_URL_ENV})",
+    )
+    parser.add_argument("--json", action="store_true", help="print one JSON document")
+    parser.add_argument("--service", metavar="NAME", help="only this service")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Print the report; 0 on success, 1 (one line on stderr) when Redis cannot be read."""
+    if not args.redis_url:
+        print(f"otelcost report: give --redis-url or set {REDIS_URL_ENV}", file=sys.stderr)
+        return 1
+    try:
+        statuses = _read(args.redis_url, args.service)
+    except Exception as exc:  # any failure to reach or read Redis: one line, no traceback
+        from otelcost._redis import redact
+
+        message = " ".join(str(exc).split()) or type(exc).__name__
+        print(
+            f"otelcost report: cannot read budgets from {redact(args.redis_url)}: {message}",
+            file=sys.stderr,
+        )
+        return 1
+    if args.json:
+        sys.stdout.write(_json.dumps(report_document(statuses)).decode() + "\n")
+    else:
+        render_table(statuses)
+    return 0
+
+
+def _read(url: str, service: str | None) -> list[BudgetStatus]:
+    from otelcost.budget.redis_store import RedisBudgetStore
+
+    store = RedisBudgetStore(url)
+    try:
+        services = [service] if service else store.services()
+        return [store.status(name) for name in services]
+    finally:
+        store.client.close()
+
+
+def report_document(statuses: Sequence[BudgetStatus]) -> dict[str, Any]:
+    """The ``--json`` document: ``{"services": [BudgetStatus.to_dict(), ...]}``."""
+    return {"services": [status.to_dict() for status in statuses]}
+
+
+def _money(amount: float) -> str:
+    return f"{amount:,.2f}" if amount >= 100 else f"{amount:.6g}"
+
+
+def _rows(statuses: Sequence[BudgetStatus]) -> list[list[str]]:
+    rows = []
+    for status in statuses:
+        throttled = "no"
+        if status.throttled:
+            ttl = status.throttle_ttl
+            throttled = "YES" + (f" ({ttl:,.0f} s left)" if ttl is not None else " (no TTL)")
+        if not status.budgets:
+            rows.append([status.service, "-", "-", "-", "-", "-", "-", throttled])
+        for usage in status.budgets:
+            rows.append(
+                [
+                    status.service,
+                    usage.period,
+                    _money(usage.spend),
+                    _money(usage.limit),
+                    f"{usage.utilization:.1%}",
+                    f"{_money(usage.ema_rate)}/{usage.period}",
+                    str(usage.consecutive_over),
+                    throttled + (f" [{usage.reason}]" if usage.reason else ""),
+                ]
+            )
+    return rows
+
+
+_HEADER = ["service", "period", "spend", "limit", "used", "EMA burn rate", "over", "throttled"]
+
+
+def render_table(statuses: Sequence[BudgetStatus]) -> None:
+    """Print the report as a table (rich when installed, plain text otherwise)."""
+    rows = _rows(statuses)
+    if not rows:
+        print("no budget state in Redis")
+        return
+    try:
+        from rich.console import Console
+        from rich.table import Table
+    except ImportError:
+        widths = [max(len(r[i]) for r in [_HEADER, *rows]) for i in range(len(_HEADER))]
+        for row in [_HEADER, *rows]:
+            print(
+                "  ".join(
+                    cell.ljust(width) for cell, width in zip(row, widths, strict=True)
+                ).rstrip()
+            )
+        return
+    table = Table(title="otelcost budgets")
+    for name in _HEADER:
+        table.add_column(name, justify="right" if name in ("spend", "limit", "used") else "left")
+    for row in rows:
+        style = "bold red" if row[-1].startswith("YES") else None
+        table.add_row(*row, style=style)
+    Console().print(table)
