@@ -6,6 +6,7 @@ refreshing pricing means building a new table and swapping it in whole.
 
 from __future__ import annotations
 
+import enum
 import math
 import threading
 from collections.abc import Mapping
@@ -286,7 +287,7 @@ class PricingTable:
         self._currency = currency
         self._region = region
         # None memoises "no entry matches", so unpriced operations do not rescan the globs.
-        self._memo: FIFOCache[tuple[str, str], Price | None] = FIFOCache(memo_size)
+        self._memo = _Memo(memo_size)
         self._memo_lock = threading.Lock()
 
     @classmethod
@@ -297,7 +298,8 @@ class PricingTable:
         flat form: ``{key: entry}``. An entry is null (free) or an object with ``per_ms``,
         ``per_request`` (numbers or null) and ``per_unit`` (``{attribute: number or null}``);
         ``cost_per_ms`` is accepted for ``per_ms`` (the flat seed form). Fields other than
-        these may be added only as string annotations. Any invalid value fails the whole
+        these may be added only as string annotations. A document built in Python may use
+        :class:`Price` objects as entries. Any invalid value fails the whole
         document with a PricingError whose message starts with the offending key.
         """
         if not isinstance(doc, Mapping):
@@ -360,9 +362,8 @@ class PricingTable:
     def resolve(self, service: str, operation: str) -> Price:
         """The price of ``operation`` of ``service``; PricingNotFoundError if nothing matches."""
         key = (service, operation)
-        try:
-            found = self._memo[key]
-        except KeyError:
+        found = self._memo[key]
+        if found is _MISSING:
             found = self._match(service, operation)
             with self._memo_lock:
                 self._memo[key] = found
@@ -385,6 +386,22 @@ class PricingTable:
             if price is not None:
                 return price
         return None
+
+
+class _Missing(enum.Enum):
+    """The memo's answer for a key it does not hold."""
+
+    MISSING = enum.auto()
+
+
+_MISSING: Final = _Missing.MISSING
+
+
+class _Memo(FIFOCache[tuple[str, str], "Price | None | _Missing"]):
+    """A FIFO cache that answers a miss with _MISSING instead of raising KeyError (cheaper)."""
+
+    def __missing__(self, key: tuple[str, str]) -> _Missing:
+        return _MISSING
 
 
 def _check_label(value: object, name: str) -> str | None:
@@ -419,6 +436,8 @@ _RATE_FIELDS: Final = {"per_ms": "per_ms", "cost_per_ms": "per_ms", "per_request
 
 
 def _parse_entry(entry: object, where: str) -> Price:
+    if isinstance(entry, Price):  # a dict source built in Python may hold Price objects
+        return entry
     if not isinstance(entry, Mapping):
         raise ValueError(f"{where}: an entry must be an object or null, got {_describe(entry)}")
     rates = {"per_ms": 0.0, "per_request": 0.0}

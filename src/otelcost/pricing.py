@@ -148,7 +148,10 @@ class PricingCache:
 
         Raises PricingStaleError or PricingNotFoundError (both PricingError).
         """
-        return self.current().resolve(service, operation)
+        snapshot = self._snapshot  # current() inlined: this runs once per span
+        if snapshot is not None and self._clock() - snapshot.synced_at <= self._ttl:
+            return snapshot.table.resolve(service, operation)
+        return self.current().resolve(service, operation)  # raises the precise stale error
 
     @property
     def last_sync(self) -> int | None:
