@@ -1,4 +1,4 @@
-"""Private server processes for integration tests: redis-server and a Tansu Kafka broker.
+"""Private server processes for integration tests: redis-server, a Tansu Kafka broker, S3.
 
 Each server runs from its own binary on a free loopback port, in its own process group
 and working directory, logging to ``<workdir>/server.log``. It is started by ``start()``,
@@ -26,7 +26,10 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
+import urllib.request
 import uuid
+from importlib.util import find_spec
 from pathlib import Path
 from typing import IO, Any
 
@@ -35,6 +38,7 @@ import redis
 __all__ = [
     "KafkaBroker",
     "RedisServer",
+    "S3Server",
     "ServerUnavailableError",
     "find_redis_binary",
     "find_tansu_binary",
@@ -373,12 +377,14 @@ class RedisServer(_Server):
 
 
 class KafkaBroker(_Server):
-    """A private Tansu broker (Kafka protocol) with in-memory storage.
+    """A private Tansu broker (Kafka protocol).
 
-    Memory storage keeps nothing across ``restart()``: topics and messages are gone, as
-    after a broker that lost its disk. Producing to a missing topic auto-creates it.
-    ``stop()`` kills the broker at once, like a crash: on SIGTERM Tansu waits 5 s for
-    clients to hang up, and in-memory storage has nothing to save anyway.
+    With the default ``memory://`` storage nothing survives ``restart()``: topics, messages
+    and committed offsets are gone, as after a broker that lost its disk. With
+    ``s3://BUCKET/`` storage on an ``S3Server`` (``storage_env`` from ``S3Server.tansu_env``)
+    everything acknowledged survives. ``stop()`` kills the broker at once, like a crash:
+    on SIGTERM Tansu waits 5 s for clients to hang up, and it has acknowledged only what it
+    stored. Producing to a missing topic auto-creates it.
     """
 
     kind = "tansu broker"
@@ -390,9 +396,11 @@ class KafkaBroker(_Server):
         workdir: Path,
         port: int | None = None,
         storage_engine: str = "memory://tansu/",
+        storage_env: dict[str, str] | None = None,
     ) -> None:
         super().__init__(binary, workdir, port)
         self.storage_engine = storage_engine
+        self.storage_env = dict(storage_env or {})
         # Checked in readiness probes: proves the metadata answer comes from this instance.
         self.cluster_id = f"otelcost-test-{uuid.uuid4().hex[:12]}"
 
@@ -422,6 +430,9 @@ class KafkaBroker(_Server):
         for name in ("CLUSTER_ID", "LISTENER_URL", "ADVERTISED_LISTENER_URL", "STORAGE_ENGINE"):
             env.pop(name, None)
         env.pop("OTEL_EXPORTER_OTLP_ENDPOINT", None)
+        for name in [n for n in env if n.startswith("AWS_")]:
+            del env[name]
+        env.update(self.storage_env)
         return env
 
     def admin(self) -> Any:
@@ -454,3 +465,78 @@ class KafkaBroker(_Server):
         except Exception:  # KafkaException while the broker is still coming up
             return False
         return bool(metadata.cluster_id == self.cluster_id)
+
+
+class S3Server(_Server):
+    """moto's S3 server (in memory), the "disk" that lets a Tansu broker survive restarts.
+
+    Tansu's bundled build has only the memory and S3 storage engines (its sqlite, libsql
+    and postgres engines are not compiled in), so persistence across a broker restart
+    needs an S3 endpoint. Stopping this server loses its data.
+    """
+
+    kind = "moto S3 server"
+
+    def __init__(self, workdir: Path, port: int | None = None) -> None:
+        if find_spec("moto") is None or find_spec("flask") is None:
+            raise ServerUnavailableError("moto's S3 server needs moto[s3], flask and flask-cors")
+        super().__init__(sys.executable, workdir, port)
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def tansu_env(self) -> dict[str, str]:
+        """Environment for a Tansu broker with ``s3://BUCKET/`` storage on this server."""
+        return {
+            "AWS_ENDPOINT": self.endpoint,
+            "AWS_ALLOW_HTTP": "true",
+            "AWS_ACCESS_KEY_ID": "test",
+            "AWS_SECRET_ACCESS_KEY": "test",
+            "AWS_DEFAULT_REGION": "us-east-1",
+        }
+
+    def create_bucket(self, name: str) -> str:
+        """Create bucket ``name`` (idempotent); returns the name."""
+        request = urllib.request.Request(f"{self.endpoint}/{name}", method="PUT")
+        with urllib.request.urlopen(request, timeout=10) as response:
+            response.read()
+        return name
+
+    def _argv(self) -> list[str]:
+        return [self.binary, "-m", "moto.server", "-H", self.host, "-p", str(self.port)]
+
+    def _is_ready(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"{self.endpoint}/", timeout=1.0) as response:
+                response.read()
+        except (urllib.error.URLError, OSError):
+            return False
+        return self.pid is not None and _listener_pid_is(self.port, self.pid)
+
+
+def _listener_pid_is(port: int, pid: int) -> bool:
+    """True if the socket listening on loopback ``port`` belongs to process ``pid`` (Linux)."""
+    try:
+        rows = Path("/proc/net/tcp").read_text().splitlines()[1:]
+    except OSError:
+        return True  # no procfs: trust that the port was free when the server bound it
+    # The kernel prints the address as the host-order integer of its network-order bytes.
+    address = int.from_bytes(socket.inet_aton(_HOST), sys.byteorder)
+    wanted = f"{address:08X}:{port:04X}"
+    listening = "0A"
+    inodes = {
+        fields[9]
+        for fields in (row.split() for row in rows)
+        if fields[1] == wanted and fields[3] == listening
+    }
+    try:
+        fds = list(Path(f"/proc/{pid}/fd").iterdir())
+    except OSError:
+        return False
+    for fd in fds:
+        with contextlib.suppress(OSError):
+            target = os.readlink(fd)
+            if target.startswith("socket:[") and target[8:-1] in inodes:
+                return True
+    return False

@@ -1,7 +1,8 @@
 """Fixtures for integration tests: a private redis-server and a private Kafka-protocol broker.
 
 The servers (``_servers.py``) start once per session on free loopback ports, the first time
-a test asks for them. A test may ``stop()``, ``restart()`` or ``pause()`` a server; after
+a test asks for them; ``kafka_broker_persistent`` is a second broker whose data survives
+its restarts. A test may ``stop()``, ``restart()`` or ``pause()`` a server; after
 each test any stopped or paused server is brought back, so one test's fault cannot leak
 into the next. A missing binary or a server that does not start skips the tests that
 need it, or fails them when ``CI=true``. Tests that use a server are marked ``integration``.
@@ -21,6 +22,7 @@ import redis
 from _servers import (
     KafkaBroker,
     RedisServer,
+    S3Server,
     ServerUnavailableError,
     find_redis_binary,
     find_tansu_binary,
@@ -30,7 +32,9 @@ _MARKERS = {
     "integration": "needs a real redis-server or Kafka-protocol broker (started by fixtures)",
     "slow": "takes more than a few seconds",
 }
-_SERVER_FIXTURES = frozenset({"redis_server", "redis_client", "kafka_broker", "kafka_topic"})
+_SERVER_FIXTURES = frozenset(
+    {"redis_server", "redis_client", "kafka_broker", "kafka_topic", "kafka_broker_persistent"}
+)
 _session_servers: list[RedisServer | KafkaBroker] = []
 
 
@@ -92,6 +96,35 @@ def kafka_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaBrok
     yield broker
     _session_servers.remove(broker)
     broker.stop()
+
+
+@pytest.fixture(scope="session")
+def kafka_broker_persistent(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaBroker]:
+    """A private Tansu broker whose topics, messages and offsets survive ``restart()``.
+
+    Its storage is S3 on a private moto server (Tansu's bundled build has no file or SQL
+    storage engine). Slower than ``kafka_broker``: use it only where data must survive.
+    """
+    try:
+        binary = find_tansu_binary()
+        store = S3Server(tmp_path_factory.mktemp("s3"))
+    except ServerUnavailableError as exc:
+        _unavailable(str(exc))
+    _start(store)
+    try:
+        broker = KafkaBroker(
+            binary,
+            tmp_path_factory.mktemp("tansu-s3"),
+            storage_engine=f"s3://{store.create_bucket('tansu')}/",
+            storage_env=store.tansu_env(),
+        )
+        _start(broker)
+        _session_servers.append(broker)
+        yield broker
+        _session_servers.remove(broker)
+        broker.stop()
+    finally:
+        store.stop()
 
 
 @pytest.fixture

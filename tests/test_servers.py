@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import redis
-from confluent_kafka import Consumer, Producer
+from confluent_kafka import Consumer, Producer, TopicPartition
 
 from _kafka import consumer_config, read_all
 from _servers import KafkaBroker, RedisServer
@@ -195,6 +195,36 @@ def test_kafka_broker_stop_and_restart(kafka_broker: KafkaBroker) -> None:
     producer.produce(topic, value=b"again")
     assert producer.flush(10) == 0
     assert [m.value for m in read_all(bootstrap, topic)] == [b"again"]
+
+
+def test_persistent_broker_keeps_messages_and_offsets_across_restart(
+    kafka_broker_persistent: KafkaBroker,
+) -> None:
+    broker = kafka_broker_persistent
+    topic = broker.create_topic(f"persist-{uuid.uuid4().hex[:8]}", partitions=3)
+    producer = Producer(
+        {"bootstrap.servers": broker.bootstrap, "acks": "all", "enable.idempotence": True}
+    )
+    for i in range(30):
+        producer.produce(topic, key=b"k%d" % (i % 5), value=b"%d" % i)
+    assert producer.flush(10) == 0
+    del producer
+    before = read_all(broker.bootstrap, topic)
+    group = f"persist-{uuid.uuid4().hex[:8]}"
+    committer = Consumer(consumer_config(broker.bootstrap, group))
+    committer.commit(offsets=[TopicPartition(topic, 1, 2)], asynchronous=False)
+    committer.close()
+
+    broker.restart()
+
+    assert read_all(broker.bootstrap, topic) == before
+    assert len(before) == 30
+    reader = Consumer(consumer_config(broker.bootstrap, group))
+    try:
+        [committed] = reader.committed([TopicPartition(topic, 1)], timeout=10)
+    finally:
+        reader.close()
+    assert committed.offset == 2
 
 
 @pytest.mark.parametrize(("ci", "outcome"), [("true", {"errors": 1}), ("", {"skipped": 1})])
