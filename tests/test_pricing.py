@@ -112,9 +112,16 @@ def test_cost_out_of_range_is_a_pricing_error_not_a_number(
         price.cost_nanos(duration_ms, usage)
 
 
+def test_largest_cost_fits_a_signed_64_bit_integer() -> None:
+    assert Price(per_request=9_223_372_036.0).cost_nanos(0.0, {}) < 2**63
+    with pytest.raises(PricingError, match="out of range"):
+        Price(per_request=9_223_372_037.0).cost_nanos(0.0, {})
+
+
 @pytest.mark.parametrize(
     "kwargs",
     [
+        {"per_unit": [("tok", 1.0)]},
         {"per_ms": -1e-9},
         {"per_ms": math.nan},
         {"per_request": math.inf},
@@ -125,7 +132,7 @@ def test_cost_out_of_range_is_a_pricing_error_not_a_number(
     ],
 )
 def test_price_rejects_invalid_components(kwargs: dict[str, Any]) -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises((ValueError, TypeError)):
         Price(**kwargs)
 
 

@@ -12,7 +12,6 @@ import http.client
 import json
 import os
 import ssl
-import threading
 import time
 import urllib.error
 import urllib.request
@@ -124,8 +123,7 @@ class FilePricingSource:
             raise ValueError(f"max_bytes must be >= 1, got {max_bytes}")
         self._path = Path(path)
         self._max_bytes = max_bytes
-        self._last: tuple[bytes, PricingTable] | None = None
-        self._lock = threading.Lock()
+        self._last: tuple[bytes, PricingTable] | None = None  # swapped whole, never torn
 
     def fetch(self) -> PricingTable:
         origin = str(self._path)
@@ -134,12 +132,12 @@ class FilePricingSource:
                 data = _read_file(fh, self._max_bytes, origin)
         except OSError as exc:
             raise PricingError(f"{origin}: cannot read: {exc.strerror or exc}") from None
-        with self._lock:
-            if self._last is not None and self._last[0] == data:
-                return self._last[1]
-            table = parse_bytes(data, origin)
-            self._last = (data, table)
-            return table
+        last = self._last
+        if last is not None and last[0] == data:
+            return last[1]
+        table = parse_bytes(data, origin)
+        self._last = (data, table)
+        return table
 
     def __repr__(self) -> str:
         return f"FilePricingSource({str(self._path)!r})"
@@ -229,39 +227,38 @@ class HttpPricingSource:
             _HTTPHandler(read_timeout),
             _HTTPSHandler(read_timeout, context),
         )
-        self._etag: str | None = None
-        self._table: PricingTable | None = None
-        self._lock = threading.Lock()
+        # The last 200's table and ETag, swapped as one tuple so a 304 never pairs them wrongly.
+        self._last: tuple[PricingTable, str | None] | None = None
 
     def __repr__(self) -> str:
         return f"HttpPricingSource({self._display!r})"
 
     def fetch(self) -> PricingTable:
-        with self._lock:
-            request = urllib.request.Request(self._url, headers=self._headers)
-            if self._etag is not None and self._table is not None:
-                request.add_header("If-None-Match", self._etag)
-            deadline = time.monotonic() + self._total_timeout
-            try:
-                with self._opener.open(request, timeout=self._connect_timeout) as response:
-                    body = self._read_body(response, deadline)
-                    etag = response.headers.get("ETag")
-            except urllib.error.HTTPError as exc:
-                exc.close()
-                if exc.code == 304 and self._table is not None:
-                    return self._table
-                if 300 <= exc.code < 400 and exc.code != 304:
-                    # urllib's reason names the target URL, which may carry credentials.
-                    raise PricingError(
-                        f"{self._display}: HTTP {exc.code} redirect not followed "
-                        "(not to an http(s) URL, or too many redirects)"
-                    ) from None
-                raise PricingError(f"{self._display}: HTTP {exc.code} {exc.reason}") from None
-            except (OSError, http.client.HTTPException) as exc:
-                raise PricingError(f"{self._display}: {_reason(exc)}") from None
-            table = parse_bytes(body, self._display)
-            self._table, self._etag = table, etag
-            return table
+        last = self._last
+        request = urllib.request.Request(self._url, headers=self._headers)
+        if last is not None and last[1] is not None:
+            request.add_header("If-None-Match", last[1])
+        deadline = time.monotonic() + self._total_timeout
+        try:
+            with self._opener.open(request, timeout=self._connect_timeout) as response:
+                body = self._read_body(response, deadline)
+                etag = response.headers.get("ETag")
+        except urllib.error.HTTPError as exc:
+            exc.close()
+            if exc.code == 304 and last is not None:
+                return last[0]
+            if 300 <= exc.code < 400 and exc.code != 304:
+                # urllib's reason names the target URL, which may carry credentials.
+                raise PricingError(
+                    f"{self._display}: HTTP {exc.code} redirect not followed "
+                    "(not to an http(s) URL, or too many redirects)"
+                ) from None
+            raise PricingError(f"{self._display}: HTTP {exc.code} {exc.reason}") from None
+        except (OSError, http.client.HTTPException) as exc:
+            raise PricingError(f"{self._display}: {_reason(exc)}") from None
+        table = parse_bytes(body, self._display)
+        self._last = (table, etag)
+        return table
 
     def _read_body(self, response: http.client.HTTPResponse, deadline: float) -> bytes:
         declared = response.headers.get("Content-Length", "")

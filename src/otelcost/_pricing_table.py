@@ -24,8 +24,9 @@ __all__ = ["DEFAULT_MEMO_SIZE", "Price", "PricingTable"]
 DEFAULT_MEMO_SIZE: Final = 16_384
 """Resolved (service, operation) pairs remembered per table (bounded; FIFO eviction)."""
 
-# Largest amount of one cost, so its nano-units fit a signed 64-bit integer (Redis INCRBY).
-_MAX_AMOUNT: Final = (2**63 - 1) / 1e9
+# Largest amount of one cost (currency units): its nano-units stay below 2**63, so they fit
+# a signed 64-bit integer (Redis INCRBY) even after float rounding.
+_MAX_AMOUNT: Final = 9_223_372_036.0
 _WILDCARD: Final = "*"
 _DEFAULT_CURRENCY: Final = "USD"
 _MAX_LABEL: Final = 128
@@ -90,6 +91,8 @@ class Price:
     def __post_init__(self) -> None:
         object.__setattr__(self, "per_ms", _check_rate(self.per_ms, "per_ms"))
         object.__setattr__(self, "per_request", _check_rate(self.per_request, "per_request"))
+        if not isinstance(self.per_unit, Mapping):
+            raise TypeError(f"per_unit must be a mapping, got {type(self.per_unit).__name__}")
         units: dict[str, float] = {}
         for attr, rate in self.per_unit.items():
             if not isinstance(attr, str) or not attr:
@@ -130,7 +133,7 @@ class Price:
         """The cost in integer nano-units of a span of ``duration_ms`` with ``usage``.
 
         ``usage`` is normally :meth:`usage_from`'s result; attributes missing from it count 0.
-        Raises PricingError when the result is negative, NaN or beyond 2**63-1 nano-units
+        Raises PricingError when the result is negative, NaN or above about 9.2e9 units
         (a negative or NaN duration, or absurd prices times absurd usage): such a span must be
         recorded as a pricing error, never as a silent or wrapped-around amount.
         """
@@ -210,14 +213,14 @@ class PricingTable:
     ``*`` count as one). :meth:`resolve` picks the first match in this order:
 
     1. exact ``service:operation`` (an operation equal to a glob key verbatim, such as a
-       normalised ``GET /users/*``, matches it here);
+       normalized ``GET /users/*``, matches it here);
     2. ``service:<glob>``, most specific first: more literal characters, then fewer ``*``,
        then the longer literal prefix, then the pattern text;
     3. ``service:*``;
     4. ``*:operation``, then ``*:<glob>`` in the same order as 2;
     5. ``*:*``.
 
-    Resolutions, including "no match", are memoised per table in a bounded cachetools FIFO
+    Resolutions, including "no match", are memoized per table in a bounded cachetools FIFO
     cache. Lookups read it without a lock, which is safe because FIFO reads never reorder
     the cache; inserts and evictions are serialised by a lock.
     """
@@ -286,13 +289,13 @@ class PricingTable:
         self._version = version
         self._currency = currency
         self._region = region
-        # None memoises "no entry matches", so unpriced operations do not rescan the globs.
+        # None memoizes "no entry matches", so unpriced operations do not rescan the globs.
         self._memo = _Memo(memo_size)
         self._memo_lock = threading.Lock()
 
     @classmethod
     def parse(cls, doc: object, *, memo_size: int = DEFAULT_MEMO_SIZE) -> PricingTable:
-        """Validate a decoded JSON pricing document (either form of DESIGN §3).
+        """Validate a decoded JSON pricing document, in the document or the flat seed form.
 
         Document form: ``{"version", "currency", "region", "prices": {key: entry}}``;
         flat form: ``{key: entry}``. An entry is null (free) or an object with ``per_ms``,
@@ -444,7 +447,11 @@ def _parse_entry(entry: object, where: str) -> Price:
     given: dict[str, str] = {}
     units: dict[str, float] = {}
     for name, value in entry.items():
-        field_where = f"{where}.{name}"
+        field_where = (
+            f"{where}.{name}"
+            if isinstance(name, str) and len(name) <= 64
+            else (f"{where}[{_short(str(name))}]")
+        )
         target = _RATE_FIELDS.get(name) if isinstance(name, str) else None
         if target is not None:
             if target in given:
