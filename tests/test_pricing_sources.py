@@ -5,6 +5,9 @@ from __future__ import annotations
 import base64
 import io
 import json
+import shutil
+import ssl
+import subprocess
 import threading
 import time
 import urllib.request
@@ -35,9 +38,9 @@ Respond = Callable[[BaseHTTPRequestHandler], None]
 
 
 class PricingServer:
-    """A real HTTP server on a free loopback port; tests map paths to responders."""
+    """A real HTTP(S) server on a free loopback port; tests map paths to responders."""
 
-    def __init__(self) -> None:
+    def __init__(self, tls: ssl.SSLContext | None = None) -> None:
         self.routes: dict[str, Respond] = {}
         self.requests: list[tuple[str, dict[str, str]]] = []
         self.bytes_sent = 0
@@ -57,6 +60,8 @@ class PricingServer:
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.httpd.daemon_threads = True
+        if tls is not None:
+            self.httpd.socket = tls.wrap_socket(self.httpd.socket, server_side=True)
         # Clients that give up mid-response (the point of several tests) are not errors here.
         self.httpd.handle_error = lambda request, client_address: None  # type: ignore[method-assign]
         self.port = self.httpd.server_address[1]
@@ -66,7 +71,8 @@ class PricingServer:
         self.thread.start()
 
     def url(self, path: str, host: str = "127.0.0.1") -> str:
-        return f"http://{host}:{self.port}{path}"
+        scheme = "https" if isinstance(self.httpd.socket, ssl.SSLSocket) else "http"
+        return f"{scheme}://{host}:{self.port}{path}"
 
     def close(self) -> None:
         self.httpd.shutdown()
@@ -455,3 +461,40 @@ def test_refresher_over_http_survives_an_outage(server: PricingServer) -> None:
         assert cache.version == "v2"
     finally:
         cache.stop()
+
+
+@pytest.fixture
+def certificate(tmp_path: Path) -> Path:
+    """A self-signed certificate for 127.0.0.1 (PEM: key and certificate in one file)."""
+    if shutil.which("openssl") is None:
+        pytest.skip("needs the openssl command to make a test certificate")
+    pem = tmp_path / "server.pem"
+    subprocess.run(
+        [
+            "openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+            "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
+            "-addext", "subjectAltName=IP:127.0.0.1",
+            "-keyout", str(pem), "-out", str(tmp_path / "cert.pem"),
+        ],
+        check=True,
+        capture_output=True,
+    )  # fmt: skip
+    pem.write_text(pem.read_text() + (tmp_path / "cert.pem").read_text())
+    return pem
+
+
+def test_https_source_verifies_the_server_certificate(certificate: Path) -> None:
+    tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    tls.load_cert_chain(certificate)
+    server = PricingServer(tls)
+    try:
+        server.routes["/pricing"] = with_etag(BODY, '"1"')
+        with pytest.raises(PricingError, match="CERTIFICATE_VERIFY_FAILED"):
+            HttpPricingSource(server.url("/pricing")).fetch()
+        trusted = ssl.create_default_context(cafile=str(certificate))
+        source = HttpPricingSource(server.url("/pricing"), ssl_context=trusted)
+        first = source.fetch()
+        assert first.version == "v1"
+        assert source.fetch() is first  # ETag/304 over TLS too
+    finally:
+        server.close()
