@@ -190,7 +190,10 @@ def _check_template(regex: re.Pattern[str], replacement: str) -> None:
     groups = "".join(
         f"(?P<{names[i]}>)" if i in names else "()" for i in range(1, regex.groups + 1)
     )
-    re.compile(groups).sub(replacement, "")
+    try:
+        re.compile(groups).sub(replacement, "")
+    except IndexError as exc:  # how some Python versions report an unknown group name
+        raise re.error(f"{exc} in replacement {replacement!r}") from None
 
 
 class PathNormalizer:
@@ -206,7 +209,7 @@ class PathNormalizer:
     memo holds at most ``cache_size`` entries of bounded size.
     """
 
-    __slots__ = ("_call", "_rules", "max_cached_length")
+    __slots__ = ("_call", "_memo", "_rules", "max_cached_length")
 
     def __init__(
         self,
@@ -219,11 +222,10 @@ class PathNormalizer:
             raise ValueError(f"cache_size must be >= 0, got {cache_size}")
         self._rules = _compile_rules(rules)
         self.max_cached_length = max_cached_length
-        self._call: Callable[[str], str] = (
-            functools.lru_cache(maxsize=cache_size)(self._normalize)
-            if cache_size
-            else self._normalize
+        self._memo: functools._lru_cache_wrapper[str] | None = (
+            functools.lru_cache(maxsize=cache_size)(self._normalize) if cache_size else None
         )
+        self._call: Callable[[str], str] = self._memo or self._normalize
 
     def __call__(self, path: str) -> str:
         """Return the normalized form of ``path`` (see the module docstring)."""
@@ -258,6 +260,18 @@ class PathNormalizer:
         if truncated:
             segments.append("*")
         return "/" + "/".join(segments)
+
+    def cache_info(self) -> dict[str, int]:
+        """Memo statistics: ``hits``, ``misses``, ``size`` and ``max_size`` (0 when disabled)."""
+        if self._memo is None:
+            return {"hits": 0, "misses": 0, "size": 0, "max_size": 0}
+        info = self._memo.cache_info()
+        return {
+            "hits": info.hits,
+            "misses": info.misses,
+            "size": info.currsize,
+            "max_size": info.maxsize or 0,
+        }
 
     def __repr__(self) -> str:
         return f"PathNormalizer(rules={[(r.pattern, t) for r, t in self._rules]!r})"
