@@ -98,7 +98,7 @@ CASES = [
     ("/città/über/日本語", None),
     ("/users/José/1", "/users/José/*"),
     ("/x/é123", None),
-    ("/x/١٢٣", None),
+    ("/x/\u0661\u0662\u0663", None),  # Arabic-Indic digits
     # Control and bidi characters are dropped raw, re-encoded when they were escaped.
     ("/a\x00/b\n/1", "/a/b/*"),
     ("/a/\u202etxt.exe", "/a/txt.exe"),
@@ -239,7 +239,8 @@ def test_overlong_path_is_cut_at_a_segment_and_stays_a_fixed_point() -> None:
 
 def _realistic_path(size: int, rng: random.Random) -> str:
     parts: list[str] = []
-    while sum(len(p) + 1 for p in parts) < size:
+    length = 0
+    while length < size:
         parts += [
             "api",
             f"v{rng.randint(1, 3)}",
@@ -249,6 +250,7 @@ def _realistic_path(size: int, rng: random.Random) -> str:
             str(uuid.UUID(int=rng.getrandbits(128))),
             f"report_{rng.randint(2000, 2030)}-11-27.pdf",
         ]
+        length += sum(len(p) + 1 for p in parts[-7:])
     return "/" + "/".join(parts)
 
 
@@ -310,7 +312,7 @@ _TOKENS = [
     "%E2%80%AE",
     "%C3",
     "é",
-    "١",
+    "\u0661",  # ARABIC-INDIC DIGIT ONE
     "x",
     "sha256",
     "Zz9",
@@ -325,7 +327,7 @@ _PATHISH = st.lists(
 ).map(lambda pairs: "".join(token + sep for token, sep in pairs))
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=300, deadline=None)
 @given(st.one_of(_ANY_TEXT, _PATHISH))
 def test_never_raises_idempotent_and_never_longer(path: str) -> None:
     result = normalize_path(path)
@@ -334,7 +336,7 @@ def test_never_raises_idempotent_and_never_longer(path: str) -> None:
     assert len(result) <= len(path) + 1
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(st.one_of(_ANY_TEXT, _PATHISH))
 def test_result_shape(path: str) -> None:
     result = normalize_path(path)
@@ -346,7 +348,7 @@ def test_result_shape(path: str) -> None:
     assert not re.search("[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]", result)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(_PATHISH)
 def test_uncached_and_cached_results_agree(path: str) -> None:
     assert PathNormalizer(cache_size=0)(path) == normalize_path(path)
