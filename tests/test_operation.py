@@ -1,0 +1,244 @@
+"""service_name, derive_operation and CardinalityGuard."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from otelcost.normalize import PathNormalizer
+from otelcost.operation import (
+    DEFAULT_OPERATION,
+    DEFAULT_SERVICE,
+    MAX_OPERATION_CHARS,
+    MAX_VALUE_CHARS,
+    OTHER,
+    CardinalityGuard,
+    derive_operation,
+    service_name,
+)
+
+# -- service_name --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("resource", "attributes", "expected"),
+    [
+        ({"service.name": "payment-svc"}, {"service.name": "other"}, "payment-svc"),
+        ({}, {"service.name": "payment-svc"}, "payment-svc"),
+        ({"service.name": "unknown_service:python"}, {"service.name": "pay"}, "pay"),
+        ({"service.name": "unknown_service"}, {"service.name": "pay"}, "pay"),
+        ({"service.name": "unknown_service:python3.11"}, {}, DEFAULT_SERVICE),
+        ({"service.name": 42}, {"service.name": b"pay"}, DEFAULT_SERVICE),
+        ({"service.name": "  \t"}, {"service.name": "pay"}, "pay"),
+        ({"service.name": " pay\x00ment\u202e "}, {}, "payment"),
+        ({}, {}, DEFAULT_SERVICE),
+    ],
+)
+def test_service_name(
+    resource: Mapping[str, object], attributes: Mapping[str, object], expected: str
+) -> None:
+    assert service_name(resource, attributes) == expected
+
+
+def test_service_name_is_capped() -> None:
+    assert service_name({"service.name": "s" * 10_000}, {}) == "s" * MAX_VALUE_CHARS
+
+
+# -- derive_operation: precedence ----------------------------------------------------------
+
+ROUTE = {"http.request.method": "POST", "http.route": "/api/v2/payments/{id}"}
+RPC = {"rpc.service": "helloworld.Greeter", "rpc.method": "SayHello"}
+PATH = {"http.request.method": "GET", "url.path": "/api/v2/users/123/orders/456"}
+
+
+@pytest.mark.parametrize(
+    ("name", "attributes", "expected"),
+    [
+        ("ignored", {**PATH, **RPC, **ROUTE}, "POST /api/v2/payments/{id}"),
+        ("ignored", {**RPC, **PATH}, "helloworld.Greeter/SayHello"),
+        ("ignored", PATH, "GET /api/v2/users/*/orders/*"),
+        ("GET /users/123", {}, "GET /users/*"),
+        # Route: used as is (no normalization), method optional, old attribute names.
+        ("x", {"http.method": "GET", "http.route": "/users/{id}/2024"}, "GET /users/{id}/2024"),
+        ("x", {"http.route": "/users/:id"}, "/users/:id"),
+        # New method attribute wins over the old one; case and unknown methods.
+        ("x", {"http.request.method": "PUT", "http.method": "GET", "http.route": "/a"}, "PUT /a"),
+        ("x", {"http.request.method": "delete", "http.route": "/a"}, "DELETE /a"),
+        ("x", {"http.request.method": "PROPFIND", "http.route": "/a"}, "_OTHER /a"),
+        ("x", {"http.request.method": "_OTHER", "http.route": "/a"}, "_OTHER /a"),
+        # RPC needs both halves.
+        ("span", {"rpc.service": "svc"}, "span"),
+        ("span", {"rpc.method": "M"}, "span"),
+        # Path: url.path before http.target; the target's query string dropped.
+        ("x", {"url.path": "/a/1", "http.target": "/b/2"}, "/a/*"),
+        ("x", {"http.method": "GET", "http.target": "/b/2?token=abc"}, "GET /b/*"),
+        # Span names: path words and other words normalized, plain names kept.
+        ("SELECT orders", {}, "SELECT orders"),
+        ("HTTP GET", {"http.request.method": "GET"}, "HTTP GET"),
+        ("GET /users/123?x=1", {}, "GET /users/*"),
+        ("charge card 4242", {}, "charge card *"),
+        ("redis GET user:123", {}, "redis GET user:*"),
+        ("grpc.health.v1.Health/Check", {}, "grpc.health.v1.Health/Check"),
+        ("", {}, DEFAULT_OPERATION),
+        (" \x00\n ", {}, DEFAULT_OPERATION),
+    ],
+)
+def test_derive_operation(name: str, attributes: Mapping[str, object], expected: str) -> None:
+    assert derive_operation(name, attributes) == expected
+
+
+def test_custom_normalizer_applies_to_paths_and_name_paths() -> None:
+    normalize = PathNormalizer([(r"^/tenants/[^/]+", "/tenants/{tenant}")])
+    attributes = {"http.request.method": "GET", "url.path": "/tenants/acme/users/7"}
+    assert derive_operation("x", attributes, normalize) == "GET /tenants/{tenant}/users/*"
+    assert derive_operation("GET /tenants/acme", {}, normalize) == "GET /tenants/{tenant}"
+
+
+@pytest.mark.parametrize(
+    "value",
+    [b"/users/{id}", 42, 3.5, True, None, ["/a"], ("/a",), {"/a": 1}, object()],
+    ids=lambda v: type(v).__name__,
+)
+def test_non_string_values_are_ignored(value: object) -> None:
+    attributes = {
+        "http.request.method": value,
+        "http.method": value,
+        "http.route": value,
+        "rpc.service": value,
+        "rpc.method": value,
+        "url.path": value,
+        "http.target": value,
+    }
+    assert derive_operation("fallback 7", attributes) == "fallback *"
+
+
+def test_control_characters_and_surrogates_are_cleaned() -> None:
+    attributes = {"http.request.method": "GET\r\n", "http.route": "/a\x1b[31m\tb\ud800\u202e"}
+    assert derive_operation("x", attributes) == "GET /a[31m b\ufffd"
+
+
+def test_huge_values_are_cut() -> None:
+    route = "/r" * 50_000
+    assert derive_operation("x", {"http.route": route}) == route[:MAX_OPERATION_CHARS]
+    huge_name = "word " * 50_000
+    assert len(derive_operation(huge_name, {})) <= MAX_OPERATION_CHARS
+
+
+_HOSTILE_VALUE = st.one_of(
+    st.text(st.characters(exclude_categories=()), max_size=200),
+    st.text(max_size=5).map(lambda s: s * 3000),
+    st.binary(max_size=50),
+    st.integers(),
+    st.floats(),
+    st.booleans(),
+    st.none(),
+    st.lists(st.text(max_size=5), max_size=3),
+    st.tuples(st.integers()),
+)
+_KEYS = [
+    "http.request.method",
+    "http.method",
+    "http.route",
+    "rpc.service",
+    "rpc.method",
+    "url.path",
+    "http.target",
+    "service.name",
+]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.text(st.characters(exclude_categories=()), max_size=300),
+    st.dictionaries(st.sampled_from(_KEYS), _HOSTILE_VALUE),
+    st.dictionaries(st.sampled_from(_KEYS), _HOSTILE_VALUE),
+)
+def test_hostile_input_never_raises(
+    name: str, attributes: dict[str, object], resource: dict[str, object]
+) -> None:
+    operation = derive_operation(name, attributes)
+    service = service_name(resource, attributes)
+    for result, cap in ((operation, MAX_OPERATION_CHARS), (service, MAX_VALUE_CHARS)):
+        assert 0 < len(result) <= cap
+        result.encode("utf-8")  # no lone surrogates: always valid JSON / Kafka keys
+        assert not any(c in result for c in "\x00\n\r\t\x1b\u202e")
+
+
+# -- CardinalityGuard ----------------------------------------------------------------------
+
+
+def test_guard_folds_beyond_the_limit_and_counts() -> None:
+    guard = CardinalityGuard(limit=3)
+    assert [guard.admit("svc", f"op{i}") for i in range(5)] == ["op0", "op1", "op2", OTHER, OTHER]
+    assert guard.admit("svc", "op1") == "op1"  # known operations stay admitted
+    assert guard.admit("svc", "op4") == OTHER
+    assert guard.admit("other", "op9") == "op9"  # the limit is per service
+    assert guard.folded == 3
+    assert guard.folded_by_service() == {"svc": 3}
+
+
+def test_guard_bounds_the_number_of_services() -> None:
+    guard = CardinalityGuard(limit=10, max_services=2)
+    assert guard.admit("a", "x") == "x"
+    assert guard.admit("b", "x") == "x"
+    assert guard.admit("c", "x") == OTHER
+    assert guard.admit("d", "y") == OTHER
+    assert guard.admit("a", "z") == "z"
+    assert guard.folded == 2
+    assert guard.folded_by_service() == {OTHER: 2}
+
+
+def test_guard_with_zero_limit_folds_everything() -> None:
+    guard = CardinalityGuard(limit=0)
+    assert guard.admit("svc", "op") == OTHER
+    assert guard.folded == 1
+
+
+def test_guard_rejects_negative_bounds() -> None:
+    with pytest.raises(ValueError, match="limit"):
+        CardinalityGuard(limit=-1)
+    with pytest.raises(ValueError, match="max_services"):
+        CardinalityGuard(max_services=-1)
+
+
+def test_folded_by_service_is_a_copy() -> None:
+    guard = CardinalityGuard(limit=0)
+    guard.admit("svc", "op")
+    guard.folded_by_service()["svc"] = 100
+    assert guard.folded_by_service() == {"svc": 1}
+
+
+def test_guard_is_thread_safe() -> None:
+    limit, services, calls = 20, ("a", "b"), 5000
+    guard = CardinalityGuard(limit=limit)
+    start = threading.Barrier(8)
+    results: list[list[tuple[str, str, str]]] = [[] for _ in range(8)]
+
+    def work(index: int) -> None:
+        out = results[index]
+        start.wait()
+        for i in range(calls):
+            service = services[i % 2]
+            operation = f"op{(i * 7 + index * 13) % 60}"
+            out.append((service, operation, guard.admit(service, operation)))
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    flat = [r for chunk in results for r in chunk]
+    for service in services:
+        admitted = {op for svc, op, got in flat if svc == service and got != OTHER}
+        assert len(admitted) == limit
+        # Once admitted, an operation is never folded, whichever thread asks.
+        assert all(got == op for svc, op, got in flat if svc == service and op in admitted)
+    folded = sum(got == OTHER for _, _, got in flat)
+    assert folded == guard.folded
+    assert sum(guard.folded_by_service().values()) == folded
+    assert all(got in (op, OTHER) for _, op, got in flat)
