@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+# Set before the imports: submodules (the OTLP encoder) read it while this package loads.
+__version__ = "0.1.0"
+
+from otelcost._install import install
 from otelcost.errors import (
     BudgetConfigError,
     InvalidRecordError,
@@ -12,13 +16,13 @@ from otelcost.errors import (
 )
 from otelcost.normalize import PathNormalizer, normalize_path
 from otelcost.pricing import Price, PricingCache, PricingSource, PricingTable
+from otelcost.processor import CostSpanProcessor
 from otelcost.record import CostRecord
-
-__version__ = "0.1.0"
 
 __all__ = [
     "BudgetConfigError",
     "CostRecord",
+    "CostSpanProcessor",
     "InvalidRecordError",
     "OtelCostError",
     "PathNormalizer",
@@ -30,5 +34,6 @@ __all__ = [
     "PricingStaleError",
     "PricingTable",
     "__version__",
+    "install",
     "normalize_path",
 ]

@@ -63,7 +63,7 @@ class BatchHandler(Protocol[T_contra]):
 class PipelineStats(dict[str, int]):
     """Counters of one pipeline (a plain dict subclass so it prints and serialises as one).
 
-    Keys: ``queued`` (accepted by ``put``), ``processed`` (handed to the handler),
+    Keys: ``queued`` (accepted by ``put``), ``processed`` (went through the handler),
     ``queue_size``, ``dropped_queue_full``, ``dropped_after_shutdown``,
     ``dropped_shutdown_timeout`` (still queued when the shutdown deadline passed),
     ``handler_errors`` (batches whose ``process`` raised), ``batches``.
@@ -139,6 +139,7 @@ class BatchPipeline(Generic[T]):
         self._wake = threading.Event()
         self._stopped = threading.Event()
         self._requests: list[_FlushRequest] = []
+        self._taken = 0  # items popped for processing (the batch in flight included)
         self._processed = 0
         self._batches = 0
         self._handler_errors = 0
@@ -158,23 +159,42 @@ class BatchPipeline(Generic[T]):
 
     # -- application threads -------------------------------------------------------------
 
-    def put(self, item: T) -> None:
-        """Queue one item; never blocks, never raises. The hot path of ``on_end``."""
+    def put(self, item: T) -> bool:
+        """Queue one item; False if it was dropped (and counted). Never blocks or raises.
+
+        The hot path of ``CostSpanProcessor.on_end``.
+        """
         queue = self._queue
         n = len(queue)
         if n < self._capacity:
             queue.append(item)
             if n == self._max_batch_size:
                 self._wake.set()
-        else:
-            self._drop()
+            return True
+        self._drop(1)
+        return False
 
-    def _drop(self) -> None:
+    def put_many(self, items: Sequence[T]) -> int:
+        """Queue as many of ``items`` as fit; the rest are dropped and counted. Returns the
+        number queued."""
+        queue = self._queue
+        n = len(queue)
+        room = max(self._capacity - n, 0)
+        if room >= len(items):
+            queue.extend(items)
+        else:
+            queue.extend(items[:room])
+            self._drop(len(items) - room)
+        if n <= self._max_batch_size < n + min(room, len(items)):
+            self._wake.set()
+        return min(room, len(items))
+
+    def _drop(self, count: int) -> None:
         with self._lock:
             if self._closing:
-                self._dropped_closed += 1
+                self._dropped_closed += count
                 return
-            self._dropped_full += 1
+            self._dropped_full += count
             warn = not self._warned_full
             self._warned_full = True
         if warn:
@@ -223,10 +243,9 @@ class BatchPipeline(Generic[T]):
         """A snapshot of the counters (see ``PipelineStats``); exact once the queue is idle."""
         with self._lock:
             queue_size = len(self._queue)
-            processed = self._processed
             return PipelineStats(
-                queued=processed + queue_size + self._dropped_timeout,
-                processed=processed,
+                queued=self._taken + queue_size + self._dropped_timeout,
+                processed=self._processed,
                 queue_size=queue_size,
                 dropped_queue_full=self._dropped_full,
                 dropped_after_shutdown=self._dropped_closed,
@@ -275,7 +294,9 @@ class BatchPipeline(Generic[T]):
 
     def _process_one_batch(self) -> int:
         queue = self._queue
-        batch = [queue.popleft() for _ in range(min(self._max_batch_size, len(queue)))]
+        with self._lock:  # so stats() never misses the batch in flight
+            batch = [queue.popleft() for _ in range(min(self._max_batch_size, len(queue)))]
+            self._taken += len(batch)
         started = time.monotonic()
         try:
             self._handler.process(batch)

@@ -3,6 +3,14 @@
 from __future__ import annotations
 
 from otelcost.exporters.base import CostExporter, CostExportResult
+from otelcost.exporters.console import ConsoleCostExporter
+from otelcost.exporters.memory import InMemoryCostExporter
 from otelcost.exporters.metrics import MetricsCostExporter
 
-__all__ = ["CostExportResult", "CostExporter", "MetricsCostExporter"]
+__all__ = [
+    "ConsoleCostExporter",
+    "CostExportResult",
+    "CostExporter",
+    "InMemoryCostExporter",
+    "MetricsCostExporter",
+]

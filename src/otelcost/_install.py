@@ -1,0 +1,176 @@
+"""``otelcost.install()``: cost accounting for a service in one line."""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import weakref
+from collections.abc import Sequence
+from typing import Any, Final
+
+from opentelemetry import trace
+from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
+
+from otelcost.budget.exporter import budget_exporter
+from otelcost.exporters.base import CostExporter
+from otelcost.exporters.memory import InMemoryCostExporter
+from otelcost.pricing import PricingCache
+from otelcost.processor import CostSpanProcessor, PricingLike, prewarm
+
+__all__ = ["CURRENCY_ENV", "PRICING_ENV", "REGION_ENV", "default_exporters", "install"]
+
+_logger = logging.getLogger(__name__)
+
+PRICING_ENV: Final = "OTELCOST_PRICING"
+REGION_ENV: Final = "OTELCOST_REGION"
+CURRENCY_ENV: Final = "OTELCOST_CURRENCY"
+
+_lock = threading.Lock()
+# One CostSpanProcessor per provider: a second install() must not count spans twice.
+_installed: weakref.WeakKeyDictionary[TracerProvider, CostSpanProcessor] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def default_exporters(budgets: Any = None) -> list[CostExporter]:
+    """The cost exporters ``install(exporters=None)`` uses, from its arguments and the env.
+
+    - the budget exporter when there are budgets (``budgets``, else the file named by
+      ``OTELCOST_BUDGETS``): Redis at ``OTELCOST_REDIS_URL``, else the embedded store;
+    - when nothing else is configured, an ``InMemoryCostExporter`` (the embedded default:
+      the latest records and exact running totals, bounded).
+    """
+    exporters: list[CostExporter] = []
+    budget = budget_exporter(budgets)
+    if budget is not None:
+        exporters.append(budget)
+    if not exporters:
+        exporters.append(InMemoryCostExporter())
+    return exporters
+
+
+def install(
+    pricing: PricingLike | None = None,
+    *,
+    exporters: Sequence[CostExporter] | None = None,
+    budgets: Any = None,
+    span_exporter: SpanExporter | None = None,
+    tracer_provider: TracerProvider | None = None,
+    region: str | None = None,
+    currency: str | None = None,
+) -> CostSpanProcessor:
+    """Price every span of this process and return the CostSpanProcessor doing it.
+
+    Args:
+        pricing: a PricingCache, pricing document (dict), JSON path or http(s) URL;
+            default ``OTELCOST_PRICING``. The table is loaded now (a failure is logged and
+            spans get ``cost.error`` until a background refresh succeeds) and refreshed in
+            the background.
+        exporters: CostExporters for the records; default ``default_exporters(budgets)``.
+            With explicit exporters, budgets (argument or ``OTELCOST_BUDGETS``) still add
+            their budget exporter.
+        budgets: budgets for the budget exporter (anything ``otelcost.budget.load_budgets``
+            accepts); default the file in ``OTELCOST_BUDGETS``.
+        span_exporter: the application's SpanExporter (OTLP, console...). It receives every
+            sampled span with the ``cost.*`` attributes, through a BatchSpanProcessor that
+            the CostSpanProcessor feeds (do not also register it on the provider).
+        tracer_provider: default: the global SDK TracerProvider if one is set, else a new
+            one (resource from ``OTEL_SERVICE_NAME`` / ``OTEL_RESOURCE_ATTRIBUTES``) that
+            becomes the global provider.
+        region: default ``OTELCOST_REGION``, else the pricing table's region.
+        currency: the currency costs are accounted in; default ``OTELCOST_CURRENCY``, else
+            USD. A table in another currency leaves spans unpriced (``currency_mismatch``).
+
+    Calling install() again for the same provider returns the processor already installed
+    and changes nothing (the new arguments are ignored, with a warning), so spans are never
+    counted twice. After that processor was shut down, a new one is installed.
+
+    Raises ValueError when no pricing is given and ``OTELCOST_PRICING`` is unset, and
+    TypeError when the tracer provider is not the OpenTelemetry SDK's.
+    """
+    with _lock:
+        provider = _provider(tracer_provider)
+        existing = _installed.get(provider)
+        if existing is not None and not existing.is_shutdown:
+            given = {
+                name
+                for name, value in (
+                    ("pricing", pricing),
+                    ("exporters", exporters),
+                    ("budgets", budgets),
+                    ("span_exporter", span_exporter),
+                    ("region", region),
+                    ("currency", currency),
+                )
+                if value is not None
+            }
+            if given:
+                _logger.warning(
+                    "otelcost.install() was already called for this TracerProvider; returning "
+                    "the installed CostSpanProcessor and ignoring %s",
+                    ", ".join(sorted(given)),
+                )
+            return existing
+        processor = _build(
+            pricing, exporters, budgets, span_exporter, region=region, currency=currency
+        )
+        provider.add_span_processor(processor)
+        _installed[provider] = processor
+        if tracer_provider is None and provider is not trace.get_tracer_provider():
+            trace.set_tracer_provider(provider)
+        return processor
+
+
+def _provider(tracer_provider: TracerProvider | None) -> TracerProvider:
+    if tracer_provider is not None:
+        if not isinstance(tracer_provider, TracerProvider):
+            raise TypeError(
+                "otelcost needs the OpenTelemetry SDK's TracerProvider, got "
+                f"{type(tracer_provider).__name__}"
+            )
+        return tracer_provider
+    current = trace.get_tracer_provider()
+    if isinstance(current, TracerProvider):
+        return current
+    if isinstance(current, trace.ProxyTracerProvider):  # nothing registered yet
+        return TracerProvider()
+    raise TypeError(
+        f"the global tracer provider is a {type(current).__name__}, not the OpenTelemetry "
+        "SDK's TracerProvider; pass tracer_provider= or let otelcost create one"
+    )
+
+
+def _build(
+    pricing: PricingLike | None,
+    exporters: Sequence[CostExporter] | None,
+    budgets: Any,
+    span_exporter: SpanExporter | None,
+    *,
+    region: str | None,
+    currency: str | None,
+) -> CostSpanProcessor:
+    if pricing is None:
+        pricing = os.environ.get(PRICING_ENV, "").strip() or None
+        if pricing is None:
+            raise ValueError(f"no pricing: pass pricing= or set {PRICING_ENV} (a path or URL)")
+    if isinstance(pricing, PricingCache):
+        prewarm(pricing)
+    if exporters is None:
+        chosen = default_exporters(budgets)
+    else:
+        chosen = list(exporters)
+        budget = budget_exporter(budgets)
+        if budget is not None:
+            chosen.append(budget)
+    span_processors: list[SpanProcessor] = []
+    if span_exporter is not None:
+        span_processors.append(BatchSpanProcessor(span_exporter))
+    return CostSpanProcessor(
+        pricing,
+        chosen,
+        region=region or os.environ.get(REGION_ENV, "").strip() or None,
+        currency=currency or os.environ.get(CURRENCY_ENV, "").strip() or "USD",
+        span_processors=span_processors,
+    )
