@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from otelcost.exporters.base import CostExporter, CostExportResult
 from otelcost.exporters.console import ConsoleCostExporter
+from otelcost.exporters.kafka import KafkaCostExporter
 from otelcost.exporters.memory import InMemoryCostExporter
 from otelcost.exporters.metrics import MetricsCostExporter
 
@@ -12,5 +13,16 @@ __all__ = [
     "CostExportResult",
     "CostExporter",
     "InMemoryCostExporter",
+    "KafkaCostExporter",
     "MetricsCostExporter",
+    "RedisBudgetExporter",
 ]
+
+
+def __getattr__(name: str) -> object:
+    # Lazy: otelcost.exporters.redis imports otelcost.budget, which imports this package.
+    if name == "RedisBudgetExporter":
+        from otelcost.exporters.redis import RedisBudgetExporter
+
+        return RedisBudgetExporter
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,105 @@
+"""Overflow aggregates: what an exporter keeps when it cannot hand records to its client.
+
+When the client's local queue is full, each record is folded into one running aggregate
+per (service, currency): span count and exact integer nano-cost are summed, so the money
+is kept while memory stays bounded by the number of services, not by the outage length.
+The aggregate is later sent as a single ``CostRecord(aggregate=True)``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+from otelcost.money import from_nanos
+from otelcost.record import CostRecord
+
+__all__ = ["OVERFLOW_OPERATION", "OverflowAggregates"]
+
+#: The operation of an aggregate record (the same name the cardinality guard folds into).
+OVERFLOW_OPERATION = "OTHER"
+
+
+@dataclass(slots=True)
+class _Running:
+    spans: int = 0
+    nanos: int = 0
+    duration_ms: float = 0.0
+    timestamp: int = 0
+    region: str | None = None
+    pricing_version: str | None = None
+    usage: dict[str, float] = field(default_factory=dict)
+
+
+class OverflowAggregates:
+    """Running per-(service, currency) aggregates; not thread-safe (callers hold a lock).
+
+    ``seal`` turns them into records with deterministic ids derived from this instance's
+    random id and a sequence number, so one sealed aggregate keeps its ids however often
+    it is retried, and two aggregates never share ids.
+    """
+
+    def __init__(self, max_keys: int = 10_000) -> None:
+        if max_keys < 1:
+            raise ValueError("max_keys must be >= 1")
+        self._max_keys = max_keys
+        self._running: dict[tuple[str, str], _Running] = {}
+        self._instance = uuid.uuid4().hex
+        self._seq = 0
+        self.pending_spans = 0
+
+    def __bool__(self) -> bool:
+        return bool(self._running)
+
+    def add(self, record: CostRecord) -> bool:
+        """Fold ``record`` in; False (nothing kept) when a new key would exceed ``max_keys``."""
+        key = (record.service, record.currency)
+        agg = self._running.get(key)
+        if agg is None:
+            if len(self._running) >= self._max_keys:
+                return False
+            agg = self._running[key] = _Running(
+                region=record.region, pricing_version=record.pricing_version
+            )
+        agg.spans += record.span_count
+        agg.nanos += record.cost_nanos
+        agg.duration_ms += record.duration_ms
+        agg.timestamp = max(agg.timestamp, record.timestamp)
+        if agg.region != record.region:
+            agg.region = None
+        if agg.pricing_version != record.pricing_version:
+            agg.pricing_version = None
+        for name, amount in record.usage.items():
+            agg.usage[name] = agg.usage.get(name, 0.0) + amount
+        self.pending_spans += record.span_count
+        return True
+
+    def seal(self) -> list[CostRecord]:
+        """Remove and return every running aggregate as an ``aggregate=True`` record."""
+        sealed = []
+        for (service, currency), agg in self._running.items():
+            self._seq += 1
+            digest = hashlib.sha256(f"otelcost-overflow/{self._instance}/{self._seq}".encode())
+            ids = digest.hexdigest()
+            sealed.append(
+                CostRecord(
+                    trace_id=ids[:32],
+                    span_id=ids[32:48],
+                    service=service,
+                    operation=OVERFLOW_OPERATION,
+                    cost_amount=from_nanos(agg.nanos),
+                    currency=currency,
+                    duration_ms=agg.duration_ms,
+                    timestamp=agg.timestamp,
+                    region=agg.region,
+                    pricing_version=agg.pricing_version,
+                    usage=MappingProxyType(agg.usage),
+                    aggregate=True,
+                    span_count=agg.spans,
+                )
+            )
+        self._running.clear()
+        self.pending_spans = 0
+        return sealed

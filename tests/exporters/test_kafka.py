@@ -1,0 +1,428 @@
+"""KafkaCostExporter against the real broker fixture, read back with kafka-python (_kafka.py)."""
+
+from __future__ import annotations
+
+import base64
+import collections
+import json
+import logging
+import os
+import random
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import pytest
+from google.protobuf import json_format
+from opentelemetry.proto.trace.v1 import trace_pb2
+
+from _kafka import Message, read_all
+from _servers import KafkaBroker
+from otelcost.exporters import CostExportResult, KafkaCostExporter
+from otelcost.money import from_nanos
+from otelcost.record import CostRecord
+
+_T0 = 1_764_236_400_000
+_SERVICES = ("payment-svc", "llm-gateway", "search", "checkout", "ünïcode-svc", "auth", "cart")
+# Reconnect fast after a broker restart (librdkafka backs off up to 10 s by default).
+_FAST_RECONNECT = {"reconnect_backoff_max_ms": 200, "reconnect_backoff_ms": 50}
+
+
+def _records(
+    count: int, *, nanos: int | None = None, start: int = 0, seed: int = 5
+) -> list[CostRecord]:
+    rng = random.Random(seed + start)
+    out = []
+    for i in range(start, start + count):
+        cost = nanos if nanos is not None else rng.randrange(1, 10_000_000)
+        out.append(
+            CostRecord(
+                trace_id=f"{i + 1:032x}",
+                span_id=f"{i + 1:016x}",
+                service=_SERVICES[i % len(_SERVICES)],
+                operation=f"GET /api/v2/items/{i % 3}",
+                cost_amount=from_nanos(cost),
+                currency="USD",
+                duration_ms=round(rng.uniform(0.1, 900.0), 3),
+                timestamp=_T0 + i,
+                region="us-east-1",
+                pricing_version="2026-11-27.1",
+                usage={"gen_ai.usage.input_tokens": 812} if i % 5 == 0 else {},
+            )
+        )
+    return out
+
+
+def _decode(messages: Sequence[Message]) -> list[CostRecord]:
+    """Every message as a schema-v1 record, checking the wire contract on the way."""
+    records = []
+    for message in messages:
+        assert dict(message.headers) == {"otelcost-schema": b"1"}
+        assert message.value is not None
+        record = CostRecord.from_json(message.value)
+        assert message.key == record.service.encode("utf-8")
+        records.append(record)
+    return records
+
+
+def _spans_and_nanos(records: Sequence[CostRecord]) -> tuple[int, int]:
+    return sum(r.span_count for r in records), sum(r.cost_nanos for r in records)
+
+
+def test_records_land_keyed_by_service_in_order_as_schema_v1(
+    kafka_broker: KafkaBroker, kafka_topic: str
+) -> None:
+    records = _records(700)
+    exporter = KafkaCostExporter(kafka_broker.bootstrap, kafka_topic)
+    try:
+        for start in range(0, len(records), 100):
+            assert exporter.export(records[start : start + 100]) is CostExportResult.SUCCESS
+        assert exporter.force_flush(30_000)
+        stats = exporter.stats()
+    finally:
+        exporter.shutdown()
+
+    messages = read_all(kafka_broker.bootstrap, kafka_topic)
+    received = _decode(messages)
+    assert sorted(received, key=lambda r: r.span_id) == records
+    partitions: dict[str, set[int]] = collections.defaultdict(set)
+    order: dict[str, list[str]] = collections.defaultdict(list)
+    for message, record in zip(messages, received, strict=True):  # by partition, offset
+        partitions[record.service].add(message.partition)
+        order[record.service].append(record.span_id)
+    assert all(len(p) == 1 for p in partitions.values()), partitions
+    assert len(set().union(*partitions.values())) > 1  # several services, several partitions
+    for service, span_ids in order.items():
+        assert span_ids == [r.span_id for r in records if r.service == service]
+    assert stats["spans"] == stats["queued"] == stats["delivered"] == 700
+    assert stats["delivered_spans"] == 700
+    assert stats["failed"] == stats["overflowed"] == stats["dropped_spans"] == 0
+
+
+def test_full_queue_folds_into_exact_aggregates_without_blocking(
+    kafka_broker: KafkaBroker, kafka_topic: str
+) -> None:
+    records = _records(3000)
+    # 25 messages fit the local queue and nothing leaves it within the export call.
+    exporter = KafkaCostExporter(
+        kafka_broker.bootstrap,
+        kafka_topic,
+        queue_buffering_max_messages=25,
+        linger_ms=2000,
+    )
+    try:
+        assert exporter.export(records) is CostExportResult.SUCCESS
+        after_export = exporter.stats()
+        assert exporter.force_flush(30_000)
+        stats = exporter.stats()
+    finally:
+        exporter.shutdown()
+
+    assert after_export["queued"] == 25
+    assert after_export["overflowed"] == after_export["overflow_pending_spans"] == 2975
+    received = _decode(read_all(kafka_broker.bootstrap, kafka_topic))
+    aggregates = [r for r in received if r.aggregate]
+    assert _spans_and_nanos(received) == _spans_and_nanos(records)  # exact, to the nano
+    assert sorted(r.service for r in aggregates) == sorted(_SERVICES)
+    for aggregate in aggregates:
+        folded = [r for r in records[25:] if r.service == aggregate.service]
+        assert (aggregate.span_count, aggregate.cost_nanos) == _spans_and_nanos(folded)
+        assert aggregate.operation == "OTHER"
+        assert aggregate.timestamp == max(r.timestamp for r in folded)
+        assert aggregate.region == "us-east-1"
+    assert len({(r.trace_id, r.span_id) for r in received}) == len(received)
+    assert stats["delivered_spans"] == 3000
+    assert stats["aggregates_delivered"] == len(_SERVICES)
+    assert stats["overflow_pending_spans"] == stats["dropped_spans"] == 0
+
+
+@pytest.mark.slow
+def test_broker_outage_delivered_plus_aggregates_equal_produced(
+    kafka_broker: KafkaBroker, kafka_topic: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The broker dies while spans are produced and comes back: every span is delivered once.
+
+    Tansu's memory storage loses what it held before the crash, so the total is checked
+    with delivery reports and the money with what is on the broker after the restart. Each
+    record costs the same, so the surviving money must be exactly spans x cost.
+
+    The restarted Tansu has also forgotten the idempotent producer's id, and librdkafka
+    retries such a batch forever ("Unknown Producer Id"); when the messages time out the
+    exporter folds them into aggregates and starts a new producer. A short
+    message.timeout.ms makes that happen within the test.
+    """
+    caplog.set_level(logging.INFO, logger="otelcost.kafka")
+    cost = 1_234_567
+    records = _records(4000, nanos=cost)
+    exporter = KafkaCostExporter(
+        kafka_broker.bootstrap,
+        kafka_topic,
+        queue_buffering_max_messages=200,
+        message_timeout_ms=5000,
+        **_FAST_RECONNECT,
+    )
+    try:
+        exporter.export(records[:500])
+        assert exporter.force_flush(30_000)
+        exporter.export(records[500:700])  # queued or in flight when the broker dies
+        kafka_broker.stop()
+        for start in range(700, 4000, 100):
+            began = time.monotonic()
+            assert exporter.export(records[start : start + 100]) is CostExportResult.SUCCESS
+            assert time.monotonic() - began < 1.0  # never waits for the broker
+        assert not exporter.force_flush(300)  # serves reports of what was acked before
+        before_restart = exporter.stats()
+        kafka_broker.start()
+        kafka_broker.create_topic(kafka_topic, partitions=3)
+        assert exporter.force_flush(60_000)
+        stats = exporter.stats()
+    finally:
+        exporter.shutdown()
+
+    assert before_restart["overflowed"] > 0
+    assert stats["spans"] == stats["delivered_spans"] == 4000
+    assert stats["dropped_spans"] == stats["invalid_spans"] == 0
+    assert stats["aggregates_delivered"] >= 1
+    survived = _decode(read_all(kafka_broker.bootstrap, kafka_topic))
+    spans, nanos = _spans_and_nanos(survived)
+    assert spans == 4000 - before_restart["delivered_spans"]
+    assert nanos == spans * cost
+    # One warning per failure streak, each closed by a recovery line.
+    lines = [r for r in caplog.records if r.name == "otelcost.kafka"]
+    kinds = ["W" if r.levelno >= logging.WARNING else "R" for r in lines]
+    assert kinds and kinds[-1] == "R"
+    assert "".join(kinds) == "WR" * (len(kinds) // 2), [r.getMessage() for r in lines]
+
+
+def test_otlp_json_parses_as_traces_data(kafka_broker: KafkaBroker, kafka_topic: str) -> None:
+    records = _records(40)
+    records[3] = CostRecord(
+        trace_id="ab" * 16,
+        span_id="cd" * 8,
+        service="payment-svc",
+        operation="POST /pay",
+        cost_amount=0.0,
+        currency="USD",
+        duration_ms=5.0,
+        timestamp=_T0,
+        usage={"gen_ai.usage.output_tokens": 12.5},
+        error="PricingNotFoundError: payment-svc:POST /pay",
+    )
+    records.append(
+        CostRecord(
+            trace_id="ef" * 16,
+            span_id="01" * 8,
+            service="search",
+            operation="OTHER",
+            cost_amount=from_nanos(99_000),
+            currency="USD",
+            duration_ms=400.0,
+            timestamp=_T0 + 5,
+            aggregate=True,
+            span_count=17,
+        )
+    )
+    exporter = KafkaCostExporter(kafka_broker.bootstrap, kafka_topic, encoding="otlp_json")
+    try:
+        assert exporter.export(records) is CostExportResult.SUCCESS
+        assert exporter.force_flush(30_000)
+        stats = exporter.stats()
+    finally:
+        exporter.shutdown()
+
+    by_id = {r.span_id: r for r in records}
+    seen = set()
+    messages = read_all(kafka_broker.bootstrap, kafka_topic)
+    assert len(messages) == len({r.service for r in records})  # one message per service
+    for message in messages:
+        assert dict(message.headers) == {"otelcost-schema": b"1"}
+        assert message.value is not None
+        # Strict parse: an unknown field or a wrongly typed value raises ParseError.
+        json_format.Parse(message.value, trace_pb2.TracesData())
+        # OTLP/JSON ids are hex, protobuf JSON's bytes are base64: convert, then compare.
+        doc = json.loads(message.value)
+        for span in doc["resourceSpans"][0]["scopeSpans"][0]["spans"]:
+            for field in ("traceId", "spanId"):
+                span[field] = base64.b64encode(bytes.fromhex(span[field])).decode()
+        data = json_format.ParseDict(doc, trace_pb2.TracesData())
+        (resource_spans,) = data.resource_spans
+        service = _attributes(resource_spans.resource.attributes)["service.name"]
+        assert message.key == service.encode()
+        (scope_spans,) = resource_spans.scope_spans
+        assert scope_spans.scope.name == "otelcost"
+        for span in scope_spans.spans:
+            record = by_id[span.span_id.hex()]
+            seen.add(record.span_id)
+            assert span.trace_id.hex() == record.trace_id
+            assert record.service == service
+            assert span.name == record.operation
+            assert span.end_time_unix_nano == record.timestamp * 1_000_000
+            attrs = _attributes(span.attributes)
+            assert attrs["cost.currency"] == record.currency
+            assert attrs["cost.duration_ms"] == record.duration_ms
+            assert attrs["cost.source"] == "otelcost"
+            for name, amount in record.usage.items():
+                assert attrs[name] == amount
+            if record.error is None:
+                assert attrs["cost.amount"] == record.cost_amount
+            else:
+                assert "cost.amount" not in attrs
+                assert attrs["cost.error"] == record.error
+            if record.aggregate:
+                assert attrs["cost.aggregate"] is True
+                assert attrs["cost.span_count"] == record.span_count
+                assert span.start_time_unix_nano == span.end_time_unix_nano
+            else:
+                assert "cost.aggregate" not in attrs
+                duration_ns = round(record.duration_ms * 1_000_000)
+                assert span.start_time_unix_nano == span.end_time_unix_nano - duration_ns
+    assert seen == set(by_id)
+    assert stats["delivered_spans"] == sum(r.span_count for r in records)
+
+
+def _attributes(key_values: Any) -> dict[str, Any]:
+    out = {}
+    for kv in key_values:
+        kind = kv.value.WhichOneof("value")
+        out[kv.key] = getattr(kv.value, kind)
+    return out
+
+
+def test_fork_child_gets_its_own_producer(kafka_broker: KafkaBroker, kafka_topic: str) -> None:
+    """Exporter built and used before fork(): the child produces with a producer of its
+    own and never re-sends what the parent still holds (queued messages, aggregates)."""
+    parent_records, child_records = _records(50), _records(30, start=50)
+    exporter = KafkaCostExporter(
+        kafka_broker.bootstrap, kafka_topic, queue_buffering_max_messages=5, linger_ms=1000
+    )
+    exporter.export(parent_records)
+    assert exporter.stats()["overflow_pending_spans"] == 45
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - runs in the child
+        code = 1
+        try:
+            ok = exporter.export(child_records) is CostExportResult.SUCCESS
+            ok = ok and exporter.force_flush(20_000)
+            stats = exporter.stats()
+            if ok and stats["spans"] == stats["delivered_spans"] == len(child_records):
+                code = 0
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    try:
+        assert exporter.force_flush(30_000)
+        stats = exporter.stats()
+    finally:
+        exporter.shutdown()
+    assert stats["spans"] == stats["delivered_spans"] == len(parent_records)
+    received = _decode(read_all(kafka_broker.bootstrap, kafka_topic))
+    assert _spans_and_nanos(received) == _spans_and_nanos(parent_records + child_records)
+
+
+def test_credentials_stay_out_of_repr_stats_and_logs(
+    kafka_broker: KafkaBroker, kafka_topic: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    secret = "hunter2-do-not-log"
+    # The fixture broker does not speak SASL, so the handshake fails and errors are logged.
+    exporter = KafkaCostExporter(
+        kafka_broker.bootstrap,
+        kafka_topic,
+        security_protocol="SASL_PLAINTEXT",
+        sasl_mechanism="PLAIN",
+        sasl_username="cost-writer",
+        sasl_password=secret,
+        message_timeout_ms=1500,
+    )
+    try:
+        assert exporter.export(_records(5)) is CostExportResult.SUCCESS
+        assert not exporter.force_flush(3_000)
+        stats = exporter.stats()
+    finally:
+        exporter.shutdown(1_000)
+    assert secret not in repr(exporter)
+    assert secret not in str(stats)
+    assert secret not in caplog.text
+    assert stats["client_errors"] + stats["failed"] > 0
+    assert exporter.stats()["dropped_spans"] == 5  # nothing delivered, everything counted
+
+
+def test_export_after_shutdown_is_counted_not_raised(
+    kafka_broker: KafkaBroker, kafka_topic: str
+) -> None:
+    exporter = KafkaCostExporter(kafka_broker.bootstrap, kafka_topic)
+    exporter.export(_records(3))
+    exporter.shutdown(10_000)
+    assert exporter.export(_records(4)) is CostExportResult.FAILURE
+    stats = exporter.stats()
+    assert (stats["delivered_spans"], stats["dropped_spans"]) == (3, 4)
+    assert exporter.force_flush(100)
+
+
+@pytest.mark.slow
+def test_shutdown_with_broker_down_returns_in_time_and_counts_drops(
+    kafka_broker: KafkaBroker, kafka_topic: str
+) -> None:
+    exporter = KafkaCostExporter(
+        kafka_broker.bootstrap, kafka_topic, queue_buffering_max_messages=10
+    )
+    exporter.export(_records(1))
+    assert exporter.force_flush(30_000)
+    kafka_broker.stop()
+    exporter.export(_records(100, start=1))
+    began = time.monotonic()
+    exporter.shutdown(1_000)
+    assert time.monotonic() - began < 5.0  # generous: 1 s timeout on a busy machine
+    stats = exporter.stats()
+    assert stats["delivered_spans"] == 1
+    assert stats["dropped_spans"] == 100
+    assert stats["in_queue"] == stats["overflow_pending_spans"] == 0
+
+
+def test_unusable_config_fails_open_and_counts(caplog: pytest.LogCaptureFixture) -> None:
+    exporter = KafkaCostExporter("127.0.0.1:9", lingr_ms=5)  # a typo librdkafka rejects
+    assert exporter.export(_records(3)) is CostExportResult.FAILURE
+    assert exporter.export(_records(2)) is CostExportResult.FAILURE
+    assert exporter.stats()["dropped_spans"] == 5
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 1 and "lingr.ms" in errors[0].getMessage()
+    assert exporter.force_flush(100)
+    exporter.shutdown()
+
+
+def test_config_spellings() -> None:
+    with pytest.raises(ValueError, match="given twice"):
+        KafkaCostExporter("b:9092", **{"linger.ms": 5, "linger_ms": 10})
+    for owned in ("bootstrap.servers", "on_delivery"):
+        with pytest.raises(ValueError, match="set by the exporter"):
+            KafkaCostExporter("b:9092", **{owned: "x"})
+    with pytest.raises(ValueError, match="encoding"):
+        KafkaCostExporter("b:9092", encoding="json_v2")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="empty"):
+        KafkaCostExporter("")
+    exporter = KafkaCostExporter("b:9092", "costs", sasl_password="s3cret")
+    assert repr(exporter) == (
+        "KafkaCostExporter(bootstrap_servers='b:9092', topic='costs', encoding='json')"
+    )
+
+
+def test_importing_otelcost_does_not_need_confluent_kafka() -> None:
+    script = """
+import logging, sys
+sys.modules["confluent_kafka"] = None  # as if not installed
+import otelcost, otelcost.exporters
+from otelcost.exporters import KafkaCostExporter
+from otelcost.record import CostRecord
+logging.basicConfig(level=logging.ERROR, stream=sys.stdout, format="%(message)s")
+exporter = KafkaCostExporter("127.0.0.1:9")
+record = CostRecord("a" * 32, "b" * 16, "s", "op", 0.0, "USD", 1.0, 1764236400000)
+print(exporter.export([record]).name, exporter.stats()["dropped_spans"])
+"""
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert "pip install 'otelcost[kafka]'" in result.stdout
+    assert result.stdout.rstrip().endswith("FAILURE 1")
