@@ -17,7 +17,7 @@ from typing import Any
 
 from otelcost import _json
 from otelcost.errors import InvalidRecordError
-from otelcost.money import to_nanos
+from otelcost.money import NANOS_PER_UNIT, to_nanos
 
 __all__ = ["MAX_RECORD_BYTES", "SCHEMA_VERSION", "CostRecord"]
 
@@ -26,6 +26,11 @@ MAX_RECORD_BYTES = 64 * 1024
 _MIN_TS_MS = 10**12  # exclusive bounds: anything outside is seconds, microseconds or garbage
 _MAX_TS_MS = 10**13
 _MAX_TEXT = 4096
+# Above 2**53 nano-units an amount no longer converts to an exact integer (money.py), and the
+# stores' int64 counters are not far beyond: such a record is garbage, not a big bill.
+_MAX_COST = 2**53 / NANOS_PER_UNIT
+_INT64_END = 2**63
+_UINT64_END = 2**64  # JSON integers from here on decode as doubles (orjson, and _json's stdlib)
 
 _TRACE_ID = re.compile(r"[0-9a-f]{32}")
 _SPAN_ID = re.compile(r"[0-9a-f]{16}")
@@ -112,7 +117,9 @@ class CostRecord:
         Raises InvalidRecordError naming the offending field for anything that is not a
         valid v1 record: malformed JSON, missing or unknown fields, wrong types (strings for
         numbers, floats for the integer timestamp), NaN or infinities, negative amounts,
-        timestamps outside (1e12, 1e13) ms, bad hex ids, or more than 64 KiB.
+        a cost above 2**53 nano-units, a cost with ``error`` set, ``span_count`` other than
+        1 on a non-aggregate, timestamps outside (1e12, 1e13) ms, bad hex ids (32 and 16
+        lowercase hex digits), or more than 64 KiB of UTF-8.
         """
         if isinstance(data, str):
             raw: bytes | str = data
@@ -133,23 +140,31 @@ class CostRecord:
         """Validate a decoded schema-v1 document; see ``from_json``."""
         if not isinstance(doc, dict):
             raise InvalidRecordError("<record>", f"expected an object, got {type(doc).__name__}")
+        # The version first: a record of another schema is reported as such, not as v1 garbage.
+        if "schema" not in doc:
+            raise InvalidRecordError("schema", "missing")
+        schema = doc["schema"]
+        if type(schema) is not int or schema != SCHEMA_VERSION:
+            raise InvalidRecordError("schema", f"expected {SCHEMA_VERSION}, got {schema!r}")
         for name in _REQUIRED:
             if name not in doc:
                 raise InvalidRecordError(name, "missing")
         unknown = doc.keys() - _KNOWN
         if unknown:
             raise InvalidRecordError(sorted(unknown)[0], "unknown field in schema v1")
-        schema = doc["schema"]
-        if type(schema) is not int or schema != SCHEMA_VERSION:
-            raise InvalidRecordError("schema", f"expected {SCHEMA_VERSION}, got {schema!r}")
         aggregate = doc.get("aggregate", False)
         if type(aggregate) is not bool:
             raise InvalidRecordError("aggregate", "must be a boolean")
         span_count = doc.get("span_count", 1)
-        if type(span_count) is not int or span_count < 1:
-            raise InvalidRecordError("span_count", "must be an integer >= 1")
+        if type(span_count) is not int or not 1 <= span_count < _INT64_END:
+            raise InvalidRecordError("span_count", "must be an integer in [1, 2**63)")
+        if span_count != 1 and not aggregate:
+            # to_json writes span_count only for aggregates; anything else would not round-trip.
+            raise InvalidRecordError("span_count", "must be 1 unless aggregate is true")
         error = _optional_text(doc, "error")
         cost = _number(doc, "cost_amount")
+        if cost > _MAX_COST:
+            raise InvalidRecordError("cost_amount", f"{cost!r} exceeds {_MAX_COST} (2**53 nanos)")
         if error is not None and cost != 0:
             raise InvalidRecordError("cost_amount", "must be 0 when error is set")
         timestamp = doc["timestamp"]
@@ -185,11 +200,20 @@ def _number(doc: dict[str, Any], name: str) -> float:
     value = doc[name]
     if type(value) not in (int, float):
         raise InvalidRecordError(name, f"must be a number, got {type(value).__name__}")
-    if not math.isfinite(value):
-        raise InvalidRecordError(name, f"must be finite, got {value!r}")
-    if value < 0:
+    number = _as_float(value)
+    if number is None or not math.isfinite(number):
+        raise InvalidRecordError(name, f"must be finite, got {value!r:.40}")
+    if number < 0:
         raise InvalidRecordError(name, f"must be >= 0, got {value!r}")
-    return float(value)
+    return number
+
+
+def _as_float(value: float) -> float | None:
+    """``float(value)``, or None for an int too large for a double (math.isfinite would raise)."""
+    try:
+        return float(value)
+    except OverflowError:
+        return None
 
 
 def _text(doc: dict[str, Any], name: str) -> str:
@@ -220,7 +244,11 @@ def _usage(doc: dict[str, Any]) -> Mapping[str, float]:
         return _EMPTY_USAGE
     clean: dict[str, float] = {}
     for key, value in usage.items():
-        if type(value) not in (int, float) or not math.isfinite(value) or value < 0:
+        if not isinstance(key, str):
+            raise InvalidRecordError("usage", f"keys must be strings, got {key!r:.40}")
+        number = _as_float(value) if type(value) in (int, float) else None
+        if number is None or not math.isfinite(number) or number < 0:
             raise InvalidRecordError(f"usage.{key}", "must be a finite number >= 0")
-        clean[key] = value
+        # An int past 64 bits becomes the double it would be after a JSON round trip.
+        clean[key] = value if type(value) is float or value < _UINT64_END else number
     return MappingProxyType(clean)
