@@ -60,6 +60,7 @@ def install(
     tracer_provider: TracerProvider | None = None,
     region: str | None = None,
     currency: str | None = None,
+    span_processors: Sequence[SpanProcessor] = (),
 ) -> CostSpanProcessor:
     """Price every span of this process and return the CostSpanProcessor doing it.
 
@@ -82,6 +83,8 @@ def install(
         region: default ``OTELCOST_REGION``, else the pricing table's region.
         currency: the currency costs are accounted in; default ``OTELCOST_CURRENCY``, else
             USD. A table in another currency leaves spans unpriced (``currency_mismatch``).
+        span_processors: more SDK span processors fed with the enriched spans (after the
+            one built for ``span_exporter``); they must not be registered on the provider.
 
     Calling install() again for the same provider returns the processor already installed
     and changes nothing (the new arguments are ignored, with a warning), so spans are never
@@ -103,6 +106,7 @@ def install(
                     ("span_exporter", span_exporter),
                     ("region", region),
                     ("currency", currency),
+                    ("span_processors", span_processors or None),
                 )
                 if value is not None
             }
@@ -114,7 +118,13 @@ def install(
                 )
             return existing
         processor = _build(
-            pricing, exporters, budgets, span_exporter, region=region, currency=currency
+            pricing,
+            exporters,
+            budgets,
+            span_exporter,
+            span_processors,
+            region=region,
+            currency=currency,
         )
         provider.add_span_processor(processor)
         _installed[provider] = processor
@@ -147,6 +157,7 @@ def _build(
     exporters: Sequence[CostExporter] | None,
     budgets: Any,
     span_exporter: SpanExporter | None,
+    span_processors: Sequence[SpanProcessor],
     *,
     region: str | None,
     currency: str | None,
@@ -164,13 +175,14 @@ def _build(
         budget = budget_exporter(budgets)
         if budget is not None:
             chosen.append(budget)
-    span_processors: list[SpanProcessor] = []
+    downstream: list[SpanProcessor] = []
     if span_exporter is not None:
-        span_processors.append(BatchSpanProcessor(span_exporter))
+        downstream.append(BatchSpanProcessor(span_exporter))
+    downstream.extend(span_processors)
     return CostSpanProcessor(
         pricing,
         chosen,
         region=region or os.environ.get(REGION_ENV, "").strip() or None,
         currency=currency or os.environ.get(CURRENCY_ENV, "").strip() or "USD",
-        span_processors=span_processors,
+        span_processors=downstream,
     )
