@@ -144,6 +144,13 @@ for pid in live:
     def forget(self, pid: int) -> None:
         self._send(f"-{pid}")
 
+    def detach(self) -> None:
+        """Close this process's copy of the pipe (in a forked child, which owns no server)."""
+        if self._pipe is not None:
+            with contextlib.suppress(OSError):
+                self._pipe.close()
+            self._pipe = None
+
 
 _reaper = _Reaper()
 _live: set[_Server] = set()
@@ -153,6 +160,16 @@ _live: set[_Server] = set()
 def _stop_all() -> None:
     for server in list(_live):
         server.stop()
+
+
+def _after_fork_in_child() -> None:
+    # A forked child (a test of fork safety, say) must not stop its parent's servers at exit,
+    # nor keep the watchdog's pipe open after the parent died.
+    _live.clear()
+    _reaper.detach()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 class _Server:

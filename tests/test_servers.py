@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import os
 import socket
 import subprocess
@@ -130,6 +131,18 @@ def test_no_orphan_survives_the_interpreter(tmp_path: Path, death: str) -> None:
     )
     assert done.stdout.strip().isdigit(), done.stderr
     assert _wait_gone(int(done.stdout))
+
+
+def test_forked_child_leaves_the_servers_alone(redis_server: RedisServer) -> None:
+    pid = os.fork()
+    if pid == 0:
+        try:
+            atexit._run_exitfuncs()  # what the child would run exiting through the interpreter
+        finally:
+            os._exit(0)
+    os.waitpid(pid, 0)
+    assert redis_server.running
+    assert redis_server.client().ping()
 
 
 def test_kafka_produce_consume_and_read_back(kafka_broker: KafkaBroker, kafka_topic: str) -> None:
