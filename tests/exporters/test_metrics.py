@@ -417,3 +417,56 @@ def test_prometheus_names() -> None:
         "otelcost_budget_limit_USD",
         "otelcost_budget_throttled",
     } <= samples
+
+
+# -- the real budget stores -------------------------------------------------------------------
+
+
+def test_metrics_budget_stores_in_memory(m: Metrics) -> None:
+    from otelcost.budget import Budget, InMemoryBudgetStore
+    from otelcost.money import to_nanos
+
+    store = InMemoryBudgetStore([Budget("checkout", 10.0, period="1h"), Budget("*", 100.0)])
+    store.apply("checkout", to_nanos(2.5))
+    store.apply("search", to_nanos(120.0))  # over its 24h "*" budget: hard cap
+    m.exporter(budget_store=store)
+    assert m.points("otelcost.budget.utilization") == {
+        key(service="checkout", period="1h"): 0.25,
+        key(service="checkout", period="24h"): 0.025,
+        key(service="search", period="24h"): 1.2,
+    }
+    assert m.points("otelcost.budget.throttled") == {
+        key(service="checkout"): 0,
+        key(service="search"): 1,
+    }
+
+
+@pytest.mark.integration
+def test_metrics_budget_stores_redis(m: Metrics, redis_client: Any) -> None:
+    from otelcost.budget import Budget, RedisBudgetStore
+    from otelcost.money import to_nanos
+
+    store = RedisBudgetStore(redis_client, [Budget("checkout", 10.0, period="1h")])
+    store.apply("checkout", to_nanos(7.5))
+    m.exporter(budget_store=store)
+    assert m.points("otelcost.budget.utilization") == {key(service="checkout", period="1h"): 0.75}
+    assert m.points("otelcost.budget.spend") == {key(service="checkout", period="1h"): 7.5}
+    assert m.points("otelcost.budget.throttled") == {key(service="checkout"): 0}
+
+
+@pytest.mark.integration
+def test_redis_down_keeps_last_budget_points(
+    m: Metrics, redis_client: Any, redis_server: Any
+) -> None:
+    from otelcost.budget import Budget, RedisBudgetStore
+    from otelcost.money import to_nanos
+
+    store = RedisBudgetStore(redis_server.url, [Budget("checkout", 10.0, period="1h")])
+    store.apply("checkout", to_nanos(5.0))
+    exporter = m.exporter(budget_store=store, budget_refresh_interval=0.0, budget_timeout=5.0)
+    assert m.points("otelcost.budget.utilization") == {key(service="checkout", period="1h"): 0.5}
+    redis_server.stop()
+    exporter.export([rec("checkout", cost=1.0)])
+    assert m.points("otelcost.budget.utilization") == {key(service="checkout", period="1h"): 0.5}
+    assert list(m.points("otelcost.cost").values()) == [1.0]
+    assert exporter.stats()["budget_errors"] >= 1
