@@ -58,7 +58,7 @@ characters and end in one ``*`` segment, which bounds the work per call."""
 Rule: TypeAlias = tuple[str | re.Pattern[str], str]
 """A user rule: a regular expression (source or compiled) and a ``re.sub`` replacement."""
 
-# Characters removed from input (step 1) and re-escaped on output (step 6).
+# Characters removed from input (step 1) and re-escaped on output (step 7).
 _INVISIBLE = "\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069"
 _STRIP_INVISIBLE = re.compile(f"[{_INVISIBLE}]+")
 _SURROGATE = re.compile("[\ud800-\udfff]")
@@ -80,13 +80,15 @@ _CHUNK = re.compile(r"[A-Za-z0-9]+")
 _LONG_ALNUM = re.compile(r"[A-Za-z0-9]{20}")
 
 _HEX = "[0-9a-fA-F]"
+_UUID_SOURCE = f"{_HEX}{{8}}-{_HEX}{{4}}-{_HEX}{{4}}-{_HEX}{{4}}-{_HEX}{{12}}"
+_UUID = re.compile(_UUID_SOURCE)  # callers ensure a digit (see _NEEDS_WORK)
 # Tokens start and end at a boundary between a Unicode letter/digit ([^\W_]) and anything
 # else. Alternatives are ordered longest-form first; the "keep" alternative claims
 # v-versions so that "v1.2.3" is not read as "v1." + number.
 _TOKEN = re.compile(
     r"(?<![^\W_])(?:"
     r"(?P<keep>[vV][0-9]+(?:\.[0-9]+)*)"
-    rf"|(?=[-a-fA-F]{{0,35}}[0-9]){_HEX}{{8}}-{_HEX}{{4}}-{_HEX}{{4}}-{_HEX}{{4}}-{_HEX}{{12}}"
+    rf"|(?=[-a-fA-F]{{0,35}}[0-9]){_UUID_SOURCE}"
     r"|[0-9]{4}-[0-9]{2}-[0-9]{2}"
     r"(?:[Tt _][0-9]{2}:[0-9]{2}(?::[0-9]{2}(?:[.,][0-9]{1,9})?)?"
     r"(?:[Zz]|[+-][0-9]{2}(?::?[0-9]{2})?)?)?"
@@ -137,6 +139,8 @@ def _normalize_segment(segment: str) -> str:
     if _NEEDS_WORK.search(segment) is None:
         return segment
     if segment.isascii() and segment.isdigit():
+        return "*"
+    if len(segment) == 36 and _UUID.fullmatch(segment):  # shortcut for the common whole-UUID
         return "*"
     encoded = "%" in segment
     text = _ESCAPES.sub(_decode, segment) if encoded else segment
@@ -239,10 +243,12 @@ class PathNormalizer:
             authority = _AUTHORITY.match(path)
             if authority is not None:
                 path = path[authority.end() :]
-        for mark in "?#":
-            cut = path.find(mark)
-            if cut >= 0:
-                path = path[:cut]
+        cut = path.find("?")
+        if cut >= 0:
+            path = path[:cut]
+        cut = path.find("#")
+        if cut >= 0:
+            path = path[:cut]
         truncated = len(path) > MAX_PATH_CHARS
         if truncated:
             # Cut at a segment boundary and leave room for "/" + "/*", so the result is
