@@ -1,0 +1,268 @@
+"""The demo's workload: three instrumented services on loopback and the clients driving them.
+
+- ``storefront``: a WSGI app served by wsgiref (one thread per request), instrumented with
+  ``opentelemetry-instrumentation-wsgi``. Product pages set ``http.route`` as a framework
+  would; search has no route, so it is priced by its normalized ``url.path``; product pages
+  ask ``recommendations`` for suggestions; checkout calls ``payments`` over HTTP with the
+  trace context propagated; an admin export has no price (unpriced spans).
+- ``payments``: a second WSGI server with its own TracerProvider and resource.
+- ``recommendations``: an LLM-style client span per call, priced per token
+  (``gen_ai.usage.input_tokens`` / ``output_tokens``).
+
+Each service has its own TracerProvider (``service.name`` resource), all feeding one
+CostSpanProcessor. Without ``opentelemetry-instrumentation-wsgi`` installed, a minimal
+built-in WSGI tracer with the same span attributes is used instead.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterable, Iterator
+from socketserver import ThreadingMixIn
+from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+
+from opentelemetry import propagate, trace
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
+from opentelemetry.trace import SpanKind, Tracer
+
+__all__ = ["SERVICES", "Workload"]
+
+SERVICES = ("storefront", "payments", "recommendations")
+
+StartResponse = Callable[..., Any]
+Environ = dict[str, Any]
+WSGIApp = Callable[[Environ, StartResponse], Iterable[bytes]]
+
+# One client's request cycle: 20 requests in the proportions of a small shop.
+_CYCLE = (
+    [("GET", "/products/{}")] * 8
+    + [("GET", "/cart")] * 4
+    + [("POST", "/checkout")] * 2
+    + [("GET", "/search?q={}")] * 3
+    + [("GET", "/health")] * 2
+    + [("GET", "/admin/export/{}")]
+)
+
+
+class _ThreadingServer(ThreadingMixIn, WSGIServer):
+    daemon_threads = True
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """Connection resets from clients stopping mid-request are expected here."""
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        """No access log on the terminal the demo draws on."""
+
+
+class _Server:
+    def __init__(self, app: WSGIApp) -> None:
+        self.httpd = make_server(
+            "127.0.0.1", 0, app, server_class=_ThreadingServer, handler_class=_QuietHandler
+        )
+        self.url = f"http://127.0.0.1:{self.httpd.server_port}"
+        self.thread = threading.Thread(
+            target=self.httpd.serve_forever,
+            kwargs={"poll_interval": 0.05},
+            name="otelcost-demo-server",
+            daemon=True,
+        )
+        self.thread.start()
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+        self.thread.join(5)
+
+
+class _BasicWSGITracing:
+    """A SERVER span per request with the HTTP semantic-convention attributes the pricing
+    uses; only for when opentelemetry-instrumentation-wsgi is not installed."""
+
+    def __init__(self, app: WSGIApp, tracer: Tracer) -> None:
+        self._app = app
+        self._tracer = tracer
+
+    def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
+        method = environ.get("REQUEST_METHOD", "GET")
+        carrier = {"traceparent": environ.get("HTTP_TRACEPARENT", "")}
+        attributes = {
+            "http.request.method": method,
+            "url.path": environ.get("PATH_INFO", "/"),
+            "url.scheme": environ.get("wsgi.url_scheme", "http"),
+            "server.address": environ.get("SERVER_NAME", ""),
+        }
+        with self._tracer.start_as_current_span(
+            method, context=propagate.extract(carrier), kind=SpanKind.SERVER, attributes=attributes
+        ) as span:
+
+            def traced_start(status: str, headers: list[tuple[str, str]], *rest: Any) -> Any:
+                span.set_attribute("http.response.status_code", int(status.split(" ", 1)[0]))
+                return start_response(status, headers, *rest)
+
+            return list(self._app(environ, traced_start))
+
+
+def instrument(app: WSGIApp, provider: TracerProvider) -> tuple[WSGIApp, bool]:
+    """``app`` traced for ``provider``; True when the OpenTelemetry WSGI instrumentation is used."""
+    try:
+        from opentelemetry.instrumentation.wsgi import OpenTelemetryMiddleware
+    except ImportError:
+        return _BasicWSGITracing(app, provider.get_tracer("otelcost.demo")), False
+    return OpenTelemetryMiddleware(app, tracer_provider=provider), True
+
+
+def _respond(start_response: StartResponse, status: str = "200 OK") -> list[bytes]:
+    start_response(status, [("Content-Type", "application/json")])
+    return [b'{"ok": true}']
+
+
+class Workload:
+    """The three services, started on free loopback ports; ``run`` drives them."""
+
+    def __init__(self, processor: SpanProcessor, *, seed: int = 7) -> None:
+        self.providers: dict[str, TracerProvider] = {}
+        for service in SERVICES:
+            provider = TracerProvider(
+                resource=Resource.create(
+                    {"service.name": service, "deployment.environment": "demo"}
+                ),
+                shutdown_on_exit=False,
+            )
+            provider.add_span_processor(processor)
+            self.providers[service] = provider
+        self._llm = self.providers["recommendations"].get_tracer("otelcost.demo.llm")
+        self._seed = seed
+        self.requests = 0
+        self.failures = 0
+        self._count_lock = threading.Lock()
+        payments_app, real = instrument(self._payments, self.providers["payments"])
+        storefront_app, _ = instrument(self._storefront, self.providers["storefront"])
+        self.instrumented = real
+        self._payments_server = _Server(payments_app)
+        self._storefront_server = _Server(storefront_app)
+
+    # -- the services ---------------------------------------------------------------------
+
+    def _storefront(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
+        path = environ.get("PATH_INFO", "/")
+        if path.startswith("/products/"):
+            trace.get_current_span().set_attribute("http.route", "/products/{product_id}")
+            time.sleep(random.uniform(0.002, 0.010))
+            if random.random() < 0.5:
+                self._recommend()
+        elif path == "/cart":
+            trace.get_current_span().set_attribute("http.route", "/cart")
+            time.sleep(random.uniform(0.001, 0.005))
+        elif path == "/checkout":
+            trace.get_current_span().set_attribute("http.route", "/checkout")
+            time.sleep(random.uniform(0.003, 0.008))
+            if not self._charge():
+                return _respond(start_response, "502 Bad Gateway")
+        elif path == "/search":
+            time.sleep(random.uniform(0.003, 0.012))
+        elif path.startswith("/admin/export/"):
+            time.sleep(random.uniform(0.001, 0.003))
+        elif path != "/health":
+            return _respond(start_response, "404 Not Found")
+        return _respond(start_response)
+
+    def _payments(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
+        if environ.get("PATH_INFO") != "/charge":
+            return _respond(start_response, "404 Not Found")
+        trace.get_current_span().set_attribute("http.route", "/charge")
+        time.sleep(random.uniform(0.004, 0.015))
+        return _respond(start_response)
+
+    def _charge(self) -> bool:
+        headers: dict[str, str] = {}
+        propagate.inject(headers)  # payments' span joins the checkout's trace
+        request = urllib.request.Request(
+            self._payments_server.url + "/charge", data=b"{}", headers=headers, method="POST"
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=5) as response:
+                response.read()
+        except OSError:
+            return False
+        return True
+
+    def _recommend(self) -> None:
+        input_tokens, output_tokens = random.randint(200, 1500), random.randint(20, 400)
+        with self._llm.start_as_current_span(
+            "chat gpt-demo",
+            kind=SpanKind.CLIENT,
+            attributes={
+                "gen_ai.operation.name": "chat",
+                "gen_ai.system": "openai",
+                "gen_ai.request.model": "gpt-demo",
+            },
+        ) as span:
+            time.sleep(0.001 + output_tokens * 0.00002)  # "generation" time grows with output
+            span.set_attribute("gen_ai.usage.input_tokens", input_tokens)
+            span.set_attribute("gen_ai.usage.output_tokens", output_tokens)
+
+    # -- the clients ------------------------------------------------------------------------
+
+    def _requests(self, client: int) -> Iterator[tuple[str, str]]:
+        rng = random.Random(self._seed * 1000 + client)
+        cycle = list(_CYCLE)
+        while True:
+            rng.shuffle(cycle)
+            for method, template in cycle:
+                yield method, template.format(rng.randint(1, 5000))
+
+    def _client(self, client: int, stop: threading.Event) -> None:
+        base = self._storefront_server.url
+        for method, path in self._requests(client):
+            if stop.is_set():
+                return
+            request = urllib.request.Request(
+                base + path, data=b"{}" if method == "POST" else None, method=method
+            )
+            try:
+                with urllib.request.urlopen(request, timeout=5) as response:
+                    response.read()
+                ok = True
+            except urllib.error.HTTPError as exc:
+                ok = exc.code < 500
+            except OSError:
+                ok = False
+            with self._count_lock:
+                self.requests += 1
+                self.failures += not ok
+
+    def run(
+        self, clients: int, until: Callable[[], bool], tick: Callable[[], None], interval: float
+    ) -> None:
+        """Drive the storefront from ``clients`` threads until ``until()``, calling ``tick``
+        every ``interval`` seconds on this thread."""
+        stop = threading.Event()
+        threads = [
+            threading.Thread(
+                target=self._client, args=(n, stop), name=f"otelcost-demo-client-{n}", daemon=True
+            )
+            for n in range(clients)
+        ]
+        for thread in threads:
+            thread.start()
+        try:
+            while not until():
+                tick()
+                time.sleep(interval)
+        finally:
+            stop.set()
+            for thread in threads:
+                thread.join(10)
+            tick()
+
+    def close(self) -> None:
+        self._storefront_server.close()
+        self._payments_server.close()
