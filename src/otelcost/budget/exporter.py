@@ -99,7 +99,7 @@ class BudgetExporter(CostExporter):
         max_hold: float = 900.0,
         max_services: int = 10_000,
         heartbeat: float = 5.0,
-        clock: Callable[[], float] = time.monotonic,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         if flush_interval <= 0 or max_hold <= 0 or heartbeat <= 0 or max_services < 1:
             raise ValueError("flush_interval, max_hold, heartbeat and max_services must be > 0")
@@ -111,7 +111,7 @@ class BudgetExporter(CostExporter):
         self.max_hold = max_hold
         self.max_services = max_services
         self.heartbeat = heartbeat
-        self._clock = clock
+        self._clock = monotonic
         self._init_process_state()
         _exporters.add(self)
 

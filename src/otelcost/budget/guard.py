@@ -116,6 +116,8 @@ class BudgetGuard:
         entry = self._cache.get(service)
         if entry is None or now - entry.fetched > self.max_staleness:
             entry = self._refresh(service, now, entry)
+            if entry is not None:
+                now = max(now, entry.fetched)
         return _answer(entry, now)
 
     async def is_throttled_async(self, service: str) -> bool:

@@ -134,4 +134,7 @@ def render_table(statuses: Sequence[BudgetStatus]) -> None:
     for row in rows:
         style = "bold red" if row[-1].startswith("YES") else None
         table.add_row(*row, style=style)
-    Console().print(table)
+    console = Console()
+    if not console.is_terminal:  # piped: never wrap cells at an assumed 80 columns
+        console = Console(width=200)
+    console.print(table)
