@@ -226,3 +226,17 @@ def test_a_forked_child_gets_a_fresh_worker_and_not_the_parents_queue(handler: R
     assert pipeline.force_flush(10_000)
     assert handler.items == [-1, -2, -3, -4]
     pipeline.shutdown()
+
+
+def test_put_many_queues_what_fits_and_counts_the_rest(handler: Recorder) -> None:
+    handler.gate.clear()
+    pipeline = make(handler, max_queue_size=10, max_batch_size=5)
+    assert pipeline.put_many([1, 2, 3]) == 3
+    assert pipeline.put_many(list(range(4, 20))) == 7
+    assert pipeline.stats()["dropped_queue_full"] == 9
+    handler.gate.set()
+    assert pipeline.force_flush(10_000)
+    assert handler.items == list(range(1, 11))
+    pipeline.shutdown()
+    assert pipeline.put_many([1, 2]) == 0
+    assert pipeline.stats()["dropped_after_shutdown"] == 2

@@ -17,14 +17,13 @@ from otelcost.budget.exporter import budget_exporter
 from otelcost.exporters.base import CostExporter
 from otelcost.exporters.memory import InMemoryCostExporter
 from otelcost.pricing import PricingCache
-from otelcost.processor import CostSpanProcessor, PricingLike, prewarm
+from otelcost.processor import REGION_ENV, CostSpanProcessor, PricingLike, prewarm
 
 __all__ = ["CURRENCY_ENV", "PRICING_ENV", "REGION_ENV", "default_exporters", "install"]
 
 _logger = logging.getLogger(__name__)
 
 PRICING_ENV: Final = "OTELCOST_PRICING"
-REGION_ENV: Final = "OTELCOST_REGION"
 CURRENCY_ENV: Final = "OTELCOST_CURRENCY"
 
 _lock = threading.Lock()
@@ -182,7 +181,7 @@ def _build(
     return CostSpanProcessor(
         pricing,
         chosen,
-        region=region or os.environ.get(REGION_ENV, "").strip() or None,
+        region=region,
         currency=currency or os.environ.get(CURRENCY_ENV, "").strip() or "USD",
         span_processors=downstream,
     )

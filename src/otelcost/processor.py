@@ -36,13 +36,14 @@ from otelcost.exporters.base import CostExporter, CostExportResult
 from otelcost.pricing import PricingCache
 from otelcost.record import CostRecord
 
-__all__ = ["CostSpanProcessor", "PricingLike"]
+__all__ = ["REGION_ENV", "CostSpanProcessor", "PricingLike", "prewarm"]
 
 _logger = logging.getLogger(__name__)
 
 PricingLike = PricingCache | SourceLike
 """What ``pricing`` accepts: a PricingCache, or anything a PricingCache is built from."""
 
+REGION_ENV: Final = "OTELCOST_REGION"
 DEFAULT_MAX_QUEUE_SIZE: Final = 65_536
 DEFAULT_MAX_EXPORT_BATCH_SIZE: Final = 4_096
 DEFAULT_SCHEDULE_DELAY_MILLIS: Final = 1_000
@@ -120,7 +121,9 @@ class CostSpanProcessor(SpanProcessor):
         self._coster = Coster(
             self._pricing,
             currency=currency,
-            region=region if region is not None else (os.environ.get("OTELCOST_REGION") or None),
+            region=region
+            if region is not None
+            else (os.environ.get(REGION_ENV, "").strip() or None),
             max_operations_per_service=max_operations_per_service,
             normalizer=normalizer,
         )
