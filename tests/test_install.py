@@ -279,3 +279,36 @@ def test_an_existing_global_sdk_provider_is_used(tmp_path: Path) -> None:
         tmp_path,
     )
     assert result == {"same": True, "service": "shop"}
+
+
+def test_at_interpreter_exit_everything_is_flushed(tmp_path: Path) -> None:
+    prices = tmp_path / "prices.json"
+    prices.write_text(json.dumps(PRICES))
+    script = f"""
+        import otelcost
+        from opentelemetry import trace
+        from opentelemetry.sdk.trace.export import ConsoleSpanExporter
+        from otelcost.exporters import ConsoleCostExporter
+        otelcost.install({str(prices)!r}, exporters=[ConsoleCostExporter()],
+                         span_exporter=ConsoleSpanExporter())
+        with trace.get_tracer("t").start_as_current_span("job"):
+            pass
+        """
+    done = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(script)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"PATH": "/usr/bin:/bin"},
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    documents, decoder, text = [], json.JSONDecoder(), done.stdout.strip()
+    while text:
+        document, end = decoder.raw_decode(text)
+        documents.append(document)
+        text = text[end:].strip()
+    (record,) = [otelcost.CostRecord.from_dict(d) for d in documents if "schema" in d]
+    (span,) = [d for d in documents if "schema" not in d]
+    assert record.operation == "job" and record.error is None
+    assert span["attributes"]["cost.amount"] == record.cost_amount
