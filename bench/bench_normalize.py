@@ -1,8 +1,9 @@
 """Path normalization and operation naming: ns per call, memo hit and miss.
 
-Baselines in the same run: ``str.split('/')`` of the same paths (the least any per-segment
-work costs) and a naive single regex that only replaces digit-only segments
-(``re.sub(r"/\\d+(?=/|$)", "/*", path)``, what hand-rolled normalizers usually do).
+Timed with the calling thread's CPU clock. Baselines in the same run: ``str.split('/')``
+of the same paths (the least any per-segment work costs) and a naive single regex that
+only replaces digit-only segments (``re.sub(r"/\\d+(?=/|$)", "/*", path)``, what
+hand-rolled normalizers usually do).
 Run ``python -m bench.bench_normalize [--quick]``; it rewrites the ``normalize`` section of
 docs/performance.md.
 """
@@ -52,17 +53,19 @@ def interleaved(cases: dict[str, Callable[[], float]], repeats: int) -> dict[str
 
 def stmt_ns(stmt: str, namespace: dict[str, object], number: int) -> Callable[[], float]:
     """ns per run of ``stmt`` (a statement string keeps harness overhead to timeit's loop)."""
-    return lambda: timeit.timeit(stmt, number=number, globals=namespace) / number * 1e9
+    return lambda: (
+        timeit.timeit(stmt, number=number, globals=namespace, timer=time.thread_time) / number * 1e9
+    )
 
 
 def each_ns(function: Callable[[str], object], paths: list[str]) -> Callable[[], float]:
     """ns per call of ``function`` over every path once (a fresh function per run allowed)."""
 
     def run() -> float:
-        started = time.perf_counter_ns()
+        started = time.thread_time_ns()
         for path in paths:
             function(path)
-        return (time.perf_counter_ns() - started) / len(paths)
+        return (time.thread_time_ns() - started) / len(paths)
 
     return run
 
@@ -143,8 +146,9 @@ def main() -> None:
         "e-mails, query strings), each normalized once per run by a fresh normalizer; "
         '"segment memo warm" keeps the module-wide memo of short segments (`api`, `users`, '
         '...) as in steady state, "cold" empties it too. '
-        f"{repeats} runs, the cases interleaved; median and spread (max - min). Ratios are "
-        "against `str.split('/')` of the same input(s).",
+        f"Times are CPU time of the calling thread (less sensitive to other load on a shared "
+        f"machine than wall time); {repeats} runs, the cases interleaved; median and spread "
+        "(max - min). Ratios are against `str.split('/')` of the same input(s).",
         "",
     ]
     table_rows = []
