@@ -1,0 +1,200 @@
+"""One consumed batch of the cost stream, as ``otelcost enforce`` processes it.
+
+A batch sorts messages into valid records, summed per (partition, service) with the
+offsets they came from, and dead letters (the original bytes plus the reason). It knows
+the offsets to commit once everything in it is applied and dead-lettered.
+
+Applying a group uses the fence ``kafka:<topic>:<partition>`` with the group's highest
+offset as ``seq`` and its lowest as ``first_seq``: a replay after a crash is recognised
+as a duplicate, and a replay whose batch boundaries moved is re-aggregated from the
+first offset the store has not seen (``FenceOverlapError.last_seq``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from otelcost._kafka import SCHEMA_HEADER
+from otelcost.budget.fence import Fence, FenceOverlapError
+from otelcost.budget.status import BudgetStatus
+from otelcost.errors import InvalidRecordError
+from otelcost.record import SCHEMA_VERSION, CostRecord
+
+__all__ = [
+    "ERROR_HEADER",
+    "MAX_DELTA_NANOS",
+    "MAX_SERVICE_LEN",
+    "SOURCE_HEADER",
+    "Applied",
+    "Batch",
+    "BudgetApplier",
+    "DeadLetter",
+    "Group",
+    "apply_group",
+    "decode",
+]
+
+#: Header on a dead letter: why the message was rejected ("field: reason").
+ERROR_HEADER = "otelcost-error"
+#: Header on a dead letter: where it came from, "<topic>/<partition>/<offset>".
+SOURCE_HEADER = "otelcost-source"
+
+_SCHEMA_VALUE = str(SCHEMA_VERSION).encode()
+#: What RedisBudgetStore accepts: services of at most 256 characters, deltas below 2**53.
+MAX_SERVICE_LEN = 256
+MAX_DELTA_NANOS = 2**53
+
+Headers = Sequence[tuple[str, bytes | None]]
+
+
+class BudgetApplier(Protocol):
+    """What the enforcer needs of a budget store (``RedisBudgetStore`` is one)."""
+
+    def apply(self, service: str, delta_nanos: int, fence: Fence | None) -> BudgetStatus: ...
+
+
+def decode(key: bytes | None, value: bytes | None, headers: Headers | None) -> CostRecord:
+    """The CostRecord of one message; InvalidRecordError names what is wrong.
+
+    The key, when present, must be UTF-8 (the producer writes the service); a schema
+    header, when present, must say version 1; the value must be a valid schema-v1 record
+    that the budget store can apply (service length, amount).
+    """
+    if key is not None:
+        try:
+            key.decode("utf-8")
+        except UnicodeDecodeError:
+            raise InvalidRecordError("<key>", "not valid UTF-8") from None
+    for name, header_value in headers or ():
+        if name == SCHEMA_HEADER and header_value != _SCHEMA_VALUE:
+            raise InvalidRecordError(
+                f"<header {SCHEMA_HEADER}>", f"unsupported schema {header_value!r}"
+            )
+    if value is None:
+        raise InvalidRecordError("<record>", "empty message")
+    record = CostRecord.from_json(value)
+    if len(record.service) > MAX_SERVICE_LEN:
+        raise InvalidRecordError("service", f"longer than the budget store's {MAX_SERVICE_LEN}")
+    if record.cost_nanos >= MAX_DELTA_NANOS:
+        raise InvalidRecordError("cost_amount", "reaches the budget store's 2**53 nanos limit")
+    return record
+
+
+@dataclass(slots=True)
+class Group:
+    """The records of one service in one partition, in offset order."""
+
+    offsets: list[int] = field(default_factory=list)
+    nanos: list[int] = field(default_factory=list)
+    applied: bool = False
+
+
+@dataclass(slots=True)
+class DeadLetter:
+    """A rejected message: its original bytes and headers, and why it was rejected."""
+
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: list[tuple[str, bytes | None]]
+    error: str
+    delivered: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Applied:
+    """The outcome of applying one group: records counted and records skipped as replays."""
+
+    records: int
+    duplicates: int
+    status: BudgetStatus
+
+
+class Batch:
+    """Messages consumed together, until their spend is applied and offsets committed."""
+
+    def __init__(self, topic: str) -> None:
+        self.topic = topic
+        self.groups: dict[tuple[int, str], Group] = {}
+        self.dead: list[DeadLetter] = []
+        self.next_offsets: dict[int, int] = {}
+        self.records = 0
+
+    def __len__(self) -> int:
+        return self.records + len(self.dead)
+
+    def add(
+        self,
+        partition: int,
+        offset: int,
+        key: bytes | None,
+        value: bytes | None,
+        headers: Headers | None,
+    ) -> None:
+        """Sort one message into its group or the dead letters."""
+        if offset + 1 > self.next_offsets.get(partition, -1):
+            self.next_offsets[partition] = offset + 1
+        try:
+            record = decode(key, value, headers)
+        except InvalidRecordError as exc:
+            self.dead.append(
+                DeadLetter(partition, offset, key, value, list(headers or ()), str(exc))
+            )
+            return
+        group = self.groups.get((partition, record.service))
+        if group is None:
+            group = self.groups[(partition, record.service)] = Group()
+        group.offsets.append(offset)
+        group.nanos.append(record.cost_nanos)
+        self.records += 1
+
+    def drop_partitions(self, partitions: set[int]) -> None:
+        """Forget everything from ``partitions`` (revoked: another consumer replays them)."""
+        self.groups = {k: g for k, g in self.groups.items() if k[0] not in partitions}
+        self.dead = [d for d in self.dead if d.partition not in partitions]
+        self.next_offsets = {p: o for p, o in self.next_offsets.items() if p not in partitions}
+        self.records = sum(len(g.offsets) for g in self.groups.values())
+
+    def fence_producer(self, partition: int) -> str:
+        return f"kafka:{self.topic}:{partition}"
+
+
+def apply_group(store: BudgetApplier, producer: str, service: str, group: Group) -> Applied:
+    """Apply one group's spend at most once (see the module docs); store errors propagate.
+
+    A group whose sum reaches the store's per-call limit (2**53 nanos) is applied in
+    consecutive chunks, each with its own fence.
+    """
+    offsets, nanos = group.offsets, group.nanos
+    applied = duplicates = 0
+    status: BudgetStatus | None = None
+    start = 0
+    while start < len(offsets):
+        end, total = start, 0
+        while end < len(offsets) and total + nanos[end] < MAX_DELTA_NANOS:
+            total += nanos[end]
+            end += 1
+        chunk, status = _apply_chunk(store, producer, service, offsets[start:end], nanos[start:end])
+        applied += chunk
+        duplicates += end - start - chunk
+        start = end
+    assert status is not None  # a group holds at least one record
+    return Applied(applied, duplicates, status)
+
+
+def _apply_chunk(
+    store: BudgetApplier, producer: str, service: str, offsets: list[int], nanos: list[int]
+) -> tuple[int, BudgetStatus]:
+    """Records applied (0 for a duplicate) and the store's status."""
+    fence = Fence(producer, seq=offsets[-1], first_seq=offsets[0])
+    try:
+        status = store.apply(service, sum(nanos), fence)
+    except FenceOverlapError as exc:
+        start = next(i for i, offset in enumerate(offsets) if offset > exc.last_seq)
+        fence = Fence(producer, seq=offsets[-1], first_seq=offsets[start])
+        status = store.apply(service, sum(nanos[start:]), fence)
+        return (0 if status.duplicate else len(offsets) - start), status
+    return (0 if status.duplicate else len(offsets)), status

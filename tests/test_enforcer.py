@@ -1,0 +1,494 @@
+"""otelcost enforce / Enforcer against the real broker and Redis fixtures."""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+from confluent_kafka import Producer
+from kafka import KafkaConsumer, TopicPartition
+
+from _kafka import Message, consumer_config, read_all
+from _servers import KafkaBroker, RedisServer
+from otelcost.budget import Budget, RedisBudgetStore
+from otelcost.enforcer import Enforcer
+from otelcost.exporters import KafkaCostExporter
+from otelcost.money import from_nanos
+from otelcost.record import CostRecord
+
+_T0 = 1_764_236_400_000
+_SERVICES = ("payment-svc", "llm-gateway", "search", "checkout", "auth", "cart", "ünïcode")
+# Tansu joins a group in ~3 s with these instead of ~23 s (values kept in _kafka.py).
+_FAST_GROUP = {k: v for k, v in consumer_config("", "").items() if k.endswith(".ms")}
+# A budget no test reaches, so that every record is kept as spend.
+_BUDGETS = [Budget("*", limit=10_000_000.0, period="24h")]
+
+
+def _records(count: int, *, start: int = 0, seed: int = 11) -> list[CostRecord]:
+    rng = random.Random(seed + start)
+    return [
+        CostRecord(
+            trace_id=f"{i + 1:032x}",
+            span_id=f"{i + 1:016x}",
+            service=_SERVICES[i % len(_SERVICES)],
+            operation="POST /api/v2/orders",
+            cost_amount=from_nanos(rng.randrange(1, 50_000_000)),
+            currency="USD",
+            duration_ms=12.5,
+            timestamp=_T0 + i,
+        )
+        for i in range(start, start + count)
+    ]
+
+
+def _produce(broker: KafkaBroker, topic: str, records: Sequence[CostRecord]) -> None:
+    exporter = KafkaCostExporter(broker.bootstrap, topic)
+    try:
+        exporter.export(records)
+        assert exporter.force_flush(30_000)
+        assert exporter.stats()["delivered_spans"] == len(records)
+    finally:
+        exporter.shutdown()
+
+
+def _produce_raw(
+    broker: KafkaBroker, topic: str, messages: Sequence[tuple[bytes | None, bytes]]
+) -> None:
+    producer = Producer({"bootstrap.servers": broker.bootstrap, "message.max.bytes": 4_000_000})
+    delivered: list[Any] = []
+    for key, value in messages:
+        producer.produce(
+            topic,
+            value,
+            key,
+            headers=[("otelcost-schema", b"1")],
+            on_delivery=lambda err, _msg: delivered.append(err),
+        )
+    assert producer.flush(30) == 0
+    assert delivered == [None] * len(messages)
+
+
+def _expected(records: Sequence[CostRecord]) -> dict[str, int]:
+    totals: dict[str, int] = {}
+    for record in records:
+        totals[record.service] = totals.get(record.service, 0) + record.cost_nanos
+    return totals
+
+
+def _spend(store: RedisBudgetStore, services: Sequence[str] = _SERVICES) -> dict[str, int]:
+    totals = {}
+    for service in services:
+        usage = store.status(service).budgets
+        if usage and usage[0].spend_nanos:
+            totals[service] = usage[0].spend_nanos
+    return totals
+
+
+def _committed(broker: KafkaBroker, topic: str, group: str) -> dict[int, int | None]:
+    """The group's committed offsets, read with kafka-python (no code shared with ours)."""
+    consumer = KafkaConsumer(
+        bootstrap_servers=broker.bootstrap, group_id=group, enable_auto_commit=False
+    )
+    try:
+        partitions = consumer.partitions_for_topic(topic) or set()
+        return {p: consumer.committed(TopicPartition(topic, p)) for p in sorted(partitions)}
+    finally:
+        consumer.close()
+
+
+def _ends(messages: Sequence[Message]) -> dict[int, int]:
+    ends: dict[int, int] = {}
+    for message in messages:
+        ends[message.partition] = max(ends.get(message.partition, 0), message.offset + 1)
+    return ends
+
+
+def _enforcer(
+    broker: KafkaBroker, store: RedisBudgetStore, topic: str, group: str, **kwargs: Any
+) -> Enforcer:
+    return Enforcer(
+        broker.bootstrap, store, topic=topic, group=group, kafka_config=_FAST_GROUP, **kwargs
+    )
+
+
+@pytest.fixture
+def store(redis_server: RedisServer, redis_client: redis.Redis) -> RedisBudgetStore:
+    """The store as the CLI builds it: from the URL, with otelcost's short Redis timeouts
+    (redis_client only empties the server first)."""
+    return RedisBudgetStore(redis_server.url, _BUDGETS)
+
+
+@pytest.fixture
+def group() -> str:
+    return f"cost-attribution-test-{uuid.uuid4().hex[:8]}"
+
+
+@pytest.mark.slow
+def test_totals_exact_commits_exact_and_rerun_consumes_nothing(
+    kafka_broker: KafkaBroker, kafka_topic: str, store: RedisBudgetStore, group: str
+) -> None:
+    records = _records(3000)
+    _produce(kafka_broker, kafka_topic, records)
+    enforcer = _enforcer(kafka_broker, store, kafka_topic, group, batch_size=400)
+    assert enforcer.run(max_records=3000, idle_timeout=30)
+    stats = enforcer.stats()
+    assert _spend(store) == _expected(records)
+    assert (stats["consumed"], stats["applied"], stats["duplicates"], stats["dlq"]) == (
+        3000,
+        3000,
+        0,
+        0,
+    )
+    assert stats["batches"] >= 3000 // 400
+    assert stats["lag"] == 0
+    on_broker = read_all(kafka_broker.bootstrap, kafka_topic)
+    assert _committed(kafka_broker, kafka_topic, group) == _ends(on_broker)
+
+    again = _enforcer(kafka_broker, store, kafka_topic, group)
+    assert again.run(idle_timeout=2)
+    assert again.stats()["consumed"] == 0
+    assert _spend(store) == _expected(records)
+
+
+@pytest.mark.slow
+def test_replays_by_another_group_are_fenced(
+    kafka_broker: KafkaBroker, kafka_topic: str, store: RedisBudgetStore, group: str
+) -> None:
+    """A second group re-reads everything, with other batch boundaries: no double count.
+
+    This is the state a crash between apply and commit leaves: spend applied, offsets not
+    committed. The first run stops part-way, so the replay's batches straddle the fences
+    (FenceOverlapError: re-aggregated from the first unapplied offset).
+    """
+    records = _records(2000)
+    _produce(kafka_broker, kafka_topic, records)
+    first = _enforcer(kafka_broker, store, kafka_topic, group, batch_size=150)
+    assert first.run(max_records=1000, idle_timeout=30)
+    assert first.stats()["applied"] == 1000
+
+    replay = _enforcer(kafka_broker, store, kafka_topic, f"{group}-replay", batch_size=5000)
+    assert replay.run(max_records=2000, idle_timeout=30)
+    stats = replay.stats()
+    assert _spend(store) == _expected(records)
+    assert (stats["applied"], stats["duplicates"]) == (1000, 1000)
+
+
+def _invalid_messages() -> dict[str, tuple[bytes | None, bytes]]:
+    valid = json.loads(_records(1, start=9000)[0].to_json())
+    missing = dict(valid)
+    del missing["currency"]
+    seconds = dict(valid, timestamp=_T0 // 1000)
+    nan = re.sub(r'"cost_amount": [^,]+', '"cost_amount": NaN', json.dumps(valid))
+    big = dict(valid, operation="x" * (1 << 20))
+    return {
+        "malformed": (b"payment-svc", b'{"schema": 1, "trace_id": '),
+        "nan": (b"payment-svc", nan.encode()),
+        "seconds": (b"payment-svc", json.dumps(seconds).encode()),
+        "missing": (b"payment-svc", json.dumps(missing).encode()),
+        "1mb": (b"payment-svc", json.dumps(big).encode()),
+        "key": (b"\xff\xfepayment", json.dumps(valid).encode()),
+    }
+
+
+@pytest.mark.slow
+def test_invalid_records_go_to_the_dlq_and_nothing_else_is_lost(
+    kafka_broker: KafkaBroker, kafka_topic: str, store: RedisBudgetStore, group: str
+) -> None:
+    records = _records(600)
+    invalid = _invalid_messages()
+    _produce(kafka_broker, kafka_topic, records[:300])
+    _produce_raw(kafka_broker, kafka_topic, list(invalid.values()))
+    _produce(kafka_broker, kafka_topic, records[300:])
+
+    enforcer = _enforcer(kafka_broker, store, kafka_topic, group, batch_size=250)
+    assert enforcer.run(max_records=606, idle_timeout=30)
+    stats = enforcer.stats()
+    assert (stats["consumed"], stats["applied"], stats["dlq"]) == (606, 600, 6)
+    assert _spend(store) == _expected(records)
+    on_broker = read_all(kafka_broker.bootstrap, kafka_topic)
+    assert _committed(kafka_broker, kafka_topic, group) == _ends(on_broker)
+
+    dead = read_all(kafka_broker.bootstrap, f"{kafka_topic}.dlq")
+    assert sorted((m.key, m.value) for m in dead) == sorted(invalid.values())
+    errors = {}
+    for message in dead:
+        headers = dict(message.headers)
+        assert headers["otelcost-schema"] == b"1"  # the original headers are kept
+        source = next(m for m in on_broker if (m.key, m.value) == (message.key, message.value))
+        assert headers["otelcost-source"] == (
+            f"{kafka_topic}/{source.partition}/{source.offset}".encode()
+        )
+        name = next(n for n, kv in invalid.items() if kv == (message.key, message.value))
+        errors[name] = headers["otelcost-error"].decode()
+    assert errors["malformed"].startswith("<record>: not valid JSON")
+    assert errors["nan"].startswith("<record>: not valid JSON")
+    assert errors["seconds"].startswith("timestamp:")
+    assert errors["missing"] == "currency: missing"
+    assert errors["1mb"].startswith("<record>:") and "exceeds" in errors["1mb"]
+    assert errors["key"] == "<key>: not valid UTF-8"
+
+
+@pytest.mark.slow
+def test_redis_outage_pauses_commits_nothing_loses_nothing(
+    kafka_broker: KafkaBroker,
+    kafka_topic: str,
+    redis_server: RedisServer,
+    store: RedisBudgetStore,
+    group: str,
+) -> None:
+    records = _records(500)
+    _produce(kafka_broker, kafka_topic, records)
+    redis_server.stop()
+    enforcer = _enforcer(kafka_broker, store, kafka_topic, group, backoff=0.2, max_backoff=1.0)
+    outcome: list[bool] = []
+    thread = threading.Thread(target=lambda: outcome.append(enforcer.run(max_records=500)))
+    thread.start()
+    try:
+        _wait_for(lambda: enforcer.stats()["paused"] == 1, 60)
+        _wait_for(lambda: enforcer.stats()["store_errors"] >= 2, 30)  # retried, not dropped
+        assert set(_committed(kafka_broker, kafka_topic, group).values()) == {None}
+        redis_server.start()
+        thread.join(60)
+    finally:
+        enforcer.stop()
+        thread.join(60)
+    assert outcome == [True]
+    stats = enforcer.stats()
+    assert (stats["consumed"], stats["applied"], stats["paused"]) == (500, 500, 0)
+    assert _spend(store) == _expected(records)
+    on_broker = read_all(kafka_broker.bootstrap, kafka_topic)
+    assert _committed(kafka_broker, kafka_topic, group) == _ends(on_broker)
+
+
+def _run_in_thread(enforcer: Enforcer, **kwargs: Any) -> tuple[threading.Thread, list[bool]]:
+    outcome: list[bool] = []
+    thread = threading.Thread(target=lambda: outcome.append(enforcer.run(**kwargs)))
+    thread.start()
+    return thread, outcome
+
+
+def _stop_all(*pairs: tuple[Enforcer, threading.Thread]) -> None:
+    for enforcer, _ in pairs:
+        enforcer.stop()
+    for _, thread in pairs:
+        thread.join(120)
+        assert not thread.is_alive()
+
+
+@pytest.mark.slow
+def test_a_second_enforcer_joining_neither_loses_nor_double_counts(
+    kafka_broker: KafkaBroker, kafka_topic: str, store: RedisBudgetStore, group: str
+) -> None:
+    records = _records(20_000)
+    _produce(kafka_broker, kafka_topic, records)
+    first = _enforcer(kafka_broker, store, kafka_topic, group, batch_size=20)
+    second = _enforcer(kafka_broker, store, kafka_topic, group, batch_size=20)
+    first_thread, first_outcome = _run_in_thread(first, idle_timeout=6)
+    try:
+        _wait_for(lambda: first.stats()["applied"] > 0, 60)
+        second_thread, second_outcome = _run_in_thread(second, idle_timeout=6)
+        first_thread.join(180)
+        second_thread.join(180)
+    finally:
+        _stop_all((first, first_thread))
+    assert first_outcome == second_outcome == [True]
+    a, b = first.stats(), second.stats()
+    assert b["consumed"] > 0  # the rebalance really handed partitions over
+    assert a["applied"] + b["applied"] == len(records)
+    assert a["consumed"] + b["consumed"] == len(records) + a["duplicates"] + b["duplicates"]
+    assert _spend(store) == _expected(records)
+
+
+@pytest.mark.slow
+def test_revoke_while_redis_is_down_hands_the_pending_batch_over(
+    kafka_broker: KafkaBroker,
+    kafka_topic: str,
+    redis_server: RedisServer,
+    store: RedisBudgetStore,
+    group: str,
+) -> None:
+    """The paused owner cannot apply its batch when it loses its partitions: it drops the
+    batch uncommitted and the new owners replay it once Redis is back."""
+    records = _records(2000)
+    _produce(kafka_broker, kafka_topic, records)
+    redis_server.stop()
+    options: dict[str, Any] = {"backoff": 0.2, "max_backoff": 1.0}
+    first = _enforcer(kafka_broker, store, kafka_topic, group, **options)
+    second = _enforcer(kafka_broker, store, kafka_topic, group, **options)
+    first_thread, first_outcome = _run_in_thread(first, idle_timeout=6)
+    second_thread = threading.Thread()
+    try:
+        _wait_for(lambda: first.stats()["paused"] == 1, 60)
+        second_thread, second_outcome = _run_in_thread(second, idle_timeout=6)
+        _wait_for(lambda: second.stats()["store_errors"] > 0, 60)  # it owns partitions now
+        assert set(_committed(kafka_broker, kafka_topic, group).values()) == {None}
+        redis_server.start()
+        first_thread.join(180)
+        second_thread.join(180)
+    finally:
+        _stop_all((first, first_thread), (second, second_thread))
+    assert first_outcome == second_outcome == [True]
+    a, b = first.stats(), second.stats()
+    assert a["applied"] + b["applied"] == len(records)
+    assert a["consumed"] > len(records) // 3  # its first batch, dropped at the revoke
+    assert _spend(store) == _expected(records)
+    on_broker = read_all(kafka_broker.bootstrap, kafka_topic)
+    assert _committed(kafka_broker, kafka_topic, group) == _ends(on_broker)
+
+
+def _wait_for(condition: Any, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError("condition not reached")
+        time.sleep(0.05)
+
+
+# -- the command line, as a separate process -------------------------------------------------
+
+
+@pytest.fixture
+def budgets_file(tmp_path: Path) -> Path:
+    path = tmp_path / "budgets.json"
+    path.write_text(json.dumps({"budgets": [{"service": "*", "limit": 10_000_000.0}]}))
+    return path
+
+
+@pytest.fixture
+def enforce_argv(
+    kafka_broker: KafkaBroker,
+    kafka_topic: str,
+    redis_server: RedisServer,
+    group: str,
+    budgets_file: Path,
+) -> list[str]:
+    """``python -m otelcost.cli enforce`` on the fixtures, joining the group fast."""
+    return [
+        sys.executable,
+        "-m",
+        "otelcost.cli",
+        "enforce",
+        "--bootstrap-servers",
+        kafka_broker.bootstrap,
+        "--redis-url",
+        redis_server.url,
+        "--topic",
+        kafka_topic,
+        "--group",
+        group,
+        "--budgets",
+        str(budgets_file),
+        "--batch-size",
+        "100",
+        *(f"-X{k}={v}" for k, v in _FAST_GROUP.items()),
+    ]
+
+
+@pytest.fixture
+def processes() -> Iterator[list[subprocess.Popen[bytes]]]:
+    started: list[subprocess.Popen[bytes]] = []
+    yield started
+    for proc in started:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+
+
+def _total(store: RedisBudgetStore) -> int:
+    return sum(_spend(store).values())
+
+
+@pytest.mark.slow
+def test_sigkill_mid_batch_then_restart_totals_exact(
+    kafka_broker: KafkaBroker,
+    kafka_topic: str,
+    store: RedisBudgetStore,
+    enforce_argv: list[str],
+    processes: list[subprocess.Popen[bytes]],
+) -> None:
+    records = _records(30_000)
+    _produce(kafka_broker, kafka_topic, records)
+    expected = _expected(records)
+    argv = enforce_argv
+    for _ in range(2):  # killed twice, at different points
+        before = _total(store)
+        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        processes.append(proc)
+        _wait_for(lambda before=before: _total(store) > before, 60)
+        time.sleep(random.uniform(0.0, 0.3))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+        assert 0 < _total(store) < sum(expected.values())
+
+    final = subprocess.run(
+        [*argv, "--idle-timeout", "8", "--json"], capture_output=True, timeout=240, check=False
+    )
+    assert final.returncode == 0, final.stderr.decode()[-2000:]
+    stats = json.loads(final.stdout)
+    assert _spend(store) == expected
+    assert stats["consumed"] == stats["applied"] + stats["duplicates"] + stats["dlq"]
+    on_broker = read_all(kafka_broker.bootstrap, kafka_topic)
+    group = argv[argv.index("--group") + 1]
+    assert _committed(kafka_broker, kafka_topic, group) == _ends(on_broker)
+
+
+@pytest.mark.slow
+def test_sigterm_finishes_the_batch_commits_and_exits_0(
+    kafka_broker: KafkaBroker,
+    kafka_topic: str,
+    store: RedisBudgetStore,
+    enforce_argv: list[str],
+    processes: list[subprocess.Popen[bytes]],
+) -> None:
+    records = _records(30_000)
+    _produce(kafka_broker, kafka_topic, records)
+    argv = enforce_argv
+    proc = subprocess.Popen([*argv, "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    processes.append(proc)
+    _wait_for(lambda: _total(store) > 0, 60)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err.decode()[-2000:]
+    first = json.loads(out)
+    assert 0 < first["consumed"] < len(records)
+    assert first["consumed"] == first["applied"]
+    assert b"otelcost enforce stopped: consumed=" in err  # the summary log line
+    # Everything applied was committed: the next run starts exactly where it stopped.
+    second = subprocess.run(
+        [*argv, "--idle-timeout", "8", "--json"], capture_output=True, timeout=240, check=False
+    )
+    assert second.returncode == 0, second.stderr.decode()[-2000:]
+    stats = json.loads(second.stdout)
+    assert (stats["consumed"], stats["duplicates"]) == (len(records) - first["consumed"], 0)
+    assert _spend(store) == _expected(records)
+
+
+@pytest.mark.slow
+def test_cli_rejects_bad_configuration(tmp_path: Path) -> None:
+    bad = tmp_path / "budgets.json"
+    bad.write_text('{"budgets": [{"service": "x", "limit": -1}]}')
+    base = [sys.executable, "-m", "otelcost.cli", "enforce", "--bootstrap-servers", "b:9092"]
+    for extra, expected in (
+        (["--redis-url", "redis://127.0.0.1:9", "--budgets", str(bad)], b"limit"),
+        (["--redis-url", "redis://127.0.0.1:9", "-X", "novalue"], b"-X expects KEY=VALUE"),
+        (["--redis-url", "ftp://x"], b"unsupported Redis URL"),
+    ):
+        result = subprocess.run([*base, *extra], capture_output=True, timeout=60, check=False)
+        assert result.returncode == 2, result.stderr
+        assert expected in result.stderr
+    help_text = subprocess.run(
+        [*base[:4], "--help"], capture_output=True, timeout=60, check=True
+    ).stdout
+    assert b"--idle-timeout" in help_text and b"--max-records" in help_text
