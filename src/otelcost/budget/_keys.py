@@ -4,6 +4,7 @@ from __future__ import annotations
 
 __all__ = [
     "BUDGET_PREFIX",
+    "FENCE_PREFIX",
     "FLAG_PREFIX",
     "budget_key",
     "fence_key",

@@ -41,6 +41,7 @@ from otelcost.budget.model import Budget
 from otelcost.budget.status import BudgetUsage
 
 __all__ = [
+    "FLAG_SOURCE_PREFIX",
     "MAX_STEPS",
     "MIN_FLAG_TTL_MS",
     "BudgetState",

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from otelcost.money import from_nanos
+from otelcost.money import NANOS_PER_UNIT, from_nanos
 
 __all__ = ["BudgetStatus", "BudgetUsage"]
 
@@ -51,7 +51,7 @@ class BudgetUsage:
     @property
     def ema_rate(self) -> float:
         """The EMA burn rate: projected spend per period, in currency units."""
-        return self.ema_nanos / 1e9
+        return self.ema_nanos / NANOS_PER_UNIT
 
     @property
     def reason(self) -> str | None:
