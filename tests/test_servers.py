@@ -240,6 +240,7 @@ def test_persistent_broker_keeps_messages_and_offsets_across_restart(
     assert committed.offset == 2
 
 
+@pytest.mark.slow  # a whole pytest run in a subprocess: 3-9 s
 @pytest.mark.parametrize(("ci", "outcome"), [("true", {"errors": 1}), ("", {"skipped": 1})])
 def test_missing_broker_binary_skips_or_fails_in_ci(
     pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, ci: str, outcome: dict[str, int]
