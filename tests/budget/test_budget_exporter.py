@@ -98,3 +98,17 @@ def test_everything_but_redis_works_without_redis_py() -> None:
         [sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True
     ).stdout
     assert out.strip() == "Redis support needs the redis package: pip install 'otelcost[redis]'"
+
+
+def test_a_service_the_store_rejects_does_not_hold_up_the_others() -> None:
+    store = InMemoryBudgetStore([Budget("*", 100)])
+    exporter = BudgetExporter(store, flush_interval=3600)
+    try:
+        exporter.export([rec("x" * 300, 1.0), rec("ok", 2.0)])  # a name too long for a key
+        assert exporter.force_flush(1_000)
+        assert store.status("ok").budgets[0].spend_nanos == 2 * UNIT
+        stats = exporter.stats()
+        assert (stats["records_dropped"], stats["nanos_dropped"]) == (1, UNIT)
+        assert stats["flush_errors"] == 0
+    finally:
+        exporter.shutdown(1_000)

@@ -293,7 +293,7 @@ class BudgetExporter(CostExporter):
                         self._drop(records, nanos)
                     continue
                 held = self._held[service] = _Held()
-            if not held.records:
+            if not held.records and not held.nanos:
                 held.since = since
             held.nanos += nanos
             held.records += records
@@ -334,7 +334,14 @@ class BudgetExporter(CostExporter):
                 held.heartbeat = False
             try:
                 status = self.store.apply(service, held.fenced_nanos, held.fence)
-            except Exception as exc:
+            except ValueError as exc:  # this service's data can never be applied
+                _log.warning("otelcost budget exporter: dropping spend of %r: %s", service, exc)
+                with self._lock:
+                    self._drop(held.records + held.fenced_records, held.nanos + held.fenced_nanos)
+                held.fence, held.fenced_nanos, held.fenced_records = None, 0, 0
+                held.nanos, held.records, held.heartbeat = 0, 0, False
+                return True
+            except Exception as exc:  # the store is unavailable: keep everything, back off
                 self._failed(exc)
                 return False
             with self._lock:
