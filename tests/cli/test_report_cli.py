@@ -75,6 +75,7 @@ def test_table(state: None, redis_server: Any, capsys: pytest.CaptureFixture[str
     assert "payment-svc" in out
     assert "search" in out
     assert "YES" in out
+    assert "[hard_cap]" in out  # reasons are text, not rich markup
     assert "12.5" in out
 
 

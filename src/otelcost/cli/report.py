@@ -79,7 +79,7 @@ def report_document(statuses: Sequence[BudgetStatus]) -> dict[str, Any]:
 
 
 def _money(amount: float) -> str:
-    return f"{amount:,.2f}" if amount >= 100 else f"{amount:.6g}"
+    return f"{amount:,.2f}" if amount >= 0.01 or amount == 0 else f"{amount:.3g}"
 
 
 def _rows(statuses: Sequence[BudgetStatus]) -> list[list[str]]:
@@ -119,6 +119,7 @@ def render_table(statuses: Sequence[BudgetStatus]) -> None:
     try:
         from rich.console import Console
         from rich.table import Table
+        from rich.text import Text
     except ImportError:
         widths = [max(len(r[i]) for r in [_HEADER, *rows]) for i in range(len(_HEADER))]
         for row in [_HEADER, *rows]:
@@ -133,7 +134,7 @@ def render_table(statuses: Sequence[BudgetStatus]) -> None:
         table.add_column(name, justify="right" if name in ("spend", "limit", "used") else "left")
     for row in rows:
         style = "bold red" if row[-1].startswith("YES") else None
-        table.add_row(*row, style=style)
+        table.add_row(*(Text(cell) for cell in row), style=style)  # cells are not markup
     console = Console()
     if not console.is_terminal:  # piped: never wrap cells at an assumed 80 columns
         console = Console(width=200)
