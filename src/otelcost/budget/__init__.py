@@ -12,13 +12,23 @@ from otelcost.budget.fence import Fence, FenceOverlapError
 from otelcost.budget.guard import BudgetGuard, Throttle
 from otelcost.budget.memory_store import InMemoryBudgetStore
 from otelcost.budget.middleware import BudgetASGIMiddleware, BudgetWSGIMiddleware
-from otelcost.budget.model import BUDGETS_ENV, PERIODS, Budget, BudgetSet, load_budgets
+from otelcost.budget.model import (
+    BUDGETS_ENV,
+    MAX_DELTA_NANOS,
+    MAX_SERVICE_LEN,
+    PERIODS,
+    Budget,
+    BudgetSet,
+    load_budgets,
+)
 from otelcost.budget.redis_store import RedisBudgetStore
 from otelcost.budget.status import BudgetStatus, BudgetUsage
 from otelcost.errors import BudgetConfigError
 
 __all__ = [
     "BUDGETS_ENV",
+    "MAX_DELTA_NANOS",
+    "MAX_SERVICE_LEN",
     "PERIODS",
     "Budget",
     "BudgetASGIMiddleware",

@@ -14,13 +14,12 @@ from collections.abc import Callable
 from typing import Any
 
 from otelcost.budget.fence import Fence, FenceOverlapError
-from otelcost.budget.model import BudgetSet, load_budgets
+from otelcost.budget.model import BudgetSet, check_apply, load_budgets
 from otelcost.budget.policy import FLAG_SOURCE_PREFIX, BudgetState, evaluate
 from otelcost.budget.status import BudgetStatus
 
 __all__ = ["InMemoryBudgetStore", "wall_clock_ms"]
 
-_MAX_DELTA = 2**53
 _SWEEP_EVERY_MS = 60_000
 
 
@@ -64,7 +63,7 @@ class InMemoryBudgetStore:
 
     def apply(self, service: str, delta_nanos: int, fence: Fence | None = None) -> BudgetStatus:
         """Add ``delta_nanos`` to every budget of ``service`` and evaluate them atomically."""
-        _check(service, delta_nanos)
+        check_apply(service, delta_nanos)
         budgets = self._budgets.for_service(service)
         with self._lock:
             now = int(self._clock())
@@ -169,12 +168,3 @@ class InMemoryBudgetStore:
             for key, state in self._states.items()
             if state.t is not None and now - state.t <= horizon.get(key[1], 0)
         }
-
-
-def _check(service: object, delta_nanos: object) -> None:
-    if not isinstance(service, str) or not service or len(service) > 256:
-        raise ValueError(f"service must be a non-empty string (<= 256 chars), got {service!r}")
-    if isinstance(delta_nanos, bool) or not isinstance(delta_nanos, int):
-        raise ValueError(f"delta_nanos must be an int, got {type(delta_nanos).__name__}")
-    if not 0 <= delta_nanos < _MAX_DELTA:
-        raise ValueError(f"delta_nanos must be in [0, 2**53), got {delta_nanos}")

@@ -21,17 +21,22 @@ from otelcost.money import to_nanos
 
 __all__ = [
     "BUDGETS_ENV",
+    "MAX_DELTA_NANOS",
     "MAX_LIMIT",
+    "MAX_SERVICE_LEN",
     "PERIODS",
     "Budget",
     "BudgetSet",
     "Period",
+    "check_apply",
     "load_budgets",
     "parse_duration",
 ]
 
 BUDGETS_ENV = "OTELCOST_BUDGETS"
 MAX_LIMIT = 1e12  # currency units; far beyond any real budget, and exact in the Lua script
+MAX_SERVICE_LEN = 256  # characters of a service name the stores accept
+MAX_DELTA_NANOS = 2**53  # exclusive bound of one apply's delta (exact in the Lua script)
 
 _SECOND_MS = 1000
 _MINUTE_MS = 60 * _SECOND_MS
@@ -122,8 +127,10 @@ class Budget:
     hard_cap: bool = True
 
     def __post_init__(self) -> None:
-        if not isinstance(self.service, str) or not self.service or len(self.service) > 256:
-            raise _FieldError(self.service, "service must be a non-empty string (<= 256 chars)")
+        if not isinstance(self.service, str) or not 0 < len(self.service) <= MAX_SERVICE_LEN:
+            raise _FieldError(
+                self.service, f"service must be a non-empty string (<= {MAX_SERVICE_LEN} chars)"
+            )
         limit = self.limit
         if isinstance(limit, bool) or not isinstance(limit, (int, float)):
             raise _FieldError(self.service, f"limit must be a number, got {limit!r}")
@@ -264,6 +271,18 @@ class BudgetSet:
 
     def __repr__(self) -> str:
         return f"BudgetSet({list(self.budgets)!r})"
+
+
+def check_apply(service: object, delta_nanos: object) -> None:
+    """Raise ValueError unless a store can apply ``delta_nanos`` to ``service``."""
+    if not isinstance(service, str) or not 0 < len(service) <= MAX_SERVICE_LEN:
+        raise ValueError(
+            f"service must be a non-empty string (<= {MAX_SERVICE_LEN} chars), got {service!r}"
+        )
+    if isinstance(delta_nanos, bool) or not isinstance(delta_nanos, int):
+        raise ValueError(f"delta_nanos must be an int, got {type(delta_nanos).__name__}")
+    if not 0 <= delta_nanos < MAX_DELTA_NANOS:
+        raise ValueError(f"delta_nanos must be in [0, 2**53), got {delta_nanos}")
 
 
 def load_budgets(source: Any = None) -> BudgetSet:

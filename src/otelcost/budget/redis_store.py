@@ -27,7 +27,14 @@ from typing import Any
 from otelcost import _redis
 from otelcost.budget import _keys
 from otelcost.budget.fence import Fence, FenceOverlapError
-from otelcost.budget.model import PERIODS, Budget, BudgetSet, load_budgets
+from otelcost.budget.model import (
+    MAX_SERVICE_LEN,
+    PERIODS,
+    Budget,
+    BudgetSet,
+    check_apply,
+    load_budgets,
+)
 from otelcost.budget.policy import BudgetState, evaluate
 from otelcost.budget.status import BudgetStatus, BudgetUsage
 from otelcost.errors import BudgetConfigError
@@ -40,7 +47,6 @@ _log = logging.getLogger(__name__)
 SCRIPT = resources.files("otelcost.budget").joinpath("_script.lua").read_text("utf-8")
 
 _DAY_MS = 86_400_000
-_MAX_DELTA = 2**53
 _PER_BUDGET = 6  # values per budget in the script's reply
 
 
@@ -81,11 +87,7 @@ class RedisBudgetStore:
         Raises FenceOverlapError when the fence partly overlaps an applied one (nothing is
         applied), ValueError for a bad service or delta, and redis errors as they come.
         """
-        _check_service(service)
-        if isinstance(delta_nanos, bool) or not isinstance(delta_nanos, int):
-            raise ValueError(f"delta_nanos must be an int, got {type(delta_nanos).__name__}")
-        if not 0 <= delta_nanos < _MAX_DELTA:
-            raise ValueError(f"delta_nanos must be in [0, 2**53), got {delta_nanos}")
+        check_apply(service, delta_nanos)
         budgets = self.budgets.for_service(service)
         if not budgets:
             return BudgetStatus(service, False, None, (), self._now_ms())
@@ -191,8 +193,10 @@ class RedisBudgetStore:
 
 
 def _check_service(service: object) -> None:
-    if not isinstance(service, str) or not service or len(service) > 256:
-        raise ValueError(f"service must be a non-empty string (<= 256 chars), got {service!r}")
+    if not isinstance(service, str) or not 0 < len(service) <= MAX_SERVICE_LEN:
+        raise ValueError(
+            f"service must be a non-empty string (<= {MAX_SERVICE_LEN} chars), got {service!r}"
+        )
 
 
 def _text(value: bytes | str) -> str:
