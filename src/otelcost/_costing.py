@@ -174,7 +174,7 @@ class Coster:
         self._normalize = normalizer or normalize_path
         self._max_operations = max_operations_per_service
         self.guard = CardinalityGuard(limit=max_operations_per_service)
-        self._mismatch_warned: set[tuple[str | None, str]] = set()
+        self._mismatch_warned: set[tuple[str | None, str | None]] = set()
 
     @property
     def currency(self) -> str:
@@ -195,13 +195,13 @@ class Coster:
                 None, self._currency, self._region, None, _error(PRICING_ERROR, exc)
             )
         region = self._region if self._region is not None else table.region
-        if table.currency != self._currency:
+        if table.currency is not None and table.currency != self._currency:
             self._warn_mismatch(table)
             detail = f"table {table.version!r} is in {table.currency}, expected {self._currency}"
             return PricingSnapshot(
                 None, self._currency, region, table.version, _error(CURRENCY_MISMATCH, detail)
             )
-        return PricingSnapshot(table, table.currency, region, table.version, None)
+        return PricingSnapshot(table, self._currency, region, table.version, None)
 
     def _warn_mismatch(self, table: PricingTable) -> None:
         key = (table.version, table.currency)

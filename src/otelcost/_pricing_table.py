@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import enum
 import math
+import os
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -19,6 +20,19 @@ from cachetools import FIFOCache
 from otelcost.errors import PricingError, PricingNotFoundError
 from otelcost.money import to_nanos
 
+# One lock serialises memo inserts of every table. It is module-level so that a forked
+# child can replace it: a child that inherited it held by the parent's worker would hang.
+_memo_lock = threading.Lock()
+
+
+def _reset_memo_lock() -> None:
+    global _memo_lock
+    _memo_lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reset_memo_lock)
+
 __all__ = ["DEFAULT_MEMO_SIZE", "Price", "PricingTable"]
 
 DEFAULT_MEMO_SIZE: Final = 16_384
@@ -28,7 +42,6 @@ DEFAULT_MEMO_SIZE: Final = 16_384
 # a signed 64-bit integer (Redis INCRBY) even after float rounding.
 _MAX_AMOUNT: Final = 9_223_372_036.0
 _WILDCARD: Final = "*"
-_DEFAULT_CURRENCY: Final = "USD"
 _MAX_LABEL: Final = 128
 _MAX_KEY_IN_MESSAGE: Final = 120
 _EMPTY_UNITS: Final[Mapping[str, float]] = MappingProxyType({})
@@ -232,7 +245,6 @@ class PricingTable:
         "_globs",
         "_len",
         "_memo",
-        "_memo_lock",
         "_region",
         "_version",
     )
@@ -242,7 +254,7 @@ class PricingTable:
         prices: Mapping[str, Price | None],
         *,
         version: str | None = None,
-        currency: str = _DEFAULT_CURRENCY,
+        currency: str | None = None,
         region: str | None = None,
         memo_size: int = DEFAULT_MEMO_SIZE,
     ) -> None:
@@ -291,7 +303,6 @@ class PricingTable:
         self._region = region
         # None memoizes "no entry matches", so unpriced operations do not rescan the globs.
         self._memo = _Memo(memo_size)
-        self._memo_lock = threading.Lock()
 
     @classmethod
     def parse(cls, doc: object, *, memo_size: int = DEFAULT_MEMO_SIZE) -> PricingTable:
@@ -333,7 +344,7 @@ class PricingTable:
         return cls(
             _parse_entries(prices, "prices"),
             version=metadata["version"],
-            currency=metadata["currency"] or _DEFAULT_CURRENCY,
+            currency=metadata["currency"],
             region=metadata["region"],
             memo_size=memo_size,
         )
@@ -344,8 +355,8 @@ class PricingTable:
         return self._version
 
     @property
-    def currency(self) -> str:
-        """The currency of every price in the table (default USD)."""
+    def currency(self) -> str | None:
+        """The currency the document declares; None when it declares none (the flat form)."""
         return self._currency
 
     @property
@@ -368,7 +379,7 @@ class PricingTable:
         found = self._memo[key]
         if found is _MISSING:
             found = self._match(service, operation)
-            with self._memo_lock:
+            with _memo_lock:
                 self._memo[key] = found
         if found is None:
             raise PricingNotFoundError(

@@ -45,7 +45,7 @@ def test_check_flat_form_shows_absent_metadata(
     assert main(["pricing", "check", "--json", path]) == 0
     assert json.loads(capsys.readouterr().out) == {
         "entries": 1,
-        "currency": "USD",
+        "currency": None,
         "region": None,
         "version": None,
     }
