@@ -26,7 +26,7 @@ _memo_lock = threading.Lock()
 
 
 def _reset_memo_lock() -> None:
-    global _memo_lock
+    global _memo_lock  # noqa: PLW0603 - the point is to replace the shared lock
     _memo_lock = threading.Lock()
 
 
