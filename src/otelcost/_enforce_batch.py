@@ -18,14 +18,13 @@ from typing import Protocol
 
 from otelcost._kafka import SCHEMA_HEADER
 from otelcost.budget.fence import Fence, FenceOverlapError
+from otelcost.budget.model import MAX_DELTA_NANOS, MAX_SERVICE_LEN
 from otelcost.budget.status import BudgetStatus
 from otelcost.errors import InvalidRecordError
 from otelcost.record import SCHEMA_VERSION, CostRecord
 
 __all__ = [
     "ERROR_HEADER",
-    "MAX_DELTA_NANOS",
-    "MAX_SERVICE_LEN",
     "SOURCE_HEADER",
     "Applied",
     "Batch",
@@ -42,9 +41,6 @@ ERROR_HEADER = "otelcost-error"
 SOURCE_HEADER = "otelcost-source"
 
 _SCHEMA_VALUE = str(SCHEMA_VERSION).encode()
-#: What RedisBudgetStore accepts: services of at most 256 characters, deltas below 2**53.
-MAX_SERVICE_LEN = 256
-MAX_DELTA_NANOS = 2**53
 
 Headers = Sequence[tuple[str, bytes | None]]
 

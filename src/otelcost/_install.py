@@ -15,6 +15,7 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 
 from otelcost.budget.exporter import budget_exporter
 from otelcost.exporters.base import CostExporter
+from otelcost.exporters.kafka import kafka_exporter_from_env
 from otelcost.exporters.memory import InMemoryCostExporter
 from otelcost.pricing import PricingCache
 from otelcost.processor import REGION_ENV, CostSpanProcessor, PricingLike, prewarm
@@ -38,6 +39,8 @@ def default_exporters(budgets: Any = None) -> list[CostExporter]:
 
     - the budget exporter when there are budgets (``budgets``, else the file named by
       ``OTELCOST_BUDGETS``): Redis at ``OTELCOST_REDIS_URL``, else the embedded store;
+    - a KafkaCostExporter when ``OTELCOST_KAFKA_BOOTSTRAP`` is set (topic, encoding and a
+      client properties file from ``OTELCOST_KAFKA_TOPIC``, ``_ENCODING``, ``_CONFIG``);
     - when nothing else is configured, an ``InMemoryCostExporter`` (the embedded default:
       the latest records and exact running totals, bounded).
     """
@@ -45,6 +48,9 @@ def default_exporters(budgets: Any = None) -> list[CostExporter]:
     budget = budget_exporter(budgets)
     if budget is not None:
         exporters.append(budget)
+    kafka = kafka_exporter_from_env()
+    if kafka is not None:
+        exporters.append(kafka)
     if not exporters:
         exporters.append(InMemoryCostExporter())
     return exporters

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,7 +21,15 @@ from opentelemetry.proto.trace.v1 import trace_pb2
 
 from _kafka import Message, read_all
 from _servers import KafkaBroker
+from otelcost._install import default_exporters
 from otelcost.exporters import CostExportResult, KafkaCostExporter
+from otelcost.exporters.kafka import (
+    BOOTSTRAP_ENV,
+    CONFIG_ENV,
+    ENCODING_ENV,
+    TOPIC_ENV,
+    kafka_exporter_from_env,
+)
 from otelcost.money import from_nanos
 from otelcost.record import CostRecord
 
@@ -426,3 +435,50 @@ print(exporter.export([record]).name, exporter.stats()["dropped_spans"])
     )
     assert "pip install 'otelcost[kafka]'" in result.stdout
     assert result.stdout.rstrip().endswith("FAILURE 1")
+
+
+def test_exporter_from_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert kafka_exporter_from_env({}) is None
+    properties = tmp_path / "client.properties"
+    properties.write_text(
+        "# the cost stream's credentials\n"
+        "security.protocol=SASL_SSL\n"
+        "sasl.mechanism = SCRAM-SHA-512\n"
+        "\n"
+        "sasl.password=s3cret=with=equals\n"
+    )
+    env = {
+        BOOTSTRAP_ENV: "k1:9092,k2:9092",
+        TOPIC_ENV: "costs",
+        ENCODING_ENV: "otlp_json",
+        CONFIG_ENV: str(properties),
+    }
+    exporter = kafka_exporter_from_env(env)
+    assert repr(exporter) == (
+        "KafkaCostExporter(bootstrap_servers='k1:9092,k2:9092', topic='costs', "
+        "encoding='otlp_json')"
+    )
+    assert exporter is not None
+    config = exporter._config  # the settings handed to librdkafka
+    assert config["security.protocol"] == "SASL_SSL"
+    assert config["sasl.mechanism"] == "SCRAM-SHA-512"
+    assert config["sasl.password"] == "s3cret=with=equals"
+    assert config["acks"] == "all"
+
+    with pytest.raises(ValueError, match="OTELCOST_KAFKA_ENCODING"):
+        kafka_exporter_from_env({BOOTSTRAP_ENV: "k:9092", ENCODING_ENV: "avro"})
+    properties.write_text("security.protocol\n")
+    with pytest.raises(ValueError, match=r"client\.properties:1: expected key=value"):
+        kafka_exporter_from_env({BOOTSTRAP_ENV: "k:9092", CONFIG_ENV: str(properties)})
+    with pytest.raises(OSError):
+        kafka_exporter_from_env({BOOTSTRAP_ENV: "k:9092", CONFIG_ENV: str(tmp_path / "none")})
+
+    # install() without explicit exporters picks it up.
+    monkeypatch.delenv("OTELCOST_BUDGETS", raising=False)
+    monkeypatch.delenv(BOOTSTRAP_ENV, raising=False)
+    assert not any(isinstance(e, KafkaCostExporter) for e in default_exporters())
+    monkeypatch.setenv(BOOTSTRAP_ENV, "k:9092")
+    (kafka,) = [e for e in default_exporters() if isinstance(e, KafkaCostExporter)]
+    assert repr(kafka) == (
+        "KafkaCostExporter(bootstrap_servers='k:9092', topic='otel-cost-spans', encoding='json')"
+    )

@@ -18,19 +18,38 @@ import os
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
-from otelcost._kafka import DEFAULT_TOPIC, SCHEMA_HEADER, client_config, import_confluent
+from otelcost._kafka import (
+    DEFAULT_TOPIC,
+    SCHEMA_HEADER,
+    client_config,
+    import_confluent,
+    read_properties,
+)
 from otelcost.exporters._otlp import encode_traces
 from otelcost.exporters._overflow import OverflowAggregates
 from otelcost.exporters.base import CostExporter, CostExportResult
 from otelcost.record import SCHEMA_VERSION, CostRecord
 
-__all__ = ["DEFAULT_TOPIC", "KafkaCostExporter"]
+__all__ = [
+    "BOOTSTRAP_ENV",
+    "CONFIG_ENV",
+    "DEFAULT_TOPIC",
+    "ENCODING_ENV",
+    "TOPIC_ENV",
+    "KafkaCostExporter",
+    "kafka_exporter_from_env",
+]
 
 logger = logging.getLogger("otelcost.kafka")
 
 Encoding = Literal["json", "otlp_json"]
+
+BOOTSTRAP_ENV = "OTELCOST_KAFKA_BOOTSTRAP"
+TOPIC_ENV = "OTELCOST_KAFKA_TOPIC"
+ENCODING_ENV = "OTELCOST_KAFKA_ENCODING"
+CONFIG_ENV = "OTELCOST_KAFKA_CONFIG"
 
 # Durable and ordered (acks=all + idempotence), cheap on the wire (linger + zstd), and a
 # local queue bounded in messages and bytes so memory does not grow with an outage.
@@ -399,3 +418,32 @@ class KafkaCostExporter(CostExporter):
             "in_queue": len(producer) if producer is not None else 0,
             "overflow_pending_spans": self._overflow.pending_spans,
         }
+
+
+def kafka_exporter_from_env(environ: Mapping[str, str] | None = None) -> KafkaCostExporter | None:
+    """The exporter ``OTELCOST_KAFKA_*`` describe; None when ``OTELCOST_KAFKA_BOOTSTRAP`` is unset.
+
+    - ``OTELCOST_KAFKA_BOOTSTRAP``: ``host:port[,host:port...]``;
+    - ``OTELCOST_KAFKA_TOPIC``: default ``otel-cost-spans``;
+    - ``OTELCOST_KAFKA_ENCODING``: ``json`` (default) or ``otlp_json``;
+    - ``OTELCOST_KAFKA_CONFIG``: a Kafka client ``.properties`` file (SASL, SSL, any
+      librdkafka setting), so that secrets need not be in the environment.
+
+    Raises ValueError for a bad encoding or properties file and OSError when the file
+    cannot be read, so a misconfiguration shows at startup rather than as lost records.
+    """
+    env = os.environ if environ is None else environ
+    bootstrap = env.get(BOOTSTRAP_ENV, "").strip()
+    if not bootstrap:
+        return None
+    encoding = env.get(ENCODING_ENV, "").strip() or "json"
+    if encoding not in ("json", "otlp_json"):
+        raise ValueError(f"{ENCODING_ENV} must be 'json' or 'otlp_json', not {encoding!r}")
+    config_path = env.get(CONFIG_ENV, "").strip()
+    config: dict[str, Any] = dict(read_properties(config_path)) if config_path else {}
+    return KafkaCostExporter(
+        bootstrap,
+        env.get(TOPIC_ENV, "").strip() or DEFAULT_TOPIC,
+        encoding=cast(Encoding, encoding),
+        **config,
+    )
