@@ -119,6 +119,11 @@ def _build(args: argparse.Namespace) -> Any:
             raise ValueError(f"-X expects KEY=VALUE, got {key or item!r}")
         settings[key] = value
     budgets = load_budgets(args.budgets)
+    if not budgets:
+        logging.getLogger("otelcost.enforce").warning(
+            "no budgets (--budgets FILE or OTELCOST_BUDGETS): spend is consumed and committed "
+            "but not recorded anywhere"
+        )
     store = RedisBudgetStore(connect(args.redis_url), budgets)
     return Enforcer(
         args.bootstrap_servers,

@@ -402,7 +402,26 @@ class KafkaCostExporter(CostExporter):
                 producer.poll(0)  # purged messages' callbacks count as dropped now
 
     def stats(self) -> Mapping[str, int]:
-        """Counters of this process (see the module docs); never holds configuration."""
+        """Counters of this process; never holds configuration or credentials.
+
+        - ``spans``: spans handed to ``export`` (an aggregate counts its ``span_count``);
+        - ``queued`` / ``delivered`` / ``failed``: messages accepted by librdkafka,
+          acknowledged by the broker, and reported failed (their spans were folded into
+          overflow aggregates to be sent again);
+        - ``delivered_spans``: spans in acknowledged messages, aggregates included;
+        - ``overflowed``: spans folded into aggregates (full queue, refused message or
+          failed delivery); ``aggregates_delivered``: aggregate records acknowledged;
+        - ``dropped_spans``: spans lost and counted: undelivered at the end of
+          ``shutdown``, exported after it, more services than ``max_overflow_services``
+          while the queue was full, or no producer (configuration error, logged once);
+        - ``invalid_spans``: records that could not be encoded;
+        - ``client_errors``: librdkafka errors (broker down, authentication...);
+        - ``in_queue``: messages in librdkafka now; ``overflow_pending_spans``: spans
+          waiting in aggregates now.
+
+        Once ``force_flush`` returned True: spans == delivered_spans + dropped_spans +
+        invalid_spans.
+        """
         producer = self._producer if self._pid == os.getpid() else None
         return {
             "spans": self._spans,
