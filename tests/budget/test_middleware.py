@@ -70,7 +70,8 @@ def test_wsgi_429_then_release(
     status, headers, body = _get(wrapped, "/pay")
     assert status == "429 Too Many Requests"
     retry_after = int(headers["Retry-After"])
-    assert retry_after == math.ceil(redis_client.pttl("enforce:throttle:{checkout}") / 1000)
+    left = math.ceil(redis_client.pttl("enforce:throttle:{checkout}") / 1000)
+    assert retry_after - 1 <= left <= retry_after  # read a moment after the guard's read
     assert 3590 <= retry_after <= 3600
     assert headers["Content-Type"] == "application/json"
     assert json.loads(body) == {

@@ -45,8 +45,8 @@ class Throttle(NamedTuple):
 
 class _Entry(NamedTuple):
     value: str | None
-    expires: float | None  # monotonic time the flag runs out (None: no TTL)
-    fetched: float
+    ttl: float | None  # seconds the flag had left when read (None: no TTL)
+    fetched: float  # monotonic time of the read
 
 
 class _RedisFlags:
@@ -154,7 +154,7 @@ class BudgetGuard:
                 self._backoff = min(self._backoff * 2, _BACKOFF_MAX)
             return stale
         fetched = self._clock()
-        entry = _Entry(value, None if ttl_ms is None else fetched + ttl_ms / 1000, fetched)
+        entry = _Entry(value, None if ttl_ms is None else ttl_ms / 1000, fetched)
         with self._lock:
             self._fetching.discard(service)
             self.reads += 1
@@ -168,9 +168,9 @@ class BudgetGuard:
 def _answer(entry: _Entry | None, now: float) -> Throttle | None:
     if entry is None or entry.value is None:
         return None
-    if entry.expires is None:
+    if entry.ttl is None:
         return Throttle(entry.value, DEFAULT_RETRY_AFTER)
-    remaining = entry.expires - now
+    remaining = entry.ttl - (now - entry.fetched)
     if remaining <= 0:
         return None
     return Throttle(entry.value, max(1, math.ceil(remaining)))
