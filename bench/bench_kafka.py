@@ -8,7 +8,8 @@ Python threads *and* librdkafka's threads. Measurements, each repeated:
    ``CostSpanProcessor.on_end``; records/s = spans / time until the last one is delivered
    (acknowledged by the broker), with orjson and with the stdlib json. Baselines in the
    same run: the same processor with a no-op CostExporter (the pricing pipeline alone) and
-   ``KafkaCostExporter.export`` fed with ready records (the exporter alone).
+   ``KafkaCostExporter.export`` fed with ready records (the exporter alone, also with
+   ``encoding="otlp_json"``, which packs many records per message).
 2. latency: spans ended at a steady 5,000/s (LATENCY_RATE) for a few seconds; p50/p99 from
    span end to the delivery report (the processor's 1 s export schedule dominates).
 3. enforce: an ``Enforcer`` consumes a filled topic into Redis budgets; records/s from its
@@ -131,7 +132,7 @@ def work_pipeline(bootstrap: str, topic: str, spans: int, exporter_kind: str) ->
     return {"rate": spans / wall, "cpu_us": cpu / spans * 1e6}
 
 
-def work_export(bootstrap: str, topic: str, spans: int) -> dict[str, Any]:
+def work_export(bootstrap: str, topic: str, spans: int, encoding: str) -> dict[str, Any]:
     from otelcost.exporters import KafkaCostExporter
     from otelcost.money import from_nanos
     from otelcost.record import CostRecord
@@ -151,7 +152,7 @@ def work_export(bootstrap: str, topic: str, spans: int) -> dict[str, Any]:
         )
         for i in range(spans)
     ]
-    exporter = KafkaCostExporter(bootstrap, topic)
+    exporter = KafkaCostExporter(bootstrap, topic, encoding=encoding)  # type: ignore[arg-type]
     wall, cpu = time.perf_counter(), time.process_time()
     for start in range(0, spans, 4096):  # the processor's default export batch
         exporter.export(records[start : start + 4096])
@@ -349,7 +350,17 @@ def main(argv: Sequence[str] | None = None) -> None:
                         bootstrap=broker.bootstrap,
                         topic=topic,
                         spans=spans,
+                        encoding="json",
                     )
+                measure(
+                    "export otlp_json (orjson)",
+                    "export",
+                    "orjson",
+                    bootstrap=broker.bootstrap,
+                    topic=broker.create_topic(f"bench-{uuid.uuid4().hex[:8]}", partitions=3),
+                    spans=spans,
+                    encoding="otlp_json",
+                )
                 measure(
                     "pipeline no-op exporter",
                     "pipeline",
@@ -411,7 +422,9 @@ def main(argv: Sequence[str] | None = None) -> None:
             "- *pipeline*: `CostSpanProcessor.on_end` → pricing → `KafkaCostExporter` → broker "
             "acknowledgement (acks=all, idempotence, zstd), every record delivered;",
             "- *pipeline no-op exporter*: the same processor without Kafka (baseline);",
-            "- *export*: `KafkaCostExporter.export` with ready records (the exporter alone);",
+            "- *export*: `KafkaCostExporter.export` with ready records (the exporter alone); "
+            "*otlp_json* packs up to 500 records of a service per message, which shows what "
+            "the per-message cost of the default encoding is;",
             "- *enforce*: consume, validate (`CostRecord.from_json`), aggregate, apply to Redis "
             "with fences, commit; from partition assignment to the last commit.",
             "",

@@ -28,6 +28,7 @@ __all__ = ["encode_traces"]
 
 _NANOS_PER_MS = 1_000_000
 _SCOPE = {"name": "otelcost", "version": __version__}
+_SOURCE = {"key": "cost.source", "value": {"stringValue": "otelcost"}}
 
 
 def encode_traces(service: str, records: Sequence[CostRecord]) -> bytes:
@@ -46,20 +47,24 @@ def encode_traces(service: str, records: Sequence[CostRecord]) -> bytes:
 def _span(record: CostRecord) -> dict[str, Any]:
     end = record.timestamp * _NANOS_PER_MS
     start = end if record.aggregate else max(0, end - round(record.duration_ms * _NANOS_PER_MS))
-    attributes = [
-        _attr("cost.currency", record.currency),
-        _attr("cost.duration_ms", record.duration_ms),
-        _attr("cost.source", "otelcost"),
+    # Typed literals rather than _attr(): this runs once per record.
+    attributes: list[dict[str, Any]] = [
+        {"key": "cost.currency", "value": {"stringValue": record.currency}},
+        {"key": "cost.duration_ms", "value": {"doubleValue": record.duration_ms}},
+        _SOURCE,
     ]
     if record.error is None:
-        attributes.append(_attr("cost.amount", record.cost_amount))
+        attributes.append({"key": "cost.amount", "value": {"doubleValue": record.cost_amount}})
     else:
-        attributes.append(_attr("cost.error", record.error))
+        attributes.append({"key": "cost.error", "value": {"stringValue": record.error}})
     if record.region is not None:
-        attributes.append(_attr("cost.pricing_region", record.region))
+        attributes.append({"key": "cost.pricing_region", "value": {"stringValue": record.region}})
     if record.pricing_version is not None:
-        attributes.append(_attr("cost.pricing_version", record.pricing_version))
-    attributes.extend(_attr(name, amount) for name, amount in record.usage.items())
+        attributes.append(
+            {"key": "cost.pricing_version", "value": {"stringValue": record.pricing_version}}
+        )
+    if record.usage:
+        attributes.extend(_attr(name, amount) for name, amount in record.usage.items())
     if record.aggregate:
         attributes.append(_attr("cost.aggregate", True))
         attributes.append(_attr("cost.span_count", record.span_count))
