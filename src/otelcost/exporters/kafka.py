@@ -356,7 +356,7 @@ class KafkaCostExporter(CostExporter):
         if self._replace and self._producer is not None:
             old, self._producer, self._replace = self._producer, None, False
             old.purge()
-            old.flush(1.0)  # serves the purged messages' callbacks: they fold into overflow
+            old.poll(0)  # serves every purged message's callback: they fold into overflow
         if self._producer is None and self._unusable is None:
             try:
                 confluent = import_confluent()
