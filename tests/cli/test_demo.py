@@ -12,6 +12,8 @@ from typing import Any
 import pytest
 
 from otelcost.cli import main
+from otelcost.cli._demo_app import SERVICES
+from otelcost.cli._demo_budgets import DemoBudgets, demo_budgets
 from otelcost.money import to_nanos
 
 
@@ -53,6 +55,75 @@ def test_the_json_summary_reconciles(capsys: pytest.CaptureFixture[str]) -> None
     assert summary["requests"] > 0 and summary["failed_requests"] == 0
 
 
+def test_the_small_budget_throttles_the_storefront_and_reconciles(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    summary = demo_json(capsys, "--duration", "2", "--budget", "0.0005")
+    assert {(b["service"], b["period"], b["limit"]) for b in summary["budget_definitions"]} == {
+        ("storefront", "1h", 0.0005),
+        ("*", "24h", 1000),
+    }
+    throttling = {t["service"]: t for t in summary["throttling"]}
+    storefront = throttling["storefront"]
+    assert storefront["guarded"] and storefront["rejected_requests"] > 0
+    (episode,) = storefront["episodes"]  # a hard cap on 1h holds for the rest of the run
+    assert 0 < episode["throttled_at_s"] <= summary["duration_s"]
+    assert episode["released_at_s"] is None
+    assert episode["reasons"] == ["1h hard_cap"]
+    assert throttling["payments"] == {
+        "service": "payments",
+        "guarded": True,
+        "rejected_requests": 0,
+        "episodes": [],
+    }
+    assert summary["rejected_requests"] == storefront["rejected_requests"]
+    assert summary["failed_requests"] == 0  # a 429 is the guard working, not a failure
+
+    # ``budgets`` is the ``otelcost report --json`` document.
+    report = {s["service"]: s for s in summary["budgets"]["services"]}
+    assert set(report) == set(SERVICES)
+    assert report["storefront"]["throttled"] is True
+    assert 0 < report["storefront"]["throttle_ttl"] <= 3600
+    assert report["payments"]["throttled"] is report["recommendations"]["throttled"] is False
+    hour, day = report["storefront"]["budgets"]
+    assert (hour["period"], hour["limit"], hour["throttling"]) == ("1h", 0.0005, "hard_cap")
+    assert hour["utilization"] >= 1.0
+    assert (day["period"], day["limit"], day["throttling"]) == ("24h", 1000.0, None)
+    # Every budget's spend is exactly the service's priced cost, to the nano.
+    cost = {s["service"]: to_nanos(s["cost"]) for s in summary["services"]}
+    for service, status in report.items():
+        assert {"service", "throttled", "throttle_ttl", "budgets"} <= set(status)
+        for usage in status["budgets"]:
+            assert usage["spend_nanos"] == cost[service] > 0
+            assert to_nanos(usage["spend"]) == cost[service]
+            assert usage["utilization"] == usage["spend_nanos"] / usage["limit_nanos"]
+            for key in ("ema_rate", "consecutive_over"):
+                assert key in usage
+    exporter = summary["budget_exporter"]
+    assert exporter["records"] == exporter["records_delivered"] == summary["spans"]["seen"]
+    assert exporter["records_dropped"] == exporter["flush_errors"] == 0
+    assert exporter["flushes"] < exporter["records"]  # pre-aggregated per service
+
+
+def test_throttle_episodes_follow_the_flag() -> None:
+    now = [1_764_236_400_000]
+    budgets = DemoBudgets(demo_budgets(), SERVICES, clock=lambda: now[0])
+    assert budgets.watch(0.1) == []
+    budgets.store.set_flag("payments", "1", ttl=60)  # as an operator would, by hand
+    assert budgets.watch(0.2) == ["payments"]
+    assert budgets.guard.is_throttled("payments")
+    now[0] += 60_000  # the flag expires
+    assert budgets.watch(0.5) == []
+    payments = budgets.throttling({"payments": 3})[1]
+    assert payments == {
+        "service": "payments",
+        "guarded": True,
+        "rejected_requests": 3,
+        "episodes": [{"throttled_at_s": 0.2, "released_at_s": 0.5, "reasons": ["1"]}],
+    }
+    assert budgets.throttling({})[0]["guarded"] is False
+
+
 def test_spans_stops_the_run_early(capsys: pytest.CaptureFixture[str]) -> None:
     started = time.monotonic()
     summary = demo_json(capsys, "--spans", "120", "--duration", "60")
@@ -61,11 +132,15 @@ def test_spans_stops_the_run_early(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_tables_with_rich(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["demo", "--duration", "1", "--clients", "2"]) == 0
+    assert main(["demo", "--duration", "1", "--clients", "2", "--budget", "0.0002"]) == 0
     out = capsys.readouterr().out
     for title in ("Cost per service", "Top 10 operations by cost", "Spans", "pricing_not_found"):
         assert title in out
     assert "┃" in out  # rich drew the tables
+    assert "storefront: 0.0002 USD per rolling 1h (hard cap" in out
+    assert "otelcost budgets" in out and "[hard_cap]" in out  # the report's table
+    assert "storefront throttled at " in out
+    assert "(1h budget: rolling spend reached the limit), still throttled at the end" in out
 
 
 def test_without_rich_or_the_wsgi_instrumentation_it_still_runs(
@@ -74,19 +149,34 @@ def test_without_rich_or_the_wsgi_instrumentation_it_still_runs(
     for name in ["rich", *(m for m in sys.modules if m.startswith("rich."))]:
         monkeypatch.setitem(sys.modules, name, None)  # importing any of them now fails
     monkeypatch.setitem(sys.modules, "opentelemetry.instrumentation.wsgi", None)
-    assert main(["demo", "--duration", "1", "--clients", "2"]) == 0
+    assert main(["demo", "--duration", "1", "--clients", "2", "--budget", "0.0002"]) == 0
     out = capsys.readouterr().out
     assert "built-in minimal WSGI tracing" in out
     assert "Cost per service" in out and "┃" not in out
     assert "GET /products/{product_id}" in out
+    assert "EMA burn rate" in out and "[hard_cap]" in out  # the report's plain table
+    assert "storefront throttled at " in out
 
 
-@pytest.mark.parametrize("flag", ["--duration", "--spans", "--clients"])
+@pytest.mark.parametrize("flag", ["--duration", "--spans", "--clients", "--budget"])
 def test_sizes_must_be_positive(flag: str, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exited:
         main(["demo", flag, "0"])
     assert exited.value.code == 2
     assert "must be > 0" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [("inf", "must be finite"), ("nan", "must be > 0"), ("1e-12", "limit must be a number > 0")],
+)
+def test_the_budget_must_be_a_valid_limit(
+    value: str, message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["demo", "--budget", value])
+    assert exited.value.code == 2
+    assert message in capsys.readouterr().err
 
 
 @pytest.mark.slow
@@ -103,3 +193,4 @@ def test_the_default_run_ends_within_15_seconds() -> None:
     assert done.returncode == 0, done.stderr
     assert time.monotonic() - started < 15
     assert "Top 10 operations by cost" in done.stdout
+    assert "otelcost budgets" in done.stdout

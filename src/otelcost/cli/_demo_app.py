@@ -12,6 +12,13 @@
 Each service has its own TracerProvider (``service.name`` resource), all feeding one
 CostSpanProcessor. Without ``opentelemetry-instrumentation-wsgi`` installed, a minimal
 built-in WSGI tracer with the same span attributes is used instead.
+
+Given a BudgetGuard, both WSGI services sit behind ``BudgetWSGIMiddleware``, in front of
+their instrumentation: a request refused with 429 does no work, so it makes no span and
+costs nothing. Refusals are counted per service (``rejected``): the clients count the
+storefront's, the storefront counts the payment service's (its checkout then fails with
+502). A client refused with 429 waits ``REJECTED_BACKOFF`` seconds before its next request,
+as a polite client honouring ``Retry-After`` would rather than retrying at once.
 """
 
 from __future__ import annotations
@@ -31,9 +38,13 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.trace import SpanKind, Tracer
 
-__all__ = ["SERVICES", "Workload"]
+from otelcost.budget import BudgetGuard, BudgetWSGIMiddleware
+
+__all__ = ["GUARDED", "REJECTED_BACKOFF", "SERVICES", "Workload"]
 
 SERVICES = ("storefront", "payments", "recommendations")
+GUARDED = ("storefront", "payments")  # the services with an HTTP server (and a budget guard)
+REJECTED_BACKOFF = 0.05  # seconds a client waits after a 429
 
 StartResponse = Callable[..., Any]
 Environ = dict[str, Any]
@@ -51,7 +62,9 @@ _CYCLE = (
 
 
 class _ThreadingServer(ThreadingMixIn, WSGIServer):
-    daemon_threads = True
+    # server_close() joins the request threads, so every span has ended once close() returns
+    daemon_threads = False
+    block_on_close = True
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         """Connection resets from clients stopping mid-request are expected here."""
@@ -125,9 +138,14 @@ def _respond(start_response: StartResponse, status: str = "200 OK") -> list[byte
 
 
 class Workload:
-    """The three services, started on free loopback ports; ``run`` drives them."""
+    """The three services, started on free loopback ports; ``run`` drives them.
 
-    def __init__(self, processor: SpanProcessor, *, seed: int = 7) -> None:
+    With a ``guard``, the WSGI services answer 429 while their budget throttles them.
+    """
+
+    def __init__(
+        self, processor: SpanProcessor, *, guard: BudgetGuard | None = None, seed: int = 7
+    ) -> None:
         self.providers: dict[str, TracerProvider] = {}
         for service in SERVICES:
             provider = TracerProvider(
@@ -142,10 +160,14 @@ class Workload:
         self._seed = seed
         self.requests = 0
         self.failures = 0
+        self.rejected = dict.fromkeys(GUARDED, 0)
         self._count_lock = threading.Lock()
         payments_app, real = instrument(self._payments, self.providers["payments"])
         storefront_app, _ = instrument(self._storefront, self.providers["storefront"])
         self.instrumented = real
+        if guard is not None:
+            payments_app = BudgetWSGIMiddleware(payments_app, guard, "payments")
+            storefront_app = BudgetWSGIMiddleware(storefront_app, guard, "storefront")
         self._payments_server = _Server(payments_app)
         self._storefront_server = _Server(storefront_app)
 
@@ -190,9 +212,17 @@ class Workload:
         try:
             with urllib.request.urlopen(request, timeout=5) as response:
                 response.read()
+        except urllib.error.HTTPError as exc:
+            if exc.code == 429:
+                self._count_rejected("payments")
+            return False
         except OSError:
             return False
         return True
+
+    def _count_rejected(self, service: str) -> None:
+        with self._count_lock:
+            self.rejected[service] += 1
 
     def _recommend(self) -> None:
         input_tokens, output_tokens = random.randint(200, 1500), random.randint(20, 400)
@@ -227,17 +257,22 @@ class Workload:
             request = urllib.request.Request(
                 base + path, data=b"{}" if method == "POST" else None, method=method
             )
+            rejected = False
             try:
                 with urllib.request.urlopen(request, timeout=5) as response:
                     response.read()
                 ok = True
             except urllib.error.HTTPError as exc:
                 ok = exc.code < 500
+                rejected = exc.code == 429
             except OSError:
                 ok = False
             with self._count_lock:
                 self.requests += 1
                 self.failures += not ok
+                self.rejected["storefront"] += rejected
+            if rejected:
+                stop.wait(REJECTED_BACKOFF)
 
     def run(
         self, clients: int, until: Callable[[], bool], tick: Callable[[], None], interval: float

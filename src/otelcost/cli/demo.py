@@ -3,31 +3,52 @@
 Runs three services on loopback (see ``_demo_app``) for ``--duration`` seconds (or until
 ``--spans`` spans ended), prices every span with a CostSpanProcessor into the embedded
 InMemoryCostExporter, then prints cost per service, the top operations by cost and the
-span counters. No servers or configuration needed; ``--json`` prints one JSON document.
-Uses ``rich`` for the progress bar and tables when installed (``otelcost[cli]``), plain
-text otherwise.
+span counters.
+
+Budgets run on the embedded InMemoryBudgetStore (see ``_demo_budgets``): every service has
+a 24h budget, and the storefront a small rolling 1h budget (``--budget``) that its real
+spend reaches during the run. The storefront is then throttled and its budget guard answers
+429 to the clients; the demo says when, counts the 429s and shows the budget report
+(the table of ``otelcost report``).
+
+No servers or configuration needed; ``--json`` prints one JSON document, whose ``budgets``
+member is the document ``otelcost report --json`` prints. Uses ``rich`` for the progress
+bar and tables when installed (``otelcost[cli]``), plain text otherwise.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
 from collections.abc import Callable, Sequence
 from importlib import resources
-from typing import Any
+from typing import Any, NamedTuple
 
 from otelcost import _json
-from otelcost.cli._demo_app import Workload
+from otelcost.budget import Budget, BudgetConfigError, BudgetStatus
+from otelcost.cli._demo_app import SERVICES, Workload
+from otelcost.cli._demo_budgets import (
+    SMALL_BUDGET_SERVICE,
+    DemoBudgets,
+    definition,
+    demo_budgets,
+    describe,
+)
+from otelcost.cli.report import render_table, report_document
 from otelcost.exporters.memory import InMemoryCostExporter
 from otelcost.money import from_nanos
 from otelcost.processor import CostSpanProcessor
 
-__all__ = ["register", "run", "simulate"]
+__all__ = ["DemoResult", "register", "run", "simulate"]
 
 TOP_OPERATIONS = 10
 _TICK = 0.1
+# Records reach the exporters within 0.2 s (default 1 s): the small budget lasts seconds,
+# so the throttle must follow the spend at that scale.
+_SCHEDULE_DELAY_MILLIS = 200
 
 
 def register(subparsers: Any) -> None:
@@ -59,6 +80,14 @@ def register(subparsers: Any) -> None:
         metavar="N",
         help="concurrent HTTP clients (default 4)",
     )
+    parser.add_argument(
+        "--budget",
+        type=_limit,
+        default=None,
+        metavar="AMOUNT",
+        help=f"the {SMALL_BUDGET_SERVICE}'s rolling 1h budget in the pricing currency "
+        f"(default {demo_budgets().for_service(SMALL_BUDGET_SERVICE)[0].limit:g})",
+    )
     parser.set_defaults(func=run)
 
 
@@ -70,19 +99,34 @@ def _positive(kind: Callable[[str], Any]) -> Callable[[str], Any]:
             raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
         if not value > 0:
             raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+        if not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"must be finite, got {text}")
         return value
 
     return parse
 
 
+def _limit(text: str) -> float:
+    value: float = _positive(float)(text)
+    try:
+        Budget(SMALL_BUDGET_SERVICE, value, period="1h")
+    except BudgetConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return value
+
+
 def run(args: argparse.Namespace) -> int:
-    summary = simulate(
-        duration=args.duration, spans=args.spans, clients=args.clients, progress=not args.json
+    result = simulate(
+        duration=args.duration,
+        spans=args.spans,
+        clients=args.clients,
+        budget=args.budget,
+        progress=not args.json,
     )
     if args.json:
-        print(json.dumps(summary, indent=2))
+        print(json.dumps(result.summary, indent=2))
     else:
-        render(summary)
+        render(result)
     return 0
 
 
@@ -93,14 +137,29 @@ def demo_pricing() -> dict[str, Any]:
     return doc
 
 
+class DemoResult(NamedTuple):
+    """A demo run: the ``--json`` document and the final budget statuses it was built from."""
+
+    summary: dict[str, Any]
+    statuses: list[BudgetStatus]
+
+
 def simulate(
-    *, duration: float, spans: int | None = None, clients: int = 4, progress: bool = False
-) -> dict[str, Any]:
-    """Run the workload and return the summary that ``--json`` prints."""
+    *,
+    duration: float,
+    spans: int | None = None,
+    clients: int = 4,
+    budget: float | None = None,
+    progress: bool = False,
+) -> DemoResult:
+    """Run the workload; ``budget`` replaces the small budget's limit (currency units)."""
     pricing = demo_pricing()
+    budgets = DemoBudgets(demo_budgets(budget), SERVICES)
     costs = InMemoryCostExporter(max_records=0)  # the totals are all the demo needs
-    processor = CostSpanProcessor(pricing, [costs])
-    workload = Workload(processor)
+    processor = CostSpanProcessor(
+        pricing, [costs, budgets.exporter], schedule_delay_millis=_SCHEDULE_DELAY_MILLIS
+    )
+    workload = Workload(processor, guard=budgets.guard)
     started = time.monotonic()
     deadline = started + duration
 
@@ -113,23 +172,43 @@ def simulate(
         with _Progress(progress, duration, spans) as update:
 
             def tick() -> None:
+                elapsed = time.monotonic() - started
+                throttled = budgets.watch(elapsed)
                 total = sum(t.nanos for t in costs.totals().values())
                 update(
-                    elapsed=time.monotonic() - started,
+                    elapsed=elapsed,
                     seen=processor.stats()["spans_seen"],
                     requests=workload.requests,
                     cost=from_nanos(total),
+                    note=_throttle_note(throttled, workload.rejected),
                 )
 
             workload.run(clients, done, tick, _TICK)
     finally:
-        workload.close()
-        processor.force_flush(10_000)
+        workload.close()  # returns once every request (and its span) has ended
+        processor.force_flush(10_000)  # flushes the budget exporter into the store too
         elapsed = time.monotonic() - started
+        budgets.watch(elapsed)
         stats = processor.stats()
         totals = costs.totals()
+        statuses = budgets.statuses()
         processor.shutdown()
-    return _summary(pricing, workload, stats, totals, elapsed)
+    summary = _summary(pricing, workload, stats, totals, elapsed)
+    summary["budget_definitions"] = [definition(b) for b in budgets.budgets.budgets]
+    summary["budgets"] = report_document(statuses)
+    summary["throttling"] = budgets.throttling(workload.rejected)
+    exporter = budgets.exporter.stats()
+    summary["budget_exporter"] = {
+        name: exporter[name]
+        for name in ("records", "records_delivered", "records_dropped", "flushes", "flush_errors")
+    }
+    return DemoResult(summary, statuses)
+
+
+def _throttle_note(throttled: list[str], rejected: dict[str, int]) -> str:
+    return "".join(
+        f" · {service} THROTTLED ({rejected.get(service, 0)} got 429)" for service in throttled
+    )
 
 
 def _summary(
@@ -150,6 +229,7 @@ def _summary(
         "duration_s": round(elapsed, 2),
         "requests": workload.requests,
         "failed_requests": workload.failures,
+        "rejected_requests": sum(workload.rejected.values()),
         "instrumentation": (
             "opentelemetry-instrumentation-wsgi"
             if workload.instrumented
@@ -199,7 +279,7 @@ class _Progress:
         self._bar: Any = None
         self._task: Any = None
 
-    def __enter__(self) -> Callable[..., None]:
+    def __enter__(self) -> Callable[..., None]:  # update(elapsed=, seen=, requests=, cost=, note=)
         if not self._enabled:
             return lambda **_: None
         try:
@@ -227,18 +307,20 @@ class _Progress:
     def _info(self, seen: int, requests: int, cost: float) -> str:
         return f"{requests} requests · {seen} spans · ${cost:.4f}"
 
-    def _rich(self, *, elapsed: float, seen: int, requests: int, cost: float) -> None:
+    def _rich(self, *, elapsed: float, seen: int, requests: int, cost: float, note: str) -> None:
+        from rich.markup import escape
+
         self._bar.update(
             self._task,
             completed=self._fraction(elapsed, seen),
-            info=self._info(seen, requests, cost),
+            info=self._info(seen, requests, cost) + (f"[bold red]{escape(note)}" if note else ""),
         )
 
-    def _plain(self, *, elapsed: float, seen: int, requests: int, cost: float) -> None:
+    def _plain(self, *, elapsed: float, seen: int, requests: int, cost: float, note: str) -> None:
         if sys.stderr.isatty():
             percent = int(self._fraction(elapsed, seen) * 100)
             sys.stderr.write(
-                f"\rpricing live traffic {percent:3d}%  {self._info(seen, requests, cost)}"
+                f"\rpricing live traffic {percent:3d}%  {self._info(seen, requests, cost)}{note}"
             )
             sys.stderr.flush()
 
@@ -300,10 +382,74 @@ def _sections(
     ]
 
 
-def render(summary: dict[str, Any]) -> None:
-    """Print the summary as tables (rich when installed, plain text otherwise)."""
+def render(result: DemoResult) -> None:
+    """Print the cost tables, then the budgets, the budget report table and what was
+    throttled (rich when installed, plain text otherwise)."""
+    summary = result.summary
+    _render_costs(summary)
+    currency = summary["pricing"]["currency"] or ""
+    print(f"\nBudgets on the embedded in-memory store ({_BUDGETS_SOURCE}):")
+    for budget in summary["budget_definitions"]:
+        print(f"  {describe(budget, currency)}")
+    render_table(result.statuses)
+    for line in _throttle_lines(summary):
+        print(line)
+
+
+_BUDGETS_SOURCE = (
+    f"otelcost/data/demo_budgets.json; --budget sets the {SMALL_BUDGET_SERVICE}'s limit"
+)
+_REASONS = {
+    "hard_cap": "rolling spend reached the limit",
+    "ema": "EMA burn rate over the limit",
+    "hard_cap+ema": "rolling spend reached the limit, EMA burn rate over it",
+}
+
+
+def _reason(text: str) -> str:
+    period, _, reason = text.partition(" ")
+    return f"{period} budget: {_REASONS[reason]}" if reason in _REASONS else text
+
+
+def _throttle_lines(summary: dict[str, Any]) -> list[str]:
+    lines = []
+    for entry in summary["throttling"]:
+        service, rejected = entry["service"], entry["rejected_requests"]
+        episodes = [
+            f"at {e['throttled_at_s']:.1f} s ({'; '.join(_reason(r) for r in e['reasons'])})"
+            + (
+                f", released at {e['released_at_s']:.1f} s"
+                if e["released_at_s"] is not None
+                else ", still throttled at the end"
+            )
+            for e in entry["episodes"]
+        ]
+        if not episodes and not rejected:
+            continue
+        if not entry["guarded"]:
+            guard = "no guard in front of it in the demo, so nothing was refused"
+        elif rejected:
+            guard = f"its budget guard answered 429 to {rejected} requests (health checks pass)"
+        else:
+            guard = "the run ended before its budget guard refused a request"
+        if episodes:
+            lines.append(f"{service} throttled {', then '.join(episodes)}; {guard}.")
+        else:
+            lines.append(f"{service}: {guard}.")
+    if not lines:
+        lines.append(
+            f"No service was throttled: the {SMALL_BUDGET_SERVICE}'s spend stayed under its "
+            "budget (a longer --duration or a smaller --budget crosses it)."
+        )
+    return lines
+
+
+def _render_costs(summary: dict[str, Any]) -> None:
+    rejected = summary["rejected_requests"]
     headline = (
-        f"{summary['requests']} requests in {summary['duration_s']} s, "
+        f"{summary['requests']} requests"
+        + (f" ({rejected} refused with 429)" if rejected else "")
+        + f" in {summary['duration_s']} s, "
         f"{summary['spans']['seen']} spans, total "
         f"{_money(summary['total_cost'], summary['pricing']['currency'] or '')} "
         f"(pricing {summary['pricing']['version']}; {summary['instrumentation']})"

@@ -79,7 +79,8 @@ def report_document(statuses: Sequence[BudgetStatus]) -> dict[str, Any]:
 
 
 def _money(amount: float) -> str:
-    return f"{amount:,.2f}" if amount >= 0.01 or amount == 0 else f"{amount:.3g}"
+    # cents from 1 up; 3 significant digits below, so 0.015 is not shown as 0.01
+    return f"{amount:,.2f}" if amount >= 1 or amount == 0 else f"{amount:.3g}"
 
 
 def _rows(statuses: Sequence[BudgetStatus]) -> list[list[str]]:
