@@ -207,7 +207,8 @@ def simulate(
 
 def _throttle_note(throttled: list[str], rejected: dict[str, int]) -> str:
     return "".join(
-        f" · {service} THROTTLED ({rejected.get(service, 0)} got 429)" for service in throttled
+        f" · {service} THROTTLED (429 to {rejected.get(service, 0)} requests)"
+        for service in throttled
     )
 
 
@@ -388,7 +389,7 @@ def render(result: DemoResult) -> None:
     summary = result.summary
     _render_costs(summary)
     currency = summary["pricing"]["currency"] or ""
-    print(f"\nBudgets on the embedded in-memory store ({_BUDGETS_SOURCE}):")
+    print(f"\nBudgets on the in-memory store ({_BUDGETS_SOURCE}):")
     for budget in summary["budget_definitions"]:
         print(f"  {describe(budget, currency)}")
     render_table(result.statuses)
@@ -396,9 +397,7 @@ def render(result: DemoResult) -> None:
         print(line)
 
 
-_BUDGETS_SOURCE = (
-    f"otelcost/data/demo_budgets.json; --budget sets the {SMALL_BUDGET_SERVICE}'s limit"
-)
+_BUDGETS_SOURCE = f"demo_budgets.json; --budget sets the {SMALL_BUDGET_SERVICE}'s limit"
 _REASONS = {
     "hard_cap": "rolling spend reached the limit",
     "ema": "EMA burn rate over the limit",
@@ -427,15 +426,13 @@ def _throttle_lines(summary: dict[str, Any]) -> list[str]:
         if not episodes and not rejected:
             continue
         if not entry["guarded"]:
-            guard = "no guard in front of it in the demo, so nothing was refused"
+            guard = "No guard in front of it in the demo, so nothing was refused."
         elif rejected:
-            guard = f"its budget guard answered 429 to {rejected} requests (health checks pass)"
+            guard = f"Its budget guard answered 429 to {rejected} requests (health checks pass)."
         else:
-            guard = "the run ended before its budget guard refused a request"
-        if episodes:
-            lines.append(f"{service} throttled {', then '.join(episodes)}; {guard}.")
-        else:
-            lines.append(f"{service}: {guard}.")
+            guard = "The run ended before its budget guard refused a request."
+        lines.append(f"{service} throttled {', then '.join(episodes)}." if episodes else service)
+        lines.append(f"  {guard}")
     if not lines:
         lines.append(
             f"No service was throttled: the {SMALL_BUDGET_SERVICE}'s spend stayed under its "
