@@ -160,7 +160,7 @@ class Workload:
         self._seed = seed
         self.requests = 0
         self.failures = 0
-        self.rejected = dict.fromkeys(GUARDED, 0)
+        self.rejected: dict[str, int] = dict.fromkeys(GUARDED if guard is not None else (), 0)
         self._count_lock = threading.Lock()
         payments_app, real = instrument(self._payments, self.providers["payments"])
         storefront_app, _ = instrument(self._storefront, self.providers["storefront"])
@@ -270,7 +270,8 @@ class Workload:
             with self._count_lock:
                 self.requests += 1
                 self.failures += not ok
-                self.rejected["storefront"] += rejected
+                if rejected:
+                    self.rejected["storefront"] += 1
             if rejected:
                 stop.wait(REJECTED_BACKOFF)
 
