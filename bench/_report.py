@@ -1,16 +1,31 @@
-"""Shared benchmark helpers: timing statistics and rewriting sections of docs/performance.md."""
+"""Shared benchmark helpers: results, timing statistics, rewriting docs/performance.md.
+
+Every ``bench/bench_*.py`` script exposes ``run(quick: bool) -> Result``: the Markdown of its
+section of docs/performance.md and its headline numbers (``Metric``, with the DESIGN §9 /
+issue 7 target where there is one). ``python -m bench.bench_X`` goes through ``main_for``
+(or ``bench_parser`` + ``finish``); ``python -m bench`` (bench/run.py) runs every script as
+a subprocess and collects the results through ``--result FILE``.
+
+Only full runs rewrite docs/performance.md: a ``--quick`` run takes too few samples to
+publish, and prints its section instead (``--no-write`` keeps a full run out of it too).
+"""
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
+import json
 import os
 import platform
 import re
 import statistics
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 PERFORMANCE_MD = Path(__file__).resolve().parent.parent / "docs" / "performance.md"
 
@@ -56,3 +71,102 @@ def table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
     return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class Metric:
+    """One headline number of a benchmark.
+
+    ``target`` is the budget it is held to (DESIGN §9 / issue 7), or None for a number that
+    is reported without one; ``higher_is_better`` says which side of the target passes.
+    ``vs_baseline`` states the same number against the run's baseline (e.g. "1.03x
+    BatchSpanProcessor alone"); ``fmt`` formats value and target.
+    """
+
+    name: str
+    value: float
+    unit: str
+    target: float | None = None
+    higher_is_better: bool = False
+    vs_baseline: str = ""
+    fmt: str = ",.0f"
+
+    @property
+    def met(self) -> bool | None:
+        if self.target is None:
+            return None
+        return self.value >= self.target if self.higher_is_better else self.value <= self.target
+
+    def measured_text(self) -> str:
+        return self._with_unit(f"{self.value:{self.fmt}}")
+
+    def target_text(self) -> str:
+        if self.target is None:
+            return "—"
+        side = "≥" if self.higher_is_better else "≤"
+        unsigned = self.fmt.lstrip("+")
+        return f"{side} {self._with_unit(f'{self.target:{unsigned}}')}"
+
+    def _with_unit(self, number: str) -> str:
+        return f"{number}{self.unit}" if self.unit in ("x", "%") else f"{number} {self.unit}"
+
+    def status(self) -> str:
+        return {None: "(reported)", True: "met", False: "**missed**"}[self.met]
+
+
+@dataclass
+class Result:
+    """What one benchmark script produced: its section of docs/performance.md and metrics."""
+
+    section: str
+    markdown: str
+    metrics: list[Metric] = field(default_factory=list)
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> Result:
+        data: dict[str, Any] = json.loads(text)
+        metrics = [Metric(**m) for m in data.pop("metrics")]
+        return cls(metrics=metrics, **data)
+
+
+def bench_parser(description: str | None) -> argparse.ArgumentParser:
+    """The options every bench script takes: ``--quick``, ``--no-write``, ``--result FILE``."""
+    parser = argparse.ArgumentParser(
+        description=description.splitlines()[0] if description else None
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="a short smoke run; prints its section, never rewrites docs/performance.md",
+    )
+    parser.add_argument(
+        "--no-write", action="store_true", help="do not rewrite docs/performance.md"
+    )
+    # For bench/run.py: the Result as JSON.
+    parser.add_argument("--result", type=Path, help=argparse.SUPPRESS)
+    return parser
+
+
+def finish(result: Result, args: argparse.Namespace) -> None:
+    """Print the section, rewrite it in docs/performance.md (full runs only), save the Result."""
+    print(result.markdown, flush=True)
+    if not args.quick and not args.no_write:
+        write_section(result.section, result.markdown)
+    if args.result is not None:
+        args.result.write_text(result.to_json())
+
+
+def main_for(
+    run: Callable[[bool], Result], description: str | None, argv: Sequence[str] | None
+) -> None:
+    """``python -m bench.bench_X [--quick] [--no-write]`` for a script's ``run``."""
+    args = bench_parser(description).parse_args(argv)
+    finish(run(args.quick), args)
+
+
+def command(script: str, quick: bool) -> str:
+    """How a section says it was produced."""
+    return f"`python -m bench.{script}{' --quick' if quick else ''}`"

@@ -20,7 +20,6 @@ docs/performance.md.
 
 from __future__ import annotations
 
-import argparse
 import random
 import statistics
 import sys
@@ -33,7 +32,7 @@ from typing import Any
 
 import redis
 
-from bench._report import environment, summary, table, write_section
+from bench._report import Metric, Result, command, environment, main_for, summary, table
 from otelcost.budget import Budget, RedisBudgetStore
 from otelcost.exporters import RedisBudgetExporter
 from otelcost.record import CostRecord
@@ -210,13 +209,10 @@ def _p(values: Sequence[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="fewer spans and repetitions")
-    args = parser.parse_args(argv)
-    spans = 10_000 if args.quick else 30_000
-    repeats = 1 if args.quick else 3
-    seconds = 2.0 if args.quick else 5.0
+def run(quick: bool) -> Result:
+    spans = 10_000 if quick else 30_000
+    repeats = 1 if quick else 3
+    seconds = 2.0 if quick else 5.0
     records = make_records(spans)
     exact = sum(r.cost_nanos for r in records)
 
@@ -227,7 +223,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         ours = [run_otelcost(server.url, client, records) for _ in range(repeats)]
         seed = [run_seed(client, records, pipelined=False) for _ in range(repeats)]
         seed_pipe = [run_seed(client, records, pipelined=True) for _ in range(repeats)]
-        rates = [1_000, 10_000, 50_000] if not args.quick else [1_000, 20_000]
+        rates = [1_000, 10_000, 50_000] if not quick else [1_000, 20_000]
         per_second = {
             rate: commands_per_second(server.url, client, rate, seconds) for rate in rates
         }
@@ -257,7 +253,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     seed_cmds = statistics.median(r["commands"][0] for r in seed)
     body = "\n\n".join(
         [
-            "### Redis budgets (`python -m bench.bench_budget`)",
+            f"### Redis budgets ({command('bench_budget', quick)})",
             f"Environment: {environment()}. Private redis-server on loopback; {spans:,} spans "
             f"of {len(SERVICES)} services, batches of {BATCH}, {repeats} run(s) each "
             "(median ± half the spread). Totals compared with the exact integer sum of the "
@@ -296,10 +292,46 @@ def main(argv: Sequence[str] | None = None) -> int:
             "but cannot keep up above the rate shown in its row.",
         ]
     )
-    write_section("budget", body)
-    print(body)
-    return 0
+    sent_rates = [cps[0] for cps in per_second.values()]
+    metrics = [
+        Metric(
+            "Redis budgets: fewer commands than the seed, equal totals",
+            seed_cmds / ours_cmds,
+            "x",
+            target=100,
+            higher_is_better=True,
+            vs_baseline=f"{ours_cmds:,.0f} vs {seed_cmds:,.0f} commands for {spans:,} spans",
+        ),
+        Metric(
+            "Redis budgets: throughput vs the seed",
+            ours_rate / seed_rate,
+            "x",
+            target=10,
+            higher_is_better=True,
+            vs_baseline=f"{ours_rate:,.0f} vs {seed_rate:,.0f} spans/s",
+        ),
+        Metric(
+            "Redis budgets: commands/s, highest over lowest span rate",
+            max(sent_rates) / min(sent_rates),
+            "x",
+            vs_baseline=f"{min(per_second):,} to {max(per_second):,} spans/s",
+            fmt=".2f",
+        ),
+        Metric(
+            "Redis budgets: span end to visible in Redis, p99",
+            _p(latencies, 0.99),
+            "s",
+            target=1.5,
+            vs_baseline="flush interval 1 s",
+            fmt=".2f",
+        ),
+    ]
+    return Result("budget", body, metrics)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    main_for(run, __doc__, argv)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

@@ -22,7 +22,6 @@ docs/performance.md.
 
 from __future__ import annotations
 
-import argparse
 import gc
 import statistics
 import threading
@@ -33,7 +32,7 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 
-from bench._report import environment, table, write_section
+from bench._report import Metric, Result, command, environment, main_for, table
 from otelcost._costing import Coster, PricingSnapshot, SpanCost
 from otelcost._pipeline import BatchPipeline
 from otelcost.enrich import enriched_copy
@@ -285,7 +284,7 @@ def _quartiles(samples: list[int]) -> str:
     return f"{median / 1e3:.2f} ({q1 / 1e3:.2f}-{q3 / 1e3:.2f})"
 
 
-def hot_path(rounds: int) -> tuple[str, dict[str, float]]:
+def hot_path(rounds: int) -> tuple[str, dict[str, float], dict[str, float]]:
     names = ("baseline", "cost", "cost+enrich")
     labels = {
         "baseline": "BatchSpanProcessor + no-op SpanExporter (baseline)",
@@ -297,10 +296,11 @@ def hot_path(rounds: int) -> tuple[str, dict[str, float]]:
     for setup in setups:
         setup.provider.shutdown()
     base = statistics.median(samples["baseline"]) / 1e3
-    rows, added = [], {}
+    rows, added, ratios = [], {}, {}
     for name in names:
         added[name] = added_us(samples[name], samples["baseline"])
         median = statistics.median(samples[name]) / 1e3
+        ratios[name] = median / base
         rows.append(
             (
                 labels[name],
@@ -313,7 +313,7 @@ def hot_path(rounds: int) -> tuple[str, dict[str, float]]:
         ("configuration", "µs/span median (IQR)", "added µs/span (paired median)", "ratio"),
         rows,
     )
-    return text, added
+    return text, added, ratios
 
 
 def designs(rounds: int, spans: int) -> str:
@@ -353,23 +353,19 @@ def designs(rounds: int, spans: int) -> str:
     )
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--quick", action="store_true", help="fewer rounds (CI smoke run)")
-    args = parser.parse_args(argv)
-    rounds, spans = (10, 2_000) if args.quick else (40, 5_000)
-    hot, added = hot_path(rounds)
-    print(hot)
+def run(quick: bool) -> Result:
+    rounds, spans = (10, 2_000) if quick else (40, 5_000)
+    hot, added, ratios = hot_path(rounds)
     compared = designs(rounds, spans)
-    print(compared)
-    worst = max(added["cost"], added["cost+enrich"])
+    worst_name = max(("cost", "cost+enrich"), key=lambda name: added[name])
+    worst = added[worst_name]
     verdict = "within" if worst <= 2.0 else "OVER"
     body = "\n".join(
         (
             "## Hot path: cost on the thread that ends a span",
             "",
-            f"`python -m bench.bench_hot_path{' --quick' if args.quick else ''}` — "
-            f"{environment()}. Create and end one HTTP server span with 8 attributes; "
+            f"{command('bench_hot_path', quick)} — {environment()}. "
+            "Create and end one HTTP server span with 8 attributes; "
             f"{rounds} rounds of {BURST} spans per configuration, the configurations taking "
             "turns span by span, each round starting with idle workers. Added = median over "
             "spans of the difference to the baseline span of the same turn.",
@@ -389,7 +385,19 @@ def main(argv: Sequence[str] | None = None) -> None:
             compared,
         )
     )
-    write_section("hot_path", body)
+    metric = Metric(
+        "Hot path: added on the thread that ends a span",
+        worst,
+        "µs/span",
+        target=2.0,
+        vs_baseline=f"{ratios[worst_name]:.3f}x BatchSpanProcessor alone",
+        fmt="+.2f",
+    )
+    return Result("hot_path", body, [metric])
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    main_for(run, __doc__, argv)
 
 
 if __name__ == "__main__":

@@ -10,15 +10,14 @@ docs/performance.md.
 
 from __future__ import annotations
 
-import argparse
 import random
 import re
 import time
 import timeit
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
-from bench._report import environment, summary, table, write_section
+from bench._report import Metric, Result, command, environment, main_for, summary, table
 from otelcost import normalize as normalize_module
 from otelcost.normalize import PathNormalizer, normalize_path
 from otelcost.operation import CardinalityGuard, derive_operation, service_name
@@ -85,11 +84,8 @@ def fresh_ns(paths: list[str], *, cold: bool) -> Callable[[], float]:
     return run
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="fewer iterations (smoke run)")
-    args = parser.parse_args()
-    number, repeats, distinct = (20_000, 5, 2_000) if args.quick else (300_000, 15, 20_000)
+def run(quick: bool) -> Result:
+    number, repeats, distinct = (20_000, 5, 2_000) if quick else (300_000, 15, 20_000)
 
     paths = realistic_paths(distinct)
     normalize_path(HIT_PATH)  # warm the memo for the hit case
@@ -140,7 +136,7 @@ def main() -> None:
     body = [
         "## Path normalization and operation names",
         "",
-        f"`python -m bench.bench_normalize{' --quick' if args.quick else ''}`; {environment()}.",
+        f"{command('bench_normalize', quick)}; {environment()}.",
         f"Hit cases: {number:,} calls per run on `{HIT_PATH}`. Distinct cases: {distinct:,} "
         "generated production-like paths (integer ids, UUIDs, hashed asset names, dates, "
         "e-mails, query strings), each normalized once per run by a fresh normalizer; "
@@ -152,13 +148,37 @@ def main() -> None:
         "",
     ]
     table_rows = []
+    medians = {}
     for index, (name, samples) in enumerate(rows):
         median, spread = summary(samples)
+        medians[name] = median
         base = distinct_split if 2 <= index <= 5 else same_path
         table_rows.append((name, f"{median:,.0f}", f"{spread:,.0f}", f"{median / base:.1f}x"))
     body.append(table(["case", "ns/call (median)", "spread (ns)", "vs split"], table_rows))
-    write_section("normalize", "\n".join(body))
-    print("\n".join(body))
+    hit = medians["normalize_path, memo hit"]
+    miss = medians["normalize_path, memo miss (segment memo warm)"]
+    return Result(
+        "normalize",
+        "\n".join(body),
+        [
+            Metric(
+                "normalize_path, memo hit",
+                hit,
+                "ns/call",
+                vs_baseline=f"{hit / same_path:.1f}x str.split",
+            ),
+            Metric(
+                "normalize_path, memo miss",
+                miss,
+                "ns/call",
+                vs_baseline=f"{miss / distinct_split:.1f}x str.split",
+            ),
+        ],
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    main_for(run, __doc__, argv)
 
 
 if __name__ == "__main__":

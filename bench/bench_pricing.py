@@ -7,12 +7,11 @@ docs/performance.md.
 
 from __future__ import annotations
 
-import argparse
 import time
 import timeit
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
-from bench._report import environment, summary, table, write_section
+from bench._report import Metric, Result, command, environment, main_for, summary, table
 from otelcost.pricing import Price, PricingCache, PricingTable
 
 SERVICES = 50
@@ -66,11 +65,8 @@ def miss_ns(prices: dict[str, Price | None], lookups: list[tuple[str, str]]) -> 
     return run
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="fewer iterations (smoke run)")
-    args = parser.parse_args()
-    number, repeats, distinct = (20_000, 5, 2_000) if args.quick else (500_000, 15, 20_000)
+def run(quick: bool) -> Result:
+    number, repeats, distinct = (20_000, 5, 2_000) if quick else (500_000, 15, 20_000)
 
     prices = build_prices()
     cache = PricingCache(prices, ttl=3600, refresh_interval=600)
@@ -113,7 +109,7 @@ def main() -> None:
     body = [
         "## Pricing lookups",
         "",
-        f"`python -m bench.bench_pricing{' --quick' if args.quick else ''}`; {environment()}.",
+        f"{command('bench_pricing', quick)}; {environment()}.",
         f"Table of {len(prices)} entries: {SERVICES} services with {EXACT_PER_SERVICE} exact "
         f"routes, {globs} globs and a `svc:*` fallback each, plus `*:` keys. "
         f"Hits: {number:,} calls per run; misses: a fresh table (empty memo) per run, each "
@@ -122,12 +118,36 @@ def main() -> None:
         "",
     ]
     table_rows = []
+    medians = {}
     for name, samples in rows:
         median, spread = summary(samples)
+        medians[name] = median
         table_rows.append((name, f"{median:,.0f}", f"{spread:,.0f}", f"{median / baseline:.1f}x"))
     body.append(table(["case", "ns/call (median)", "spread (ns)", "vs dict lookup"], table_rows))
-    write_section("pricing", "\n".join(body))
-    print("\n".join(body))
+    hit = medians["PricingCache.get_price, memo hit"]
+    miss = medians[f"resolve miss: exact key ({len(exact)} keys)"]
+    return Result(
+        "pricing",
+        "\n".join(body),
+        [
+            Metric(
+                "Pricing lookup, memo hit (PricingCache.get_price)",
+                hit,
+                "ns/call",
+                vs_baseline=f"{hit / baseline:.1f}x dict.get",
+            ),
+            Metric(
+                "Pricing lookup, memo miss (exact key)",
+                miss,
+                "ns/call",
+                vs_baseline=f"{miss / baseline:.1f}x dict.get",
+            ),
+        ],
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    main_for(run, __doc__, argv)
 
 
 if __name__ == "__main__":

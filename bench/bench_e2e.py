@@ -1,0 +1,543 @@
+"""End to end: requests/s of a real instrumented WSGI app, with and without otelcost.
+
+The app is the one of examples/wsgi_app.py (JSON responses for ``/users/<id>``,
+``/health``), served by the stdlib's wsgiref on loopback with HTTP/1.1 keep-alive and a
+thread per connection, behind OpenTelemetry's WSGI middleware. Each configuration runs in
+its own server process pinned to one CPU; the load generator (this process, pinned to
+the other CPU) keeps ``CONNECTIONS`` keep-alive connections busy with raw-socket requests,
+so the server's CPU, not the client, sets the pace. Configurations, all served at once
+and measured in turns (the order rotating every round) so machine load hits them alike:
+
+- ``bare``: the app alone, no OpenTelemetry (context only);
+- ``otel``: the baseline: WSGI middleware, TracerProvider, BatchSpanProcessor with a
+  no-op SpanExporter — what an instrumented service already pays;
+- ``otelcost``: the baseline plus ``otelcost.install()`` feeding the same span exporter,
+  with the embedded exporters: InMemoryCostExporter, BudgetExporter on an
+  InMemoryBudgetStore, MetricsCostExporter (collected every second);
+- ``otelcost-all``: the same plus RedisBudgetExporter and KafkaCostExporter, on a private
+  redis-server and Tansu broker (tests/_servers.py) pinned to the load generator's CPU.
+  Left out, and said so, when those servers cannot be started.
+
+Overhead = 1 - (requests/s of a configuration / requests/s of ``otel`` in the same round),
+median over rounds; target <= 5% with every exporter on. At the end every server reports
+what it priced: a configuration that dropped spans (to keep up) would be flagged.
+
+Run ``python -m bench.bench_e2e [--quick]``; it rewrites the ``e2e`` section of
+docs/performance.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import itertools
+import json
+import os
+import re
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from pathlib import Path
+from socketserver import ThreadingMixIn
+from typing import IO, Any
+from wsgiref.simple_server import ServerHandler, WSGIRequestHandler, WSGIServer
+
+from bench._report import Metric, Result, bench_parser, command, environment, finish, table
+
+TESTS = Path(__file__).resolve().parent.parent / "tests"
+CONNECTIONS = 4
+PRICING = {
+    "version": "bench-e2e",
+    "currency": "USD",
+    "prices": {
+        "shop:GET /users/*": {"per_ms": 2e-6, "per_request": 4e-7},
+        "*:GET /health": None,
+        "*:*": {"per_ms": 5e-7},
+    },
+}
+CONFIGS = ("bare", "otel", "otelcost", "otelcost-all")
+LABELS = {
+    "bare": "app alone, no OpenTelemetry",
+    "otel": "OpenTelemetry: middleware + BatchSpanProcessor (baseline)",
+    "otelcost": "+ otelcost: InMemory, Budget (in-memory store), Metrics",
+    "otelcost-all": "+ otelcost: all of those + RedisBudgetExporter + KafkaCostExporter",
+}
+
+
+# -- server side (one process per configuration) --------------------------------------------
+
+
+class _Http11Handler(ServerHandler):
+    http_version = "1.1"
+
+
+class _KeepAliveRequestHandler(WSGIRequestHandler):
+    """wsgiref's handler serves one request per connection; this one serves until the
+    client closes or asks to (``Connection: close``), as production servers do."""
+
+    protocol_version = "HTTP/1.1"
+    # wsgiref writes status line, headers and body separately: with Nagle on, each
+    # response would wait for the client's delayed ACK (40 ms).
+    disable_nagle_algorithm = True
+
+    def handle(self) -> None:
+        self.close_connection = False
+        while not self.close_connection:
+            self.raw_requestline = self.rfile.readline(65537)
+            if not self.raw_requestline or len(self.raw_requestline) > 65536:
+                return
+            if not self.parse_request():
+                return
+            handler = _Http11Handler(
+                self.rfile,
+                self.wfile,  # type: ignore[arg-type]  # a socket writer, as in wsgiref
+                self.get_stderr(),
+                self.get_environ(),
+                multithread=True,
+            )
+            handler.request_handler = self  # type: ignore[attr-defined]  # as wsgiref does
+            handler.run(self.server.get_app())  # type: ignore[attr-defined]
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+class _ThreadingServer(ThreadingMixIn, WSGIServer):
+    daemon_threads = True
+
+
+def _app(counter: Iterator[int]) -> Callable[..., Iterable[bytes]]:
+    """examples/wsgi_app.py's app, counting the requests it serves."""
+
+    def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        next(counter)
+        method, path = environ["REQUEST_METHOD"], environ.get("PATH_INFO", "/")
+        if path == "/health":
+            status, body = "200 OK", {"status": "ok"}
+        elif method == "GET" and path.startswith("/users/"):
+            status, body = "200 OK", {"user": path.rsplit("/", 1)[-1]}
+        else:
+            status, body = "404 Not Found", {"error": "not found"}
+        data = json.dumps(body).encode()
+        start_response(
+            status, [("Content-Type", "application/json"), ("Content-Length", str(len(data)))]
+        )
+        return [data]
+
+    return app
+
+
+def _instrument(app: Any, config: str, params: dict[str, Any]) -> tuple[Any, Any, Any]:
+    """The WSGI callable for ``config``, its TracerProvider and CostSpanProcessor (or None)."""
+    if config == "bare":
+        return app, None, None
+    from opentelemetry.instrumentation.wsgi import OpenTelemetryMiddleware
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+    from opentelemetry.sdk.trace.export import (
+        BatchSpanProcessor,
+        SpanExporter,
+        SpanExportResult,
+    )
+
+    class NoopSpanExporter(SpanExporter):
+        def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+            return SpanExportResult.SUCCESS
+
+    provider = TracerProvider(
+        resource=Resource.create({"service.name": "shop"}), shutdown_on_exit=False
+    )
+    processor = None
+    if config == "otel":
+        provider.add_span_processor(BatchSpanProcessor(NoopSpanExporter()))
+    else:
+        import otelcost
+
+        processor = otelcost.install(
+            PRICING,
+            exporters=_cost_exporters(config, params),
+            span_exporter=NoopSpanExporter(),
+            tracer_provider=provider,
+        )
+    return OpenTelemetryMiddleware(app, tracer_provider=provider), provider, processor
+
+
+def _cost_exporters(config: str, params: dict[str, Any]) -> list[Any]:
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import (
+        MetricExporter,
+        MetricExportResult,
+        MetricsData,
+        PeriodicExportingMetricReader,
+    )
+
+    from otelcost.budget import Budget, BudgetExporter, InMemoryBudgetStore
+    from otelcost.exporters import InMemoryCostExporter, MetricsCostExporter
+
+    class NoopMetricExporter(MetricExporter):
+        def export(
+            self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: Any
+        ) -> MetricExportResult:
+            return MetricExportResult.SUCCESS
+
+        def force_flush(self, timeout_millis: float = 10_000) -> bool:
+            return True
+
+        def shutdown(self, timeout_millis: float = 30_000, **kwargs: Any) -> None:
+            pass
+
+    meters = MeterProvider(
+        metric_readers=[
+            PeriodicExportingMetricReader(NoopMetricExporter(), export_interval_millis=1_000)
+        ]
+    )
+    budgets = [Budget("*", 1_000_000.0, "24h")]
+    exporters: list[Any] = [
+        InMemoryCostExporter(),
+        BudgetExporter(InMemoryBudgetStore(budgets)),
+        MetricsCostExporter(meters),
+    ]
+    if config == "otelcost-all":
+        from otelcost.exporters import KafkaCostExporter
+        from otelcost.exporters.redis import RedisBudgetExporter
+
+        exporters.append(RedisBudgetExporter(params["redis_url"], budgets))
+        exporters.append(KafkaCostExporter(params["bootstrap"], params["topic"]))
+    return exporters
+
+
+def serve(config: str, params: dict[str, Any]) -> None:
+    """Serve ``config`` until standard input closes, then print what was served as JSON."""
+    os.sched_setaffinity(0, {params["cpu"]})  # before any thread starts: all inherit it
+    counter = itertools.count()
+    wsgi, provider, processor = _instrument(_app(counter), config, params)
+    server = _ThreadingServer(("127.0.0.1", 0), _KeepAliveRequestHandler)
+    server.set_app(wsgi)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    print(server.server_port, flush=True)
+    sys.stdin.read()  # the coordinator closes our stdin when it is done
+    server.shutdown()
+    server.server_close()
+    served = next(counter)
+    report: dict[str, Any] = {"requests": served}
+    if processor is not None:
+        report["flushed"] = processor.force_flush(60_000)
+        stats = processor.stats()
+        report["priced"] = stats["spans_priced"]
+        report["dropped"] = stats["spans_dropped"] + stats["records_dropped"]
+        report["export_failures"] = stats["export_failures"]
+    if provider is not None:
+        provider.shutdown()
+    print(json.dumps(report), flush=True)
+
+
+# -- load generator ---------------------------------------------------------------------------
+
+
+def _requests(count: int) -> list[bytes]:
+    """Keep-alive GETs: 90% ``/users/<id>`` (distinct ids, as in production), 10% health."""
+    paths = ["/health" if i % 10 == 9 else f"/users/{(i * 7919) % 1_000_003}" for i in range(count)]
+    return [
+        f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nUser-Agent: bench-e2e\r\n\r\n".encode()
+        for path in paths
+    ]
+
+
+_CONTENT_LENGTH = re.compile(rb"\r\ncontent-length:\s*(\d+)", re.IGNORECASE)
+
+
+def _connection(port: int, requests: Sequence[bytes], start: int, until: float) -> int:
+    """Send requests one after the other on one keep-alive connection until ``until``."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    done = 0
+    clock = time.perf_counter
+    try:
+        index = start
+        while clock() < until:
+            sock.sendall(requests[index % len(requests)])
+            index += 1
+            buffer = b""
+            while True:
+                chunk = sock.recv(65536)
+                if not chunk:
+                    raise RuntimeError("the server closed the connection")
+                buffer += chunk
+                head_end = buffer.find(b"\r\n\r\n")
+                if head_end < 0:
+                    continue
+                length = _CONTENT_LENGTH.search(buffer, 0, head_end + 2)
+                if length is None:
+                    raise RuntimeError(f"no Content-Length: {buffer[:200]!r}")
+                if len(buffer) >= head_end + 4 + int(length.group(1)):
+                    break
+            if not buffer.startswith(b"HTTP/1.1 200 "):
+                raise RuntimeError(f"unexpected response {buffer[:100]!r}")
+            done += 1
+    finally:
+        sock.close()
+    return done
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def drive(port: int, pid: int, requests: Sequence[bytes], seconds: float) -> dict[str, float]:
+    """``CONNECTIONS`` keep-alive connections for ``seconds``: requests/s and server CPU."""
+    counts = [0] * CONNECTIONS
+    errors: list[BaseException] = []
+    until = time.perf_counter() + seconds
+
+    def one(slot: int) -> None:
+        try:
+            counts[slot] = _connection(port, requests, slot * 997, until)
+        except BaseException as exc:  # reported by the caller
+            errors.append(exc)
+
+    cpu = _cpu_seconds(pid)
+    started = time.perf_counter()
+    threads = [threading.Thread(target=one, args=(slot,)) for slot in range(CONNECTIONS)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    elapsed = time.perf_counter() - started
+    cpu = _cpu_seconds(pid) - cpu
+    if errors:
+        raise RuntimeError(f"load generator: {errors[0]!r}") from errors[0]
+    total = sum(counts)
+    return {"rps": total / elapsed, "cpu_us": cpu / total * 1e6, "util": cpu / elapsed}
+
+
+# -- coordinator ------------------------------------------------------------------------------
+
+
+class _ServerProcess:
+    def __init__(self, config: str, cpu: int, params: dict[str, Any]) -> None:
+        self.config = config
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "bench.bench_e2e",
+                "--serve",
+                config,
+                json.dumps({**params, "cpu": cpu}),
+            ],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        self.port = 0
+
+    def wait_ready(self) -> None:
+        stdout: IO[str] | None = self.proc.stdout
+        assert stdout is not None
+        line = stdout.readline()
+        if not line.strip().isdigit():
+            raise RuntimeError(f"server {self.config} did not start (exit {self.proc.poll()})")
+        self.port = int(line)
+
+    def finish(self) -> dict[str, Any]:
+        stdout, _ = self.proc.communicate(timeout=120)
+        if self.proc.returncode != 0:
+            raise RuntimeError(f"server {self.config} exited with {self.proc.returncode}")
+        report: dict[str, Any] = json.loads(stdout.strip().splitlines()[-1])
+        return report
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+@contextlib.contextmanager
+def _backends(cpu: int) -> Iterator[dict[str, Any] | str]:
+    """A private redis-server and Tansu broker pinned to ``cpu``: their parameters, or
+    why they could not be started."""
+    sys.path.insert(0, str(TESTS))
+    from _servers import (
+        KafkaBroker,
+        RedisServer,
+        ServerUnavailableError,
+        find_redis_binary,
+        find_tansu_binary,
+    )
+
+    with tempfile.TemporaryDirectory(prefix="bench-e2e-") as tmp:
+        try:
+            broker = KafkaBroker(find_tansu_binary(), Path(tmp) / "tansu")
+            redis_server = RedisServer(find_redis_binary(), Path(tmp) / "redis")
+        except ServerUnavailableError as exc:
+            yield str(exc).splitlines()[0]
+            return
+        try:
+            broker.start()
+            redis_server.start()
+            for pid in (broker.pid, redis_server.pid):
+                assert pid is not None
+                os.sched_setaffinity(pid, {cpu})
+            topic = broker.create_topic(f"bench-e2e-{uuid.uuid4().hex[:8]}", partitions=3)
+            yield {"bootstrap": broker.bootstrap, "topic": topic, "redis_url": redis_server.url}
+        except ServerUnavailableError as exc:
+            yield str(exc).splitlines()[0]
+        finally:
+            broker.stop()
+            redis_server.stop()
+
+
+def run(quick: bool) -> Result:
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        raise SystemExit("needs two CPUs: one for the server, one for the load generator")
+    client_cpu, server_cpu = cpus[0], cpus[1]
+    rounds, seconds = (2, 1.5) if quick else (6, 5.0)
+    requests = _requests(50_000)
+    os.sched_setaffinity(0, {client_cpu})
+    try:
+        with _backends(client_cpu) as backends:
+            configs = [c for c in CONFIGS if c != "otelcost-all" or isinstance(backends, dict)]
+            params = backends if isinstance(backends, dict) else {}
+            servers = {c: _ServerProcess(c, server_cpu, params) for c in configs}
+            try:
+                for server in servers.values():
+                    server.wait_ready()
+                for server in servers.values():  # warm up: connections, memos, lazy setup
+                    drive(server.port, server.proc.pid, requests, 0.5)
+                samples: dict[str, list[dict[str, float]]] = {c: [] for c in configs}
+                for round_index in range(rounds):
+                    shift = round_index % len(configs)
+                    for config in configs[shift:] + configs[:shift]:
+                        server = servers[config]
+                        samples[config].append(
+                            drive(server.port, server.proc.pid, requests, seconds)
+                        )
+                reports = {c: s.finish() for c, s in servers.items()}
+            finally:
+                for server in servers.values():
+                    server.kill()
+    finally:
+        os.sched_setaffinity(0, set(cpus))
+    return _result(
+        quick=quick,
+        rounds=rounds,
+        seconds=seconds,
+        samples=samples,
+        reports=reports,
+        backends=backends,
+    )
+
+
+def _result(
+    *,
+    quick: bool,
+    rounds: int,
+    seconds: float,
+    samples: dict[str, list[dict[str, float]]],
+    reports: dict[str, dict[str, Any]],
+    backends: dict[str, Any] | str,
+) -> Result:
+    base = samples["otel"]
+
+    def ratios(config: str, key: str) -> list[float]:
+        return [s[key] / b[key] for s, b in zip(samples[config], base, strict=True)]
+
+    rows = []
+    overhead: dict[str, float] = {}
+    for config, runs in samples.items():
+        rps = [r["rps"] for r in runs]
+        rps_ratio = statistics.median(ratios(config, "rps"))
+        cpu_ratio = statistics.median(ratios(config, "cpu_us"))
+        overhead[config] = (1 - rps_ratio) * 100
+        report = reports[config]
+        if "priced" in report:
+            lost = report["dropped"] + report["export_failures"]
+            check = f"{report['priced']:,} of {report['requests']:,}" + (
+                f", **{lost:,} dropped or failed**" if lost or not report["flushed"] else ""
+            )
+        else:
+            check = "—"
+        rows.append(
+            [
+                LABELS[config],
+                f"{statistics.median(rps):,.0f} ± {(max(rps) - min(rps)) / 2:,.0f}",
+                f"{rps_ratio:.3f}",
+                f"{overhead[config]:+.1f}%" if config != "otel" else "",
+                f"{statistics.median(r['cpu_us'] for r in runs):.0f}",
+                f"{cpu_ratio:.3f}",
+                f"{statistics.median(r['util'] for r in runs):.0%}",
+                check,
+            ]
+        )
+    headline = "otelcost-all" if "otelcost-all" in samples else "otelcost"
+    missing = (
+        ""
+        if isinstance(backends, dict)
+        else f" The Redis and Kafka exporters were left out: {backends}."
+    )
+    body = "\n".join(
+        [
+            "## End to end: an instrumented WSGI app",
+            "",
+            f"{command('bench_e2e', quick)} — {environment()}.",
+            "examples/wsgi_app.py's app behind OpenTelemetry's WSGI middleware, on wsgiref "
+            "with HTTP/1.1 keep-alive and a thread per connection; every configuration in its "
+            "own server process pinned to one CPU, all served at once. The load generator "
+            f"(another process, pinned to the other CPU with redis-server and the Tansu "
+            f"broker) keeps {CONNECTIONS} keep-alive connections busy: 90% `GET /users/<id>` "
+            "with distinct ids, 10% `GET /health`. "
+            f"{rounds} rounds of {seconds:g} s per configuration, the order rotating each round; "
+            "median ± half the spread, ratios against the OpenTelemetry baseline of the same "
+            f"round.{missing}",
+            "",
+            table(
+                [
+                    "configuration",
+                    "requests/s",
+                    "vs baseline",
+                    "overhead",
+                    "server CPU µs/request",
+                    "vs baseline",
+                    "server CPU busy",
+                    "spans priced",
+                ],
+                rows,
+            ),
+            "",
+            "Server CPU busy near 100% means the server, not the load generator, set the "
+            "pace. The server's CPU per request includes otelcost's background threads "
+            "(pricing, records, enrichment, exporters) as well as the app thread.",
+        ]
+    )
+    metric = Metric(
+        "End to end: requests/s lost with otelcost, all exporters on",
+        overhead[headline],
+        "%",
+        target=5.0,
+        vs_baseline=f"{1 - overhead[headline] / 100:.3f}x instrumented app without otelcost",
+        fmt=".1f",
+    )
+    return Result("e2e", body, [metric])
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = bench_parser(__doc__)
+    parser.add_argument("--serve", nargs=2, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.serve:
+        serve(args.serve[0], json.loads(args.serve[1]))
+        return
+    finish(run(args.quick), args)
+
+
+if __name__ == "__main__":
+    main()
