@@ -404,8 +404,12 @@ def _result(
                 rows,
             ),
             "",
-            f"otelcost adds {ours_rss - base_rss:+.1f} MiB at {RATE:,} spans/s. "
-            f"After the run: {proc['spans_priced']:,} of {final['spans']:,} spans priced, "
+            f"otelcost adds {ours_rss - base_rss:+.1f} MiB at {RATE:,} spans/s; of that, "
+            f"{worker.idle - baseline.idle:+.1f} MiB is there before the first span (RSS after "
+            f"setup: {baseline.idle:.1f} MiB without otelcost, {worker.idle:.1f} MiB with it and "
+            "its exporters' libraries: confluent-kafka/librdkafka, redis, the metrics SDK). "
+            f"After the run ({'all flushed' if final['flushed'] else 'force_flush timed out'}): "
+            f"{proc['spans_priced']:,} of {final['spans']:,} spans priced, "
             f"{proc['spans_dropped']:,} dropped by the processor; Kafka "
             f"{kafka['delivered_spans']:,} spans delivered ({kafka['aggregates_delivered']:,} "
             f"overflow aggregates), {kafka['dropped_spans']:,} dropped; Redis budgets "
