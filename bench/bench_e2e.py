@@ -133,36 +133,39 @@ def _app(counter: Iterator[int]) -> Callable[..., Iterable[bytes]]:
     return app
 
 
+def _noop_span_exporter() -> Any:
+    from opentelemetry.sdk.trace import ReadableSpan
+    from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+
+    class NoopSpanExporter(SpanExporter):
+        def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+            return SpanExportResult.SUCCESS
+
+    return NoopSpanExporter()
+
+
 def _instrument(app: Any, config: str, params: dict[str, Any]) -> tuple[Any, Any, Any]:
     """The WSGI callable for ``config``, its TracerProvider and CostSpanProcessor (or None)."""
     if config == "bare":
         return app, None, None
     from opentelemetry.instrumentation.wsgi import OpenTelemetryMiddleware
     from opentelemetry.sdk.resources import Resource
-    from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-    from opentelemetry.sdk.trace.export import (
-        BatchSpanProcessor,
-        SpanExporter,
-        SpanExportResult,
-    )
-
-    class NoopSpanExporter(SpanExporter):
-        def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-            return SpanExportResult.SUCCESS
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
     provider = TracerProvider(
         resource=Resource.create({"service.name": "shop"}), shutdown_on_exit=False
     )
     processor = None
     if config == "otel":
-        provider.add_span_processor(BatchSpanProcessor(NoopSpanExporter()))
+        provider.add_span_processor(BatchSpanProcessor(_noop_span_exporter()))
     else:
         import otelcost
 
         processor = otelcost.install(
             PRICING,
             exporters=_cost_exporters(config, params),
-            span_exporter=NoopSpanExporter(),
+            span_exporter=_noop_span_exporter(),
             tracer_provider=provider,
         )
     return OpenTelemetryMiddleware(app, tracer_provider=provider), provider, processor
@@ -318,6 +321,122 @@ def drive(port: int, pid: int, requests: Sequence[bytes], seconds: float) -> dic
     return {"rps": total / elapsed, "cpu_us": cpu / total * 1e6, "util": cpu / elapsed}
 
 
+# -- where otelcost's CPU goes --------------------------------------------------------------
+
+
+def _middleware_spans(count: int) -> list[Any]:
+    """Ended spans exactly as the WSGI middleware produces them for the load's requests."""
+    from wsgiref.util import setup_testing_defaults
+
+    from opentelemetry.instrumentation.wsgi import OpenTelemetryMiddleware
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
+
+    spans: list[ReadableSpan] = []
+
+    class Collect(SpanProcessor):
+        def on_end(self, span: ReadableSpan) -> None:
+            spans.append(span)
+
+    provider = TracerProvider(resource=Resource.create({"service.name": "shop"}))
+    provider.add_span_processor(Collect())
+    wsgi = OpenTelemetryMiddleware(_app(itertools.count()), tracer_provider=provider)
+    for request in _requests(count):
+        environ: dict[str, Any] = {"PATH_INFO": request.split(b" ")[1].decode()}
+        setup_testing_defaults(environ)
+        list(wsgi(environ, lambda *args: None))
+    return spans
+
+
+def _per_item_us(function: Callable[[Any], object], items: Sequence[Any], per: int = 1) -> float:
+    """Thread CPU µs per item (``per`` items in each element of ``items``)."""
+    started = time.thread_time_ns()
+    for item in items:
+        function(item)
+    return (time.thread_time_ns() - started) / (len(items) * per) / 1e3
+
+
+def breakdown(count: int, params: dict[str, Any]) -> list[tuple[str, float, bool]]:
+    """CPU µs per span of each step otelcost's workers take for one request's span, and
+    whether the step is part of what otelcost adds (the others are parts or comparisons).
+
+    Measured on this thread, on spans from the same middleware and requests as the load,
+    each step over all spans in turn (so memos behave as in the server).
+    """
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+    from otelcost._costing import Coster
+    from otelcost.enrich import enriched_copy
+    from otelcost.operation import derive_operation, service_name
+    from otelcost.pricing import PricingCache
+
+    spans = _middleware_spans(count)
+    cache = PricingCache(PRICING)
+    cache.refresh()
+    coster = Coster(
+        cache, currency="USD", region=None, max_operations_per_service=1000, normalizer=None
+    )
+    snap = coster.snapshot()
+    as_dicts = [(span.name, dict(span.attributes)) for span in spans]
+    costs = [(span, coster.cost(span, snap)) for span in spans]
+    records = [cost.record(span.context.trace_id, span.context.span_id) for span, cost in costs]
+    batch = 512
+    batches = [records[i : i + batch] for i in range(0, len(records) - batch + 1, batch)]
+    rows = [
+        (
+            "service and operation from the span (`service_name`, `derive_operation`)",
+            _per_item_us(
+                lambda s: (
+                    service_name(s.resource.attributes, s.attributes),
+                    derive_operation(s.name, s.attributes),
+                ),
+                spans,
+            ),
+            False,
+        ),
+        (
+            "(comparison) `derive_operation` on a plain dict of the same attributes",
+            _per_item_us(lambda pair: derive_operation(*pair), as_dicts),
+            False,
+        ),
+        (
+            "`Coster.cost`: naming, price lookup, cost (includes the first row)",
+            _per_item_us(lambda s: coster.cost(s, snap), spans),
+            True,
+        ),
+        (
+            "`SpanCost.record`: the CostRecord",
+            _per_item_us(lambda pair: pair[1].record(pair[0].context.trace_id, 1), costs),
+            True,
+        ),
+        (
+            "`enriched_copy`: the span with cost.* attributes for the user's processor",
+            _per_item_us(lambda pair: enriched_copy(pair[0], pair[1].attributes()), costs),
+            True,
+        ),
+    ]
+    exporters = _cost_exporters("otelcost-all" if params else "otelcost", params)
+    for exporter in exporters:
+        rows.append(
+            (
+                f"`{type(exporter).__name__}.export`, per record, in batches of {batch}",
+                _per_item_us(exporter.export, batches, per=batch),
+                True,
+            )
+        )
+        exporter.shutdown()
+    bsp = BatchSpanProcessor(_noop_span_exporter())
+    rows.append(
+        (
+            "for scale: `BatchSpanProcessor.on_end` (in the baseline too)",
+            _per_item_us(bsp.on_end, spans),
+            False,
+        )
+    )
+    bsp.shutdown()
+    return rows
+
+
 # -- coordinator ------------------------------------------------------------------------------
 
 
@@ -400,7 +519,7 @@ def run(quick: bool) -> Result:
     if len(cpus) < 2:
         raise SystemExit("needs two CPUs: one for the server, one for the load generator")
     client_cpu, server_cpu = cpus[0], cpus[1]
-    rounds, seconds = (2, 1.5) if quick else (6, 5.0)
+    rounds, seconds = (2, 1.5) if quick else (10, 3.0)
     requests = _requests(50_000)
     os.sched_setaffinity(0, {client_cpu})
     try:
@@ -425,6 +544,8 @@ def run(quick: bool) -> Result:
             finally:
                 for server in servers.values():
                     server.kill()
+            steps_spans = 2_000 if quick else 10_000
+            steps = breakdown(steps_spans, params)
     finally:
         os.sched_setaffinity(0, set(cpus))
     return _result(
@@ -434,6 +555,8 @@ def run(quick: bool) -> Result:
         samples=samples,
         reports=reports,
         backends=backends,
+        steps=steps,
+        steps_spans=steps_spans,
     )
 
 
@@ -445,6 +568,8 @@ def _result(
     samples: dict[str, list[dict[str, float]]],
     reports: dict[str, dict[str, Any]],
     backends: dict[str, Any] | str,
+    steps: list[tuple[str, float, bool]],
+    steps_spans: int,
 ) -> Result:
     base = samples["otel"]
 
@@ -479,6 +604,10 @@ def _result(
             ]
         )
     headline = "otelcost-all" if "otelcost-all" in samples else "otelcost"
+    added_steps = sum(us for _, us, adds in steps if adds)
+    added_cpu = statistics.median(
+        s["cpu_us"] - b["cpu_us"] for s, b in zip(samples[headline], base, strict=True)
+    )
     missing = (
         ""
         if isinstance(backends, dict)
@@ -516,6 +645,20 @@ def _result(
             "Server CPU busy near 100% means the server, not the load generator, set the "
             "pace. The server's CPU per request includes otelcost's background threads "
             "(pricing, records, enrichment, exporters) as well as the app thread.",
+            "",
+            "### Where otelcost's CPU goes, per request",
+            "",
+            f"Each step the workers take for one span, timed on one thread (CPU time) over "
+            f"{steps_spans:,} spans that the same middleware produced for the same requests "
+            "(so memos hit and miss as in the server). None of it runs on the request's "
+            "thread; all of it shares the server's CPU and GIL with the requests.",
+            "",
+            table(["step", "CPU µs/span"], [[name, f"{us:.2f}"] for name, us, _ in steps]),
+            "",
+            f"Sum of the steps otelcost adds (cost, record, enriched copy, exporters): "
+            f"{added_steps:.0f} µs/span; measured in the server: {added_cpu:+.0f} µs of CPU per "
+            f"request with every exporter on (the rest: queue hand-offs, worker wake-ups, "
+            "GIL switches, librdkafka's threads).",
         ]
     )
     metric = Metric(
