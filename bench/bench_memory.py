@@ -368,6 +368,14 @@ def _result(
                 f"{max(s['kafka_overflow'] for s in during):,}",
             ]
         )
+    step = 1 if quick else 5
+    series = []
+    for name, (down, up) in phases.items():
+        points = _window(worker.samples, down - 1, up + timeline.recovery)[::step]
+        series.append(
+            f"- {name} down at {down:g} s, back at {up:g} s; RSS every {step} s (MiB): "
+            + ", ".join(f"{s['rss']:.0f}" for s in points)
+        )
     final = worker.final
     kafka, redis, proc = final["kafka"], final["redis"], final["processor"]
     bound = (
@@ -403,6 +411,8 @@ def _result(
                 ],
                 rows,
             ),
+            "",
+            *series,
             "",
             f"otelcost adds {ours_rss - base_rss:+.1f} MiB at {RATE:,} spans/s; of that, "
             f"{worker.idle - baseline.idle:+.1f} MiB is there before the first span (RSS after "
