@@ -519,7 +519,7 @@ def run(quick: bool) -> Result:
     if len(cpus) < 2:
         raise SystemExit("needs two CPUs: one for the server, one for the load generator")
     client_cpu, server_cpu = cpus[0], cpus[1]
-    rounds, seconds = (2, 1.5) if quick else (10, 3.0)
+    rounds, seconds = (2, 1.0) if quick else (10, 3.0)
     requests = _requests(50_000)
     os.sched_setaffinity(0, {client_cpu})
     try:

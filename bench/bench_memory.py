@@ -271,7 +271,7 @@ def _window(samples: list[dict[str, Any]], start: float, end: float) -> list[dic
 
 
 def run(quick: bool) -> Result:
-    timeline = Timeline(2.0, 3.0, 4.0, 3.0) if quick else Timeline(5.0, 20.0, 60.0, 15.0)
+    timeline = Timeline(1.0, 2.0, 3.0, 2.0) if quick else Timeline(5.0, 20.0, 60.0, 15.0)
     kafka_config: dict[str, Any] = {"message.timeout.ms": MESSAGE_TIMEOUT_MS}
     if quick:
         kafka_config["queue.buffering.max.messages"] = QUICK_QUEUE_MESSAGES
