@@ -16,7 +16,7 @@ Python threads *and* librdkafka's threads. Measurements, each repeated:
 3. enforce: an ``Enforcer`` consumes a filled topic into Redis budgets; records/s from its
    partition assignment to the end, and process CPU µs per record.
 
-Run ``python -m bench.bench_kafka [--quick]``; it rewrites the ``kafka`` section of
+Run ``python -m bench.bench_kafka [--quick]``; a full run rewrites the ``kafka`` section of
 docs/performance.md.
 """
 
@@ -36,7 +36,16 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from bench._report import environment, summary, table, write_section
+from bench._report import (
+    Metric,
+    Result,
+    bench_parser,
+    command,
+    environment,
+    finish,
+    summary,
+    table,
+)
 
 TESTS = Path(__file__).resolve().parent.parent / "tests"
 SERVICES = ("checkout", "payment-svc", "search", "cart", "auth", "llm-gateway")
@@ -334,14 +343,8 @@ def _fill(bootstrap: str, topic: str, records: int) -> None:
         raise RuntimeError("could not fill the enforce topic")
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--quick", action="store_true", help="fewer and smaller runs")
-    parser.add_argument("--worker", nargs=3, help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
-    if args.worker:
-        worker(args.worker)
-        return
+def run(quick: bool) -> Result:
+    """Start the servers, run every measurement in pinned workers, return the section."""
     sys.path.insert(0, str(TESTS))  # the test suite's server fixtures, without pytest
     from _servers import KafkaBroker, RedisServer, find_redis_binary, find_tansu_binary
 
@@ -351,8 +354,8 @@ def main(argv: Sequence[str] | None = None) -> None:
             "needs two CPUs: one for the broker and Redis, one for the measured process"
         )
     server_cpu, bench_cpu = cpus[0], cpus[1]
-    rounds, spans, enforce_records = (1, 50_000, 50_000) if args.quick else (3, 200_000, 200_000)
-    latency_seconds = 2.0 if args.quick else 5.0
+    rounds, spans, enforce_records = (1, 50_000, 50_000) if quick else (3, 200_000, 200_000)
+    latency_seconds = 2.0 if quick else 5.0
 
     with tempfile.TemporaryDirectory() as tmp:
         (Path(tmp) / "tansu").mkdir()
@@ -470,7 +473,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         [
             "## Kafka cost stream and `otelcost enforce`",
             "",
-            f"`python -m bench.bench_kafka{' --quick' if args.quick else ''}` — {environment()}.",
+            f"{command('bench_kafka', quick)} — {environment()}.",
             f"Broker (Tansu, memory storage) and redis-server pinned to CPU {server_cpu}; each "
             f"measured process pinned to CPU {bench_cpu} (Python and librdkafka threads share it). "
             f"Median of {rounds} run(s), ± half the spread; {spans:,} spans per pipeline run, "
@@ -497,8 +500,8 @@ def main(argv: Sequence[str] | None = None) -> None:
             "acknowledgement (acks=all, idempotence, zstd), every record delivered;",
             "- *pipeline no-op exporter*: the same processor without Kafka (baseline);",
             "- *export*: `KafkaCostExporter.export` with ready records (the exporter alone); "
-            "*otlp_json* packs up to 500 records of a service per message, which shows what "
-            "the per-message cost of the default encoding is;",
+            "with *otlp_json* a message holds up to 500 records of one service, and building "
+            "the much larger OTLP document is what costs;",
             "- *confluent-kafka alone*: `Producer.produce` of a ready value with the exporter's "
             "settings and a delivery callback, with and without the pinned `otelcost-schema` "
             "header: the floor any Python exporter on this client has;",
@@ -511,8 +514,33 @@ def main(argv: Sequence[str] | None = None) -> None:
             "every 1 s; librdkafka lingers 50 ms).",
         ]
     )
-    write_section("kafka", body)
-    print(body)
+    pipeline = 1e6 / summary([s["cpu_us"] for s in results["pipeline orjson"]])[0]
+    alone = 1e6 / summary([s["cpu_us"] for s in results["pipeline no-op exporter"]])[0]
+    exporter = 1e6 / summary([s["cpu_us"] for s in results["export orjson"]])[0]
+    enforce_cpu = summary([s["cpu_us"] for s in results["enforce orjson"]])[0]
+    metrics = [
+        Metric(
+            "CostSpanProcessor -> KafkaCostExporter -> broker, one core",
+            pipeline,
+            "records/s",
+            target=TARGET,
+            higher_is_better=True,
+            vs_baseline=f"processor alone {alone:,.0f}/s, exporter alone {exporter:,.0f}/s",
+        ),
+        Metric("span end -> delivery report, p99", latency["p99"], "ms"),
+        Metric("otelcost enforce, CPU per record", enforce_cpu, "µs", fmt=",.1f"),
+    ]
+    return Result("kafka", body, metrics)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = bench_parser(__doc__)
+    parser.add_argument("--worker", nargs=3, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.worker:
+        worker(args.worker)
+        return
+    finish(run(args.quick), args)
 
 
 if __name__ == "__main__":
