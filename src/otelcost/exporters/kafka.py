@@ -90,6 +90,11 @@ class KafkaCostExporter(CostExporter):
 
     ``max_overflow_services`` bounds the overflow aggregates (one per service and
     currency); spans of further services are dropped and counted while the queue is full.
+
+    A message librdkafka gives up on (after ``message.timeout.ms``, 5 minutes by default)
+    is folded into an aggregate and sent again, on a new producer. Should the broker have
+    written it after all (librdkafka cannot always tell), it is counted twice: the
+    stream errs towards over-counting spend, never towards losing it.
     """
 
     def __init__(
