@@ -12,16 +12,14 @@ first offset the store has not seen (``FenceOverlapError.last_seq``).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from otelcost._kafka import SCHEMA_HEADER
+from otelcost._consume import ERROR_HEADER, SOURCE_HEADER, DeadLetter, Headers, decode
 from otelcost.budget.fence import Fence, FenceOverlapError
-from otelcost.budget.model import MAX_DELTA_NANOS, MAX_SERVICE_LEN
+from otelcost.budget.model import MAX_DELTA_NANOS
 from otelcost.budget.status import BudgetStatus
 from otelcost.errors import InvalidRecordError
-from otelcost.record import SCHEMA_VERSION, CostRecord
 
 __all__ = [
     "ERROR_HEADER",
@@ -35,47 +33,11 @@ __all__ = [
     "decode",
 ]
 
-#: Header on a dead letter: why the message was rejected ("field: reason").
-ERROR_HEADER = "otelcost-error"
-#: Header on a dead letter: where it came from, "<topic>/<partition>/<offset>".
-SOURCE_HEADER = "otelcost-source"
-
-_SCHEMA_VALUE = str(SCHEMA_VERSION).encode()
-
-Headers = Sequence[tuple[str, bytes | None]]
-
 
 class BudgetApplier(Protocol):
     """What the enforcer needs of a budget store (``RedisBudgetStore`` is one)."""
 
     def apply(self, service: str, delta_nanos: int, fence: Fence | None) -> BudgetStatus: ...
-
-
-def decode(key: bytes | None, value: bytes | None, headers: Headers | None) -> CostRecord:
-    """The CostRecord of one message; InvalidRecordError names what is wrong.
-
-    The key, when present, must be UTF-8 (the producer writes the service); a schema
-    header, when present, must say version 1; the value must be a valid schema-v1 record
-    that the budget store can apply (service length, amount).
-    """
-    if key is not None:
-        try:
-            key.decode("utf-8")
-        except UnicodeDecodeError:
-            raise InvalidRecordError("<key>", "not valid UTF-8") from None
-    for name, header_value in headers or ():
-        if name == SCHEMA_HEADER and header_value != _SCHEMA_VALUE:
-            raise InvalidRecordError(
-                f"<header {SCHEMA_HEADER}>", f"unsupported schema {header_value!r}"
-            )
-    if value is None:
-        raise InvalidRecordError("<record>", "empty message")
-    record = CostRecord.from_json(value)
-    if len(record.service) > MAX_SERVICE_LEN:
-        raise InvalidRecordError("service", f"longer than the budget store's {MAX_SERVICE_LEN}")
-    if record.cost_nanos >= MAX_DELTA_NANOS:
-        raise InvalidRecordError("cost_amount", "reaches the budget store's 2**53 nanos limit")
-    return record
 
 
 @dataclass(slots=True)
@@ -85,19 +47,6 @@ class Group:
     offsets: list[int] = field(default_factory=list)
     nanos: list[int] = field(default_factory=list)
     applied: bool = False
-
-
-@dataclass(slots=True)
-class DeadLetter:
-    """A rejected message: its original bytes and headers, and why it was rejected."""
-
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes | None
-    headers: list[tuple[str, bytes | None]]
-    error: str
-    delivered: bool = False
 
 
 @dataclass(frozen=True, slots=True)

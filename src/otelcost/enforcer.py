@@ -27,63 +27,13 @@ from typing import Any
 
 import redis
 
-from otelcost._enforce_batch import (
-    ERROR_HEADER,
-    SOURCE_HEADER,
-    Batch,
-    BudgetApplier,
-    DeadLetter,
-    apply_group,
-)
-from otelcost._kafka import DEFAULT_GROUP, DEFAULT_TOPIC, client_config, import_confluent
+from otelcost._consume import DeadLetterError, DeadLetterQueue, client_configs
+from otelcost._enforce_batch import Batch, BudgetApplier, apply_group
+from otelcost._kafka import DEFAULT_GROUP, DEFAULT_TOPIC, import_confluent
 
 __all__ = ["DEFAULT_GROUP", "Enforcer"]
 
 logger = logging.getLogger("otelcost.enforce")
-
-# Production-sized group timing (librdkafka's defaults, spelled out so they are visible
-# and overridable); tests and Tansu want session 6 s, heartbeat 0.5 s, max poll 10 s.
-_CONSUMER_DEFAULTS: Mapping[str, Any] = {
-    "enable.auto.commit": False,
-    "auto.offset.reset": "earliest",
-    "enable.partition.eof": False,
-    "session.timeout.ms": 45_000,
-    "heartbeat.interval.ms": 3_000,
-    "max.poll.interval.ms": 300_000,
-    "client.id": "otelcost-enforce",
-    # One log line per failure streak comes from error_cb; librdkafka's own lines (one
-    # per failed reconnect) only at log_level >= 3, to the logger "otelcost.librdkafka".
-    "log_level": 2,
-    "logger": logging.getLogger("otelcost.librdkafka"),
-}
-_DLQ_DEFAULTS: Mapping[str, Any] = {
-    "acks": "all",
-    "enable.idempotence": True,
-    "linger.ms": 5,
-    "compression.type": "zstd",
-    # A dead letter may be as large as anything the broker accepted on the source topic.
-    "message.max.bytes": 100 * 1024 * 1024,
-    "client.id": "otelcost-enforce-dlq",
-    "log_level": 2,
-    "logger": logging.getLogger("otelcost.librdkafka"),
-}
-# Settings that only a consumer or only a producer understands; the rest of the user's
-# Kafka settings (bootstrap, SASL, SSL...) go to both clients.
-_CONSUMER_ONLY_PREFIXES = (
-    "group.",
-    "session.",
-    "heartbeat.",
-    "max.poll.",
-    "auto.",
-    "enable.auto.",
-    "enable.partition.eof",
-    "fetch.",
-    "max.partition.fetch.",
-    "isolation.",
-    "partition.assignment.",
-    "queued.",
-    "check.crcs",
-)
 
 _STORE_ERRORS: tuple[type[Exception], ...] = (redis.RedisError, OSError)
 
@@ -120,29 +70,18 @@ class Enforcer:
     ) -> None:
         if batch_size < 1:
             raise ValueError("batch_size must be >= 1")
-        user = client_config({}, kafka_config or {})
-        shared = {k: v for k, v in user.items() if not k.startswith(_CONSUMER_ONLY_PREFIXES)}
-        for owned in ("bootstrap.servers", "group.id", "enable.auto.commit", "on_commit"):
-            if owned in user:
-                raise ValueError(f"{owned!r} is set by the enforcer, not in kafka_config")
-        self._consumer_config = {
-            **_CONSUMER_DEFAULTS,
-            **user,
-            "bootstrap.servers": bootstrap_servers,
-            "group.id": group,
-            "error_cb": self._on_client_error,
-        }
-        self._dlq_config = {
-            **_DLQ_DEFAULTS,
-            **shared,
-            "bootstrap.servers": bootstrap_servers,
-            "error_cb": self._on_client_error,
-        }
+        self._consumer_config, dlq_config = client_configs(
+            bootstrap_servers,
+            group,
+            kafka_config,
+            client_id="otelcost-enforce",
+            error_cb=self._on_client_error,
+        )
         self._bootstrap = bootstrap_servers
         self._store = store
         self._topic = topic
         self._group = group
-        self._dlq_topic = dlq_topic or f"{topic}.dlq"
+        self._dlq = DeadLetterQueue(dlq_topic or f"{topic}.dlq", dlq_config)
         self._batch_size = batch_size
         self._batch_timeout = batch_timeout
         self._backoff = backoff
@@ -150,7 +89,6 @@ class Enforcer:
         self._shutdown_grace = shutdown_grace
         self._stop = threading.Event()
         self._consumer: Any = None
-        self._dlq: Any = None
         self._pending: Batch | None = None
         self._paused = False
         self._to_resume: list[Any] = []
@@ -224,8 +162,7 @@ class Enforcer:
                 self._pending = None  # do not commit it from the revoke in close()
             self._consumer.close()
             self._consumer = None
-            if self._dlq is not None:
-                self._dlq.flush(5)
+            self._dlq.close()
             logger.info(
                 "otelcost enforce %s: %s",
                 "stopped" if clean else "stopped with an uncommitted batch",
@@ -323,41 +260,20 @@ class Enforcer:
                 self._counters["throttled"] += 1
 
     def _dead_letter(self, batch: Batch) -> None:
-        if not batch.dead:
-            return
-        if self._dlq is None:
-            self._dlq = import_confluent().Producer(self._dlq_config)
-        for letter in batch.dead:
-            if letter.delivered:
-                continue
-            headers = [
-                *letter.headers,
-                (ERROR_HEADER, letter.error.encode()),
-                (SOURCE_HEADER, f"{batch.topic}/{letter.partition}/{letter.offset}".encode()),
-            ]
-            try:
-                self._dlq.produce(
-                    self._dlq_topic,
-                    letter.value,
-                    letter.key,
-                    headers=headers,
-                    on_delivery=_mark_delivered(letter),
-                )
-            except (BufferError, import_confluent().KafkaException) as exc:
-                self._counters["dlq_errors"] += 1
-                raise _RetryLater(f"dead-letter queue: {exc}") from exc
-        self._dlq.poll(0)
+        try:
+            self._dlq.send(batch.topic, batch.dead)
+        except DeadLetterError as exc:
+            self._counters["dlq_errors"] += 1
+            raise _RetryLater(str(exc)) from exc
 
     def _flush_dead_letters(self, batch: Batch) -> None:
         if not batch.dead:
             return
-        self._dlq.flush(self._max_backoff)
-        missing = [d for d in batch.dead if not d.delivered]
-        if missing:
+        try:
+            self._dlq.flush(batch.dead, self._max_backoff)
+        except DeadLetterError as exc:
             self._counters["dlq_errors"] += 1
-            raise _RetryLater(
-                f"dead-letter queue {self._dlq_topic}: {len(missing)} messages not delivered"
-            )
+            raise _RetryLater(str(exc)) from exc
         self._counters["dlq"] += len(batch.dead)
         batch.dead.clear()
 
@@ -492,21 +408,6 @@ class Enforcer:
         if self._failing is not None:
             logger.info("recovered from: %s", self._failing)
             self._failing = None
-
-
-def _mark_delivered(letter: DeadLetter) -> Any:
-    def on_delivery(err: Any, _msg: Any) -> None:
-        if err is None:
-            letter.delivered = True
-        else:
-            logger.warning(
-                "dead letter from partition %d offset %d not delivered: %s",
-                letter.partition,
-                letter.offset,
-                err,
-            )
-
-    return on_delivery
 
 
 def _describe(partitions: list[Any]) -> str:

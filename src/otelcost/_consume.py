@@ -1,0 +1,246 @@
+"""What the consumers of the cost stream share (``otelcost enforce``, ``otelcost rollup``).
+
+- ``decode``: one message to a CostRecord, or InvalidRecordError saying why not;
+- ``client_configs``: the consumer's and the dead-letter producer's librdkafka settings
+  from the user's (SASL, SSL... go to both; consumer-only keys to the consumer only);
+- ``DeadLetterQueue``: produces rejected messages to ``<topic>.dlq`` with their original
+  key, value and headers plus ``otelcost-error`` (why) and ``otelcost-source``
+  (``<topic>/<partition>/<offset>``). A consumer records a batch as done only after every
+  dead letter of it was acknowledged, so nothing is lost; a replay after a crash may
+  dead-letter a message twice (at least once).
+
+Both consumers decode with the same rules, so a message is dead-lettered by both or by
+neither (each consumer group writes its own copy to the DLQ).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from otelcost._kafka import SCHEMA_HEADER, client_config, import_confluent
+from otelcost.budget.model import MAX_DELTA_NANOS, MAX_SERVICE_LEN
+from otelcost.errors import InvalidRecordError
+from otelcost.record import SCHEMA_VERSION, CostRecord
+
+__all__ = [
+    "ERROR_HEADER",
+    "SOURCE_HEADER",
+    "DeadLetter",
+    "DeadLetterError",
+    "DeadLetterQueue",
+    "Headers",
+    "client_configs",
+    "decode",
+]
+
+logger = logging.getLogger("otelcost.consume")
+
+#: Header on a dead letter: why the message was rejected ("field: reason").
+ERROR_HEADER = "otelcost-error"
+#: Header on a dead letter: where it came from, "<topic>/<partition>/<offset>".
+SOURCE_HEADER = "otelcost-source"
+
+_SCHEMA_VALUE = str(SCHEMA_VERSION).encode()
+
+Headers = Sequence[tuple[str, bytes | None]]
+
+# Production-sized group timing (librdkafka's defaults, spelled out so they are visible
+# and overridable); tests and Tansu want session 6 s, heartbeat 0.5 s, max poll 10 s.
+_CONSUMER_DEFAULTS: Mapping[str, Any] = {
+    "enable.auto.commit": False,
+    "auto.offset.reset": "earliest",
+    "enable.partition.eof": False,
+    "session.timeout.ms": 45_000,
+    "heartbeat.interval.ms": 3_000,
+    "max.poll.interval.ms": 300_000,
+    # One log line per failure streak comes from error_cb; librdkafka's own lines (one
+    # per failed reconnect) only at log_level >= 3, to the logger "otelcost.librdkafka".
+    "log_level": 2,
+    "logger": logging.getLogger("otelcost.librdkafka"),
+}
+_DLQ_DEFAULTS: Mapping[str, Any] = {
+    "acks": "all",
+    "enable.idempotence": True,
+    "linger.ms": 5,
+    "compression.type": "zstd",
+    # A dead letter may be as large as anything the broker accepted on the source topic.
+    "message.max.bytes": 100 * 1024 * 1024,
+    "log_level": 2,
+    "logger": logging.getLogger("otelcost.librdkafka"),
+}
+# Settings that only a consumer or only a producer understands; the rest of the user's
+# Kafka settings (bootstrap, SASL, SSL...) go to both clients.
+_CONSUMER_ONLY_PREFIXES = (
+    "group.",
+    "session.",
+    "heartbeat.",
+    "max.poll.",
+    "auto.",
+    "enable.auto.",
+    "enable.partition.eof",
+    "fetch.",
+    "max.partition.fetch.",
+    "isolation.",
+    "partition.assignment.",
+    "queued.",
+    "check.crcs",
+)
+_OWNED = ("bootstrap.servers", "group.id", "enable.auto.commit", "on_commit")
+
+
+def decode(key: bytes | None, value: bytes | None, headers: Headers | None) -> CostRecord:
+    """The CostRecord of one message; InvalidRecordError names what is wrong.
+
+    The key, when present, must be UTF-8 (the producer writes the service); a schema
+    header, when present, must say version 1; the value must be a valid schema-v1 record
+    that the budget store can apply (service length, amount).
+    """
+    if key is not None:
+        try:
+            key.decode("utf-8")
+        except UnicodeDecodeError:
+            raise InvalidRecordError("<key>", "not valid UTF-8") from None
+    for name, header_value in headers or ():
+        if name == SCHEMA_HEADER and header_value != _SCHEMA_VALUE:
+            raise InvalidRecordError(
+                f"<header {SCHEMA_HEADER}>", f"unsupported schema {header_value!r}"
+            )
+    if value is None:
+        raise InvalidRecordError("<record>", "empty message")
+    record = CostRecord.from_json(value)
+    if len(record.service) > MAX_SERVICE_LEN:
+        raise InvalidRecordError("service", f"longer than the budget store's {MAX_SERVICE_LEN}")
+    if record.cost_nanos >= MAX_DELTA_NANOS:
+        raise InvalidRecordError("cost_amount", "reaches the budget store's 2**53 nanos limit")
+    return record
+
+
+def client_configs(
+    bootstrap_servers: str,
+    group: str,
+    kafka_config: Mapping[str, Any] | None,
+    *,
+    client_id: str,
+    error_cb: Callable[[Any], None],
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The consumer's and the dead-letter producer's settings.
+
+    ``kafka_config`` (keys with dots or underscores, see ``client_config``) overrides the
+    defaults; the consumer owns ``bootstrap.servers``, ``group.id`` and the commits, so
+    setting those in ``kafka_config`` is a ValueError. The producer's client id is
+    ``<client_id>-dlq``.
+    """
+    user = client_config({}, kafka_config or {})
+    for owned in _OWNED:
+        if owned in user:
+            raise ValueError(f"{owned!r} is set by the consumer, not in kafka_config")
+    shared = {k: v for k, v in user.items() if not k.startswith(_CONSUMER_ONLY_PREFIXES)}
+    consumer = {
+        **_CONSUMER_DEFAULTS,
+        "client.id": client_id,
+        **user,
+        "bootstrap.servers": bootstrap_servers,
+        "group.id": group,
+        "error_cb": error_cb,
+    }
+    producer = {
+        **_DLQ_DEFAULTS,
+        "client.id": f"{client_id}-dlq",
+        **shared,
+        "bootstrap.servers": bootstrap_servers,
+        "error_cb": error_cb,
+    }
+    return consumer, producer
+
+
+@dataclass(slots=True)
+class DeadLetter:
+    """A rejected message: its original bytes and headers, and why it was rejected."""
+
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: list[tuple[str, bytes | None]]
+    error: str
+    delivered: bool = False
+
+
+class DeadLetterError(Exception):
+    """The dead-letter queue did not take or acknowledge every dead letter (retry later)."""
+
+
+class DeadLetterQueue:
+    """A lazily created idempotent producer to ``topic`` for dead letters.
+
+    ``send`` produces the letters not delivered yet and ``flush`` waits for their
+    acknowledgements; a letter is marked ``delivered`` when the broker acknowledged it,
+    so a retried batch never sends it again.
+    """
+
+    def __init__(self, topic: str, producer_config: Mapping[str, Any]) -> None:
+        self.topic = topic
+        self._config = dict(producer_config)
+        self._producer: Any = None
+
+    def send(self, source_topic: str, letters: Sequence[DeadLetter]) -> None:
+        """Produce every undelivered letter; DeadLetterError when the producer refuses one."""
+        if not letters:
+            return
+        confluent = import_confluent()
+        if self._producer is None:
+            self._producer = confluent.Producer(self._config)
+        for letter in letters:
+            if letter.delivered:
+                continue
+            headers = [
+                *letter.headers,
+                (ERROR_HEADER, letter.error.encode()),
+                (SOURCE_HEADER, f"{source_topic}/{letter.partition}/{letter.offset}".encode()),
+            ]
+            try:
+                self._producer.produce(
+                    self.topic,
+                    letter.value,
+                    letter.key,
+                    headers=headers,
+                    on_delivery=_mark_delivered(letter),
+                )
+            except (BufferError, confluent.KafkaException) as exc:
+                raise DeadLetterError(f"dead-letter queue: {exc}") from exc
+        self._producer.poll(0)
+
+    def flush(self, letters: Sequence[DeadLetter], timeout: float) -> None:
+        """Wait up to ``timeout`` s for ``letters``; DeadLetterError if any is unacknowledged."""
+        if not letters:
+            return
+        if self._producer is not None:
+            self._producer.flush(timeout)
+        missing = sum(1 for letter in letters if not letter.delivered)
+        if missing:
+            raise DeadLetterError(
+                f"dead-letter queue {self.topic}: {missing} messages not delivered"
+            )
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Deliver what is still queued (at most ``timeout`` s)."""
+        if self._producer is not None:
+            self._producer.flush(timeout)
+
+
+def _mark_delivered(letter: DeadLetter) -> Callable[[Any, Any], None]:
+    def on_delivery(err: Any, _msg: Any) -> None:
+        if err is None:
+            letter.delivered = True
+        else:
+            logger.warning(
+                "dead letter from partition %d offset %d not delivered: %s",
+                letter.partition,
+                letter.offset,
+                err,
+            )
+
+    return on_delivery
