@@ -1,4 +1,5 @@
-"""Fixtures for integration tests: a private redis-server and a private Kafka-protocol broker.
+"""Fixtures for integration tests: a private redis-server, a private Kafka-protocol broker,
+and a throwaway database on the machine's PostgreSQL (``_postgres.py``).
 
 The servers (``_servers.py``) start once per session on free loopback ports, the first time
 a test asks for them; ``kafka_broker_persistent`` is a second broker whose data survives
@@ -14,10 +15,13 @@ import os
 import re
 import uuid
 from collections.abc import Iterator
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 import pytest
 import redis
+
+if TYPE_CHECKING:
+    from _postgres import TestDatabase
 
 from _servers import (
     KafkaBroker,
@@ -33,7 +37,15 @@ _MARKERS = {
     "slow": "takes more than a few seconds",
 }
 _SERVER_FIXTURES = frozenset(
-    {"redis_server", "redis_client", "kafka_broker", "kafka_topic", "kafka_broker_persistent"}
+    {
+        "redis_server",
+        "redis_client",
+        "kafka_broker",
+        "kafka_topic",
+        "kafka_broker_persistent",
+        "postgres_db",
+        "postgres_dsn",
+    }
 )
 _session_servers: list[RedisServer | KafkaBroker] = []
 
@@ -125,6 +137,27 @@ def kafka_broker_persistent(tmp_path_factory: pytest.TempPathFactory) -> Iterato
         broker.stop()
     finally:
         store.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres_db() -> Iterator[TestDatabase]:
+    """A database of its own on the machine's PostgreSQL (``OTELCOST_TEST_POSTGRES``),
+    created for the session and dropped at its end; no other database is touched."""
+    from _postgres import PostgresUnavailableError, TestDatabase  # psycopg: postgres extra
+
+    database = TestDatabase()
+    try:
+        database.create()
+    except PostgresUnavailableError as exc:
+        _unavailable(str(exc))
+    yield database
+    database.drop()
+
+
+@pytest.fixture(scope="session")
+def postgres_dsn(postgres_db: TestDatabase) -> str:
+    """The DSN of the session's test database (``postgres_db``)."""
+    return postgres_db.dsn
 
 
 @pytest.fixture

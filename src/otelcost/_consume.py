@@ -3,6 +3,7 @@
 - ``decode``: one message to a CostRecord, or InvalidRecordError saying why not;
 - ``client_configs``: the consumer's and the dead-letter producer's librdkafka settings
   from the user's (SASL, SSL... go to both; consumer-only keys to the consumer only);
+- ``consumer_lag``: how far a consumer is behind;
 - ``DeadLetterQueue``: produces rejected messages to ``<topic>.dlq`` with their original
   key, value and headers plus ``otelcost-error`` (why) and ``otelcost-source``
   (``<topic>/<partition>/<offset>``). A consumer records a batch as done only after every
@@ -33,6 +34,7 @@ __all__ = [
     "DeadLetterQueue",
     "Headers",
     "client_configs",
+    "consumer_lag",
     "decode",
 ]
 
@@ -154,6 +156,20 @@ def client_configs(
         "error_cb": error_cb,
     }
     return consumer, producer
+
+
+def consumer_lag(consumer: Any) -> int:
+    """Messages behind: over the assigned partitions, the high watermark (as last fetched)
+    minus the consumer's position; 0 with no assignment."""
+    assignment = consumer.assignment()
+    if not assignment:
+        return 0
+    lag = 0
+    for tp in consumer.position(assignment):
+        _low, high = consumer.get_watermark_offsets(tp, cached=True)
+        if high >= 0 and tp.offset >= 0:
+            lag += max(0, high - tp.offset)
+    return lag
 
 
 @dataclass(slots=True)

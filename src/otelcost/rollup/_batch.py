@@ -1,0 +1,49 @@
+"""One consumed batch of the cost stream, as ``otelcost rollup`` processes it."""
+
+from __future__ import annotations
+
+from otelcost._consume import DeadLetter, Headers, decode
+from otelcost.errors import InvalidRecordError
+from otelcost.record import CostRecord
+
+__all__ = ["RollupBatch"]
+
+
+class RollupBatch:
+    """Valid records by partition with their offsets, dead letters, and per partition the
+    offset after the last message (what the rollup stores once the batch is written)."""
+
+    def __init__(self, topic: str) -> None:
+        self.topic = topic
+        self.records: dict[int, list[tuple[int, CostRecord]]] = {}
+        self.dead: list[DeadLetter] = []
+        self.next_offsets: dict[int, int] = {}
+
+    def __len__(self) -> int:
+        return sum(len(entries) for entries in self.records.values()) + len(self.dead)
+
+    def add(
+        self,
+        partition: int,
+        offset: int,
+        key: bytes | None,
+        value: bytes | None,
+        headers: Headers | None,
+    ) -> None:
+        """Decode one message into the records or the dead letters (as ``enforce`` does)."""
+        if offset + 1 > self.next_offsets.get(partition, -1):
+            self.next_offsets[partition] = offset + 1
+        try:
+            record = decode(key, value, headers)
+        except InvalidRecordError as exc:
+            self.dead.append(
+                DeadLetter(partition, offset, key, value, list(headers or ()), str(exc))
+            )
+            return
+        self.records.setdefault(partition, []).append((offset, record))
+
+    def drop_partitions(self, partitions: set[int]) -> None:
+        """Forget everything from ``partitions`` (revoked: the new owner replays them)."""
+        self.records = {p: e for p, e in self.records.items() if p not in partitions}
+        self.dead = [d for d in self.dead if d.partition not in partitions]
+        self.next_offsets = {p: o for p, o in self.next_offsets.items() if p not in partitions}

@@ -1,0 +1,67 @@
+"""psycopg 3 plumbing: connecting with bounded timeouts, and DSNs safe to print.
+
+psycopg is an optional dependency (the ``postgres`` extra): this is the only module of
+``otelcost.rollup`` that imports it at import time, with an error that says what to install.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+try:
+    import psycopg
+    from psycopg import conninfo
+except ImportError as exc:  # pragma: no cover - depends on the installed extras
+    raise ImportError(
+        "the PostgreSQL rollups need psycopg 3: pip install 'otelcost[postgres]'"
+    ) from exc
+
+__all__ = ["DatabaseError", "connect", "psycopg", "redact_dsn"]
+
+#: Everything psycopg raises for a failed query or connection.
+DatabaseError = psycopg.Error
+
+# The server cancels any statement running longer than this (a hung lock or a huge
+# table scan must not wedge the consumer); the consumer then retries the batch.
+_STATEMENT_TIMEOUT_MS = 60_000
+
+
+def connect(dsn: str, *, timeout: float = 5.0) -> psycopg.Connection[Any]:
+    """An autocommit connection to ``dsn`` (URL or ``key=value`` conninfo; libpq's PG*
+    variables and password file apply) that gives up after ``timeout`` seconds, in a UTC
+    session with a statement timeout. Use ``with conn.transaction():`` for atomic work.
+
+    TCP keepalives (unless the DSN sets its own) make a connection to a vanished server
+    fail within about 30 s instead of hanging for the kernel's hours-long default.
+    """
+    given = conninfo.conninfo_to_dict(dsn)
+    defaults: dict[str, Any] = {
+        "keepalives": 1,
+        "keepalives_idle": 10,
+        "keepalives_interval": 5,
+        "keepalives_count": 3,
+        "application_name": "otelcost",
+    }
+    conn = psycopg.connect(
+        dsn,
+        autocommit=True,
+        connect_timeout=max(1, round(timeout)),
+        **{k: v for k, v in defaults.items() if k not in given},
+    )
+    try:
+        conn.execute("SET TIME ZONE 'UTC'")
+        conn.execute(f"SET statement_timeout = {_STATEMENT_TIMEOUT_MS}")
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def redact_dsn(dsn: str) -> str:
+    """``dsn`` without its password, for messages and logs."""
+    try:
+        params = conninfo.conninfo_to_dict(dsn)
+    except psycopg.ProgrammingError:
+        return "<unparsable DSN>"
+    params.pop("password", None)
+    return conninfo.make_conninfo(**{k: str(v) for k, v in params.items()}) or "<libpq defaults>"
