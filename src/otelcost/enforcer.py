@@ -27,7 +27,7 @@ from typing import Any
 
 import redis
 
-from otelcost._consume import DeadLetterError, DeadLetterQueue, client_configs
+from otelcost._consume import DeadLetterError, DeadLetterQueue, client_configs, consumer_lag
 from otelcost._enforce_batch import Batch, BudgetApplier, apply_group
 from otelcost._kafka import DEFAULT_GROUP, DEFAULT_TOPIC, import_confluent
 
@@ -238,7 +238,7 @@ class Enforcer:
         self._flush_dead_letters(batch)
         self._commit(batch)
         self._counters["batches"] += 1
-        self._update_lag()
+        self._lag = consumer_lag(self._consumer)
 
     # -- steps --------------------------------------------------------------------------
 
@@ -292,18 +292,6 @@ class Enforcer:
             self._note_failure(f"commit: {exc}")
             return
         self._counters["commits"] += 1
-
-    def _update_lag(self) -> None:
-        assignment = self._consumer.assignment()
-        if not assignment:
-            self._lag = 0
-            return
-        lag = 0
-        for tp in self._consumer.position(assignment):
-            _low, high = self._consumer.get_watermark_offsets(tp, cached=True)
-            if high >= 0 and tp.offset >= 0:
-                lag += max(0, high - tp.offset)
-        self._lag = lag
 
     # -- pausing while the batch cannot complete -----------------------------------------
 

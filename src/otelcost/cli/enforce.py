@@ -10,20 +10,28 @@ from types import FrameType
 from typing import Any
 
 from otelcost import _json
-from otelcost._kafka import DEFAULT_GROUP, DEFAULT_TOPIC, read_properties
+from otelcost._kafka import DEFAULT_GROUP, DEFAULT_TOPIC
+from otelcost.cli._consumer_args import (
+    KAFKA_CONFIG_HELP,
+    add_kafka_client_options,
+    kafka_settings,
+    positive_float,
+    positive_int,
+)
 
 __all__ = ["register", "run"]
 
-_DESCRIPTION = """\
+_DESCRIPTION = (
+    """\
 Consume the cost stream in batches, validate every record, dead-letter invalid ones to
 TOPIC.dlq (original bytes, 'otelcost-error' header), apply the spend per service to the
 Redis budgets with a (partition, offset) fence so replays never double count, and commit
 offsets only after that. When Redis is down the partitions are paused and nothing is
 committed or lost. SIGTERM/SIGINT finish the current batch, commit and exit 0.
 
-Kafka client settings (SASL, SSL, group timing...) come from --kafka-config FILE
-(key=value lines, like a Kafka client .properties file) and -X KEY=VALUE (later wins);
-prefer the file for secrets, since arguments are visible in the process list."""
+"""
+    + KAFKA_CONFIG_HELP
+)
 
 _EPILOG = """\
 exit status: 0 when everything consumed was committed; 1 when a batch could not be
@@ -49,26 +57,18 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
         "--budgets", metavar="FILE", help="budgets file (default: $OTELCOST_BUDGETS, if set)"
     )
     parser.add_argument(
-        "--max-records", type=_positive_int, metavar="N", help="stop after N messages"
+        "--max-records", type=positive_int, metavar="N", help="stop after N messages"
     )
     parser.add_argument(
         "--idle-timeout",
-        type=_positive_float,
+        type=positive_float,
         metavar="SECONDS",
         help="stop after SECONDS without a message (not counting group joins)",
     )
     parser.add_argument(
-        "--batch-size", type=_positive_int, default=5000, metavar="N", help="default: %(default)s"
+        "--batch-size", type=positive_int, default=5000, metavar="N", help="default: %(default)s"
     )
-    parser.add_argument("--kafka-config", metavar="FILE", help="Kafka client .properties file")
-    parser.add_argument(
-        "-X",
-        dest="kafka_settings",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="a librdkafka setting (repeatable)",
-    )
+    add_kafka_client_options(parser)
     parser.add_argument(
         "--json", action="store_true", help="print the final counters as one JSON object"
     )
@@ -110,14 +110,7 @@ def _build(args: argparse.Namespace) -> Any:
     from otelcost.budget import RedisBudgetStore, load_budgets
     from otelcost.enforcer import Enforcer
 
-    settings: dict[str, str] = {}
-    if args.kafka_config:
-        settings.update(read_properties(args.kafka_config))
-    for item in args.kafka_settings:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise ValueError(f"-X expects KEY=VALUE, got {key or item!r}")
-        settings[key] = value
+    settings = kafka_settings(args)
     budgets = load_budgets(args.budgets)
     if not budgets:
         logging.getLogger("otelcost.enforce").warning(
@@ -134,17 +127,3 @@ def _build(args: argparse.Namespace) -> Any:
         kafka_config=settings,
         batch_size=args.batch_size,
     )
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
-    return value
