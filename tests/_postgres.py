@@ -21,7 +21,13 @@ import uuid
 import psycopg
 from psycopg import conninfo, sql
 
-__all__ = ["DEFAULT_ADMIN_DSN", "PostgresUnavailableError", "TcpProxy", "TestDatabase"]
+__all__ = [
+    "DEFAULT_ADMIN_DSN",
+    "PostgresUnavailableError",
+    "TcpProxy",
+    "TestDatabase",
+    "drop_rollup_schema",
+]
 
 DEFAULT_ADMIN_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
 _HOST = "127.0.0.1"
@@ -68,6 +74,13 @@ class TestDatabase:
     def dsn_via(self, host: str, port: int) -> str:
         """This database's DSN through another address (e.g. a ``TcpProxy``)."""
         return conninfo.make_conninfo(self.dsn, host=host, port=str(port))
+
+
+def drop_rollup_schema(dsn: str) -> None:
+    """Remove the rollup schema ``otelcost`` from the test database ``dsn`` (a clean slate)."""
+    assert "otelcost_test_" in dsn, f"refusing to drop a schema outside a test database: {dsn}"
+    with psycopg.connect(dsn, autocommit=True, connect_timeout=5) as conn:
+        conn.execute("DROP SCHEMA IF EXISTS otelcost CASCADE")
 
 
 class TcpProxy:

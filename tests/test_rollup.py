@@ -1,0 +1,532 @@
+"""otelcost rollup / Rollup against the real broker and the machine's PostgreSQL."""
+
+from __future__ import annotations
+
+import json
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+import pytest
+from confluent_kafka import Producer
+from kafka import KafkaConsumer, TopicPartition
+
+from _kafka import Message, consumer_config, read_all
+from _postgres import TcpProxy, TestDatabase, drop_rollup_schema
+from _servers import KafkaBroker
+from otelcost.exporters import KafkaCostExporter
+from otelcost.money import from_nanos
+from otelcost.record import CostRecord
+from otelcost.rollup import Rollup, init_db
+
+_T0 = 1_764_236_400_000
+_SERVICES = ("payment-svc", "llm-gateway", "search", "checkout", "ünïcode")
+_OPERATIONS = ("POST /api/v2/orders", "GET /users/*", "chat.completions")
+# Tansu joins a group in ~3 s with these instead of ~23 s (values kept in _kafka.py).
+_FAST_GROUP = {k: v for k, v in consumer_config("", "").items() if k.endswith(".ms")}
+
+Key = tuple[int, str, str, str]
+
+
+def _records(count: int, *, start: int = 0, seed: int = 7) -> list[CostRecord]:
+    """Records over ~40 minutes: some unpriced, some overflow aggregates, two currencies."""
+    rng = random.Random(seed + start)
+    records = []
+    for i in range(start, start + count):
+        unpriced = i % 17 == 0
+        aggregate = i % 23 == 0 and not unpriced
+        records.append(
+            CostRecord(
+                trace_id=f"{i + 1:032x}",
+                span_id=f"{i + 1:016x}",
+                service=_SERVICES[i % len(_SERVICES)],
+                operation="OTHER" if aggregate else _OPERATIONS[i % len(_OPERATIONS)],
+                cost_amount=0.0 if unpriced else from_nanos(rng.randrange(1, 50_000_000)),
+                currency="EUR" if i % 11 == 0 else "USD",
+                duration_ms=round(rng.uniform(0.1, 900.0), 3),
+                timestamp=_T0 + rng.randrange(0, 40 * 60_000),
+                error="PricingNotFoundError" if unpriced else None,
+                aggregate=aggregate,
+                span_count=rng.randrange(2, 500) if aggregate else 1,
+            )
+        )
+    return records
+
+
+def _expected(records: Sequence[CostRecord]) -> dict[Key, tuple[int, int, int, int]]:
+    """(minute, service, operation, currency) -> (cost nanos, spans, records, unpriced)."""
+    sums: dict[Key, tuple[int, int, int, int]] = {}
+    for r in records:
+        key = (r.timestamp // 60_000 * 60_000, r.service, r.operation, r.currency)
+        cost, spans, count, unpriced = sums.get(key, (0, 0, 0, 0))
+        sums[key] = (
+            cost + r.cost_nanos,
+            spans + r.span_count,
+            count + 1,
+            unpriced + (r.span_count if r.error else 0),
+        )
+    return sums
+
+
+def _stored(dsn: str) -> dict[Key, tuple[int, int, int, int]]:
+    with psycopg.connect(dsn) as conn:
+        rows = conn.execute(
+            "SELECT (extract(epoch FROM bucket) * 1000)::bigint, service, operation, currency,"
+            " cost_nanos, spans, records, unpriced_spans FROM otelcost.cost_minute"
+        ).fetchall()
+    return {
+        (int(b), s, o, c): (int(n), int(sp), int(r), int(u)) for b, s, o, c, n, sp, r, u in rows
+    }
+
+
+def _total_records(dsn: str) -> int:
+    with psycopg.connect(dsn) as conn:
+        row = conn.execute("SELECT coalesce(sum(records), 0) FROM otelcost.cost_minute").fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def _db_offsets(dsn: str, group: str) -> dict[int, int]:
+    with psycopg.connect(dsn) as conn:
+        rows = conn.execute(
+            "SELECT partition, next_offset FROM otelcost.kafka_offsets WHERE consumer_group = %s",
+            (group,),
+        ).fetchall()
+    return {int(p): int(o) for p, o in rows}
+
+
+def _ends(messages: Sequence[Message]) -> dict[int, int]:
+    ends: dict[int, int] = {}
+    for message in messages:
+        ends[message.partition] = max(ends.get(message.partition, 0), message.offset + 1)
+    return ends
+
+
+def _committed(broker: KafkaBroker, topic: str, group: str) -> dict[int, int | None]:
+    """The group's offsets committed to Kafka, read with kafka-python."""
+    consumer = KafkaConsumer(
+        bootstrap_servers=broker.bootstrap, group_id=group, enable_auto_commit=False
+    )
+    try:
+        partitions = consumer.partitions_for_topic(topic) or set()
+        return {p: consumer.committed(TopicPartition(topic, p)) for p in sorted(partitions)}
+    finally:
+        consumer.close()
+
+
+def _produce(broker: KafkaBroker, topic: str, records: Sequence[CostRecord]) -> None:
+    exporter = KafkaCostExporter(broker.bootstrap, topic)
+    try:
+        exporter.export(records)
+        assert exporter.force_flush(30_000)
+        assert exporter.stats()["delivered_spans"] == sum(r.span_count for r in records)
+    finally:
+        exporter.shutdown()
+
+
+def _produce_raw(
+    broker: KafkaBroker, topic: str, messages: Sequence[tuple[bytes | None, bytes]]
+) -> None:
+    producer = Producer({"bootstrap.servers": broker.bootstrap})
+    delivered: list[Any] = []
+    for key, value in messages:
+        producer.produce(
+            topic,
+            value,
+            key,
+            headers=[("otelcost-schema", b"1")],
+            on_delivery=lambda err, _msg: delivered.append(err),
+        )
+    assert producer.flush(30) == 0
+    assert delivered == [None] * len(messages)
+
+
+def _wait_for(condition: Callable[[], bool], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError("condition not reached")
+        time.sleep(0.05)
+
+
+@pytest.fixture
+def dsn(postgres_dsn: str) -> str:
+    """The test database with a fresh rollup schema."""
+    drop_rollup_schema(postgres_dsn)
+    init_db(postgres_dsn)
+    return postgres_dsn
+
+
+@pytest.fixture
+def group() -> str:
+    return f"cost-rollup-test-{uuid.uuid4().hex[:8]}"
+
+
+def _rollup(broker: KafkaBroker, dsn: str, topic: str, group: str, **kwargs: Any) -> Rollup:
+    return Rollup(
+        broker.bootstrap, dsn, topic=topic, group=group, kafka_config=_FAST_GROUP, **kwargs
+    )
+
+
+def _run_in_thread(rollup: Rollup, **kwargs: Any) -> tuple[threading.Thread, list[bool]]:
+    outcome: list[bool] = []
+    thread = threading.Thread(target=lambda: outcome.append(rollup.run(**kwargs)))
+    thread.start()
+    return thread, outcome
+
+
+@pytest.mark.slow
+def test_totals_exact_offsets_stored_and_a_rerun_reads_nothing(
+    kafka_broker: KafkaBroker, kafka_topic: str, dsn: str, group: str
+) -> None:
+    records = _records(3000)
+    _produce(kafka_broker, kafka_topic, records)
+    rollup = _rollup(kafka_broker, dsn, kafka_topic, group, batch_size=400)
+    assert rollup.run(max_records=3000, idle_timeout=30)
+    stats = rollup.stats()
+    assert (stats["consumed"], stats["written"], stats["duplicates"], stats["dlq"]) == (
+        3000,
+        3000,
+        0,
+        0,
+    )
+    assert stats["batches"] >= 3000 // 400
+    expected = _expected(records)
+    assert _stored(dsn) == expected
+    assert sum(v[0] for v in _stored(dsn).values()) == sum(r.cost_nanos for r in records)
+    on_broker = read_all(kafka_broker.bootstrap, kafka_topic)
+    assert _db_offsets(dsn, group) == _ends(on_broker)
+
+    again = _rollup(kafka_broker, dsn, kafka_topic, group)
+    assert again.run(idle_timeout=2)
+    assert again.stats()["consumed"] == 0
+    assert _stored(dsn) == expected
+
+
+@pytest.mark.slow
+def test_postgres_offsets_win_over_kafka_offsets(
+    kafka_broker: KafkaBroker, kafka_topic: str, dsn: str, group: str
+) -> None:
+    """Kafka's committed offsets are only for lag tools: a consumer resumes where
+    PostgreSQL says, even when Kafka says otherwise (here: nothing committed at all)."""
+    records = _records(1200)
+    _produce(kafka_broker, kafka_topic, records)
+    first = _rollup(kafka_broker, dsn, kafka_topic, group, batch_size=100)
+    assert first.run(max_records=500, idle_timeout=30)
+    stored = _db_offsets(dsn, group)
+    assert sum(stored.values()) == 500
+
+    # A group with no Kafka offsets but the same PostgreSQL rows: copy them over.
+    other = f"{group}-moved"
+    with psycopg.connect(dsn) as conn:
+        conn.execute(
+            "INSERT INTO otelcost.kafka_offsets (consumer_group, topic, partition, next_offset)"
+            " SELECT %s, topic, partition, next_offset FROM otelcost.kafka_offsets"
+            " WHERE consumer_group = %s",
+            (other, group),
+        )
+    assert set(_committed(kafka_broker, kafka_topic, other).values()) == {None}
+    second = _rollup(kafka_broker, dsn, kafka_topic, other)
+    assert second.run(idle_timeout=3)
+    assert (second.stats()["consumed"], second.stats()["duplicates"]) == (700, 0)
+    assert _stored(dsn) == _expected(records)
+
+
+def _invalid_messages() -> dict[str, tuple[bytes | None, bytes]]:
+    valid = json.loads(_records(1, start=9000)[0].to_json())
+    seconds = dict(valid, timestamp=_T0 // 1000)
+    missing = dict(valid)
+    del missing["currency"]
+    return {
+        "malformed": (b"payment-svc", b'{"schema": 1, "trace_id": '),
+        "seconds": (b"payment-svc", json.dumps(seconds).encode()),
+        "missing": (b"payment-svc", json.dumps(missing).encode()),
+        "key": (b"\xff\xfepayment", json.dumps(valid).encode()),
+    }
+
+
+@pytest.mark.slow
+def test_invalid_records_go_to_the_dlq_as_with_enforce(
+    kafka_broker: KafkaBroker, kafka_topic: str, dsn: str, group: str
+) -> None:
+    records = _records(400)
+    invalid = _invalid_messages()
+    _produce(kafka_broker, kafka_topic, records[:200])
+    _produce_raw(kafka_broker, kafka_topic, list(invalid.values()))
+    _produce(kafka_broker, kafka_topic, records[200:])
+
+    rollup = _rollup(kafka_broker, dsn, kafka_topic, group, batch_size=150)
+    assert rollup.run(max_records=404, idle_timeout=30)
+    stats = rollup.stats()
+    assert (stats["consumed"], stats["written"], stats["dlq"]) == (404, 400, 4)
+    assert _stored(dsn) == _expected(records)
+    on_broker = read_all(kafka_broker.bootstrap, kafka_topic)
+    assert _db_offsets(dsn, group) == _ends(on_broker)
+
+    dead = read_all(kafka_broker.bootstrap, f"{kafka_topic}.dlq")
+    assert sorted((m.key, m.value) for m in dead) == sorted(invalid.values())
+    errors = {}
+    for message in dead:
+        headers = dict(message.headers)
+        assert headers["otelcost-schema"] == b"1"  # the original headers are kept
+        source = next(m for m in on_broker if (m.key, m.value) == (message.key, message.value))
+        assert headers["otelcost-source"] == (
+            f"{kafka_topic}/{source.partition}/{source.offset}".encode()
+        )
+        name = next(n for n, kv in invalid.items() if kv == (message.key, message.value))
+        errors[name] = headers["otelcost-error"].decode()
+    assert errors["malformed"].startswith("<record>: not valid JSON")
+    assert errors["seconds"].startswith("timestamp:")
+    assert errors["missing"] == "currency: missing"
+    assert errors["key"] == "<key>: not valid UTF-8"
+
+
+@dataclass
+class _Proxied:
+    proxy: TcpProxy
+    dsn: str  # the test database through the proxy
+
+
+@pytest.fixture
+def proxied(dsn: str, postgres_db: TestDatabase) -> Iterator[_Proxied]:
+    """A cuttable TCP path to the test database (started), and the DSN that takes it."""
+    tcp = TcpProxy(postgres_db.host, postgres_db.port)
+    tcp.start()
+    yield _Proxied(tcp, postgres_db.dsn_via("127.0.0.1", tcp.port))
+    tcp.stop()
+
+
+@pytest.mark.slow
+def test_database_down_at_assignment_pauses_commits_nothing_then_catches_up(
+    kafka_broker: KafkaBroker, kafka_topic: str, dsn: str, group: str, proxied: _Proxied
+) -> None:
+    records = _records(600)
+    _produce(kafka_broker, kafka_topic, records)
+    proxied.proxy.stop()  # the rollup's database is unreachable (a closed port) from the start
+    rollup = _rollup(
+        kafka_broker,
+        proxied.dsn,
+        kafka_topic,
+        group,
+        backoff=0.2,
+        max_backoff=1.0,
+        db_timeout=2.0,
+    )
+    thread, outcome = _run_in_thread(rollup, max_records=600)
+    try:
+        _wait_for(lambda: rollup.stats()["unpositioned"] == 3, 60)
+        _wait_for(lambda: rollup.stats()["db_errors"] >= 3, 30)  # retried, not given up
+        assert rollup.stats()["consumed"] == 0
+        assert _db_offsets(dsn, group) == {}
+        assert set(_committed(kafka_broker, kafka_topic, group).values()) == {None}
+        proxied.proxy.start()
+        thread.join(60)
+    finally:
+        rollup.stop()
+        thread.join(60)
+    assert outcome == [True]
+    stats = rollup.stats()
+    assert (stats["consumed"], stats["written"], stats["unpositioned"]) == (600, 600, 0)
+    assert _stored(dsn) == _expected(records)
+    assert _db_offsets(dsn, group) == _ends(read_all(kafka_broker.bootstrap, kafka_topic))
+
+
+@pytest.mark.slow
+def test_database_outage_mid_stream_pauses_and_loses_nothing(
+    kafka_broker: KafkaBroker, kafka_topic: str, dsn: str, group: str, proxied: _Proxied
+) -> None:
+    records = _records(1000)
+    _produce(kafka_broker, kafka_topic, records[:400])
+    rollup = _rollup(
+        kafka_broker,
+        proxied.dsn,
+        kafka_topic,
+        group,
+        backoff=0.2,
+        max_backoff=1.0,
+        db_timeout=2.0,
+    )
+    thread, outcome = _run_in_thread(rollup, max_records=1000)
+    try:
+        _wait_for(lambda: rollup.stats()["written"] == 400, 60)
+        proxied.proxy.stop()  # cuts the open connection too
+        before = _db_offsets(dsn, group)
+        _produce(kafka_broker, kafka_topic, records[400:])
+        _wait_for(lambda: rollup.stats()["paused"] == 1, 60)
+        _wait_for(lambda: rollup.stats()["db_errors"] >= 3, 30)
+        assert rollup.stats()["written"] == 400
+        assert _db_offsets(dsn, group) == before  # nothing committed meanwhile
+        assert _total_records(dsn) == 400
+        proxied.proxy.start()
+        thread.join(60)
+    finally:
+        rollup.stop()
+        thread.join(60)
+    assert outcome == [True]
+    stats = rollup.stats()
+    assert (stats["written"], stats["paused"]) == (1000, 0)
+    assert _stored(dsn) == _expected(records)
+    assert _db_offsets(dsn, group) == _ends(read_all(kafka_broker.bootstrap, kafka_topic))
+
+
+# -- the command line, as a separate process -------------------------------------------------
+
+
+@pytest.fixture
+def rollup_argv(kafka_broker: KafkaBroker, kafka_topic: str, dsn: str, group: str) -> list[str]:
+    """``python -m otelcost.cli rollup`` on the fixtures, joining the group fast."""
+    return [
+        sys.executable,
+        "-m",
+        "otelcost.cli",
+        "rollup",
+        "--bootstrap-servers",
+        kafka_broker.bootstrap,
+        "--dsn",
+        dsn,
+        "--topic",
+        kafka_topic,
+        "--group",
+        group,
+        "--batch-size",
+        "100",
+        *(f"-X{k}={v}" for k, v in _FAST_GROUP.items()),
+    ]
+
+
+@pytest.fixture
+def processes() -> Iterator[list[subprocess.Popen[bytes]]]:
+    started: list[subprocess.Popen[bytes]] = []
+    yield started
+    for proc in started:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+
+
+@pytest.mark.slow
+def test_sigkill_mid_batch_then_restart_counts_everything_once(
+    kafka_broker: KafkaBroker,
+    kafka_topic: str,
+    dsn: str,
+    rollup_argv: list[str],
+    processes: list[subprocess.Popen[bytes]],
+) -> None:
+    records = _records(30_000)
+    _produce(kafka_broker, kafka_topic, records)
+    for _ in range(2):  # killed twice, at different points
+        before = _total_records(dsn)
+        proc = subprocess.Popen(rollup_argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        processes.append(proc)
+        _wait_for(lambda before=before: _total_records(dsn) > before, 60)
+        time.sleep(random.uniform(0.0, 0.3))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+        assert 0 < _total_records(dsn) < len(records)
+
+    final = subprocess.run(
+        [*rollup_argv, "--idle-timeout", "6", "--json"],
+        capture_output=True,
+        timeout=240,
+        check=False,
+    )
+    assert final.returncode == 0, final.stderr.decode()[-2000:]
+    stats = json.loads(final.stdout)
+    assert stats["consumed"] == stats["written"] + stats["duplicates"] + stats["dlq"]
+    assert _stored(dsn) == _expected(records)
+    group = rollup_argv[rollup_argv.index("--group") + 1]
+    assert _db_offsets(dsn, group) == _ends(read_all(kafka_broker.bootstrap, kafka_topic))
+
+
+@pytest.mark.slow
+def test_sigterm_finishes_the_batch_commits_and_exits_0(
+    kafka_broker: KafkaBroker,
+    kafka_topic: str,
+    dsn: str,
+    rollup_argv: list[str],
+    processes: list[subprocess.Popen[bytes]],
+) -> None:
+    records = _records(20_000)
+    _produce(kafka_broker, kafka_topic, records)
+    proc = subprocess.Popen(
+        [*rollup_argv, "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    processes.append(proc)
+    _wait_for(lambda: _total_records(dsn) > 0, 60)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err.decode()[-2000:]
+    first = json.loads(out)
+    assert 0 < first["consumed"] < len(records)
+    assert first["consumed"] == first["written"] == _total_records(dsn)
+    assert b"otelcost rollup stopped: consumed=" in err
+    second = subprocess.run(
+        [*rollup_argv, "--idle-timeout", "6", "--json"],
+        capture_output=True,
+        timeout=240,
+        check=False,
+    )
+    assert second.returncode == 0, second.stderr.decode()[-2000:]
+    stats = json.loads(second.stdout)
+    assert (stats["consumed"], stats["duplicates"]) == (len(records) - first["consumed"], 0)
+    assert _stored(dsn) == _expected(records)
+
+
+@pytest.mark.slow
+def test_cli_without_schema_exits_2_and_commits_nothing(
+    kafka_broker: KafkaBroker,
+    kafka_topic: str,
+    postgres_dsn: str,
+    rollup_argv: list[str],
+    group: str,
+) -> None:
+    _produce(kafka_broker, kafka_topic, _records(10))
+    drop_rollup_schema(postgres_dsn)
+    result = subprocess.run(
+        [*rollup_argv, "--idle-timeout", "5"], capture_output=True, timeout=120, check=False
+    )
+    assert result.returncode == 2, result.stderr.decode()[-2000:]
+    assert b"otelcost rollup --init-db" in result.stderr
+    assert set(_committed(kafka_broker, kafka_topic, group).values()) == {None}
+
+
+def test_cli_argument_errors(postgres_dsn: str) -> None:
+    base = [sys.executable, "-m", "otelcost.cli", "rollup"]
+    nothing = subprocess.run(
+        [*base, "--dsn", postgres_dsn], capture_output=True, timeout=60, check=False
+    )
+    assert nothing.returncode == 2
+    assert b"--bootstrap-servers" in nothing.stderr
+    cooperative = subprocess.run(
+        [
+            *base,
+            "--dsn",
+            postgres_dsn,
+            "--bootstrap-servers",
+            "127.0.0.1:9",
+            "-Xpartition.assignment.strategy=cooperative-sticky",
+        ],
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+    assert cooperative.returncode == 2
+    assert b"cooperative" in cooperative.stderr
+    unreachable = subprocess.run(
+        [*base, "--dsn", "postgresql://u:s3cret@127.0.0.1:9/db", "--init-db"],
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+    assert unreachable.returncode == 1
+    assert unreachable.stderr.count(b"\n") == 1
+    assert b"s3cret" not in unreachable.stderr
+    assert b"Traceback" not in unreachable.stderr
