@@ -1,4 +1,5 @@
-"""``otelcost report``: budgets, rolling spend, burn rate and throttles as stored in Redis."""
+"""``otelcost report``: budgets, rolling spend, burn rate and throttles as stored in Redis,
+or (``--dsn``) the cost history rolled up in PostgreSQL by ``otelcost rollup``."""
 
 from __future__ import annotations
 
@@ -25,24 +26,57 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
             "and show, per service and budget period: rolling spend, limit, utilization, the "
             "EMA burn rate (spend projected over the period), consecutive windows over the "
             "limit, and whether the service is throttled with the flag's remaining TTL. "
-            "Exits 1 with a one-line error when Redis cannot be read."
+            "With --dsn instead: the cost history kept in PostgreSQL by 'otelcost rollup', "
+            "by service (with a chart of daily spend), operation or day. "
+            "Exits 1 with a one-line error when Redis or PostgreSQL cannot be read."
         ),
     )
     parser.add_argument(
         "--redis-url",
-        default=os.environ.get(REDIS_URL_ENV),
-        help=f"redis://, rediss://, redis+cluster:// or redis+sentinel:// URL "
+        help=f"budgets: redis://, rediss://, redis+cluster:// or redis+sentinel:// URL "
         f"(default: ${REDIS_URL_ENV})",
+    )
+    parser.add_argument(
+        "--dsn", help="cost history: PostgreSQL URL or key=value conninfo (otelcost rollup)"
     )
     parser.add_argument("--json", action="store_true", help="print one JSON document")
     parser.add_argument("--service", metavar="NAME", help="only this service")
+    history = parser.add_argument_group("cost history (--dsn)")
+    history.add_argument(
+        "--since", metavar="DURATION", help="window up to now: 30m, 12h, 7d, 2w (default: 7d)"
+    )
+    history.add_argument(
+        "--by", choices=("service", "operation", "day"), help="rows (default: service)"
+    )
+    history.add_argument(
+        "--limit",
+        type=int,
+        metavar="N",
+        help="most expensive N rows (default: 20 by operation, all otherwise)",
+    )
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    """Print the report; 0 on success, 1 (one line on stderr) when Redis cannot be read."""
+    """Print the report; 0 on success, 1 (one line on stderr) when Redis or PostgreSQL
+    cannot be read, 2 on contradictory options."""
+    if args.dsn is not None:
+        if args.redis_url is not None:
+            print("otelcost report: give --redis-url or --dsn, not both", file=sys.stderr)
+            return 2
+        from otelcost.cli._history import run_history
+
+        return run_history(args)
+    if args.since is not None or args.by is not None or args.limit is not None:
+        print("otelcost report: --since, --by and --limit need --dsn", file=sys.stderr)
+        return 2
+    args.redis_url = args.redis_url or os.environ.get(REDIS_URL_ENV)
     if not args.redis_url:
-        print(f"otelcost report: give --redis-url or set {REDIS_URL_ENV}", file=sys.stderr)
+        print(
+            f"otelcost report: give --redis-url (or set {REDIS_URL_ENV}) for budgets, "
+            "or --dsn for the cost history",
+            file=sys.stderr,
+        )
         return 1
     try:
         statuses = _read(args.redis_url, args.service)

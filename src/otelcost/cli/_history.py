@@ -1,0 +1,175 @@
+"""``otelcost report --dsn``: cost history from the PostgreSQL rollups, as tables and charts.
+
+By service, each row ends with a sparkline of the spend per UTC day over the window
+(oldest left, today right; ``·`` is a day without spend; beyond 30 days each character
+is several days). By day, each row has a bar scaled to the most expensive day of its
+currency. Tables use
+rich when installed, plain aligned text otherwise; ``--json`` prints ``History.to_dict()``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+import time
+from collections.abc import Sequence
+from datetime import datetime, timezone
+from typing import Any
+
+from otelcost import _json
+from otelcost.cli.report import _money
+from otelcost.money import from_nanos
+
+__all__ = ["parse_since", "run_history", "sparkline"]
+
+_UNITS_MS = {"m": 60_000, "h": 3_600_000, "d": 86_400_000, "w": 7 * 86_400_000}
+_BLOCKS = "▁▂▃▄▅▆▇█"
+_MAX_CHART = 30
+_BAR_WIDTH = 24
+
+
+def parse_since(text: str) -> int:
+    """``30m``, ``12h``, ``7d`` or ``2w`` as milliseconds; ValueError otherwise."""
+    match = re.fullmatch(r"\s*(\d+)\s*([mhdw])\s*", text)
+    if match is None or int(match.group(1)) == 0:
+        raise ValueError(f"--since expects a duration like 30m, 12h, 7d or 2w, got {text!r}")
+    return int(match.group(1)) * _UNITS_MS[match.group(2)]
+
+
+def sparkline(values: Sequence[int], width: int = _MAX_CHART) -> str:
+    """One character per value (values summed into at most ``width`` characters)."""
+    if len(values) > width:
+        step = -(-len(values) // width)
+        values = [sum(values[i : i + step]) for i in range(0, len(values), step)]
+    top = max(values, default=0)
+    if top <= 0:
+        return "·" * len(values)
+    return "".join(
+        "·" if value <= 0 else _BLOCKS[(value * len(_BLOCKS) + top - 1) // top - 1]
+        for value in values
+    )
+
+
+def run_history(args: argparse.Namespace) -> int:
+    """Read and print the history; 0, 1 when the database cannot be read, 2 on bad input."""
+    try:
+        window = parse_since(args.since or "7d")
+        from otelcost.rollup import SchemaError, read_history
+        from otelcost.rollup._db import DatabaseError, redact_dsn
+        from otelcost.rollup.history import By
+    except (ValueError, ImportError) as exc:
+        print(f"otelcost report: {exc}", file=sys.stderr)
+        return 2
+    by: By = "service" if args.by is None else args.by
+    limit = args.limit if args.limit is not None else (20 if by == "operation" else None)
+    try:
+        history = read_history(
+            args.dsn,
+            since_ms=int(time.time() * 1000) - window,
+            by=by,
+            service=args.service,
+            limit=limit,
+        )
+    except (SchemaError, DatabaseError) as exc:
+        message = " ".join(str(exc).split()) or type(exc).__name__
+        print(
+            f"otelcost report: cannot read cost history from {redact_dsn(args.dsn)}: {message}",
+            file=sys.stderr,
+        )
+        return 1
+    if args.json:
+        sys.stdout.write(_json.dumps(history.to_dict()).decode() + "\n")
+        return 0
+    header, rows, title = _table(history)
+    if not rows:
+        print(f"no cost history in the last {args.since or '7d'}")
+        return 0
+    _print(title, header, rows)
+    return 0
+
+
+def _table(history: Any) -> tuple[list[str], list[list[str]], str]:
+    since = _date(history.since, minutes=True)
+    if history.by == "service":
+        chart = "daily spend" if len(history.days) <= _MAX_CHART else "spend over time"
+        header = ["service", "currency", "cost", "spans", "unpriced", f"{chart} (oldest → today)"]
+        rows = [
+            [
+                row.service,
+                row.currency,
+                _money(from_nanos(row.cost_nanos)),
+                f"{row.spans:,}",
+                f"{row.unpriced_share:.1%}",
+                sparkline(row.daily),
+            ]
+            for row in history.rows
+        ]
+        return header, rows, f"cost by service since {since} UTC"
+    if history.by == "operation":
+        header = ["service", "operation", "currency", "cost", "spans", "per span", "avg ms"]
+        header.append("unpriced")
+        rows = [
+            [
+                row.service,
+                row.operation,
+                row.currency,
+                _money(from_nanos(row.cost_nanos)),
+                f"{row.spans:,}",
+                _money(from_nanos(row.cost_nanos) / row.spans) if row.spans else "-",
+                f"{row.duration_ms / row.spans:,.1f}" if row.spans else "-",
+                f"{row.unpriced_share:.1%}",
+            ]
+            for row in history.rows
+        ]
+        return header, rows, f"top operations by cost since {since} UTC"
+    top: dict[str, int] = {}  # bars compare days of one currency only
+    for row in history.rows:
+        top[row.currency] = max(top.get(row.currency, 0), row.cost_nanos)
+    header = ["day (UTC)", "currency", "cost", "spans", "unpriced", ""]
+    rows = [
+        [
+            _date(row.day),
+            row.currency,
+            _money(from_nanos(row.cost_nanos)),
+            f"{row.spans:,}",
+            f"{row.unpriced_share:.1%}",
+            "█" * round(_BAR_WIDTH * row.cost_nanos / top[row.currency])
+            if top[row.currency]
+            else "",
+        ]
+        for row in history.rows
+    ]
+    return header, rows, f"cost per day since {since} UTC"
+
+
+def _print(title: str, header: list[str], rows: list[list[str]]) -> None:
+    numeric = {"cost", "spans", "unpriced", "per span", "avg ms"}
+    try:
+        from rich.console import Console
+        from rich.table import Table
+        from rich.text import Text
+    except ImportError:
+        print(title)
+        widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+        for row in [header, *rows]:
+            cells = [
+                cell.rjust(width) if name in numeric else cell.ljust(width)
+                for cell, width, name in zip(row, widths, header, strict=True)
+            ]
+            print("  ".join(cells).rstrip())
+        return
+    table = Table(title=f"otelcost {title}")
+    for name in header:
+        table.add_column(name, justify="right" if name in numeric else "left")
+    for row in rows:
+        table.add_row(*(Text(cell) for cell in row))  # names are data, not markup
+    console = Console()
+    if not console.is_terminal:  # piped: never wrap cells at an assumed 80 columns
+        console = Console(width=200)
+    console.print(table)
+
+
+def _date(epoch_ms: int, *, minutes: bool = False) -> str:
+    moment = datetime.fromtimestamp(epoch_ms / 1000, tz=timezone.utc)
+    return moment.strftime("%Y-%m-%d %H:%M" if minutes else "%Y-%m-%d")
