@@ -34,6 +34,7 @@ SCRIPTS = (
     "bench_e2e",
     "bench_budget",
     "bench_kafka",
+    "bench_rollup",
     "bench_memory",
 )
 _TAIL_LINES = 30
