@@ -1,0 +1,322 @@
+"""The application under fault: an instrumented WSGI app on loopback with every cost sink.
+
+``Stack`` serves ``tests/_wsgi.App`` (behind ``BudgetWSGIMiddleware`` when Redis is in
+play, so the throttle check is on the request path as in production) with a
+CostSpanProcessor feeding an InMemoryCostExporter, a RedisBudgetExporter and a
+KafkaCostExporter, and the enriched spans to a ``CostSumSpanExporter`` (the reference:
+the exact sum of every span's ``cost.amount``). ``drive`` is the client; ``Ledger`` reads
+every sink back with clients that share no code with the exporters, and its ``check``
+states the promise of the fault suite: each sink holds the reference total, or falls
+short by exactly what its drop counter says, and nothing is counted twice.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+
+from _kafka import read_all
+from _wsgi import App, Served
+from otelcost import CostSpanProcessor
+from otelcost.budget import Budget, BudgetGuard, BudgetWSGIMiddleware, RedisBudgetStore
+from otelcost.exporters import InMemoryCostExporter, KafkaCostExporter
+from otelcost.exporters.redis import RedisBudgetExporter
+from otelcost.processor import PricingLike
+from otelcost.reconcile import CostSumSpanExporter, rolling_spend
+from otelcost.record import CostRecord
+
+SERVICE = "shop"
+# Three services, keyed to the three partitions of a test topic (librdkafka's default
+# partitioner: CRC32 of the key), so that every partition carries traffic.
+SERVICES = (SERVICE, "cart", "search")
+PRICING: dict[str, Any] = {
+    "version": "faults-1",
+    "currency": "USD",
+    "prices": {
+        "shop:GET /orders/{order_id}": {"per_ms": 2.1e-6, "per_request": 1.3e-6},
+        "shop:*": {"per_ms": 7e-7, "per_request": 3e-7},
+        "*:*": {"per_request": 1e-7},
+    },
+}
+# Never reached: every nano-unit must stay visible as spend.
+BUDGETS = [Budget("*", limit=1_000_000.0, period="24h")]
+# Generous: a fault may cost the app a few milliseconds, never a timeout's worth.
+LATENCY_FACTOR = 5.0
+LATENCY_SLACK_S = 0.05
+
+
+class Stack:
+    """The app and its cost pipeline; ``close()`` shuts everything down."""
+
+    def __init__(
+        self,
+        *,
+        redis_url: str | None = None,
+        bootstrap: str | None = None,
+        topic: str | None = None,
+        pricing: PricingLike = PRICING,
+        kafka_config: Mapping[str, Any] | None = None,
+        guard: bool = True,
+        services: Sequence[str] = SERVICES,
+    ) -> None:
+        self.reference = CostSumSpanExporter()
+        self.memory = InMemoryCostExporter(max_records=0)
+        exporters: list[Any] = [self.memory]
+        self.redis: RedisBudgetExporter | None = None
+        self.kafka: KafkaCostExporter | None = None
+        if redis_url is not None:
+            self.redis = RedisBudgetExporter(redis_url, BUDGETS, flush_interval=0.25)
+            exporters.append(self.redis)
+        if bootstrap is not None:
+            assert topic is not None
+            self.kafka = KafkaCostExporter(bootstrap, topic, **dict(kafka_config or {}))
+            exporters.append(self.kafka)
+        self.processor = CostSpanProcessor(
+            pricing,
+            exporters,
+            schedule_delay_millis=200,
+            span_processors=[SimpleSpanProcessor(self.reference)],
+        )
+        self.services = tuple(services)
+        self.app = App()
+        budget_guard = BudgetGuard(redis_url) if guard and redis_url is not None else None
+        self.served: list[Served] = []
+        for service in self.services:
+            provider = TracerProvider(
+                resource=Resource.create({"service.name": service}), shutdown_on_exit=False
+            )
+            provider.add_span_processor(self.processor)
+            wsgi: Any = self.app
+            if budget_guard is not None:
+                wsgi = BudgetWSGIMiddleware(wsgi, budget_guard, service)
+            self.served.append(Served(wsgi, provider))
+        self._paths = itertools.count()
+
+    def drive(self, seconds: float) -> list[float]:
+        """Requests one after another for ``seconds``; their latencies. Every one must be 200."""
+        latencies: list[float] = []
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            latencies.append(self.request())
+        return latencies
+
+    def request(self) -> float:
+        n = next(self._paths)
+        path = ("/orders/{}", "/items/{}", "/search?q={}")[n % 3].format(n)
+        started = time.perf_counter()
+        status = get(self.served[n % len(self.served)].url + path)
+        elapsed = time.perf_counter() - started
+        assert status == 200, f"GET {path} -> {status}"
+        return elapsed
+
+    @contextmanager
+    def driving(self) -> Iterator[list[float]]:
+        """Requests on a background thread while the block runs (a fault is injected there)."""
+        latencies: list[float] = []
+        stop = threading.Event()
+        errors: list[BaseException] = []
+
+        def run() -> None:
+            try:
+                while not stop.is_set():
+                    latencies.append(self.request())
+            except BaseException as exc:  # reported in the test's thread
+                errors.append(exc)
+
+        thread = threading.Thread(target=run, daemon=True)
+        thread.start()
+        try:
+            yield latencies
+        finally:
+            stop.set()
+            thread.join(30)
+        assert not errors, errors
+        assert not thread.is_alive(), "a request hung"
+
+    def flush(self, timeout: float = 60.0) -> None:
+        """Everything ended so far priced, exported and delivered (raises if not in time)."""
+        assert self.processor.force_flush(int(timeout * 1000)), self.processor.stats()
+        if self.redis is not None:
+            assert self.redis.stats()["held_nanos"] == 0, self.redis.stats()
+        if self.kafka is not None:
+            kafka = self.kafka.stats()
+            assert kafka["in_queue"] == 0 and kafka["overflow_pending_spans"] == 0, kafka
+
+    def close(self) -> None:
+        for served in self.served:
+            served.close()
+        self.processor.shutdown(30_000)
+
+
+def get(url: str) -> int:
+    try:
+        with urllib.request.urlopen(url, timeout=30) as response:
+            response.read()
+            return int(response.status)
+    except urllib.error.HTTPError as exc:
+        return int(exc.code)
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q / 100 * len(ordered)))]
+
+
+def assert_latency(baseline: Sequence[float], faulted: Sequence[float]) -> None:
+    """The faulted requests' p99 stays within a generous factor of the baseline's."""
+    assert len(baseline) >= 20 and len(faulted) >= 20, (len(baseline), len(faulted))
+    base, under = percentile(baseline, 99), percentile(faulted, 99)
+    bound = LATENCY_FACTOR * base + LATENCY_SLACK_S
+    assert under <= bound, (
+        f"p99 under the fault {under * 1e3:.1f} ms > {bound * 1e3:.1f} ms "
+        f"(baseline p99 {base * 1e3:.1f} ms, max {max(faulted) * 1e3:.1f} ms)"
+    )
+
+
+@dataclass
+class Ledger:
+    """Every sink's total after a run, read back independently."""
+
+    reference_nanos: int
+    reference_spans: int
+    memory_nanos: int
+    memory_spans: int
+    processor: Mapping[str, Any]
+    redis_spend: int | None = None
+    redis: Mapping[str, int | float] = field(default_factory=dict)
+    topic_nanos: int | None = None
+    topic_spans: int | None = None
+    topic_duplicates: int | None = None
+    kafka: Mapping[str, int] = field(default_factory=dict)
+
+    @classmethod
+    def read(
+        cls,
+        stack: Stack,
+        *,
+        redis_url: str | None = None,
+        bootstrap: str | None = None,
+        topic: str | None = None,
+    ) -> Ledger:
+        memory = stack.memory.totals().values()
+        ledger = cls(
+            reference_nanos=stack.reference.nanos,
+            reference_spans=stack.reference.priced + stack.reference.unpriced,
+            memory_nanos=sum(t.nanos for t in memory),
+            memory_spans=sum(t.spans for t in memory),
+            processor=stack.processor.stats(),
+        )
+        if stack.redis is not None:
+            assert redis_url is not None
+            ledger.redis_spend = rolling_spend(RedisBudgetStore(redis_url, BUDGETS), stack.services)
+            ledger.redis = stack.redis.stats()
+        if stack.kafka is not None:
+            assert bootstrap is not None and topic is not None
+            records = [CostRecord.from_json(m.value or b"") for m in read_all(bootstrap, topic)]
+            ids = [(r.trace_id, r.span_id) for r in records if not r.aggregate]
+            ledger.topic_nanos = sum(r.cost_nanos for r in records)
+            ledger.topic_spans = sum(r.span_count for r in records)
+            ledger.topic_duplicates = len(ids) - len(set(ids))
+            ledger.kafka = stack.kafka.stats()
+        return ledger
+
+    def check(self, *, redis_before: int = 0) -> None:
+        """Each sink holds the reference, or misses exactly what its counters say it dropped.
+
+        ``redis_before``: spend delivered to Redis before its data was lost (FLUSHALL).
+        """
+        stats = self.processor
+        assert stats["spans_dropped"] == stats["records_dropped"] == 0, stats
+        assert stats["errors"] == 0 and stats["export_failures"] == 0, stats
+        assert self.reference_spans == stats["spans_seen"] > 0, stats
+        assert (self.memory_nanos, self.memory_spans) == (
+            self.reference_nanos,
+            self.reference_spans,
+        )
+        if self.redis_spend is not None:
+            redis = self.redis
+            assert redis["held_nanos"] == 0, redis
+            # Every nano-unit is delivered or counted as dropped, and Redis holds exactly
+            # what was delivered: nothing lost silently, nothing applied twice.
+            assert redis["nanos_delivered"] + redis["nanos_dropped"] == self.reference_nanos
+            assert self.redis_spend == redis["nanos_delivered"] - redis_before, redis
+        if self.topic_nanos is not None:
+            kafka = self.kafka
+            assert self.topic_duplicates == 0
+            assert kafka["spans"] == self.reference_spans, kafka
+            assert self.topic_spans == kafka["delivered_spans"], kafka
+            assert kafka["delivered_spans"] + kafka["dropped_spans"] == self.reference_spans
+            if kafka["dropped_spans"] == 0:
+                assert self.topic_nanos == self.reference_nanos
+
+    @property
+    def dropped(self) -> bool:
+        """Whether any sink counted a drop (a scenario that drops must say so explicitly)."""
+        return bool(self.redis.get("nanos_dropped") or self.kafka.get("dropped_spans"))
+
+
+def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.05)
+
+
+FAST_GROUP = {
+    "session.timeout.ms": 6000,
+    "heartbeat.interval.ms": 500,
+    "max.poll.interval.ms": 10000,
+}
+
+
+def db_url(redis_url: str, db: int) -> str:
+    """``redis_url`` pointing at database ``db`` (the enforce path is kept apart in db 1)."""
+    return redis_url.rsplit("/", 1)[0] + f"/{db}"
+
+
+class EnforcerThread:
+    """An in-process Enforcer (as ``otelcost enforce`` runs it) on a thread."""
+
+    def __init__(self, bootstrap: str, topic: str, redis_url: str, group: str) -> None:
+        from otelcost.enforcer import Enforcer
+
+        self.store = RedisBudgetStore(redis_url, BUDGETS)
+        self.enforcer = Enforcer(
+            bootstrap,
+            self.store,
+            topic=topic,
+            group=group,
+            kafka_config=FAST_GROUP,
+            batch_size=500,
+            batch_timeout=0.2,
+            backoff=0.2,
+            max_backoff=2.0,
+            shutdown_grace=10.0,
+        )
+        self.clean: list[bool] = []
+        self.thread = threading.Thread(
+            target=lambda: self.clean.append(self.enforcer.run()), daemon=True
+        )
+        self.thread.start()
+
+    def spend(self) -> int:
+        return rolling_spend(self.store, SERVICES)
+
+    def stop(self) -> dict[str, int]:
+        self.enforcer.stop()
+        self.thread.join(60)
+        assert not self.thread.is_alive(), "the enforcer did not stop"
+        assert self.clean == [True], "the enforcer left an uncommitted batch"
+        return self.enforcer.stats()
