@@ -144,6 +144,7 @@ def work(config: str, seconds: float, params: dict[str, Any]) -> None:
                 kafka = exporters["kafka"].stats()
                 redis = exporters["redis"].stats()
                 line.update(
+                    dropped=stats["spans_dropped"] + stats["records_dropped"],
                     span_queue=stats["queue_size"],
                     record_queue=stats["record_queue_size"],
                     kafka_queue=kafka["in_queue"],
@@ -336,12 +337,19 @@ def _result(
         rate = (window[-1]["spans"] - window[0]["spans"]) / (window[-1]["t"] - window[0]["t"])
         return statistics.median(s["rss"] for s in window), rate
 
+    def dropped(start: float, end: float) -> int:
+        """Spans and records the processor dropped between two moments (sample times)."""
+        window = _window(worker.samples, start - 1, end)
+        return int(window[-1]["dropped"] - window[0]["dropped"]) if window else 0
+
     base_rss, base_rate = steady(baseline.samples)
     ours_rss, ours_rate = steady(worker.samples)
     rows = [
         ["steady: BatchSpanProcessor alone (baseline)", f"{base_rate:,.0f}", f"{base_rss:.1f}"]
-        + [""] * 5,
-        ["steady: + otelcost, every exporter", f"{ours_rate:,.0f}", f"{ours_rss:.1f}"] + [""] * 5,
+        + [""] * 6,
+        ["steady: + otelcost, every exporter", f"{ours_rate:,.0f}", f"{ours_rss:.1f}"]
+        + [""] * 5
+        + [f"{dropped(steady_from, steady_to):,}"],
     ]
     slopes: dict[str, float] = {}
     growth: dict[str, float] = {}
@@ -366,6 +374,7 @@ def _result(
                 f"{slopes[name]:+.2f}",
                 f"{max(s[queue] for s in during):,}",
                 f"{max(s['kafka_overflow'] for s in during):,}",
+                f"{dropped(down, up + timeline.recovery):,}",
             ]
         )
     step = 1 if quick else 5
@@ -408,6 +417,7 @@ def _result(
                     "slope, 2nd half of outage (MiB/min)",
                     "max held (broker: librdkafka msgs; Redis: services)",
                     "max spans in overflow aggregates",
+                    "spans + records the processor dropped",
                 ],
                 rows,
             ),
@@ -420,7 +430,8 @@ def _result(
             "its exporters' libraries: confluent-kafka/librdkafka, redis, the metrics SDK). "
             f"After the run ({'all flushed' if final['flushed'] else 'force_flush timed out'}): "
             f"{proc['spans_priced']:,} of {final['spans']:,} spans priced, "
-            f"{proc['spans_dropped']:,} dropped by the processor; Kafka "
+            f"{proc['spans_dropped']:,} spans and {proc['records_dropped']:,} records dropped "
+            "by the processor (full queues); Kafka "
             f"{kafka['delivered_spans']:,} spans delivered ({kafka['aggregates_delivered']:,} "
             f"overflow aggregates), {kafka['dropped_spans']:,} dropped; Redis budgets "
             f"{redis['records_delivered']:,} records delivered, {redis['records_dropped']:,} "
