@@ -202,9 +202,9 @@ def topic_totals(
 ) -> TopicTotals:
     """Read ``topic`` from the first offset of every partition, without a consumer group.
 
-    Reads until ``expected_spans`` spans arrived, then ``1 s`` more (so duplicates show),
-    or until ``timeout``. The end offsets are not used as the stop condition: some
-    Kafka-protocol brokers report them one batch short.
+    Reads until ``expected_spans`` spans arrived and then 1 s more (so that duplicates
+    show), or until nothing arrived for ``timeout`` seconds. The end offsets are not the
+    stop condition: some Kafka-protocol brokers report them one batch short.
     """
     confluent = import_confluent()
     config = client_config(
@@ -219,16 +219,17 @@ def topic_totals(
     config["bootstrap.servers"] = bootstrap_servers
     consumer = confluent.Consumer(config)
     try:
-        deadline = time.monotonic() + timeout
         metadata = consumer.list_topics(topic, timeout=min(timeout, 10.0))
         partitions = metadata.topics[topic].partitions
         consumer.assign(
             [confluent.TopicPartition(topic, p, confluent.OFFSET_BEGINNING) for p in partitions]
         )
         messages = spans = unpriced = nanos = invalid = 0
-        stop_at = deadline
+        stop_at = time.monotonic() + timeout
+        complete = False
         while time.monotonic() < stop_at:
-            for message in consumer.consume(num_messages=1000, timeout=0.2):
+            batch = consumer.consume(num_messages=1000, timeout=0.2)
+            for message in batch:
                 if message.error() is not None:
                     continue
                 messages += 1
@@ -240,8 +241,11 @@ def topic_totals(
                 spans += record.span_count
                 unpriced += record.span_count if record.error is not None else 0
                 nanos += record.cost_nanos
-            if spans >= expected_spans:
-                stop_at = min(stop_at, time.monotonic() + _EXTRA_READ_S)
+            if not complete and spans >= expected_spans:
+                complete = True
+                stop_at = time.monotonic() + _EXTRA_READ_S
+            elif batch and not complete:
+                stop_at = time.monotonic() + timeout
         return TopicTotals(messages, spans, unpriced, nanos, invalid)
     finally:
         consumer.close()

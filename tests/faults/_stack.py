@@ -190,14 +190,18 @@ class Ledger:
 
     reference_nanos: int
     reference_spans: int
+    reference_unpriced: int
     memory_nanos: int
     memory_spans: int
+    memory_unpriced: int
     processor: Mapping[str, Any]
     redis_spend: int | None = None
     redis: Mapping[str, int | float] = field(default_factory=dict)
     topic_nanos: int | None = None
     topic_spans: int | None = None
     topic_duplicates: int | None = None
+    topic_unpriced: int | None = None
+    topic_free: int | None = None
     kafka: Mapping[str, int] = field(default_factory=dict)
 
     @classmethod
@@ -213,8 +217,10 @@ class Ledger:
         ledger = cls(
             reference_nanos=stack.reference.nanos,
             reference_spans=stack.reference.priced + stack.reference.unpriced,
+            reference_unpriced=stack.reference.unpriced,
             memory_nanos=sum(t.nanos for t in memory),
             memory_spans=sum(t.spans for t in memory),
+            memory_unpriced=sum(t.unpriced for t in memory),
             processor=stack.processor.stats(),
         )
         if stack.redis is not None:
@@ -228,6 +234,8 @@ class Ledger:
             ledger.topic_nanos = sum(r.cost_nanos for r in records)
             ledger.topic_spans = sum(r.span_count for r in records)
             ledger.topic_duplicates = len(ids) - len(set(ids))
+            ledger.topic_unpriced = sum(r.span_count for r in records if r.error is not None)
+            ledger.topic_free = sum(1 for r in records if r.error is None and not r.cost_nanos)
             ledger.kafka = stack.kafka.stats()
         return ledger
 
@@ -244,6 +252,9 @@ class Ledger:
             self.reference_nanos,
             self.reference_spans,
         )
+        # An unpriced span is counted as such everywhere, never as a silent $0.
+        unpriced = stats["spans_unpriced"]
+        assert self.reference_unpriced == self.memory_unpriced == unpriced, stats
         if self.redis_spend is not None:
             redis = self.redis
             assert redis["held_nanos"] == 0, redis
@@ -251,6 +262,7 @@ class Ledger:
             # what was delivered: nothing lost silently, nothing applied twice.
             assert redis["nanos_delivered"] + redis["nanos_dropped"] == self.reference_nanos
             assert self.redis_spend == redis["nanos_delivered"] - redis_before, redis
+            assert redis["records_unpriced"] == unpriced, redis
         if self.topic_nanos is not None:
             kafka = self.kafka
             assert self.topic_duplicates == 0
@@ -259,6 +271,7 @@ class Ledger:
             assert kafka["delivered_spans"] + kafka["dropped_spans"] == self.reference_spans
             if kafka["dropped_spans"] == 0:
                 assert self.topic_nanos == self.reference_nanos
+                assert (self.topic_unpriced, self.topic_free) == (unpriced, 0)
 
     @property
     def dropped(self) -> bool:

@@ -17,6 +17,7 @@ def redis_url(redis_server: RedisServer, redis_client: redis.Redis) -> str:
     return redis_server.url
 
 
+@pytest.mark.slow
 def test_broker_down_at_start(kafka_broker: KafkaBroker, kafka_topic: str, redis_url: str) -> None:
     args = {"redis_url": redis_url, "bootstrap": kafka_broker.bootstrap, "topic": kafka_topic}
     kafka_broker.stop()  # in-memory storage: it comes back empty, the topic is auto-created

@@ -103,6 +103,7 @@ def test_redis_stopped_mid_run_and_restarted(
     assert enforced["store_errors"] > 0 and enforced["dlq"] == 0
 
 
+@pytest.mark.slow
 def test_redis_slowed_by_client_pause(
     redis_server: RedisServer, redis_client: redis.Redis, stack_args: dict[str, str]
 ) -> None:
