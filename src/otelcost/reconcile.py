@@ -120,7 +120,8 @@ class Reconciliation:
         """The totals, their differences and the counters, as aligned text."""
         rows = [("sink", "records", "total (nano-units)", "difference")]
         for i, total in enumerate(self.totals):
-            difference = "-" if i == 0 else f"{total.nanos - self.reference.nanos:+d}"
+            delta = total.nanos - self.reference.nanos
+            difference = "-" if i == 0 else f"{delta:+d}" if delta else "0"
             records = "?" if total.records is None else str(total.records)
             rows.append((total.sink, records, str(total.nanos), difference))
         widths = [max(len(row[i]) for row in rows) for i in range(4)]
