@@ -112,11 +112,11 @@ def read_history(
     if since >= until:
         raise ValueError("since must be before until")
     days = tuple(range(since - since % DAY_MS, until, DAY_MS))
-    window = [_datetime(since), _datetime(until)]
+    window: list[Any] = [_datetime(since), _datetime(until)]
     where = "bucket >= %s AND bucket < %s"
     if service is not None:
         where += " AND service = %s"
-        window.append(service)  # type: ignore[arg-type]
+        window.append(service)
     sums = "sum(cost_nanos), sum(spans), sum(records), sum(unpriced_spans), sum(duration_ms)"
     day = "(extract(epoch FROM date_trunc('day', bucket, 'UTC')) * 1000)::bigint"
     with connect(dsn, timeout=timeout) as conn:
