@@ -377,6 +377,34 @@ def test_database_outage_mid_stream_pauses_and_loses_nothing(
     assert _db_offsets(dsn, group) == _ends(read_all(kafka_broker.bootstrap, kafka_topic))
 
 
+@pytest.mark.slow
+def test_a_second_rollup_joining_neither_loses_nor_double_counts(
+    kafka_broker: KafkaBroker, kafka_topic: str, dsn: str, group: str
+) -> None:
+    records = _records(20_000)
+    _produce(kafka_broker, kafka_topic, records)
+    first = _rollup(kafka_broker, dsn, kafka_topic, group, batch_size=50)
+    second = _rollup(kafka_broker, dsn, kafka_topic, group, batch_size=50)
+    first_thread, first_outcome = _run_in_thread(first, idle_timeout=6)
+    second_thread = threading.Thread()
+    try:
+        _wait_for(lambda: first.stats()["written"] > 0, 60)
+        second_thread, second_outcome = _run_in_thread(second, idle_timeout=6)
+        first_thread.join(180)
+        second_thread.join(180)
+    finally:
+        for rollup, thread in ((first, first_thread), (second, second_thread)):
+            rollup.stop()
+            if thread.ident is not None:
+                thread.join(120)
+    assert first_outcome == second_outcome == [True]
+    a, b = first.stats(), second.stats()
+    assert b["consumed"] > 0  # the rebalance really handed partitions over
+    assert a["written"] + b["written"] == len(records)
+    assert _stored(dsn) == _expected(records)
+    assert _db_offsets(dsn, group) == _ends(read_all(kafka_broker.bootstrap, kafka_topic))
+
+
 # -- the command line, as a separate process -------------------------------------------------
 
 
