@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from collections.abc import Callable, Mapping
 from types import MappingProxyType
 from typing import Final
@@ -22,7 +23,7 @@ from otelcost.money import from_nanos
 from otelcost.normalize import normalize_path
 from otelcost.operation import CardinalityGuard, derive_operation, service_name
 from otelcost.pricing import PricingCache, PricingTable
-from otelcost.record import CostRecord
+from otelcost.record import _MAX_TS_MS, _MIN_TS_MS, CostRecord
 
 __all__ = ["Coster", "PricingSnapshot", "SpanCost"]
 
@@ -227,9 +228,14 @@ class Coster:
         )
         start, end = span.start_time or 0, span.end_time or 0
         error = snap.error
-        if end < start or end <= 0:
+        timestamp_ms = end // 1_000_000
+        if end < start or not _MIN_TS_MS < timestamp_ms < _MAX_TS_MS:
+            # Not an epoch time in nanoseconds (zero, seconds, a clock decades off): the
+            # span is not priced, and its record gets the time of pricing instead, so that
+            # it still passes CostRecord validation wherever it is consumed.
             duration_ms = 0.0
             error = _error(INVALID_SPAN, f"start_time={start} end_time={end}")
+            timestamp_ms = time.time_ns() // 1_000_000
         else:
             duration_ms = (end - start) / 1e6
         nanos = 0
@@ -254,7 +260,7 @@ class Coster:
             nanos=nanos,
             currency=snap.currency,
             duration_ms=duration_ms,
-            timestamp_ms=end // 1_000_000,
+            timestamp_ms=timestamp_ms,
             region=snap.region,
             pricing_version=snap.version,
             usage=usage,
@@ -269,8 +275,12 @@ def _fallback_usage(attributes: Mapping[str, object]) -> Mapping[str, float]:
             key.startswith(_FALLBACK_USAGE_PREFIX)
             and isinstance(value, int | float)
             and not isinstance(value, bool)
-            and math.isfinite(value)
             and value >= 0
         ):
-            usage[key] = float(value)
+            try:
+                amount = float(value)
+            except OverflowError:  # an int beyond a double: not a usage anyone can price
+                continue
+            if math.isfinite(amount):
+                usage[key] = amount
     return MappingProxyType(usage) if usage else _EMPTY

@@ -33,15 +33,21 @@ def _parse_int(text: str) -> int | float:
 
 
 def _loads_std(data: bytes | str) -> Any:
-    """Parse like orjson: UTF-8 only, no NaN/Infinity, no lone surrogates, no overflow."""
+    """Parse like orjson: UTF-8 only, no NaN/Infinity, no lone surrogates, no overflow, and
+    ValueError (never RecursionError) for deep nesting."""
     if isinstance(data, bytes):
         text = data.decode("utf-8")
     else:
         data.encode("utf-8")  # raises on a lone surrogate, as orjson does
         text = data
-    obj = json.loads(
-        text, parse_constant=_reject_constant, parse_float=_parse_float, parse_int=_parse_int
-    )
+    try:
+        obj = json.loads(
+            text, parse_constant=_reject_constant, parse_float=_parse_float, parse_int=_parse_int
+        )
+    except RecursionError:
+        # orjson refuses deep nesting with a ValueError; so must this, or a hostile message
+        # escapes every caller's ``except ValueError`` (a poison pill for the enforcer).
+        raise ValueError("JSON nested too deeply") from None
     if _SURROGATE_ESCAPE.search(text):
         # Paired escapes decode to one character; a lone one survives as a surrogate,
         # which no UTF-8 encoder accepts. Rare enough to check by re-encoding.

@@ -82,22 +82,37 @@ _UNIT_MS = {
 }
 
 
+def _shown(value: object) -> str:
+    """``repr(value)`` for an error message: short, and safe for any value (a JSON integer
+    of thousands of digits has no repr, and a huge string would flood the logs)."""
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 64:
+        return f"<an integer of {value.bit_length()} bits>"
+    try:
+        text = repr(value)
+    except ValueError:  # e.g. a list holding such an integer
+        return f"<a {type(value).__name__}>"
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
 def parse_duration(value: str | float) -> int:
     """Milliseconds of ``value``: a number of seconds or a string like "500ms", "30s", "1m", "2h".
 
     Raises ValueError for anything else (negative, NaN, booleans, unknown units).
     """
     if isinstance(value, bool):
-        raise ValueError(f"not a duration: {value!r}")
+        raise ValueError(f"not a duration: {_shown(value)}")
     if isinstance(value, (int, float)):
-        if not math.isfinite(value) or value < 0:
-            raise ValueError(f"not a duration: {value!r}")
+        # Ints are finite (and may be too large for isfinite); NaN fails both tests.
+        if not value >= 0 or (isinstance(value, float) and not math.isfinite(value)):
+            raise ValueError(f"not a duration: {_shown(value)}")
         return round(value * _SECOND_MS)
     if isinstance(value, str):
         match = _DURATION.fullmatch(value)
         if match:
-            return round(float(match.group(1)) * _UNIT_MS[match.group(2)])
-    raise ValueError(f"not a duration: {value!r}")
+            ms = float(match.group(1)) * _UNIT_MS[match.group(2)]
+            if math.isfinite(ms):  # hundreds of digits parse as infinity
+                return round(ms)
+    raise ValueError(f"not a duration: {_shown(value)}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,23 +148,27 @@ class Budget:
             )
         limit = self.limit
         if isinstance(limit, bool) or not isinstance(limit, (int, float)):
-            raise _FieldError(self.service, f"limit must be a number, got {limit!r}")
-        if not math.isfinite(limit) or limit <= 0 or to_nanos(limit) < 1 or limit > MAX_LIMIT:
+            raise _FieldError(self.service, f"limit must be a number, got {_shown(limit)}")
+        # Range first: an int too large for a double makes isfinite() raise OverflowError.
+        if not 0 < limit <= MAX_LIMIT or not math.isfinite(limit) or to_nanos(limit) < 1:
             raise _FieldError(
-                self.service, f"limit must be a number > 0 and <= {MAX_LIMIT:g}, got {limit!r}"
+                self.service,
+                f"limit must be a number > 0 and <= {MAX_LIMIT:g}, got {_shown(limit)}",
             )
         if not isinstance(self.period, str) or self.period not in PERIODS:
             raise _FieldError(
                 self.service,
-                f"unknown period {self.period!r} (expected one of {', '.join(PERIODS)})",
+                f"unknown period {_shown(self.period)} (expected one of {', '.join(PERIODS)})",
             )
         try:
             window_ms = parse_duration(self.window)
         except ValueError:
-            raise _FieldError(self.service, f"window: not a duration: {self.window!r}") from None
+            raise _FieldError(
+                self.service, f"window: not a duration: {_shown(self.window)}"
+            ) from None
         if not _SECOND_MS <= window_ms <= PERIODS[self.period].ms:
             raise _FieldError(
-                self.service, f"window must be between 1s and the period, got {self.window!r}"
+                self.service, f"window must be between 1s and the period, got {_shown(self.window)}"
             )
         object.__setattr__(self, "window", window_ms / _SECOND_MS)
         _check_number(self.service, "ema_alpha", self.ema_alpha, low=0.001, low_inclusive=True)
@@ -158,7 +177,7 @@ class Budget:
         _check_count(self.service, "release_windows", self.release_windows)
         if not isinstance(self.hard_cap, bool):
             raise _FieldError(
-                self.service, f"hard_cap must be true or false, got {self.hard_cap!r}"
+                self.service, f"hard_cap must be true or false, got {_shown(self.hard_cap)}"
             )
 
     @property
@@ -178,10 +197,10 @@ class Budget:
         """Build a budget from a budgets-file entry; unknown keys are rejected."""
         if not isinstance(doc, Mapping):
             raise BudgetConfigError(f"{where}: expected an object, got {type(doc).__name__}")
-        unknown = sorted(set(doc) - _FIELDS)
+        unknown = sorted(set(doc) - _FIELDS, key=_shown)
         if unknown:
             raise BudgetConfigError(
-                f"{where}: unknown key {unknown[0]!r} (known: {', '.join(sorted(_FIELDS))})"
+                f"{where}: unknown key {_shown(unknown[0])} (known: {', '.join(sorted(_FIELDS))})"
             )
         for required in ("service", "limit"):
             if required not in doc:
@@ -199,7 +218,7 @@ class _FieldError(BudgetConfigError):
     """A Budget field is invalid; ``detail`` is the message without the service prefix."""
 
     def __init__(self, service: object, detail: str) -> None:
-        super().__init__(f"budget for service {service!r}: {detail}")
+        super().__init__(f"budget for service {_shown(service)}: {detail}")
         self.detail = detail
 
 
@@ -207,16 +226,16 @@ def _check_number(
     service: str, name: str, value: object, *, low: float, low_inclusive: bool = False
 ) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise _FieldError(service, f"{name} must be a number, got {value!r}")
+        raise _FieldError(service, f"{name} must be a number, got {_shown(value)}")
     above = value >= low if low_inclusive else value > low
     if not (above and value <= 1):
         bracket = "[" if low_inclusive else "("
-        raise _FieldError(service, f"{name} must be in {bracket}{low}, 1], got {value!r}")
+        raise _FieldError(service, f"{name} must be in {bracket}{low}, 1], got {_shown(value)}")
 
 
 def _check_count(service: str, name: str, value: object) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 10_000:
-        raise _FieldError(service, f"{name} must be an integer in [1, 10000], got {value!r}")
+        raise _FieldError(service, f"{name} must be an integer in [1, 10000], got {_shown(value)}")
 
 
 class BudgetSet:
@@ -311,8 +330,10 @@ def load_budgets(source: Any = None) -> BudgetSet:
 def _load_file(path: Path) -> BudgetSet:
     try:
         raw = path.read_bytes()
-    except OSError as exc:
-        raise BudgetConfigError(f"budgets file {path}: {exc.strerror or exc}") from None
+    except (OSError, ValueError) as exc:  # ValueError: a NUL in the path
+        raise BudgetConfigError(
+            f"budgets file {path}: {getattr(exc, 'strerror', None) or exc}"
+        ) from None
     try:
         doc = _json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
@@ -323,9 +344,9 @@ def _load_file(path: Path) -> BudgetSet:
 def _from_document(doc: Any, *, origin: str) -> BudgetSet:
     if not isinstance(doc, Mapping):
         raise BudgetConfigError(f'{origin}: expected an object {{"budgets": [...]}}')
-    unknown = sorted(set(doc) - {"budgets"})
+    unknown = sorted(set(doc) - {"budgets"}, key=_shown)
     if unknown:
-        raise BudgetConfigError(f"{origin}: unknown key {unknown[0]!r} (expected 'budgets')")
+        raise BudgetConfigError(f"{origin}: unknown key {_shown(unknown[0])} (expected 'budgets')")
     entries = doc.get("budgets")
     if not isinstance(entries, list):
         raise BudgetConfigError(f"{origin}: 'budgets' must be a list")
