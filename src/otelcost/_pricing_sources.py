@@ -239,6 +239,7 @@ class HttpPricingSource:
         if last is not None and last[1] is not None:
             request.add_header("If-None-Match", last[1])
         deadline = time.monotonic() + self._total_timeout
+        request.otelcost_deadline = deadline  # type: ignore[attr-defined]  # for redirects
         try:
             with self._opener.open(request, timeout=self._connect_timeout) as response:
                 body = self._read_body(response, deadline)
@@ -303,9 +304,12 @@ def _user_agent() -> str:
 
 
 class _RedirectPolicy(urllib.request.HTTPRedirectHandler):
-    """Follow redirects only within http(s), never to plain http from https, same host only."""
+    """Follow redirects only within http(s), never to plain http from https, same host only;
+    at most 5 in a row, never to a URL already visited, and not past the total timeout."""
 
     max_redirections = 5
+    # urllib's default (4) lets a loop between two URLs run 9 requests before it stops.
+    max_repeats = 1
 
     def __init__(self, origin: SplitResult, allowed_hosts: frozenset[str]) -> None:
         self._origin_scheme = origin.scheme.lower()
@@ -330,14 +334,19 @@ class _RedirectPolicy(urllib.request.HTTPRedirectHandler):
             refusal = "from https to http"
         elif host != self._origin_host and host not in self._allowed:
             refusal = f"to another host ({host}; allow it with allow_redirect_hosts)"
+        deadline: float | None = getattr(req, "otelcost_deadline", None)
+        if refusal is None and deadline is not None and time.monotonic() > deadline:
+            refusal = "after the total timeout"
         if refusal is not None:
             fp.close()
             raise PricingError(
                 f"{redact_url(req.full_url)}: refused HTTP {code} redirect {refusal}"
             )
         new = super().redirect_request(req, fp, code, msg, headers, newurl)
-        if new is not None and host != self._origin_host:
-            new.remove_header("Authorization")
+        if new is not None:
+            new.otelcost_deadline = deadline  # type: ignore[attr-defined]
+            if host != self._origin_host:
+                new.remove_header("Authorization")
         return new
 
 
