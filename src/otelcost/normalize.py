@@ -258,8 +258,14 @@ class PathNormalizer:
             for regex, replacement in self._rules:
                 path = regex.sub(replacement, path)
             path = _sanitize(path)
+        # Integer ids are the most common volatile segment: decide them before the memo,
+        # where each distinct id would only evict a segment worth keeping.
         segments = [
-            _cached_segment(s) if len(s) <= _MAX_CACHED_SEGMENT else _normalize_segment(s)
+            "*"
+            if s.isdigit() and s.isascii()
+            else _cached_segment(s)
+            if len(s) <= _MAX_CACHED_SEGMENT
+            else _normalize_segment(s)
             for s in path.split("/")
             if s
         ]
