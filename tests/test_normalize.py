@@ -263,9 +263,9 @@ def test_long_paths_are_fast(size: int, bound: float) -> None:
     best = float("inf")
     for _ in range(3):
         path = _realistic_path(size, rng)
-        started = time.perf_counter()
+        started = time.thread_time()
         normalize(path)
-        best = min(best, time.perf_counter() - started)
+        best = min(best, time.thread_time() - started)
     assert best < bound
 
 
@@ -283,9 +283,9 @@ def test_long_paths_are_fast(size: int, bound: float) -> None:
     ids=["dashes", "hex-like", "email-like", "versions", "dates", "escapes", "slashes"],
 )
 def test_adversarial_100kb_inputs_do_not_backtrack(path: str) -> None:
-    started = time.perf_counter()
+    started = time.thread_time()
     PathNormalizer(cache_size=0)(path)
-    assert time.perf_counter() - started < 0.25
+    assert time.thread_time() - started < 0.25
 
 
 # -- properties ----------------------------------------------------------------------------
