@@ -51,6 +51,9 @@ PRICING: dict[str, Any] = {
 }
 # Never reached: every nano-unit must stay visible as spend.
 BUDGETS = [Budget("*", limit=1_000_000.0, period="24h")]
+# What the running test measured (latencies, totals, counters), for docs/reliability.md:
+# tests/faults/conftest.py writes it out when OTELCOST_FAULTS_REPORT names a file.
+FIGURES: dict[str, Any] = {}
 # Generous: a fault may cost the app a few milliseconds, never a timeout's worth.
 LATENCY_FACTOR = 5.0
 LATENCY_SLACK_S = 0.05
@@ -178,6 +181,12 @@ def assert_latency(baseline: Sequence[float], faulted: Sequence[float]) -> None:
     assert len(baseline) >= 20 and len(faulted) >= 20, (len(baseline), len(faulted))
     base, under = percentile(baseline, 99), percentile(faulted, 99)
     bound = LATENCY_FACTOR * base + LATENCY_SLACK_S
+    FIGURES.update(
+        requests=len(baseline) + len(faulted),
+        baseline_p99_ms=round(base * 1e3, 1),
+        faulted_p99_ms=round(under * 1e3, 1),
+        faulted_max_ms=round(max(faulted) * 1e3, 1),
+    )
     assert under <= bound, (
         f"p99 under the fault {under * 1e3:.1f} ms > {bound * 1e3:.1f} ms "
         f"(baseline p99 {base * 1e3:.1f} ms, max {max(faulted) * 1e3:.1f} ms)"
@@ -245,6 +254,14 @@ class Ledger:
         ``redis_before``: spend delivered to Redis before its data was lost (FLUSHALL).
         """
         stats = self.processor
+        FIGURES.update(
+            spans=self.reference_spans,
+            unpriced=stats["spans_unpriced"],
+            nanos=self.reference_nanos,
+            redis_nanos_dropped=self.redis.get("nanos_dropped"),
+            kafka_dropped_spans=self.kafka.get("dropped_spans"),
+            topic_duplicates=self.topic_duplicates,
+        )
         assert stats["spans_dropped"] == stats["records_dropped"] == 0, stats
         assert stats["errors"] == 0 and stats["export_failures"] == 0, stats
         assert self.reference_spans == stats["spans_seen"] > 0, stats

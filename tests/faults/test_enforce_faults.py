@@ -21,6 +21,7 @@ import redis
 from _stack import (
     BUDGETS,
     FAST_GROUP,
+    FIGURES,
     SERVICES,
     EnforcerThread,
     Ledger,
@@ -107,6 +108,7 @@ def test_enforce_sigkilled_mid_batch_and_restarted_twice(
     assert not ledger.dropped
     assert rolling_spend(store, SERVICES) == ledger.reference_nanos
     assert stats["consumed"] == stats["applied"] + stats["duplicates"] and stats["dlq"] == 0
+    FIGURES.update(enforce_replayed=stats["duplicates"], enforce_spend=ledger.reference_nanos)
 
 
 @pytest.mark.slow
@@ -142,3 +144,4 @@ def test_two_enforcers_in_one_group_rebalancing(
     for stats in (left, stayed):
         assert stats["consumed"] == stats["applied"] + stats["duplicates"] and stats["dlq"] == 0
     assert left["applied"] > 0 and stayed["applied"] > 0
+    FIGURES.update(enforce_replayed=left["duplicates"] + stayed["duplicates"])

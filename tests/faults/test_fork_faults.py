@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 import redis
-from _stack import BUDGETS, SERVICE, assert_latency, get, wait_for
+from _stack import BUDGETS, FIGURES, SERVICE, assert_latency, get, wait_for
 
 from _kafka import read_all
 from _servers import KafkaBroker, RedisServer
@@ -169,6 +169,12 @@ def test_prefork_worker_killed_with_spans_in_flight(
     assert set(on_topic) == set(exact) | set(got_out)
     assert got_out.items() <= killed.items()
     assert len(got_out) < len(killed), "the killed worker had nothing in flight"
+    FIGURES.update(
+        spans=len(exact) + len(killed),
+        killed_priced=len(killed),
+        killed_delivered=len(got_out),
+        topic_duplicates=0,
+    )
     for pid, stats in counters.items():
         assert stats["processor"]["spans_dropped"] == stats["processor"]["records_dropped"] == 0
         assert stats["kafka"]["delivered_spans"] == len(ledgers[pid]), (pid, stats["kafka"])
