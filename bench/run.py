@@ -1,7 +1,7 @@
 """Run every benchmark, each against its baseline in the same run, and summarize the targets.
 
     python -m bench                  # full run (10+ minutes), rewrites docs/performance.md
-    python -m bench --quick          # ~1.5-minute smoke run: prints, never writes the doc
+    python -m bench --quick          # smoke run, under 2 minutes: prints, never writes the doc
     python -m bench --only e2e memory --no-write
 
 Each script runs in its own subprocess (``python -m bench.bench_X --no-write --result
