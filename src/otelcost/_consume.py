@@ -36,6 +36,7 @@ __all__ = [
     "client_configs",
     "consumer_lag",
     "decode",
+    "take",
 ]
 
 logger = logging.getLogger("otelcost.consume")
@@ -260,3 +261,27 @@ def _mark_delivered(letter: DeadLetter) -> Callable[[Any, Any], None]:
             )
 
     return on_delivery
+
+
+def take(
+    next_offsets: dict[int, int],
+    dead: list[DeadLetter],
+    partition: int,
+    offset: int,
+    *,
+    key: bytes | None,
+    value: bytes | None,
+    headers: Headers | None,
+) -> CostRecord | None:
+    """Move the partition's next offset past one message and decode it.
+
+    An invalid message is appended to ``dead`` (None is returned): it is consumed all the
+    same, so its offset is committed once the dead letter is acknowledged.
+    """
+    if offset + 1 > next_offsets.get(partition, -1):
+        next_offsets[partition] = offset + 1
+    try:
+        return decode(key, value, headers)
+    except InvalidRecordError as exc:
+        dead.append(DeadLetter(partition, offset, key, value, list(headers or ()), str(exc)))
+        return None

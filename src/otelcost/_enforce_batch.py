@@ -15,11 +15,17 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from otelcost._consume import ERROR_HEADER, SOURCE_HEADER, DeadLetter, Headers, decode
+from otelcost._consume import (
+    ERROR_HEADER,
+    SOURCE_HEADER,
+    DeadLetter,
+    Headers,
+    decode,
+    take,
+)
 from otelcost.budget.fence import Fence, FenceOverlapError
 from otelcost.budget.model import MAX_DELTA_NANOS
 from otelcost.budget.status import BudgetStatus
-from otelcost.errors import InvalidRecordError
 
 __all__ = [
     "ERROR_HEADER",
@@ -80,14 +86,10 @@ class Batch:
         headers: Headers | None,
     ) -> None:
         """Sort one message into its group or the dead letters."""
-        if offset + 1 > self.next_offsets.get(partition, -1):
-            self.next_offsets[partition] = offset + 1
-        try:
-            record = decode(key, value, headers)
-        except InvalidRecordError as exc:
-            self.dead.append(
-                DeadLetter(partition, offset, key, value, list(headers or ()), str(exc))
-            )
+        record = take(
+            self.next_offsets, self.dead, partition, offset, key=key, value=value, headers=headers
+        )
+        if record is None:
             return
         group = self.groups.get((partition, record.service))
         if group is None:

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from otelcost._consume import DeadLetter, Headers, decode
-from otelcost.errors import InvalidRecordError
+from otelcost._consume import DeadLetter, Headers, take
 from otelcost.record import CostRecord
 
 __all__ = ["RollupBatch"]
@@ -31,14 +30,10 @@ class RollupBatch:
         headers: Headers | None,
     ) -> None:
         """Decode one message into the records or the dead letters (as ``enforce`` does)."""
-        if offset + 1 > self.next_offsets.get(partition, -1):
-            self.next_offsets[partition] = offset + 1
-        try:
-            record = decode(key, value, headers)
-        except InvalidRecordError as exc:
-            self.dead.append(
-                DeadLetter(partition, offset, key, value, list(headers or ()), str(exc))
-            )
+        record = take(
+            self.next_offsets, self.dead, partition, offset, key=key, value=value, headers=headers
+        )
+        if record is None:
             return
         self.records.setdefault(partition, []).append((offset, record))
 
