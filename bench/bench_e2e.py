@@ -379,9 +379,9 @@ def breakdown(count: int, params: dict[str, Any]) -> list[tuple[str, float, bool
     """
     from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
-    from otelcost._costing import Coster
-    from otelcost.enrich import enriched_copy
-    from otelcost.operation import derive_operation, service_name
+    from otelcost.costing.coster import Coster
+    from otelcost.costing.enrich import enriched_copy
+    from otelcost.costing.operation import derive_operation, service_name
     from otelcost.pricing import PricingCache
 
     spans = _middleware_spans(count)

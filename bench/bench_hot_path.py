@@ -33,12 +33,12 @@ from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 
 from bench._report import Metric, Result, command, environment, main_for, table
-from otelcost._costing import Coster, PricingSnapshot, SpanCost
-from otelcost._pipeline import BatchPipeline
-from otelcost.enrich import enriched_copy
+from otelcost.costing._pipeline import BatchPipeline
+from otelcost.costing.coster import Coster, PricingSnapshot, SpanCost
+from otelcost.costing.enrich import enriched_copy
+from otelcost.costing.processor import CostSpanProcessor
 from otelcost.exporters.base import CostExporter, CostExportResult
 from otelcost.pricing import PricingCache
-from otelcost.processor import CostSpanProcessor
 from otelcost.record import CostRecord
 
 PRICING = {

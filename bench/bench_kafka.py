@@ -97,7 +97,7 @@ def _ended_spans(count: int) -> list[Any]:
 
 
 def _processor(exporter: Any, spans: int) -> Any:
-    from otelcost.processor import CostSpanProcessor
+    from otelcost.costing.processor import CostSpanProcessor
 
     # Queues sized to hold the whole run: on_end outpaces the workers, nothing may drop.
     return CostSpanProcessor(
@@ -254,7 +254,7 @@ def work_latency(bootstrap: str, topic: str, seconds: float, rate: int) -> dict[
 
 def work_enforce(bootstrap: str, topic: str, redis_url: str, records: int) -> dict[str, Any]:
     from otelcost.budget import Budget, RedisBudgetStore
-    from otelcost.enforcer import Enforcer
+    from otelcost.stream.enforce import Enforcer
 
     assigned: list[float] = []
 

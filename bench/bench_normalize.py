@@ -19,8 +19,8 @@ from collections.abc import Callable, Sequence
 
 from bench._report import Metric, Result, command, environment, main_for, summary, table
 from otelcost import normalize as normalize_module
-from otelcost.normalize import PathNormalizer, normalize_path
-from otelcost.operation import CardinalityGuard, derive_operation, service_name
+from otelcost.costing.normalize import PathNormalizer, normalize_path
+from otelcost.costing.operation import CardinalityGuard, derive_operation, service_name
 
 HIT_PATH = "/api/v2/users/123/orders/456"
 NAIVE = re.compile(r"/\d+(?=/|$)")

@@ -11,7 +11,7 @@ round with a fresh consumer group so that the whole topic is read again:
    to the last commit, and process CPU per record (the Python side only: PostgreSQL's own
    CPU is not in it);
 2. baseline: a confluent-kafka consumer assigned the same partitions that only decodes
-   each message with the same validation (``otelcost._consume.decode``): the floor for
+   each message with the same validation (``otelcost.stream._consume.decode``): the floor for
    any consumer of this stream in Python.
 
 Run ``python -m bench.bench_rollup [--quick]``; a full run rewrites the ``rollup`` section
@@ -114,7 +114,7 @@ def _rollup_once(bootstrap: str, topic: str, dsn: str, records: int) -> dict[str
 def _decode_once(bootstrap: str, topic: str, records: int) -> dict[str, float]:
     from confluent_kafka import Consumer, TopicPartition
 
-    from otelcost._consume import decode
+    from otelcost.stream._consume import decode
 
     consumer = Consumer(
         {

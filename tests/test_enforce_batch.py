@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from otelcost._enforce_batch import Batch, Group, apply_group, decode
 from otelcost.budget import Budget, InMemoryBudgetStore
 from otelcost.budget.model import MAX_DELTA_NANOS
 from otelcost.errors import InvalidRecordError
 from otelcost.money import from_nanos
 from otelcost.record import CostRecord
+from otelcost.stream._enforce_batch import Batch, Group, apply_group, decode
 
 _HEADERS = [("otelcost-schema", b"1")]
 

@@ -23,10 +23,10 @@ from kafka import KafkaConsumer, TopicPartition
 from _kafka import Message, consumer_config, read_all
 from _servers import KafkaBroker, RedisServer
 from otelcost.budget import Budget, RedisBudgetStore
-from otelcost.enforcer import Enforcer
 from otelcost.exporters import KafkaCostExporter
 from otelcost.money import from_nanos
 from otelcost.record import CostRecord
+from otelcost.stream.enforce import Enforcer
 
 _T0 = 1_764_236_400_000
 _SERVICES = ("payment-svc", "llm-gateway", "search", "checkout", "auth", "cart", "ünïcode")

@@ -13,7 +13,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import Link, SpanContext, TraceFlags
 
 from otelcost import CostSpanProcessor
-from otelcost.enrich import enriched_copy
+from otelcost.costing.enrich import enriched_copy
 
 COST = {"cost.amount": 1.5e-6, "cost.currency": "USD", "cost.source": "otelcost"}
 

@@ -25,15 +25,15 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import SpanContext, TraceFlags
 
 from otelcost import _json
-from otelcost._costing import INVALID_SPAN, Coster
-from otelcost._enforce_batch import Batch
-from otelcost._pricing_sources import parse_bytes
 from otelcost.budget.model import load_budgets
+from otelcost.costing.coster import INVALID_SPAN, Coster
+from otelcost.costing.normalize import normalize_path
+from otelcost.costing.operation import derive_operation, service_name
 from otelcost.errors import BudgetConfigError, InvalidRecordError, PricingError
-from otelcost.normalize import normalize_path
-from otelcost.operation import derive_operation, service_name
 from otelcost.pricing import PricingCache, PricingTable
+from otelcost.pricing.sources import parse_bytes
 from otelcost.record import CostRecord
+from otelcost.stream._enforce_batch import Batch
 
 KB100 = 100 * 1024
 LIMIT_S = 0.05

@@ -13,7 +13,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import otelcost
-from otelcost.normalize import MAX_PATH_CHARS, PathNormalizer, normalize_path, normalize_segment
+from otelcost.costing.normalize import (
+    MAX_PATH_CHARS,
+    PathNormalizer,
+    normalize_path,
+    normalize_segment,
+)
 
 UUID = "550e8400-e29b-41d4-a716-446655440000"
 

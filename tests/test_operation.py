@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from otelcost.normalize import PathNormalizer
-from otelcost.operation import (
+from otelcost.costing.normalize import PathNormalizer
+from otelcost.costing.operation import (
     DEFAULT_OPERATION,
     DEFAULT_SERVICE,
     MAX_OPERATION_CHARS,

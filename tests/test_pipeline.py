@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import pytest
 from opentelemetry import context
 
-from otelcost._pipeline import BatchPipeline
+from otelcost.costing._pipeline import BatchPipeline
 
 
 class Recorder:

@@ -19,7 +19,6 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from otelcost._pricing_sources import _RedirectPolicy
 from otelcost.errors import PricingError, PricingStaleError
 from otelcost.pricing import (
     DictPricingSource,
@@ -29,6 +28,7 @@ from otelcost.pricing import (
     PricingCache,
     PricingTable,
 )
+from otelcost.pricing.sources import _RedirectPolicy
 
 DOC = {"version": "v1", "currency": "USD", "prices": {"svc:op": {"per_ms": 1e-6}, "*:*": None}}
 DOC_V2 = {"version": "v2", "prices": {"svc:op": {"per_ms": 2e-6}}}

@@ -221,7 +221,7 @@ def test_a_stale_table_gets_cost_error_and_keeps_token_usage() -> None:
 
 
 def test_pricing_that_never_loaded_fails_open(tmp_path: Any, caplog: Any) -> None:
-    caplog.set_level(logging.ERROR, logger="otelcost.processor")
+    caplog.set_level(logging.ERROR, logger="otelcost.costing.processor")
     harness = Harness(str(tmp_path / "missing.json"))
     try:
         assert "could not load pricing" in caplog.text

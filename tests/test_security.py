@@ -30,15 +30,15 @@ from opentelemetry.sdk.trace import TracerProvider
 import otelcost
 from _servers import KafkaBroker, RedisServer, free_port
 from otelcost import _redis, reconcile
-from otelcost._enforce_batch import Batch
 from otelcost.budget import Budget, BudgetGuard, RedisBudgetStore, _keys
 from otelcost.cli import enforce as enforce_cli
-from otelcost.enforcer import Enforcer
 from otelcost.errors import PricingError
 from otelcost.exporters.kafka import KafkaCostExporter, kafka_exporter_from_env
 from otelcost.exporters.redis import RedisBudgetExporter
 from otelcost.pricing import HttpPricingSource
 from otelcost.record import CostRecord
+from otelcost.stream._enforce_batch import Batch
+from otelcost.stream.enforce import Enforcer
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "otelcost"
 SECRET = "s3cret-do-not-show"

@@ -5,7 +5,9 @@ from __future__ import annotations
 # Set before the imports: submodules (the OTLP encoder) read it while this package loads.
 __version__ = "0.1.0"
 
-from otelcost._install import install
+from otelcost.costing.install import install
+from otelcost.costing.normalize import PathNormalizer, normalize_path
+from otelcost.costing.processor import CostSpanProcessor
 from otelcost.errors import (
     BudgetConfigError,
     InvalidRecordError,
@@ -14,9 +16,7 @@ from otelcost.errors import (
     PricingNotFoundError,
     PricingStaleError,
 )
-from otelcost.normalize import PathNormalizer, normalize_path
 from otelcost.pricing import Price, PricingCache, PricingSource, PricingTable
-from otelcost.processor import CostSpanProcessor
 from otelcost.record import CostRecord
 
 __all__ = [

@@ -8,7 +8,7 @@ CostSpanProcessor that feeds, at the same time:
 - a KafkaCostExporter to a fresh topic, read back from its first offset afterwards,
 - a RedisBudgetExporter (the *exporter path* of the budgets),
 
-then runs an :class:`~otelcost.enforcer.Enforcer` over the topic into a second Redis
+then runs an :class:`~otelcost.stream.enforce.Enforcer` over the topic into a second Redis
 database (the *enforce path*), so that the two budget paths never add into the same
 counters. All totals are integers in nano-units of the currency; the run agrees when all
 five are equal and every sink counted the same number of records.
@@ -35,17 +35,17 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter, Sp
 from opentelemetry.trace import SpanContext, SpanKind, TraceFlags
 
 from otelcost import _redis
-from otelcost._kafka import client_config, import_confluent
 from otelcost.budget import _keys
 from otelcost.budget.model import Budget, BudgetSet
 from otelcost.budget.redis_store import RedisBudgetStore
+from otelcost.costing.processor import CostSpanProcessor
 from otelcost.errors import InvalidRecordError
 from otelcost.exporters.kafka import KafkaCostExporter
 from otelcost.exporters.memory import InMemoryCostExporter
 from otelcost.exporters.redis import RedisBudgetExporter
 from otelcost.money import from_nanos, to_nanos
-from otelcost.processor import CostSpanProcessor
 from otelcost.record import CostRecord
+from otelcost.stream._kafka import client_config, import_confluent
 
 __all__ = [
     "CostSumSpanExporter",
@@ -416,7 +416,7 @@ def _send_spans(setup: _Setup, spans: int, seed: int | None) -> _Sent:
 
 def _enforce(setup: _Setup, messages: int) -> Mapping[str, int]:
     """Run an Enforcer over the topic into the enforce path's store; its counters."""
-    from otelcost.enforcer import Enforcer
+    from otelcost.stream.enforce import Enforcer
 
     enforcer = Enforcer(
         setup.bootstrap,

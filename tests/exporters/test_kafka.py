@@ -21,7 +21,7 @@ from opentelemetry.proto.trace.v1 import trace_pb2
 
 from _kafka import Message, read_all
 from _servers import KafkaBroker
-from otelcost._install import default_exporters
+from otelcost.costing.install import default_exporters
 from otelcost.exporters import CostExportResult, KafkaCostExporter
 from otelcost.exporters.kafka import (
     BOOTSTRAP_ENV,

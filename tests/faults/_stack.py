@@ -30,9 +30,9 @@ from _kafka import read_all
 from _wsgi import App, Served
 from otelcost import CostSpanProcessor
 from otelcost.budget import Budget, BudgetGuard, BudgetWSGIMiddleware, RedisBudgetStore
+from otelcost.costing.processor import PricingLike
 from otelcost.exporters import InMemoryCostExporter, KafkaCostExporter
 from otelcost.exporters.redis import RedisBudgetExporter
-from otelcost.processor import PricingLike
 from otelcost.reconcile import CostSumSpanExporter, rolling_spend
 from otelcost.record import CostRecord
 
@@ -320,7 +320,7 @@ class EnforcerThread:
     """An in-process Enforcer (as ``otelcost enforce`` runs it) on a thread."""
 
     def __init__(self, bootstrap: str, topic: str, redis_url: str, group: str) -> None:
-        from otelcost.enforcer import Enforcer
+        from otelcost.stream.enforce import Enforcer
 
         self.store = RedisBudgetStore(redis_url, BUDGETS)
         self.enforcer = Enforcer(

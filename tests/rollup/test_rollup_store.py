@@ -9,12 +9,12 @@ import psycopg
 import pytest
 
 from _postgres import drop_rollup_schema
-from otelcost._consume import DeadLetter, DeadLetterError
 from otelcost.money import from_nanos
 from otelcost.record import CostRecord
 from otelcost.rollup import SchemaError, apply_retention, init_db, read_history
 from otelcost.rollup._batch import RollupBatch
 from otelcost.rollup._store import RollupStore, StoreUnavailableError
+from otelcost.stream._consume import DeadLetter, DeadLetterError
 
 _DAY_MS = 86_400_000
 

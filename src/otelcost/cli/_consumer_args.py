@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from otelcost._kafka import read_properties
+from otelcost.stream._kafka import read_properties
 
 __all__ = ["add_kafka_client_options", "kafka_settings", "positive_float", "positive_int"]
 

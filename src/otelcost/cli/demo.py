@@ -38,9 +38,9 @@ from otelcost.cli._demo_budgets import (
     describe,
 )
 from otelcost.cli.report import render_table, report_document
+from otelcost.costing.processor import CostSpanProcessor
 from otelcost.exporters.memory import InMemoryCostExporter
 from otelcost.money import from_nanos
-from otelcost.processor import CostSpanProcessor
 
 __all__ = ["DemoResult", "register", "run", "simulate"]
 

@@ -1,4 +1,4 @@
-"""``otelcost enforce``: consume the Kafka cost stream into Redis budgets (otelcost.enforcer)."""
+"""``otelcost enforce``: consume the Kafka cost stream into Redis budgets."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ from types import FrameType
 from typing import Any
 
 from otelcost import _json
-from otelcost._kafka import DEFAULT_GROUP, DEFAULT_TOPIC
 from otelcost.cli._consumer_args import (
     KAFKA_CONFIG_HELP,
     add_kafka_client_options,
@@ -18,6 +17,7 @@ from otelcost.cli._consumer_args import (
     positive_float,
     positive_int,
 )
+from otelcost.stream._kafka import DEFAULT_GROUP, DEFAULT_TOPIC
 
 __all__ = ["register", "run"]
 
@@ -108,7 +108,7 @@ def _build(args: argparse.Namespace) -> Any:
     # Imported here so that `otelcost --help` works without the redis and kafka extras.
     from otelcost._redis import connect
     from otelcost.budget import RedisBudgetStore, load_budgets
-    from otelcost.enforcer import Enforcer
+    from otelcost.stream.enforce import Enforcer
 
     settings = kafka_settings(args)
     budgets = load_budgets(args.budgets)

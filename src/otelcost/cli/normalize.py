@@ -10,7 +10,7 @@ import sys
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from otelcost.normalize import PathNormalizer
+from otelcost.costing.normalize import PathNormalizer
 
 __all__ = ["register", "run"]
 

@@ -7,9 +7,9 @@ import sys
 from typing import Any
 
 from otelcost import _json
-from otelcost._pricing_sources import DEFAULT_MAX_BYTES, as_source, parse_bytes
 from otelcost.errors import PricingError
 from otelcost.pricing import PricingTable
+from otelcost.pricing.sources import DEFAULT_MAX_BYTES, as_source, parse_bytes
 
 __all__ = ["register", "run"]
 

@@ -8,7 +8,7 @@ import sys
 from typing import Any
 
 from otelcost import _json
-from otelcost._kafka import read_properties
+from otelcost.stream._kafka import read_properties
 
 __all__ = ["register", "run"]
 

@@ -10,7 +10,6 @@ from types import FrameType
 from typing import Any
 
 from otelcost import _json
-from otelcost._kafka import DEFAULT_TOPIC
 from otelcost.cli._consumer_args import (
     KAFKA_CONFIG_HELP,
     add_kafka_client_options,
@@ -18,6 +17,7 @@ from otelcost.cli._consumer_args import (
     positive_float,
     positive_int,
 )
+from otelcost.stream._kafka import DEFAULT_TOPIC
 
 __all__ = ["register", "run"]
 

@@ -20,17 +20,17 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal, cast
 
-from otelcost._kafka import (
+from otelcost.exporters._otlp import encode_traces
+from otelcost.exporters._overflow import OverflowAggregates
+from otelcost.exporters.base import CostExporter, CostExportResult
+from otelcost.record import SCHEMA_VERSION, CostRecord
+from otelcost.stream._kafka import (
     DEFAULT_TOPIC,
     SCHEMA_HEADER,
     client_config,
     import_confluent,
     read_properties,
 )
-from otelcost.exporters._otlp import encode_traces
-from otelcost.exporters._overflow import OverflowAggregates
-from otelcost.exporters.base import CostExporter, CostExportResult
-from otelcost.record import SCHEMA_VERSION, CostRecord
 
 __all__ = [
     "BOOTSTRAP_ENV",

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from otelcost._consume import DeadLetter, Headers, take
 from otelcost.record import CostRecord
+from otelcost.stream._consume import DeadLetter, Headers, take
 
 __all__ = ["RollupBatch"]
 

@@ -17,11 +17,11 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from otelcost._consume import DeadLetter
 from otelcost.rollup._aggregate import MinuteRollup
 from otelcost.rollup._batch import RollupBatch
 from otelcost.rollup._db import DatabaseError, connect, psycopg, redact_dsn
 from otelcost.rollup._schema import MINUTE_TABLE, OFFSETS_TABLE, check_schema
+from otelcost.stream._consume import DeadLetter
 
 __all__ = ["RollupStore", "StoreUnavailableError", "Written"]
 

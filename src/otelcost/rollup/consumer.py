@@ -31,17 +31,17 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from otelcost._consume import (
+from otelcost.rollup._batch import RollupBatch
+from otelcost.rollup._schema import SchemaError
+from otelcost.rollup._store import RollupStore, StoreUnavailableError
+from otelcost.stream._consume import (
     DeadLetter,
     DeadLetterError,
     DeadLetterQueue,
     client_configs,
     consumer_lag,
 )
-from otelcost._kafka import DEFAULT_TOPIC, import_confluent
-from otelcost.rollup._batch import RollupBatch
-from otelcost.rollup._schema import SchemaError
-from otelcost.rollup._store import RollupStore, StoreUnavailableError
+from otelcost.stream._kafka import DEFAULT_TOPIC, import_confluent
 
 __all__ = ["DEFAULT_ROLLUP_GROUP", "Rollup"]
 

@@ -21,10 +21,10 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from otelcost._kafka import SCHEMA_HEADER, client_config, import_confluent
 from otelcost.budget.model import MAX_DELTA_NANOS, MAX_SERVICE_LEN
 from otelcost.errors import InvalidRecordError
 from otelcost.record import SCHEMA_VERSION, CostRecord
+from otelcost.stream._kafka import SCHEMA_HEADER, client_config, import_confluent
 
 __all__ = [
     "ERROR_HEADER",

@@ -15,7 +15,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from otelcost._consume import (
+from otelcost.budget.fence import Fence, FenceOverlapError
+from otelcost.budget.model import MAX_DELTA_NANOS
+from otelcost.budget.status import BudgetStatus
+from otelcost.stream._consume import (
     ERROR_HEADER,
     SOURCE_HEADER,
     DeadLetter,
@@ -23,9 +26,6 @@ from otelcost._consume import (
     decode,
     take,
 )
-from otelcost.budget.fence import Fence, FenceOverlapError
-from otelcost.budget.model import MAX_DELTA_NANOS
-from otelcost.budget.status import BudgetStatus
 
 __all__ = [
     "ERROR_HEADER",

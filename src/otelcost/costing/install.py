@@ -14,11 +14,11 @@ from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 
 from otelcost.budget.exporter import budget_exporter
+from otelcost.costing.processor import REGION_ENV, CostSpanProcessor, PricingLike, prewarm
 from otelcost.exporters.base import CostExporter
 from otelcost.exporters.kafka import kafka_exporter_from_env
 from otelcost.exporters.memory import InMemoryCostExporter
 from otelcost.pricing import PricingCache
-from otelcost.processor import REGION_ENV, CostSpanProcessor, PricingLike, prewarm
 
 __all__ = ["CURRENCY_ENV", "PRICING_ENV", "REGION_ENV", "default_exporters", "install"]
 

@@ -25,7 +25,7 @@ import os
 from opentelemetry import trace
 from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 
-from otelcost._install import PRICING_ENV, install
+from otelcost.costing.install import PRICING_ENV, install
 
 __all__ = ["post_instrument"]
 

@@ -21,7 +21,8 @@ import weakref
 from collections.abc import Callable
 from typing import Final, NamedTuple, TypedDict
 
-from otelcost._pricing_sources import (
+from otelcost.errors import PricingError, PricingStaleError
+from otelcost.pricing.sources import (
     DEFAULT_MAX_BYTES,
     DictPricingSource,
     FilePricingSource,
@@ -30,8 +31,7 @@ from otelcost._pricing_sources import (
     SourceLike,
     as_source,
 )
-from otelcost._pricing_table import DEFAULT_MEMO_SIZE, Price, PricingTable
-from otelcost.errors import PricingError, PricingStaleError
+from otelcost.pricing.table import DEFAULT_MEMO_SIZE, Price, PricingTable
 
 __all__ = [
     "DEFAULT_MAX_BYTES",

@@ -18,10 +18,10 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import format_span_id, format_trace_id
 from opentelemetry.util.types import AttributeValue
 
+from otelcost.costing.normalize import normalize_path
+from otelcost.costing.operation import CardinalityGuard, derive_operation, service_name
 from otelcost.errors import PricingError, PricingNotFoundError, PricingStaleError
 from otelcost.money import from_nanos
-from otelcost.normalize import normalize_path
-from otelcost.operation import CardinalityGuard, derive_operation, service_name
 from otelcost.pricing import PricingCache, PricingTable
 from otelcost.record import _MAX_TS_MS, _MIN_TS_MS, CostRecord
 

@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import IO, Any, Final, Protocol, runtime_checkable
 from urllib.parse import SplitResult, unquote, urlsplit, urlunsplit
 
-from otelcost._pricing_table import PricingTable
 from otelcost.errors import PricingError
+from otelcost.pricing.table import PricingTable
 
 __all__ = [
     "DEFAULT_MAX_BYTES",

@@ -1,0 +1,30 @@
+"""Where prices come from: tables (:mod:`.table`), their sources (:mod:`.sources`) and the
+refreshed, thread-safe snapshot every span is priced from (:mod:`.cache`)."""
+
+from __future__ import annotations
+
+from otelcost.pricing.cache import (
+    DEFAULT_MAX_BYTES,
+    DEFAULT_MEMO_SIZE,
+    DictPricingSource,
+    FilePricingSource,
+    HttpPricingSource,
+    Price,
+    PricingCache,
+    PricingCacheStats,
+    PricingSource,
+    PricingTable,
+)
+
+__all__ = [
+    "DEFAULT_MAX_BYTES",
+    "DEFAULT_MEMO_SIZE",
+    "DictPricingSource",
+    "FilePricingSource",
+    "HttpPricingSource",
+    "Price",
+    "PricingCache",
+    "PricingCacheStats",
+    "PricingSource",
+    "PricingTable",
+]
