@@ -51,7 +51,7 @@ _REQUIRED = (
     "usage",
     "error",
 )
-_OPTIONAL = ("aggregate", "span_count")
+_OPTIONAL = ("aggregate", "span_count", "entry")
 _KNOWN = frozenset(_REQUIRED + _OPTIONAL)
 
 
@@ -62,6 +62,8 @@ class CostRecord:
     ``cost_amount`` is in currency units; ``cost_nanos`` is the exact integer the stores add.
     ``timestamp`` is the span's end as UTC epoch milliseconds. A record with ``error`` set
     was not priced: its ``cost_amount`` is 0 and ``usage`` keeps the inputs for re-pricing.
+    ``entry`` is False for a nested span (DESIGN §4: it pays ``per_ms`` and a bare-``*``
+    ``per_request`` only as an entry span), so history can be re-priced by the same rules.
     """
 
     trace_id: str
@@ -78,6 +80,7 @@ class CostRecord:
     error: str | None = None
     aggregate: bool = False
     span_count: int = 1
+    entry: bool = True
 
     @property
     def cost_nanos(self) -> int:
@@ -104,6 +107,8 @@ class CostRecord:
         if self.aggregate:
             doc["aggregate"] = True
             doc["span_count"] = self.span_count
+        if not self.entry:
+            doc["entry"] = False
         return doc
 
     def to_json(self) -> bytes:
@@ -161,6 +166,9 @@ class CostRecord:
         if span_count != 1 and not aggregate:
             # to_json writes span_count only for aggregates; anything else would not round-trip.
             raise InvalidRecordError("span_count", "must be 1 unless aggregate is true")
+        entry = doc.get("entry", True)
+        if type(entry) is not bool:
+            raise InvalidRecordError("entry", "must be a boolean")
         error = _optional_text(doc, "error")
         cost = _number(doc, "cost_amount")
         if cost > _MAX_COST:
@@ -193,6 +201,7 @@ class CostRecord:
             error=error,
             aggregate=aggregate,
             span_count=span_count,
+            entry=entry,
         )
 
 

@@ -33,7 +33,7 @@ def _reset_memo_lock() -> None:
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_reset_memo_lock)
 
-__all__ = ["DEFAULT_MEMO_SIZE", "Price", "PricingTable"]
+__all__ = ["DEFAULT_MEMO_SIZE", "Price", "PriceMatch", "PricingTable"]
 
 DEFAULT_MEMO_SIZE: Final = 16_384
 """Resolved (service, operation) pairs remembered per table (bounded; FIFO eviction)."""
@@ -162,6 +162,18 @@ class Price:
         return to_nanos(total)
 
 
+@dataclass(frozen=True, slots=True)
+class PriceMatch:
+    """Which table entry prices an operation: the entry's ``key`` as written, its ``price``,
+    and whether the key names the operation (``targeted``: an exact key or a glob other than
+    a bare ``*``). Entry spans pay any match; nested spans pay only a targeted one (DESIGN §4).
+    """
+
+    key: str
+    price: Price
+    targeted: bool
+
+
 class _Glob:
     """An operation pattern where ``*`` matches any run of characters (nothing else is special).
 
@@ -169,12 +181,12 @@ class _Glob:
     exact for such patterns and linear in practice (no regex backtracking).
     """
 
-    __slots__ = ("_first", "_last", "_middle", "_min_len", "pattern", "price", "rank")
+    __slots__ = ("_first", "_last", "_middle", "_min_len", "match", "pattern", "rank")
 
-    def __init__(self, pattern: str, price: Price) -> None:
+    def __init__(self, pattern: str, match: PriceMatch) -> None:
         parts = pattern.split(_WILDCARD)
         self.pattern = pattern
-        self.price = price
+        self.match = match
         self._first, self._last = parts[0], parts[-1]
         self._middle = tuple(parts[1:-1])
         literal = sum(len(part) for part in parts)
@@ -264,9 +276,9 @@ class PricingTable:
         """
         if memo_size < 1:
             raise ValueError(f"memo_size must be >= 1, got {memo_size}")
-        exact: dict[tuple[str, str], Price] = {}
+        exact: dict[tuple[str, str], PriceMatch] = {}
         globs: dict[str, list[_Glob]] = {}
-        wildcard: dict[str, Price] = {}
+        wildcard: dict[str, PriceMatch] = {}
         seen: dict[tuple[str, str], str] = {}
         for key, maybe_price in prices.items():
             if not isinstance(key, str):
@@ -284,11 +296,12 @@ class PricingTable:
                 )
             seen[service, operation] = key
             if operation == _WILDCARD:
-                wildcard[service] = price
+                wildcard[service] = PriceMatch(key, price, targeted=False)
             else:
-                exact[service, operation] = price
+                match = PriceMatch(key, price, targeted=True)
+                exact[service, operation] = match
                 if _WILDCARD in operation:
-                    globs.setdefault(service, []).append(_Glob(operation, price))
+                    globs.setdefault(service, []).append(_Glob(operation, match))
         if not seen:
             raise PricingError("prices: the table has no entries (every span would be unpriced)")
         self._exact = exact
@@ -375,30 +388,35 @@ class PricingTable:
 
     def resolve(self, service: str, operation: str) -> Price:
         """The price of ``operation`` of ``service``; PricingNotFoundError if nothing matches."""
+        found = self.match(service, operation)
+        if found is None:
+            raise PricingNotFoundError(
+                f"no price for service {service!r} operation {operation!r} "
+                f"(table version {self._version!r} has no matching key, not even '*:*')"
+            )
+        return found.price
+
+    def match(self, service: str, operation: str) -> PriceMatch | None:
+        """The entry that prices ``operation`` of ``service`` (memoized), or None."""
         key = (service, operation)
         found = self._memo[key]
         if found is _MISSING:
             found = self._match(service, operation)
             with _memo_lock:
                 self._memo[key] = found
-        if found is None:
-            raise PricingNotFoundError(
-                f"no price for service {service!r} operation {operation!r} "
-                f"(table version {self._version!r} has no matching key, not even '*:*')"
-            )
         return found
 
-    def _match(self, service: str, operation: str) -> Price | None:
+    def _match(self, service: str, operation: str) -> PriceMatch | None:
         for svc in (service, _WILDCARD):
-            price = self._exact.get((svc, operation))
-            if price is not None:
-                return price
+            match = self._exact.get((svc, operation))
+            if match is not None:
+                return match
             for glob in self._globs.get(svc, ()):
                 if glob.matches(operation):
-                    return glob.price
-            price = self._any.get(svc)
-            if price is not None:
-                return price
+                    return glob.match
+            match = self._any.get(svc)
+            if match is not None:
+                return match
         return None
 
 
@@ -411,7 +429,7 @@ class _Missing(enum.Enum):
 _MISSING: Final = _Missing.MISSING
 
 
-class _Memo(FIFOCache[tuple[str, str], "Price | None | _Missing"]):
+class _Memo(FIFOCache[tuple[str, str], "PriceMatch | None | _Missing"]):
     """A FIFO cache that answers a miss with _MISSING instead of raising KeyError (cheaper)."""
 
     def __missing__(self, key: tuple[str, str]) -> _Missing:
