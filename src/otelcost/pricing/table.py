@@ -13,7 +13,7 @@ import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Final
+from typing import Final, NamedTuple
 
 from cachetools import FIFOCache
 
@@ -33,7 +33,7 @@ def _reset_memo_lock() -> None:
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_reset_memo_lock)
 
-__all__ = ["DEFAULT_MEMO_SIZE", "Price", "PriceMatch", "PricingTable"]
+__all__ = ["DEFAULT_MEMO_SIZE", "Charge", "Price", "PriceMatch", "PricingTable"]
 
 DEFAULT_MEMO_SIZE: Final = 16_384
 """Resolved (service, operation) pairs remembered per table (bounded; FIFO eviction)."""
@@ -142,15 +142,19 @@ class Price:
                     usage[attr] = amount
         return usage
 
-    def cost_nanos(self, duration_ms: float, usage: Mapping[str, float]) -> int:
+    def cost_nanos(
+        self, duration_ms: float, usage: Mapping[str, float], *, usage_only: bool = False
+    ) -> int:
         """The cost in integer nano-units of a span of ``duration_ms`` with ``usage``.
 
         ``usage`` is normally :meth:`usage_from`'s result; attributes missing from it count 0.
+        ``usage_only`` leaves out ``per_request`` and ``per_ms`` (a nested span that the key
+        does not target pays only for the usage it carries, DESIGN §4).
         Raises PricingError when the result is negative, NaN or above about 9.2e9 units
         (a negative or NaN duration, or absurd prices times absurd usage): such a span must be
         recorded as a pricing error, never as a silent or wrapped-around amount.
         """
-        total = self.per_request + self.per_ms * duration_ms
+        total = 0.0 if usage_only else self.per_request + self.per_ms * duration_ms
         for attr, rate in self.per_unit.items():
             amount = usage.get(attr)
             if amount:
@@ -162,7 +166,13 @@ class Price:
         return to_nanos(total)
 
 
-@dataclass(frozen=True, slots=True)
+class Charge(NamedTuple):
+    """What one span pays: integer nano-units and the usage (by attribute) they cover."""
+
+    nanos: int
+    usage: Mapping[str, float]
+
+
 class PriceMatch:
     """Which table entry prices an operation: the entry's ``key`` as written, its ``price``,
     and whether the key names the operation (``targeted``: an exact key or a glob other than
@@ -172,6 +182,29 @@ class PriceMatch:
     key: str
     price: Price
     targeted: bool
+
+    def charge(
+        self,
+        *,
+        entry: bool,
+        duration_ms: float,
+        attributes: Mapping[str, object],
+        end_ms: int,
+    ) -> Charge | None:
+        """What a span ending at ``end_ms`` (UTC epoch ms) pays under this entry (DESIGN §4).
+
+        An entry span, or a nested span the key targets, pays the whole price; a nested span
+        the key does not target pays only the usage it carries, and None (not billable) when
+        it carries none. Live pricing and re-pricing of history both call this, so the two
+        follow one rule. Raises PricingError for an amount out of range.
+        """
+        price = self.price
+        usage = price.usage_from(attributes) if price.per_unit else _EMPTY_UNITS
+        if entry or self.targeted:
+            return Charge(price.cost_nanos(duration_ms, usage), usage)
+        if not usage:
+            return None
+        return Charge(price.cost_nanos(duration_ms, usage, usage_only=True), usage)
 
 
 class _Glob:
