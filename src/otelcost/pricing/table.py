@@ -173,6 +173,7 @@ class Charge(NamedTuple):
     usage: Mapping[str, float]
 
 
+@dataclass(frozen=True, slots=True)
 class PriceMatch:
     """Which table entry prices an operation: the entry's ``key`` as written, its ``price``,
     and whether the key names the operation (``targeted``: an exact key or a glob other than
