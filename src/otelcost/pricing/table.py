@@ -9,9 +9,13 @@ from __future__ import annotations
 import enum
 import math
 import os
+import re
 import threading
-from collections.abc import Mapping
+import time
+from bisect import bisect_right
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
 from types import MappingProxyType
 from typing import Final, NamedTuple
 
@@ -33,7 +37,15 @@ def _reset_memo_lock() -> None:
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_reset_memo_lock)
 
-__all__ = ["DEFAULT_MEMO_SIZE", "Charge", "Price", "PriceMatch", "PricingTable"]
+__all__ = [
+    "ALWAYS",
+    "DEFAULT_MEMO_SIZE",
+    "Charge",
+    "Price",
+    "PriceMatch",
+    "PriceSchedule",
+    "PricingTable",
+]
 
 DEFAULT_MEMO_SIZE: Final = 16_384
 """Resolved (service, operation) pairs remembered per table (bounded; FIFO eviction)."""
@@ -42,9 +54,15 @@ DEFAULT_MEMO_SIZE: Final = 16_384
 # a signed 64-bit integer (Redis INCRBY) even after float rounding.
 _MAX_AMOUNT: Final = 9_223_372_036.0
 _WILDCARD: Final = "*"
+_CURRENCY: Final = re.compile(r"[A-Z]{3}")
 _MAX_LABEL: Final = 128
 _MAX_KEY_IN_MESSAGE: Final = 120
 _EMPTY_UNITS: Final[Mapping[str, float]] = MappingProxyType({})
+_EPOCH: Final = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_ONE_MS: Final = timedelta(milliseconds=1)
+
+ALWAYS: Final = -(2**63)
+"""The start of the first price of a :class:`PriceSchedule` that has no ``from``."""
 
 
 def _empty_units() -> Mapping[str, float]:
@@ -174,15 +192,72 @@ class Charge(NamedTuple):
 
 
 @dataclass(frozen=True, slots=True)
+class PriceSchedule:
+    """The prices of one entry over time (DESIGN §3): ``prices[i]`` is in force from
+    ``starts[i]`` (UTC epoch milliseconds, inclusive) until ``starts[i + 1]``.
+
+    ``starts`` is strictly increasing; the first may be :data:`ALWAYS` (no start). Before
+    the first start no price is in force: :meth:`at` raises PricingNotFoundError.
+    """
+
+    starts: tuple[int, ...]
+    prices: tuple[Price, ...]
+
+    def __post_init__(self) -> None:
+        if not self.prices or len(self.starts) != len(self.prices):
+            raise ValueError("a schedule needs one start per price and at least one price")
+        if any(not isinstance(price, Price) for price in self.prices):
+            raise TypeError("a schedule's prices must be Price objects")
+        if any(a >= b for a, b in zip(self.starts, self.starts[1:], strict=False)):
+            raise ValueError(f"schedule starts must be strictly increasing, got {self.starts}")
+
+    def at(self, end_ms: int) -> Price:
+        """The price in force at ``end_ms`` (UTC epoch ms): a bisect of the starts."""
+        index = bisect_right(self.starts, end_ms) - 1
+        if index < 0:
+            raise PricingNotFoundError(
+                f"no price in force at {format_instant(end_ms)}: "
+                f"the first starts {format_instant(self.starts[0])}"
+            )
+        return self.prices[index]
+
+
+def format_instant(ms: int) -> str:
+    """``ms`` (UTC epoch milliseconds) as ISO 8601 UTC text, or ``always`` for :data:`ALWAYS`."""
+    if ms == ALWAYS:
+        return "always"
+    instant = _EPOCH + ms * _ONE_MS
+    text = instant.strftime("%Y-%m-%dT%H:%M:%S")
+    if ms % 1000:
+        text += f".{ms % 1000:03d}"
+    return text + "Z"
+
+
+@dataclass(frozen=True, slots=True)
 class PriceMatch:
     """Which table entry prices an operation: the entry's ``key`` as written, its ``price``,
     and whether the key names the operation (``targeted``: an exact key or a glob other than
     a bare ``*``). Entry spans pay any match; nested spans pay only a targeted one (DESIGN §4).
+
+    A dated entry also has a ``schedule``; its ``price`` is then the schedule's latest price
+    and :meth:`price_at` gives the one in force at a given instant.
     """
 
     key: str
     price: Price
     targeted: bool
+    schedule: PriceSchedule | None = None
+
+    def price_at(self, end_ms: int) -> Price:
+        """The price in force at ``end_ms`` (UTC epoch ms); PricingNotFoundError before a
+        dated entry's first start."""
+        schedule = self.schedule
+        if schedule is None:
+            return self.price
+        try:
+            return schedule.at(end_ms)
+        except PricingNotFoundError as exc:
+            raise PricingNotFoundError(f"{_short(self.key)}: {exc}") from None
 
     def charge(
         self,
@@ -196,10 +271,12 @@ class PriceMatch:
 
         An entry span, or a nested span the key targets, pays the whole price; a nested span
         the key does not target pays only the usage it carries, and None (not billable) when
-        it carries none. Live pricing and re-pricing of history both call this, so the two
-        follow one rule. Raises PricingError for an amount out of range.
+        it carries none. A dated entry charges the price in force at ``end_ms``. Live pricing
+        and re-pricing of history both call this, so the two follow one rule. Raises
+        PricingNotFoundError when a dated entry has no price in force at ``end_ms``, and
+        PricingError for an amount out of range.
         """
-        price = self.price
+        price = self.price if self.schedule is None else self.price_at(end_ms)
         usage = price.usage_from(attributes) if price.per_unit else _EMPTY_UNITS
         if entry or self.targeted:
             return Charge(price.cost_nanos(duration_ms, usage), usage)
@@ -287,6 +364,7 @@ class PricingTable:
     __slots__ = (
         "_any",
         "_currency",
+        "_entries",
         "_exact",
         "_globs",
         "_len",
@@ -297,29 +375,47 @@ class PricingTable:
 
     def __init__(
         self,
-        prices: Mapping[str, Price | None],
+        prices: Mapping[str, Price | PriceSchedule | None],
         *,
         version: str | None = None,
         currency: str | None = None,
         region: str | None = None,
         memo_size: int = DEFAULT_MEMO_SIZE,
     ) -> None:
-        """Build a table from ``{"service:operation": Price or None}`` (None means free).
+        """Build a table from ``{"service:operation": Price, PriceSchedule or None}`` (None
+        means free). ``currency`` is an ISO 4217 code in upper case (``USD``).
 
         Raises PricingError naming the key for a malformed or duplicate key, or an empty table.
         """
         if memo_size < 1:
             raise ValueError(f"memo_size must be >= 1, got {memo_size}")
+        if currency is not None and not _CURRENCY.fullmatch(currency):
+            # Costs are accounted in upper-case codes: "usd" would leave every span
+            # unpriced with currency_mismatch at run time, so it fails here, at load.
+            hint = f" (write {currency.upper()!r})" if _CURRENCY.fullmatch(currency.upper()) else ""
+            raise PricingError(
+                f"currency: must be an ISO 4217 code in upper case such as 'USD', "
+                f"got {_short(currency)}{hint}"
+            )
         exact: dict[tuple[str, str], PriceMatch] = {}
         globs: dict[str, list[_Glob]] = {}
         wildcard: dict[str, PriceMatch] = {}
         seen: dict[tuple[str, str], str] = {}
+        entries: list[PriceMatch] = []
         for key, maybe_price in prices.items():
             if not isinstance(key, str):
                 raise TypeError(f"{key!r}: keys must be strings")
-            if maybe_price is not None and not isinstance(maybe_price, Price):
-                raise TypeError(f"{key!r}: expected a Price or None, got {type(maybe_price)}")
-            price = Price() if maybe_price is None else maybe_price
+            schedule = maybe_price if isinstance(maybe_price, PriceSchedule) else None
+            if schedule is not None:
+                price = schedule.prices[-1]
+            elif maybe_price is None:
+                price = Price()
+            elif isinstance(maybe_price, Price):
+                price = maybe_price
+            else:
+                raise TypeError(
+                    f"{key!r}: expected a Price, PriceSchedule or None, got {type(maybe_price)}"
+                )
             try:
                 service, operation = _split_key(key, _short(key))
             except ValueError as exc:
@@ -330,12 +426,14 @@ class PricingTable:
                 )
             seen[service, operation] = key
             if operation == _WILDCARD:
-                wildcard[service] = PriceMatch(key, price, targeted=False)
+                match = PriceMatch(key, price, targeted=False, schedule=schedule)
+                wildcard[service] = match
             else:
-                match = PriceMatch(key, price, targeted=True)
+                match = PriceMatch(key, price, targeted=True, schedule=schedule)
                 exact[service, operation] = match
                 if _WILDCARD in operation:
                     globs.setdefault(service, []).append(_Glob(operation, match))
+            entries.append(match)
         if not seen:
             raise PricingError("prices: the table has no entries (every span would be unpriced)")
         self._exact = exact
@@ -345,6 +443,7 @@ class PricingTable:
         }
         self._any = wildcard
         self._len = len(seen)
+        self._entries = tuple(entries)
         self._version = version
         self._currency = currency
         self._region = region
@@ -356,11 +455,14 @@ class PricingTable:
         """Validate a decoded JSON pricing document, in the document or the flat seed form.
 
         Document form: ``{"version", "currency", "region", "prices": {key: entry}}``;
-        flat form: ``{key: entry}``. An entry is null (free) or an object with ``per_ms``,
-        ``per_request`` (numbers or null) and ``per_unit`` (``{attribute: number or null}``);
-        ``cost_per_ms`` is accepted for ``per_ms`` (the flat seed form). Fields other than
-        these may be added only as string annotations. A document built in Python may use
-        :class:`Price` objects as entries. Any invalid value fails the whole
+        flat form: ``{key: entry}``. An entry is null (free), an object with ``per_ms``,
+        ``per_request`` (numbers or null) and ``per_unit`` (``{attribute: number or null}``),
+        or a dated entry: an array of such objects, each with ``from`` (an ISO 8601 UTC
+        instant, e.g. ``"2027-01-01T00:00:00Z"``) except possibly the first, in increasing
+        order. ``cost_per_ms`` is accepted for ``per_ms`` (the flat seed form). Fields other
+        than these may be added only as string annotations. A document built in Python may
+        use :class:`Price` and :class:`PriceSchedule` objects as entries. Any invalid value
+        fails the whole
         document with a PricingError whose message starts with the offending key.
         """
         if not isinstance(doc, Mapping):
@@ -414,21 +516,29 @@ class PricingTable:
     def __len__(self) -> int:
         return self._len
 
+    def __iter__(self) -> Iterator[PriceMatch]:
+        """Every entry, in the order of the document."""
+        return iter(self._entries)
+
     def __repr__(self) -> str:
         return (
             f"PricingTable(version={self._version!r}, currency={self._currency!r}, "
             f"region={self._region!r}, entries={self._len})"
         )
 
-    def resolve(self, service: str, operation: str) -> Price:
-        """The price of ``operation`` of ``service``; PricingNotFoundError if nothing matches."""
+    def resolve(self, service: str, operation: str, *, at_ms: int | None = None) -> Price:
+        """The price of ``operation`` of ``service`` in force at ``at_ms`` (UTC epoch ms;
+        None: now). PricingNotFoundError if nothing matches or a dated entry has no price
+        in force then."""
         found = self.match(service, operation)
         if found is None:
             raise PricingNotFoundError(
                 f"no price for service {service!r} operation {operation!r} "
                 f"(table version {self._version!r} has no matching key, not even '*:*')"
             )
-        return found.price
+        if found.schedule is None:
+            return found.price
+        return found.price_at(time.time_ns() // 1_000_000 if at_ms is None else at_ms)
 
     def match(self, service: str, operation: str) -> PriceMatch | None:
         """The entry that prices ``operation`` of ``service`` (memoized), or None."""
@@ -487,25 +597,94 @@ def _check_label(value: object, name: str) -> str | None:
     return value
 
 
-def _parse_entries(entries: Mapping[object, object], parent: str) -> dict[str, Price | None]:
-    prices: dict[str, Price | None] = {}
+def _parse_entries(
+    entries: Mapping[object, object], parent: str
+) -> dict[str, Price | PriceSchedule | None]:
+    prices: dict[str, Price | PriceSchedule | None] = {}
     for key, entry in entries.items():
         where = f"{parent}[{_short(str(key))}]" if parent else _short(str(key))
         if not isinstance(key, str):
             raise ValueError(f"{where}: keys must be strings")
         _split_key(key, where)  # report a malformed key before the entry's contents
-        prices[key] = None if entry is None else _parse_entry(entry, where)
+        if entry is None or isinstance(entry, PriceSchedule):
+            prices[key] = entry
+        elif isinstance(entry, Sequence) and not isinstance(entry, str | bytes):
+            prices[key] = _parse_schedule(entry, where)
+        else:
+            prices[key] = _parse_entry(entry, where)
     return prices
+
+
+_FROM: Final = "from"
+_EXAMPLE: Final = "'2027-01-01T00:00:00Z'"
+# Checked before fromisoformat, whose accepted forms differ between Python versions.
+_INSTANT: Final = re.compile(
+    r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(?::\d{2}(?:\.\d{3})?)?(?P<zone>Z|[+-]\d{2}:\d{2})"
+)
+
+
+def _parse_schedule(items: Sequence[object], where: str) -> PriceSchedule:
+    """A dated entry: an array of price objects, each with ``from`` (an ISO 8601 UTC
+    instant) except possibly the first, in increasing order of ``from``."""
+    if not items:
+        raise ValueError(f"{where}: a dated entry needs at least one price")
+    starts: list[int] = []
+    prices: list[Price] = []
+    for index, item in enumerate(items):
+        item_where = f"{where}[{index}]"
+        if not isinstance(item, Mapping):
+            raise ValueError(
+                f"{item_where}: a dated price must be an object, got {_describe(item)}"
+            )
+        if _FROM in item:
+            start = _parse_instant(item[_FROM], f"{item_where}.from")
+        elif index == 0:
+            start = ALWAYS
+        else:
+            raise ValueError(f"{item_where}: needs 'from' (only the first price may omit it)")
+        if starts and start <= starts[-1]:
+            problem = "repeats" if start == starts[-1] else "is earlier than"
+            raise ValueError(
+                f"{item_where}.from: {format_instant(start)} {problem} the 'from' of "
+                f"[{index - 1}] ({format_instant(starts[-1])}); prices must be in increasing "
+                "order of 'from', without duplicates"
+            )
+        starts.append(start)
+        prices.append(_parse_entry(item, item_where, dated=True))
+    return PriceSchedule(tuple(starts), tuple(prices))
+
+
+def _parse_instant(value: object, where: str) -> int:
+    """An ISO 8601 instant in UTC (``Z`` or ``+00:00``) as epoch milliseconds."""
+    if not isinstance(value, str):
+        raise ValueError(f"{where}: must be a string such as {_EXAMPLE}, got {_describe(value)}")
+    form = _INSTANT.fullmatch(value)
+    if form is None:
+        raise ValueError(
+            f"{where}: not an ISO 8601 instant like {_EXAMPLE} (seconds and milliseconds "
+            f"optional): {_short(value)}"
+        )
+    if form["zone"] not in {"Z", "+00:00", "-00:00"}:
+        raise ValueError(f"{where}: must be in UTC ('Z' or '+00:00'), got {_short(value)}")
+    try:
+        instant = datetime.fromisoformat(value[: form.start("zone")] + "+00:00")
+    except ValueError as exc:
+        raise ValueError(f"{where}: not a valid date and time ({exc}): {_short(value)}") from None
+    return (instant - _EPOCH) // _ONE_MS
 
 
 _RATE_FIELDS: Final = {"per_ms": "per_ms", "cost_per_ms": "per_ms", "per_request": "per_request"}
 
 
-def _parse_entry(entry: object, where: str) -> Price:
+def _parse_entry(entry: object, where: str, *, dated: bool = False) -> Price:
+    """One price object; ``dated``: an item of a dated entry, whose ``from`` the caller read."""
     if isinstance(entry, Price):  # a dict source built in Python may hold Price objects
         return entry
     if not isinstance(entry, Mapping):
-        raise ValueError(f"{where}: an entry must be an object or null, got {_describe(entry)}")
+        raise ValueError(
+            f"{where}: an entry must be an object, an array of dated prices or null, "
+            f"got {_describe(entry)}"
+        )
     rates = {"per_ms": 0.0, "per_request": 0.0}
     given: dict[str, str] = {}
     units: dict[str, float] = {}
@@ -523,6 +702,12 @@ def _parse_entry(entry: object, where: str) -> Price:
             rates[target] = _check_rate(value, field_where)
         elif name == "per_unit":
             units = _parse_units(value, field_where)
+        elif name == _FROM:
+            if not dated:  # a lone dated price would silently be in force at all times
+                raise ValueError(
+                    f"{field_where}: 'from' belongs to a dated entry, an array of prices "
+                    '(e.g. [{"per_ms": 1e-6}, {"from": "2027-01-01T00:00:00Z", "per_ms": 2e-6}])'
+                )
         elif not isinstance(value, str):
             raise ValueError(
                 f"{field_where}: unknown field; only string annotations may be added, "
