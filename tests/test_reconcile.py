@@ -8,11 +8,13 @@ from __future__ import annotations
 import pytest
 from opentelemetry.sdk.trace import ReadableSpan
 
+from _servers import RedisServer
 from otelcost.reconcile import (
     CostSumSpanExporter,
     Reconciliation,
     SinkTotal,
     enforcer_url_for,
+    reconcile,
 )
 
 
@@ -81,3 +83,13 @@ def test_the_reference_sums_amounts_exactly_and_counts_errors() -> None:
     ]
     exporter.export(spans)
     assert (exporter.nanos, exporter.priced, exporter.unpriced) == (300_000_000, 2, 1)
+
+
+@pytest.mark.integration
+def test_a_derived_database_the_server_refuses_is_named_with_the_way_out(
+    redis_server: RedisServer,
+) -> None:
+    # Database 15 is the last of the default 16: the derived 16 is refused at the first PING.
+    url = redis_server.url.rsplit("/", 1)[0] + "/15"
+    with pytest.raises(ValueError, match=r"/16'.*--enforcer-redis-url"):
+        reconcile("127.0.0.1:1", url, spans=1, services=1, timeout=2)

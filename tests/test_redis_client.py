@@ -136,3 +136,28 @@ def test_sentinel_url_finds_the_master(
         client.close()
     finally:
         sentinel.stop()
+
+
+@pytest.mark.parametrize(
+    ("url", "number"),
+    [
+        ("redis://127.0.0.1:6379", 0),
+        ("redis://127.0.0.1:6379/", 0),
+        ("redis://127.0.0.1:6379/7", 7),
+        ("rediss://:pw@h:1/?db=4", 4),
+        ("unix:///tmp/r.sock?db=2", 2),
+    ],
+)
+def test_the_database_number_is_read_from_path_or_query(url: str, number: int) -> None:
+    from otelcost._redis import database
+
+    assert database(url) == number
+    assert connect(url).connection_pool.connection_kwargs.get("db", 0) == number
+
+
+@pytest.mark.parametrize(
+    "url", ["redis://127.0.0.1:6379/abc", "redis://h/-1", "redis://h/1.5", "redis://h/?db=x"]
+)
+def test_a_database_that_is_not_a_number_is_refused_not_read_as_0(url: str) -> None:
+    with pytest.raises(ValueError, match="bad database number"):
+        connect(url)

@@ -20,7 +20,7 @@ import re
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-__all__ = ["DEFAULT_OPTIONS", "connect", "redact"]
+__all__ = ["DEFAULT_OPTIONS", "connect", "database", "redact"]
 
 DEFAULT_OPTIONS: dict[str, Any] = {
     "socket_timeout": 1.0,
@@ -35,6 +35,31 @@ _SECRET = re.compile(r"(?<=://)([^/@]*)@")
 def redact(url: str) -> str:
     """``url`` with any ``user:password@`` replaced by ``***@``."""
     return _SECRET.sub("***@", url)
+
+
+def database(url: str) -> int:
+    """The database number a ``redis://``/``rediss://``/``unix://`` URL selects (0 if none).
+
+    Read from the path (``/3``) or the ``db`` query parameter (``?db=3``), as redis-py does.
+    Raises ValueError naming the URL for anything that is not a non-negative integer.
+    """
+    parts = urlsplit(url)
+    candidates = [] if parts.scheme.lower() == "unix" else [parts.path.strip("/")]
+    candidates += [
+        unquote(value)
+        for name, _, value in (item.partition("=") for item in parts.query.split("&"))
+        if name == "db"
+    ]
+    number = 0
+    for text in candidates:
+        if not text:
+            continue
+        if not text.isascii() or not text.isdigit():
+            raise ValueError(
+                f"bad database number {text!r} in {redact(url)!r}: expected a non-negative integer"
+            )
+        number = int(text)
+    return number
 
 
 def connect(target: Any, **options: Any) -> Any:
@@ -63,6 +88,7 @@ def connect(target: Any, **options: Any) -> Any:
     settings["retry"] = Retry(ExponentialWithJitterBackoff(cap=0.5, base=0.05), retries)
     scheme = urlsplit(target).scheme.lower()
     if scheme in ("redis", "rediss", "unix"):
+        database(target)  # redis-py reads "/abc" as database 0: refuse it instead
         return redis.Redis.from_url(target, **settings)
     if scheme in ("redis+cluster", "rediss+cluster"):
         from redis.cluster import RedisCluster

@@ -274,10 +274,23 @@ def enforcer_url_for(redis_url: str) -> str:
             f"cannot derive a second database from {_redis.redact(redis_url)!r}: pass a "
             "separate Redis for the enforce path"
         )
-    path = parts.path.strip("/") or "0"
-    if not path.isdigit():
-        raise ValueError(f"bad database number in {_redis.redact(redis_url)!r}")
-    return urlunsplit(parts._replace(path=f"/{int(path) + 1}"))
+    return urlunsplit(parts._replace(path=f"/{_redis.database(redis_url) + 1}", query=""))
+
+
+def _ping_enforce_path(setup: _Setup, *, derived: bool) -> None:
+    import redis
+
+    try:
+        setup.enforcer_store.client.ping()
+    except redis.ResponseError as exc:
+        if not derived:
+            raise
+        # A server with 16 databases refuses the one after 15: say where it came from.
+        raise ValueError(
+            f"the enforce path uses {_redis.redact(setup.enforcer_url)!r}, the database after "
+            f"the one of --redis-url, and the server refuses it ({exc}): pass "
+            "--enforcer-redis-url with a database or Redis of its own"
+        ) from None
 
 
 def reconcile(
@@ -324,7 +337,7 @@ def reconcile(
         timeout=timeout,
     )
     setup.exporter_store.client.ping()
-    setup.enforcer_store.client.ping()
+    _ping_enforce_path(setup, derived=enforcer_redis_url is None)
     if topic is None:
         _create_topic(setup, partitions)
     try:
