@@ -4,6 +4,7 @@ from __future__ import annotations
 
 __all__ = [
     "BudgetConfigError",
+    "FenceOverlapError",
     "InvalidRecordError",
     "OtelCostError",
     "PricingError",
@@ -38,3 +39,20 @@ class InvalidRecordError(OtelCostError, ValueError):
 
 class BudgetConfigError(OtelCostError, ValueError):
     """A budget definition or budgets file is invalid; the message names the entry."""
+
+
+class FenceOverlapError(OtelCostError):
+    """A budget flush partly overlaps one already applied; nothing was applied.
+
+    ``last_seq`` is the highest sequence already applied for the producer: re-aggregate
+    the items after it and apply them again.
+    """
+
+    def __init__(self, service: str, producer: str, last_seq: int) -> None:
+        super().__init__(
+            f"fence overlap for service {service!r}, producer {producer!r}: "
+            f"seq {last_seq} was already applied"
+        )
+        self.service = service
+        self.producer = producer
+        self.last_seq = last_seq

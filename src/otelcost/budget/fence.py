@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from otelcost.errors import OtelCostError
+from otelcost.errors import FenceOverlapError
 
 __all__ = ["MAX_PRODUCER_LEN", "Fence", "FenceOverlapError"]
 
@@ -50,20 +50,3 @@ class Fence:
                 raise ValueError(f"fence {name} must be an integer in [0, 2**53), got {value!r}")
         if self.first_seq is not None and self.first_seq > self.seq:
             raise ValueError(f"fence first_seq {self.first_seq} > seq {self.seq}")
-
-
-class FenceOverlapError(OtelCostError):
-    """A flush partly overlaps one already applied; nothing was applied.
-
-    ``last_seq`` is the highest sequence already applied for the producer: re-aggregate
-    the items after it and apply them again.
-    """
-
-    def __init__(self, service: str, producer: str, last_seq: int) -> None:
-        super().__init__(
-            f"fence overlap for service {service!r}, producer {producer!r}: "
-            f"seq {last_seq} was already applied"
-        )
-        self.service = service
-        self.producer = producer
-        self.last_seq = last_seq

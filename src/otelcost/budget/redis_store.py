@@ -109,8 +109,8 @@ class RedisBudgetStore:
             args.extend(_budget_args(budget))
         reply = [_text(v) for v in self._script(keys=keys, args=args)]
         if reply[0] == "overlap":
-            assert fence is not None
-            raise FenceOverlapError(service, fence.producer, int(reply[2]))
+            # Only a fenced call can overlap; the script answers so for no other.
+            raise FenceOverlapError(service, fence.producer if fence else "", int(reply[2]))
         usages = tuple(
             _usage(budget, reply[5 + i * _PER_BUDGET : 5 + (i + 1) * _PER_BUDGET])
             for i, budget in enumerate(budgets)
