@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -194,3 +195,18 @@ def test_the_default_run_ends_within_15_seconds() -> None:
     assert time.monotonic() - started < 15
     assert "Top 10 operations by cost" in done.stdout
     assert "otelcost budgets" in done.stdout
+    # stderr is a pipe here: one whole progress line at the end, not a bar cut at 80 columns.
+    progress = [line for line in done.stderr.splitlines() if "priced live traffic" in line]
+    assert len(progress) == 1 and re.search(r"\d+ requests · \d+ spans · \$\d+\.\d{4}", progress[0])
+
+
+def test_help_is_for_users_not_docstring_markup() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "otelcost.cli", "demo", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert "Price a live, instrumented workload" in done.stdout
+    assert "``" not in done.stdout and "_demo_app" not in done.stdout

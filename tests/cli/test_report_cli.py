@@ -79,6 +79,18 @@ def test_table(state: None, redis_server: Any, capsys: pytest.CaptureFixture[str
     assert "12.5" in out
 
 
+def test_a_budget_that_does_not_throttle_names_the_one_that_does(
+    state: None, redis_server: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert run(["--redis-url", redis_server.url, "--service", "payment-svc"]) == 0
+    rows = {line.split("│")[2].strip(): line for line in capsys.readouterr().out.splitlines()
+            if "payment-svc" in line}  # fmt: skip
+    assert "[hard_cap]" in rows["1h"]
+    assert "by the 1h budget" in rows["24h"] and "[" not in rows["24h"]
+    # No evaluation window has closed yet: the burn rate is not "0.00" (not spending).
+    assert all("pending (first window)" in row for row in rows.values())
+
+
 def test_empty(
     redis_client: redis.Redis, redis_server: Any, capsys: pytest.CaptureFixture[str]
 ) -> None:

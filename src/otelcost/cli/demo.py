@@ -51,11 +51,28 @@ _TICK = 0.1
 _SCHEDULE_DELAY_MILLIS = 200
 
 
+_DESCRIPTION = """\
+Price a live, instrumented workload with the bundled example pricing table.
+
+Three services run on loopback (a storefront WSGI app, a payment service and an LLM-backed
+recommender priced per token) for --duration seconds or until --spans spans ended; every
+span is priced, then the cost per service, the top operations by cost and the span
+counters are printed.
+
+Every service has a 24h budget and the storefront a small rolling 1h budget (--budget)
+that its spend reaches during the run: the storefront is throttled, its budget guard
+answers 429, and the budget table of `otelcost report` is shown.
+
+No servers or configuration needed. --json prints one JSON document (its "budgets" member
+is what `otelcost report --json` prints).
+"""
+
+
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "demo",
         help="price a live demo workload (no servers needed)",
-        description=__doc__,
+        description=_DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--json", action="store_true", help="print one JSON document")
@@ -270,8 +287,9 @@ def _summary(
 
 
 class _Progress:
-    """A progress bar on stderr (rich when installed, a plain line on a terminal otherwise);
-    does nothing when ``enabled`` is False."""
+    """Progress on stderr while the demo runs: a rich bar on a terminal (a plain line when
+    rich is missing); elsewhere (a log file, CI) one whole line at the end instead, since a
+    live bar rendered into a file ends up cut at an assumed width. Nothing when disabled."""
 
     def __init__(self, enabled: bool, duration: float, spans: int | None) -> None:
         self._enabled = enabled
@@ -279,10 +297,13 @@ class _Progress:
         self._spans = spans
         self._bar: Any = None
         self._task: Any = None
+        self._last = ""
 
     def __enter__(self) -> Callable[..., None]:  # update(elapsed=, seen=, requests=, cost=, note=)
         if not self._enabled:
             return lambda **_: None
+        if not sys.stderr.isatty():
+            return self._remember
         try:
             from rich.console import Console
             from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
@@ -318,16 +339,23 @@ class _Progress:
         )
 
     def _plain(self, *, elapsed: float, seen: int, requests: int, cost: float, note: str) -> None:
-        if sys.stderr.isatty():
-            percent = int(self._fraction(elapsed, seen) * 100)
-            sys.stderr.write(
-                f"\rpricing live traffic {percent:3d}%  {self._info(seen, requests, cost)}{note}"
-            )
-            sys.stderr.flush()
+        percent = int(self._fraction(elapsed, seen) * 100)
+        sys.stderr.write(
+            f"\rpricing live traffic {percent:3d}%  {self._info(seen, requests, cost)}{note}"
+        )
+        sys.stderr.flush()
+
+    def _remember(
+        self, *, elapsed: float, seen: int, requests: int, cost: float, note: str
+    ) -> None:
+        self._last = f"priced live traffic for {elapsed:.1f} s: {self._info(seen, requests, cost)}"
+        self._last += note
 
     def __exit__(self, *exc: object) -> None:
         if self._bar is not None:
             self._bar.stop()
+        elif self._last:
+            print(self._last, file=sys.stderr)
         elif self._enabled and sys.stderr.isatty():
             sys.stderr.write("\n")
 

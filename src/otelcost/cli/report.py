@@ -11,7 +11,7 @@ from typing import Any
 
 from otelcost import _json
 from otelcost.budget.exporter import REDIS_URL_ENV
-from otelcost.budget.status import BudgetStatus
+from otelcost.budget.status import BudgetStatus, BudgetUsage
 
 __all__ = ["register", "render_table", "report_document", "run"]
 
@@ -126,7 +126,15 @@ def _rows(statuses: Sequence[BudgetStatus]) -> list[list[str]]:
             throttled = "YES" + (f" ({ttl:,.0f} s left)" if ttl is not None else " (no TTL)")
         if not status.budgets:
             rows.append([status.service, "-", "-", "-", "-", "-", "-", throttled])
+        # The flag is the service's: a budget that does not throttle says which one does.
+        by = [usage.period for usage in status.budgets if usage.reason]
         for usage in status.budgets:
+            if usage.reason:
+                verdict = f"{throttled} [{usage.reason}]"
+            elif status.throttled and by:
+                verdict = f"{throttled} by the {' and '.join(by)} budget"
+            else:
+                verdict = throttled
             rows.append(
                 [
                     status.service,
@@ -134,12 +142,20 @@ def _rows(statuses: Sequence[BudgetStatus]) -> list[list[str]]:
                     _money(usage.spend),
                     _money(usage.limit),
                     f"{usage.utilization:.1%}",
-                    f"{_money(usage.ema_rate)}/{usage.period}",
+                    _ema(usage),
                     str(usage.consecutive_over),
-                    throttled + (f" [{usage.reason}]" if usage.reason else ""),
+                    verdict,
                 ]
             )
     return rows
+
+
+def _ema(usage: BudgetUsage) -> str:
+    # The EMA moves when an evaluation window closes: spend with an EMA of exactly 0 means
+    # the first window is still open, and "0.00" would read as "not spending".
+    if usage.ema_nanos == 0 and usage.spend_nanos > 0:
+        return "pending (first window)"
+    return f"{_money(usage.ema_rate)}/{usage.period}"
 
 
 _HEADER = ["service", "period", "spend", "limit", "used", "EMA burn rate", "over", "throttled"]
