@@ -29,29 +29,38 @@ docs/performance.md.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import itertools
 import json
 import os
 import re
+import selectors
 import socket
 import statistics
 import subprocess
 import sys
-import tempfile
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from socketserver import ThreadingMixIn
 from typing import IO, Any
 from wsgiref.simple_server import ServerHandler, WSGIRequestHandler, WSGIServer
 
-from bench._report import Metric, Result, bench_parser, command, environment, finish, table
+from bench import _support
+from bench._report import (
+    Metric,
+    Result,
+    bench_parser,
+    command,
+    environment,
+    finish,
+    percentile,
+    quartiles,
+    table,
+)
 
-TESTS = Path(__file__).resolve().parent.parent / "tests"
 CONNECTIONS = 4
+PACED_CONNECTIONS = 8  # headroom: at half capacity about two requests are in flight
 PRICING = {
     "version": "bench-e2e",
     "currency": "USD",
@@ -62,6 +71,7 @@ PRICING = {
     },
 }
 CONFIGS = ("bare", "otel", "otelcost", "otelcost-all")
+LATENCY_CONFIGS = ("otel", "otelcost", "otelcost-all")
 LABELS = {
     "bare": "app alone, no OpenTelemetry",
     "otel": "OpenTelemetry: middleware + BatchSpanProcessor (baseline)",
@@ -144,17 +154,6 @@ def _app(counter: Iterator[int]) -> Callable[..., Iterable[bytes]]:
     return app
 
 
-def _noop_span_exporter() -> Any:
-    from opentelemetry.sdk.trace import ReadableSpan
-    from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
-
-    class NoopSpanExporter(SpanExporter):
-        def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-            return SpanExportResult.SUCCESS
-
-    return NoopSpanExporter()
-
-
 def _instrument(app: Any, config: str, params: dict[str, Any]) -> tuple[Any, Any, Any]:
     """The WSGI callable for ``config``, its TracerProvider and CostSpanProcessor (or None)."""
     if config == "bare":
@@ -169,53 +168,28 @@ def _instrument(app: Any, config: str, params: dict[str, Any]) -> tuple[Any, Any
     )
     processor = None
     if config == "otel":
-        provider.add_span_processor(BatchSpanProcessor(_noop_span_exporter()))
+        provider.add_span_processor(BatchSpanProcessor(_support.NoopSpanExporter()))
     else:
         import otelcost
 
         processor = otelcost.install(
             PRICING,
             exporters=_cost_exporters(config, params),
-            span_exporter=_noop_span_exporter(),
+            span_exporter=_support.NoopSpanExporter(),
             tracer_provider=provider,
         )
     return OpenTelemetryMiddleware(app, tracer_provider=provider), provider, processor
 
 
 def _cost_exporters(config: str, params: dict[str, Any]) -> list[Any]:
-    from opentelemetry.sdk.metrics import MeterProvider
-    from opentelemetry.sdk.metrics.export import (
-        MetricExporter,
-        MetricExportResult,
-        MetricsData,
-        PeriodicExportingMetricReader,
-    )
-
     from otelcost.budget import Budget, BudgetExporter, InMemoryBudgetStore
     from otelcost.exporters import InMemoryCostExporter, MetricsCostExporter
 
-    class NoopMetricExporter(MetricExporter):
-        def export(
-            self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: Any
-        ) -> MetricExportResult:
-            return MetricExportResult.SUCCESS
-
-        def force_flush(self, timeout_millis: float = 10_000) -> bool:
-            return True
-
-        def shutdown(self, timeout_millis: float = 30_000, **kwargs: Any) -> None:
-            pass
-
-    meters = MeterProvider(
-        metric_readers=[
-            PeriodicExportingMetricReader(NoopMetricExporter(), export_interval_millis=1_000)
-        ]
-    )
     budgets = [Budget("*", 1_000_000.0, "24h")]
     exporters: list[Any] = [
         InMemoryCostExporter(),
         BudgetExporter(InMemoryBudgetStore(budgets)),
-        MetricsCostExporter(meters),
+        MetricsCostExporter(_support.noop_meter_provider()),
     ]
     if config == "otelcost-all":
         from otelcost.exporters import KafkaCostExporter
@@ -270,10 +244,30 @@ def _requests(count: int) -> list[bytes]:
 _CONTENT_LENGTH = re.compile(rb"\r\ncontent-length:\s*(\d+)", re.IGNORECASE)
 
 
-def _connection(port: int, requests: Sequence[bytes], start: int, until: float) -> int:
-    """Send requests one after the other on one keep-alive connection until ``until``."""
+def _complete(buffer: bytes) -> bool:
+    """Whether ``buffer`` holds one whole response (a 200: anything else is an error)."""
+    head_end = buffer.find(b"\r\n\r\n")
+    if head_end < 0:
+        return False
+    length = _CONTENT_LENGTH.search(buffer, 0, head_end + 2)
+    if length is None:
+        raise RuntimeError(f"no Content-Length: {buffer[:200]!r}")
+    if len(buffer) < head_end + 4 + int(length.group(1)):
+        return False
+    if not buffer.startswith(b"HTTP/1.1 200 "):
+        raise RuntimeError(f"unexpected response {buffer[:100]!r}")
+    return True
+
+
+def _connect(port: int) -> socket.socket:
     sock = socket.create_connection(("127.0.0.1", port), timeout=10)
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return sock
+
+
+def _connection(port: int, requests: Sequence[bytes], start: int, until: float) -> int:
+    """Send requests one after the other on one keep-alive connection until ``until``."""
+    sock = _connect(port)
     done = 0
     clock = time.perf_counter
     try:
@@ -282,25 +276,69 @@ def _connection(port: int, requests: Sequence[bytes], start: int, until: float) 
             sock.sendall(requests[index % len(requests)])
             index += 1
             buffer = b""
-            while True:
+            while not _complete(buffer):
                 chunk = sock.recv(65536)
                 if not chunk:
                     raise RuntimeError("the server closed the connection")
                 buffer += chunk
-                head_end = buffer.find(b"\r\n\r\n")
-                if head_end < 0:
-                    continue
-                length = _CONTENT_LENGTH.search(buffer, 0, head_end + 2)
-                if length is None:
-                    raise RuntimeError(f"no Content-Length: {buffer[:200]!r}")
-                if len(buffer) >= head_end + 4 + int(length.group(1)):
-                    break
-            if not buffer.startswith(b"HTTP/1.1 200 "):
-                raise RuntimeError(f"unexpected response {buffer[:100]!r}")
             done += 1
     finally:
         sock.close()
     return done
+
+
+def paced(port: int, requests: Sequence[bytes], rate: float, seconds: float) -> list[float]:
+    """Open-loop load: request k is due at ``start + k / rate``, whatever came back before.
+
+    Latency (seconds) runs from the request's *scheduled* time to its complete response,
+    so a server that stalls is charged for every request that should have been sent
+    meanwhile (no coordinated omission). Requests go out on any idle one of
+    ``PACED_CONNECTIONS`` keep-alive connections (one request in flight on each); a due
+    request with none idle waits, and that wait is part of its latency. One thread, one
+    selector: the client adds no thread switches of its own.
+    """
+    socks = [_connect(port) for _ in range(PACED_CONNECTIONS)]
+    selector = selectors.DefaultSelector()
+    for sock in socks:
+        sock.setblocking(False)
+        selector.register(sock, selectors.EVENT_READ)
+    idle = list(socks)
+    sent: dict[socket.socket, float] = {}  # connection -> scheduled time of its request
+    buffers = dict.fromkeys(socks, b"")
+    total = int(rate * seconds)
+    latencies: list[float] = []
+    clock = time.perf_counter
+    start = clock() + 0.01
+    due = 0  # requests whose scheduled time has come
+    issued = 0
+    try:
+        while len(latencies) < total:
+            now = clock()
+            if now > start + seconds + 30:
+                raise RuntimeError(f"the server answered {len(latencies)} of {total} requests")
+            while due < total and start + due / rate <= now:
+                due += 1
+            while issued < due and idle:
+                sock = idle.pop()
+                sock.sendall(requests[issued % len(requests)])  # small: fits the send buffer
+                sent[sock] = start + issued / rate
+                issued += 1
+            timeout = max(0.0, start + due / rate - clock()) if due < total else 1.0
+            for key, _ in selector.select(timeout):
+                sock = key.fileobj  # type: ignore[assignment]
+                chunk = sock.recv(65536)
+                if not chunk:
+                    raise RuntimeError("the server closed the connection")
+                buffers[sock] += chunk
+                if _complete(buffers[sock]):
+                    latencies.append(clock() - sent.pop(sock))
+                    buffers[sock] = b""
+                    idle.append(sock)
+    finally:
+        selector.close()
+        for sock in socks:
+            sock.close()
+    return latencies
 
 
 def _cpu_seconds(pid: int) -> float:
@@ -439,7 +477,7 @@ def breakdown(count: int, params: dict[str, Any]) -> list[tuple[str, float, bool
             )
         )
         exporter.shutdown()
-    bsp = BatchSpanProcessor(_noop_span_exporter())
+    bsp = BatchSpanProcessor(_support.NoopSpanExporter())
     rows.append(
         (
             "for scale: `BatchSpanProcessor.on_end` (in the baseline too)",
@@ -447,7 +485,7 @@ def breakdown(count: int, params: dict[str, Any]) -> list[tuple[str, float, bool
             False,
         )
     )
-    bsp.shutdown()
+    bsp.shutdown()  # type: ignore[no-untyped-call]  # untyped in the SDK
     return rows
 
 
@@ -493,41 +531,6 @@ class _ServerProcess:
             self.proc.wait()
 
 
-@contextlib.contextmanager
-def _backends(cpu: int) -> Iterator[dict[str, Any] | str]:
-    """A private redis-server and Tansu broker pinned to ``cpu``: their parameters, or
-    why they could not be started."""
-    sys.path.insert(0, str(TESTS))
-    from _servers import (
-        KafkaBroker,
-        RedisServer,
-        ServerUnavailableError,
-        find_redis_binary,
-        find_tansu_binary,
-    )
-
-    with tempfile.TemporaryDirectory(prefix="bench-e2e-") as tmp:
-        try:
-            broker = KafkaBroker(find_tansu_binary(), Path(tmp) / "tansu")
-            redis_server = RedisServer(find_redis_binary(), Path(tmp) / "redis")
-        except ServerUnavailableError as exc:
-            yield str(exc).splitlines()[0]
-            return
-        try:
-            broker.start()
-            redis_server.start()
-            for pid in (broker.pid, redis_server.pid):
-                assert pid is not None
-                os.sched_setaffinity(pid, {cpu})
-            topic = broker.create_topic(f"bench-e2e-{uuid.uuid4().hex[:8]}", partitions=3)
-            yield {"bootstrap": broker.bootstrap, "topic": topic, "redis_url": redis_server.url}
-        except ServerUnavailableError as exc:
-            yield str(exc).splitlines()[0]
-        finally:
-            broker.stop()
-            redis_server.stop()
-
-
 def run(quick: bool) -> Result:
     cpus = sorted(os.sched_getaffinity(0))
     if len(cpus) < 2:
@@ -537,7 +540,7 @@ def run(quick: bool) -> Result:
     requests = _requests(50_000)
     os.sched_setaffinity(0, {client_cpu})
     try:
-        with _backends(client_cpu) as backends:
+        with _support.backends(client_cpu, "bench-e2e") as backends:
             configs = [c for c in CONFIGS if c != "otelcost-all" or isinstance(backends, dict)]
             params = backends if isinstance(backends, dict) else {}
             servers = {c: _ServerProcess(c, server_cpu, params) for c in configs}
@@ -553,6 +556,17 @@ def run(quick: bool) -> Result:
                         server = servers[config]
                         samples[config].append(
                             drive(server.port, server.proc.pid, requests, seconds)
+                        )
+                rate = statistics.median(r["rps"] for r in samples["otel"]) / 2
+                latencies: dict[str, list[list[float]]] = {
+                    c: [] for c in configs if c in LATENCY_CONFIGS
+                }
+                for round_index in range(rounds):
+                    order = list(latencies)
+                    shift = round_index % len(order)
+                    for config in order[shift:] + order[:shift]:
+                        latencies[config].append(
+                            paced(servers[config].port, requests, rate, seconds)
                         )
                 reports = {c: s.finish() for c, s in servers.items()}
             finally:
@@ -571,6 +585,8 @@ def run(quick: bool) -> Result:
         backends=backends,
         steps=steps,
         steps_spans=steps_spans,
+        rate=rate,
+        latencies=latencies,
     )
 
 
@@ -584,6 +600,8 @@ def _result(
     backends: dict[str, Any] | str,
     steps: list[tuple[str, float, bool]],
     steps_spans: int,
+    rate: float,
+    latencies: dict[str, list[list[float]]],
 ) -> Result:
     base = samples["otel"]
 
@@ -628,6 +646,7 @@ def _result(
             ]
         )
     headline = "otelcost-all" if "otelcost-all" in samples else "otelcost"
+    latency_rows, p99_added = _latency_rows(latencies)
     added_steps = sum(us for _, us, adds in steps if adds)
     added_cpu = statistics.median(
         s["cpu_us"] - b["cpu_us"] for s, b in zip(samples[headline], base, strict=True)
@@ -673,6 +692,30 @@ def _result(
             "exporters, librdkafka); the request threads' own CPU (thread CPU clock, over "
             "the whole run) is shown beside it.",
             "",
+            "### Request latency at a fixed offered load",
+            "",
+            f"Open loop at {rate:,.0f} requests/s, half the baseline's median capacity "
+            f"above; {rounds} rounds of {seconds:g} s per configuration, the order rotating. "
+            f"Request k is due at start + k / rate and goes out on any idle one of "
+            f"{PACED_CONNECTIONS} keep-alive connections (a single-threaded selector loop); "
+            "latency runs from the *scheduled* time to the complete response, so a stall "
+            "is charged to every request that should have been sent during it (no "
+            "coordinated omission). Percentiles over all requests of all rounds; the ratio "
+            "is the median over rounds of p99 / the baseline's p99 in the same round.",
+            "",
+            table(
+                [
+                    "configuration",
+                    "requests",
+                    "p50 ms",
+                    "p90 ms",
+                    "p99 ms",
+                    "p99.9 ms",
+                    "p99 vs baseline (IQR over rounds)",
+                ],
+                latency_rows,
+            ),
+            "",
             "### Where otelcost's CPU goes, per request",
             "",
             f"Each step the workers take for one span, timed on one thread (CPU time) over "
@@ -704,7 +747,42 @@ def _result(
         f"{added_steps:.0f} µs",
         fmt="+.1f",
     )
-    return Result("e2e", body, [metric, cpu_metric])
+    latency_metric = Metric(
+        "End to end: p99 latency added at half the baseline's capacity, all exporters on",
+        p99_added[headline],
+        "%",
+        target=5.0,
+        vs_baseline=f"open loop at {rate:,.0f} requests/s",
+        fmt="+.1f",
+    )
+    return Result("e2e", body, [metric, latency_metric, cpu_metric])
+
+
+def _latency_rows(
+    latencies: dict[str, list[list[float]]],
+) -> tuple[list[list[str]], dict[str, float]]:
+    """Table rows of the fixed-load phase, and p99 added (%) per configuration."""
+    base = latencies["otel"]
+    rows, added = [], {}
+    for config, runs in latencies.items():
+        pooled = [latency for run in runs for latency in run]
+        ratios = [
+            percentile(own, 0.99) / percentile(theirs, 0.99)
+            for own, theirs in zip(runs, base, strict=True)
+        ]
+        q1, ratio, q3 = quartiles(ratios)
+        added[config] = (ratio - 1) * 100
+        rows.append(
+            [
+                LABELS[config],
+                f"{len(pooled):,}",
+                *(f"{percentile(pooled, q) * 1e3:.2f}" for q in (0.5, 0.9, 0.99, 0.999)),
+                ""
+                if config == "otel"
+                else f"{ratio:.3f} ({q1:.2f}-{q3:.2f}), {added[config]:+.1f}%",
+            ]
+        )
+    return rows, added
 
 
 def main(argv: Sequence[str] | None = None) -> None:

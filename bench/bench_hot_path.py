@@ -31,6 +31,7 @@ from collections.abc import Callable, Sequence
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+from opentelemetry.util.types import AttributeValue
 
 from bench._report import Metric, Result, command, environment, main_for, table
 from otelcost.costing._pipeline import BatchPipeline
@@ -49,7 +50,7 @@ PRICING = {
         "*:*": {"per_ms": 5e-7},
     },
 }
-ATTRIBUTES = {
+ATTRIBUTES: dict[str, AttributeValue] = {
     "http.request.method": "GET",
     "http.route": "/users/{id}",
     "url.path": "/users/123",

@@ -18,7 +18,7 @@ import uuid
 from collections.abc import Callable, Sequence
 
 from bench._report import Metric, Result, command, environment, main_for, summary, table
-from otelcost import normalize as normalize_module
+from otelcost.costing import normalize as normalize_module
 from otelcost.costing.normalize import PathNormalizer, normalize_path
 from otelcost.costing.operation import CardinalityGuard, derive_operation, service_name
 

@@ -31,6 +31,7 @@ SCRIPTS = (
     "bench_pricing",
     "bench_normalize",
     "bench_hot_path",
+    "bench_overhead",
     "bench_e2e",
     "bench_budget",
     "bench_kafka",
@@ -92,7 +93,7 @@ def summary(
     took = ", ".join(f"{script.removeprefix('bench_')} {s:.0f} s" for script, s in seconds.items())
     return "\n".join(
         [
-            "## Summary: the targets of DESIGN §9 and issue 7",
+            "## Summary: the targets of DESIGN §9 and issues 7 and 13",
             "",
             f"`python -m bench{' --quick' if quick else ''}` — {environment()}. "
             f"Load average at the start {load}: the machine's 2 CPUs were shared with "
