@@ -505,11 +505,22 @@ def test_refresh_to_the_same_table_counts_as_unchanged_and_renews_the_sync() -> 
 
 
 @pytest.mark.parametrize(
+    ("ttl", "interval"), [(600, 400.0), (900.0, 600.0), (0.3, 0.2), (1e9, 1e9 * 2 / 3)]
+)
+def test_refresh_interval_defaults_to_two_thirds_of_the_ttl(ttl: float, interval: float) -> None:
+    cache = PricingCache({"*:*": None}, ttl=ttl)
+    assert cache.refresh_interval == pytest.approx(interval)
+    assert 0 < cache.refresh_interval < ttl
+
+
+@pytest.mark.parametrize(
     ("kwargs", "message"),
     [
         ({"ttl": 600, "refresh_interval": 600}, "refresh_interval must be > 0 and < ttl"),
         ({"ttl": 60, "refresh_interval": 600}, "refresh_interval"),
         ({"refresh_interval": 0}, "refresh_interval"),
+        ({"refresh_interval": math.nan}, "refresh_interval"),
+        ({"ttl": 60, "refresh_interval": 60.0}, r"must be > 0 and < ttl \(60\), got 60.0"),
         ({"ttl": 0}, "ttl"),
         ({"ttl": math.inf}, "ttl"),
         ({"ttl": math.nan}, "ttl"),

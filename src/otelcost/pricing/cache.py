@@ -52,6 +52,7 @@ _log = logging.getLogger("otelcost.pricing")
 # at 50-100% of their backoff delay, so a fleet does not hit the pricing API in lockstep.
 _REFRESH_JITTER: Final = 0.1
 _STOP_TIMEOUT: Final = 5.0
+_DERIVED_REFRESH: Final = 2 / 3  # of ttl, when refresh_interval is not given (DESIGN §2)
 
 
 class PricingCacheStats(TypedDict):
@@ -80,9 +81,11 @@ class PricingCache:
     :meth:`refresh` or :meth:`start`. The current table is one immutable snapshot swapped in
     whole, so readers never see a half-built table and never take a lock.
 
-    ``clock`` returns epoch seconds (default ``time.time``); it decides staleness and
-    ``last_sync``. A failed refresh is retried after ``retry_initial`` seconds, doubling per
-    consecutive failure up to ``refresh_interval / 2``.
+    ``refresh_interval`` None (the default) is ⅔ of ``ttl`` (600 s for the default 900 s),
+    so a table survives one failed refresh before it goes stale; an explicit value must be
+    > 0 and < ``ttl``. ``clock`` returns epoch seconds (default ``time.time``); it decides
+    staleness and ``last_sync``. A failed refresh is retried after ``retry_initial``
+    seconds, doubling per consecutive failure up to ``refresh_interval / 2``.
     """
 
     def __init__(
@@ -90,13 +93,15 @@ class PricingCache:
         source: SourceLike,
         *,
         ttl: float = 900.0,
-        refresh_interval: float = 600.0,
+        refresh_interval: float | None = None,
         retry_initial: float = 5.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
         if not (math.isfinite(ttl) and ttl > 0):
             raise ValueError(f"ttl must be a finite number of seconds > 0, got {ttl!r}")
-        if not 0 < refresh_interval < ttl:
+        if refresh_interval is None:
+            refresh_interval = ttl * _DERIVED_REFRESH
+        elif not 0 < refresh_interval < ttl:
             raise ValueError(
                 f"refresh_interval must be > 0 and < ttl ({ttl!r}), got {refresh_interval!r}"
             )
@@ -124,6 +129,11 @@ class PricingCache:
 
     def __repr__(self) -> str:
         return f"PricingCache({self._source!r}, ttl={self._ttl}, version={self.version!r})"
+
+    @property
+    def refresh_interval(self) -> float:
+        """Seconds between regular refreshes (given, or derived from ``ttl``)."""
+        return self._refresh_interval
 
     # -- reading (hot path) ------------------------------------------------------------------
 
