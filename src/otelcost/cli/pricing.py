@@ -8,12 +8,16 @@ from typing import Any
 
 from otelcost import _json
 from otelcost.errors import PricingError
-from otelcost.pricing import PricingTable
+from otelcost.pricing import Price, PricingTable
 from otelcost.pricing.sources import DEFAULT_MAX_BYTES, as_source, parse_bytes
+from otelcost.pricing.table import ALWAYS, format_instant
 
 __all__ = ["register", "run"]
 
 _STDIN = "-"
+# A table that declares no currency (the flat form never does) is taken as USD, the
+# accounting currency by default (DESIGN §2).
+_DEFAULT_CURRENCY = "USD"
 
 
 def register(subparsers: argparse._SubParsersAction[Any]) -> None:
@@ -29,11 +33,12 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     actions = pricing.add_subparsers(dest="pricing_command", metavar="ACTION", required=True)
     check = actions.add_parser(
         "check",
-        help="validate a pricing table and print its entry count and metadata",
+        help="validate a pricing table and print its entry count, metadata and schedules",
         description=(
             "Validate a pricing table exactly as PricingCache would load it and print the "
-            "number of entries, currency, region and version. Exits 1 with the offending key "
-            "when the table is invalid."
+            "number of entries, currency, region, version and the schedule of every dated "
+            "entry. Exits 1 with the offending key when the table is invalid (with --json, "
+            'as {"valid": false, "error": ...}).'
         ),
     )
     check.add_argument(
@@ -46,24 +51,70 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Check ``args.source``; 0 when valid, 1 (one line on stderr) when not."""
+    """Check ``args.source``; 0 when valid, 1 (one line on stderr, or JSON) when not."""
     try:
         table = _load(args.source)
     except (PricingError, ValueError) as exc:
-        print(f"otelcost pricing check: {exc}", file=sys.stderr)
+        if args.json:
+            print(_json.dumps({"valid": False, "error": str(exc)}).decode())
+        else:
+            print(f"otelcost pricing check: {exc}", file=sys.stderr)
         return 1
-    summary = {
+    dated = [(match.key, match.schedule) for match in table if match.schedule is not None]
+    if args.json:
+        summary = {
+            "valid": True,
+            "entries": len(table),
+            "currency": table.currency or _DEFAULT_CURRENCY,
+            "currency_declared": table.currency is not None,
+            "region": table.region,
+            "version": table.version,
+            "schedules": {
+                key: [
+                    {"from": None if start == ALWAYS else format_instant(start), **_rates(price)}
+                    for start, price in zip(schedule.starts, schedule.prices, strict=True)
+                ]
+                for key, schedule in dated
+            },
+        }
+        print(_json.dumps(summary).decode())
+        return 0
+    currency = table.currency or f"{_DEFAULT_CURRENCY} (not declared: taken as USD)"
+    lines = {
         "entries": len(table),
-        "currency": table.currency,
+        "currency": currency,
         "region": table.region,
         "version": table.version,
     }
-    if args.json:
-        print(_json.dumps(summary).decode())
-    else:
-        for name, value in summary.items():
-            print(f"{name + ':':<9} {'-' if value is None else value}")
+    for name, value in lines.items():
+        print(f"{name + ':':<9} {'-' if value is None else value}")
+    for key, schedule in dated:
+        print(f"dated:    {key}")
+        for start, price in zip(schedule.starts, schedule.prices, strict=True):
+            shown = "the start" if start == ALWAYS else format_instant(start)
+            print(f"  from {shown:<24} {_describe(price)}")
     return 0
+
+
+def _describe(price: Price) -> str:
+    """``price`` on one line: ``per_ms=2e-06 per_unit[tokens]=1e-06``, or ``free``."""
+    parts = [f"per_ms={price.per_ms!r}"] if price.per_ms else []
+    if price.per_request:
+        parts.append(f"per_request={price.per_request!r}")
+    parts.extend(f"per_unit[{attr}]={rate!r}" for attr, rate in price.per_unit.items() if rate)
+    return " ".join(parts) or "free"
+
+
+def _rates(price: Price) -> dict[str, object]:
+    """The non-zero components of ``price``, as the table writes them."""
+    rates: dict[str, object] = {}
+    if price.per_ms:
+        rates["per_ms"] = price.per_ms
+    if price.per_request:
+        rates["per_request"] = price.per_request
+    if price.per_unit:
+        rates["per_unit"] = dict(price.per_unit)
+    return rates
 
 
 def _load(source: str) -> PricingTable:
