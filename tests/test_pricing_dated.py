@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from otelcost.errors import PricingError, PricingNotFoundError
 from otelcost.pricing import Price, PricingTable
-from otelcost.pricing.table import ALWAYS, PriceSchedule
+from otelcost.pricing.table import ALWAYS, PriceMatch, PriceSchedule
 
 DEC_1 = 1_796_083_200_000  # 2026-12-01T00:00:00Z in epoch ms
 JAN_1 = 1_798_761_600_000  # 2027-01-01T00:00:00Z
@@ -149,3 +153,75 @@ def test_from_outside_a_dated_entry_is_rejected() -> None:
     # As a string annotation it would be silently ignored and the price in force always.
     with pytest.raises(PricingError, match=r"'svc:op'\.from: 'from' belongs to a dated entry"):
         PricingTable.parse({"svc:op": {"from": "2027-01-01T00:00:00Z", "per_ms": 1e-6}})
+
+
+# -- charge_sums: the rule applied to sums (re-pricing history) ---------------------------------
+
+SPAN = st.tuples(
+    st.booleans(),  # entry
+    st.floats(min_value=0, max_value=1e6, allow_nan=False),  # duration_ms
+    st.integers(min_value=0, max_value=10**6),  # tokens
+)
+RATE = st.floats(min_value=0, max_value=1e-3, allow_nan=False)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    spans=st.lists(SPAN, max_size=30),
+    per_ms=RATE,
+    per_request=RATE,
+    per_token=RATE,
+    key=st.sampled_from(["svc:*", "svc:chat", "svc:ch*"]),
+)
+def test_charge_of_the_sums_is_the_sum_of_the_charges(
+    spans: list[tuple[bool, float, int]],
+    per_ms: float,
+    per_request: float,
+    per_token: float,
+    key: str,
+) -> None:
+    price = {"per_ms": per_ms, "per_request": per_request, "per_unit": {"tokens": per_token}}
+    match = PricingTable.parse({key: price}).match("svc", "chat")
+    assert match is not None
+    for entry in (True, False):
+        group = [(d, t) for e, d, t in spans if e is entry]
+        charges = [
+            match.charge(entry=entry, duration_ms=d, attributes={"tokens": t}, end_ms=DEC_1)
+            for d, t in group
+        ]
+        live = sum(c.nanos for c in charges if c is not None)
+        summed = match.charge_sums(
+            entry=entry,
+            spans=len(group),
+            duration_ms=math.fsum(d for d, _ in group),
+            usage={"tokens": sum(t for _, t in group)},
+            end_ms=DEC_1,
+        )
+        # Live pricing rounds each span (and adds in floats); the sums round once.
+        assert abs(summed - live) <= len(group) + 1
+
+
+def test_charge_sums_follows_the_entry_and_nested_rule_with_the_dated_price() -> None:
+    table = PricingTable.parse(
+        {
+            "svc:*": [
+                {"per_request": 1e-3, "per_ms": 1e-6, "per_unit": {"tokens": 2e-6}},
+                {"from": "2026-12-01T00:00:00Z", "per_request": 2e-3},
+            ],
+            "svc:GET /x": {"per_request": 5e-3},
+        }
+    )
+    bare = table.match("svc", "op")
+    named = table.match("svc", "GET /x")
+    assert bare is not None and named is not None
+
+    def sums(match: PriceMatch, entry: bool, end_ms: int) -> int:
+        return match.charge_sums(
+            entry=entry, spans=3, duration_ms=100.0, usage={"tokens": 1000}, end_ms=end_ms
+        )
+
+    assert sums(bare, True, DEC_1 - 1) == 3_000_000 + 100_000 + 2_000_000
+    assert sums(bare, False, DEC_1 - 1) == 2_000_000  # usage only
+    assert sums(bare, True, DEC_1) == 6_000_000
+    assert sums(bare, False, DEC_1) == 0  # not billable
+    assert sums(named, False, DEC_1) == 15_000_000  # targeted: the whole price

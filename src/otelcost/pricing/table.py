@@ -16,13 +16,15 @@ from bisect import bisect_right
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
+from decimal import Decimal
+from fractions import Fraction
 from types import MappingProxyType
 from typing import Final, NamedTuple
 
 from cachetools import FIFOCache
 
 from otelcost.errors import PricingError, PricingNotFoundError
-from otelcost.money import to_nanos
+from otelcost.money import NANOS_PER_UNIT, to_nanos
 
 # One lock serialises memo inserts of every table. It is module-level so that a forked
 # child can replace it: a child that inherited it held by the parent's worker would hang.
@@ -272,9 +274,9 @@ class PriceMatch:
         An entry span, or a nested span the key targets, pays the whole price; a nested span
         the key does not target pays only the usage it carries, and None (not billable) when
         it carries none. A dated entry charges the price in force at ``end_ms``. Live pricing
-        and re-pricing of history both call this, so the two follow one rule. Raises
-        PricingNotFoundError when a dated entry has no price in force at ``end_ms``, and
-        PricingError for an amount out of range.
+        calls this and re-pricing of history its sum, :meth:`charge_sums`, so the two follow
+        one rule. Raises PricingNotFoundError when a dated entry has no price in force at
+        ``end_ms``, and PricingError for an amount out of range.
         """
         price = self.price if self.schedule is None else self.price_at(end_ms)
         usage = price.usage_from(attributes) if price.per_unit else _EMPTY_UNITS
@@ -283,6 +285,34 @@ class PriceMatch:
         if not usage:
             return None
         return Charge(price.cost_nanos(duration_ms, usage, usage_only=True), usage)
+
+    def charge_sums(
+        self,
+        *,
+        entry: bool,
+        spans: int,
+        duration_ms: float,
+        usage: Mapping[str, float | Decimal],
+        end_ms: int,
+    ) -> int:
+        """The nano-units :meth:`charge` would charge ``spans`` spans, all entry spans or all
+        nested ones, ending at ``end_ms``, whose durations add up to ``duration_ms`` and
+        usage to ``usage`` (units by attribute).
+
+        Cost is linear in its inputs (requests, ms, units), so the sum of the charges is the
+        charge of the sums: computed exactly (rationals) and rounded to the nano-unit once,
+        where live pricing rounded once per span (at most half a nano-unit each).
+        """
+        price = self.price if self.schedule is None else self.price_at(end_ms)
+        total = Fraction()
+        if entry or self.targeted:
+            total += Fraction(price.per_request) * spans
+            total += Fraction(price.per_ms) * Fraction(duration_ms)
+        for attr, rate in price.per_unit.items():
+            units = usage.get(attr)
+            if rate and units:
+                total += Fraction(rate) * Fraction(units)
+        return round(total * NANOS_PER_UNIT)
 
 
 class _Glob:
