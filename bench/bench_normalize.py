@@ -17,6 +17,8 @@ import timeit
 import uuid
 from collections.abc import Callable, Sequence
 
+from opentelemetry.trace import SpanKind
+
 from bench._report import Metric, Result, command, environment, main_for, summary, table
 from otelcost.costing import normalize as normalize_module
 from otelcost.costing.normalize import PathNormalizer, normalize_path
@@ -94,6 +96,13 @@ def run(quick: bool) -> Result:
     resource = {"service.name": "payment-svc"}
     route_attrs = {"http.request.method": "POST", "http.route": "/api/v2/payments/{id}"}
     path_attrs = {"http.request.method": "GET", "url.path": HIT_PATH}
+    client_attrs = {
+        "http.request.method": "GET",
+        "url.full": f"https://api.example.com{HIT_PATH}?expand=items",
+        "server.address": "api.example.com",
+        "server.port": 443,
+    }
+    db_attrs = {"db.system": "postgresql", "db.statement": "SELECT * FROM orders WHERE id = %s"}
     namespace: dict[str, object] = {
         "path": HIT_PATH,
         "normalize_path": normalize_path,
@@ -104,6 +113,9 @@ def run(quick: bool) -> Result:
         "resource": resource,
         "route_attrs": route_attrs,
         "path_attrs": path_attrs,
+        "client_attrs": client_attrs,
+        "db_attrs": db_attrs,
+        "CLIENT": SpanKind.CLIENT,
         "name": "GET /api/v2/users/123",
         "empty": {},
     }
@@ -125,6 +137,12 @@ def run(quick: bool) -> Result:
             "derive_operation('x', path_attrs)", namespace, number
         ),
         "derive_operation, span name": stmt_ns("derive_operation(name, empty)", namespace, number),
+        "derive_operation, HTTP client url.full (memo hit)": stmt_ns(
+            "derive_operation('GET', client_attrs, kind=CLIENT)", namespace, number
+        ),
+        "derive_operation, SQL statement (memo hit)": stmt_ns(
+            "derive_operation('SELECT', db_attrs, kind=CLIENT)", namespace, number
+        ),
         "service_name": stmt_ns("service_name(resource, empty)", namespace, number),
         "CardinalityGuard.admit, known operation": stmt_ns(
             "admit('payment-svc', 'POST /api/v2/payments/{id}')", namespace, number

@@ -8,6 +8,7 @@ from collections.abc import Mapping
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from opentelemetry.trace import SpanKind
 
 from otelcost.costing.normalize import PathNormalizer
 from otelcost.costing.operation import (
@@ -15,9 +16,18 @@ from otelcost.costing.operation import (
     DEFAULT_SERVICE,
     MAX_OPERATION_CHARS,
     MAX_VALUE_CHARS,
+    NAMING_ATTRIBUTES,
     OTHER,
+    RULE_DATABASE,
+    RULE_GENAI,
+    RULE_HTTP_CLIENT,
+    RULE_HTTP_SERVER,
+    RULE_MESSAGING,
+    RULE_RPC,
+    RULE_SPAN_NAME,
     CardinalityGuard,
     derive_operation,
+    explain_operation,
     service_name,
 )
 
@@ -58,13 +68,22 @@ PATH = {"http.request.method": "GET", "url.path": "/api/v2/users/123/orders/456"
 @pytest.mark.parametrize(
     ("name", "attributes", "expected"),
     [
-        ("ignored", {**PATH, **RPC, **ROUTE}, "POST /api/v2/payments/{id}"),
-        ("ignored", {**RPC, **PATH}, "helloworld.Greeter/SayHello"),
+        ("ignored", {**PATH, **ROUTE}, "POST /api/v2/payments/{id}"),
+        ("ignored", {**RPC, **PATH, **ROUTE}, "helloworld.Greeter/SayHello"),
         ("ignored", PATH, "GET /api/v2/users/*/orders/*"),
         ("GET /users/123", {}, "GET /users/*"),
         # Route: used as is (no normalization), method optional, old attribute names.
         ("x", {"http.method": "GET", "http.route": "/users/{id}/2024"}, "GET /users/{id}/2024"),
         ("x", {"http.route": "/users/:id"}, "/users/:id"),
+        # Routes start with one "/" and end without one (Django: "health/", "^health/$").
+        ("x", {"http.method": "GET", "http.route": "health/"}, "GET /health"),
+        (
+            "x",
+            {"http.method": "GET", "http.route": "^api/(?P<id>[0-9]+)/$"},
+            "GET /api/(?P<id>[0-9]+)",
+        ),
+        ("x", {"http.method": "GET", "http.route": "/"}, "GET /"),
+        ("x", {"http.method": "GET", "http.route": ""}, "x"),
         # New method attribute wins over the old one; case and unknown methods.
         ("x", {"http.request.method": "PUT", "http.method": "GET", "http.route": "/a"}, "PUT /a"),
         ("x", {"http.request.method": "delete", "http.route": "/a"}, "DELETE /a"),
@@ -76,6 +95,10 @@ PATH = {"http.request.method": "GET", "url.path": "/api/v2/users/123/orders/456"
         # Path: url.path before http.target; the target's query string dropped.
         ("x", {"url.path": "/a/1", "http.target": "/b/2"}, "/a/*"),
         ("x", {"http.method": "GET", "http.target": "/b/2?token=abc"}, "GET /b/*"),
+        # Then the path of http.url (Django 404s under its development server).
+        ("GET", {"http.method": "GET", "http.url": "http://h/nope/12/?q=1"}, "GET /nope/*"),
+        # RPC: the full name in rpc.method alone (newer conventions).
+        ("span", {"rpc.method": "pkg.Svc/Call"}, "pkg.Svc/Call"),
         # Span names: path words and other words normalized, plain names kept.
         ("SELECT orders", {}, "SELECT orders"),
         ("HTTP GET", {"http.request.method": "GET"}, "HTTP GET"),
@@ -139,16 +162,7 @@ _HOSTILE_VALUE = st.one_of(
     st.lists(st.text(max_size=5), max_size=3),
     st.tuples(st.integers()),
 )
-_KEYS = [
-    "http.request.method",
-    "http.method",
-    "http.route",
-    "rpc.service",
-    "rpc.method",
-    "url.path",
-    "http.target",
-    "service.name",
-]
+_KEYS = [*NAMING_ATTRIBUTES, "service.name"]
 
 
 @settings(max_examples=300, deadline=None)
@@ -156,16 +170,193 @@ _KEYS = [
     st.text(st.characters(exclude_categories=()), max_size=300),
     st.dictionaries(st.sampled_from(_KEYS), _HOSTILE_VALUE),
     st.dictionaries(st.sampled_from(_KEYS), _HOSTILE_VALUE),
+    st.sampled_from([None, *SpanKind]),
 )
 def test_hostile_input_never_raises(
-    name: str, attributes: dict[str, object], resource: dict[str, object]
+    name: str,
+    attributes: dict[str, object],
+    resource: dict[str, object],
+    kind: SpanKind | None,
 ) -> None:
-    operation = derive_operation(name, attributes)
+    operation = derive_operation(name, attributes, kind=kind)
     service = service_name(resource, attributes)
     for result, cap in ((operation, MAX_OPERATION_CHARS), (service, MAX_VALUE_CHARS)):
         assert 0 < len(result) <= cap
         result.encode("utf-8")  # no lone surrogates: always valid JSON / Kafka keys
         assert not any(c in result for c in "\x00\n\r\t\x1b\u202e")
+
+
+# -- derive_operation: by what the span is ---------------------------------------------------
+
+CLIENT, SERVER, PRODUCER = SpanKind.CLIENT, SpanKind.SERVER, SpanKind.PRODUCER
+STABLE_CLIENT = {
+    "http.request.method": "GET",
+    "url.full": "https://api.example.com/users/42?token=s3cr3t",
+    "server.address": "api.example.com",
+    "server.port": 443,
+}
+OLD_CLIENT = {"http.method": "GET", "http.url": "https://api.example.com/users/42?token=s3cr3t"}
+
+
+@pytest.mark.parametrize(
+    ("kind", "attributes", "expected", "rule"),
+    [
+        # HTTP client: method + downstream host (+ port unless the default) + normalized path.
+        (CLIENT, STABLE_CLIENT, "GET api.example.com/users/*", RULE_HTTP_CLIENT),
+        (CLIENT, OLD_CLIENT, "GET api.example.com/users/*", RULE_HTTP_CLIENT),
+        (CLIENT, {**OLD_CLIENT, **STABLE_CLIENT}, "GET api.example.com/users/*", RULE_HTTP_CLIENT),
+        (
+            CLIENT,
+            {"http.method": "POST", "http.url": "http://user:pw@Billing.internal:8080/v2/charges"},
+            "POST billing.internal:8080/v2/charges",
+            RULE_HTTP_CLIENT,
+        ),
+        (CLIENT, {"http.method": "GET", "http.url": "http://h:80/"}, "GET h/", RULE_HTTP_CLIENT),
+        (
+            CLIENT,
+            {"http.method": "GET", "http.url": "https://h:80/"},
+            "GET h:80/",
+            RULE_HTTP_CLIENT,
+        ),
+        (
+            CLIENT,
+            {"http.method": "GET", "net.peer.name": "h", "net.peer.port": 443, "http.target": "/a"},
+            "GET h/a",
+            RULE_HTTP_CLIENT,
+        ),
+        (
+            CLIENT,
+            {"http.method": "GET", "url.full": "http://[::1]:9000/x"},
+            "GET [::1]:9000/x",
+            RULE_HTTP_CLIENT,
+        ),
+        (
+            CLIENT,
+            {"http.method": "GET", "url.full": "http://shard-17.db.internal/x"},
+            "GET shard-*.db.internal/x",
+            RULE_HTTP_CLIENT,
+        ),
+        (CLIENT, {"http.method": "GET", "server.address": "h"}, "GET h", RULE_HTTP_CLIENT),
+        # A client span without any host falls back to its name.
+        (CLIENT, {"http.method": "GET"}, "GET", RULE_SPAN_NAME),
+        # The same attributes on a server span: the path, never the host.
+        (SERVER, OLD_CLIENT, "GET /users/*", RULE_HTTP_SERVER),
+        (None, {"http.method": "GET", "url.path": "/a/1"}, "GET /a/*", RULE_HTTP_SERVER),
+        # Database and cache: system, operation, collection/table; never values.
+        (
+            CLIENT,
+            {"db.system": "postgresql", "db.statement": "SELECT * FROM orders WHERE id = 42"},
+            "postgresql SELECT orders",
+            RULE_DATABASE,
+        ),
+        (
+            CLIENT,
+            {"db.system.name": "postgresql", "db.query.text": 'update "Public"."Orders" set a=1'},
+            "postgresql UPDATE Public.Orders",
+            RULE_DATABASE,
+        ),
+        (
+            CLIENT,
+            {
+                "db.system.name": "mongodb",
+                "db.operation.name": "find",
+                "db.collection.name": "users",
+                "db.query.text": "{ssn: 123}",
+            },
+            "mongodb find users",
+            RULE_DATABASE,
+        ),
+        (
+            CLIENT,
+            {"db.system": "mysql", "db.operation": "SELECT", "db.sql.table": "t"},
+            "mysql SELECT t",
+            RULE_DATABASE,
+        ),
+        (CLIENT, {"db.system": "redis", "db.statement": "GET user:42"}, "redis GET", RULE_DATABASE),
+        (
+            CLIENT,
+            {"db.system.name": "redis", "db.operation.name": "HGETALL", "db.query.text": "x y"},
+            "redis HGETALL",
+            RULE_DATABASE,
+        ),
+        (CLIENT, {"db.system": "redis", "db.statement": "42 x"}, "redis", RULE_DATABASE),
+        (CLIENT, {"db.system": "sqlite"}, "sqlite", RULE_DATABASE),
+        # Messaging: system, operation, destination (temporary ones folded).
+        (
+            PRODUCER,
+            {
+                "messaging.system": "kafka",
+                "messaging.operation.name": "send",
+                "messaging.destination.name": "orders",
+            },
+            "kafka send orders",
+            RULE_MESSAGING,
+        ),
+        (
+            PRODUCER,
+            {
+                "messaging.system": "rabbitmq",
+                "messaging.operation": "publish",
+                "messaging.destination": "amq.gen-JzTY20BRgKO",
+                "messaging.destination.temporary": True,
+            },
+            "rabbitmq publish (temporary)",
+            RULE_MESSAGING,
+        ),
+        # RPC and GenAI (the model verbatim: a point-release model stays its own operation).
+        (CLIENT, RPC, "helloworld.Greeter/SayHello", RULE_RPC),
+        (
+            CLIENT,
+            {"gen_ai.operation.name": "chat", "gen_ai.request.model": "gpt-5.6-luna"},
+            "chat gpt-5.6-luna",
+            RULE_GENAI,
+        ),
+        (CLIENT, {"gen_ai.operation.name": "embeddings"}, "embeddings", RULE_GENAI),
+    ],
+)
+def test_derive_operation_by_kind(
+    kind: SpanKind | None, attributes: Mapping[str, object], expected: str, rule: str
+) -> None:
+    assert explain_operation("GET", attributes, kind=kind) == (expected, rule)
+    assert derive_operation("GET", attributes, kind=kind) == expected
+
+
+def test_two_kinds_of_work_never_share_a_name() -> None:
+    outbound = derive_operation("GET", OLD_CLIENT, kind=CLIENT)
+    served = derive_operation("GET", {"http.method": "GET", "http.route": "/users/{id}"})
+    cached = derive_operation("GET", {"db.system": "redis", "db.statement": "GET ?"}, kind=CLIENT)
+    model = derive_operation("chat", {"gen_ai.operation.name": "chat", "gen_ai.request.model": "m"})
+    assert len({outbound, served, cached, model}) == 4
+    assert derive_operation(
+        "chat", {"gen_ai.operation.name": "chat", "gen_ai.request.model": "gpt-5.6-luna"}
+    ) != derive_operation(
+        "chat", {"gen_ai.operation.name": "chat", "gen_ai.request.model": "gpt-5.6"}
+    )
+
+
+def test_only_naming_attributes_matter() -> None:
+    noisy = {**STABLE_CLIENT, "http.response.status_code": 200, "user_agent.original": "curl"}
+    reduced = {k: v for k, v in noisy.items() if k in NAMING_ATTRIBUTES}
+    assert derive_operation("GET", noisy, kind=CLIENT) == derive_operation(
+        "GET", reduced, kind=CLIENT
+    )
+    assert set(STABLE_CLIENT) | set(OLD_CLIENT) <= set(NAMING_ATTRIBUTES)
+
+
+def test_a_repeat_is_a_memo_hit() -> None:
+    calls: list[str] = []
+
+    def counting(path: str) -> str:
+        calls.append(path)
+        return path
+
+    attributes = {"http.method": "GET", "http.url": "http://h/users/7"}
+    for _ in range(3):
+        assert derive_operation("GET", attributes, counting, kind=CLIENT) == "GET h/users/7"
+        assert derive_operation("GET /a/7", {}, counting) == "GET /a/7"
+    assert calls == ["/users/7", "/a/7"]
+    # Unhashable values (possible in hand-made dicts) are computed, not cached.
+    assert derive_operation("x", {"db.system": "redis", "db.statement": ["GET"]}) == "redis"
 
 
 # -- CardinalityGuard ----------------------------------------------------------------------

@@ -12,6 +12,8 @@ import re
 import threading
 from collections.abc import Callable, Mapping
 
+from opentelemetry.trace import SpanKind
+
 from otelcost.costing.normalize import normalize_path, normalize_segment
 
 __all__ = [
@@ -19,9 +21,18 @@ __all__ = [
     "DEFAULT_SERVICE",
     "MAX_OPERATION_CHARS",
     "MAX_VALUE_CHARS",
+    "NAMING_ATTRIBUTES",
     "OTHER",
+    "RULE_DATABASE",
+    "RULE_GENAI",
+    "RULE_HTTP_CLIENT",
+    "RULE_HTTP_SERVER",
+    "RULE_MESSAGING",
+    "RULE_RPC",
+    "RULE_SPAN_NAME",
     "CardinalityGuard",
     "derive_operation",
+    "explain_operation",
     "service_name",
 ]
 
@@ -119,49 +130,319 @@ def _normalize_name(name: str, normalize: Callable[[str], str]) -> str:
     )
 
 
+def _first(attributes: Mapping[str, object], keys: tuple[str, ...]) -> str | None:
+    """The first key's value that is a usable string (stable names come first in ``keys``)."""
+    for key in keys:
+        value = _clean(attributes.get(key))
+        if value is not None:
+            return value
+    return None
+
+
+# -- the attributes each rule reads, stable convention first, then the old name --------------
+
+_GENAI = ("gen_ai.operation.name", "gen_ai.request.model")
+_DB_SYSTEM = ("db.system.name", "db.system")
+_DB_OPERATION = ("db.operation.name", "db.operation")
+_DB_COLLECTION = ("db.collection.name", "db.sql.table", "db.mongodb.collection")
+_DB_QUERY = ("db.query.summary", "db.query.text", "db.statement")
+_MESSAGING_SYSTEM = ("messaging.system",)
+_MESSAGING_OPERATION = (
+    "messaging.operation.name",
+    "messaging.operation",
+    "messaging.operation.type",
+)
+_MESSAGING_DESTINATION = (
+    "messaging.destination.template",
+    "messaging.destination.name",
+    "messaging.destination",
+)
+_MESSAGING_TEMPORARY = ("messaging.destination.temporary", "messaging.destination.anonymous")
+_RPC = ("rpc.service", "rpc.method")
+_HTTP_METHOD = ("http.request.method", "http.method")
+_HTTP_PATH = ("url.path", "http.target")
+_HTTP_URL = ("url.full", "http.url")
+_HTTP_HOST = ("server.address", "net.peer.name")
+_HTTP_PORT = ("server.port", "net.peer.port")
+_HTTP_SCHEME = ("url.scheme", "http.scheme")
+
+_DB_KEYS = _DB_SYSTEM + _DB_OPERATION + _DB_COLLECTION + _DB_QUERY
+_MESSAGING_KEYS = (
+    _MESSAGING_SYSTEM + _MESSAGING_OPERATION + _MESSAGING_DESTINATION + _MESSAGING_TEMPORARY
+)
+_SERVER_KEYS = (*_HTTP_METHOD, "http.route", *_HTTP_PATH, *_HTTP_URL)
+_CLIENT_KEYS = _HTTP_METHOD + _HTTP_URL + _HTTP_HOST + _HTTP_PORT + _HTTP_SCHEME + _HTTP_PATH
+
+NAMING_ATTRIBUTES: tuple[str, ...] = tuple(
+    dict.fromkeys(_GENAI + _DB_KEYS + _MESSAGING_KEYS + _RPC + _SERVER_KEYS + _CLIENT_KEYS)
+)
+"""Every span attribute ``derive_operation`` reads: the operation is a function of the span's
+kind, its name and these values alone (a caller may memoise on them)."""
+
+# Rules, as reported by explain_operation().
+RULE_GENAI = "genai"
+RULE_DATABASE = "database"
+RULE_MESSAGING = "messaging"
+RULE_RPC = "rpc"
+RULE_HTTP_SERVER = "http.server"
+RULE_HTTP_CLIENT = "http.client"
+RULE_SPAN_NAME = "span name"
+
+_DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443}
+_URL = re.compile(r"([A-Za-z][A-Za-z0-9+.-]{0,30})://([^/?#]*)(.*)", re.DOTALL)
+_HOST_PORT = re.compile(r"(\[[^\]]*\]|[^:]*)(?::([0-9]{1,5}))?")
+_IP_LITERAL = re.compile(r"[0-9]{1,3}(?:\.[0-9]{1,3}){3}|\[[0-9A-Fa-f:.]*\]")
+# A command or SQL verb: the first word of a query, when no operation attribute exists.
+_VERB = re.compile(r"\s*([A-Za-z]{1,32})\b")
+# The table a plain SQL statement works on: identifiers only, never a value.
+_IDENT = r'"?[A-Za-z_][A-Za-z0-9_$]*"?(?:\."?[A-Za-z_][A-Za-z0-9_$]*"?)?'
+_SQL_TABLE = re.compile(
+    rf"\s*(?:SELECT\b.*?\bFROM|DELETE\s+FROM|INSERT\s+INTO|UPDATE|MERGE\s+INTO)\s+({_IDENT})",
+    re.IGNORECASE | re.DOTALL,
+)
+
+
+def _genai(attributes: Mapping[str, object]) -> str | None:
+    operation = _clean(attributes.get("gen_ai.operation.name"))
+    if operation is None:
+        return None
+    # The model is kept verbatim: "gpt-5.6-luna" and "gpt-5.6" are priced apart.
+    model = _clean(attributes.get("gen_ai.request.model"))
+    return operation if model is None else f"{operation} {model}"
+
+
+def _database(attributes: Mapping[str, object]) -> str | None:
+    system = _first(attributes, _DB_SYSTEM)
+    if system is None:
+        return None
+    query = _first(attributes, _DB_QUERY)
+    operation = _first(attributes, _DB_OPERATION)
+    if operation is None and query is not None:
+        # "GET key", "SELECT * FROM orders WHERE ...": only the first word, never the rest.
+        verb = _VERB.match(query)
+        operation = verb.group(1).upper() if verb is not None else None
+    collection = _first(attributes, _DB_COLLECTION)
+    if collection is None and query is not None and operation is not None:
+        table = _SQL_TABLE.match(query)
+        collection = table.group(1).replace('"', "") if table is not None else None
+    words = [system]
+    if operation is not None:
+        words.append(normalize_segment(operation))
+    if collection is not None:
+        words.append(normalize_segment(collection))
+    return " ".join(words)
+
+
+def _messaging(attributes: Mapping[str, object]) -> str | None:
+    system = _first(attributes, _MESSAGING_SYSTEM)
+    if system is None:
+        return None
+    words = [system]
+    operation = _first(attributes, _MESSAGING_OPERATION)
+    if operation is not None:
+        words.append(normalize_segment(operation))
+    if any(attributes.get(key) is True for key in _MESSAGING_TEMPORARY):
+        words.append("(temporary)")
+    else:
+        destination = _first(attributes, _MESSAGING_DESTINATION)
+        if destination is not None:
+            words.append(normalize_segment(destination))
+    return " ".join(words)
+
+
+def _rpc(attributes: Mapping[str, object]) -> str | None:
+    method = _clean(attributes.get("rpc.method"))
+    if method is None:
+        return None
+    service = _clean(attributes.get("rpc.service"))
+    if service is not None:
+        return f"{service}/{method}"
+    # Newer conventions put the full name ("pkg.Service/Method") in rpc.method alone.
+    return method if "/" in method else None
+
+
+def _route(route: str) -> str:
+    """A route template as the server sees it: one leading "/", no trailing one.
+
+    Django reports ``health/`` (and ``^health/$`` for regex routes), Flask and Starlette
+    ``/health``: all three become ``/health``, like the normalized request path.
+    """
+    if route.startswith("^"):
+        route = route[1:].removesuffix("$")
+    return "/" + route.strip("/")
+
+
+def _http_server(attributes: Mapping[str, object], normalize: Callable[[str], str]) -> str | None:
+    method = _method(attributes)
+    route = _clean(attributes.get("http.route"))
+    if route is not None:
+        return _with_method(method, _route(route))
+    path = _first(attributes, _HTTP_PATH)
+    if path is None:
+        path = _first(attributes, _HTTP_URL)  # Django 404s: only http.url
+    if path is None:
+        return None
+    return _with_method(method, normalize(path))
+
+
+def _port(attributes: Mapping[str, object]) -> int | None:
+    for key in _HTTP_PORT:
+        value = attributes.get(key)
+        if type(value) is int and 0 < value < 65536:
+            return value
+        if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 5:
+            return int(value)
+    return None
+
+
+def _http_client(attributes: Mapping[str, object], normalize: Callable[[str], str]) -> str | None:
+    method = _method(attributes)
+    url = _first(attributes, _HTTP_URL)
+    scheme = _first(attributes, _HTTP_SCHEME)
+    host = _first(attributes, _HTTP_HOST)
+    port = _port(attributes)
+    path: str | None = None
+    parts = _URL.match(url) if url is not None else None
+    if parts is not None:
+        scheme = scheme or parts.group(1)
+        # Drop any user:password@ from the authority: credentials never become names.
+        host_port = _HOST_PORT.match(parts.group(2).rpartition("@")[2])
+        if host_port is not None:
+            host = host or host_port.group(1) or None
+            if port is None and host_port.group(2):
+                port = int(host_port.group(2))
+        path = parts.group(3)
+    elif url is not None and url.startswith("/"):
+        path = url
+    if path is None:
+        path = _first(attributes, _HTTP_PATH)
+    if host is None:
+        return None
+    host = host.lower()
+    if _IP_LITERAL.fullmatch(host) is None:
+        host = normalize_segment(host)  # "shard-17.db.internal" -> "shard-*.db.internal"
+    scheme = scheme.lower() if scheme is not None else None
+    default = _DEFAULT_PORTS.get(scheme) if scheme is not None else None
+    if port is not None and port != default and (scheme is not None or port not in (80, 443)):
+        host = f"{host}:{port}"
+    # The host leads, so a client call never reads like a server route ("GET /users/*").
+    return _with_method(method, host + (normalize(path) if path else ""))
+
+
+def _span_name(name: str, normalize: Callable[[str], str]) -> str:
+    cleaned = _clean(name)
+    return DEFAULT_OPERATION if cleaned is None else _normalize_name(cleaned, normalize)
+
+
+_MEMO_SIZE = 8192
+# (rule, normalize, client?, name, the rule's attribute values) -> (operation, rule). Reads
+# and writes are single dict operations (atomic under the GIL); a full memo is emptied, not
+# evicted entry by entry, which bounds it at no cost per hit.
+_memo: dict[tuple[object, ...], tuple[str, str]] = {}
+
+
+def _derive(
+    name: str,
+    attributes: Mapping[str, object],
+    normalize: Callable[[str], str],
+    kind: SpanKind | None,
+) -> tuple[str, str]:
+    """(operation, rule) for a span: what the span is decides which attributes name it."""
+    rule: str
+    keys: tuple[str, ...]
+    if "gen_ai.operation.name" in attributes:
+        rule, keys = RULE_GENAI, _GENAI
+    elif "db.system.name" in attributes or "db.system" in attributes:
+        rule, keys = RULE_DATABASE, _DB_KEYS
+    elif "messaging.system" in attributes:
+        rule, keys = RULE_MESSAGING, _MESSAGING_KEYS
+    elif "rpc.method" in attributes:
+        rule, keys = RULE_RPC, _RPC
+    elif kind is SpanKind.CLIENT or kind is SpanKind.PRODUCER:
+        rule, keys = RULE_HTTP_CLIENT, _CLIENT_KEYS
+    else:
+        rule, keys = RULE_HTTP_SERVER, _SERVER_KEYS
+    try:
+        key: tuple[object, ...] | None = (rule, normalize, name, *map(attributes.get, keys))
+        found = _memo.get(key)  # type: ignore[arg-type]
+    except TypeError:  # an unhashable value (a list in a hand-made dict): just compute
+        key, found = None, None
+    if found is not None:
+        return found
+    operation = _RULES[rule](attributes, normalize)
+    if operation is None:
+        rule, operation = RULE_SPAN_NAME, _span_name(name, normalize)
+    result = (operation[:MAX_OPERATION_CHARS], rule)
+    if key is not None:
+        if len(_memo) >= _MEMO_SIZE:
+            _memo.clear()
+        _memo[key] = result
+    return result
+
+
+_RULES: dict[str, Callable[[Mapping[str, object], Callable[[str], str]], str | None]] = {
+    RULE_GENAI: lambda attributes, _: _genai(attributes),
+    RULE_DATABASE: lambda attributes, _: _database(attributes),
+    RULE_MESSAGING: lambda attributes, _: _messaging(attributes),
+    RULE_RPC: lambda attributes, _: _rpc(attributes),
+    RULE_HTTP_CLIENT: _http_client,
+    RULE_HTTP_SERVER: _http_server,
+}
+
+
 def derive_operation(
     name: str,
     attributes: Mapping[str, object],
     normalize: Callable[[str], str] = normalize_path,
+    *,
+    kind: SpanKind | None = None,
 ) -> str:
-    """The operation a span is priced under; the first rule that applies wins.
+    """The operation a span is priced under, by what the span is (DESIGN §4).
 
-    1. ``http.route`` (a low-cardinality template, used as is), prefixed by the method
-       (``http.request.method``, else ``http.method``; methods outside the standard set
-       become ``_OTHER``): ``"GET /users/{id}"``;
-    2. ``rpc.service`` + ``"/"`` + ``rpc.method``: ``"helloworld.Greeter/SayHello"``;
-    3. the method and ``normalize(url.path)``, else ``normalize(http.target)`` (its query
-       string dropped): ``"GET /users/*"``;
-    4. the span name, its words (split on spaces) normalized: those starting with ``/`` by
-       ``normalize``, the others by ``normalize_segment``: ``"GET /users/123"`` ->
-       ``"GET /users/*"``, ``"charge card 4242"`` -> ``"charge card *"``,
-       ``"SELECT orders"`` unchanged; ``"unknown_operation"`` when the name is empty.
+    The first rule whose attributes the span has decides; old and stable semantic
+    conventions are both read (stable name first):
 
-    The method is omitted where no method attribute exists. The result is at most
-    ``MAX_OPERATION_CHARS`` characters. ``normalize`` is the path normalizer to use, e.g.
-    a ``PathNormalizer`` with user rules.
+    1. GenAI (``gen_ai.operation.name``): the operation and ``gen_ai.request.model``,
+       verbatim: ``"chat gpt-5.6-luna"``;
+    2. database or cache (``db.system.name`` / ``db.system``): system, operation
+       (``db.operation.name`` / ``db.operation``, else the first word of the query) and
+       collection (``db.collection.name`` / ``db.sql.table``, else the table a plain
+       ``SELECT``/``INSERT``/``UPDATE``/``DELETE`` names): ``"postgresql SELECT orders"``,
+       ``"redis GET"``; never the statement's values;
+    3. messaging (``messaging.system``): system, operation and destination:
+       ``"kafka publish orders"``;
+    4. RPC (``rpc.method``): ``rpc.service/rpc.method``: ``"helloworld.Greeter/SayHello"``;
+    5. HTTP client (``kind`` CLIENT or PRODUCER): the method, the downstream host
+       (``server.address`` / ``net.peer.name``, else the URL's; ``:port`` unless the
+       scheme's default) and the normalized path of ``url.full`` / ``http.url``:
+       ``"GET api.example.com/users/*"``;
+    6. HTTP server (any other kind): the method and ``http.route`` with one leading ``/`` and
+       no trailing one (Django's ``health/`` -> ``/health``): ``"GET /users/{id}"``; without
+       a route the method and the normalized ``url.path`` / ``http.target`` / path of
+       ``http.url``: ``"GET /users/*"``;
+    7. otherwise the span name, its words normalized (those starting with ``/`` by
+       ``normalize``, the others by ``normalize_segment``): ``"charge card 4242"`` ->
+       ``"charge card *"``; ``"unknown_operation"`` when the name is empty.
+
+    A rule that finds too little (a client span without a host) falls through to the span
+    name. Methods outside the standard set become ``_OTHER``. The result is at most
+    ``MAX_OPERATION_CHARS`` characters and is memoised on (kind, name, the values of
+    ``NAMING_ATTRIBUTES`` the rule reads, ``normalize``): a repeat costs dict lookups.
+    ``normalize`` is the path normalizer to use, e.g. a ``PathNormalizer`` with user rules;
+    it must be a pure function of its argument.
     """
-    method = _method(attributes)
-    route = _clean(attributes.get("http.route"))
-    if route is not None:
-        operation = _with_method(method, route)
-    else:
-        rpc_service = _clean(attributes.get("rpc.service"))
-        rpc_method = _clean(attributes.get("rpc.method")) if rpc_service is not None else None
-        if rpc_service is not None and rpc_method is not None:
-            operation = f"{rpc_service}/{rpc_method}"
-        else:
-            path = _clean(attributes.get("url.path"))
-            if path is None:
-                path = _clean(attributes.get("http.target"))
-            if path is not None:
-                operation = _with_method(method, normalize(path))
-            else:
-                cleaned = _clean(name)
-                operation = (
-                    DEFAULT_OPERATION if cleaned is None else _normalize_name(cleaned, normalize)
-                )
-    return operation[:MAX_OPERATION_CHARS]
+    return _derive(name, attributes, normalize, kind)[0]
+
+
+def explain_operation(
+    name: str,
+    attributes: Mapping[str, object],
+    normalize: Callable[[str], str] = normalize_path,
+    *,
+    kind: SpanKind | None = None,
+) -> tuple[str, str]:
+    """``(operation, rule)``: ``derive_operation``'s result and which rule (``RULE_*``) made it."""
+    return _derive(name, attributes, normalize, kind)
 
 
 class CardinalityGuard:
