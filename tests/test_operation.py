@@ -68,8 +68,8 @@ PATH = {"http.request.method": "GET", "url.path": "/api/v2/users/123/orders/456"
 @pytest.mark.parametrize(
     ("name", "attributes", "expected"),
     [
-        ("ignored", {**PATH, **ROUTE}, "POST /api/v2/payments/{id}"),
-        ("ignored", {**RPC, **PATH, **ROUTE}, "helloworld.Greeter/SayHello"),
+        ("ignored", {**PATH, **RPC, **ROUTE}, "POST /api/v2/payments/{id}"),
+        ("ignored", {**RPC, **PATH}, "helloworld.Greeter/SayHello"),
         ("ignored", PATH, "GET /api/v2/users/*/orders/*"),
         ("GET /users/123", {}, "GET /users/*"),
         # Route: used as is (no normalization), method optional, old attribute names.
@@ -179,6 +179,8 @@ def test_hostile_input_never_raises(
     kind: SpanKind | None,
 ) -> None:
     operation = derive_operation(name, attributes, kind=kind)
+    assert explain_operation(name, attributes, kind=kind)[0] == operation
+    assert derive_operation(name, attributes, kind=kind) == operation  # memo hit, same answer
     service = service_name(resource, attributes)
     for result, cap in ((operation, MAX_OPERATION_CHARS), (service, MAX_VALUE_CHARS)):
         assert 0 < len(result) <= cap

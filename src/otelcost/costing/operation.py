@@ -170,11 +170,14 @@ _DB_KEYS = _DB_SYSTEM + _DB_OPERATION + _DB_COLLECTION + _DB_QUERY
 _MESSAGING_KEYS = (
     _MESSAGING_SYSTEM + _MESSAGING_OPERATION + _MESSAGING_DESTINATION + _MESSAGING_TEMPORARY
 )
-_SERVER_KEYS = (*_HTTP_METHOD, "http.route", *_HTTP_PATH, *_HTTP_URL)
+# Without http.route: a usable route never reaches the memo that uses these keys.
+_SERVER_KEYS = _HTTP_METHOD + _HTTP_PATH + _HTTP_URL
 _CLIENT_KEYS = _HTTP_METHOD + _HTTP_URL + _HTTP_HOST + _HTTP_PORT + _HTTP_SCHEME + _HTTP_PATH
 
 NAMING_ATTRIBUTES: tuple[str, ...] = tuple(
-    dict.fromkeys(_GENAI + _DB_KEYS + _MESSAGING_KEYS + _RPC + _SERVER_KEYS + _CLIENT_KEYS)
+    dict.fromkeys(
+        ("http.route", *_GENAI, *_DB_KEYS, *_MESSAGING_KEYS, *_RPC, *_SERVER_KEYS, *_CLIENT_KEYS)
+    )
 )
 """Every span attribute ``derive_operation`` reads: the operation is a function of the span's
 kind, its name and these values alone (a caller may memoise on them)."""
@@ -335,49 +338,49 @@ def _span_name(name: str, normalize: Callable[[str], str]) -> str:
 
 
 _MEMO_SIZE = 8192
-# (rule, normalize, client?, name, the rule's attribute values) -> (operation, rule). Reads
-# and writes are single dict operations (atomic under the GIL); a full memo is emptied, not
-# evicted entry by entry, which bounds it at no cost per hit.
-_memo: dict[tuple[object, ...], tuple[str, str]] = {}
+# Memos of derive_operation, each bounded by emptying it when full (no per-hit bookkeeping);
+# reads and writes are single dict operations, atomic under the GIL.
+# (route, http.request.method, http.method) -> operation, for server spans with a route:
+_route_memo: dict[tuple[object, ...], str] = {}
+# (rule, normalize, span name, the values of the attributes the rule reads) -> operation:
+_memo: dict[tuple[object, ...], str] = {}
 
 
-def _derive(
-    name: str,
-    attributes: Mapping[str, object],
-    normalize: Callable[[str], str],
-    kind: SpanKind | None,
-) -> tuple[str, str]:
-    """(operation, rule) for a span: what the span is decides which attributes name it."""
-    rule: str
-    keys: tuple[str, ...]
+def _rule(attributes: Mapping[str, object], client: bool) -> tuple[str, tuple[str, ...]]:
+    """Which rule names the span, and the attributes that rule reads."""
     if "gen_ai.operation.name" in attributes:
-        rule, keys = RULE_GENAI, _GENAI
-    elif "db.system.name" in attributes or "db.system" in attributes:
-        rule, keys = RULE_DATABASE, _DB_KEYS
-    elif "messaging.system" in attributes:
-        rule, keys = RULE_MESSAGING, _MESSAGING_KEYS
-    elif "rpc.method" in attributes:
-        rule, keys = RULE_RPC, _RPC
-    elif kind is SpanKind.CLIENT or kind is SpanKind.PRODUCER:
-        rule, keys = RULE_HTTP_CLIENT, _CLIENT_KEYS
-    else:
-        rule, keys = RULE_HTTP_SERVER, _SERVER_KEYS
-    try:
-        key: tuple[object, ...] | None = (rule, normalize, name, *map(attributes.get, keys))
-        found = _memo.get(key)  # type: ignore[arg-type]
-    except TypeError:  # an unhashable value (a list in a hand-made dict): just compute
-        key, found = None, None
-    if found is not None:
-        return found
+        return RULE_GENAI, _GENAI
+    if "db.system.name" in attributes or "db.system" in attributes:
+        return RULE_DATABASE, _DB_KEYS
+    if "messaging.system" in attributes:
+        return RULE_MESSAGING, _MESSAGING_KEYS
+    if "rpc.method" in attributes:
+        return RULE_RPC, _RPC
+    if client:
+        return RULE_HTTP_CLIENT, _CLIENT_KEYS
+    return RULE_HTTP_SERVER, _SERVER_KEYS
+
+
+def _apply(
+    rule: str, name: str, attributes: Mapping[str, object], normalize: Callable[[str], str]
+) -> tuple[str, str]:
+    """(operation, rule): the rule's name for the span, else (too little to go on) its name."""
     operation = _RULES[rule](attributes, normalize)
     if operation is None:
         rule, operation = RULE_SPAN_NAME, _span_name(name, normalize)
-    result = (operation[:MAX_OPERATION_CHARS], rule)
-    if key is not None:
-        if len(_memo) >= _MEMO_SIZE:
-            _memo.clear()
-        _memo[key] = result
-    return result
+    return operation[:MAX_OPERATION_CHARS], rule
+
+
+def _remember(memo: dict[tuple[object, ...], str], key: tuple[object, ...], value: str) -> str:
+    if len(memo) >= _MEMO_SIZE:
+        memo.clear()
+    memo[key] = value
+    return value
+
+
+def _server_route(attributes: Mapping[str, object]) -> str | None:
+    route = _clean(attributes.get("http.route"))
+    return None if route is None else _with_method(_method(attributes), _route(route))
 
 
 _RULES: dict[str, Callable[[Mapping[str, object], Callable[[str], str]], str | None]] = {
@@ -399,39 +402,62 @@ def derive_operation(
 ) -> str:
     """The operation a span is priced under, by what the span is (DESIGN §4).
 
-    The first rule whose attributes the span has decides; old and stable semantic
-    conventions are both read (stable name first):
+    ``kind`` is the span's kind (CLIENT and PRODUCER spans are outbound calls); old and
+    stable semantic conventions are both read, the stable name first. The first rule whose
+    attributes the span has decides:
 
-    1. GenAI (``gen_ai.operation.name``): the operation and ``gen_ai.request.model``,
-       verbatim: ``"chat gpt-5.6-luna"``;
-    2. database or cache (``db.system.name`` / ``db.system``): system, operation
-       (``db.operation.name`` / ``db.operation``, else the first word of the query) and
+    1. HTTP server (not CLIENT/PRODUCER, with ``http.route``): the method and the route
+       with one leading ``/`` and no trailing one, so Django's ``health/`` and Flask's
+       ``/health`` are both ``"GET /health"``; the route template is kept as is:
+       ``"GET /users/{id}"``;
+    2. GenAI (``gen_ai.operation.name``): the operation and ``gen_ai.request.model``
+       verbatim (never normalized): ``"chat gpt-5.6-luna"``;
+    3. database or cache (``db.system.name`` / ``db.system``): system, operation
+       (``db.operation.name`` / ``db.operation``, else the query's first word) and
        collection (``db.collection.name`` / ``db.sql.table``, else the table a plain
        ``SELECT``/``INSERT``/``UPDATE``/``DELETE`` names): ``"postgresql SELECT orders"``,
        ``"redis GET"``; never the statement's values;
-    3. messaging (``messaging.system``): system, operation and destination:
-       ``"kafka publish orders"``;
-    4. RPC (``rpc.method``): ``rpc.service/rpc.method``: ``"helloworld.Greeter/SayHello"``;
-    5. HTTP client (``kind`` CLIENT or PRODUCER): the method, the downstream host
+    4. messaging (``messaging.system``): system, operation and destination
+       (``"(temporary)"`` for temporary or anonymous ones): ``"kafka send orders"``;
+    5. RPC (``rpc.method``): ``rpc.service/rpc.method``: ``"helloworld.Greeter/SayHello"``;
+    6. HTTP client (kind CLIENT or PRODUCER): the method, the downstream host
        (``server.address`` / ``net.peer.name``, else the URL's; ``:port`` unless the
-       scheme's default) and the normalized path of ``url.full`` / ``http.url``:
-       ``"GET api.example.com/users/*"``;
-    6. HTTP server (any other kind): the method and ``http.route`` with one leading ``/`` and
-       no trailing one (Django's ``health/`` -> ``/health``): ``"GET /users/{id}"``; without
-       a route the method and the normalized ``url.path`` / ``http.target`` / path of
-       ``http.url``: ``"GET /users/*"``;
-    7. otherwise the span name, its words normalized (those starting with ``/`` by
-       ``normalize``, the others by ``normalize_segment``): ``"charge card 4242"`` ->
-       ``"charge card *"``; ``"unknown_operation"`` when the name is empty.
+       scheme's default; IP literals kept, host names segment-normalized) and the
+       normalized path of ``url.full`` / ``http.url``: ``"GET api.example.com/users/*"``;
+    7. HTTP server without a route: the method and the normalized ``url.path`` /
+       ``http.target`` / path of ``http.url``: ``"GET /users/*"``;
+    8. otherwise, or when a rule finds too little (a client span without a host), the
+       span name, its words normalized (those starting with ``/`` by ``normalize``, the
+       others by ``normalize_segment``): ``"charge card 4242"`` -> ``"charge card *"``;
+       ``"unknown_operation"`` when the name is empty.
 
-    A rule that finds too little (a client span without a host) falls through to the span
-    name. Methods outside the standard set become ``_OTHER``. The result is at most
-    ``MAX_OPERATION_CHARS`` characters and is memoised on (kind, name, the values of
-    ``NAMING_ATTRIBUTES`` the rule reads, ``normalize``): a repeat costs dict lookups.
-    ``normalize`` is the path normalizer to use, e.g. a ``PathNormalizer`` with user rules;
-    it must be a pure function of its argument.
+    Methods outside the standard set become ``_OTHER``; where no method attribute exists
+    the method is left out. The result is at most ``MAX_OPERATION_CHARS`` characters. It
+    is memoised on (kind, name, the values of the ``NAMING_ATTRIBUTES`` its rule reads,
+    ``normalize``), so a repeat costs a few dict lookups. ``normalize`` is the path
+    normalizer, e.g. a ``PathNormalizer`` with user rules; it must be a pure function.
     """
-    return _derive(name, attributes, normalize, kind)[0]
+    get = attributes.get
+    client = kind is SpanKind.CLIENT or kind is SpanKind.PRODUCER
+    route = None if client else get("http.route")
+    try:
+        if route is not None:
+            # The commonest span, a server request with a route, depends on three values.
+            key: tuple[object, ...] = (route, get("http.request.method"), get("http.method"))
+            found = _route_memo.get(key)
+            if found is not None:
+                return found
+            operation = _server_route(attributes)
+            if operation is not None:
+                return _remember(_route_memo, key, operation[:MAX_OPERATION_CHARS])
+        rule, keys = _rule(attributes, client)
+        key = (rule, normalize, name, *map(get, keys))
+        found = _memo.get(key)
+    except TypeError:  # an unhashable value (a list in a hand-made dict): just compute
+        return _apply(_rule(attributes, client)[0], name, attributes, normalize)[0]
+    if found is not None:
+        return found
+    return _remember(_memo, key, _apply(rule, name, attributes, normalize)[0])
 
 
 def explain_operation(
@@ -442,7 +468,13 @@ def explain_operation(
     kind: SpanKind | None = None,
 ) -> tuple[str, str]:
     """``(operation, rule)``: ``derive_operation``'s result and which rule (``RULE_*``) made it."""
-    return _derive(name, attributes, normalize, kind)
+    client = kind is SpanKind.CLIENT or kind is SpanKind.PRODUCER
+    if not client:
+        route = _server_route(attributes)
+        if route is not None:
+            return route[:MAX_OPERATION_CHARS], RULE_HTTP_SERVER
+    rule, _ = _rule(attributes, client)
+    return _apply(rule, name, attributes, normalize)
 
 
 class CardinalityGuard:
