@@ -4,7 +4,9 @@ A record falls in the UTC minute of its ``timestamp`` (the span's end). Sums are
 Python integers (nano-units, span counts), so nothing overflows before PostgreSQL's
 ``numeric`` columns take them. An overflow aggregate (``aggregate=True``) counts its
 ``span_count`` spans and already carries their summed duration; a record with ``error``
-set (not priced) adds its spans to ``unpriced_spans``.
+set (not priced) adds its spans to ``unpriced_spans``. Each row also sums the inputs of
+cost (spans, ms and usage units) apart for entry and nested records (``CostRecord.entry``),
+priced records or not, so that history can be re-priced by the rule live pricing follows.
 
 Text keys are made storable: PostgreSQL ``text`` cannot hold NUL (replaced by U+FFFD),
 and the primary-key index entry must stay below PostgreSQL's ~2.7 KB limit, so an
@@ -15,8 +17,8 @@ and are counted as ``sanitized``. (Services are at most 256 characters: ``decode
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
 
 from otelcost.record import CostRecord
 
@@ -24,6 +26,7 @@ __all__ = [
     "MAX_CURRENCY_BYTES",
     "MAX_OPERATION_BYTES",
     "MINUTE_MS",
+    "Inputs",
     "MinuteRollup",
     "Totals",
     "bucket_start",
@@ -43,6 +46,22 @@ def bucket_start(timestamp_ms: int) -> int:
 
 
 @dataclass(slots=True)
+class Inputs:
+    """The inputs of cost of the entry (or the nested) spans of one row."""
+
+    spans: int = 0
+    duration_ms: float = 0.0
+    units: dict[str, float] = field(default_factory=dict)
+
+    def add(self, spans: int, duration_ms: float, usage: Mapping[str, float]) -> None:
+        self.spans += spans
+        self.duration_ms += duration_ms
+        units = self.units
+        for attr, amount in usage.items():
+            units[attr] = units.get(attr, 0.0) + amount
+
+
+@dataclass(slots=True)
 class Totals:
     """The sums of one rollup row."""
 
@@ -51,6 +70,8 @@ class Totals:
     records: int = 0
     unpriced_spans: int = 0
     duration_ms: float = 0.0
+    entry: Inputs = field(default_factory=Inputs)
+    nested: Inputs = field(default_factory=Inputs)
 
 
 class MinuteRollup:
@@ -89,6 +110,8 @@ class MinuteRollup:
         if record.error is not None:
             row.unpriced_spans += record.span_count
         row.duration_ms += record.duration_ms
+        inputs = row.entry if record.entry else row.nested
+        inputs.add(record.span_count, record.duration_ms, record.usage)
         self.records += 1
 
     def rows(self) -> Iterator[tuple[Key, Totals]]:

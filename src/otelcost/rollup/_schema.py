@@ -5,7 +5,12 @@ Everything lives in the schema ``otelcost``:
 - ``cost_minute``: one row per (bucket, service, operation, currency). ``bucket`` is a
   ``timestamptz``, the start of the UTC minute of the spans' end; ``cost_nanos``,
   ``spans`` and ``unpriced_spans`` are ``numeric`` (exact integers that cannot overflow,
-  unlike a bigint sum), ``records`` a bigint, ``duration_ms`` a double (summed span time);
+  unlike a bigint sum), ``records`` a bigint, ``duration_ms`` a double (summed span time).
+  Since migration 3 it also keeps the inputs of cost, split by entry and nested spans as
+  live pricing charges them, so history can be re-priced: ``entry_spans``/``nested_spans``
+  (numeric), ``entry_ms``/``nested_ms`` (double) and ``entry_units``/``nested_units``
+  (jsonb ``{attribute: summed units}``). They are NULL in rows begun before migration 3,
+  and stay NULL (adding to NULL), so such a row is never re-priced from partial sums;
 - ``kafka_offsets``: per (consumer_group, topic, partition) the next offset to read,
   written in the same transaction as the rows it accounts for;
 - ``cost_daily``: the same sums per UTC day. On plain PostgreSQL a view (always current,
@@ -26,6 +31,7 @@ from otelcost.rollup import _timescale
 from otelcost.rollup._db import DatabaseError, connect, psycopg
 
 __all__ = [
+    "ADD_UNITS",
     "DAILY_VIEW",
     "DEFAULT_RETENTION_DAYS",
     "MINUTE_TABLE",
@@ -46,8 +52,10 @@ MINUTE_TABLE = f"{SCHEMA}.cost_minute"
 DAILY_VIEW = f"{SCHEMA}.cost_daily"
 OFFSETS_TABLE = f"{SCHEMA}.kafka_offsets"
 VERSION_TABLE = f"{SCHEMA}.schema_version"
+#: SQL function adding two jsonb usage maps key by key (the upsert of the unit sums).
+ADD_UNITS = f"{SCHEMA}.add_units"
 #: The schema version this code reads and writes.
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 DEFAULT_RETENTION_DAYS = 90
 
 _LOCK_KEY = 0x6F74_656C_636F  # "otelco": serializes concurrent init_db runs
@@ -94,6 +102,33 @@ SELECT date_trunc('day', bucket, 'UTC') AS day,
 FROM {MINUTE_TABLE}
 GROUP BY 1, 2, 3, 4;
 COMMENT ON VIEW {DAILY_VIEW} IS 'otelcost: cost per UTC day, from cost_minute';
+"""
+
+
+# Nullable without a default: adding them rewrites nothing, and the rows already there keep
+# NULL ("inputs not kept") instead of sums that would cover only part of their spans.
+_COST_INPUTS = f"""
+ALTER TABLE {MINUTE_TABLE}
+    ADD COLUMN IF NOT EXISTS entry_spans numeric,
+    ADD COLUMN IF NOT EXISTS entry_ms double precision,
+    ADD COLUMN IF NOT EXISTS entry_units jsonb,
+    ADD COLUMN IF NOT EXISTS nested_spans numeric,
+    ADD COLUMN IF NOT EXISTS nested_ms double precision,
+    ADD COLUMN IF NOT EXISTS nested_units jsonb;
+COMMENT ON COLUMN {MINUTE_TABLE}.entry_spans IS
+    'otelcost: inputs of cost of entry spans (also entry_ms, entry_units); NULL: not kept';
+COMMENT ON COLUMN {MINUTE_TABLE}.nested_spans IS
+    'otelcost: inputs of cost of nested spans (also nested_ms, nested_units); NULL: not kept';
+CREATE OR REPLACE FUNCTION {ADD_UNITS}(a jsonb, b jsonb) RETURNS jsonb
+LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE AS $$
+    SELECT CASE WHEN a = '{{}}' THEN b WHEN b = '{{}}' THEN a ELSE (
+        SELECT jsonb_object_agg(key, total) FROM (
+            SELECT key, sum(value::numeric) AS total
+            FROM (SELECT * FROM jsonb_each(a) UNION ALL SELECT * FROM jsonb_each(b)) AS maps
+            GROUP BY key) AS sums) END
+$$;
+COMMENT ON FUNCTION {ADD_UNITS}(jsonb, jsonb) IS
+    'otelcost: {{attribute: units}} maps added key by key (NULL if either is NULL)';
 """
 
 
@@ -146,6 +181,9 @@ def init_db(dsn: str, *, timescale: bool | None = None, timeout: float = 10.0) -
                 else:
                     conn.execute(_DAILY_VIEW)
                     done.append(_record(conn, 2, "cost_daily view (plain PostgreSQL)"))
+            if 3 not in applied:
+                conn.execute(_COST_INPUTS)
+                done.append(_record(conn, 3, "inputs of cost kept for re-pricing"))
         info = SchemaInfo(SCHEMA_VERSION, _uses_timescale(conn), tuple(done))
     for description in done:
         logger.info("applied migration: %s", description)

@@ -17,10 +17,11 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from otelcost import _json
 from otelcost.rollup._aggregate import MinuteRollup
 from otelcost.rollup._batch import RollupBatch
 from otelcost.rollup._db import DatabaseError, connect, psycopg, redact_dsn
-from otelcost.rollup._schema import MINUTE_TABLE, OFFSETS_TABLE, check_schema
+from otelcost.rollup._schema import ADD_UNITS, MINUTE_TABLE, OFFSETS_TABLE, check_schema
 from otelcost.stream._consume import DeadLetter
 
 __all__ = ["RollupStore", "StoreUnavailableError", "Written"]
@@ -30,16 +31,25 @@ logger = logging.getLogger("otelcost.rollup")
 _UPSERT = f"""
 INSERT INTO {MINUTE_TABLE} AS m
     (bucket, service, operation, currency, cost_nanos, spans, records, unpriced_spans,
-     duration_ms)
-SELECT to_timestamp(v.b / 1000), v.s, v.o, v.c, v.n, v.sp, v.r, v.u, v.d
+     duration_ms, entry_spans, entry_ms, entry_units, nested_spans, nested_ms, nested_units)
+SELECT to_timestamp(v.b / 1000), v.s, v.o, v.c, v.n, v.sp, v.r, v.u, v.d,
+       v.es, v.em, v.eu::jsonb, v.ns, v.nm, v.nu::jsonb
 FROM unnest(%s::bigint[], %s::text[], %s::text[], %s::text[], %s::numeric[], %s::numeric[],
-            %s::bigint[], %s::numeric[], %s::float8[]) AS v(b, s, o, c, n, sp, r, u, d)
+            %s::bigint[], %s::numeric[], %s::float8[], %s::numeric[], %s::float8[], %s::text[],
+            %s::numeric[], %s::float8[], %s::text[])
+     AS v(b, s, o, c, n, sp, r, u, d, es, em, eu, ns, nm, nu)
 ON CONFLICT (bucket, service, operation, currency) DO UPDATE SET
     cost_nanos = m.cost_nanos + EXCLUDED.cost_nanos,
     spans = m.spans + EXCLUDED.spans,
     records = m.records + EXCLUDED.records,
     unpriced_spans = m.unpriced_spans + EXCLUDED.unpriced_spans,
-    duration_ms = m.duration_ms + EXCLUDED.duration_ms
+    duration_ms = m.duration_ms + EXCLUDED.duration_ms,
+    entry_spans = m.entry_spans + EXCLUDED.entry_spans,
+    entry_ms = m.entry_ms + EXCLUDED.entry_ms,
+    entry_units = {ADD_UNITS}(m.entry_units, EXCLUDED.entry_units),
+    nested_spans = m.nested_spans + EXCLUDED.nested_spans,
+    nested_ms = m.nested_ms + EXCLUDED.nested_ms,
+    nested_units = {ADD_UNITS}(m.nested_units, EXCLUDED.nested_units)
 """
 _CLAIM = f"""
 INSERT INTO {OFFSETS_TABLE} (consumer_group, topic, partition, next_offset)
@@ -170,8 +180,9 @@ def _describe(exc: BaseException) -> str:
 
 def _columns(rollup: MinuteRollup) -> tuple[list[Any], ...]:
     """The upsert's parameters: one list per column, rows in key order."""
-    columns: tuple[list[Any], ...] = ([], [], [], [], [], [], [], [], [])
+    columns: tuple[list[Any], ...] = tuple([] for _ in range(15))
     for (bucket, service, operation, currency), totals in rollup.rows():
+        entry, nested = totals.entry, totals.nested
         for column, value in zip(
             columns,
             (
@@ -184,6 +195,12 @@ def _columns(rollup: MinuteRollup) -> tuple[list[Any], ...]:
                 totals.records,
                 totals.unpriced_spans,
                 totals.duration_ms,
+                entry.spans,
+                entry.duration_ms,
+                _json.dumps(entry.units).decode(),
+                nested.spans,
+                nested.duration_ms,
+                _json.dumps(nested.units).decode(),
             ),
             strict=True,
         ):
