@@ -24,7 +24,9 @@ from typing import Final, NamedTuple
 from cachetools import FIFOCache
 
 from otelcost.errors import PricingError, PricingNotFoundError
-from otelcost.money import NANOS_PER_UNIT, to_nanos
+from otelcost.money import NANOS_PER_UNIT
+from otelcost.pricing import _genai
+from otelcost.pricing.catalogs import CATALOGS, Catalog, catalog, decimal_to_nanos
 
 # One lock serialises memo inserts of every table. It is module-level so that a forked
 # child can replace it: a child that inherited it held by the parent's worker would hang.
@@ -47,6 +49,7 @@ __all__ = [
     "PriceMatch",
     "PriceSchedule",
     "PricingTable",
+    "Tiers",
 ]
 
 DEFAULT_MEMO_SIZE: Final = 16_384
@@ -55,6 +58,7 @@ DEFAULT_MEMO_SIZE: Final = 16_384
 # Largest amount of one cost (currency units): its nano-units stay below 2**63, so they fit
 # a signed 64-bit integer (Redis INCRBY) even after float rounding.
 _MAX_AMOUNT: Final = 9_223_372_036.0
+_MAX_NANOS: Final = round(_MAX_AMOUNT * NANOS_PER_UNIT)
 _WILDCARD: Final = "*"
 _CURRENCY: Final = re.compile(r"[A-Z]{3}")
 _MAX_LABEL: Final = 128
@@ -67,8 +71,15 @@ ALWAYS: Final = -(2**63)
 """The start of the first price of a :class:`PriceSchedule` that has no ``from``."""
 
 
+_EMPTY_TIERS: Final[Mapping[str, Tiers]] = MappingProxyType({})
+
+
 def _empty_units() -> Mapping[str, float]:
     return _EMPTY_UNITS
+
+
+def _empty_tiers() -> Mapping[str, Tiers]:
+    return _EMPTY_TIERS
 
 
 def _check_rate(value: object, where: str) -> float:
@@ -109,17 +120,68 @@ def _short(text: str) -> str:
 
 
 @dataclass(frozen=True, slots=True)
+class Tiers:
+    """Usage tiers of one ``per_unit`` rate: the whole amount at the rate of the highest tier
+    whose ``above`` the amount of attribute ``by`` exceeds (``by`` None: the priced attribute).
+
+    ``steps`` are ``(above, rate)`` pairs with strictly increasing ``above``. This is the
+    "cliff" of LLM prices (above 200K input tokens the whole call costs more) and of volume
+    tiers; it is genai-prices' rule: a tier applies when the amount is strictly above it.
+    """
+
+    steps: tuple[tuple[float, float], ...]
+    by: str | None = None
+
+    def __post_init__(self) -> None:
+        if not self.steps:
+            raise ValueError("tiers: give at least one {'above': N, 'rate': R}")
+        previous = -1.0
+        steps: list[tuple[float, float]] = []
+        for i, (above, rate) in enumerate(self.steps):
+            where = f"tiers[{i}]"
+            threshold = _check_rate(above, f"{where}.above")
+            if threshold <= previous:
+                raise ValueError(f"{where}.above: tiers must be in increasing order of 'above'")
+            previous = threshold
+            steps.append((threshold, _check_rate(rate, f"{where}.rate")))
+        object.__setattr__(self, "steps", tuple(steps))
+        if self.by is not None and (not isinstance(self.by, str) or not self.by):
+            raise ValueError(f"by: must be an attribute name, got {_describe(self.by)}")
+
+    def rate(self, base: float, amount: float) -> float:
+        """The rate in force for a ``by`` amount of ``amount`` (``base`` below every tier)."""
+        for above, rate in reversed(self.steps):
+            if amount > above:
+                return rate
+        return base
+
+
+@dataclass(frozen=True, slots=True)
 class Price:
     """The price of one matched (service, operation).
 
     cost = per_request + per_ms * duration_ms + sum(per_unit[attr] * span.attributes[attr]).
     Every component is a finite float >= 0 in currency units; ``Price()`` is free.
-    ``per_unit`` is copied into a read-only mapping, so a Price never changes.
+    ``per_unit`` is copied into a read-only mapping, so a Price never changes. ``tiers``
+    gives some ``per_unit`` attributes usage tiers (:class:`Tiers`); ``catalog`` names a
+    model-price catalog (:mod:`otelcost.pricing.catalogs`) that prices the span's GenAI
+    usage instead of ``per_unit``.
+
+    GenAI token counts (``gen_ai.usage.*``) are read as :mod:`otelcost.pricing._genai`
+    reads them, whatever the instrumentation's names, with totals including their parts;
+    a priced part (cache reads or writes, reasoning) is taken out of its total's price.
     """
 
     per_ms: float = 0.0
     per_request: float = 0.0
     per_unit: Mapping[str, float] = field(default_factory=_empty_units)
+    tiers: Mapping[str, Tiers] = field(default_factory=_empty_tiers)
+    catalog: str | None = None
+    _terms: tuple[tuple[str, float, tuple[str, ...], Tiers | None], ...] = field(
+        init=False, repr=False, compare=False, default=()
+    )
+    _genai_keys: frozenset[str] = field(init=False, repr=False, compare=False, default=frozenset())
+    _catalog: Catalog | None = field(init=False, repr=False, compare=False, default=None)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "per_ms", _check_rate(self.per_ms, "per_ms"))
@@ -132,15 +194,56 @@ class Price:
                 raise ValueError(f"per_unit: attribute names must be non-empty strings: {attr!r}")
             units[attr] = _check_rate(rate, f"per_unit[{_short(attr)}]")
         object.__setattr__(self, "per_unit", MappingProxyType(units) if units else _EMPTY_UNITS)
+        tiers = dict(self.tiers)
+        for attr, tier in tiers.items():
+            where = f"per_unit[{_short(str(attr))}]"
+            if attr not in units:
+                raise ValueError(f"{where}: has tiers but no rate")
+            if not isinstance(tier, Tiers):
+                raise TypeError(f"{where}: tiers must be a Tiers, got {type(tier).__name__}")
+            if tier.by is not None and tier.by not in units:
+                raise ValueError(
+                    f"{where}.by: {_short(tier.by)} must be priced in per_unit too "
+                    "(tiers follow an amount the span's usage carries)"
+                )
+        object.__setattr__(self, "tiers", MappingProxyType(tiers) if tiers else _EMPTY_TIERS)
+        terms = tuple(
+            (
+                attr,
+                rate,
+                tuple(p for p in _genai.PARTS.get(attr, ()) if p in units),
+                tiers.get(attr),
+            )
+            for attr, rate in units.items()
+        )
+        object.__setattr__(self, "_terms", terms)
+        object.__setattr__(self, "_genai_keys", _genai.USAGE_KEYS.intersection(units))
+        if self.catalog is not None:
+            if units:
+                raise ValueError(
+                    "catalog: the catalog prices the usage; per_unit cannot be given too"
+                )
+            object.__setattr__(self, "_catalog", _load_catalog(self.catalog))
 
     def __hash__(self) -> int:
         # per_unit is a read-only mapping, which is not hashable itself.
-        return hash((self.per_ms, self.per_request, frozenset(self.per_unit.items())))
+        return hash(
+            (
+                self.per_ms,
+                self.per_request,
+                frozenset(self.per_unit.items()),
+                frozenset(self.tiers.items()),
+                self.catalog,
+            )
+        )
 
     def __repr__(self) -> str:
+        extra = f", tiers={dict(self.tiers)!r}" if self.tiers else ""
+        if self.catalog is not None:
+            extra += f", catalog={self.catalog!r}"
         return (
             f"Price(per_ms={self.per_ms!r}, per_request={self.per_request!r}, "
-            f"per_unit={dict(self.per_unit)!r})"
+            f"per_unit={dict(self.per_unit)!r}{extra})"
         )
 
     def usage_from(self, attributes: Mapping[str, object]) -> dict[str, float]:
@@ -148,10 +251,13 @@ class Price:
 
         Only attributes named in ``per_unit`` are read; values that are not finite numbers
         >= 0 (strings, booleans, NaN, negatives, sequences) are left out, so they cost nothing
-        and are not reported as usage.
+        and are not reported as usage. GenAI token counts are read under any of their names.
         """
         usage: dict[str, float] = {}
+        genai = self._genai_keys
         for attr in self.per_unit:
+            if attr in genai:
+                continue
             value = attributes.get(attr)
             if isinstance(value, int | float) and not isinstance(value, bool):
                 try:
@@ -160,6 +266,8 @@ class Price:
                     continue
                 if math.isfinite(amount) and amount >= 0.0:
                     usage[attr] = amount
+        if genai:
+            usage.update(_genai.usage_amounts(attributes, genai))
         return usage
 
     def cost_nanos(
@@ -171,19 +279,67 @@ class Price:
         ``usage_only`` leaves out ``per_request`` and ``per_ms`` (a nested span that the key
         does not target pays only for the usage it carries, DESIGN §4).
         Raises PricingError when the result is negative, NaN or above about 9.2e9 units
-        (a negative or NaN duration, or absurd prices times absurd usage): such a span must be
-        recorded as a pricing error, never as a silent or wrapped-around amount.
+        (a negative or NaN duration, or absurd prices times absurd usage), or when a GenAI
+        part (cache reads, reasoning) exceeds its total: such a span must be recorded as a
+        pricing error, never as a silent or wrapped-around amount.
         """
-        total = 0.0 if usage_only else self.per_request + self.per_ms * duration_ms
-        for attr, rate in self.per_unit.items():
+        base = 0.0 if usage_only else self.per_request + self.per_ms * duration_ms
+        total = base
+        for attr, rate, parts, tiers in self._terms:
             amount = usage.get(attr)
             if amount:
+                if parts:
+                    amount = _net(attr, amount, parts, usage)
+                if tiers is not None:
+                    rate = tiers.rate(rate, usage.get(tiers.by or attr, 0.0))  # noqa: PLW2901
                 total += rate * amount
         if not 0.0 <= total <= _MAX_AMOUNT:
             raise PricingError(
                 f"cost out of range ({total!r}) for duration_ms={duration_ms!r}, usage={usage!r}"
             )
-        return to_nanos(total)
+        scaled = total * NANOS_PER_UNIT
+        nanos = round(scaled)
+        if abs(abs(scaled - nanos) - 0.5) < max(1e-6, scaled * 1e-13):
+            # Close to a half nano-unit, where float error could round the other way:
+            # the exact decimal sum of the prices as written decides.
+            nanos = self._exact_nanos(base, usage)
+        return nanos
+
+    def _exact_nanos(self, base: float, usage: Mapping[str, float]) -> int:
+        total = Decimal(repr(base))
+        for attr, rate, parts, tiers in self._terms:
+            amount = usage.get(attr)
+            if amount:
+                if tiers is not None:
+                    rate = tiers.rate(rate, usage.get(tiers.by or attr, 0.0))  # noqa: PLW2901
+                net = _net(attr, amount, parts, usage)
+                total += Decimal(repr(rate)) * Decimal(repr(net))
+        return decimal_to_nanos(total)
+
+    def catalog_charge(
+        self, attributes: Mapping[str, object], end_ms: int
+    ) -> tuple[int, Mapping[str, float]]:
+        """The catalog's price of the span's usage (:class:`otelcost.pricing.catalogs.Catalog`)."""
+        assert self._catalog is not None, "catalog_charge needs a catalog price"
+        return self._catalog.charge(attributes, end_ms)
+
+
+def _net(attr: str, amount: float, parts: tuple[str, ...], usage: Mapping[str, float]) -> float:
+    """A GenAI total less its priced parts (which their own rates charge)."""
+    for part in parts:
+        amount -= usage.get(part, 0.0)
+    if amount < 0.0:
+        raise PricingError(f"{attr}: its parts {', '.join(parts)} exceed it in {dict(usage)!r}")
+    return amount
+
+
+def _load_catalog(name: object) -> Catalog:
+    if not isinstance(name, str) or name not in CATALOGS:
+        raise ValueError(f"catalog: must be one of {', '.join(CATALOGS)}, got {_describe(name)}")
+    try:
+        return catalog(name)
+    except PricingError as exc:
+        raise ValueError(f"catalog: {exc}") from None
 
 
 class Charge(NamedTuple):
@@ -279,6 +435,8 @@ class PriceMatch:
         ``end_ms``, and PricingError for an amount out of range.
         """
         price = self.price if self.schedule is None else self.price_at(end_ms)
+        if price.catalog is not None:
+            return self._catalog_charge(price, entry, duration_ms, attributes, end_ms)
         usage = price.usage_from(attributes) if price.per_unit else _EMPTY_UNITS
         if entry or self.targeted:
             return Charge(price.cost_nanos(duration_ms, usage), usage)
@@ -304,15 +462,39 @@ class PriceMatch:
         where live pricing rounded once per span (at most half a nano-unit each).
         """
         price = self.price if self.schedule is None else self.price_at(end_ms)
+        if price.catalog is not None or price.tiers:
+            # Each call's price depends on that call alone (its model, its tier): sums of
+            # many calls cannot be priced by it.
+            what = "a catalog" if price.catalog is not None else "usage tiers"
+            raise PricingError(f"{_short(self.key)}: {what} prices each call, not sums of calls")
         total = Fraction()
         if entry or self.targeted:
             total += Fraction(price.per_request) * spans
             total += Fraction(price.per_ms) * Fraction(duration_ms)
-        for attr, rate in price.per_unit.items():
+        for attr, rate, parts, _ in price._terms:
             units = usage.get(attr)
             if rate and units:
-                total += Fraction(rate) * Fraction(units)
+                net = Fraction(units) - sum((Fraction(usage.get(p, 0)) for p in parts), Fraction())
+                total += Fraction(rate) * net
         return round(total * NANOS_PER_UNIT)
+
+    def _catalog_charge(
+        self,
+        price: Price,
+        entry: bool,
+        duration_ms: float,
+        attributes: Mapping[str, object],
+        end_ms: int,
+    ) -> Charge | None:
+        whole = entry or self.targeted
+        if not whole and _genai.read_usage(attributes) is None:
+            return None
+        nanos, usage = price.catalog_charge(attributes, end_ms)
+        if whole:
+            nanos += price.cost_nanos(duration_ms, _EMPTY_UNITS)
+        if nanos > _MAX_NANOS:
+            raise PricingError(f"cost out of range ({nanos} nano-units) for usage={usage!r}")
+        return Charge(nanos, usage)
 
 
 class _Glob:
@@ -718,6 +900,8 @@ def _parse_entry(entry: object, where: str, *, dated: bool = False) -> Price:
     rates = {"per_ms": 0.0, "per_request": 0.0}
     given: dict[str, str] = {}
     units: dict[str, float] = {}
+    tiers: dict[str, Tiers] = {}
+    catalog_name: str | None = None
     for name, value in entry.items():
         field_where = (
             f"{where}.{name}"
@@ -731,7 +915,10 @@ def _parse_entry(entry: object, where: str, *, dated: bool = False) -> Price:
             given[target] = str(name)
             rates[target] = _check_rate(value, field_where)
         elif name == "per_unit":
-            units = _parse_units(value, field_where)
+            units, tiers = _parse_units(value, field_where)
+        elif name == "catalog":
+            _load_catalog_at(value, field_where)
+            catalog_name = str(value)
         elif name == _FROM:
             if not dated:  # a lone dated price would silently be in force at all times
                 raise ValueError(
@@ -743,17 +930,73 @@ def _parse_entry(entry: object, where: str, *, dated: bool = False) -> Price:
                 f"{field_where}: unknown field; only string annotations may be added, "
                 f"got {_describe(value)}"
             )
-    return Price(per_ms=rates["per_ms"], per_request=rates["per_request"], per_unit=units)
+    try:
+        return Price(
+            per_ms=rates["per_ms"],
+            per_request=rates["per_request"],
+            per_unit=units,
+            tiers=tiers,
+            catalog=catalog_name,
+        )
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{where}.{exc}") from None
 
 
-def _parse_units(value: object, where: str) -> dict[str, float]:
+def _load_catalog_at(value: object, where: str) -> None:
+    try:
+        _load_catalog(value)
+    except ValueError as exc:
+        raise ValueError(f"{where}: {str(exc).removeprefix('catalog: ')}") from None
+
+
+def _parse_units(value: object, where: str) -> tuple[dict[str, float], dict[str, Tiers]]:
+    """Rates by attribute, each a number, null (free) or ``{"rate", "tiers", "by"}``."""
     if value is None:
-        return {}
+        return {}, {}
     if not isinstance(value, Mapping):
         raise ValueError(f"{where}: must be an object of attribute: price, got {_describe(value)}")
     units: dict[str, float] = {}
+    tiers: dict[str, Tiers] = {}
     for attr, rate in value.items():
         if not isinstance(attr, str) or not attr:
             raise ValueError(f"{where}: attribute names must be non-empty strings: {attr!r}")
-        units[attr] = _check_rate(rate, f"{where}[{_short(attr)}]")
-    return units
+        attr_where = f"{where}[{_short(attr)}]"
+        if isinstance(rate, Mapping):
+            units[attr], tiers[attr] = _parse_tiered(rate, attr_where)
+        else:
+            units[attr] = _check_rate(rate, attr_where)
+    return units, tiers
+
+
+def _parse_tiered(doc: Mapping[object, object], where: str) -> tuple[float, Tiers]:
+    unknown = set(doc) - {"rate", "tiers", "by"}
+    if unknown:
+        raise ValueError(
+            f"{where}: unknown field {sorted(map(str, unknown))[0]!r}; "
+            "a tiered rate is {'rate': R, 'tiers': [{'above': N, 'rate': R}, ...], 'by': ATTR}"
+        )
+    if "rate" not in doc:
+        raise ValueError(f"{where}.rate: missing (the rate below the first tier)")
+    base = _check_rate(doc["rate"], f"{where}.rate")
+    steps = doc.get("tiers")
+    if not isinstance(steps, list) or not steps:
+        raise ValueError(f"{where}.tiers: must be a non-empty array of {{'above': N, 'rate': R}}")
+    pairs: list[tuple[float, float]] = []
+    for i, step in enumerate(steps):
+        step_where = f"{where}.tiers[{i}]"
+        if not isinstance(step, Mapping) or set(step) != {"above", "rate"}:
+            raise ValueError(f"{step_where}: must be {{'above': N, 'rate': R}}")
+        above = step["above"]
+        if above is None:
+            raise ValueError(f"{step_where}.above: must be a number >= 0")
+        pairs.append(
+            (
+                _check_rate(above, f"{step_where}.above"),
+                _check_rate(step["rate"], f"{step_where}.rate"),
+            )
+        )
+    by = doc.get("by")
+    try:
+        return base, Tiers(tuple(pairs), by)  # type: ignore[arg-type]
+    except ValueError as exc:
+        raise ValueError(f"{where}.{exc}") from None
