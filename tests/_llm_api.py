@@ -95,10 +95,7 @@ class _Handler(BaseHTTPRequestHandler):
         length = int(self.headers.get("content-length", "0"))
         body = json.loads(self.rfile.read(length) or b"{}")
         model = body["model"]
-        if model.startswith("unknown"):
-            dated = model
-        else:
-            dated = DATED.get(model, model)
+        dated = DATED.get(model, model)
         usage = _usage_of(body["messages"])
         self.server.requests.append(body)  # type: ignore[attr-defined]
         if self.path.endswith("/chat/completions"):
@@ -176,10 +173,8 @@ def _anthropic(body: dict[str, Any], model: str, u: Usage) -> Iterator[object]:
         "usage": usage,
     }
     yield message
-    start_usage = {**usage, "output_tokens": 1}
-    yield "message_start", {"type": "message_start", "message": {**message, "content": [],
-                                                                  "stop_reason": None,
-                                                                  "usage": start_usage}}  # fmt: skip
+    start = {**message, "content": [], "stop_reason": None, "usage": {**usage, "output_tokens": 1}}
+    yield "message_start", {"type": "message_start", "message": start}
     yield "content_block_start", {"type": "content_block_start", "index": 0,
                                   "content_block": {"type": "text", "text": ""}}  # fmt: skip
     yield "content_block_delta", {"type": "content_block_delta", "index": 0,
