@@ -7,6 +7,7 @@ import sys
 from typing import Any
 
 from otelcost import _json
+from otelcost.cli import _import
 from otelcost.errors import PricingError
 from otelcost.pricing import Price, PricingTable
 from otelcost.pricing.sources import DEFAULT_MAX_BYTES, as_source, parse_bytes
@@ -48,6 +49,7 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     )
     check.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     check.set_defaults(func=run)
+    _import.register(actions)
 
 
 def run(args: argparse.Namespace) -> int:
