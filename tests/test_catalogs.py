@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 from datetime import datetime, timezone
 from decimal import Decimal
 from typing import Any
@@ -13,12 +14,14 @@ from otelcost.pricing import PricingTable
 from otelcost.pricing._genai import GenAIUsage, read_usage
 from otelcost.pricing.catalogs import decimal_to_nanos
 
-genai_prices = pytest.importorskip("genai_prices")
-
 END_MS = 1_780_000_000_000  # 2026-05-28
+needs_genai_prices = pytest.mark.skipif(
+    importlib.util.find_spec("genai_prices") is None, reason="genai-prices needs Python 3.11+"
+)
 
 
 def expected_nanos(model: str, provider: str | None, end_ms: int = END_MS, **usage: int) -> int:
+    genai_prices = pytest.importorskip("genai_prices")
     calc = genai_prices.calc_price(
         genai_prices.Usage(**usage),
         model,
@@ -28,13 +31,17 @@ def expected_nanos(model: str, provider: str | None, end_ms: int = END_MS, **usa
     return decimal_to_nanos(calc.total_price)
 
 
-CATALOG_TABLE = PricingTable.parse(
-    {
-        "version": "t1",
-        "currency": "USD",
-        "prices": {"*:chat *": {"catalog": "genai-prices"}, "*:*": {"per_ms": 1e-6}},
-    }
-)
+CATALOG_DOC = {
+    "version": "t1",
+    "currency": "USD",
+    "prices": {"*:chat *": {"catalog": "genai-prices"}, "*:*": {"per_ms": 1e-6}},
+}
+
+
+@pytest.fixture(scope="module")
+def catalog_table() -> PricingTable:
+    pytest.importorskip("genai_prices")  # not on Python 3.10 (genai-prices needs 3.11)
+    return PricingTable.parse(CATALOG_DOC)
 
 
 def charge(table: PricingTable, attrs: dict[str, Any], *, entry: bool = True) -> Any:
@@ -63,10 +70,12 @@ def span(model: str, provider: str = "openai", **usage: int) -> dict[str, Any]:
         ("claude-sonnet-4-5", "anthropic"),
     ],
 )
-def test_catalog_price_is_calc_price_to_the_nano(model: str, provider: str) -> None:
+def test_catalog_price_is_calc_price_to_the_nano(
+    model: str, provider: str, catalog_table: PricingTable
+) -> None:
     attrs = span(model, provider, input_tokens=12_345, output_tokens=678)
     attrs["gen_ai.usage.cache_read.input_tokens"] = 2_000
-    got = charge(CATALOG_TABLE, attrs)
+    got = charge(catalog_table, attrs)
     want = expected_nanos(
         model, provider, input_tokens=12_345, output_tokens=678, cache_read_tokens=2_000
     )
@@ -78,10 +87,12 @@ def test_catalog_price_is_calc_price_to_the_nano(model: str, provider: str) -> N
     }
 
 
-def test_catalog_prefers_the_response_model_and_tiers_above_200k() -> None:
+def test_catalog_prefers_the_response_model_and_tiers_above_200k(
+    catalog_table: PricingTable,
+) -> None:
     attrs = span("claude-sonnet-4-5", "anthropic", input_tokens=250_000, output_tokens=1_000)
     attrs["gen_ai.response.model"] = "claude-sonnet-4-5-20250929"
-    got = charge(CATALOG_TABLE, attrs)
+    got = charge(catalog_table, attrs)
     want = expected_nanos(
         "claude-sonnet-4-5-20250929", "anthropic", input_tokens=250_000, output_tokens=1_000
     )
@@ -91,31 +102,34 @@ def test_catalog_prefers_the_response_model_and_tiers_above_200k() -> None:
     assert below == 200_000 * 3_000
 
 
-def test_older_gen_ai_system_and_unknown_provider_fall_back_to_the_model() -> None:
+def test_older_gen_ai_system_and_unknown_provider_fall_back_to_the_model(
+    catalog_table: PricingTable,
+) -> None:
     attrs = span("gpt-4o", "nonesuch", input_tokens=100, output_tokens=10)
-    assert charge(CATALOG_TABLE, attrs).nanos == expected_nanos(
+    assert charge(catalog_table, attrs).nanos == expected_nanos(
         "gpt-4o", "openai", input_tokens=100, output_tokens=10
     )
     attrs = span("gpt-4o", input_tokens=100, output_tokens=10)
     del attrs["gen_ai.provider.name"]
     attrs["gen_ai.system"] = "openai"
-    assert charge(CATALOG_TABLE, attrs).nanos > 0
+    assert charge(catalog_table, attrs).nanos > 0
 
 
-def test_unknown_model_is_not_found_naming_it() -> None:
+def test_unknown_model_is_not_found_naming_it(catalog_table: PricingTable) -> None:
     with pytest.raises(PricingNotFoundError, match=r"'my-finetune-7'.*genai-prices"):
-        charge(CATALOG_TABLE, span("my-finetune-7", input_tokens=1, output_tokens=1))
+        charge(catalog_table, span("my-finetune-7", input_tokens=1, output_tokens=1))
 
 
-def test_no_usage_is_an_error_unless_the_call_failed() -> None:
+def test_no_usage_is_an_error_unless_the_call_failed(catalog_table: PricingTable) -> None:
     with pytest.raises(PricingError, match="include_usage"):
-        charge(CATALOG_TABLE, span("gpt-4o"))
+        charge(catalog_table, span("gpt-4o"))
     failed = {**span("gpt-4o"), "error.type": "APIConnectionError"}
-    got = charge(CATALOG_TABLE, failed)
+    got = charge(catalog_table, failed)
     assert got.nanos == 120 * 1000 * 0  # per_ms of the catalog entry is 0
     assert got.usage == {}
 
 
+@needs_genai_prices
 def test_nested_span_without_usage_is_not_billable_under_a_bare_star_catalog() -> None:
     table = PricingTable.parse({"prices": {"*:*": {"catalog": "genai-prices"}}})
     match = table.match("svc", "GET /x")
@@ -123,6 +137,7 @@ def test_nested_span_without_usage_is_not_billable_under_a_bare_star_catalog() -
     assert match.charge(entry=False, duration_ms=1.0, attributes={}, end_ms=END_MS) is None
 
 
+@needs_genai_prices
 def test_catalog_entry_with_per_request_and_dated_catalog() -> None:
     table = PricingTable.parse(
         {
@@ -147,6 +162,7 @@ def test_catalog_entry_with_per_request_and_dated_catalog() -> None:
     assert old is not None and old.nanos == 1_000_000
 
 
+@needs_genai_prices
 @pytest.mark.parametrize(
     ("entry", "message"),
     [
