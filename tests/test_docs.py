@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -94,3 +95,56 @@ def test_budget_release_table_matches_the_policy(row: list[str]) -> None:
         last = len(decisions) - decisions[::-1].index(True)  # evaluations until released
         released.append(f"{(last * 5 + 5 - 1800) // 60} min")
     assert row[3:] == released
+
+
+# --- docs/pricing.md: usage tiers, GenAI usage and catalogs ------------------------------
+
+
+def _pricing_json_blocks(first_section: str) -> list[dict[str, object]]:
+    import json
+
+    text = (DOCS / "pricing.md").read_text(encoding="utf-8")
+    text = text[text.index(first_section) :]
+    return [json.loads(b) for b in re.findall(r"^```json\n(.*?)^```", text, re.S | re.M)]
+
+
+def test_the_tier_and_catalog_tables_of_the_docs_load() -> None:
+    from otelcost.pricing import PricingTable
+
+    tiers, catalog = _pricing_json_blocks("## Usage tiers")
+    match = PricingTable.parse(tiers).match("chat-api", "chat claude-sonnet-4-5-20250929")
+    assert match is not None and match.key == "*:chat claude-sonnet-4-5*"
+    if importlib.util.find_spec("genai_prices") is not None:  # Python 3.11+
+        assert len(PricingTable.parse(catalog)) == 3
+
+
+def test_the_docs_catalog_entry_prices_like_calc_price() -> None:
+    from datetime import datetime, timezone
+
+    from otelcost.pricing import PricingTable
+    from otelcost.pricing.catalogs import decimal_to_nanos
+
+    genai_prices = pytest.importorskip("genai_prices")
+    _, catalog = _pricing_json_blocks("## Usage tiers")
+    match = PricingTable.parse(catalog).match("chat-api", "chat gpt-4o")
+    assert match is not None
+    end_ms = 1_780_000_000_000
+    span = {
+        "gen_ai.provider.name": "openai",
+        "gen_ai.request.model": "gpt-4o",
+        "gen_ai.response.model": "gpt-4o-2024-08-06",
+        "gen_ai.usage.input_tokens": 1200,
+        "gen_ai.usage.output_tokens": 80,
+        "gen_ai.usage.cache_read.input_tokens": 300,
+    }
+    charge = match.charge(entry=False, duration_ms=700.0, attributes=span, end_ms=end_ms)
+    when = datetime.fromtimestamp(end_ms / 1000, tz=timezone.utc)
+    usage = genai_prices.Usage(input_tokens=1200, output_tokens=80, cache_read_tokens=300)
+    calc = genai_prices.calc_price(usage, "gpt-4o-2024-08-06", genai_request_timestamp=when)
+    assert charge is not None and charge.nanos == decimal_to_nanos(calc.total_price)
+    # The error the docs quote is the one a span gets (the docs' text wraps lines).
+    unknown = {**span, "gen_ai.response.model": "my-finetune"}
+    with pytest.raises(LookupError) as error:
+        match.charge(entry=False, duration_ms=1.0, attributes=unknown, end_ms=end_ms)
+    text = " ".join((DOCS / "pricing.md").read_text(encoding="utf-8").split())
+    assert f'"pricing_not_found: {error.value}"' in text
