@@ -1,4 +1,5 @@
-"""``otelcost pricing check SOURCE``: validate a pricing table and summarise it."""
+"""``otelcost pricing check SOURCE``: validate a pricing table and summarise it
+(``otelcost pricing explain``: :mod:`otelcost.cli._explain`)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import sys
 from typing import Any
 
 from otelcost import _json
-from otelcost.cli import _import
+from otelcost.cli import _explain, _import
 from otelcost.errors import PricingError
 from otelcost.pricing import Price, PricingTable
 from otelcost.pricing.sources import DEFAULT_MAX_BYTES, as_source, parse_bytes
@@ -22,7 +23,7 @@ _DEFAULT_CURRENCY = "USD"
 
 
 def register(subparsers: argparse._SubParsersAction[Any]) -> None:
-    """Add ``pricing`` and its ``check`` subcommand."""
+    """Add ``pricing`` and its ``check``, ``import`` and ``explain`` subcommands."""
     pricing = subparsers.add_parser(
         "pricing",
         help="inspect pricing tables",
@@ -50,6 +51,7 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     check.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     check.set_defaults(func=run)
     _import.register(actions)
+    _explain.register(actions, _load)
 
 
 def run(args: argparse.Namespace) -> int:
