@@ -131,6 +131,9 @@ class _KeepAliveRequestHandler(WSGIRequestHandler):
 
 class _ThreadingServer(ThreadingMixIn, WSGIServer):
     daemon_threads = True
+    # socketserver's default backlog of 5 drops the SYNs of more simultaneous connections
+    # (the client retries after a second).
+    request_queue_size = 64
 
 
 def _app(counter: Iterator[int]) -> Callable[..., Iterable[bytes]]:

@@ -1,0 +1,77 @@
+"""The benchmarks' own measuring helpers (bench/): percentiles, and the open-loop load
+generator that must not hide a server's stall (coordinated omission)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+import pytest
+from bench._report import percentile, quartiles
+from bench.bench_e2e import _KeepAliveRequestHandler, _requests, _ThreadingServer, paced
+
+
+def test_percentile_is_the_value_at_or_above_the_rank() -> None:
+    values = list(range(1, 101))
+    assert percentile(values, 0.5) == 51
+    assert percentile(values, 0.99) == 100
+    assert percentile(values, 1.0) == 100
+    assert percentile([7.0], 0.99) == 7.0
+
+
+def test_quartiles_of_one_value_and_of_many() -> None:
+    assert quartiles([2.0]) == (2.0, 2.0, 2.0)
+    q1, median, q3 = quartiles([1.0, 2.0, 3.0, 4.0, 5.0])
+    assert q1 < median == 3.0 < q3
+
+
+@pytest.fixture
+def stalling_server() -> Iterator[tuple[int, threading.Event]]:
+    """A keep-alive WSGI server whose requests all wait while ``stall`` is set."""
+    resume = threading.Event()
+    resume.set()
+
+    def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        resume.wait()
+        start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "2")])
+        return [b"ok"]
+
+    server = _ThreadingServer(("127.0.0.1", 0), _KeepAliveRequestHandler)
+    server.set_app(app)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server.server_port, resume
+    finally:
+        resume.set()
+        server.shutdown()
+        server.server_close()
+
+
+def test_paced_load_charges_a_stall_to_every_request_due_during_it(
+    stalling_server: tuple[int, threading.Event],
+) -> None:
+    port, resume = stalling_server
+    rate, seconds, stall = 200.0, 1.0, 0.4
+
+    def stall_once() -> None:
+        time.sleep(0.3)
+        resume.clear()
+        time.sleep(stall)
+        resume.set()
+
+    staller = threading.Thread(target=stall_once)
+    staller.start()
+    latencies = paced(port, _requests(1_000), rate, seconds)
+    staller.join()
+
+    assert len(latencies) == int(rate * seconds)
+    # Requests due during the stall waited for its end: about rate * stall of them, their
+    # latencies spread down from the stall's length. A closed-loop client (one request in
+    # flight per connection) would have recorded at most 8 slow requests.
+    slow = [latency for latency in latencies if latency >= stall / 4]
+    assert len(slow) >= rate * stall * 0.5
+    assert max(latencies) >= stall * 0.75
+    assert percentile(latencies, 0.5) < stall / 4
