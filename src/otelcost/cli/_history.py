@@ -5,6 +5,8 @@ By service, each row ends with a sparkline of the spend per UTC day over the win
 is several days). By day, each row has a bar scaled to the most expensive day of its
 currency. Tables use
 rich when installed, plain aligned text otherwise; ``--json`` prints ``History.to_dict()``.
+With ``--reprice TABLE``: recorded cost, re-priced cost and the difference by service or
+operation (``otelcost.rollup.reprice``); ``--json`` prints ``Repricing.to_dict()``.
 """
 
 from __future__ import annotations
@@ -14,12 +16,16 @@ import re
 import sys
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 
 from otelcost import _json
 from otelcost.cli.report import _money
+from otelcost.errors import PricingError
 from otelcost.money import from_nanos
+from otelcost.pricing.sources import as_source
 
 __all__ = ["parse_since", "run_history", "sparkline"]
 
@@ -61,6 +67,8 @@ def run_history(args: argparse.Namespace) -> int:
     except (ValueError, ImportError) as exc:
         print(f"otelcost report: {exc}", file=sys.stderr)
         return 2
+    if args.reprice is not None:
+        return _run_reprice(args, window)
     by: By = "service" if args.by is None else args.by
     limit = args.limit if args.limit is not None else (20 if by == "operation" else None)
     try:
@@ -87,6 +95,93 @@ def run_history(args: argparse.Namespace) -> int:
         return 0
     _print(title, header, rows)
     return 0
+
+
+def _run_reprice(args: argparse.Namespace, window: int) -> int:
+    from otelcost.rollup import SchemaError
+    from otelcost.rollup._db import DatabaseError, redact_dsn
+    from otelcost.rollup.reprice import reprice_history
+
+    if args.by not in (None, "service", "operation"):
+        print("otelcost report: --reprice works --by service or operation", file=sys.stderr)
+        return 2
+    try:
+        table = as_source(args.reprice).fetch()
+    except (PricingError, ValueError) as exc:
+        print(f"otelcost report: --reprice: {exc}", file=sys.stderr)
+        return 2
+    try:
+        repricing = reprice_history(
+            args.dsn,
+            table,
+            since_ms=int(time.time() * 1000) - window,
+            by=args.by or "service",
+            service=args.service,
+        )
+    except (SchemaError, DatabaseError) as exc:
+        message = " ".join(str(exc).split()) or type(exc).__name__
+        print(
+            f"otelcost report: cannot read cost history from {redact_dsn(args.dsn)}: {message}",
+            file=sys.stderr,
+        )
+        return 1
+    if args.limit is not None:
+        repricing = replace(repricing, rows=repricing.rows[: args.limit])
+    if args.json:
+        sys.stdout.write(_json.dumps(repricing.to_dict()).decode() + "\n")
+        return 0
+    since = args.since or "7d"
+    if not repricing.rows:
+        print(f"no cost history in {repricing.currency} in the last {since}")
+        return 0
+    header = ["service", "operation"] if repricing.by == "operation" else ["service"]
+    header += ["currency", "spans", "recorded", "re-priced", "difference"]
+    rows = [_repriced_cells(row, repricing.by) for row in repricing.rows]
+    if len(rows) > 1:
+        rows.append(_repriced_cells(repricing.total(), repricing.by))
+        rows[-1][0] = "total"
+    table_name = repricing.version or Path(args.reprice).name
+    title = f"cost re-priced under {table_name} since {_date(repricing.since, minutes=True)} UTC"
+    _print(title, header, rows)
+    for note in _reprice_notes(repricing):
+        print(note)
+    return 0
+
+
+def _repriced_cells(row: Any, by: str) -> list[str]:
+    cells = [row.service, row.operation or ""] if by == "operation" else [row.service]
+    return [
+        *cells,
+        row.currency,
+        f"{row.spans:,}",
+        _money(from_nanos(row.recorded_nanos)),
+        _money(from_nanos(row.repriced_nanos)),
+        _signed(row.difference_nanos),
+    ]
+
+
+def _signed(nanos: int) -> str:
+    if nanos == 0:
+        return "0"
+    return ("+" if nanos > 0 else "-") + _money(from_nanos(abs(nanos)))
+
+
+def _reprice_notes(repricing: Any) -> list[str]:
+    total = repricing.total()
+    notes = []
+    if total.unpriced_spans:
+        notes.append(
+            f"{total.unpriced_spans:,} entry spans have no price in the table: re-priced "
+            "at 0 (live, they would be unpriced: pricing_not_found)"
+        )
+    if total.skipped_spans:
+        notes.append(
+            f"{total.skipped_spans:,} spans (recorded {_money(from_nanos(total.skipped_nanos))} "
+            f"{total.currency}) were rolled up before their inputs of cost were kept: left out"
+        )
+    if repricing.dated:
+        notes.append("dated prices apply per minute, at the start of the minute")
+    return notes
 
 
 def _table(history: Any) -> tuple[list[str], list[list[str]], str]:
@@ -144,7 +239,9 @@ def _table(history: Any) -> tuple[list[str], list[list[str]], str]:
 
 
 def _print(title: str, header: list[str], rows: list[list[str]]) -> None:
-    numeric = {"cost", "spans", "unpriced", "per span", "avg ms"}
+    numeric = {
+        "cost", "spans", "unpriced", "per span", "avg ms", "recorded", "re-priced", "difference",
+    }  # fmt: skip
     try:
         from rich.console import Console
         from rich.table import Table

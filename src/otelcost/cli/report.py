@@ -27,7 +27,8 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
             "EMA burn rate (spend projected over the period), consecutive windows over the "
             "limit, and whether the service is throttled with the flag's remaining TTL. "
             "With --dsn instead: the cost history kept in PostgreSQL by 'otelcost rollup', "
-            "by service (with a chart of daily spend), operation or day. "
+            "by service (with a chart of daily spend), operation or day; with --reprice "
+            "TABLE, the recorded cost next to what the same spans cost under TABLE. "
             "Exits 1 with a one-line error when Redis or PostgreSQL cannot be read."
         ),
     )
@@ -54,6 +55,12 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
         metavar="N",
         help="most expensive N rows (default: 20 by operation, all otherwise)",
     )
+    history.add_argument(
+        "--reprice",
+        metavar="TABLE",
+        help="re-price the history under this pricing table (JSON file or URL): recorded "
+        "cost, re-priced cost and the difference, by service or --by operation",
+    )
     parser.set_defaults(func=run)
 
 
@@ -67,8 +74,8 @@ def run(args: argparse.Namespace) -> int:
         from otelcost.cli._history import run_history
 
         return run_history(args)
-    if args.since is not None or args.by is not None or args.limit is not None:
-        print("otelcost report: --since, --by and --limit need --dsn", file=sys.stderr)
+    if any(x is not None for x in (args.since, args.by, args.limit, args.reprice)):
+        print("otelcost report: --since, --by, --limit and --reprice need --dsn", file=sys.stderr)
         return 2
     args.redis_url = args.redis_url or os.environ.get(REDIS_URL_ENV)
     if not args.redis_url:

@@ -1,0 +1,253 @@
+"""Re-pricing cost history under another pricing table (``otelcost report --reprice``).
+
+The rollup keeps, per minute, service, operation and currency, the inputs of cost apart
+for entry and nested spans: spans, summed milliseconds and summed usage units. Cost is
+linear in them, so :meth:`PriceMatch.charge_sums` prices the sums exactly as live pricing
+(:meth:`PriceMatch.charge`) would have priced the spans, one by one, under the new table.
+What is not exact, and why:
+
+- a dated entry is applied per minute, at the start of the minute (a ``from`` on a whole
+  minute, as contracts start, is exact; one inside a minute applies from the next minute);
+- live pricing rounded each span to the nano-unit, re-pricing rounds each (minute, service,
+  operation) group once: an identical table may differ by up to half a nano-unit per span;
+- only the usage live pricing recorded can be re-priced: ``CostRecord.usage`` holds the
+  attributes the live table priced (every ``gen_ai.usage.*`` one for an unpriced span);
+- nested spans no key targeted and that carried no usage were not billable and left no
+  record, so a new table that targets them has nothing to price there;
+- rows rolled up before the inputs were kept (schema version 3) are left out and counted.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from decimal import Decimal
+from typing import Any, Literal
+
+from otelcost.errors import PricingNotFoundError
+from otelcost.money import from_nanos
+from otelcost.pricing.table import ALWAYS, PricingTable
+from otelcost.rollup._aggregate import bucket_start
+from otelcost.rollup._db import connect
+from otelcost.rollup._schema import MINUTE_TABLE, check_schema
+
+__all__ = ["DEFAULT_CURRENCY", "RepricedRow", "Repricing", "reprice_history"]
+
+#: The currency of a table that declares none (the flat form), as ``pricing check`` shows.
+DEFAULT_CURRENCY = "USD"
+
+RepriceBy = Literal["service", "operation"]
+
+_Group = tuple[str, str, str, int]  # service, operation, currency, price period
+
+
+@dataclass(frozen=True)
+class RepricedRow:
+    """One service (or service and operation) in the table's currency.
+
+    ``recorded_nanos`` is the recorded cost of the ``spans`` whose inputs were kept and
+    ``repriced_nanos`` their cost under the new table. ``unpriced_spans``: entry spans the
+    new table has no price for (re-priced at 0; live they would be ``pricing_not_found``).
+    ``skipped_spans`` and ``skipped_nanos``: spans, and their recorded cost, rolled up
+    before the inputs of cost were kept; they are in neither amount.
+    """
+
+    service: str
+    operation: str | None
+    currency: str
+    recorded_nanos: int
+    repriced_nanos: int
+    spans: int
+    unpriced_spans: int
+    skipped_spans: int
+    skipped_nanos: int
+
+    @property
+    def difference_nanos(self) -> int:
+        """Re-priced minus recorded."""
+        return self.repriced_nanos - self.recorded_nanos
+
+    def to_dict(self) -> dict[str, Any]:
+        doc: dict[str, Any] = {"service": self.service}
+        if self.operation is not None:
+            doc["operation"] = self.operation
+        doc.update(
+            currency=self.currency,
+            recorded=from_nanos(self.recorded_nanos),
+            repriced=from_nanos(self.repriced_nanos),
+            difference=from_nanos(self.difference_nanos),
+            recorded_nanos=self.recorded_nanos,
+            repriced_nanos=self.repriced_nanos,
+            difference_nanos=self.difference_nanos,
+            spans=self.spans,
+            unpriced_spans=self.unpriced_spans,
+            skipped_spans=self.skipped_spans,
+            skipped_nanos=self.skipped_nanos,
+        )
+        return doc
+
+
+@dataclass(frozen=True)
+class Repricing:
+    """History of ``[since, until)`` (UTC epoch ms) re-priced under the table of
+    ``version`` in ``currency``; rows with the largest recorded cost first."""
+
+    by: RepriceBy
+    since: int
+    until: int
+    version: str | None
+    currency: str
+    dated: bool  # the table has dated entries (applied per minute)
+    rows: tuple[RepricedRow, ...] = field(default=())
+
+    def total(self) -> RepricedRow:
+        """Every row added up (service ``*``)."""
+        sums = [0] * 6
+        for row in self.rows:
+            for i, value in enumerate(_amounts(row)):
+                sums[i] += value
+        return RepricedRow("*", None, self.currency, *sums)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The ``otelcost report --dsn --reprice --json`` document."""
+        return {
+            "by": self.by,
+            "since": self.since,
+            "until": self.until,
+            "version": self.version,
+            "currency": self.currency,
+            "dated": self.dated,
+            "rows": [row.to_dict() for row in self.rows],
+            "total": self.total().to_dict(),
+        }
+
+
+def reprice_history(
+    dsn: str,
+    table: PricingTable,
+    *,
+    since_ms: int,
+    until_ms: int | None = None,
+    by: RepriceBy = "service",
+    service: str | None = None,
+    timeout: float = 10.0,
+) -> Repricing:
+    """The history from the minute holding ``since_ms`` until ``until_ms`` (default: now)
+    in ``table``'s currency, by service or operation, recorded and re-priced under
+    ``table``. Raises ``SchemaError`` without an up-to-date schema and psycopg errors
+    when the database cannot be read."""
+    if by not in ("service", "operation"):
+        raise ValueError(f"by must be service or operation, got {by!r}")
+    until = int(time.time() * 1000) if until_ms is None else until_ms
+    since = bucket_start(since_ms)
+    if since >= until:
+        raise ValueError("since must be before until")
+    currency = table.currency or DEFAULT_CURRENCY
+    # Minutes between two consecutive starts of any dated entry share every price, so
+    # each group of minutes is priced once, at the start of its first minute.
+    starts = sorted(
+        {
+            start
+            for match in table
+            if match.schedule is not None
+            for start in match.schedule.starts
+            if start != ALWAYS and since < start < until
+        }
+    )
+    params: list[Any] = [[_datetime(start) for start in starts], _datetime(since)]
+    params += [_datetime(until), currency]
+    where = "bucket >= %s AND bucket < %s AND currency = %s"
+    if service is not None:
+        where += " AND service = %s"
+        params.append(service)
+    group = "service, operation, currency, width_bucket(bucket, %s::timestamptz[])"
+    with connect(dsn, timeout=timeout) as conn:
+        check_schema(conn)
+        sums = conn.execute(
+            f"""SELECT {group}, (extract(epoch FROM min(bucket)) * 1000)::bigint,
+                   coalesce(sum(cost_nanos) FILTER (WHERE entry_spans IS NOT NULL), 0),
+                   coalesce(sum(entry_spans), 0), coalesce(sum(entry_ms), 0),
+                   coalesce(sum(nested_spans), 0), coalesce(sum(nested_ms), 0),
+                   coalesce(sum(spans) FILTER (WHERE entry_spans IS NULL), 0),
+                   coalesce(sum(cost_nanos) FILTER (WHERE entry_spans IS NULL), 0)
+                FROM {MINUTE_TABLE} WHERE {where} GROUP BY 1, 2, 3, 4""",
+            params,
+        ).fetchall()
+        units = conn.execute(
+            f"""SELECT {group}, u.entry, u.key, sum(u.value::numeric)
+                FROM {MINUTE_TABLE} AS m CROSS JOIN LATERAL (
+                    SELECT true AS entry, * FROM jsonb_each(m.entry_units)
+                    UNION ALL SELECT false, * FROM jsonb_each(m.nested_units)) AS u
+                WHERE {where} GROUP BY 1, 2, 3, 4, 5, 6""",
+            params,
+        ).fetchall()
+    rows = _reprice(table, by, sums, _units_by_group(units))
+    return Repricing(by, since, until, table.version, currency, bool(starts), rows)
+
+
+def _units_by_group(
+    result: Sequence[Any],
+) -> dict[tuple[_Group, bool], dict[str, Decimal]]:
+    found: dict[tuple[_Group, bool], dict[str, Decimal]] = {}
+    for service, operation, currency, period, entry, attr, total in result:
+        found.setdefault(((service, operation, currency, period), entry), {})[attr] = total
+    return found
+
+
+def _reprice(
+    table: PricingTable,
+    by: RepriceBy,
+    sums: Sequence[Any],
+    units: dict[tuple[_Group, bool], dict[str, Decimal]],
+) -> tuple[RepricedRow, ...]:
+    totals: dict[tuple[str, str | None, str], list[int]] = {}
+    for service, operation, currency, period, first_ms, recorded, *inputs in sums:
+        entry_spans, entry_ms, nested_spans, nested_ms, skipped_spans, skipped_nanos = inputs
+        key = (service, operation if by == "operation" else None, currency)
+        row = totals.setdefault(key, [0] * 6)
+        group = (service, operation, currency, period)
+        repriced, unpriced = 0, 0
+        match = table.match(service, operation)
+        try:
+            if match is None:
+                raise PricingNotFoundError(f"no price for {service!r} {operation!r}")
+            for entry, spans, ms in (
+                (True, entry_spans, entry_ms),
+                (False, nested_spans, nested_ms),
+            ):
+                repriced += match.charge_sums(
+                    entry=entry,
+                    spans=int(spans),
+                    duration_ms=float(ms),
+                    usage=units.get((group, entry), {}),
+                    end_ms=int(first_ms),
+                )
+        except PricingNotFoundError:
+            repriced, unpriced = 0, int(entry_spans)
+        for i, value in enumerate(
+            (recorded, repriced, entry_spans + nested_spans, unpriced, skipped_spans, skipped_nanos)
+        ):
+            row[i] += int(value)
+    rows = [
+        RepricedRow(service, operation, currency, *amounts)
+        for (service, operation, currency), amounts in totals.items()
+    ]
+    rows.sort(key=lambda r: (-r.recorded_nanos, -r.repriced_nanos, r.service, r.operation or ""))
+    return tuple(rows)
+
+
+def _amounts(row: RepricedRow) -> Iterator[int]:
+    yield from (
+        row.recorded_nanos,
+        row.repriced_nanos,
+        row.spans,
+        row.unpriced_spans,
+        row.skipped_spans,
+        row.skipped_nanos,
+    )
+
+
+def _datetime(epoch_ms: int) -> datetime:
+    return datetime.fromtimestamp(epoch_ms / 1000, tz=timezone.utc)
