@@ -3,7 +3,8 @@
 - ``Rollup``: the consumer (``otelcost rollup``), exactly-once into the rollup tables;
 - ``init_db`` / ``apply_retention``: the schema (``--init-db``) and retention
   (``--apply-retention``);
-- ``read_history``: cost by service, operation or day (``otelcost report --dsn``).
+- ``read_history``: cost by service, operation or day (``otelcost report --dsn``);
+- ``reprice_history``: that cost re-priced under another table (``--reprice``).
 
 Needs the ``postgres`` extra (psycopg 3) and, for ``Rollup``, the ``kafka`` extra.
 The tables are described in ``otelcost.rollup._schema`` and docs/history.md.
@@ -25,6 +26,7 @@ from otelcost.rollup._schema import (
 from otelcost.rollup._store import StoreUnavailableError
 from otelcost.rollup.consumer import DEFAULT_ROLLUP_GROUP, Rollup
 from otelcost.rollup.history import CostRow, History, read_history
+from otelcost.rollup.reprice import RepricedRow, Repricing, reprice_history
 
 __all__ = [
     "DAILY_VIEW",
@@ -35,6 +37,8 @@ __all__ = [
     "SCHEMA_VERSION",
     "CostRow",
     "History",
+    "RepricedRow",
+    "Repricing",
     "Rollup",
     "SchemaError",
     "SchemaInfo",
@@ -42,4 +46,5 @@ __all__ = [
     "apply_retention",
     "init_db",
     "read_history",
+    "reprice_history",
 ]
