@@ -102,7 +102,7 @@ def priced_history() -> list[CostRecord]:
     return records
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def history(postgres_dsn: str) -> tuple[str, list[CostRecord]]:
     drop_rollup_schema(postgres_dsn)
     init_db(postgres_dsn)
@@ -226,7 +226,25 @@ def test_rows_rolled_up_before_inputs_were_kept_are_left_out_and_counted(
         run(["--dsn", postgres_dsn, "--since", "30d", "--reprice", write_table(tmp_path, TABLE)])
         == 0
     )
-    assert "7 spans (recorded 7e-06 USD) were rolled up before" in capsys.readouterr().out
+    assert "7 spans (recorded 7e-06 USD) left out: rolled up before" in capsys.readouterr().out
+
+
+def test_keys_priced_per_call_are_left_out_and_named(
+    history: tuple[str, list[CostRecord]], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    dsn, records = history
+    table = copy.deepcopy(TABLE)
+    table["version"] = "tiered"
+    table["prices"]["llm:*"]["per_unit"][IN] = {
+        "rate": 3e-6,
+        "tiers": [{"above": 200_000, "rate": 6e-6}],
+    }
+    doc = reprice(capsys, dsn, write_table(tmp_path, table))
+    assert doc["per_call_keys"] == ["llm:*"]
+    llm = next(row for row in doc["rows"] if row["service"] == "llm")
+    assert (llm["recorded_nanos"], llm["repriced_nanos"], llm["spans"]) == (0, 0, 0)
+    assert (llm["skipped_spans"], llm["skipped_nanos"]) == (60, recorded(records, service="llm"))
+    assert doc["total"]["difference_nanos"] == 0
 
 
 def test_an_empty_range_says_so(

@@ -175,9 +175,13 @@ def _reprice_notes(repricing: Any) -> list[str]:
             "at 0 (live, they would be unpriced: pricing_not_found)"
         )
     if total.skipped_spans:
+        why = "rolled up before their inputs of cost were kept"
+        if repricing.per_call_keys:
+            keys = ", ".join(repr(key) for key in repricing.per_call_keys)
+            why += f", or priced per call by {keys} (a catalog or usage tiers)"
         notes.append(
             f"{total.skipped_spans:,} spans (recorded {_money(from_nanos(total.skipped_nanos))} "
-            f"{total.currency}) were rolled up before their inputs of cost were kept: left out"
+            f"{total.currency}) left out: {why}"
         )
     if repricing.dated:
         notes.append("dated prices apply per minute, at the start of the minute")

@@ -14,7 +14,9 @@ What is not exact, and why:
   attributes the live table priced (every ``gen_ai.usage.*`` one for an unpriced span);
 - nested spans no key targeted and that carried no usage were not billable and left no
   record, so a new table that targets them has nothing to price there;
-- rows rolled up before the inputs were kept (schema version 3) are left out and counted.
+- a key with a catalog or usage tiers prices each call by that call's own model or size,
+  which sums of many calls cannot tell: its spans are left out and counted, like rows
+  rolled up before the inputs were kept (schema version 3).
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from datetime import datetime, timezone
 from decimal import Decimal
 from typing import Any, Literal
 
-from otelcost.errors import PricingNotFoundError
+from otelcost.errors import PricingError, PricingNotFoundError
 from otelcost.money import from_nanos
 from otelcost.pricing.table import ALWAYS, PricingTable
 from otelcost.rollup._aggregate import bucket_start
@@ -50,8 +52,9 @@ class RepricedRow:
     ``recorded_nanos`` is the recorded cost of the ``spans`` whose inputs were kept and
     ``repriced_nanos`` their cost under the new table. ``unpriced_spans``: entry spans the
     new table has no price for (re-priced at 0; live they would be ``pricing_not_found``).
-    ``skipped_spans`` and ``skipped_nanos``: spans, and their recorded cost, rolled up
-    before the inputs of cost were kept; they are in neither amount.
+    ``skipped_spans`` and ``skipped_nanos``: spans, and their recorded cost, left out of both
+    amounts: rolled up before the inputs of cost were kept, or matched by a key of the new
+    table that prices each call apart (a catalog, usage tiers), which sums cannot be.
     """
 
     service: str
@@ -100,6 +103,7 @@ class Repricing:
     version: str | None
     currency: str
     dated: bool  # the table has dated entries (applied per minute)
+    per_call_keys: tuple[str, ...]  # keys with a catalog or usage tiers, whose spans are skipped
     rows: tuple[RepricedRow, ...] = field(default=())
 
     def total(self) -> RepricedRow:
@@ -119,6 +123,7 @@ class Repricing:
             "version": self.version,
             "currency": self.currency,
             "dated": self.dated,
+            "per_call_keys": list(self.per_call_keys),
             "rows": [row.to_dict() for row in self.rows],
             "total": self.total().to_dict(),
         }
@@ -183,8 +188,8 @@ def reprice_history(
                 WHERE {where} GROUP BY 1, 2, 3, 4, 5, 6""",
             params,
         ).fetchall()
-    rows = _reprice(table, by, sums, _units_by_group(units))
-    return Repricing(by, since, until, table.version, currency, bool(starts), rows)
+    rows, per_call = _reprice(table, by, sums, _units_by_group(units))
+    return Repricing(by, since, until, table.version, currency, bool(starts), per_call, rows)
 
 
 def _units_by_group(
@@ -201,33 +206,42 @@ def _reprice(
     by: RepriceBy,
     sums: Sequence[Any],
     units: dict[tuple[_Group, bool], dict[str, Decimal]],
-) -> tuple[RepricedRow, ...]:
+) -> tuple[tuple[RepricedRow, ...], tuple[str, ...]]:
+    """The rows, and the keys that price per call (left out: sums cannot be priced so)."""
     totals: dict[tuple[str, str | None, str], list[int]] = {}
-    for service, operation, currency, period, first_ms, recorded, *inputs in sums:
+    per_call: set[str] = set()
+    for service, operation, currency, period, first_ms, kept_nanos, *inputs in sums:
         entry_spans, entry_ms, nested_spans, nested_ms, skipped_spans, skipped_nanos = inputs
+        recorded = kept_nanos
         key = (service, operation if by == "operation" else None, currency)
         row = totals.setdefault(key, [0] * 6)
         group = (service, operation, currency, period)
-        repriced, unpriced = 0, 0
+        spans, repriced, unpriced = entry_spans + nested_spans, 0, 0
         match = table.match(service, operation)
         try:
             if match is None:
                 raise PricingNotFoundError(f"no price for {service!r} {operation!r}")
-            for entry, spans, ms in (
+            for entry, count, ms in (
                 (True, entry_spans, entry_ms),
                 (False, nested_spans, nested_ms),
             ):
                 repriced += match.charge_sums(
                     entry=entry,
-                    spans=int(spans),
+                    spans=int(count),
                     duration_ms=float(ms),
                     usage=units.get((group, entry), {}),
                     end_ms=int(first_ms),
                 )
         except PricingNotFoundError:
-            repriced, unpriced = 0, int(entry_spans)
+            repriced, unpriced = 0, entry_spans
+        except PricingError:  # a catalog or usage tiers: priced per call, not from sums
+            assert match is not None
+            per_call.add(match.key)
+            skipped_spans += spans
+            skipped_nanos += recorded
+            recorded = spans = repriced = 0
         for i, value in enumerate(
-            (recorded, repriced, entry_spans + nested_spans, unpriced, skipped_spans, skipped_nanos)
+            (recorded, repriced, spans, unpriced, skipped_spans, skipped_nanos)
         ):
             row[i] += int(value)
     rows = [
@@ -235,7 +249,7 @@ def _reprice(
         for (service, operation, currency), amounts in totals.items()
     ]
     rows.sort(key=lambda r: (-r.recorded_nanos, -r.repriced_nanos, r.service, r.operation or ""))
-    return tuple(rows)
+    return tuple(rows), tuple(sorted(per_call))
 
 
 def _amounts(row: RepricedRow) -> Iterator[int]:
