@@ -181,3 +181,52 @@ def test_failed_setup_gives_the_exporters_back(tmp_path: Path, prices: Path) -> 
     assert "limit must be a number > 0" in err  # the cause is in the log
     (span,) = server_spans(spans)  # the user's exporter still gets every span
     assert not [k for k in span["attributes"] if k.startswith("cost.")]
+
+
+def _provider_with_exporter() -> tuple[Any, Any, Any]:
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    exported = InMemorySpanExporter()
+    users = SimpleSpanProcessor(exported)
+    provider = TracerProvider(
+        resource=Resource.create({"service.name": "shop"}), shutdown_on_exit=False
+    )
+    provider.add_span_processor(users)
+    return provider, users, exported
+
+
+@pytest.mark.parametrize("hook", [True, False])
+def test_processors_stay_on_the_provider_with_the_ending_hook(
+    monkeypatch: pytest.MonkeyPatch, prices: Path, hook: bool
+) -> None:
+    from opentelemetry import trace
+
+    from otelcost.costing import auto
+    from otelcost.costing._ending import ending_hook_supported
+
+    if hook and not ending_hook_supported():
+        pytest.skip("this SDK has no ending hook")
+    provider, users, exported = _provider_with_exporter()
+    monkeypatch.setenv("OTELCOST_PRICING", str(prices))
+    monkeypatch.setattr(auto, "ending_hook_supported", lambda: hook)
+    monkeypatch.setattr(trace, "get_tracer_provider", lambda: provider)
+    auto.post_instrument()
+    registered = provider._active_span_processor._span_processors
+    (cost,) = [p for p in registered if p is not users]
+    try:
+        # With the hook nothing is re-routed; without it the user's processor moved.
+        assert (users in registered) is hook
+        assert (users in cost.span_processors) is not hook
+        with provider.get_tracer("t").start_as_current_span(
+            "GET", attributes={"http.request.method": "GET", "http.route": "/users/<int:user_id>"}
+        ):
+            pass
+        assert cost.force_flush(10_000)
+        (span,) = exported.get_finished_spans()
+        assert span.attributes["cost.operation"] == "GET /users/<int:user_id>"
+        assert span.attributes["cost.amount"] > 0
+    finally:
+        cost.shutdown()

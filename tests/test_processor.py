@@ -19,6 +19,7 @@ from opentelemetry.trace import Tracer
 
 from _wsgi import App, Served
 from otelcost import CostRecord, CostSpanProcessor, PricingCache
+from otelcost.costing._ending import ending_hook_supported
 from otelcost.exporters import CostExporter, CostExportResult, InMemoryCostExporter
 from otelcost.money import to_nanos
 
@@ -40,6 +41,9 @@ PRICES: dict[str, Any] = {
     },
 }
 T0 = 1_764_236_400_123_456_789  # 2025-11-27T09:40:00.123456789Z in ns
+# Both pricing paths where this SDK has the ending hook; the copy path alone on older SDKs
+# (.ci/run runs this file against the oldest supported SDK too).
+PATHS = ["ending_hook", "copy"] if ending_hook_supported() else ["copy"]
 
 
 class Harness:
@@ -84,9 +88,10 @@ class Harness:
         return record, dict(span.attributes or {})
 
 
-@pytest.fixture
-def harness() -> Iterator[Harness]:
-    made = Harness()
+@pytest.fixture(params=PATHS)
+def harness(request: pytest.FixtureRequest) -> Iterator[Harness]:
+    made = Harness(pricing_path=request.param)
+    assert made.processor.stats()["pricing_path"] == request.param
     yield made
     made.processor.shutdown()
 
@@ -357,8 +362,8 @@ class Gate:
 
 
 def test_a_full_span_queue_drops_counts_and_still_feeds_the_traces() -> None:
-    gate = Gate()
-    harness = Harness(max_span_queue_size=10, normalizer=gate)
+    gate = Gate()  # blocks the pricing worker: only the copy path has a span queue
+    harness = Harness(max_span_queue_size=10, normalizer=gate, pricing_path="copy")
     try:
         tracer = harness.tracer("batch")
         end_span(tracer, "/first")
@@ -511,7 +516,7 @@ def test_failures_downstream_are_counted_and_never_reach_the_app(caplog: Any) ->
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
 def test_a_forked_child_keeps_exporting_its_own_spans_only() -> None:
     gate = Gate()
-    harness = Harness(normalizer=gate, span_processors=())
+    harness = Harness(normalizer=gate, span_processors=(), pricing_path="copy")
     try:
         tracer = harness.tracer("batch")
         for _ in range(5):

@@ -151,7 +151,7 @@ def test_priced_and_unpriced_counts_with_reason(m: Metrics) -> None:
         key(service="search", reason="unknown"): 1,
         key(service="batch", reason="pricing_stale"): 7,
     }
-    assert exporter.stats()["records"] == 8
+    assert exporter.stats()["spans"] == 1 + 2 + 1 + 1 + 1 + 40 + 7
 
 
 def test_reason_is_bounded_in_length(m: Metrics) -> None:
@@ -235,7 +235,7 @@ def test_forked_child_starts_from_zero(m: Metrics) -> None:
     if pid == 0:  # child: report what it would export, then leave without pytest's teardown
         try:
             exporter.export([rec(cost=0.5)])
-            os.write(write_fd, repr(exporter.stats()["records"]).encode())
+            os.write(write_fd, repr(exporter.stats()["spans"]).encode())
         finally:
             os._exit(0)
     os.close(write_fd)

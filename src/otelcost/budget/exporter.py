@@ -1,7 +1,7 @@
-"""BudgetExporter: a CostExporter that feeds a budget store, O(services) store calls per second.
+"""BudgetExporter: a CostSumExporter that feeds a budget store, O(services) store calls per second.
 
-``export`` only adds each record's cost to an in-memory per-service total under a lock; it
-never touches the network. A flusher thread applies the totals to the store about once per
+``export_sums`` only adds each batch's deltas to an in-memory per-service total under a
+lock; it never touches the network. A flusher thread applies the totals to the store about once per
 ``flush_interval``, earlier when a service's pending spend reaches ``early_fraction`` of
 its smallest budget. Each flush of a service carries a Fence (this exporter's producer id,
 a flush counter), so a flush whose reply was lost is retried with the same fence and
@@ -24,15 +24,14 @@ import secrets
 import threading
 import time
 import weakref
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from otelcost.budget.fence import Fence
 from otelcost.budget.model import BudgetSet
 from otelcost.budget.status import BudgetStatus
-from otelcost.exporters.base import CostExporter, CostExportResult
-from otelcost.record import CostRecord
+from otelcost.exporters.base import CostExportResult, CostSumExporter, CostSums
 
 __all__ = ["REDIS_URL_ENV", "BudgetExporter", "BudgetStore", "budget_exporter"]
 
@@ -82,10 +81,11 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
-class BudgetExporter(CostExporter):
-    """Pre-aggregates record costs per service and applies them to ``store`` in the background.
+class BudgetExporter(CostSumExporter):
+    """Adds span costs up per service and applies them to ``store`` in the background.
 
-    Records with ``error`` (unpriced) add nothing but are counted. Services that the last
+    Unpriced spans add nothing but are counted (``records_unpriced``; ``records`` counts
+    spans, priced or not). Services that the last
     evaluation found throttled are re-evaluated every ``heartbeat`` seconds even without
     new spend, so their release and flag TTL stay on time when throttling stops traffic.
     """
@@ -155,34 +155,43 @@ class BudgetExporter(CostExporter):
         """This process's fence producer id."""
         return self._producer
 
-    def export(self, records: Sequence[CostRecord]) -> CostExportResult:
-        """Add the records' costs to the per-service totals; O(1) per record, no I/O."""
+    def export_sums(self, sums: CostSums) -> CostExportResult:
+        """Add a batch's deltas to the per-service totals; no I/O."""
         try:
+            per_service: dict[str, list[int]] = {}
+            unpriced = 0
+            for (service, _, _), (nanos, spans) in sums.costs.items():
+                totals = per_service.setdefault(service, [0, 0])
+                totals[0] += nanos
+                totals[1] += spans
+            for (service, _), spans in sums.unpriced.items():
+                per_service.setdefault(service, [0, 0])[1] += spans
+                unpriced += spans
             if self._closed:
                 with self._lock:
-                    self._drop(len(records), sum(0 if r.error else r.cost_nanos for r in records))
+                    self._drop(
+                        sum(e[1] for e in per_service.values()),
+                        sum(e[0] for e in per_service.values()),
+                    )
                 return CostExportResult.FAILURE
             early = False
             now = self._clock()
             with self._lock:
                 pending = self._pending
-                for record in records:
-                    service = record.service
-                    nanos = 0 if record.error else record.cost_nanos
+                for service, (nanos, spans) in per_service.items():
                     entry = pending.get(service)
                     if entry is None:
                         if len(pending) >= self.max_services:
-                            self._drop(1, nanos)
+                            self._drop(spans, nanos)
                             continue
                         entry = pending[service] = [0, 0, now]
                     entry[0] += nanos
-                    entry[1] += 1
-                    if record.error:
-                        self._stats["records_unpriced"] += 1
+                    entry[1] += spans
                     threshold = self._threshold(service)
                     if threshold is not None and entry[0] >= threshold:
                         early = True
-                self._stats["records"] += len(records)
+                self._stats["records"] += sum(e[1] for e in per_service.values())
+                self._stats["records_unpriced"] += unpriced
             self._ensure_thread()
             if early:
                 self._wake.set()

@@ -8,10 +8,13 @@ instrumentors, then every ``opentelemetry_post_instrument`` entry point. otelcos
 choices made before it:
 
 1. Without ``OTELCOST_PRICING`` it does nothing: installing the package changes nothing.
-2. It takes the span processors the configurator registered (the user's exporters) off
-   the provider and hands them to the CostSpanProcessor, which feeds them every sampled
-   span as a copy with the ``cost.*`` attributes.
-3. It calls :func:`otelcost.install`, which reads ``OTELCOST_*`` from the environment.
+2. It calls :func:`otelcost.install`, which reads ``OTELCOST_*`` from the environment and
+   adds a CostSpanProcessor to the provider. Where the SDK has the ending hook (>= 1.40)
+   that is all: spans are priced in place before any processor's ``on_end``, so the
+   processors the configurator registered export them with ``cost.*`` as they are.
+3. Only on older SDKs (the copy path) it first takes the configurator's span processors
+   off the provider (private SDK fields; nothing else touches them) and hands them to the
+   CostSpanProcessor, which feeds them every sampled span as an enriched copy.
 
 It never stops the application from starting: any failure is logged and the processors it
 took are put back, so traces flow exactly as they would without otelcost.
@@ -25,6 +28,7 @@ import os
 from opentelemetry import trace
 from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 
+from otelcost.costing._ending import ending_hook_supported
 from otelcost.costing.install import PRICING_ENV, install
 
 __all__ = ["post_instrument"]
@@ -42,6 +46,9 @@ def post_instrument() -> None:
         # No SDK configurator ran (or another SDK is in use): install() creates a provider.
         _install_or_log(None, ())
         return
+    if ending_hook_supported():
+        _install_or_log(provider, ())
+        return
     adopted = _take_span_processors(provider)
     if not _install_or_log(provider, adopted):
         _give_back(provider, adopted)
@@ -56,16 +63,15 @@ def _install_or_log(provider: TracerProvider | None, adopted: tuple[SpanProcesso
         )
         return False
     _logger.info(
-        "otelcost: pricing every span (zero-code); %d span processor(s) receive them with "
-        "cost.* attributes, cost exporters: %s",
-        len(processor.span_processors),
+        "otelcost: pricing every span (zero-code, %s); cost exporters: %s",
+        processor.pricing_path,
         ", ".join(type(e).__name__ for e in processor.exporters) or "none",
     )
     return True
 
 
 def _take_span_processors(provider: TracerProvider) -> tuple[SpanProcessor, ...]:
-    """Detach the provider's span processors so they only see enriched spans.
+    """Copy path: detach the provider's span processors so they only see enriched spans.
 
     The SDK has no public way to remove a span processor, so this uses the layout of
     ``TracerProvider`` (``_active_span_processor._span_processors``, stable since SDK 1.0)

@@ -1,8 +1,14 @@
-"""Pricing one ended span: service, operation, usage, cost, and what to record about it.
+"""Pricing one ended span: service, operation, what the price applies to, and the cost.
 
-Runs on background threads only (never on the thread that ends the span). A ``SpanCost``
-is the single result both outputs are built from: the CostRecord and the ``cost.*``
-attributes of the enriched span, so their amounts are equal by construction.
+Runs wherever the processor prices: on the thread that ends the span (the SDK's ending
+hook) or on the copy path's pricing worker. It never raises for span data and does no I/O.
+Repeat spans cost a few dict lookups: what naming and price matching depend on (the span's
+resource, kind, name and the few attributes naming reads) maps to a memoized ``Named``,
+which keeps the PriceMatch and the constant ``cost.*`` attributes of the current table.
+
+A ``SpanCost`` is the single result every output is built from: the ``cost.*`` span
+attributes, the per-span CostRecord and the sums, so their amounts are equal by
+construction.
 """
 
 from __future__ import annotations
@@ -12,28 +18,44 @@ import math
 import time
 from collections.abc import Callable, Mapping
 from types import MappingProxyType
-from typing import Final
+from typing import Final, NamedTuple
 
+from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan
-from opentelemetry.trace import format_span_id, format_trace_id
+from opentelemetry.trace import SpanContext, SpanKind, format_span_id, format_trace_id
 from opentelemetry.util.types import AttributeValue
 
 from otelcost.costing.normalize import normalize_path
-from otelcost.costing.operation import CardinalityGuard, derive_operation, service_name
-from otelcost.errors import PricingError, PricingNotFoundError, PricingStaleError
+from otelcost.costing.operation import (
+    OTHER,
+    CardinalityGuard,
+    derive_operation,
+    service_name,
+)
+from otelcost.errors import PricingError, PricingStaleError
 from otelcost.money import from_nanos
 from otelcost.pricing import PricingCache, PricingTable
+from otelcost.pricing.table import PriceMatch
 from otelcost.record import _MAX_TS_MS, _MIN_TS_MS, CostRecord
 
-__all__ = ["Coster", "PricingSnapshot", "SpanCost"]
+__all__ = [
+    "CURRENCY_MISMATCH",
+    "INVALID_SPAN",
+    "MAX_ERROR_CHARS",
+    "NAMING_ATTRIBUTES",
+    "NOT_FOUND",
+    "PRICING_ERROR",
+    "STALE",
+    "Coster",
+    "Named",
+    "PricingSnapshot",
+    "SpanCost",
+]
 
 _logger = logging.getLogger(__name__)
 
-_MAX_ERROR_LEN: Final = 240
-# Without a price we do not know which attributes are usage; GenAI token counts are the
-# usage inputs that matter for re-pricing, so an unpriced record keeps those.
-_FALLBACK_USAGE_PREFIX: Final = "gen_ai.usage."
-_EMPTY: Final[Mapping[str, float]] = MappingProxyType({})
+MAX_ERROR_CHARS: Final = 120
+"""``cost.error`` and the record's error are at most this long: reason, then the key."""
 
 # Error reasons: the text before ":" in CostRecord.error and the cost.error attribute.
 STALE: Final = "pricing_stale"
@@ -42,97 +64,35 @@ CURRENCY_MISMATCH: Final = "currency_mismatch"
 PRICING_ERROR: Final = "pricing_error"
 INVALID_SPAN: Final = "invalid_span"
 
+NAMING_ATTRIBUTES: Final = (
+    "http.request.method",
+    "http.method",
+    "http.route",
+    "rpc.service",
+    "rpc.method",
+    "url.path",
+    "http.target",
+)
+"""The span attributes ``derive_operation`` reads: with the resource, kind and name they
+are the memo key, so a span that differs in anything else reuses the derived operation."""
+
+# Without a price we do not know which attributes are usage; GenAI token counts are the
+# usage inputs that matter for re-pricing, so an unpriced record keeps those.
+_FALLBACK_USAGE_PREFIX: Final = "gen_ai.usage."
+_EMPTY: Final[Mapping[str, float]] = MappingProxyType({})
+# Enum members hash through a Python-level __hash__; their ids hash in C.
+_ENTRY_KIND_IDS: Final = frozenset((id(SpanKind.SERVER), id(SpanKind.CONSUMER)))
+_SOURCE: Final = "otelcost"
+_MEMO_SIZE: Final = 8_192
+
 
 def _error(reason: str, detail: object) -> str:
     text = f"{reason}: {detail}"
-    return text if len(text) <= _MAX_ERROR_LEN else text[: _MAX_ERROR_LEN - 3] + "..."
-
-
-class SpanCost:
-    """The priced facts of one span. Holds plain values only, never the span."""
-
-    __slots__ = (
-        "amount",
-        "currency",
-        "duration_ms",
-        "error",
-        "nanos",
-        "operation",
-        "pricing_version",
-        "region",
-        "service",
-        "timestamp_ms",
-        "usage",
-    )
-
-    def __init__(
-        self,
-        *,
-        service: str,
-        operation: str,
-        nanos: int,
-        currency: str,
-        duration_ms: float,
-        timestamp_ms: int,
-        region: str | None,
-        pricing_version: str | None,
-        usage: Mapping[str, float],
-        error: str | None,
-    ) -> None:
-        self.service = service
-        self.operation = operation
-        self.nanos = nanos
-        self.amount = from_nanos(nanos)
-        self.currency = currency
-        self.duration_ms = duration_ms
-        self.timestamp_ms = timestamp_ms
-        self.region = region
-        self.pricing_version = pricing_version
-        self.usage = usage
-        self.error = error
-
-    @property
-    def reason(self) -> str | None:
-        """The machine reason of ``error`` (its text before ":"), or None when priced."""
-        return None if self.error is None else self.error.split(":", 1)[0]
-
-    def record(self, trace_id: int, span_id: int) -> CostRecord:
-        """The CostRecord of this span (schema v1)."""
-        return CostRecord(
-            trace_id=format_trace_id(trace_id),
-            span_id=format_span_id(span_id),
-            service=self.service,
-            operation=self.operation,
-            cost_amount=self.amount,
-            currency=self.currency,
-            duration_ms=self.duration_ms,
-            timestamp=self.timestamp_ms,
-            region=self.region,
-            pricing_version=self.pricing_version,
-            usage=self.usage,
-            error=self.error,
-        )
-
-    def attributes(self) -> dict[str, AttributeValue]:
-        """The ``cost.*`` span attributes of DESIGN §5: an amount, or an error and no amount."""
-        attrs: dict[str, AttributeValue] = {
-            "cost.currency": self.currency,
-            "cost.duration_ms": self.duration_ms,
-            "cost.source": "otelcost",
-        }
-        if self.error is None:
-            attrs["cost.amount"] = self.amount
-        else:
-            attrs["cost.error"] = self.error
-        if self.region is not None:
-            attrs["cost.pricing_region"] = self.region
-        if self.pricing_version is not None:
-            attrs["cost.pricing_version"] = self.pricing_version
-        return attrs
+    return text if len(text) <= MAX_ERROR_CHARS else text[: MAX_ERROR_CHARS - 3] + "..."
 
 
 class PricingSnapshot:
-    """One pricing table (or the reason there is none) used for a whole batch of spans."""
+    """One pricing table (or the reason there is none), shared by every span priced with it."""
 
     __slots__ = ("currency", "error", "region", "table", "version")
 
@@ -149,6 +109,154 @@ class PricingSnapshot:
         self.region = region
         self.version = version
         self.error = error
+
+
+class Binding(NamedTuple):
+    """An operation's price under one snapshot: the match (None: no key matches), the
+    error every span of it gets (None: priced) and the constant ``cost.*`` attributes."""
+
+    snapshot: PricingSnapshot
+    match: PriceMatch | None
+    error: str | None
+    attributes: Mapping[str, AttributeValue]
+
+
+class Named:
+    """What one kind of span is: its service and operation, and its price per snapshot.
+
+    ``entry_kind``: a SERVER or CONSUMER span, an entry span whatever its parent.
+    ``folded``: the cardinality guard folded the operation into OTHER.
+    ``binding`` is replaced whole when the snapshot changes (one attribute store), so a
+    racing thread sees either binding, never a mix; both compute the same values.
+    """
+
+    __slots__ = ("binding", "entry_kind", "folded", "operation", "service")
+
+    def __init__(self, service: str, operation: str, *, entry_kind: bool, folded: bool) -> None:
+        self.service = service
+        self.operation = operation
+        self.entry_kind = entry_kind
+        self.folded = folded
+        self.binding: Binding | None = None
+
+    def bind(self, snap: PricingSnapshot) -> Binding:
+        """This operation's Binding under ``snap`` (computed once per snapshot)."""
+        binding = self.binding
+        if binding is not None and binding.snapshot is snap:
+            return binding
+        match = None
+        error = snap.error
+        if error is None and snap.table is not None:
+            match = snap.table.match(self.service, self.operation)
+            if match is None:
+                error = _error(NOT_FOUND, f"{self.service}:{self.operation}")
+        attributes: dict[str, AttributeValue] = {
+            "cost.currency": snap.currency,
+            "cost.source": _SOURCE,
+            "cost.operation": self.operation,
+        }
+        if snap.region is not None:
+            attributes["cost.pricing_region"] = snap.region
+        if snap.version is not None:
+            attributes["cost.pricing_version"] = snap.version
+        if match is not None:
+            attributes["cost.price_key"] = match.key
+        binding = self.binding = Binding(snap, match, error, MappingProxyType(attributes))
+        return binding
+
+
+class SpanCost(NamedTuple):
+    """The priced facts of one span. Plain values only, never the span.
+
+    ``billable`` is False for a nested span that no key targets and that carries no usage
+    (DESIGN §4): no amount, no error, not in the sums. ``error`` set means unpriced.
+    """
+
+    named: Named
+    binding: Binding
+    nanos: int
+    duration_ms: float
+    timestamp_ms: int
+    usage: Mapping[str, float]
+    error: str | None
+    entry: bool
+    billable: bool
+    context: SpanContext | None
+
+    @property
+    def service(self) -> str:
+        return self.named.service
+
+    @property
+    def operation(self) -> str:
+        return self.named.operation
+
+    @property
+    def amount(self) -> float:
+        return from_nanos(self.nanos)
+
+    @property
+    def currency(self) -> str:
+        return self.binding.snapshot.currency
+
+    @property
+    def region(self) -> str | None:
+        return self.binding.snapshot.region
+
+    @property
+    def pricing_version(self) -> str | None:
+        return self.binding.snapshot.version
+
+    @property
+    def price_key(self) -> str | None:
+        match = self.binding.match
+        return None if match is None else match.key
+
+    @property
+    def reason(self) -> str | None:
+        """The machine reason of ``error`` (its text before ":"), or None when priced."""
+        return None if self.error is None else self.error.split(":", 1)[0]
+
+    def attributes(self) -> dict[str, AttributeValue]:
+        """The ``cost.*`` span attributes of DESIGN §5: an amount, or an error and no amount;
+        neither for a span that is not billable."""
+        attrs = dict(self.binding.attributes)
+        attrs["cost.duration_ms"] = self.duration_ms
+        if self.error is not None:
+            attrs["cost.error"] = self.error
+        elif self.billable:
+            attrs["cost.amount"] = from_nanos(self.nanos)
+        return attrs
+
+    def record(self, trace_id: int, span_id: int) -> CostRecord:
+        """The CostRecord of this span (schema v1), built without per-field validation."""
+        snap = self.binding.snapshot
+        return CostRecord.trusted(
+            format_trace_id(trace_id),
+            format_span_id(span_id),
+            self.named.service,
+            self.named.operation,
+            from_nanos(self.nanos),
+            snap.currency,
+            self.duration_ms,
+            self.timestamp_ms,
+            snap.region,
+            snap.version,
+            self.usage,
+            self.error,
+            self.entry,
+        )
+
+
+class _ResourceMemo:
+    """The naming memo of one Resource (the service comes from it, usually)."""
+
+    __slots__ = ("memo", "resource", "service")
+
+    def __init__(self, resource: Resource, service: str | None) -> None:
+        self.resource = resource
+        self.service = service  # None: the resource names no service; spans may
+        self.memo: dict[tuple[object, ...], Named] = {}
 
 
 class Coster:
@@ -176,33 +284,50 @@ class Coster:
         self._max_operations = max_operations_per_service
         self.guard = CardinalityGuard(limit=max_operations_per_service)
         self._mismatch_warned: set[tuple[str | None, str | None]] = set()
+        self._by_table: tuple[PricingTable, PricingSnapshot] | None = None
+        self._failed: PricingSnapshot | None = None
+        self._resources: dict[int, _ResourceMemo] = {}
 
     @property
     def currency(self) -> str:
         return self._currency
 
     def reset_guard(self) -> None:
-        """Start a new cardinality guard (a forked child: the old one's lock may be held)."""
+        """Start a new cardinality guard and memo (a forked child: a lock may be held)."""
         self.guard = CardinalityGuard(limit=self._max_operations)
+        self._resources = {}
+
+    # -- the table --------------------------------------------------------------------
 
     def snapshot(self) -> PricingSnapshot:
-        """The table to price the next batch with, or the reason every span of it fails."""
+        """The table to price with now, or the reason every span fails. The same object
+        while the table (or the failure) is unchanged, so Bindings stay valid."""
         try:
             table = self._pricing.current()
         except PricingStaleError as exc:
-            return PricingSnapshot(None, self._currency, self._region, None, _error(STALE, exc))
+            return self._failure(_error(STALE, exc))
         except Exception as exc:  # a broken cache must not stop the pipeline
-            return PricingSnapshot(
-                None, self._currency, self._region, None, _error(PRICING_ERROR, exc)
-            )
+            return self._failure(_error(PRICING_ERROR, exc))
+        cached = self._by_table
+        if cached is not None and cached[0] is table:
+            return cached[1]
         region = self._region if self._region is not None else table.region
         if table.currency is not None and table.currency != self._currency:
             self._warn_mismatch(table)
-            detail = f"table {table.version!r} is in {table.currency}, expected {self._currency}"
-            return PricingSnapshot(
+            detail = f"table {table.version!r} is in {table.currency}, not {self._currency}"
+            snap = PricingSnapshot(
                 None, self._currency, region, table.version, _error(CURRENCY_MISMATCH, detail)
             )
-        return PricingSnapshot(table, self._currency, region, table.version, None)
+        else:
+            snap = PricingSnapshot(table, self._currency, region, table.version, None)
+        self._by_table = (table, snap)
+        return snap
+
+    def _failure(self, error: str) -> PricingSnapshot:
+        snap = self._failed
+        if snap is None or snap.error != error:
+            snap = self._failed = PricingSnapshot(None, self._currency, self._region, None, error)
+        return snap
 
     def _warn_mismatch(self, table: PricingTable) -> None:
         key = (table.version, table.currency)
@@ -218,17 +343,79 @@ class Coster:
                 table.currency,
             )
 
-    def cost(self, span: ReadableSpan, snap: PricingSnapshot) -> SpanCost:
-        """Price one ended span. Never raises for bad span data or pricing failures."""
-        attributes = _plain_attributes(span)
-        resource_attributes = span.resource.attributes
-        service = service_name(resource_attributes, attributes)
-        operation = self.guard.admit(
-            service, derive_operation(span.name, attributes, normalize=self._normalize)
+    # -- one span ---------------------------------------------------------------------
+
+    def named(self, span: ReadableSpan, attributes: Mapping[str, object]) -> Named:
+        """Service and operation of ``span`` (memoized on what naming reads)."""
+        resource = span.resource
+        memo = self._resources.get(id(resource))
+        if memo is None or memo.resource is not resource:
+            memo = self._resource_memo(resource)
+        kind = span.kind
+        get = attributes.get
+        key: tuple[object, ...] = (
+            id(kind),
+            span.name,
+            get("http.request.method"),
+            get("http.method"),
+            get("http.route"),
+            get("rpc.service"),
+            get("rpc.method"),
+            get("url.path"),
+            get("http.target"),
         )
+        if memo.service is None:
+            key += (get("service.name"),)
+        try:
+            found = memo.memo.get(key)
+        except TypeError:  # an unhashable attribute value: name it without the memo
+            return self._derive(span, attributes, memo)
+        if found is None:
+            found = self._derive(span, attributes, memo)
+            table = memo.memo
+            if len(table) >= _MEMO_SIZE:
+                table.clear()  # high-cardinality raw paths: start over, bounded
+            table[key] = found
+        return found
+
+    def _resource_memo(self, resource: Resource) -> _ResourceMemo:
+        from_resource = service_name(resource.attributes, _EMPTY)
+        memo = _ResourceMemo(
+            resource, None if from_resource == "unknown_service" else from_resource
+        )
+        resources = self._resources
+        if len(resources) >= 64:  # providers come and go in tests; a service has a few
+            resources.clear()
+        resources[id(resource)] = memo
+        return memo
+
+    def _derive(
+        self, span: ReadableSpan, attributes: Mapping[str, object], memo: _ResourceMemo
+    ) -> Named:
+        service = memo.service or service_name(_EMPTY, attributes)
+        derived = derive_operation(span.name, attributes, normalize=self._normalize)
+        operation = self.guard.admit(service, derived)
+        return Named(
+            service,
+            operation,
+            entry_kind=id(span.kind) in _ENTRY_KIND_IDS,
+            folded=operation == OTHER and derived != OTHER,
+        )
+
+    def cost(self, span: ReadableSpan, snap: PricingSnapshot | None = None) -> SpanCost:
+        """Price one ended span. Never raises for bad span data or pricing failures."""
+        if snap is None:
+            snap = self.snapshot()
+        attributes = plain_attributes(span)
+        named = self.named(span, attributes)
+        binding = named.binding
+        if binding is None or binding.snapshot is not snap:
+            binding = named.bind(snap)
+        parent = span.parent
+        entry = named.entry_kind or parent is None or parent.is_remote
         start, end = span.start_time or 0, span.end_time or 0
-        error = snap.error
         timestamp_ms = end // 1_000_000
+        error = binding.error
         if end < start or not _MIN_TS_MS < timestamp_ms < _MAX_TS_MS:
             # Not an epoch time in nanoseconds (zero, seconds, a clock decades off): the
             # span is not priced, and its record gets the time of pricing instead, so that
@@ -240,40 +427,48 @@ class Coster:
             duration_ms = (end - start) / 1e6
         nanos = 0
         usage: Mapping[str, float] = _EMPTY
-        table = snap.table
-        if error is None and table is not None:
+        billable = True
+        match = binding.match
+        if error is None and match is not None:
             try:
-                price = table.resolve(service, operation)
-                usage = price.usage_from(attributes) or _EMPTY
-                nanos = price.cost_nanos(duration_ms, usage)
-            except PricingNotFoundError as exc:
-                error = _error(NOT_FOUND, exc)
+                charge = match.charge(
+                    entry=entry, duration_ms=duration_ms, attributes=attributes, end_ms=timestamp_ms
+                )
             except PricingError as exc:
                 error = _error(PRICING_ERROR, exc)
+            else:
+                if charge is None:
+                    billable = False
+                else:
+                    nanos, usage = charge
+                    usage = usage or _EMPTY
         if error is not None:
             nanos = 0
             if usage is _EMPTY:
                 usage = _fallback_usage(attributes)
+            if error is binding.error and match is None and not entry and not usage:
+                # DESIGN §4: a nested span that no key prices and that carries no usage is
+                # not billable, not an error.
+                error, billable = None, False
         return SpanCost(
-            service=service,
-            operation=operation,
-            nanos=nanos,
-            currency=snap.currency,
-            duration_ms=duration_ms,
-            timestamp_ms=timestamp_ms,
-            region=snap.region,
-            pricing_version=snap.version,
-            usage=usage,
-            error=error,
+            named,
+            binding,
+            nanos,
+            duration_ms,
+            timestamp_ms,
+            usage,
+            error,
+            entry,
+            billable,
+            span.context,
         )
 
 
-def _plain_attributes(span: ReadableSpan) -> Mapping[str, object]:
+def plain_attributes(span: ReadableSpan) -> Mapping[str, object]:
     """The span's attributes as the plain dict inside the SDK's BoundedAttributes.
 
-    An ended span's attributes are immutable, and reading the dict directly avoids a
-    Python-level ``__getitem__`` (and a KeyError for every absent key) per lookup: about
-    7 µs per span of the worker's CPU. Any other SDK layout falls back to the public view.
+    Reading the dict directly avoids a Python-level ``__getitem__`` (and a KeyError for
+    every absent key) per lookup. Any other SDK layout falls back to the public view.
     """
     inner = getattr(getattr(span, "_attributes", None), "_dict", None)
     if type(inner) is dict:

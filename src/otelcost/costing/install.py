@@ -79,17 +79,20 @@ def install(
             their budget exporter.
         budgets: budgets for the budget exporter (anything ``otelcost.budget.load_budgets``
             accepts); default the file in ``OTELCOST_BUDGETS``.
-        span_exporter: the application's SpanExporter (OTLP, console...). It receives every
-            sampled span with the ``cost.*`` attributes, through a BatchSpanProcessor that
-            the CostSpanProcessor feeds (do not also register it on the provider).
+        span_exporter: optional: a SpanExporter (OTLP, console...) to receive every sampled
+            span with the ``cost.*`` attributes, through a BatchSpanProcessor that the
+            CostSpanProcessor feeds (do not also register it on the provider). Not needed
+            to enrich: where the SDK has the ending hook (>= 1.40) spans are priced in place,
+            so the exporters already registered on the provider receive ``cost.*`` too.
         tracer_provider: default: the global SDK TracerProvider if one is set, else a new
             one (resource from ``OTEL_SERVICE_NAME`` / ``OTEL_RESOURCE_ATTRIBUTES``) that
             becomes the global provider.
         region: default ``OTELCOST_REGION``, else the pricing table's region.
         currency: the currency costs are accounted in; default ``OTELCOST_CURRENCY``, else
             USD. A table in another currency leaves spans unpriced (``currency_mismatch``).
-        span_processors: more SDK span processors fed with the enriched spans (after the
-            one built for ``span_exporter``); they must not be registered on the provider.
+        span_processors: more SDK span processors fed with the priced spans by the
+            CostSpanProcessor (after the one built for ``span_exporter``); they must not be
+            registered on the provider as well.
 
     Calling install() again for the same provider returns the processor already installed
     and changes nothing (the new arguments are ignored, with a warning), so spans are never

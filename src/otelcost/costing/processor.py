@@ -1,17 +1,27 @@
-"""CostSpanProcessor: prices every ended span in the background and streams CostRecords.
+"""CostSpanProcessor: prices every span as it ends and accounts its cost in the background.
 
-Data flow (see docs/design-decisions.md for the measurements behind it)::
+Two paths, chosen once per process (``stats()["pricing_path"]``, logged at INFO):
 
-    app thread: span.end() -> on_end: append the ended span to a bounded queue (nothing else)
-    pricing worker: service, operation (+ cardinality guard), price, cost -> SpanCost
-        -> CostRecord -> record queue
-        -> enriched copy with cost.* attributes -> downstream span processors (sampled spans)
-    export worker: record batches -> every CostExporter
+``ending_hook`` (OpenTelemetry SDK >= 1.40, which calls ``SpanProcessor._on_ending``)::
 
-Pricing never does I/O (the PricingCache refreshes on its own thread), so the pricing
-worker keeps up with the application and a slow or stuck cost exporter only ever holds
-records, never spans or the user's traces. The record and the enriched span are built from
-one SpanCost, so ``cost.amount`` equals the record's ``cost_amount`` exactly.
+    app thread, span.end() -> _on_ending, before any processor's on_end:
+        service, operation (memoized), price (memoized per table), cost
+        -> cost.* written into the span itself (the user's processors see it, no copy)
+        -> one SpanCost (a small tuple) appended to the cost queue
+    export worker: SpanCosts -> sums per (service, operation, currency) -> CostSumExporters
+                              -> CostRecords, only if a record exporter asks -> CostExporters
+
+``copy`` (older SDKs: no ending hook)::
+
+    app thread: on_end appends the ended span to a bounded queue (nothing else)
+    pricing worker: the same pricing -> SpanCost -> cost queue, and an enriched copy of the
+        span with the cost.* attributes -> the processors in ``span_processors``
+    export worker: as above
+
+Pricing never does I/O (the PricingCache refreshes on its own thread) and never raises
+into the application. The span's attributes, the record and the sums are all built from
+one SpanCost, so ``cost.amount`` equals the record's ``cost_amount`` and what the sums
+add, to the nano-unit.
 """
 
 from __future__ import annotations
@@ -23,25 +33,36 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Sequence
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 
+from otelcost.costing._ending import ending_hook_supported
 from otelcost.costing._pipeline import BatchPipeline
-from otelcost.costing.coster import Coster, SpanCost
+from otelcost.costing.coster import Coster, SpanCost, plain_attributes
 from otelcost.costing.enrich import enriched_copy
-from otelcost.exporters.base import CostExporter, CostExportResult
+from otelcost.exporters.base import (
+    CostExporter,
+    CostExportResult,
+    CostSum,
+    CostSumExporter,
+    CostSums,
+)
+from otelcost.money import from_nanos
 from otelcost.pricing import PricingCache
 from otelcost.pricing.sources import SourceLike
 from otelcost.record import CostRecord
 
-__all__ = ["REGION_ENV", "CostSpanProcessor", "PricingLike", "prewarm"]
+__all__ = ["REGION_ENV", "CostSpanProcessor", "PricingLike", "PricingPath", "prewarm"]
 
 _logger = logging.getLogger(__name__)
 
 PricingLike = PricingCache | SourceLike
 """What ``pricing`` accepts: a PricingCache, or anything a PricingCache is built from."""
+
+PricingPath = Literal["auto", "ending_hook", "copy"]
+"""Where spans are priced: ``auto`` picks ``ending_hook`` when the SDK offers it."""
 
 REGION_ENV: Final = "OTELCOST_REGION"
 DEFAULT_MAX_QUEUE_SIZE: Final = 65_536
@@ -49,14 +70,21 @@ DEFAULT_MAX_EXPORT_BATCH_SIZE: Final = 4_096
 DEFAULT_SCHEDULE_DELAY_MILLIS: Final = 1_000
 DEFAULT_EXPORT_TIMEOUT_MILLIS: Final = 30_000
 DEFAULT_MAX_SPAN_QUEUE_SIZE: Final = 16_384
-# The pricing stage is CPU-only, so it runs often and in moderate batches: spans (which
-# are much larger than records) are held for at most this long.
+# The copy path's pricing stage is CPU-only, so it runs often and in moderate batches:
+# spans (which are much larger than SpanCosts) are held for at most this long.
 _SPAN_SCHEDULE_DELAY_MILLIS: Final = 200
 _SPAN_BATCH_SIZE: Final = 1_024
+# Every priced span carries it; on the ending-hook path its absence in on_end means the
+# span skipped the hook.
+_SOURCE_KEY: Final = "cost.source"
 
 
 class CostSpanProcessor(SpanProcessor):
     """An OpenTelemetry SDK SpanProcessor that prices every ended span.
+
+    Register it on the TracerProvider like any processor. With the SDK's ending hook
+    (SDK >= 1.40) every span carries its ``cost.*`` attributes by the time any processor's
+    ``on_end`` sees it, so the application's own processors stay on the provider.
 
     Args:
         pricing: a PricingCache (used as is: the caller refreshes and starts it), or a
@@ -64,29 +92,36 @@ class CostSpanProcessor(SpanProcessor):
             from which a PricingCache is built, loaded once here (a failure is logged and
             spans get ``cost.error`` until a refresh succeeds), refreshed in the background
             and stopped on shutdown.
-        exporters: CostExporters that receive every CostRecord, on the export worker.
+        exporters: where costs go, on the export worker: CostSumExporters receive the sums
+            of each batch, other CostExporters the per-span CostRecords (built only when
+            one of them is there).
         region: ``cost.pricing_region`` and the record's region; default ``OTELCOST_REGION``,
             else the pricing table's region.
         currency: the currency costs are accounted in. Records carry the table's currency;
             if the table is in another currency every span is left unpriced with
             ``cost.error`` = ``currency_mismatch: ...`` (amounts in two currencies are
             never mixed silently). Tables without a ``currency`` are USD.
-        max_queue_size: records waiting for the exporters at most (a full queue drops the
-            newest record and counts it).
-        max_export_batch_size: records per ``CostExporter.export`` call at most.
-        schedule_delay_millis: the longest a record waits before it is exported.
+        max_queue_size: span costs waiting for the exporters at most (a full queue drops
+            the newest and counts it in ``records_dropped``).
+        max_export_batch_size: span costs per export call at most.
+        schedule_delay_millis: the longest a cost waits before it is exported.
         export_timeout_millis: the flush budget of the exporters at shutdown; an export
             call longer than this is logged.
-        max_span_queue_size: ended spans waiting to be priced at most. When it is full the
-            span is not priced (counted in ``spans_dropped``) and is handed unenriched to
-            ``span_processors``, so traces never lose a span because of cost accounting.
+        max_span_queue_size: copy path only: ended spans waiting to be priced at most. When
+            it is full the span is not priced (counted in ``spans_dropped``) and is handed
+            unenriched to ``span_processors``, so traces never lose a span.
         max_operations_per_service: distinct operations per service before new ones are
             folded into ``OTHER`` (counted in ``operations_folded``).
         normalizer: ``str -> str`` applied to URL paths and span names when deriving the
             operation; default ``otelcost.normalize_path``.
-        span_processors: SDK span processors (typically a BatchSpanProcessor around the
-            user's SpanExporter) that receive every sampled span as an enriched copy with
-            the ``cost.*`` attributes. Register them here *instead of* on the provider.
+        span_processors: SDK span processors (e.g. a BatchSpanProcessor around a
+            SpanExporter) fed by this processor with every span and its ``cost.*``
+            attributes: the span itself on the ``ending_hook`` path, an enriched copy on the
+            ``copy`` path. Register them here *instead of* on the provider. On the
+            ``ending_hook`` path, processors registered on the provider receive priced
+            spans too.
+        pricing_path: ``auto`` (default): ``ending_hook`` when this SDK calls it, else
+            ``copy``. Forcing ``ending_hook`` on an SDK without it raises ValueError.
     """
 
     def __init__(
@@ -104,14 +139,26 @@ class CostSpanProcessor(SpanProcessor):
         max_operations_per_service: int = 1000,
         normalizer: Callable[[str], str] | None = None,
         span_processors: Sequence[SpanProcessor] = (),
+        pricing_path: PricingPath = "auto",
     ) -> None:
         if not currency or not isinstance(currency, str):
             raise ValueError(f"currency must be a non-empty string, got {currency!r}")
         if max_operations_per_service < 1:
             raise ValueError("max_operations_per_service must be >= 1")
+        self._hook = _choose_path(pricing_path)
         self._pricing, self._owns_pricing = _as_cache(pricing)
         self._exporters = tuple(exporters)
         self._exporter_names = _names(self._exporters)
+        self._sum_exporters = tuple(
+            (e, n)
+            for e, n in zip(self._exporters, self._exporter_names, strict=True)
+            if isinstance(e, CostSumExporter)
+        )
+        self._record_exporters = tuple(
+            (e, n)
+            for e, n in zip(self._exporters, self._exporter_names, strict=True)
+            if not isinstance(e, CostSumExporter)
+        )
         self._span_processors = tuple(span_processors)
         self._on_ending_hooks = tuple(
             hook
@@ -141,7 +188,7 @@ class CostSpanProcessor(SpanProcessor):
                     processor._after_fork_in_child()
 
             os.register_at_fork(after_in_child=_after_in_child)
-        self._records: BatchPipeline[CostRecord] = BatchPipeline(
+        self._costs: BatchPipeline[SpanCost] = BatchPipeline(
             _ExportStage(self),
             name="otelcost-export",
             max_queue_size=max_queue_size,
@@ -149,15 +196,25 @@ class CostSpanProcessor(SpanProcessor):
             schedule_delay_millis=schedule_delay_millis,
             export_timeout_millis=export_timeout_millis,
         )
-        self._spans: BatchPipeline[ReadableSpan] = BatchPipeline(
-            _PricingStage(self),
-            name="otelcost-pricing",
-            max_queue_size=max_span_queue_size,
-            max_batch_size=min(_SPAN_BATCH_SIZE, max_span_queue_size),
-            schedule_delay_millis=_SPAN_SCHEDULE_DELAY_MILLIS,
-            export_timeout_millis=export_timeout_millis,
+        self._put_cost = self._costs.put
+        self._spans: BatchPipeline[ReadableSpan] | None = None
+        if not self._hook:
+            self._spans = BatchPipeline(
+                _PricingStage(self),
+                name="otelcost-pricing",
+                max_queue_size=max_span_queue_size,
+                max_batch_size=min(_SPAN_BATCH_SIZE, max_span_queue_size),
+                schedule_delay_millis=_SPAN_SCHEDULE_DELAY_MILLIS,
+                export_timeout_millis=export_timeout_millis,
+            )
+            self._put_span = self._spans.put
+        _logger.info(
+            "otelcost: pricing spans %s",
+            "in the SDK's ending hook (cost.* written into each span; pricing_path=ending_hook)"
+            if self._hook
+            else "on a worker, enriched copies to span_processors (no ending hook in this "
+            "SDK; pricing_path=copy)",
         )
-        self._put = self._spans.put
         if self._owns_pricing:
             prewarm(self._pricing)
 
@@ -165,19 +222,22 @@ class CostSpanProcessor(SpanProcessor):
         # Each counter is written by one thread only (noted per group) and read by stats().
         self._bypassed = 0  # app threads, under _shutdown_lock (only when the queue is full)
         self._hook_errors = 0  # app threads, best effort (a lost increment is tolerable)
-        self._priced = 0  # pricing worker
-        self._unpriced: dict[str, int] = {}
-        self._forwarded = 0
+        self._late = 0  # app threads after shutdown (ending_hook path), best effort
+        self._forwarded = 0  # copy path: pricing worker
         self._forward_errors = 0
         self._pricing_errors = 0
-        self._exported = 0  # export worker
+        self._priced = 0  # export worker
+        self._not_billable = 0
+        self._folded = 0
+        self._unpriced: dict[str, int] = {}
+        self._exported = 0
         self._export_failures = 0
         self._per_exporter: dict[str, list[int]] = {}
 
     def _after_fork_in_child(self) -> None:
         self._shutdown_lock = threading.Lock()
         self._reset_counters()
-        # The parent's pricing worker may have held the guard's lock at fork time.
+        # The parent's threads may have held the guard's lock at fork time.
         self._coster.reset_guard()
 
     # -- SpanProcessor, on the application threads --------------------------------------
@@ -191,6 +251,14 @@ class CostSpanProcessor(SpanProcessor):
                 self._hook_error()
 
     def _on_ending(self, span: Span) -> None:
+        """The SDK's ending hook: price the span and write ``cost.*`` into it. Never raises."""
+        if self._hook and not self._shutdown:
+            try:
+                cost = self._coster.cost(span)
+                _write(span, cost)
+                self._put_cost(cost)
+            except Exception:
+                self._pricing_error()
         for hook in self._on_ending_hooks:
             try:
                 hook(span)
@@ -198,12 +266,33 @@ class CostSpanProcessor(SpanProcessor):
                 self._hook_error()
 
     def on_end(self, span: ReadableSpan) -> None:
-        """Queue the ended span for pricing. Never blocks, never raises."""
+        """ending_hook: hand the priced span to ``span_processors``; copy: queue it for
+        pricing. Never blocks, never raises."""
+        if self._hook:
+            if self._shutdown:
+                self._late += 1
+                return
+            try:
+                if _SOURCE_KEY not in plain_attributes(span):
+                    span = self._price_now(span)
+            except Exception:
+                self._pricing_error()
+            if self._span_processors:
+                self._forward(span)
+            return
         try:
-            if not self._put(span) and self._span_processors:
+            if not self._put_span(span) and self._span_processors:
                 self._bypass(span)
         except Exception:
             self._hook_error()
+
+    def _price_now(self, span: ReadableSpan) -> ReadableSpan:
+        """A span that did not go through the ending hook (handed to ``on_end`` directly,
+        or by a wrapper that does not forward ``_on_ending``): price it here, return an
+        enriched copy."""
+        cost = self._coster.cost(span)
+        self._put_cost(cost)
+        return enriched_copy(span, cost.attributes())
 
     def _bypass(self, span: ReadableSpan) -> None:
         """The span queue is full: the user's processors still get the span, unenriched."""
@@ -211,33 +300,37 @@ class CostSpanProcessor(SpanProcessor):
             return
         with self._shutdown_lock:
             self._bypassed += 1
-        for processor in self._span_processors:
-            try:
-                processor.on_end(span)
-            except Exception:
-                self._hook_error()
+        self._forward(span)
 
     def _hook_error(self) -> None:
         self._hook_errors += 1
         if self._hook_errors == 1:
             _logger.exception("otelcost: error in a span hook (counted in stats()['errors'])")
 
+    def _pricing_error(self) -> None:
+        # A bug or hostile span data: the span goes on unpriced, the app never sees it.
+        self._pricing_errors += 1
+        if self._pricing_errors == 1:
+            _logger.exception("otelcost: could not price a span (counted as an error)")
+
     # -- lifecycle ------------------------------------------------------------------------
 
     def force_flush(self, timeout_millis: int = 30_000) -> bool:
-        """Price, export and forward everything ended before this call; flush the exporters
-        and ``span_processors``. False if that did not finish within the timeout."""
+        """Account for, export and forward everything ended before this call; flush the
+        exporters and ``span_processors``. False if that did not finish in time."""
         deadline = time.monotonic() + max(timeout_millis, 0) / 1e3
-        ok = self._spans.force_flush(_millis_left(deadline))
+        first = self._spans if self._spans is not None else self._costs
+        ok = first.force_flush(_millis_left(deadline))
         for processor in self._span_processors:
             flushed = _call_with_deadline(
                 functools.partial(processor.force_flush, int(_millis_left(deadline))), deadline
             )
-            ok = flushed is True and ok
+            # Older SDKs return None from SpanProcessor.force_flush: not a failure.
+            ok = flushed is not _FAILED and flushed is not False and ok
         return ok
 
     def shutdown(self, timeout_millis: int = 30_000) -> None:
-        """Drain and stop both workers, shut down the exporters and ``span_processors``
+        """Drain and stop the workers, shut down the exporters and ``span_processors``
         (and the PricingCache if this processor built it), all within ``timeout_millis``.
 
         Spans ended afterwards are counted as dropped. Idempotent.
@@ -247,9 +340,10 @@ class CostSpanProcessor(SpanProcessor):
                 return
             self._shutdown = True
         deadline = time.monotonic() + max(timeout_millis, 0) / 1e3
-        # The pricing stage's close() shuts the export stage down after its final drain.
-        self._spans.shutdown(_millis_left(deadline))
-        self._records.shutdown(_millis_left(deadline))
+        if self._spans is not None:
+            # The pricing stage's close() shuts the export stage down after its final drain.
+            self._spans.shutdown(_millis_left(deadline))
+        self._costs.shutdown(_millis_left(deadline))
         for processor in self._span_processors:
             _call_with_deadline(processor.shutdown, deadline)
         if self._owns_pricing:
@@ -268,6 +362,11 @@ class CostSpanProcessor(SpanProcessor):
         return self._pricing
 
     @property
+    def pricing_path(self) -> Literal["ending_hook", "copy"]:
+        """Where spans are priced: in the SDK's ending hook, or on a worker (copies)."""
+        return "ending_hook" if self._hook else "copy"
+
+    @property
     def exporters(self) -> tuple[CostExporter, ...]:
         return self._exporters
 
@@ -278,91 +377,98 @@ class CostSpanProcessor(SpanProcessor):
     def stats(self) -> dict[str, Any]:
         """Counters for operators; exact once the pipeline is idle (e.g. after force_flush).
 
-        - ``spans_seen``: spans handed to ``on_end`` (all of them, sampled or not);
+        - ``pricing_path``: ``ending_hook`` or ``copy`` (see the module docstring);
+        - ``spans_seen``: spans handed to the processor (all of them, sampled or not);
         - ``spans_priced`` / ``spans_unpriced`` (by reason in ``unpriced``: the text of
           ``cost.error`` before ":", e.g. ``pricing_stale``, ``pricing_not_found``);
-        - ``spans_dropped``: not priced because the span queue was full, the processor was
-          shut down, or the shutdown deadline passed (by cause in ``dropped``);
-        - ``spans_forwarded``: enriched copies handed to ``span_processors``;
-          ``spans_bypassed``: spans handed to them unenriched because the queue was full;
-        - ``records_exported``: records every exporter accepted; ``export_failures``:
-          (exporter, batch) pairs that failed or raised; ``records_dropped``: records lost
-          to a full record queue, shutdown or its deadline; ``exporters``: per exporter;
+        - ``spans_not_billable``: nested spans no key targets (DESIGN §4): no amount, no
+          error, not in the sums;
+        - ``spans_dropped``: not priced because the span queue was full (copy path), the
+          processor was shut down, or the shutdown deadline passed (by cause in ``dropped``);
+        - ``spans_forwarded``: spans handed to ``span_processors`` (copy path: enriched
+          copies); ``spans_bypassed``: handed to them unenriched because the queue was full;
+        - ``records_exported``: span costs every exporter accepted (as records or sums);
+          ``export_failures``: (exporter, batch) pairs that failed or raised;
+          ``records_dropped``: span costs lost to a full cost queue, shutdown or its
+          deadline; ``exporters``: per exporter, in spans;
         - ``operations_folded``: spans whose operation was folded into ``OTHER``;
-        - ``queue_size`` / ``record_queue_size``: spans and records waiting now;
+        - ``queue_size`` / ``record_queue_size``: spans and span costs waiting now;
         - ``errors``: exceptions caught in hooks, pricing or forwarding (all logged).
         """
-        spans = self._spans.stats()
-        records = self._records.stats()
+        costs = self._costs.stats()
+        if self._spans is not None:
+            spans = self._spans.stats()
+            dropped = {
+                "queue_full": spans["dropped_queue_full"],
+                "after_shutdown": spans["dropped_after_shutdown"],
+                "shutdown_timeout": spans["dropped_shutdown_timeout"],
+            }
+            seen = spans["queued"] + dropped["queue_full"] + dropped["after_shutdown"]
+            queue_size, span_errors = spans["queue_size"], spans["handler_errors"]
+        else:
+            dropped = {"queue_full": 0, "after_shutdown": self._late, "shutdown_timeout": 0}
+            seen = (
+                costs["queued"]
+                + costs["dropped_queue_full"]
+                + costs["dropped_after_shutdown"]
+                + self._pricing_errors
+                + self._late
+            )
+            queue_size, span_errors = 0, 0
         unpriced = dict(self._unpriced)
-        dropped = {
-            "queue_full": spans["dropped_queue_full"],
-            "after_shutdown": spans["dropped_after_shutdown"],
-            "shutdown_timeout": spans["dropped_shutdown_timeout"],
-        }
         return {
-            "spans_seen": spans["queued"] + dropped["queue_full"] + dropped["after_shutdown"],
+            "pricing_path": self.pricing_path,
+            "spans_seen": seen,
             "spans_priced": self._priced,
             "spans_unpriced": sum(unpriced.values()),
             "unpriced": unpriced,
+            "spans_not_billable": self._not_billable,
             "spans_dropped": sum(dropped.values()),
             "dropped": dropped,
             "spans_forwarded": self._forwarded,
             "spans_bypassed": self._bypassed,
             "records_exported": self._exported,
             "export_failures": self._export_failures,
-            "records_dropped": records["dropped_queue_full"]
-            + records["dropped_after_shutdown"]
-            + records["dropped_shutdown_timeout"],
+            "records_dropped": costs["dropped_queue_full"]
+            + costs["dropped_after_shutdown"]
+            + costs["dropped_shutdown_timeout"],
             "exporters": {
                 name: {"exported": ok, "failed": failed}
                 for name, (ok, failed) in dict(self._per_exporter).items()
             },
-            "operations_folded": self._coster.guard.folded,
-            "queue_size": spans["queue_size"],
-            "record_queue_size": records["queue_size"],
+            "operations_folded": self._folded,
+            "queue_size": queue_size,
+            "record_queue_size": costs["queue_size"],
             "errors": self._hook_errors
             + self._pricing_errors
             + self._forward_errors
-            + spans["handler_errors"]
-            + records["handler_errors"],
+            + span_errors
+            + costs["handler_errors"],
         }
 
     # -- workers --------------------------------------------------------------------------
 
     def _price_batch(self, spans: Sequence[ReadableSpan]) -> None:
-        """Pricing worker: one table snapshot for the whole batch."""
+        """Copy path, pricing worker: one table snapshot for the whole batch."""
         coster = self._coster
         snap = coster.snapshot()
-        build_records = bool(self._exporters)
         forward = bool(self._span_processors)
-        records: list[CostRecord] = []
+        costs: list[SpanCost] = []
         for span in spans:
             try:
                 cost = coster.cost(span, snap)
-            except Exception:  # a bug or hostile span data: the trace still gets the span
-                self._pricing_errors += 1
-                if self._pricing_errors == 1:
-                    _logger.exception("otelcost: could not price a span (counted as an error)")
+            except Exception:
+                self._pricing_error()
                 if forward:
                     self._forward(span)
                 continue
-            self._count(cost)
+            costs.append(cost)
             context = span.context
-            if build_records and context is not None:
-                records.append(cost.record(context.trace_id, context.span_id))
             if forward and context is not None and context.trace_flags.sampled:
                 self._forward(enriched_copy(span, cost.attributes()))
                 self._forwarded += 1
-        if records:
-            self._records.put_many(records)
-
-    def _count(self, cost: SpanCost) -> None:
-        reason = cost.reason
-        if reason is None:
-            self._priced += 1
-        else:
-            self._unpriced[reason] = self._unpriced.get(reason, 0) + 1
+        if costs:
+            self._costs.put_many(costs)
 
     def _forward(self, span: ReadableSpan) -> None:
         for processor in self._span_processors:
@@ -373,24 +479,67 @@ class CostSpanProcessor(SpanProcessor):
                 if self._forward_errors == 1:
                     _logger.exception("otelcost: a span processor failed in on_end")
 
-    def _export_batch(self, records: Sequence[CostRecord]) -> None:
-        """Export worker: every exporter gets every batch; failures are counted, not raised."""
-        all_ok = True
-        for exporter, name in zip(self._exporters, self._exporter_names, strict=True):
-            try:
-                ok = exporter.export(records) is CostExportResult.SUCCESS
-            except Exception:
-                ok = False
-                _logger.exception("otelcost: %s.export raised", name)
-            counts = self._per_exporter.setdefault(name, [0, 0])
-            if ok:
-                counts[0] += len(records)
+    def _export_batch(self, batch: Sequence[SpanCost]) -> None:
+        """Export worker: count, sum, build records if asked, hand them to every exporter."""
+        sums: dict[tuple[str, str, str], list[int]] = {}
+        unpriced: dict[tuple[str, str], int] = {}
+        reasons = self._unpriced
+        records: list[CostRecord] | None = [] if self._record_exporters else None
+        priced = not_billable = folded = 0
+        for cost in batch:
+            named = cost.named
+            error = cost.error
+            if error is not None:
+                reason = error.split(":", 1)[0]
+                reasons[reason] = reasons.get(reason, 0) + 1
+                key = (named.service, reason)
+                unpriced[key] = unpriced.get(key, 0) + 1
+            elif cost.billable:
+                priced += 1
+                total = sums.get((named.service, named.operation, cost.currency))
+                if total is None:
+                    total = sums[named.service, named.operation, cost.currency] = [0, 0]
+                total[0] += cost.nanos
+                total[1] += 1
             else:
-                counts[1] += len(records)
-                self._export_failures += 1
-                all_ok = False
+                not_billable += 1
+            if named.folded:
+                folded += 1
+            context = cost.context
+            if records is not None and context is not None:
+                records.append(cost.record(context.trace_id, context.span_id))
+        self._priced += priced
+        self._not_billable += not_billable
+        self._folded += folded
+        all_ok = True
+        if self._sum_exporters and (sums or unpriced):
+            batch_sums = CostSums({k: CostSum(*v) for k, v in sums.items()}, unpriced)
+            for sum_exporter, name in self._sum_exporters:
+                all_ok = (
+                    self._export_one(name, len(batch), sum_exporter.export_sums, batch_sums)
+                    and all_ok
+                )
+        if records is not None:
+            for exporter, name in self._record_exporters:
+                all_ok = self._export_one(name, len(batch), exporter.export, records) and all_ok
         if all_ok:
-            self._exported += len(records)
+            self._exported += len(batch)
+
+    def _export_one(
+        self, name: str, count: int, export: Callable[[Any], CostExportResult], data: object
+    ) -> bool:
+        try:
+            ok = export(data) is CostExportResult.SUCCESS
+        except Exception:
+            ok = False
+            _logger.exception("otelcost: %s export raised", name)
+        counts = self._per_exporter.setdefault(name, [0, 0])
+        if ok:
+            counts[0] += count
+        else:
+            counts[1] += count
+            self._export_failures += 1
+        return ok
 
     def _flush_exporters(self, timeout_millis: int) -> bool:
         deadline = time.monotonic() + timeout_millis / 1e3
@@ -412,8 +561,26 @@ class CostSpanProcessor(SpanProcessor):
                 _logger.exception("otelcost: %s.shutdown raised", type(exporter).__name__)
 
 
+def _write(span: Span, cost: SpanCost) -> None:
+    """Write ``cost.*`` into the ending span's attributes.
+
+    The SDK marks the attributes immutable and refuses ``set_attribute`` once the end time
+    is set, which happens before the ending hook; but the span still belongs to the ending
+    thread and no processor has seen it. So the attributes go straight into the dict inside
+    its BoundedAttributes (the SDK layout ``ending_hook_supported`` checked): they are
+    never counted as drops and never evict one of the span's own attributes.
+    """
+    inner = span._attributes._dict  # type: ignore[union-attr]
+    inner.update(cost.binding.attributes)
+    inner["cost.duration_ms"] = cost.duration_ms
+    if cost.error is not None:
+        inner["cost.error"] = cost.error
+    elif cost.billable:
+        inner["cost.amount"] = from_nanos(cost.nanos)
+
+
 class _PricingStage:
-    """BatchHandler of the span queue."""
+    """BatchHandler of the span queue (copy path)."""
 
     def __init__(self, processor: CostSpanProcessor) -> None:
         self._processor = processor
@@ -422,19 +589,19 @@ class _PricingStage:
         self._processor._price_batch(batch)
 
     def flush(self, timeout_millis: int) -> bool:
-        return self._processor._records.force_flush(timeout_millis)
+        return self._processor._costs.force_flush(timeout_millis)
 
     def close(self, timeout_millis: int) -> None:
-        self._processor._records.shutdown(timeout_millis)
+        self._processor._costs.shutdown(timeout_millis)
 
 
 class _ExportStage:
-    """BatchHandler of the record queue."""
+    """BatchHandler of the cost queue."""
 
     def __init__(self, processor: CostSpanProcessor) -> None:
         self._processor = processor
 
-    def process(self, batch: Sequence[CostRecord]) -> None:
+    def process(self, batch: Sequence[SpanCost]) -> None:
         self._processor._export_batch(batch)
 
     def flush(self, timeout_millis: int) -> bool:
@@ -442,6 +609,21 @@ class _ExportStage:
 
     def close(self, timeout_millis: int) -> None:
         self._processor._close_exporters(timeout_millis)
+
+
+def _choose_path(path: PricingPath) -> bool:
+    """True for the ending-hook path."""
+    if path == "copy":
+        return False
+    supported = ending_hook_supported()
+    if path == "ending_hook" and not supported:
+        raise ValueError(
+            "pricing_path='ending_hook' needs an OpenTelemetry SDK that calls "
+            "SpanProcessor._on_ending (opentelemetry-sdk >= 1.40)"
+        )
+    if path not in ("auto", "ending_hook"):
+        raise ValueError(f"pricing_path must be 'auto', 'ending_hook' or 'copy', got {path!r}")
+    return supported
 
 
 def _as_cache(pricing: PricingLike) -> tuple[PricingCache, bool]:
@@ -481,12 +663,15 @@ def _millis_left(deadline: float) -> float:
     return max(deadline - time.monotonic(), 0.0) * 1e3
 
 
+_FAILED: Final = object()
+
+
 def _call_with_deadline(fn: Callable[[], object], deadline: float) -> object:
     """Run ``fn`` on a helper thread and wait for it until ``deadline``.
 
     SDK span processors do not all honour a timeout (BatchSpanProcessor.force_flush ignores
     it), so a stuck user exporter must not hold our caller past its deadline. Returns fn's
-    result, or None on timeout or error. Runs inline where threads cannot start (at
+    result, or ``_FAILED`` on timeout or error. Runs inline where threads cannot start (at
     interpreter exit).
     """
     result: list[object] = []
@@ -504,4 +689,4 @@ def _call_with_deadline(fn: Callable[[], object], deadline: float) -> object:
         run()
     else:
         helper.join(max(deadline - time.monotonic(), 0.0))
-    return result[0] if result else None
+    return result[0] if result else _FAILED

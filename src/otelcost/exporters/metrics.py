@@ -8,7 +8,7 @@ amount, so the exported value never accumulates rounding error however long it r
 
 Cardinality is bounded here as well as upstream: at most ``max_series`` distinct attribute
 sets per counter. Past that, a new (service, operation) folds into (service, "OTHER") when
-that series already exists, else into ("OTHER", "OTHER"); the number of folded records is
+that series already exists, else into ("OTHER", "OTHER"); the number of folded spans is
 in ``stats()["folded"]``.
 """
 
@@ -18,16 +18,15 @@ import logging
 import os
 import threading
 import weakref
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping
 from typing import Final
 
 from opentelemetry import metrics
 from opentelemetry.metrics import CallbackOptions, Meter, MeterProvider, Observation
 
 from otelcost.exporters._budget_poll import BudgetPoller, BudgetStatusSource
-from otelcost.exporters.base import CostExporter, CostExportResult
+from otelcost.exporters.base import CostExportResult, CostSumExporter, CostSums
 from otelcost.money import from_nanos
-from otelcost.record import CostRecord
 
 __all__ = [
     "BUDGET_LIMIT",
@@ -77,7 +76,7 @@ class _Totals:
         values[key] = values.get(key, 0) + amount
 
 
-class MetricsCostExporter(CostExporter):
+class MetricsCostExporter(CostSumExporter):
     """Records costs through the OpenTelemetry metrics API.
 
     Instruments (meter ``otelcost``):
@@ -163,29 +162,29 @@ class MetricsCostExporter(CostExporter):
         self._cost = _Totals(self._max_series)
         self._priced = _Totals(self._max_series)
         self._unpriced = _Totals(self._max_series)
-        self._records = 0
+        self._spans = 0
         self._mismatch = 0
         self._dropped = 0
 
-    def export(self, records: Sequence[CostRecord]) -> CostExportResult:
-        """Add a batch to the totals (O(len(records)), no I/O)."""
+    def export_sums(self, sums: CostSums) -> CostExportResult:
+        """Add a batch's deltas to the totals (O(series in the batch), no I/O)."""
         with self._lock:
+            spans = sum(total.spans for total in sums.costs.values())
+            spans += sum(sums.unpriced.values())
             if self._shutdown:
-                self._dropped += len(records)
+                self._dropped += spans
                 return CostExportResult.FAILURE
-            for record in records:
-                self._records += 1
-                count = record.span_count
-                service = record.service
-                if record.error is not None:
-                    self._add_unpriced(service, _reason(record.error), count)
-                elif record.currency != self._currency:
+            self._spans += spans
+            for (service, operation, currency), (nanos, count) in sums.costs.items():
+                if currency != self._currency:
                     self._mismatch += count
                     self._add_unpriced(service, CURRENCY_MISMATCH, count)
                 else:
                     folds = ((service, OTHER), (OTHER, OTHER))
-                    self._cost.add((service, record.operation), record.cost_nanos, count, folds)
+                    self._cost.add((service, operation), nanos, count, folds)
                     self._priced.add((service, ""), count, count, ((OTHER, ""), (OTHER, "")))
+            for (service, reason), count in sums.unpriced.items():
+                self._add_unpriced(service, reason[:_MAX_REASON], count)
         return CostExportResult.SUCCESS
 
     def _add_unpriced(self, service: str, reason: str, count: int) -> None:
@@ -197,12 +196,12 @@ class MetricsCostExporter(CostExporter):
             self._shutdown = True
 
     def stats(self) -> Mapping[str, int | float]:
-        """records, folded (records folded into OTHER series), currency_mismatch,
-        dropped (exported after shutdown), series, budget_errors."""
+        """spans (added, priced or not), folded (spans folded into OTHER series),
+        currency_mismatch, dropped (spans exported after shutdown), series, budget_errors."""
         with self._lock:
             folded = self._cost.folded + self._priced.folded + self._unpriced.folded
             out: dict[str, int | float] = {
-                "records": self._records,
+                "spans": self._spans,
                 "folded": folded,
                 "currency_mismatch": self._mismatch,
                 "dropped": self._dropped,
@@ -272,11 +271,6 @@ def _register_budget_gauges(meter: Meter, poller: BudgetPoller, currency: str) -
         unit="1",
         description="1 while the service's throttle flag is set, else 0.",
     )
-
-
-def _reason(error: str) -> str:
-    head = error.split(":", 1)[0].strip()
-    return head[:_MAX_REASON] or "unknown"
 
 
 def _after_fork_in_child(exporter: MetricsCostExporter) -> None:
