@@ -148,3 +148,22 @@ def test_the_docs_catalog_entry_prices_like_calc_price() -> None:
         match.charge(entry=False, duration_ms=1.0, attributes=unknown, end_ms=end_ms)
     text = " ".join((DOCS / "pricing.md").read_text(encoding="utf-8").split())
     assert f'"pricing_not_found: {error.value}"' in text
+
+
+# --- docs/pricing.md: dated prices ------------------------------------------------------------
+
+
+def test_the_dated_table_of_the_docs_checks_as_shown(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from otelcost.cli import main
+
+    text = (DOCS / "pricing.md").read_text(encoding="utf-8")
+    section = text[text.index("## Dated prices") : text.index("## Matching")]
+    (table,) = re.findall(r"^```json\n(.*?)^```", section, re.S | re.M)
+    (console,) = re.findall(r"^```console\n(.*?)^```", section, re.S | re.M)
+    command, *shown = console.splitlines()
+    assert command == "$ otelcost pricing check prices.json"
+    (tmp_path / "prices.json").write_text(table)
+    assert main(["pricing", "check", str(tmp_path / "prices.json")]) == 0
+    assert capsys.readouterr().out.splitlines() == shown
