@@ -166,6 +166,9 @@ def test_doubling_one_price_differs_by_exactly_what_that_price_covered(
     by_operation = {(r["service"], r["operation"]): r for r in doc["rows"]}
     assert by_operation["search", "GET /q"]["difference_nanos"] == search
     assert sum(r["difference_nanos"] for r in doc["rows"]) == search
+    # --limit keeps the most expensive rows; the total is still of every row.
+    limited = reprice(capsys, dsn, write_table(tmp_path, doubled_search()), "--limit", "1")
+    assert len(limited["rows"]) == 1 and limited["total"] == doc["total"]
     operations: dict[tuple[str, str], int] = defaultdict(int)
     for r in records:
         operations[r.service, r.operation] += r.cost_nanos

@@ -16,7 +16,6 @@ import re
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -117,6 +116,7 @@ def _run_reprice(args: argparse.Namespace, window: int) -> int:
             since_ms=int(time.time() * 1000) - window,
             by=args.by or "service",
             service=args.service,
+            limit=args.limit,
         )
     except (SchemaError, DatabaseError) as exc:
         message = " ".join(str(exc).split()) or type(exc).__name__
@@ -125,8 +125,6 @@ def _run_reprice(args: argparse.Namespace, window: int) -> int:
             file=sys.stderr,
         )
         return 1
-    if args.limit is not None:
-        repricing = replace(repricing, rows=repricing.rows[: args.limit])
     if args.json:
         sys.stdout.write(_json.dumps(repricing.to_dict()).decode() + "\n")
         return 0
@@ -137,8 +135,8 @@ def _run_reprice(args: argparse.Namespace, window: int) -> int:
     header = ["service", "operation"] if repricing.by == "operation" else ["service"]
     header += ["currency", "spans", "recorded", "re-priced", "difference"]
     rows = [_repriced_cells(row, repricing.by) for row in repricing.rows]
-    if len(rows) > 1:
-        rows.append(_repriced_cells(repricing.total(), repricing.by))
+    if len(rows) > 1 or args.limit is not None:
+        rows.append(_repriced_cells(repricing.total, repricing.by))
         rows[-1][0] = "total"
     table_name = repricing.version or Path(args.reprice).name
     title = f"cost re-priced under {table_name} since {_date(repricing.since, minutes=True)} UTC"
@@ -167,7 +165,7 @@ def _signed(nanos: int) -> str:
 
 
 def _reprice_notes(repricing: Any) -> list[str]:
-    total = repricing.total()
+    total = repricing.total
     notes = []
     if total.unpriced_spans:
         notes.append(

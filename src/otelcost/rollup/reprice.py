@@ -95,7 +95,8 @@ class RepricedRow:
 @dataclass(frozen=True)
 class Repricing:
     """History of ``[since, until)`` (UTC epoch ms) re-priced under the table of
-    ``version`` in ``currency``; rows with the largest recorded cost first."""
+    ``version`` in ``currency``; rows with the largest recorded cost first, and ``total``
+    of every row (service ``*``), also of rows a limit left out."""
 
     by: RepriceBy
     since: int
@@ -104,15 +105,8 @@ class Repricing:
     currency: str
     dated: bool  # the table has dated entries (applied per minute)
     per_call_keys: tuple[str, ...]  # keys with a catalog or usage tiers, whose spans are skipped
+    total: RepricedRow
     rows: tuple[RepricedRow, ...] = field(default=())
-
-    def total(self) -> RepricedRow:
-        """Every row added up (service ``*``)."""
-        sums = [0] * 6
-        for row in self.rows:
-            for i, value in enumerate(_amounts(row)):
-                sums[i] += value
-        return RepricedRow("*", None, self.currency, *sums)
 
     def to_dict(self) -> dict[str, Any]:
         """The ``otelcost report --dsn --reprice --json`` document."""
@@ -125,7 +119,7 @@ class Repricing:
             "dated": self.dated,
             "per_call_keys": list(self.per_call_keys),
             "rows": [row.to_dict() for row in self.rows],
-            "total": self.total().to_dict(),
+            "total": self.total.to_dict(),
         }
 
 
@@ -137,12 +131,13 @@ def reprice_history(
     until_ms: int | None = None,
     by: RepriceBy = "service",
     service: str | None = None,
+    limit: int | None = None,
     timeout: float = 10.0,
 ) -> Repricing:
     """The history from the minute holding ``since_ms`` until ``until_ms`` (default: now)
     in ``table``'s currency, by service or operation, recorded and re-priced under
-    ``table``. Raises ``SchemaError`` without an up-to-date schema and psycopg errors
-    when the database cannot be read."""
+    ``table``; ``limit`` keeps the rows of largest recorded cost. Raises ``SchemaError``
+    without an up-to-date schema and psycopg errors when the database cannot be read."""
     if by not in ("service", "operation"):
         raise ValueError(f"by must be service or operation, got {by!r}")
     until = int(time.time() * 1000) if until_ms is None else until_ms
@@ -189,7 +184,21 @@ def reprice_history(
             params,
         ).fetchall()
     rows, per_call = _reprice(table, by, sums, _units_by_group(units))
-    return Repricing(by, since, until, table.version, currency, bool(starts), per_call, rows)
+    total = [0] * 6
+    for row in rows:
+        for i, value in enumerate(_amounts(row)):
+            total[i] += value
+    return Repricing(
+        by,
+        since,
+        until,
+        table.version,
+        currency,
+        dated=bool(starts),
+        per_call_keys=per_call,
+        total=RepricedRow("*", None, currency, *total),
+        rows=rows[:limit] if limit is not None else rows,
+    )
 
 
 def _units_by_group(
