@@ -244,6 +244,9 @@ OLD_CLIENT = {"http.method": "GET", "http.url": "https://api.example.com/users/4
         # The same attributes on a server span: the path, never the host.
         (SERVER, OLD_CLIENT, "GET /users/*", RULE_HTTP_SERVER),
         (None, {"http.method": "GET", "url.path": "/a/1"}, "GET /a/*", RULE_HTTP_SERVER),
+        # Without a kind, the stable client attribute url.full marks an outbound call.
+        (None, STABLE_CLIENT, "GET api.example.com/users/*", RULE_HTTP_CLIENT),
+        (None, OLD_CLIENT, "GET /users/*", RULE_HTTP_SERVER),
         # Database and cache: system, operation, collection/table; never values.
         (
             CLIENT,

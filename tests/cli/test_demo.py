@@ -49,6 +49,19 @@ def test_the_json_summary_reconciles(capsys: pytest.CaptureFixture[str]) -> None
     assert health["cost"] == 0.0 and health["unpriced"] == 0
     assert operations["storefront", "GET /products/{product_id}"]["cost"] > 0  # http.route
     assert operations["storefront", "GET /search"]["cost"] > 0  # normalized url.path
+    # Calls inside a request are named by what they are and priced by keys naming them.
+    checkouts = operations["storefront", "POST /checkout"]["spans"]
+    assert operations["storefront", "sqlite INSERT orders"]["spans"] == checkouts
+    assert (
+        operations["storefront", "redis GET"]["spans"]
+        == operations["storefront", "GET /cart"]["spans"]
+    )
+    (outbound,) = [
+        o
+        for (service, operation), o in operations.items()
+        if service == "storefront" and re.fullmatch(r"POST 127\.0\.0\.1:\d+/charge", operation)
+    ]
+    assert outbound["spans"] == checkouts and outbound["cost"] == pytest.approx(2e-5 * checkouts)
     llm = operations["recommendations", "chat gpt-demo"]
     assert llm["cost_per_span"] >= 200 * 3e-6 + 20 * 1.5e-5  # priced per token
     costs = [o["cost"] for o in summary["top_operations"]]
@@ -135,7 +148,7 @@ def test_spans_stops_the_run_early(capsys: pytest.CaptureFixture[str]) -> None:
 def test_tables_with_rich(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["demo", "--duration", "1", "--clients", "2", "--budget", "0.0002"]) == 0
     out = capsys.readouterr().out
-    for title in ("Cost per service", "Top 10 operations by cost", "Spans", "pricing_not_found"):
+    for title in ("Cost per service", "Top 15 operations by cost", "Spans", "pricing_not_found"):
         assert title in out
     assert "┃" in out  # rich drew the tables
     assert "storefront: 0.0002 USD per rolling 1h (hard cap" in out
@@ -193,7 +206,7 @@ def test_the_default_run_ends_within_15_seconds() -> None:
     )
     assert done.returncode == 0, done.stderr
     assert time.monotonic() - started < 15
-    assert "Top 10 operations by cost" in done.stdout
+    assert "Top 15 operations by cost" in done.stdout
     assert "otelcost budgets" in done.stdout
     # stderr is a pipe here: one whole progress line at the end, not a bar cut at 80 columns.
     progress = [line for line in done.stderr.splitlines() if "priced live traffic" in line]

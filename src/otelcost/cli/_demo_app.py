@@ -3,8 +3,12 @@
 - ``storefront``: a WSGI app served by wsgiref (one thread per request), instrumented with
   ``opentelemetry-instrumentation-wsgi``. Product pages set ``http.route`` as a framework
   would; search has no route, so it is priced by its normalized ``url.path``; product pages
-  ask ``recommendations`` for suggestions; checkout calls ``payments`` over HTTP with the
-  trace context propagated; an admin export has no price (unpriced spans).
+  ask ``recommendations`` for suggestions; the cart is read from a cache (a Redis ``GET``
+  span); checkout writes the order to an SQLite database (a database span) and calls
+  ``payments`` over HTTP (a client span, trace context propagated); an admin export has no
+  price (unpriced spans). The cache, database and client spans carry the attributes the
+  redis-py, DB-API and requests instrumentations set, so they are named the same way:
+  ``redis GET``, ``sqlite INSERT orders``, ``POST 127.0.0.1:<port>/charge``.
 - ``payments``: a second WSGI server with its own TracerProvider and resource.
 - ``recommendations``: an LLM-style client span per call, priced per token
   (``gen_ai.usage.input_tokens`` / ``output_tokens``).
@@ -24,6 +28,7 @@ as a polite client honouring ``Retry-After`` would rather than retrying at once.
 from __future__ import annotations
 
 import random
+import sqlite3
 import threading
 import time
 import urllib.error
@@ -157,6 +162,11 @@ class Workload:
             provider.add_span_processor(processor)
             self.providers[service] = provider
         self._llm = self.providers["recommendations"].get_tracer("otelcost.demo.llm")
+        self._calls = self.providers["storefront"].get_tracer("otelcost.demo.storefront")
+        self._cart_cache: dict[str, str] = {}
+        self._orders = sqlite3.connect(":memory:", check_same_thread=False)
+        self._orders.execute("CREATE TABLE orders (id INTEGER PRIMARY KEY, total REAL)")
+        self._orders_lock = threading.Lock()
         self._seed = seed
         self.requests = 0
         self.failures = 0
@@ -182,10 +192,12 @@ class Workload:
                 self._recommend()
         elif path == "/cart":
             trace.get_current_span().set_attribute("http.route", "/cart")
+            self._read_cart()
             time.sleep(random.uniform(0.001, 0.005))
         elif path == "/checkout":
             trace.get_current_span().set_attribute("http.route", "/checkout")
             time.sleep(random.uniform(0.003, 0.008))
+            self._save_order()
             if not self._charge():
                 return _respond(start_response, "502 Bad Gateway")
         elif path == "/search":
@@ -203,21 +215,54 @@ class Workload:
         time.sleep(random.uniform(0.004, 0.015))
         return _respond(start_response)
 
+    def _read_cart(self) -> None:
+        # An in-process stand-in for a Redis cache, traced as redis-py's instrumentation does.
+        with self._calls.start_as_current_span(
+            "GET", kind=SpanKind.CLIENT, attributes={"db.system": "redis", "db.statement": "GET ?"}
+        ):
+            self._cart_cache.get(f"cart:{random.randint(1, 5000)}")
+
+    def _save_order(self) -> None:
+        statement = "INSERT INTO orders (total) VALUES (?)"
+        # Traced as the DB-API instrumentation does: the statement's verb is the span name.
+        with (
+            self._calls.start_as_current_span(
+                "INSERT",
+                kind=SpanKind.CLIENT,
+                attributes={"db.system": "sqlite", "db.statement": statement},
+            ),
+            self._orders_lock,
+        ):
+            self._orders.execute(statement, (round(random.uniform(5, 500), 2),))
+
     def _charge(self) -> bool:
-        headers: dict[str, str] = {}
-        propagate.inject(headers)  # payments' span joins the checkout's trace
-        request = urllib.request.Request(
-            self._payments_server.url + "/charge", data=b"{}", headers=headers, method="POST"
-        )
-        try:
-            with urllib.request.urlopen(request, timeout=5) as response:
-                response.read()
-        except urllib.error.HTTPError as exc:
-            if exc.code == 429:
-                self._count_rejected("payments")
-            return False
-        except OSError:
-            return False
+        url = self._payments_server.url + "/charge"
+        host, port = self._payments_server.httpd.server_address[:2]
+        # Traced as the requests/httpx instrumentations do (stable HTTP conventions).
+        with self._calls.start_as_current_span(
+            "POST",
+            kind=SpanKind.CLIENT,
+            attributes={
+                "http.request.method": "POST",
+                "url.full": url,
+                "server.address": str(host),
+                "server.port": int(port),
+            },
+        ) as span:
+            headers: dict[str, str] = {}
+            propagate.inject(headers)  # payments' span joins the checkout's trace
+            request = urllib.request.Request(url, data=b"{}", headers=headers, method="POST")
+            try:
+                with urllib.request.urlopen(request, timeout=5) as response:
+                    response.read()
+                    span.set_attribute("http.response.status_code", response.status)
+            except urllib.error.HTTPError as exc:
+                span.set_attribute("http.response.status_code", exc.code)
+                if exc.code == 429:
+                    self._count_rejected("payments")
+                return False
+            except OSError:
+                return False
         return True
 
     def _count_rejected(self, service: str) -> None:
@@ -302,3 +347,4 @@ class Workload:
     def close(self) -> None:
         self._storefront_server.close()
         self._payments_server.close()
+        self._orders.close()

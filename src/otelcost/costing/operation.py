@@ -346,6 +346,14 @@ _route_memo: dict[tuple[object, ...], str] = {}
 _memo: dict[tuple[object, ...], str] = {}
 
 
+def _is_client(kind: SpanKind | None, attributes: Mapping[str, object]) -> bool:
+    """An outbound call: a CLIENT or PRODUCER span. Without a kind, a span with the stable
+    client attribute ``url.full`` and no server ``url.path`` (servers never set url.full)."""
+    if kind is None:
+        return "url.full" in attributes and "url.path" not in attributes
+    return kind is SpanKind.CLIENT or kind is SpanKind.PRODUCER
+
+
 def _rule(attributes: Mapping[str, object], client: bool) -> tuple[str, tuple[str, ...]]:
     """Which rule names the span, and the attributes that rule reads."""
     if "gen_ai.operation.name" in attributes:
@@ -420,7 +428,8 @@ def derive_operation(
     4. messaging (``messaging.system``): system, operation and destination
        (``"(temporary)"`` for temporary or anonymous ones): ``"kafka send orders"``;
     5. RPC (``rpc.method``): ``rpc.service/rpc.method``: ``"helloworld.Greeter/SayHello"``;
-    6. HTTP client (kind CLIENT or PRODUCER): the method, the downstream host
+    6. HTTP client (kind CLIENT or PRODUCER; without a kind, a span with ``url.full``
+       and no ``url.path``): the method, the downstream host
        (``server.address`` / ``net.peer.name``, else the URL's; ``:port`` unless the
        scheme's default; IP literals kept, host names segment-normalized) and the
        normalized path of ``url.full`` / ``http.url``: ``"GET api.example.com/users/*"``;
@@ -438,7 +447,7 @@ def derive_operation(
     normalizer, e.g. a ``PathNormalizer`` with user rules; it must be a pure function.
     """
     get = attributes.get
-    client = kind is SpanKind.CLIENT or kind is SpanKind.PRODUCER
+    client = _is_client(kind, attributes)
     route = None if client else get("http.route")
     try:
         if route is not None:
@@ -468,7 +477,7 @@ def explain_operation(
     kind: SpanKind | None = None,
 ) -> tuple[str, str]:
     """``(operation, rule)``: ``derive_operation``'s result and which rule (``RULE_*``) made it."""
-    client = kind is SpanKind.CLIENT or kind is SpanKind.PRODUCER
+    client = _is_client(kind, attributes)
     if not client:
         route = _server_route(attributes)
         if route is not None:
