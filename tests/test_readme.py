@@ -20,6 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 NEEDS = {
     "otelcost demo": {"rich", "opentelemetry-instrumentation-wsgi"},
     "otelcost pricing check": {"rich"},
+    "otelcost pricing explain": {"rich"},
     "otelcost pricing import": {"rich", "genai-prices"},
     "otelcost normalize": {"rich"},
     "otelcost report --redis-url": {"rich", "redis"},

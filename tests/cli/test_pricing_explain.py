@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import shlex
 import sys
 from pathlib import Path
 from typing import Any
@@ -172,3 +173,15 @@ def test_stdin_cannot_hold_both(capsys: pytest.CaptureFixture[str]) -> None:
     code, result = explain(capsys, "-", "--span", "-", stdin="{}")
     assert code == 2
     assert "both read standard input" in result["error"]
+
+
+def test_the_documented_example_prints_what_the_docs_show(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = Path(__file__).resolve().parents[2]
+    text = (root / "docs" / "operations.md").read_text(encoding="utf-8")
+    block = text[text.index("$ otelcost pricing explain") :].split("```", 1)[0]
+    command, *shown = block.rstrip("\n").splitlines()
+    monkeypatch.chdir(root)
+    assert main(shlex.split(command)[2:]) == 0  # after "$ otelcost"
+    assert capsys.readouterr().out.splitlines() == shown

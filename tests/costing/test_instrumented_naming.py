@@ -8,7 +8,9 @@ CostSpanProcessor.
 
 from __future__ import annotations
 
+import re
 from collections import Counter
+from pathlib import Path
 
 import pytest
 from _instrumented import HEALTH_PRICING, MODES, SERVICE, Capture, capture
@@ -105,3 +107,41 @@ def test_one_key_prices_the_health_route_of_django_flask_and_fastapi(captured: C
         if record["cost_amount"]
     )
     assert charged == {("GET /health", 0.001): 3}
+
+
+_DOCS = Path(__file__).resolve().parents[2] / "docs" / "operations.md"
+_SCOPES = {"django": "django", "flask": "flask", "fastapi": "fastapi", "requests": "requests",
+           "httpx": "httpx", "psycopg": "psycopg", "redis-py": "redis", "grpc": "grpc"}  # fmt: skip
+
+
+def _documented_rows() -> list[tuple[str, str, str, str, str]]:
+    """(scope, conventions, kind, span name, operation) of the docs' instrumentation table."""
+    text = _DOCS.read_text(encoding="utf-8")
+    header = "| Instrumentation | Conventions | Span: kind, name, attributes read | Operation |"
+    lines = text[text.index(header) :].split("\n\n", 1)[0].splitlines()[2:]
+    rows = []
+    for line in lines:
+        instrumentation, conventions, span, operation = (
+            cell.strip() for cell in line.strip("|").split("|")
+        )
+        kind, name = re.match(r"([A-Z]+) `([^`]*)`", span).groups()  # type: ignore[union-attr]
+        rows.append(
+            (_SCOPES[instrumentation.lower()], conventions, kind, name, operation.strip("`"))
+        )
+    return rows
+
+
+def test_the_docs_table_is_what_the_instrumentations_produce(
+    captured: Capture, request: pytest.FixtureRequest
+) -> None:
+    mode = request.node.callspec.params["captured"]
+    rows = [row for row in _documented_rows() if row[1] in (mode, "both")]
+    assert len(rows) >= 12 or mode == "dup"
+    for scope, _, kind, name, operation in rows:
+        derived = {
+            derive_operation(span.name, span.attributes, kind=SpanKind[span.kind])
+            for span in captured.by(scope, kind)
+            if span.name == name
+        }
+        expected = operation.replace("<port>", str(captured.http_port))
+        assert expected in derived, (scope, kind, name, derived)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import selectors
 import signal
 import socket
@@ -226,3 +227,42 @@ def test_gunicorn_post_fork_prices_in_the_workers(start: Any) -> None:
     assert len(records) == 6, err
     assert {r.operation for r in records} == {"GET /users/*"}
     assert len({r.trace_id for r in records}) == 6
+
+
+def test_checkout_app_prices_each_call_by_what_it_is(
+    start: Any, redis_server: Any, postgres_dsn: str
+) -> None:
+    app = start(
+        python_example(
+            "checkout_app.py",
+            "--requests",
+            "2",
+            "--redis-url",
+            redis_server.url,
+            "--postgres-dsn",
+            postgres_dsn,
+        )
+    )
+    base = f"http://127.0.0.1:{app.port()}"
+    for _ in range(2):
+        status, body, _ = request(f"{base}/checkout/42", data=b"")
+        assert (status, body) == (201, {"cart": "42", "total": 19.99, "payment": "succeeded"})
+    records, _ = app.finish()
+    by_op: dict[str, list[CostRecord]] = {}
+    for r in records:
+        by_op.setdefault(r.operation, []).append(r)
+    (outbound,) = [op for op in by_op if op.endswith("/v1/charges")]
+    # The downstream host is in the name once the processor passes the span's kind.
+    assert re.fullmatch(r"POST (127\.0\.0\.1:\d+)?/v1/charges", outbound)
+    assert sorted(by_op) == sorted(
+        ["POST /checkout/<cart_id>", "redis GET", "postgresql INSERT orders", outbound]
+    )
+    assert all(len(rs) == 2 and r.error is None for rs in by_op.values() for r in rs)
+    # Each call pays the price of the key that names it (per request, in nano-USD).
+    assert {
+        op: rs[0].cost_nanos for op, rs in by_op.items() if op != "POST /checkout/<cart_id>"
+    } == {
+        "redis GET": 100,
+        "postgresql INSERT orders": 1000,
+        outbound: 30000,
+    }
