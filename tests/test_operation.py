@@ -360,8 +360,11 @@ def test_a_repeat_is_a_memo_hit() -> None:
         assert derive_operation("GET", attributes, counting, kind=CLIENT) == "GET h/users/7"
         assert derive_operation("GET /a/7", {}, counting) == "GET /a/7"
     assert calls == ["/users/7", "/a/7"]
-    # Unhashable values (possible in hand-made dicts) are computed, not cached.
+    # Unhashable values (possible in hand-made dicts) are computed, not cached, by the
+    # same rules: a route still wins.
     assert derive_operation("x", {"db.system": "redis", "db.statement": ["GET"]}) == "redis"
+    route_first = {"http.route": "/a", "http.method": ["GET"], "gen_ai.operation.name": "chat"}
+    assert derive_operation("x", route_first) == "/a"
 
 
 # -- CardinalityGuard ----------------------------------------------------------------------

@@ -463,7 +463,7 @@ def derive_operation(
         key = (rule, normalize, name, *map(get, keys))
         found = _memo.get(key)
     except TypeError:  # an unhashable value (a list in a hand-made dict): just compute
-        return _apply(_rule(attributes, client)[0], name, attributes, normalize)[0]
+        return explain_operation(name, attributes, normalize, kind=kind)[0]
     if found is not None:
         return found
     return _remember(_memo, key, _apply(rule, name, attributes, normalize)[0])
