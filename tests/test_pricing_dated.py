@@ -149,6 +149,18 @@ def test_bad_schedules_fail_the_table_naming_key_and_index(schedule: object, mes
     assert message in str(caught.value)
 
 
+def test_a_bad_schedule_fails_the_refresh_and_the_old_table_stays() -> None:
+    from otelcost.pricing import PricingCache
+
+    doc: dict[str, object] = {"version": "1", "prices": {"svc:*": [{"per_ms": 1.0}]}}
+    cache = PricingCache(doc, ttl=600)  # the dict is read again at every refresh
+    cache.refresh()
+    doc.update(version="2", prices={"svc:*": [{"per_ms": 1.0}, {"per_ms": 2.0}]})
+    with pytest.raises(PricingError, match=r"prices\['svc:\*'\]\[1\]: needs 'from'"):
+        cache.refresh()
+    assert cache.version == "1"
+
+
 def test_from_outside_a_dated_entry_is_rejected() -> None:
     # As a string annotation it would be silently ignored and the price in force always.
     with pytest.raises(PricingError, match=r"'svc:op'\.from: 'from' belongs to a dated entry"):
