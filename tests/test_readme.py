@@ -28,6 +28,9 @@ NEEDS = {
     "otelcost rollup": {"confluent-kafka", "psycopg"},
     "otelcost report --dsn": {"rich", "psycopg"},
     "otelcost reconcile": {"confluent-kafka", "redis"},
+    "otelcost bill check": {"rich"},
+    "otelcost bill compare": {"rich", "psycopg"},
+    "otelcost bill calibrate": {"rich", "psycopg"},
 }
 
 

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 __all__ = ["main"]
 
 # Subcommand modules, each exposing register(subparsers) -> None.
-_COMMANDS = ("demo", "pricing", "normalize", "report", "enforce", "reconcile", "rollup")
+_COMMANDS = ("demo", "pricing", "normalize", "report", "enforce", "reconcile", "rollup", "bill")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -240,10 +240,16 @@ def _table(history: Any) -> tuple[list[str], list[list[str]], str]:
     return header, rows, f"cost per day since {since} UTC"
 
 
-def _print(title: str, header: list[str], rows: list[list[str]]) -> None:
-    numeric = {
-        "cost", "spans", "unpriced", "per span", "avg ms", "recorded", "re-priced", "difference",
-    }  # fmt: skip
+_NUMERIC = frozenset(
+    {"cost", "spans", "unpriced", "per span", "avg ms", "recorded", "re-priced", "difference"}
+)
+
+
+def _print(
+    title: str, header: list[str], rows: list[list[str]], numeric: frozenset[str] = _NUMERIC
+) -> None:
+    """A titled table (rich when installed, aligned text otherwise); ``numeric`` columns
+    are right-aligned."""
     try:
         from rich.console import Console
         from rich.table import Table
