@@ -1,14 +1,17 @@
 """A FastAPI (ASGI) app priced by otelcost, with budgets and the BudgetGuard middleware.
 
     python examples/fastapi_app.py                         # 127.0.0.1:8000, shop budget 5 USD/h
-    python examples/fastapi_app.py --port 0 --budget 0.00001 --requests 40
+    python examples/fastapi_app.py --port 0 --budget 0.00001 --requests 100
 
 The ``shop`` service gets a rolling 1-hour budget of ``--budget`` USD. Its spend is kept by
 the budget exporter that ``install(budgets=...)`` adds: in Redis when ``OTELCOST_REDIS_URL``
 is set (shared by every replica), else in this process. Once the budget is spent (hard cap)
 or the burn rate stays above it, the throttle flag is set and BudgetASGIMiddleware answers
-``429`` with ``Retry-After``; ``/health`` stays reachable. ``--requests N`` makes uvicorn
-exit after N requests.
+``429`` with ``Retry-After``; ``/health`` stays reachable. Spend reaches the store within
+about a second (the processor's export schedule, then the budget exporter's early flush)
+and the guard reads the flag at most ``max_staleness`` (1 s) late: requests sent back to
+back are refused a second or two after the budget is spent, so send the 100 requests of
+the second line over a few seconds. ``--requests N`` makes uvicorn exit after N requests.
 """
 
 from __future__ import annotations
