@@ -29,6 +29,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Final, NamedTuple
 
+from otelcost.errors import PricingError
+
 __all__ = [
     "CACHE_READ",
     "CACHE_WRITE",
@@ -41,6 +43,7 @@ __all__ = [
     "model_of",
     "provider_of",
     "read_usage",
+    "require_usage",
     "usage_amounts",
 ]
 
@@ -122,6 +125,20 @@ def read_usage(attributes: Mapping[str, object]) -> GenAIUsage | None:
         if cached > input_tokens or total == input_tokens + output_tokens + cached:
             input_tokens += cached  # the input was reported without its cache tokens
     return GenAIUsage(input_tokens, output_tokens, cache_read, cache_write, counts[REASONING] or 0)
+
+
+def require_usage(attributes: Mapping[str, object]) -> GenAIUsage | None:
+    """The usage of a GenAI call span; None for a call that failed (``error.type``) without
+    usage, which costs nothing. Raises PricingError for a call span without usage, whose
+    cost cannot be known (never a silent $0)."""
+    usage = read_usage(attributes)
+    if usage is None and attributes.get("error.type") is None:
+        model = model_of(attributes)
+        raise PricingError(
+            f"GenAI span (model {model!r}) without gen_ai.usage token counts; an OpenAI "
+            "stream reports usage only with stream_options={'include_usage': True}"
+        )
+    return usage
 
 
 def usage_amounts(attributes: Mapping[str, object], keys: frozenset[str]) -> dict[str, float]:

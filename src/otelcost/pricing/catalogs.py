@@ -22,7 +22,7 @@ from cachetools import LRUCache
 
 from otelcost.errors import PricingError, PricingNotFoundError
 from otelcost.money import NANOS_PER_UNIT
-from otelcost.pricing._genai import GenAIUsage, model_of, provider_of, read_usage
+from otelcost.pricing._genai import GenAIUsage, model_of, provider_of, require_usage
 
 if TYPE_CHECKING:
     from genai_prices.types import ModelInfo, Provider
@@ -115,15 +115,10 @@ class GenAIPricesCatalog:
     def charge(
         self, attributes: Mapping[str, object], end_ms: int
     ) -> tuple[int, Mapping[str, float]]:
-        model = model_of(attributes)
-        usage = read_usage(attributes)
+        usage = require_usage(attributes)
         if usage is None:
-            if attributes.get("error.type") is not None:
-                return 0, {}  # the call failed before any token was billed
-            raise PricingError(
-                f"GenAI span (model {model!r}) without gen_ai.usage token counts; "
-                "an OpenAI stream reports usage only with stream_options={'include_usage': True}"
-            )
+            return 0, {}  # the call failed before any token was billed
+        model = model_of(attributes)
         if model is None:
             raise PricingNotFoundError(
                 "GenAI span without gen_ai.response.model or gen_ai.request.model"

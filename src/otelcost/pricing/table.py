@@ -60,6 +60,7 @@ DEFAULT_MEMO_SIZE: Final = 16_384
 _MAX_AMOUNT: Final = 9_223_372_036.0
 _MAX_NANOS: Final = round(_MAX_AMOUNT * NANOS_PER_UNIT)
 _WILDCARD: Final = "*"
+_GENAI_OPERATION: Final = "gen_ai.operation.name"
 _CURRENCY: Final = re.compile(r"[A-Z]{3}")
 _MAX_LABEL: Final = 128
 _MAX_KEY_IN_MESSAGE: Final = 120
@@ -283,6 +284,12 @@ class Price:
         part (cache reads, reasoning) exceeds its total: such a span must be recorded as a
         pricing error, never as a silent or wrapped-around amount.
         """
+        if self._catalog is not None:
+            # A catalog prices the call from its attributes and end time, which only
+            # PriceMatch.charge() has: pricing without them would be a silent $0.
+            raise PricingError(
+                "a catalog price is charged by PriceMatch.charge(), not cost_nanos()"
+            )
         base = 0.0 if usage_only else self.per_request + self.per_ms * duration_ms
         total = base
         for attr, rate, parts, tiers in self._terms:
@@ -438,6 +445,8 @@ class PriceMatch:
         if price.catalog is not None:
             return self._catalog_charge(price, entry, duration_ms, attributes, end_ms)
         usage = price.usage_from(attributes) if price.per_unit else _EMPTY_UNITS
+        if not usage and price._genai_keys and _GENAI_OPERATION in attributes:
+            _genai.require_usage(attributes)  # a GenAI call without usage is not $0
         if entry or self.targeted:
             return Charge(price.cost_nanos(duration_ms, usage), usage)
         if not usage:
@@ -490,8 +499,11 @@ class PriceMatch:
         if not whole and _genai.read_usage(attributes) is None:
             return None
         nanos, usage = price.catalog_charge(attributes, end_ms)
-        if whole:
-            nanos += price.cost_nanos(duration_ms, _EMPTY_UNITS)
+        if whole and (price.per_request or price.per_ms):
+            base = price.per_request + price.per_ms * duration_ms
+            if not 0.0 <= base <= _MAX_AMOUNT:
+                raise PricingError(f"cost out of range ({base!r}) for duration_ms={duration_ms!r}")
+            nanos += round(base * NANOS_PER_UNIT)
         if nanos > _MAX_NANOS:
             raise PricingError(f"cost out of range ({nanos} nano-units) for usage={usage!r}")
         return Charge(nanos, usage)
