@@ -296,6 +296,7 @@ def test_exact_at_half_nano_ties() -> None:
          GenAIUsage(3100, 5, 3000, 0, 0)),
         ({"gen_ai.usage.input_tokens": True, "gen_ai.usage.output_tokens": -3}, None),
         ({"gen_ai.usage.input_tokens": 7.0}, GenAIUsage(7, 0, 0, 0, 0)),
+        ({"gen_ai.usage.input_tokens": 10**400, "gen_ai.usage.output_tokens": float("nan")}, None),
     ],
 )  # fmt: skip
 def test_usage_is_read_under_every_name(attrs: dict[str, Any], usage: GenAIUsage | None) -> None:

@@ -98,14 +98,18 @@ class GenAIUsage(NamedTuple):
         return {name: float(count) for name, count in pairs if count}
 
 
+_MAX_COUNT: Final = 2**53  # counts are exact as floats (usage records) up to here
+
+
 def _count(attributes: Mapping[str, object], names: tuple[str, ...]) -> int | None:
+    """The first of ``names`` that holds a count (a whole number >= 0, not a boolean)."""
     for name in names:
         value = attributes.get(name)
         if isinstance(value, bool):
             continue
-        if isinstance(value, int) and value >= 0:
+        if isinstance(value, int) and 0 <= value <= _MAX_COUNT:
             return value
-        if isinstance(value, float) and value.is_integer() and value >= 0:
+        if isinstance(value, float) and value.is_integer() and 0 <= value <= _MAX_COUNT:
             return int(value)
     return None
 
