@@ -62,11 +62,27 @@ def test_the_json_summary_reconciles(capsys: pytest.CaptureFixture[str]) -> None
         if service == "storefront" and re.fullmatch(r"POST 127\.0\.0\.1:\d+/charge", operation)
     ]
     assert outbound["spans"] == checkouts and outbound["cost"] == pytest.approx(2e-5 * checkouts)
-    llm = operations["recommendations", "chat gpt-demo"]
-    assert llm["cost_per_span"] >= 200 * 3e-6 + 20 * 1.5e-5  # priced per token
+    llm = operations["recommendations", "chat gpt-4o"]
+    assert llm["unpriced"] == 0
+    # Priced per token: from the genai-prices catalog (a quarter of the input cached) when
+    # it is installed, else from the table's own rates.
+    low, high = (200 * 2.5e-6 + 20 * 1e-5) * 0.8, 1500 * 2.5e-6 + 400 * 1e-5
+    assert low <= llm["cost_per_span"] <= high
     costs = [o["cost"] for o in summary["top_operations"]]
     assert costs == sorted(costs, reverse=True)
     assert summary["requests"] > 0 and summary["failed_requests"] == 0
+
+
+def test_the_llm_service_is_priced_from_the_catalog_when_installed() -> None:
+    from importlib.util import find_spec
+
+    from otelcost.cli.demo import demo_pricing
+
+    entry = demo_pricing()["prices"]["recommendations:chat *"]
+    if find_spec("genai_prices") is None:
+        assert "per_unit" in entry
+    else:
+        assert entry == {"catalog": "genai-prices"}
 
 
 def test_the_small_budget_throttles_the_storefront_and_reconciles(

@@ -10,8 +10,8 @@
   redis-py, DB-API and requests instrumentations set, so they are named the same way:
   ``redis GET``, ``sqlite INSERT orders``, ``POST 127.0.0.1:<port>/charge``.
 - ``payments``: a second WSGI server with its own TracerProvider and resource.
-- ``recommendations``: an LLM-style client span per call, priced per token
-  (``gen_ai.usage.input_tokens`` / ``output_tokens``).
+- ``recommendations``: a GenAI client span per call to ``gpt-4o``, priced from the
+  genai-prices catalog when it is installed (the ``llm`` extra), else per token.
 
 Each service has its own TracerProvider (``service.name`` resource), all feeding one
 CostSpanProcessor. Without ``opentelemetry-instrumentation-wsgi`` installed, a minimal
@@ -33,6 +33,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+import uuid
 from collections.abc import Callable, Iterable, Iterator
 from socketserver import ThreadingMixIn
 from typing import Any
@@ -48,6 +49,8 @@ from otelcost.budget import BudgetGuard, BudgetWSGIMiddleware
 __all__ = ["GUARDED", "REJECTED_BACKOFF", "SERVICES", "Workload"]
 
 SERVICES = ("storefront", "payments", "recommendations")
+LLM_MODEL = "gpt-4o"
+"""The model the recommendations service calls (priced from the genai-prices catalog)."""
 GUARDED = ("storefront", "payments")  # the services with an HTTP server (and a budget guard)
 REJECTED_BACKOFF = 0.05  # seconds a client waits after a 429
 
@@ -272,16 +275,20 @@ class Workload:
     def _recommend(self) -> None:
         input_tokens, output_tokens = random.randint(200, 1500), random.randint(20, 400)
         with self._llm.start_as_current_span(
-            "chat gpt-demo",
+            f"chat {LLM_MODEL}",
             kind=SpanKind.CLIENT,
             attributes={
                 "gen_ai.operation.name": "chat",
-                "gen_ai.system": "openai",
-                "gen_ai.request.model": "gpt-demo",
+                "gen_ai.provider.name": "openai",
+                "gen_ai.request.model": LLM_MODEL,
             },
         ) as span:
             time.sleep(0.001 + output_tokens * 0.00002)  # "generation" time grows with output
+            # As the API answers: a dated model id, and part of the prompt served from cache.
+            span.set_attribute("gen_ai.response.model", f"{LLM_MODEL}-2024-08-06")
+            span.set_attribute("gen_ai.response.id", f"chatcmpl-demo-{uuid.uuid4().hex}")
             span.set_attribute("gen_ai.usage.input_tokens", input_tokens)
+            span.set_attribute("gen_ai.usage.cache_read.input_tokens", input_tokens // 4)
             span.set_attribute("gen_ai.usage.output_tokens", output_tokens)
 
     # -- the clients ------------------------------------------------------------------------

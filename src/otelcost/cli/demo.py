@@ -25,6 +25,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from importlib import resources
+from importlib.util import find_spec
 from typing import Any, NamedTuple
 
 from otelcost import _json
@@ -147,10 +148,16 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+_LLM_KEY = "recommendations:chat *"
+
+
 def demo_pricing() -> dict[str, Any]:
-    """The bundled example pricing document (``otelcost/data/demo_pricing.json``)."""
+    """The bundled example pricing document (``otelcost/data/demo_pricing.json``), whose LLM
+    entry is the genai-prices catalog when that library is installed."""
     text = resources.files("otelcost").joinpath("data/demo_pricing.json").read_bytes()
     doc: dict[str, Any] = _json.loads(text)
+    if find_spec("genai_prices") is not None:  # the llm extra: the LLM priced from the catalog
+        doc["prices"][_LLM_KEY] = {"catalog": "genai-prices"}
     return doc
 
 
