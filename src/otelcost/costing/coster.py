@@ -25,14 +25,16 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import SpanContext, SpanKind, format_span_id, format_trace_id
 from opentelemetry.util.types import AttributeValue
 
+from otelcost.costing._calls import CallDedupe
 from otelcost.costing.normalize import normalize_path
 from otelcost.costing.operation import (
+    NAMING_ATTRIBUTES,
     OTHER,
     CardinalityGuard,
     derive_operation,
     service_name,
 )
-from otelcost.errors import PricingError, PricingStaleError
+from otelcost.errors import PricingError, PricingNotFoundError, PricingStaleError
 from otelcost.money import from_nanos
 from otelcost.pricing import PricingCache, PricingTable
 from otelcost.pricing.table import PriceMatch
@@ -63,18 +65,6 @@ NOT_FOUND: Final = "pricing_not_found"
 CURRENCY_MISMATCH: Final = "currency_mismatch"
 PRICING_ERROR: Final = "pricing_error"
 INVALID_SPAN: Final = "invalid_span"
-
-NAMING_ATTRIBUTES: Final = (
-    "http.request.method",
-    "http.method",
-    "http.route",
-    "rpc.service",
-    "rpc.method",
-    "url.path",
-    "http.target",
-)
-"""The span attributes ``derive_operation`` reads: with the resource, kind and name they
-are the memo key, so a span that differs in anything else reuses the derived operation."""
 
 # Without a price we do not know which attributes are usage; GenAI token counts are the
 # usage inputs that matter for re-pricing, so an unpriced record keeps those.
@@ -287,6 +277,8 @@ class Coster:
         self._by_table: tuple[PricingTable, PricingSnapshot] | None = None
         self._failed: PricingSnapshot | None = None
         self._resources: dict[int, _ResourceMemo] = {}
+        self.calls = CallDedupe()
+        """Recognises the other spans of a GenAI call already charged."""
 
     @property
     def currency(self) -> str:
@@ -296,6 +288,7 @@ class Coster:
         """Start a new cardinality guard and memo (a forked child: a lock may be held)."""
         self.guard = CardinalityGuard(limit=self._max_operations)
         self._resources = {}
+        self.calls = CallDedupe()
 
     # -- the table --------------------------------------------------------------------
 
@@ -353,17 +346,8 @@ class Coster:
             memo = self._resource_memo(resource)
         kind = span.kind
         get = attributes.get
-        key: tuple[object, ...] = (
-            id(kind),
-            span.name,
-            get("http.request.method"),
-            get("http.method"),
-            get("http.route"),
-            get("rpc.service"),
-            get("rpc.method"),
-            get("url.path"),
-            get("http.target"),
-        )
+        # What naming reads (DESIGN §4): the kind, the name and NAMING_ATTRIBUTES.
+        key: tuple[object, ...] = (id(kind), span.name, *map(get, NAMING_ATTRIBUTES))
         if memo.service is None:
             key += (get("service.name"),)
         try:
@@ -393,7 +377,7 @@ class Coster:
         self, span: ReadableSpan, attributes: Mapping[str, object], memo: _ResourceMemo
     ) -> Named:
         service = memo.service or service_name(_EMPTY, attributes)
-        derived = derive_operation(span.name, attributes, normalize=self._normalize)
+        derived = derive_operation(span.name, attributes, normalize=self._normalize, kind=span.kind)
         operation = self.guard.admit(service, derived)
         return Named(
             service,
@@ -434,10 +418,13 @@ class Coster:
                 charge = match.charge(
                     entry=entry, duration_ms=duration_ms, attributes=attributes, end_ms=timestamp_ms
                 )
+            except PricingNotFoundError as exc:  # a catalog's unknown model, a dated gap
+                error = _error(NOT_FOUND, exc)
             except PricingError as exc:
                 error = _error(PRICING_ERROR, exc)
             else:
-                if charge is None:
+                # One GenAI call, one charge: its other root spans are not billable.
+                if charge is None or not self.calls.first(attributes, timestamp_ms):
                     billable = False
                 else:
                     nanos, usage = charge

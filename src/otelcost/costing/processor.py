@@ -382,7 +382,8 @@ class CostSpanProcessor(SpanProcessor):
         - ``spans_priced`` / ``spans_unpriced`` (by reason in ``unpriced``: the text of
           ``cost.error`` before ":", e.g. ``pricing_stale``, ``pricing_not_found``);
         - ``spans_not_billable``: nested spans no key targets (DESIGN §4): no amount, no
-          error, not in the sums;
+          error, not in the sums; ``genai_duplicates`` of them are other root spans of a
+          GenAI call already charged (same ``gen_ai.response.id``);
         - ``spans_dropped``: not priced because the span queue was full (copy path), the
           processor was shut down, or the shutdown deadline passed (by cause in ``dropped``);
         - ``spans_forwarded``: spans handed to ``span_processors`` (copy path: enriched
@@ -423,6 +424,7 @@ class CostSpanProcessor(SpanProcessor):
             "spans_unpriced": sum(unpriced.values()),
             "unpriced": unpriced,
             "spans_not_billable": self._not_billable,
+            "genai_duplicates": self._coster.calls.duplicates,
             "spans_dropped": sum(dropped.values()),
             "dropped": dropped,
             "spans_forwarded": self._forwarded,

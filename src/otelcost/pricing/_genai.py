@@ -138,9 +138,9 @@ def require_usage(attributes: Mapping[str, object]) -> GenAIUsage | None:
     usage = read_usage(attributes)
     if usage is None and attributes.get("error.type") is None:
         model = model_of(attributes)
+        # Short: cost.error keeps 120 characters (DESIGN §5).
         raise PricingError(
-            f"GenAI span (model {model!r}) without gen_ai.usage token counts; an OpenAI "
-            "stream reports usage only with stream_options={'include_usage': True}"
+            f"no token usage on GenAI span (model {model!r}; streams: include_usage)"
         )
     return usage
 
