@@ -100,13 +100,39 @@ def test_one_key_prices_the_health_route_of_django_flask_and_fastapi(captured: C
         operation = derive_operation(health[0].name, health[0].attributes, kind=SpanKind.SERVER)
         match = table.match(SERVICE, operation)
         assert match is not None and match.key == "*:GET /health", scope
-    # Through the real processor: three health requests, each charged by that key.
+    # Through the real processor: the three health requests, each charged by that key and
+    # saying so on the span; nothing else is charged.
+    for scope in ("django", "flask", "fastapi"):
+        (health,) = [
+            span for span in captured.by(scope, "SERVER")
+            if span.attributes["cost.operation"] == "GET /health"
+        ]  # fmt: skip
+        assert health.attributes["cost.price_key"] == "*:GET /health"
+        assert health.attributes["cost.amount"] == 0.001
     charged = Counter(
         (record["operation"], record["cost_amount"])
         for record in captured.records
         if record["cost_amount"]
     )
     assert charged == {("GET /health", 0.001): 3}
+
+
+def test_the_processor_names_every_span_as_derive_operation_does(
+    captured: Capture, request: pytest.FixtureRequest
+) -> None:
+    old_client = request.node.callspec.params["captured"] == "old"
+    for span in captured.spans:
+        expected = derive_operation(span.name, span.attributes, kind=SpanKind[span.kind])
+        named = span.attributes["cost.operation"]
+        if old_client and span.kind == "CLIENT" and "http.url" in span.attributes:
+            # Pending in the processor (costing/coster.py): until it passes the span's kind,
+            # an old-convention client span (no url.full) is named without its host.
+            assert named in (expected, derive_operation(span.name, span.attributes)), span
+        else:
+            assert named == expected, span
+    # Nested spans no key names are not billable: no amount on the ASGI "http send" spans.
+    for span in captured.by("fastapi", "INTERNAL"):
+        assert "cost.amount" not in span.attributes
 
 
 _DOCS = Path(__file__).resolve().parents[2] / "docs" / "operations.md"
