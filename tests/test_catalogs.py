@@ -290,6 +290,17 @@ def test_exact_at_half_nano_ties() -> None:
           "gen_ai.usage.cache_read_input_tokens": 300,
           "gen_ai.usage.cache_creation_input_tokens": 50, "gen_ai.usage.total_tokens": 1280},
          GenAIUsage(1200, 80, 300, 50, 0)),
+        # ... or by being OpenLIT's Anthropic span
+        ({"gen_ai.system": "anthropic", "gen_ai.client.token.usage": 930,
+          "gen_ai.usage.input_tokens": 850, "gen_ai.usage.output_tokens": 80,
+          "gen_ai.usage.cache_read.input_tokens": 300,
+          "gen_ai.usage.cache_creation.input_tokens": 50},
+         GenAIUsage(1200, 80, 300, 50, 0)),
+        # (OpenLIT's OpenAI spans count cached tokens in the input, as OpenAI does)
+        ({"gen_ai.system": "openai", "gen_ai.client.token.usage": 1280,
+          "gen_ai.usage.input_tokens": 1200, "gen_ai.usage.output_tokens": 80,
+          "gen_ai.usage.cache_read.input_tokens": 300},
+         GenAIUsage(1200, 80, 300, 0, 0)),
         # ... or by a cache count above the input
         ({"gen_ai.usage.prompt_tokens": 100, "gen_ai.usage.completion_tokens": 5,
           "gen_ai.usage.cache_read.input_tokens": 3000},
@@ -301,3 +312,22 @@ def test_exact_at_half_nano_ties() -> None:
 )  # fmt: skip
 def test_usage_is_read_under_every_name(attrs: dict[str, Any], usage: GenAIUsage | None) -> None:
     assert read_usage(attrs) == usage
+
+
+def test_describe_and_document_show_tiers_and_catalog() -> None:
+    table = PricingTable.parse({"prices": {"*:chat *": tiered_entry()}})
+    price = table.resolve("s", "chat x")
+    assert price.describe().startswith(
+        "per_unit[gen_ai.usage.input_tokens]=3e-06 (above 200000: 6e-06) "
+        "per_unit[gen_ai.usage.output_tokens]=1.5e-05 (above 200000: 2.25e-05 by "
+        "gen_ai.usage.input_tokens)"
+    )
+    assert PricingTable.parse({"prices": {"*:*": price.document()}}).resolve("s", "o") == price
+
+
+@needs_genai_prices
+def test_describe_a_catalog_entry() -> None:
+    doc = {"catalog": "genai-prices", "per_request": 0.001}
+    price = PricingTable.parse({"prices": {"*:*": doc}}).resolve("s", "o")
+    assert price.describe() == "catalog=genai-prices per_request=0.001"
+    assert price.document() == doc

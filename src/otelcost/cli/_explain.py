@@ -327,12 +327,8 @@ def _charges(
 
 
 def _describe(price: Price) -> str:
-    """``price`` on one line: ``per_request=0.001 per_ms=2e-06 per_unit[tokens]=1e-06``."""
-    parts = [f"per_request={price.per_request!r}"] if price.per_request else []
-    if price.per_ms:
-        parts.append(f"per_ms={price.per_ms!r}")
-    parts.extend(f"per_unit[{attr}]={rate!r}" for attr, rate in price.per_unit.items() if rate)
-    return " ".join(parts) or "free"
+    """``price`` on one line (catalog, tiers included), or ``free``."""
+    return price.describe()
 
 
 def _print(result: Mapping[str, Any]) -> None:

@@ -101,24 +101,13 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _describe(price: Price) -> str:
-    """``price`` on one line: ``per_ms=2e-06 per_unit[tokens]=1e-06``, or ``free``."""
-    parts = [f"per_ms={price.per_ms!r}"] if price.per_ms else []
-    if price.per_request:
-        parts.append(f"per_request={price.per_request!r}")
-    parts.extend(f"per_unit[{attr}]={rate!r}" for attr, rate in price.per_unit.items() if rate)
-    return " ".join(parts) or "free"
+    """``price`` on one line (catalog, tiers included), or ``free``."""
+    return price.describe()
 
 
 def _rates(price: Price) -> dict[str, object]:
     """The non-zero components of ``price``, as the table writes them."""
-    rates: dict[str, object] = {}
-    if price.per_ms:
-        rates["per_ms"] = price.per_ms
-    if price.per_request:
-        rates["per_request"] = price.per_request
-    if price.per_unit:
-        rates["per_unit"] = dict(price.per_unit)
-    return rates
+    return price.document()
 
 
 def _load(source: str) -> PricingTable:

@@ -15,8 +15,9 @@ included. Instrumentations differ in names and, for input, in meaning:
   ``gen_ai.usage.prompt_tokens``/``completion_tokens``;
 - input counting cache tokens or not: Anthropic's API reports input *without* cache reads
   and writes, OpenAI's *with* cache reads. An instrumentation that copies Anthropic's number
-  shows it by a cache count larger than the input, or by a ``gen_ai.usage.total_tokens``
-  equal to input + output + cache: then the cache counts are added to the input.
+  shows it by a cache count larger than the input, by a ``gen_ai.usage.total_tokens``
+  equal to input + output + cache, or is OpenLIT's (it sets ``gen_ai.client.token.usage``
+  on its spans) for Anthropic: then the cache counts are added to the input.
   Otherwise the input is taken as the conventions define it (cache included).
 
 What a span cannot tell: the official OpenAI instrumentation records no cached tokens, so
@@ -73,6 +74,8 @@ _NAMES: Final[Mapping[str, tuple[str, ...]]] = {
     REASONING: (REASONING, "gen_ai.usage.reasoning_tokens"),
 }
 _TOTAL: Final = "gen_ai.usage.total_tokens"
+# OpenLIT puts this metric's name on its spans; for Anthropic it copies the API's input count.
+_OPENLIT_TOTAL: Final = "gen_ai.client.token.usage"
 
 USAGE_KEYS: Final = frozenset(_NAMES)
 
@@ -124,10 +127,12 @@ def read_usage(attributes: Mapping[str, object]) -> GenAIUsage | None:
     output_tokens = output_tokens or 0
     cache_read, cache_write = counts[CACHE_READ] or 0, counts[CACHE_WRITE] or 0
     cached = cache_read + cache_write
-    if cached:
-        total = _count(attributes, (_TOTAL,))
-        if cached > input_tokens or total == input_tokens + output_tokens + cached:
-            input_tokens += cached  # the input was reported without its cache tokens
+    if cached and (
+        cached > input_tokens
+        or _count(attributes, (_TOTAL,)) == input_tokens + output_tokens + cached
+        or (_OPENLIT_TOTAL in attributes and provider_of(attributes) == "anthropic")
+    ):
+        input_tokens += cached  # the input was reported without its cache tokens
     return GenAIUsage(input_tokens, output_tokens, cache_read, cache_write, counts[REASONING] or 0)
 
 

@@ -247,6 +247,47 @@ class Price:
             f"per_unit={dict(self.per_unit)!r}{extra})"
         )
 
+    def describe(self) -> str:
+        """The price on one line, as the CLI shows it: ``per_request=0.001 per_ms=2e-06
+        per_unit[tokens]=1e-06 (above 200000: 2e-06)`` or ``catalog=genai-prices``;
+        ``free`` when nothing is charged."""
+        parts = [f"catalog={self.catalog}"] if self.catalog is not None else []
+        if self.per_request:
+            parts.append(f"per_request={self.per_request!r}")
+        if self.per_ms:
+            parts.append(f"per_ms={self.per_ms!r}")
+        for attr, rate in self.per_unit.items():
+            tiers = self.tiers.get(attr)
+            if rate or tiers is not None:
+                part = f"per_unit[{attr}]={rate!r}"
+                if tiers is not None:
+                    steps = ", ".join(f"above {above:g}: {r!r}" for above, r in tiers.steps)
+                    by = f" by {tiers.by}" if tiers.by not in (None, attr) else ""
+                    part += f" ({steps}{by})"
+                parts.append(part)
+        return " ".join(parts) or "free"
+
+    def document(self) -> dict[str, object]:
+        """The price's non-zero components as a pricing document writes them."""
+        doc: dict[str, object] = {}
+        if self.catalog is not None:
+            doc["catalog"] = self.catalog
+        if self.per_ms:
+            doc["per_ms"] = self.per_ms
+        if self.per_request:
+            doc["per_request"] = self.per_request
+        units: dict[str, object] = {}
+        for attr, rate in self.per_unit.items():
+            tiers = self.tiers.get(attr)
+            if tiers is None:
+                units[attr] = rate
+                continue
+            steps = [{"above": above, "rate": r} for above, r in tiers.steps]
+            units[attr] = {"rate": rate, "tiers": steps, **({"by": tiers.by} if tiers.by else {})}
+        if units:
+            doc["per_unit"] = units
+        return doc
+
     def usage_from(self, attributes: Mapping[str, object]) -> dict[str, float]:
         """The usage this price charges for, read from span attributes.
 
