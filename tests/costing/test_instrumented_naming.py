@@ -117,19 +117,10 @@ def test_one_key_prices_the_health_route_of_django_flask_and_fastapi(captured: C
     assert charged == {("GET /health", 0.001): 3}
 
 
-def test_the_processor_names_every_span_as_derive_operation_does(
-    captured: Capture, request: pytest.FixtureRequest
-) -> None:
-    old_client = request.node.callspec.params["captured"] == "old"
+def test_the_processor_names_every_span_as_derive_operation_does(captured: Capture) -> None:
     for span in captured.spans:
         expected = derive_operation(span.name, span.attributes, kind=SpanKind[span.kind])
-        named = span.attributes["cost.operation"]
-        if old_client and span.kind == "CLIENT" and "http.url" in span.attributes:
-            # Pending in the processor (costing/coster.py): until it passes the span's kind,
-            # an old-convention client span (no url.full) is named without its host.
-            assert named in (expected, derive_operation(span.name, span.attributes)), span
-        else:
-            assert named == expected, span
+        assert span.attributes["cost.operation"] == expected, span
     # Nested spans no key names are not billable: no amount on the ASGI "http send" spans.
     for span in captured.by("fastapi", "INTERNAL"):
         assert "cost.amount" not in span.attributes
