@@ -185,3 +185,31 @@ def test_the_documented_example_prints_what_the_docs_show(
     monkeypatch.chdir(root)
     assert main(shlex.split(command)[2:]) == 0  # after "$ otelcost"
     assert capsys.readouterr().out.splitlines() == shown
+
+
+def test_usage_tiers_and_a_call_without_usage(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    tiers = {
+        "rate": 1e-6,
+        "tiers": [{"above": 1000, "rate": 2e-6}],
+        "by": "gen_ai.usage.input_tokens",
+    }
+    path = tmp_path / "t.json"
+    path.write_text(json.dumps({"llm:chat *": {"per_unit": {"gen_ai.usage.input_tokens": tiers}}}))
+    span: dict[str, Any] = {
+        "name": "chat m",
+        "kind": "CLIENT",
+        "attributes": {"gen_ai.operation.name": "chat", "gen_ai.request.model": "m"},
+        "resource": {"service.name": "llm"},
+    }
+    argv = (str(path), "--span", "-", "--duration-ms", "5")
+    code, result = explain(capsys, *argv, stdin=json.dumps(span))
+    assert code == 0 and "entry_amount" not in result["match"]
+    assert "no token usage" in result["match"]["amount_error"]  # never a silent $0
+    span["attributes"]["gen_ai.usage.input_tokens"] = 2000
+    code, result = explain(capsys, *argv, stdin=json.dumps(span))
+    assert (
+        result["match"]["price"] == "per_unit[gen_ai.usage.input_tokens]=1e-06 (above 1000: 2e-06)"
+    )
+    assert result["match"]["entry_amount"] == result["match"]["nested_amount"] == 0.004

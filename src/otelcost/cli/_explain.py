@@ -302,12 +302,11 @@ def _charges(
         price: Price | None = match.price_at(end_ms)
     except PricingError:
         price = None  # a dated entry with no price in force yet
-    described = "no price in force now" if price is None else _describe(price)
+    described = "no price in force now" if price is None else price.describe()
     if match.targeted:
         nested = f"the whole price (the key names the operation): {described}"
-    elif price is not None and price.per_unit:
-        units = ", ".join(f"per_unit[{a}]={r!r}" for a, r in price.per_unit.items() if r)
-        nested = f"only the usage it carries: {units} (a bare '*' key)"
+    elif price is not None and (price.per_unit or price.catalog is not None):
+        nested = f"only the usage it carries: {described} (a bare '*' key)"
     else:
         nested = "not billable (a bare '*' key prices only entry spans and usage)"
     result: dict[str, Any] = {
@@ -319,16 +318,15 @@ def _charges(
     }
     if duration_ms is not None and price is not None:
         for field, is_entry in (("entry_amount", True), ("nested_amount", False)):
-            charge = match.charge(
-                entry=is_entry, duration_ms=duration_ms, attributes=attributes, end_ms=end_ms
-            )
+            try:
+                charge = match.charge(
+                    entry=is_entry, duration_ms=duration_ms, attributes=attributes, end_ms=end_ms
+                )
+            except PricingError as exc:  # e.g. a GenAI call without usage: not $0
+                result["amount_error"] = str(exc)
+                break
             result[field] = None if charge is None else from_nanos(charge.nanos)
     return result
-
-
-def _describe(price: Price) -> str:
-    """``price`` on one line (catalog, tiers included), or ``free``."""
-    return price.describe()
 
 
 def _print(result: Mapping[str, Any]) -> None:
@@ -355,6 +353,8 @@ def _print(result: Mapping[str, Any]) -> None:
                 value = match[f"{field}_amount"]
                 amount = "   = not billable" if value is None else f"   = {value!r} {currency}"
             out(f"{label + ':':<13}{match[f'{field}_span']}{amount}\n")
+        if "amount_error" in match:
+            out(f"amount:      cannot be computed: {match['amount_error']}\n")
     if result["candidates"]:
         out("keys, in match order:\n")
         width = max(len(c["key"]) for c in result["candidates"])
