@@ -237,3 +237,74 @@ def test_charge_sums_follows_the_entry_and_nested_rule_with_the_dated_price() ->
     assert sums(bare, True, DEC_1) == 6_000_000
     assert sums(bare, False, DEC_1) == 0  # not billable
     assert sums(named, False, DEC_1) == 15_000_000  # targeted: the whole price
+
+
+# -- through the real processor -----------------------------------------------------------------
+
+
+def test_spans_ending_either_side_of_a_change_are_each_priced_by_the_price_in_force() -> None:
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+    from opentelemetry.trace import SpanKind, set_span_in_context
+
+    from otelcost import CostSpanProcessor
+    from otelcost.exporters import InMemoryCostExporter
+
+    tokens = "gen_ai.usage.input_tokens"
+    table = {
+        "version": "dated-1",
+        "currency": "USD",
+        "prices": {
+            "shop:*": [
+                {"per_ms": 1e-6, "per_unit": {tokens: 1e-6}},
+                {"from": "2026-12-01T00:00:00Z", "per_ms": 3e-6, "per_unit": {tokens: 5e-6}},
+            ],
+            "late:*": [{"from": "2026-12-01T00:00:00Z", "per_request": 1e-3}],
+        },
+    }
+    costs = InMemoryCostExporter(max_records=None)
+    spans = InMemorySpanExporter()
+    processor = CostSpanProcessor(table, [costs], span_processors=[SimpleSpanProcessor(spans)])
+    providers = {}
+    for service in ("shop", "late"):
+        providers[service] = TracerProvider(
+            resource=Resource.create({"service.name": service}), shutdown_on_exit=False
+        )
+        providers[service].add_span_processor(processor)
+    shop, late = providers["shop"].get_tracer("t"), providers["late"].get_tracer("t")
+    ms = 1_000_000
+    ends = {"before": DEC_1 - 1, "at": DEC_1, "after": DEC_1 + 3_600_000}
+    for name, end_ms in ends.items():
+        root = shop.start_span(name, kind=SpanKind.SERVER, start_time=(end_ms - 10) * ms)
+        # A nested span under the bare "*": it pays only its usage, at the price then.
+        child = shop.start_span(
+            f"{name} llm",
+            context=set_span_in_context(root),
+            kind=SpanKind.CLIENT,
+            attributes={tokens: 100},
+            start_time=(end_ms - 8) * ms,
+        )
+        child.end(end_time=(end_ms - 1) * ms)
+        root.end(end_time=end_ms * ms)
+        span = late.start_span(name, kind=SpanKind.SERVER, start_time=(end_ms - 5) * ms)
+        span.end(end_time=end_ms * ms)
+    assert processor.force_flush(30_000)
+    processor.shutdown()
+    records = {(r.service, r.operation): r for r in costs.records}
+    # (root: 10 ms, its nested span: 100 tokens) in nanos. Each span is priced at its own
+    # end: the nested span of "at" ends 1 ms before the change, so at the old price.
+    expected = {"before": (10_000, 100_000), "at": (30_000, 100_000), "after": (30_000, 500_000)}
+    for name, (root_nanos, nested_nanos) in expected.items():
+        assert records["shop", name].cost_nanos == root_nanos
+        assert records["shop", name].entry
+        nested = records["shop", f"{name} llm"]
+        assert (nested.entry, nested.cost_nanos) == (False, nested_nanos)
+    assert records["late", "at"].cost_nanos == records["late", "after"].cost_nanos == 1_000_000
+    before = records["late", "before"]
+    assert before.cost_nanos == 0 and before.error is not None
+    assert before.error.startswith("pricing_not_found")
+    enriched = {s.name: dict(s.attributes or {}) for s in spans.get_finished_spans()}
+    assert enriched["before llm"]["cost.price_key"] == "shop:*"
+    assert enriched["after llm"]["cost.amount"] == 5e-4
