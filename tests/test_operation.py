@@ -277,6 +277,24 @@ OLD_CLIENT = {"http.method": "GET", "http.url": "https://api.example.com/users/4
             "mysql SELECT t",
             RULE_DATABASE,
         ),
+        (
+            CLIENT,
+            {"db.system": "postgresql", "db.statement": "SELECT 'FROM ssn' AS x FROM t"},
+            "postgresql SELECT t",
+            RULE_DATABASE,
+        ),
+        (
+            CLIENT,
+            {"db.system": "postgresql", "db.statement": "SELECT * FROM " + "t" * 100},
+            "postgresql SELECT",
+            RULE_DATABASE,
+        ),
+        (
+            CLIENT,
+            {"db.system": "postgresql", "db.statement": "delete from orders_2026_11 where x"},
+            "postgresql DELETE orders_*_*",
+            RULE_DATABASE,
+        ),
         (CLIENT, {"db.system": "redis", "db.statement": "GET user:42"}, "redis GET", RULE_DATABASE),
         (
             CLIENT,

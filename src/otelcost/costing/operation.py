@@ -197,8 +197,10 @@ _HOST_PORT = re.compile(r"(\[[^\]]*\]|[^:]*)(?::([0-9]{1,5}))?")
 _IP_LITERAL = re.compile(r"[0-9]{1,3}(?:\.[0-9]{1,3}){3}|\[[0-9A-Fa-f:.]*\]")
 # A command or SQL verb: the first word of a query, when no operation attribute exists.
 _VERB = re.compile(r"\s*([A-Za-z]{1,32})\b")
-# The table a plain SQL statement works on: identifiers only, never a value.
-_IDENT = r'"?[A-Za-z_][A-Za-z0-9_$]*"?(?:\."?[A-Za-z_][A-Za-z0-9_$]*"?)?'
+# The table a plain SQL statement works on: identifiers only (at most 63 characters, as in
+# PostgreSQL), never a value; string literals are blanked first so none can pose as a table.
+_IDENT = r'"?[A-Za-z_][A-Za-z0-9_$]{0,62}"?(?:\."?[A-Za-z_][A-Za-z0-9_$]{0,62}"?)?(?![A-Za-z0-9_$])'
+_SQL_STRING = re.compile(r"'[^']*'")
 _SQL_TABLE = re.compile(
     rf"\s*(?:SELECT\b.*?\bFROM|DELETE\s+FROM|INSERT\s+INTO|UPDATE|MERGE\s+INTO)\s+({_IDENT})",
     re.IGNORECASE | re.DOTALL,
@@ -226,7 +228,7 @@ def _database(attributes: Mapping[str, object]) -> str | None:
         operation = verb.group(1).upper() if verb is not None else None
     collection = _first(attributes, _DB_COLLECTION)
     if collection is None and query is not None and operation is not None:
-        table = _SQL_TABLE.match(query)
+        table = _SQL_TABLE.match(_SQL_STRING.sub("''", query) if "'" in query else query)
         collection = table.group(1).replace('"', "") if table is not None else None
     words = [system]
     if operation is not None:
@@ -276,16 +278,13 @@ def _route(route: str) -> str:
 
 
 def _http_server(attributes: Mapping[str, object], normalize: Callable[[str], str]) -> str | None:
-    method = _method(attributes)
-    route = _clean(attributes.get("http.route"))
-    if route is not None:
-        return _with_method(method, _route(route))
+    """A server span without a usable route (``_server_route`` names those)."""
     path = _first(attributes, _HTTP_PATH)
     if path is None:
         path = _first(attributes, _HTTP_URL)  # Django 404s: only http.url
     if path is None:
         return None
-    return _with_method(method, normalize(path))
+    return _with_method(_method(attributes), normalize(path))
 
 
 def _port(attributes: Mapping[str, object]) -> int | None:
