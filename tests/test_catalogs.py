@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import importlib.util
+import os
+import signal
 from datetime import datetime, timezone
 from decimal import Decimal
 from typing import Any
@@ -331,3 +333,26 @@ def test_describe_a_catalog_entry() -> None:
     price = PricingTable.parse({"prices": {"*:*": doc}}).resolve("s", "o")
     assert price.describe() == "catalog=genai-prices per_request=0.001"
     assert price.document() == doc
+
+
+@needs_genai_prices
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_a_child_forked_while_the_catalog_lock_is_held_still_prices(
+    catalog_table: PricingTable,
+) -> None:
+    from otelcost.pricing.catalogs import GenAIPricesCatalog, catalog
+
+    loaded = catalog("genai-prices")
+    assert isinstance(loaded, GenAIPricesCatalog)
+    with loaded._lock:  # as if the parent's pricing thread were in a lookup
+        pid = os.fork()
+        if pid == 0:  # the child: a lookup must not wait for the parent's lock
+            signal.alarm(20)  # a hang ends the child with SIGALRM, not the test run
+            code = 1
+            try:
+                charge(catalog_table, span("gpt-4o-mini", input_tokens=5, output_tokens=5))
+                code = 0
+            finally:
+                os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0

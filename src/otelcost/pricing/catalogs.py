@@ -12,6 +12,7 @@ it, never a silent $0.
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Mapping
 from datetime import datetime, timezone
@@ -151,6 +152,19 @@ CATALOGS: Final = ("genai-prices",)
 
 _loaded: dict[str, Catalog] = {}
 _loaded_lock = threading.Lock()
+
+
+def _reset_locks() -> None:
+    """A forked child gets new locks: one the parent's pricing held at the fork never opens."""
+    global _loaded_lock  # noqa: PLW0603 - the point is to replace the shared lock
+    _loaded_lock = threading.Lock()
+    for loaded in _loaded.values():
+        if isinstance(loaded, GenAIPricesCatalog):
+            loaded._lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reset_locks)
 
 
 def catalog(name: str) -> Catalog:
