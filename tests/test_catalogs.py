@@ -117,6 +117,15 @@ def test_older_gen_ai_system_and_unknown_provider_fall_back_to_the_model(
     assert charge(catalog_table, attrs).nanos > 0
 
 
+def test_a_known_provider_prices_only_its_models(catalog_table: PricingTable) -> None:
+    # A Llama model served by vLLM behind the openai client: not some host's Llama price.
+    with pytest.raises(
+        PricingNotFoundError, match=r"'llama-3\.3-70b-versatile' \(provider 'openai'\)"
+    ):
+        charge(catalog_table, span("llama-3.3-70b-versatile", input_tokens=1, output_tokens=1))
+    assert charge(catalog_table, span("llama-3.3-70b-versatile", "groq", input_tokens=1)).nanos
+
+
 def test_unknown_model_is_not_found_naming_it(catalog_table: PricingTable) -> None:
     with pytest.raises(PricingNotFoundError, match=r"'my-finetune-7'.*genai-prices"):
         charge(catalog_table, span("my-finetune-7", input_tokens=1, output_tokens=1))

@@ -105,13 +105,19 @@ class GenAIPricesCatalog:
 
     def _find(self, provider: str | None, model: str) -> tuple[Provider, ModelInfo] | str:
         provider_id = _PROVIDER_ALIASES.get(provider, provider) if provider else None
-        for attempt in (provider_id, None) if provider_id else (None,):
+        if provider_id is not None:
             try:
-                return self._snapshot.find_provider_model(model, None, attempt, None)
+                self._snapshot.find_provider(None, provider_id, None)
             except LookupError:
-                continue
-        where = f" (provider {provider!r})" if provider else ""
-        return f"model {model!r}{where} is not in the genai-prices {self.version} catalog"
+                provider_id = None  # a provider the catalog does not know: the model decides
+        try:
+            return self._snapshot.find_provider_model(model, None, provider_id, None)
+        except LookupError:
+            # A known provider prices only its own models (and those it resells), as
+            # genai-prices does: a self-hosted model behind an OpenAI-compatible API is
+            # not given some other provider's price.
+            where = f" (provider {provider!r})" if provider else ""
+            return f"model {model!r}{where} is not in the genai-prices {self.version} catalog"
 
     def charge(
         self, attributes: Mapping[str, object], end_ms: int
