@@ -42,8 +42,6 @@ DEFAULT_CURRENCY = "USD"
 
 RepriceBy = Literal["service", "operation"]
 
-_Group = tuple[str, str, str, int]  # service, operation, currency, price period
-
 
 @dataclass(frozen=True)
 class RepricedRow:
@@ -156,17 +154,33 @@ def reprice_history(
             if start != ALWAYS and since < start < until
         }
     )
-    params: list[Any] = [[_datetime(start) for start in starts], _datetime(since)]
-    params += [_datetime(until), currency]
+    # Only the usage the table prices matters: one sum per attribute and kind of span, in
+    # the same scan (reading every jsonb key of every row would be several times slower).
+    attrs = sorted(
+        {
+            attr
+            for match in table
+            for price in (match.schedule.prices if match.schedule else (match.price,))
+            for attr in price.per_unit
+        }
+    )
+    units = ", ".join(
+        f"sum(({column} ->> %s::text)::numeric)"
+        for column in ("entry_units", "nested_units")
+        for _ in attrs
+    )
+    params: list[Any] = [[_datetime(start) for start in starts], *attrs, *attrs]
+    params += [_datetime(since), _datetime(until), currency]
     where = "bucket >= %s AND bucket < %s AND currency = %s"
     if service is not None:
         where += " AND service = %s"
         params.append(service)
-    group = "service, operation, currency, width_bucket(bucket, %s::timestamptz[])"
     with connect(dsn, timeout=timeout) as conn:
         check_schema(conn)
         sums = conn.execute(
-            f"""SELECT {group}, (extract(epoch FROM min(bucket)) * 1000)::bigint,
+            f"""SELECT service, operation, currency, width_bucket(bucket, %s::timestamptz[]),
+                   {units + "," if units else ""}
+                   (extract(epoch FROM min(bucket)) * 1000)::bigint,
                    coalesce(sum(cost_nanos) FILTER (WHERE entry_spans IS NOT NULL), 0),
                    coalesce(sum(entry_spans), 0), coalesce(sum(entry_ms), 0),
                    coalesce(sum(nested_spans), 0), coalesce(sum(nested_ms), 0),
@@ -175,15 +189,7 @@ def reprice_history(
                 FROM {MINUTE_TABLE} WHERE {where} GROUP BY 1, 2, 3, 4""",
             params,
         ).fetchall()
-        units = conn.execute(
-            f"""SELECT {group}, u.entry, u.key, sum(u.value::numeric)
-                FROM {MINUTE_TABLE} AS m CROSS JOIN LATERAL (
-                    SELECT true AS entry, * FROM jsonb_each(m.entry_units)
-                    UNION ALL SELECT false, * FROM jsonb_each(m.nested_units)) AS u
-                WHERE {where} GROUP BY 1, 2, 3, 4, 5, 6""",
-            params,
-        ).fetchall()
-    rows, per_call = _reprice(table, by, sums, _units_by_group(units))
+    rows, per_call = _reprice(table, by, attrs, sums)
     total = [0] * 6
     for row in rows:
         for i, value in enumerate(_amounts(row)):
@@ -201,44 +207,41 @@ def reprice_history(
     )
 
 
-def _units_by_group(
-    result: Sequence[Any],
-) -> dict[tuple[_Group, bool], dict[str, Decimal]]:
-    found: dict[tuple[_Group, bool], dict[str, Decimal]] = {}
-    for service, operation, currency, period, entry, attr, total in result:
-        found.setdefault(((service, operation, currency, period), entry), {})[attr] = total
-    return found
-
-
 def _reprice(
     table: PricingTable,
     by: RepriceBy,
+    attrs: Sequence[str],
     sums: Sequence[Any],
-    units: dict[tuple[_Group, bool], dict[str, Decimal]],
 ) -> tuple[tuple[RepricedRow, ...], tuple[str, ...]]:
-    """The rows, and the keys that price per call (left out: sums cannot be priced so)."""
+    """The rows, and the keys that price per call (left out: sums cannot be priced so).
+
+    Each of ``sums`` is a group: service, operation, currency, price period, the entry
+    then the nested units of each of ``attrs`` (NULL: none), then the sums of the inputs.
+    """
     totals: dict[tuple[str, str | None, str], list[int]] = {}
     per_call: set[str] = set()
-    for service, operation, currency, period, first_ms, kept_nanos, *inputs in sums:
+    width = len(attrs)
+    for service, operation, currency, _period, *values in sums:
+        entry_units = _units(attrs, values[:width])
+        nested_units = _units(attrs, values[width : 2 * width])
+        first_ms, recorded, *inputs = values[2 * width :]
         entry_spans, entry_ms, nested_spans, nested_ms, skipped_spans, skipped_nanos = inputs
-        recorded = kept_nanos
         key = (service, operation if by == "operation" else None, currency)
         row = totals.setdefault(key, [0] * 6)
-        group = (service, operation, currency, period)
         spans, repriced, unpriced = entry_spans + nested_spans, 0, 0
         match = table.match(service, operation)
         try:
             if match is None:
                 raise PricingNotFoundError(f"no price for {service!r} {operation!r}")
-            for entry, count, ms in (
-                (True, entry_spans, entry_ms),
-                (False, nested_spans, nested_ms),
+            for entry, count, ms, usage in (
+                (True, entry_spans, entry_ms, entry_units),
+                (False, nested_spans, nested_ms, nested_units),
             ):
                 repriced += match.charge_sums(
                     entry=entry,
                     spans=int(count),
                     duration_ms=float(ms),
-                    usage=units.get((group, entry), {}),
+                    usage=usage,
                     end_ms=int(first_ms),
                 )
         except PricingNotFoundError:
@@ -259,6 +262,10 @@ def _reprice(
     ]
     rows.sort(key=lambda r: (-r.recorded_nanos, -r.repriced_nanos, r.service, r.operation or ""))
     return tuple(rows), tuple(sorted(per_call))
+
+
+def _units(attrs: Sequence[str], sums: Sequence[Decimal | None]) -> dict[str, Decimal]:
+    return {attr: total for attr, total in zip(attrs, sums, strict=True) if total}
 
 
 def _amounts(row: RepricedRow) -> Iterator[int]:
