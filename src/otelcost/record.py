@@ -51,7 +51,7 @@ _REQUIRED = (
     "usage",
     "error",
 )
-_OPTIONAL = ("aggregate", "span_count", "entry")
+_OPTIONAL = ("aggregate", "span_count", "entry", "service_version", "environment")
 _KNOWN = frozenset(_REQUIRED + _OPTIONAL)
 
 
@@ -64,6 +64,9 @@ class CostRecord:
     was not priced: its ``cost_amount`` is 0 and ``usage`` keeps the inputs for re-pricing.
     ``entry`` is False for a nested span (DESIGN §4: it pays ``per_ms`` and a bare-``*``
     ``per_request`` only as an entry span), so history can be re-priced by the same rules.
+    ``service_version`` and ``environment`` name the deploy that ran the span (resource
+    ``service.version`` or the VCS revision, ``deployment.environment.name``); None when
+    the resource does not say. Both are optional in JSON, written only when set.
     """
 
     trace_id: str
@@ -81,6 +84,8 @@ class CostRecord:
     aggregate: bool = False
     span_count: int = 1
     entry: bool = True
+    service_version: str | None = None
+    environment: str | None = None
 
     @property
     def cost_nanos(self) -> int:
@@ -103,6 +108,8 @@ class CostRecord:
         usage: Mapping[str, float],
         error: str | None,
         entry: bool,
+        service_version: str | None = None,
+        environment: str | None = None,
     ) -> CostRecord:
         """A per-span record from values the processor produced (no aggregate fields).
 
@@ -129,6 +136,8 @@ class CostRecord:
                 False,
                 1,
                 entry,
+                service_version,
+                environment,
             ),
             strict=True,
         ):
@@ -157,6 +166,10 @@ class CostRecord:
             doc["span_count"] = self.span_count
         if not self.entry:
             doc["entry"] = False
+        if self.service_version is not None:
+            doc["service_version"] = self.service_version
+        if self.environment is not None:
+            doc["environment"] = self.environment
         return doc
 
     def to_json(self) -> bytes:
@@ -250,6 +263,8 @@ class CostRecord:
             aggregate=aggregate,
             span_count=span_count,
             entry=entry,
+            service_version=_optional_text(doc, "service_version"),
+            environment=_optional_text(doc, "environment"),
         )
 
 

@@ -119,3 +119,45 @@ def test_every_query_runs_against_the_rollup_schema(dsn: str) -> None:
     [(unpriced,)] = results["Unpriced share of spans [A]"][1]
     assert float(unpriced) == pytest.approx(100 / 3)
     assert sorted(results["$service"][1]) == [("checkout",), ("search",)]
+
+
+@pytest.fixture
+def deploys(postgres_dsn: str) -> str:
+    """Two deploys of three services; v2 of checkout takes twice as long per request."""
+    from _billing import DAY, SERVICES, TABLE, roll_up, workload
+
+    drop_rollup_schema(postgres_dsn)
+    init_db(postgres_dsn)
+    now = int(time.time() * 1000)
+    start = now - now % DAY - 2 * DAY
+    offset = 0
+    for day, version, load in ((0, "v1", {}), (1, "v2", {"checkout": 2.0})):
+        deploy = {"service.version": version, "deployment.environment.name": "prod"}
+        records = workload(
+            TABLE, start + day * DAY, 1, per_day=6, load=load,
+            resources=dict.fromkeys(SERVICES, deploy),
+        )  # fmt: skip
+        roll_up(postgres_dsn, records, first_offset=offset)
+        offset += len(records)
+    return postgres_dsn
+
+
+def test_the_deploy_panels_show_the_version_that_made_requests_more_expensive(
+    deploys: str,
+) -> None:
+    queries = _queries(json.loads(DASHBOARD.read_text()))
+    with psycopg.connect(deploys) as conn:
+        series = conn.execute(_expand(queries["Cost per request by version ($currency) [A]"][1]))
+        by_metric: dict[str, list[float]] = {}
+        for _, metric, value in series.fetchall():
+            by_metric.setdefault(metric, []).append(float(value))
+        cursor = conn.execute(_expand(queries["Cost per request per deploy ($currency) [A]"][1]))
+        columns = [column.name for column in cursor.description or ()]
+        table = [dict(zip(columns, row, strict=True)) for row in cursor.fetchall()]
+    assert set(by_metric) == {"checkout v1", "checkout v2", "search v1", "search v2"}
+    assert min(by_metric["checkout v2"]) > max(by_metric["checkout v1"]) * 1.2
+    change = {(row["service"], row["version"]): row["change_pct"] for row in table}
+    assert change[("checkout", "v1")] is None  # the first deploy seen
+    assert float(change[("checkout", "v2")]) > 20
+    assert float(change[("search", "v2")]) == 0
+    assert [row["requests"] for row in table if row["service"] == "checkout"] == [6, 6]

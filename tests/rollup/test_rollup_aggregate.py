@@ -45,18 +45,20 @@ def test_sums_per_minute_service_operation_currency() -> None:
     rollup.add(
         _record(operation="OTHER", aggregate=True, span_count=40, duration_ms=100.0),
     )
+    rollup.add(_record(service_version="v2", environment="prod"))
     rows = {
         key: (t.cost_nanos, t.spans, t.records, t.unpriced_spans, t.duration_ms)
         for key, t in rollup.rows()
     }
     assert rows == {
-        (_T0, "svc", "GET /x", "EUR"): (1_500, 1, 1, 0, 2.5),
-        (_T0, "svc", "GET /x", "USD"): (4_000, 3, 3, 1, 7.5),
-        (_T0, "svc", "OTHER", "USD"): (1_500, 40, 1, 0, 100.0),
-        (_T0 + 60_000, "svc", "GET /x", "USD"): (1_500, 1, 1, 0, 2.5),
+        (_T0, "svc", "GET /x", "EUR", "", ""): (1_500, 1, 1, 0, 2.5),
+        (_T0, "svc", "GET /x", "USD", "", ""): (4_000, 3, 3, 1, 7.5),
+        (_T0, "svc", "GET /x", "USD", "v2", "prod"): (1_500, 1, 1, 0, 2.5),
+        (_T0, "svc", "OTHER", "USD", "", ""): (1_500, 40, 1, 0, 100.0),
+        (_T0 + 60_000, "svc", "GET /x", "USD", "", ""): (1_500, 1, 1, 0, 2.5),
     }
     assert list(dict(rollup.rows())) == sorted(rows)  # one global order: no deadlocks
-    assert (rollup.records, rollup.sanitized, len(rollup)) == (6, 0, 4)
+    assert (rollup.records, rollup.sanitized, len(rollup)) == (7, 0, 5)
 
 
 def test_sums_are_exact_past_64_bits() -> None:
@@ -74,8 +76,8 @@ def test_unstorable_keys_are_cleaned_and_counted_money_kept() -> None:
     rollup.add(_record(service="s\x00vc", operation="é" * 2000, currency="X" * 100))
     rollup.add(_record(operation="fine"))
     rows = dict(rollup.rows())
-    [(_, service, operation, currency)] = [k for k in rows if k[2] != "fine"]
-    totals = rows[(_T0, service, operation, currency)]
+    [(_, service, operation, currency, _, _)] = [k for k in rows if k[2] != "fine"]
+    totals = rows[(_T0, service, operation, currency, "", "")]
     assert service == "s\ufffdvc"
     assert operation.endswith("…") and len(operation.encode()) <= MAX_OPERATION_BYTES
     assert operation.startswith("é" * 100)

@@ -113,7 +113,10 @@ def test_migrating_a_populated_older_schema_keeps_its_rows_and_marks_them(fresh:
     with pytest.raises(Exception, match="--init-db"):
         write(fresh, [record(0)])  # version 2: the consumer asks for the migration
     info = init_db(fresh)
-    assert info.applied == ("3: inputs of cost kept for re-pricing",)
+    assert info.applied == (
+        "3: inputs of cost kept for re-pricing",
+        "4: rows keyed by service version and environment",
+    )
     assert init_db(fresh).applied == ()  # idempotent
     before = rows(fresh)
     assert [(r[1], r[2]) for r in before] == [(4, 4_000), (3, 3_000)]
@@ -125,4 +128,11 @@ def test_migrating_a_populated_older_schema_keeps_its_rows_and_marks_them(fresh:
     assert after[2][3:] == (1, 10.0, {}, 0, 0.0, {})
     with psycopg.connect(fresh) as conn:
         daily = conn.execute("SELECT sum(cost_nanos) FROM otelcost.cost_daily").fetchone()
+        deploys = conn.execute(
+            "SELECT DISTINCT service_version, environment FROM otelcost.cost_minute"
+        ).fetchall()
     assert daily == (Decimal(9_000),)
+    assert deploys == [("", "")]  # older rows: deploy not known
+    # A deploy's records get rows of their own, beside the older row of the same minute.
+    write(fresh, [record(2, service_version="v2", environment="prod")], first_offset=2)
+    assert [(r[1], r[3]) for r in rows(fresh)] == [(4, None), (4, None), (1, 1), (1, 1)]

@@ -54,7 +54,7 @@ def fresh(postgres_dsn: str) -> str:
 
 def test_init_db_twice_is_harmless_and_keeps_data(fresh: str) -> None:
     first = init_db(fresh)
-    assert (first.version, first.timescale, len(first.applied)) == (3, False, 3)
+    assert (first.version, first.timescale, len(first.applied)) == (4, False, 4)
     store = RollupStore(fresh, "g", "topic")
     store.write(_batch(range(5), int(time.time() * 1000)), lambda letters: None)
     before = _rows(fresh)
@@ -64,7 +64,7 @@ def test_init_db_twice_is_harmless_and_keeps_data(fresh: str) -> None:
     with psycopg.connect(fresh) as conn:
         versions = conn.execute("SELECT version FROM otelcost.schema_version").fetchall()
         daily = conn.execute("SELECT sum(cost_nanos) FROM otelcost.cost_daily").fetchone()
-    assert versions == [(1,), (2,), (3,)]
+    assert versions == [(1,), (2,), (3,), (4,)]
     assert daily == (5_000,)
     store.close()
 

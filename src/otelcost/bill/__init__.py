@@ -13,7 +13,7 @@ See docs/bill.md.
 from __future__ import annotations
 
 from otelcost.bill.calibrate import Calibration, CalibrationError, Factor, calibrate
-from otelcost.bill.compare import Comparison, ServiceComparison, compare
+from otelcost.bill.compare import Comparison, ServiceComparison, build_comparison, compare
 from otelcost.bill.focus import Bill, FocusError, read_focus, read_mapping
 
 __all__ = [
@@ -24,6 +24,7 @@ __all__ = [
     "Factor",
     "FocusError",
     "ServiceComparison",
+    "build_comparison",
     "calibrate",
     "compare",
     "read_focus",

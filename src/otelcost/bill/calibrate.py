@@ -184,7 +184,8 @@ def _dated(
     base = same[0] if same else in_force
     if base is None:  # every price starts after ``start``: they are all scaled
         return kept + later
-    head = {**_scaled(base, factor), _FROM: since}
+    scaled = _scaled(base, factor)
+    head = {_FROM: since, **{name: value for name, value in scaled.items() if name != _FROM}}
     if not kept:  # the first price of a dated entry may omit "from" (in force always)
         return [head, *later]
     return [*kept, head, *later]

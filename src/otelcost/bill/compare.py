@@ -25,7 +25,14 @@ from typing import Any, Literal
 from otelcost.bill.focus import Bill
 from otelcost.money import from_nanos
 
-__all__ = ["Comparison", "ServiceComparison", "Status", "attributed_by_day", "compare"]
+__all__ = [
+    "Comparison",
+    "ServiceComparison",
+    "Status",
+    "attributed_by_day",
+    "build_comparison",
+    "compare",
+]
 
 Status = Literal["billed and attributed", "billed, not attributed", "attributed, not billed"]
 

@@ -68,6 +68,13 @@ def run_history(args: argparse.Namespace) -> int:
         return 2
     if args.reprice is not None:
         return _run_reprice(args, window)
+    if args.by == "version":
+        from otelcost.cli._versions import run_versions
+
+        return run_versions(args, window)
+    if getattr(args, "threshold", None) is not None:
+        print("otelcost report: --threshold works with --by version", file=sys.stderr)
+        return 2
     by: By = "service" if args.by is None else args.by
     limit = args.limit if args.limit is not None else (20 if by == "operation" else None)
     try:

@@ -27,7 +27,8 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
             "EMA burn rate (spend projected over the period), consecutive windows over the "
             "limit, and whether the service is throttled with the flag's remaining TTL. "
             "With --dsn instead: the cost history kept in PostgreSQL by 'otelcost rollup', "
-            "by service (with a chart of daily spend), operation or day; with --reprice "
+            "by service (with a chart of daily spend), operation, day or version (cost per "
+            "request per deploy, flagging a version that moved past --threshold); with --reprice "
             "TABLE, the recorded cost next to what the same spans cost under TABLE. "
             "Exits 1 with a one-line error when Redis or PostgreSQL cannot be read."
         ),
@@ -47,7 +48,16 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
         "--since", metavar="DURATION", help="window up to now: 30m, 12h, 7d, 2w (default: 7d)"
     )
     history.add_argument(
-        "--by", choices=("service", "operation", "day"), help="rows (default: service)"
+        "--by",
+        choices=("service", "operation", "day", "version"),
+        help="rows (default: service); version: cost per request per deploy of each service",
+    )
+    history.add_argument(
+        "--threshold",
+        type=float,
+        metavar="FRACTION",
+        help="--by version: flag a version whose cost per request moved more than this "
+        "against the previous version (default: 0.1, i.e. 10%%)",
     )
     history.add_argument(
         "--limit",
@@ -74,8 +84,11 @@ def run(args: argparse.Namespace) -> int:
         from otelcost.cli._history import run_history
 
         return run_history(args)
-    if any(x is not None for x in (args.since, args.by, args.limit, args.reprice)):
-        print("otelcost report: --since, --by, --limit and --reprice need --dsn", file=sys.stderr)
+    if any(x is not None for x in (args.since, args.by, args.limit, args.reprice, args.threshold)):
+        print(
+            "otelcost report: --since, --by, --limit, --threshold and --reprice need --dsn",
+            file=sys.stderr,
+        )
         return 2
     args.redis_url = args.redis_url or os.environ.get(REDIS_URL_ENV)
     if not args.redis_url:

@@ -42,16 +42,19 @@ from otelcost.record import _MAX_TS_MS, _MIN_TS_MS, CostRecord
 
 __all__ = [
     "CURRENCY_MISMATCH",
+    "ENVIRONMENT_ATTRIBUTES",
     "INVALID_SPAN",
     "MAX_ERROR_CHARS",
     "NAMING_ATTRIBUTES",
     "NOT_FOUND",
     "PRICING_ERROR",
     "STALE",
+    "VERSION_ATTRIBUTES",
     "Coster",
     "Named",
     "PricingSnapshot",
     "SpanCost",
+    "deploy_of",
 ]
 
 _logger = logging.getLogger(__name__)
@@ -116,14 +119,24 @@ class Named:
 
     ``entry_kind``: a SERVER or CONSUMER span, an entry span whatever its parent.
     ``folded``: the cardinality guard folded the operation into OTHER.
+    ``deploy``: the (service version, deployment environment) of the span's resource.
     ``binding`` is replaced whole when the snapshot changes (one attribute store), so a
     racing thread sees either binding, never a mix; both compute the same values.
     """
 
-    __slots__ = ("binding", "entry_kind", "folded", "operation", "service")
+    __slots__ = ("binding", "deploy", "entry_kind", "folded", "operation", "service")
 
-    def __init__(self, service: str, operation: str, *, entry_kind: bool, folded: bool) -> None:
+    def __init__(
+        self,
+        service: str,
+        operation: str,
+        *,
+        entry_kind: bool,
+        folded: bool,
+        deploy: tuple[str | None, str | None] = (None, None),
+    ) -> None:
         self.service = service
+        self.deploy = deploy
         self.operation = operation
         self.entry_kind = entry_kind
         self.folded = folded
@@ -235,17 +248,19 @@ class SpanCost(NamedTuple):
             self.usage,
             self.error,
             self.entry,
+            *self.named.deploy,
         )
 
 
 class _ResourceMemo:
     """The naming memo of one Resource (the service comes from it, usually)."""
 
-    __slots__ = ("memo", "resource", "service")
+    __slots__ = ("deploy", "memo", "resource", "service")
 
     def __init__(self, resource: Resource, service: str | None) -> None:
         self.resource = resource
         self.service = service  # None: the resource names no service; spans may
+        self.deploy = deploy_of(resource.attributes)
         self.memo: dict[tuple[object, ...], Named] = {}
 
 
@@ -384,6 +399,7 @@ class Coster:
             operation,
             entry_kind=id(span.kind) in _ENTRY_KIND_IDS,
             folded=operation == OTHER and derived != OTHER,
+            deploy=memo.deploy,
         )
 
     def cost(self, span: ReadableSpan, snap: PricingSnapshot | None = None) -> SpanCost:
@@ -449,6 +465,31 @@ class Coster:
             billable,
             span.context,
         )
+
+
+# What names a deploy, first found wins: the stable names of the semantic conventions, then
+# the older ones (VCS attributes name the revision where no service.version is set).
+VERSION_ATTRIBUTES: Final = (
+    "service.version",
+    "vcs.ref.head.revision",
+    "vcs.repository.ref.revision",
+)
+ENVIRONMENT_ATTRIBUTES: Final = ("deployment.environment.name", "deployment.environment")
+
+
+def deploy_of(attributes: Mapping[str, object]) -> tuple[str | None, str | None]:
+    """(service version, deployment environment) of a resource; None where it is silent."""
+    return _first_text(attributes, VERSION_ATTRIBUTES), _first_text(
+        attributes, ENVIRONMENT_ATTRIBUTES
+    )
+
+
+def _first_text(attributes: Mapping[str, object], names: tuple[str, ...]) -> str | None:
+    for name in names:
+        value = attributes.get(name)
+        if value is not None and str(value).strip():
+            return str(value).strip()[:256]  # a record's text stays storable and small
+    return None
 
 
 def plain_attributes(span: ReadableSpan) -> Mapping[str, object]:

@@ -1,4 +1,5 @@
-"""Per-minute rollup rows: cost records summed by (minute, service, operation, currency).
+"""Per-minute rollup rows: cost records summed by (minute, service, operation, currency,
+service version, environment).
 
 A record falls in the UTC minute of its ``timestamp`` (the span's end). Sums are exact
 Python integers (nano-units, span counts), so nothing overflows before PostgreSQL's
@@ -7,6 +8,7 @@ Python integers (nano-units, span counts), so nothing overflows before PostgreSQ
 set (not priced) adds its spans to ``unpriced_spans``. Each row also sums the inputs of
 cost (spans, ms and usage units) apart for entry and nested records (``CostRecord.entry``),
 priced records or not, so that history can be re-priced by the rule live pricing follows.
+A record without a service version or environment is keyed by "" there (not known).
 
 Text keys are made storable: PostgreSQL ``text`` cannot hold NUL (replaced by U+FFFD),
 and the primary-key index entry must stay below PostgreSQL's ~2.7 KB limit, so an
@@ -37,7 +39,8 @@ MAX_OPERATION_BYTES = 1024
 MAX_CURRENCY_BYTES = 64
 _ELLIPSIS = "…"
 
-Key = tuple[int, str, str, str]  # (bucket start ms, service, operation, currency)
+# (bucket start ms, service, operation, currency, service version, environment)
+Key = tuple[int, str, str, str, str, str]
 
 
 def bucket_start(timestamp_ms: int) -> int:
@@ -100,7 +103,14 @@ class MinuteRollup:
             or service is not record.service
         ):
             self.sanitized += 1
-        key = (bucket_start(record.timestamp), service, operation, currency)
+        key = (
+            bucket_start(record.timestamp),
+            service,
+            operation,
+            currency,
+            _storable(record.service_version or "", None),
+            _storable(record.environment or "", None),
+        )
         row = self._rows.get(key)
         if row is None:
             row = self._rows[key] = Totals()

@@ -10,7 +10,9 @@ Everything lives in the schema ``otelcost``:
   live pricing charges them, so history can be re-priced: ``entry_spans``/``nested_spans``
   (numeric), ``entry_ms``/``nested_ms`` (double) and ``entry_units``/``nested_units``
   (jsonb ``{attribute: summed units}``). They are NULL in rows begun before migration 3,
-  and stay NULL (adding to NULL), so such a row is never re-priced from partial sums;
+  and stay NULL (adding to NULL), so such a row is never re-priced from partial sums.
+  Since migration 4 rows are also keyed by ``service_version`` and ``environment`` (the
+  deploy that ran the spans; ``''`` when the records did not say, and in older rows);
 - ``kafka_offsets``: per (consumer_group, topic, partition) the next offset to read,
   written in the same transaction as the rows it accounts for;
 - ``cost_daily``: the same sums per UTC day. On plain PostgreSQL a view (always current,
@@ -55,7 +57,7 @@ VERSION_TABLE = f"{SCHEMA}.schema_version"
 #: SQL function adding two jsonb usage maps key by key (the upsert of the unit sums).
 ADD_UNITS = f"{SCHEMA}.add_units"
 #: The schema version this code reads and writes.
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 DEFAULT_RETENTION_DAYS = 90
 
 _LOCK_KEY = 0x6F74_656C_636F  # "otelco": serializes concurrent init_db runs
@@ -132,6 +134,22 @@ COMMENT ON FUNCTION {ADD_UNITS}(jsonb, jsonb) IS
 """
 
 
+# The key grows by the deploy. The defaults cost no rewrite (PostgreSQL 11+); the primary
+# key's index is rebuilt once, under the migration's lock.
+_DEPLOY = f"""
+ALTER TABLE {MINUTE_TABLE}
+    ADD COLUMN IF NOT EXISTS service_version text NOT NULL DEFAULT '',
+    ADD COLUMN IF NOT EXISTS environment text NOT NULL DEFAULT '';
+ALTER TABLE {MINUTE_TABLE} DROP CONSTRAINT IF EXISTS cost_minute_pkey;
+ALTER TABLE {MINUTE_TABLE} ADD CONSTRAINT cost_minute_pkey
+    PRIMARY KEY (bucket, service, operation, currency, service_version, environment);
+COMMENT ON COLUMN {MINUTE_TABLE}.service_version IS
+    'otelcost: service.version or VCS revision of the spans; empty: not known';
+COMMENT ON COLUMN {MINUTE_TABLE}.environment IS
+    'otelcost: deployment.environment.name of the spans; empty: not known';
+"""
+
+
 class SchemaError(RuntimeError):
     """The database has no rollup schema, or one this code does not know."""
 
@@ -184,6 +202,9 @@ def init_db(dsn: str, *, timescale: bool | None = None, timeout: float = 10.0) -
             if 3 not in applied:
                 conn.execute(_COST_INPUTS)
                 done.append(_record(conn, 3, "inputs of cost kept for re-pricing"))
+            if 4 not in applied:
+                conn.execute(_DEPLOY)
+                done.append(_record(conn, 4, "rows keyed by service version and environment"))
         info = SchemaInfo(SCHEMA_VERSION, _uses_timescale(conn), tuple(done))
     for description in done:
         logger.info("applied migration: %s", description)

@@ -30,15 +30,16 @@ logger = logging.getLogger("otelcost.rollup")
 
 _UPSERT = f"""
 INSERT INTO {MINUTE_TABLE} AS m
-    (bucket, service, operation, currency, cost_nanos, spans, records, unpriced_spans,
-     duration_ms, entry_spans, entry_ms, entry_units, nested_spans, nested_ms, nested_units)
-SELECT to_timestamp(v.b / 1000), v.s, v.o, v.c, v.n, v.sp, v.r, v.u, v.d,
+    (bucket, service, operation, currency, service_version, environment, cost_nanos, spans,
+     records, unpriced_spans, duration_ms, entry_spans, entry_ms, entry_units, nested_spans,
+     nested_ms, nested_units)
+SELECT to_timestamp(v.b / 1000), v.s, v.o, v.c, v.sv, v.e, v.n, v.sp, v.r, v.u, v.d,
        v.es, v.em, v.eu::jsonb, v.ns, v.nm, v.nu::jsonb
-FROM unnest(%s::bigint[], %s::text[], %s::text[], %s::text[], %s::numeric[], %s::numeric[],
-            %s::bigint[], %s::numeric[], %s::float8[], %s::numeric[], %s::float8[], %s::text[],
-            %s::numeric[], %s::float8[], %s::text[])
-     AS v(b, s, o, c, n, sp, r, u, d, es, em, eu, ns, nm, nu)
-ON CONFLICT (bucket, service, operation, currency) DO UPDATE SET
+FROM unnest(%s::bigint[], %s::text[], %s::text[], %s::text[], %s::text[], %s::text[],
+            %s::numeric[], %s::numeric[], %s::bigint[], %s::numeric[], %s::float8[],
+            %s::numeric[], %s::float8[], %s::text[], %s::numeric[], %s::float8[], %s::text[])
+     AS v(b, s, o, c, sv, e, n, sp, r, u, d, es, em, eu, ns, nm, nu)
+ON CONFLICT (bucket, service, operation, currency, service_version, environment) DO UPDATE SET
     cost_nanos = m.cost_nanos + EXCLUDED.cost_nanos,
     spans = m.spans + EXCLUDED.spans,
     records = m.records + EXCLUDED.records,
@@ -180,8 +181,8 @@ def _describe(exc: BaseException) -> str:
 
 def _columns(rollup: MinuteRollup) -> tuple[list[Any], ...]:
     """The upsert's parameters: one list per column, rows in key order."""
-    columns: tuple[list[Any], ...] = tuple([] for _ in range(15))
-    for (bucket, service, operation, currency), totals in rollup.rows():
+    columns: tuple[list[Any], ...] = tuple([] for _ in range(17))
+    for (bucket, service, operation, currency, version, environment), totals in rollup.rows():
         entry, nested = totals.entry, totals.nested
         for column, value in zip(
             columns,
@@ -190,6 +191,8 @@ def _columns(rollup: MinuteRollup) -> tuple[list[Any], ...]:
                 service,
                 operation,
                 currency,
+                version,
+                environment,
                 totals.cost_nanos,
                 totals.spans,
                 totals.records,
