@@ -93,7 +93,8 @@ class ServiceComparison:
 
 @dataclass(frozen=True)
 class Comparison:
-    """The bill against the rollups over ``days`` (UTC day starts, epoch ms)."""
+    """The bill against the rollups over ``days`` (UTC day starts, epoch ms): services by
+    billed cost, then attributed cost; ``untagged`` by provider service, largest first."""
 
     bill: Bill
     days: tuple[int, ...]
@@ -216,6 +217,11 @@ def build_comparison(
         bill=bill,
         days=days,
         services=tuple(services),
-        untagged={name: series(by_day) for name, by_day in bill.untagged.items()},
+        untagged={
+            name: series(by_day)
+            for name, by_day in sorted(
+                bill.untagged.items(), key=lambda item: (-sum(item[1].values()), item[0])
+            )
+        },
         other_currencies=dict(sorted(others.items())),
     )
