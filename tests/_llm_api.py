@@ -41,8 +41,9 @@ class Usage:
     input: int = 0  # every input token, cache reads and writes included
     output: int = 0  # every output token, reasoning included
     cache_read: int = 0
-    cache_write: int = 0
+    cache_write: int = 0  # of which cache_write_1h are Anthropic's 1-hour cache writes
     reasoning: int = 0
+    cache_write_1h: int = 0
 
     def prompt(self) -> str:
         return json.dumps(
@@ -52,6 +53,7 @@ class Usage:
                 "cache_read": self.cache_read,
                 "cache_write": self.cache_write,
                 "reasoning": self.reasoning,
+                "cache_write_1h": self.cache_write_1h,
             }
         )
 
@@ -82,6 +84,10 @@ def _anthropic_usage(u: Usage) -> dict[str, Any]:
         "output_tokens": u.output,
         "cache_read_input_tokens": u.cache_read,
         "cache_creation_input_tokens": u.cache_write,
+        "cache_creation": {
+            "ephemeral_5m_input_tokens": u.cache_write - u.cache_write_1h,
+            "ephemeral_1h_input_tokens": u.cache_write_1h,
+        },
     }
 
 

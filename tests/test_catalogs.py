@@ -365,3 +365,33 @@ def test_a_child_forked_while_the_catalog_lock_is_held_still_prices(
                 os._exit(code)
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
+
+
+@pytest.mark.parametrize(
+    ("rates", "nanos"),
+    [
+        # writes priced, 1-hour writes priced: 30 input, 30 writes, 20 1-hour writes
+        ({"input": 1e-6, "write": 2e-6, "write_1h": 4e-6}, 30 * 1000 + 30 * 2000 + 20 * 4000),
+        # 1-hour writes priced, other writes not: those stay in the input
+        ({"input": 1e-6, "write_1h": 4e-6}, 60 * 1000 + 20 * 4000),
+        # only the input priced: every input token at its rate
+        ({"input": 1e-6}, 80 * 1000),
+    ],
+)
+def test_each_token_is_charged_once_at_its_most_specific_rate(
+    rates: dict[str, float], nanos: int
+) -> None:
+    names = {
+        "input": "gen_ai.usage.input_tokens",
+        "write": "gen_ai.usage.cache_creation.input_tokens",
+        "write_1h": "anthropic.usage.cache_creation.ephemeral_1h_input_tokens",
+    }
+    table = PricingTable.parse(
+        {"prices": {"*:*": {"per_unit": {names[k]: r for k, r in rates.items()}}}}
+    )
+    attrs = {
+        "gen_ai.usage.input_tokens": 80,
+        "gen_ai.usage.cache_write.input_tokens": 50,
+        "anthropic.usage.cache_creation.ephemeral_1h_input_tokens": 20,
+    }
+    assert charge(table, attrs).nanos == nanos

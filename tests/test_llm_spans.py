@@ -31,7 +31,9 @@ pytestmark = pytest.mark.skipif(
 )
 
 LITELLM = Path(__file__).resolve().parent / "data" / "litellm_model_prices.json"
-CACHED = Usage(input=1200, output=80, cache_read=300, cache_write=50, reasoning=20)
+CACHED = Usage(
+    input=1200, output=80, cache_read=300, cache_write=50, reasoning=20, cache_write_1h=20
+)
 LONG = Usage(input=250_000, output=2_000, cache_read=10_000)  # above the 200K tier
 
 
@@ -245,6 +247,8 @@ def test_anthropic_messages_are_charged_once_what_calc_price_says(
             output_tokens=usage.output,
             cache_read_tokens=usage.cache_read,
             cache_write_tokens=usage.cache_write,
+            # The charged span is the SDK's (it ends first), which has the 1-hour writes.
+            cache_write_1h_tokens=usage.cache_write_1h,
         )
     if flavour == "sdk+openllmetry":
         assert run.processor.stats()["genai_duplicates"] == 2

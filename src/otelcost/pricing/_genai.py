@@ -35,6 +35,7 @@ from otelcost.errors import PricingError
 __all__ = [
     "CACHE_READ",
     "CACHE_WRITE",
+    "CACHE_WRITE_1H",
     "INPUT",
     "OUTPUT",
     "PARTS",
@@ -42,6 +43,7 @@ __all__ = [
     "USAGE_KEYS",
     "GenAIUsage",
     "model_of",
+    "priced_parts",
     "provider_of",
     "read_usage",
     "require_usage",
@@ -54,13 +56,26 @@ OUTPUT: Final = "gen_ai.usage.output_tokens"
 CACHE_READ: Final = "gen_ai.usage.cache_read.input_tokens"
 CACHE_WRITE: Final = "gen_ai.usage.cache_creation.input_tokens"
 REASONING: Final = "gen_ai.usage.reasoning.output_tokens"
+CACHE_WRITE_1H: Final = "anthropic.usage.cache_creation.ephemeral_1h_input_tokens"
+"""Anthropic's 1-hour cache writes, part of the cache writes (the anthropic SDK's spans)."""
 
 PARTS: Final[Mapping[str, tuple[str, ...]]] = {
     INPUT: (CACHE_READ, CACHE_WRITE),
+    CACHE_WRITE: (CACHE_WRITE_1H,),
     OUTPUT: (REASONING,),
 }
 """Each total with the parts it includes: a price for a part takes those tokens out of the
 total's price (as genai-prices does), a part without a price stays in the total."""
+
+
+def priced_parts(total: str, priced: Mapping[str, object]) -> tuple[str, ...]:
+    """The parts of ``total`` that ``priced`` prices, looking inside unpriced parts: each
+    token is charged once, at the rate of the most specific priced count it is in."""
+    found: list[str] = []
+    for part in PARTS.get(total, ()):
+        found.extend((part,) if part in priced else priced_parts(part, priced))
+    return tuple(found)
+
 
 _NAMES: Final[Mapping[str, tuple[str, ...]]] = {
     INPUT: (INPUT, "gen_ai.usage.prompt_tokens"),
@@ -72,6 +87,7 @@ _NAMES: Final[Mapping[str, tuple[str, ...]]] = {
         "gen_ai.usage.cache_creation_input_tokens",
     ),
     REASONING: (REASONING, "gen_ai.usage.reasoning_tokens"),
+    CACHE_WRITE_1H: (CACHE_WRITE_1H,),
 }
 _TOTAL: Final = "gen_ai.usage.total_tokens"
 # OpenLIT puts this metric's name on its spans; for Anthropic it copies the API's input count.
@@ -88,6 +104,7 @@ class GenAIUsage(NamedTuple):
     cache_read: int
     cache_write: int
     reasoning: int
+    cache_write_1h: int = 0
 
     def as_attributes(self) -> dict[str, float]:
         """The counts by the conventions' attribute names, zero counts left out."""
@@ -97,6 +114,7 @@ class GenAIUsage(NamedTuple):
             (CACHE_READ, self.cache_read),
             (CACHE_WRITE, self.cache_write),
             (REASONING, self.reasoning),
+            (CACHE_WRITE_1H, self.cache_write_1h),
         )
         return {name: float(count) for name, count in pairs if count}
 
@@ -133,7 +151,14 @@ def read_usage(attributes: Mapping[str, object]) -> GenAIUsage | None:
         or (_OPENLIT_TOTAL in attributes and provider_of(attributes) == "anthropic")
     ):
         input_tokens += cached  # the input was reported without its cache tokens
-    return GenAIUsage(input_tokens, output_tokens, cache_read, cache_write, counts[REASONING] or 0)
+    return GenAIUsage(
+        input_tokens,
+        output_tokens,
+        cache_read,
+        cache_write,
+        counts[REASONING] or 0,
+        counts[CACHE_WRITE_1H] or 0,
+    )
 
 
 def require_usage(attributes: Mapping[str, object]) -> GenAIUsage | None:

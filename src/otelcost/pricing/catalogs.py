@@ -149,6 +149,7 @@ def _catalog_usage(usage: GenAIUsage) -> object:
         output_tokens=usage.output,
         cache_read_tokens=usage.cache_read or None,
         cache_write_tokens=usage.cache_write or None,
+        cache_write_1h_tokens=usage.cache_write_1h or None,
         output_reasoning_tokens=usage.reasoning or None,
     )
 

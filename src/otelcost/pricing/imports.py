@@ -19,7 +19,14 @@ from decimal import Decimal
 from typing import Any, Final
 
 from otelcost.errors import PricingError
-from otelcost.pricing._genai import CACHE_READ, CACHE_WRITE, INPUT, OUTPUT, REASONING
+from otelcost.pricing._genai import (
+    CACHE_READ,
+    CACHE_WRITE,
+    CACHE_WRITE_1H,
+    INPUT,
+    OUTPUT,
+    REASONING,
+)
 
 __all__ = ["Imported", "from_genai_prices", "from_litellm"]
 
@@ -31,6 +38,7 @@ _GENAI_PRICES_UNITS: Final = {
     "output_mtok": OUTPUT,
     "cache_read_mtok": CACHE_READ,
     "cache_write_mtok": CACHE_WRITE,
+    "cache_write_1h_mtok": CACHE_WRITE_1H,
     "output_reasoning_mtok": REASONING,
 }
 # LiteLLM fields (per token) likewise; ``<field>_above_<N>k_tokens`` are their tiers.
@@ -39,6 +47,7 @@ _LITELLM_UNITS: Final = {
     "output_cost_per_token": OUTPUT,
     "cache_read_input_token_cost": CACHE_READ,
     "cache_creation_input_token_cost": CACHE_WRITE,
+    "cache_creation_input_token_cost_above_1hr": CACHE_WRITE_1H,
     "output_cost_per_reasoning_token": REASONING,
 }
 _LITELLM_TIER: Final = re.compile(r"(?P<field>.+)_above_(?P<k>\d+)k_tokens")

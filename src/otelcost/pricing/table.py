@@ -212,7 +212,7 @@ class Price:
             (
                 attr,
                 rate,
-                tuple(p for p in _genai.PARTS.get(attr, ()) if p in units),
+                _genai.priced_parts(attr, units),
                 tiers.get(attr),
             )
             for attr, rate in units.items()
