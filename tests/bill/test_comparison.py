@@ -12,14 +12,13 @@ from otelcost.bill import CalibrationError, build_comparison, calibrate, read_fo
 
 MAY_1 = 1_777_593_600_000
 HEADER = (
-    "ChargePeriodStart,ChargePeriodEnd,ChargeCategory,BilledCost,BillingCurrency,ServiceName,"
-    "Tags\n"
+    "ChargePeriodStart,ChargePeriodEnd,ChargeCategory,BilledCost,BillingCurrency,ServiceName,Tags\n"
 )
 
 
 def bill_file(tmp_path: Path, *rows: tuple[str, str]) -> Path:
     lines = [
-        f'2026-05-01T00:00:00Z,2026-05-02T00:00:00Z,Usage,{amount},USD,Svc,'
+        f"2026-05-01T00:00:00Z,2026-05-02T00:00:00Z,Usage,{amount},USD,Svc,"
         f'"{json.dumps({"service": service}).replace(chr(34), chr(34) * 2)}"\n'
         for service, amount in rows
     ]
