@@ -11,7 +11,11 @@ from typing import Any, NamedTuple
 
 from kafka import KafkaConsumer, TopicPartition
 
-__all__ = ["Message", "consumer_config", "read_all"]
+from otelcost.record import CostRecord
+from otelcost.stream._consume import decode
+from otelcost.stream.schema2 import encode_messages
+
+__all__ = ["Message", "consumer_config", "partly_bad_message", "read_all", "read_all_records"]
 
 
 def consumer_config(bootstrap: str, group: str, **overrides: Any) -> dict[str, Any]:
@@ -97,3 +101,39 @@ def read_all(bootstrap: str, topic: str, timeout: float = 10.0) -> list[Message]
         return sorted(messages, key=lambda m: (m.partition, m.offset))
     finally:
         consumer.close()
+
+
+def read_all_records(bootstrap: str, topic: str, timeout: float = 10.0) -> list[CostRecord]:
+    """Every record on ``topic`` (schema 1 or 2 messages), by partition, offset and index;
+    AssertionError if a message or record is invalid."""
+    records: list[CostRecord] = []
+    for message in read_all(bootstrap, topic, timeout):
+        good, bad = decode(message.key, message.value, message.headers)
+        assert bad == [], bad
+        records.extend(good)
+    return records
+
+
+class PartlyBad(NamedTuple):
+    """A schema-2 message with one invalid record, and what a consumer must make of it."""
+
+    key: bytes
+    value: bytes
+    good: list[CostRecord]
+    bad_index: int
+    dead_value: bytes  # the one-record message holding the bad record's original line
+
+
+def partly_bad_message(records: list[CostRecord], bad_index: int) -> PartlyBad:
+    """``records`` (one service) as one schema-2 message whose record ``bad_index`` has its
+    timestamp in seconds; the message stays valid JSON."""
+    ((key, value, _members),) = encode_messages(records, 1_000_000)
+    lines = value.split(b"\n")
+    line = lines[bad_index + 1]
+    ms = str(records[bad_index].timestamp).encode()
+    lines[bad_index + 1] = line.replace(b"," + ms, b"," + ms[:-3])
+    body = lines[bad_index + 1].rstrip(b",")
+    good = [r for i, r in enumerate(records) if i != bad_index]
+    return PartlyBad(
+        key.encode(), b"\n".join(lines), good, bad_index, lines[0] + b"\n" + body + b"\n]}"
+    )

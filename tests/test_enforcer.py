@@ -13,14 +13,14 @@ import time
 import uuid
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pytest
 import redis
 from confluent_kafka import Producer
 from kafka import KafkaConsumer, TopicPartition
 
-from _kafka import Message, consumer_config, read_all
+from _kafka import Message, consumer_config, partly_bad_message, read_all
 from _servers import KafkaBroker, RedisServer
 from otelcost.budget import Budget, RedisBudgetStore
 from otelcost.exporters import KafkaCostExporter
@@ -53,8 +53,14 @@ def _records(count: int, *, start: int = 0, seed: int = 11) -> list[CostRecord]:
     ]
 
 
-def _produce(broker: KafkaBroker, topic: str, records: Sequence[CostRecord]) -> None:
-    exporter = KafkaCostExporter(broker.bootstrap, topic)
+def _produce(
+    broker: KafkaBroker, topic: str, records: Sequence[CostRecord], *, schema: Literal[1, 2] = 1
+) -> None:
+    """Schema 1 by default: one message per record, so message counts are record counts
+    (with a local queue large enough that nothing is folded into aggregates)."""
+    exporter = KafkaCostExporter(
+        broker.bootstrap, topic, schema=schema, queue_buffering_max_messages=100_000
+    )
     try:
         exporter.export(records)
         assert exporter.force_flush(30_000)
@@ -64,7 +70,11 @@ def _produce(broker: KafkaBroker, topic: str, records: Sequence[CostRecord]) -> 
 
 
 def _produce_raw(
-    broker: KafkaBroker, topic: str, messages: Sequence[tuple[bytes | None, bytes]]
+    broker: KafkaBroker,
+    topic: str,
+    messages: Sequence[tuple[bytes | None, bytes]],
+    *,
+    schema: bytes = b"1",
 ) -> None:
     producer = Producer({"bootstrap.servers": broker.bootstrap, "message.max.bytes": 4_000_000})
     delivered: list[Any] = []
@@ -73,7 +83,7 @@ def _produce_raw(
             topic,
             value,
             key,
-            headers=[("otelcost-schema", b"1")],
+            headers=[("otelcost-schema", schema)],
             on_delivery=lambda err, _msg: delivered.append(err),
         )
     assert producer.flush(30) == 0
@@ -238,6 +248,37 @@ def test_invalid_records_go_to_the_dlq_and_nothing_else_is_lost(
     assert errors["missing"] == "currency: missing"
     assert errors["1mb"].startswith("<record>:") and "exceeds" in errors["1mb"]
     assert errors["key"] == "<key>: not valid UTF-8"
+
+
+@pytest.mark.slow
+def test_schema_1_and_2_on_one_topic_and_a_bad_record_dead_lettered_alone(
+    kafka_broker: KafkaBroker, kafka_topic: str, store: RedisBudgetStore, group: str
+) -> None:
+    records = _records(900)
+    partly = partly_bad_message(_one_service(5), 2)
+    _produce(kafka_broker, kafka_topic, records[:300], schema=1)
+    _produce(kafka_broker, kafka_topic, records[300:600], schema=2)
+    _produce_raw(kafka_broker, kafka_topic, [(partly.key, partly.value)], schema=b"2")
+    _produce(kafka_broker, kafka_topic, records[600:], schema=2)
+    messages = len(read_all(kafka_broker.bootstrap, kafka_topic))
+    assert messages == 300 + 7 + 1 + 7
+
+    enforcer = _enforcer(kafka_broker, store, kafka_topic, group, batch_size=100)
+    assert enforcer.run(max_records=messages, idle_timeout=30)
+    stats = enforcer.stats()
+    assert (stats["consumed"], stats["applied"], stats["dlq"]) == (messages, 900 + 4, 1)
+    assert _spend(store) == _expected([*records, *partly.good])
+
+    (dead,) = read_all(kafka_broker.bootstrap, f"{kafka_topic}.dlq")
+    headers = dict(dead.headers)
+    assert (dead.key, dead.value) == (partly.key, partly.dead_value)
+    assert headers["otelcost-record-index"] == b"2"
+    assert headers["otelcost-schema"] == b"2"
+    assert headers["otelcost-error"].startswith(b"records[2].timestamp:")
+
+
+def _one_service(count: int) -> list[CostRecord]:
+    return [r for r in _records(count * len(_SERVICES), start=9000) if r.service == "search"]
 
 
 @pytest.mark.slow

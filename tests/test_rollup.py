@@ -12,14 +12,14 @@ import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import psycopg
 import pytest
 from confluent_kafka import Producer
 from kafka import KafkaConsumer, TopicPartition
 
-from _kafka import Message, consumer_config, read_all
+from _kafka import Message, consumer_config, partly_bad_message, read_all
 from _postgres import TcpProxy, TestDatabase, drop_rollup_schema
 from _servers import KafkaBroker
 from otelcost.exporters import KafkaCostExporter
@@ -122,8 +122,14 @@ def _committed(broker: KafkaBroker, topic: str, group: str) -> dict[int, int | N
         consumer.close()
 
 
-def _produce(broker: KafkaBroker, topic: str, records: Sequence[CostRecord]) -> None:
-    exporter = KafkaCostExporter(broker.bootstrap, topic)
+def _produce(
+    broker: KafkaBroker, topic: str, records: Sequence[CostRecord], *, schema: Literal[1, 2] = 1
+) -> None:
+    """Schema 1 by default: one message per record, so message counts are record counts
+    (with a local queue large enough that nothing is folded into aggregates)."""
+    exporter = KafkaCostExporter(
+        broker.bootstrap, topic, schema=schema, queue_buffering_max_messages=100_000
+    )
     try:
         exporter.export(records)
         assert exporter.force_flush(30_000)
@@ -133,7 +139,11 @@ def _produce(broker: KafkaBroker, topic: str, records: Sequence[CostRecord]) -> 
 
 
 def _produce_raw(
-    broker: KafkaBroker, topic: str, messages: Sequence[tuple[bytes | None, bytes]]
+    broker: KafkaBroker,
+    topic: str,
+    messages: Sequence[tuple[bytes | None, bytes]],
+    *,
+    schema: bytes = b"1",
 ) -> None:
     producer = Producer({"bootstrap.servers": broker.bootstrap})
     delivered: list[Any] = []
@@ -142,7 +152,7 @@ def _produce_raw(
             topic,
             value,
             key,
-            headers=[("otelcost-schema", b"1")],
+            headers=[("otelcost-schema", schema)],
             on_delivery=lambda err, _msg: delivered.append(err),
         )
     assert producer.flush(30) == 0
@@ -209,6 +219,33 @@ def test_totals_exact_offsets_stored_and_a_rerun_reads_nothing(
     assert again.run(idle_timeout=2)
     assert again.stats()["consumed"] == 0
     assert _stored(dsn) == expected
+
+
+@pytest.mark.slow
+def test_schema_1_and_2_on_one_topic_and_a_bad_record_dead_lettered_alone(
+    kafka_broker: KafkaBroker, kafka_topic: str, dsn: str, group: str
+) -> None:
+    records = _records(900)
+    same = [r for r in _records(60, start=9000) if (r.service, r.currency) == ("search", "USD")]
+    partly = partly_bad_message(same, 1)
+    _produce(kafka_broker, kafka_topic, records[:300], schema=1)
+    _produce(kafka_broker, kafka_topic, records[300:600], schema=2)
+    _produce_raw(kafka_broker, kafka_topic, [(partly.key, partly.value)], schema=b"2")
+    _produce(kafka_broker, kafka_topic, records[600:], schema=2)
+    messages = len(read_all(kafka_broker.bootstrap, kafka_topic))
+
+    rollup = _rollup(kafka_broker, dsn, kafka_topic, group, batch_size=100)
+    assert rollup.run(max_records=messages, idle_timeout=30)
+    stats = rollup.stats()
+    assert (stats["consumed"], stats["written"], stats["dlq"]) == (
+        messages,
+        900 + len(partly.good),
+        1,
+    )
+    assert _stored(dsn) == _expected([*records, *partly.good])
+    (dead,) = read_all(kafka_broker.bootstrap, f"{kafka_topic}.dlq")
+    assert (dead.key, dead.value) == (partly.key, partly.dead_value)
+    assert dict(dead.headers)["otelcost-record-index"] == b"1"
 
 
 @pytest.mark.slow

@@ -44,7 +44,7 @@ from otelcost.exporters.kafka import KafkaCostExporter
 from otelcost.exporters.memory import InMemoryCostExporter
 from otelcost.exporters.redis import RedisBudgetExporter
 from otelcost.money import from_nanos, to_nanos
-from otelcost.record import CostRecord
+from otelcost.stream._consume import decode
 from otelcost.stream._kafka import client_config, import_confluent
 
 __all__ = [
@@ -183,8 +183,9 @@ class CostSumSpanExporter(SpanExporter):
 
 @dataclass(frozen=True, slots=True)
 class TopicTotals:
-    """What a topic holds: messages, the spans they stand for (``unpriced`` of them with
-    ``error``), their cost, and the messages that are not valid records."""
+    """What a topic holds: messages (schema 1 or 2), the spans they stand for (``unpriced``
+    of them with ``error``), their cost, and the invalid messages and records (each invalid
+    record of a schema-2 message counts one)."""
 
     messages: int
     spans: int
@@ -235,13 +236,15 @@ def topic_totals(
                     continue
                 messages += 1
                 try:
-                    record = CostRecord.from_json(message.value() or b"")
+                    records, bad = decode(message.key(), message.value(), message.headers())
                 except InvalidRecordError:
                     invalid += 1
                     continue
-                spans += record.span_count
-                unpriced += record.span_count if record.error is not None else 0
-                nanos += record.cost_nanos
+                invalid += len(bad)
+                for record in records:
+                    spans += record.span_count
+                    unpriced += record.span_count if record.error is not None else 0
+                    nanos += record.cost_nanos
             if not complete and spans >= expected_spans:
                 complete = True
                 stop_at = time.monotonic() + _EXTRA_READ_S

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import collections
 import json
@@ -13,10 +14,13 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
+import aiokafka
+import jsonschema
 import pytest
 from google.protobuf import json_format
+from kafka.partitioner.default import murmur2
 from opentelemetry.proto.trace.v1 import trace_pb2
 
 from _kafka import Message, read_all
@@ -27,14 +31,18 @@ from otelcost.exporters.kafka import (
     BOOTSTRAP_ENV,
     CONFIG_ENV,
     ENCODING_ENV,
+    SCHEMA_ENV,
     TOPIC_ENV,
     kafka_exporter_from_env,
 )
 from otelcost.money import from_nanos
 from otelcost.record import CostRecord
+from otelcost.stream._consume import decode
+from otelcost.stream.schema2 import json_schema
 
 _T0 = 1_764_236_400_000
 _SERVICES = ("payment-svc", "llm-gateway", "search", "checkout", "ünïcode-svc", "auth", "cart")
+SCHEMA_2 = json_schema()
 # Reconnect fast after a broker restart (librdkafka backs off up to 10 s by default).
 _FAST_RECONNECT = {"reconnect_backoff_max_ms": 200, "reconnect_backoff_ms": 50}
 
@@ -64,15 +72,20 @@ def _records(
     return out
 
 
-def _decode(messages: Sequence[Message]) -> list[CostRecord]:
-    """Every message as a schema-v1 record, checking the wire contract on the way."""
+def _decode(messages: Sequence[Message], schema: int = 2) -> list[CostRecord]:
+    """Every record of every message, checking the wire contract on the way."""
     records = []
     for message in messages:
-        assert dict(message.headers) == {"otelcost-schema": b"1"}
+        assert dict(message.headers) == {"otelcost-schema": str(schema).encode()}
         assert message.value is not None
-        record = CostRecord.from_json(message.value)
-        assert message.key == record.service.encode("utf-8")
-        records.append(record)
+        if schema == 1:
+            batch = [CostRecord.from_json(message.value)]
+        else:
+            jsonschema.validate(json.loads(message.value), SCHEMA_2)
+            batch, bad = decode(message.key, message.value, message.headers)
+            assert bad == []
+        assert {message.key} == {r.service.encode("utf-8") for r in batch}
+        records.extend(batch)
     return records
 
 
@@ -80,11 +93,12 @@ def _spans_and_nanos(records: Sequence[CostRecord]) -> tuple[int, int]:
     return sum(r.span_count for r in records), sum(r.cost_nanos for r in records)
 
 
-def test_records_land_keyed_by_service_in_order_as_schema_v1(
-    kafka_broker: KafkaBroker, kafka_topic: str
+@pytest.mark.parametrize("schema", [2, 1])
+def test_records_land_keyed_by_service_in_order(
+    kafka_broker: KafkaBroker, kafka_topic: str, schema: Literal[1, 2]
 ) -> None:
     records = _records(700)
-    exporter = KafkaCostExporter(kafka_broker.bootstrap, kafka_topic)
+    exporter = KafkaCostExporter(kafka_broker.bootstrap, kafka_topic, schema=schema)
     try:
         for start in range(0, len(records), 100):
             assert exporter.export(records[start : start + 100]) is CostExportResult.SUCCESS
@@ -94,27 +108,31 @@ def test_records_land_keyed_by_service_in_order_as_schema_v1(
         exporter.shutdown()
 
     messages = read_all(kafka_broker.bootstrap, kafka_topic)
-    received = _decode(messages)
+    received = _decode(messages, schema)
     assert sorted(received, key=lambda r: r.span_id) == records
     partitions: dict[str, set[int]] = collections.defaultdict(set)
     order: dict[str, list[str]] = collections.defaultdict(list)
-    for message, record in zip(messages, received, strict=True):  # by partition, offset
-        partitions[record.service].add(message.partition)
-        order[record.service].append(record.span_id)
+    for message in messages:  # by partition, offset
+        for record in _decode([message], schema):
+            partitions[record.service].add(message.partition)
+            order[record.service].append(record.span_id)
     assert all(len(p) == 1 for p in partitions.values()), partitions
     assert len(set().union(*partitions.values())) > 1  # several services, several partitions
     for service, span_ids in order.items():
         assert span_ids == [r.span_id for r in records if r.service == service]
-    assert stats["spans"] == stats["queued"] == stats["delivered"] == 700
-    assert stats["delivered_spans"] == 700
+    # Schema 2: one message per service and export call (7 services, 7 calls).
+    assert len(messages) == (700 if schema == 1 else 7 * 7)
+    assert stats["queued"] == stats["delivered"] == len(messages)
+    assert stats["spans"] == stats["delivered_spans"] == 700
     assert stats["failed"] == stats["overflowed"] == stats["dropped_spans"] == 0
 
 
 def test_full_queue_folds_into_exact_aggregates_without_blocking(
     kafka_broker: KafkaBroker, kafka_topic: str
 ) -> None:
-    records = _records(3000)
-    # 25 messages fit the local queue and nothing leaves it within the export call.
+    records = _records(3003)
+    # 25 messages fit the local queue and nothing leaves it within the export calls. Each
+    # call holds one record of each of the 7 services: 7 messages.
     exporter = KafkaCostExporter(
         kafka_broker.bootstrap,
         kafka_topic,
@@ -122,7 +140,9 @@ def test_full_queue_folds_into_exact_aggregates_without_blocking(
         linger_ms=2000,
     )
     try:
-        assert exporter.export(records) is CostExportResult.SUCCESS
+        for start in range(0, len(records), len(_SERVICES)):
+            chunk = records[start : start + len(_SERVICES)]
+            assert exporter.export(chunk) is CostExportResult.SUCCESS
         after_export = exporter.stats()
         assert exporter.force_flush(30_000)
         stats = exporter.stats()
@@ -130,7 +150,7 @@ def test_full_queue_folds_into_exact_aggregates_without_blocking(
         exporter.shutdown()
 
     assert after_export["queued"] == 25
-    assert after_export["overflowed"] == after_export["overflow_pending_spans"] == 2975
+    assert after_export["overflowed"] == after_export["overflow_pending_spans"] == 3003 - 25
     received = _decode(read_all(kafka_broker.bootstrap, kafka_topic))
     aggregates = [r for r in received if r.aggregate]
     assert _spans_and_nanos(received) == _spans_and_nanos(records)  # exact, to the nano
@@ -142,7 +162,7 @@ def test_full_queue_folds_into_exact_aggregates_without_blocking(
         assert aggregate.timestamp == max(r.timestamp for r in folded)
         assert aggregate.region == "us-east-1"
     assert len({(r.trace_id, r.span_id) for r in received}) == len(received)
-    assert stats["delivered_spans"] == 3000
+    assert stats["delivered_spans"] == 3003
     assert stats["aggregates_delivered"] == len(_SERVICES)
     assert stats["overflow_pending_spans"] == stats["dropped_spans"] == 0
 
@@ -246,8 +266,9 @@ def test_otlp_json_parses_as_traces_data(kafka_broker: KafkaBroker, kafka_topic:
     messages = read_all(kafka_broker.bootstrap, kafka_topic)
     assert len(messages) == len({r.service for r in records})  # one message per service
     for message in messages:
-        assert dict(message.headers) == {"otelcost-schema": b"1"}
+        assert message.headers == ()  # a Collector's topic: no otelcost header
         assert message.value is not None
+        _parse_like_pdata(message.value)
         # Strict parse: an unknown field or a wrongly typed value raises ParseError.
         json_format.Parse(message.value, trace_pb2.TracesData())
         # OTLP/JSON ids are hex, protobuf JSON's bytes are base64: convert, then compare.
@@ -291,6 +312,183 @@ def test_otlp_json_parses_as_traces_data(kafka_broker: KafkaBroker, kafka_topic:
     assert stats["delivered_spans"] == sum(r.span_count for r in records)
 
 
+_INT64 = range(-(2**63), 2**63)
+
+
+def _parse_like_pdata(value: bytes) -> int:
+    """Read an OTLP/JSON TracesData value with the Collector's pdata rules; its span count.
+
+    pdata (go.opentelemetry.io/collector/pdata, internal/data/bytesid.go and the JSON
+    iterator of AnyValue) hex-decodes traceId/spanId into exactly 16/8 bytes and reads
+    fixed64/int64 fields (times, intValue) as decimal strings that must fit the type.
+    """
+    doc = json.loads(value)
+    spans = 0
+    for resource_spans in doc["resourceSpans"]:
+        for kv in resource_spans["resource"]["attributes"]:
+            _check_any_value(kv["value"])
+        for scope_spans in resource_spans["scopeSpans"]:
+            for span in scope_spans["spans"]:
+                assert len(bytes.fromhex(span["traceId"])) == 16
+                assert len(bytes.fromhex(span["spanId"])) == 8
+                for field in ("startTimeUnixNano", "endTimeUnixNano"):
+                    assert isinstance(span[field], str)
+                    assert 0 <= int(span[field]) < 2**64
+                for kv in span["attributes"]:
+                    _check_any_value(kv["value"])
+                spans += 1
+    return spans
+
+
+def _check_any_value(value: dict[str, Any]) -> None:
+    ((kind, inner),) = value.items()
+    if kind == "intValue":
+        assert isinstance(inner, str) and int(inner) in _INT64, inner
+    elif kind == "doubleValue":
+        assert isinstance(inner, float | int) and not isinstance(inner, bool)
+    elif kind == "boolValue":
+        assert isinstance(inner, bool)
+    else:
+        assert kind == "stringValue" and isinstance(inner, str)
+
+
+def test_otlp_json_is_split_by_bytes_and_typed_as_the_collector_reads_it(
+    kafka_broker: KafkaBroker, kafka_topic: str
+) -> None:
+    """500 long operation names: several messages, none over message.max.bytes, none
+    refused; token counts as int64 strings, an integer beyond int64 as a double."""
+    records = [
+        CostRecord(
+            trace_id=f"{i + 1:032x}",
+            span_id=f"{i + 1:016x}",
+            service="llm-gateway",
+            operation=f"POST /v1/chat/{'x' * 3000}/{i}",
+            cost_amount=from_nanos(1000 + i),
+            currency="USD",
+            duration_ms=1.5,
+            timestamp=_T0 + i,
+            usage={"gen_ai.usage.input_tokens": 812.0, "huge": float(2**70), "ratio": 0.5},
+        )
+        for i in range(500)
+    ]
+    max_bytes = 200_000
+    exporter = KafkaCostExporter(
+        kafka_broker.bootstrap, kafka_topic, encoding="otlp_json", message_max_bytes=max_bytes
+    )
+    try:
+        exporter.export(records)
+        assert exporter.force_flush(30_000)
+        stats = exporter.stats()
+    finally:
+        exporter.shutdown()
+    messages = read_all(kafka_broker.bootstrap, kafka_topic)
+    assert len(messages) > 1
+    assert all(m.value is not None and len(m.value) <= max_bytes for m in messages)
+    assert sum(_parse_like_pdata(m.value or b"") for m in messages) == 500
+    assert stats["delivered_spans"] == 500
+    assert stats["overflowed"] == stats["invalid_spans"] == 0
+    span = json.loads(messages[0].value or b"")["resourceSpans"][0]["scopeSpans"][0]["spans"][0]
+    attrs = {kv["key"]: kv["value"] for kv in span["attributes"]}
+    assert attrs["gen_ai.usage.input_tokens"] == {"intValue": "812"}
+    assert attrs["huge"] == {"doubleValue": float(2**70)}
+    assert attrs["ratio"] == {"doubleValue": 0.5}
+
+
+def test_schema_2_is_split_by_bytes_below_message_max_bytes(
+    kafka_broker: KafkaBroker, kafka_topic: str
+) -> None:
+    records = _records(2000)
+    max_bytes = 8_000
+    exporter = KafkaCostExporter(kafka_broker.bootstrap, kafka_topic, message_max_bytes=max_bytes)
+    try:
+        exporter.export(records)
+        assert exporter.force_flush(30_000)
+    finally:
+        exporter.shutdown()
+    messages = read_all(kafka_broker.bootstrap, kafka_topic)
+    assert len(messages) > 2 * len(_SERVICES)
+    assert all(m.value is not None and len(m.value) <= max_bytes for m in messages)
+    assert sorted(_decode(messages), key=lambda r: r.span_id) == records
+
+
+def test_keyed_messages_land_where_java_and_kafka_python_put_them(
+    kafka_broker: KafkaBroker, kafka_topic: str
+) -> None:
+    """murmur2: the partition of each service is kafka-python's DefaultPartitioner's."""
+    services = [f"svc-{i}" for i in range(40)]
+    records = [
+        CostRecord(
+            trace_id=f"{i + 1:032x}",
+            span_id=f"{i + 1:016x}",
+            service=service,
+            operation="op",
+            cost_amount=0.0,
+            currency="USD",
+            duration_ms=1.0,
+            timestamp=_T0,
+        )
+        for i, service in enumerate(services)
+    ]
+    exporter = KafkaCostExporter(kafka_broker.bootstrap, kafka_topic)
+    try:
+        exporter.export(records)
+        assert exporter.force_flush(30_000)
+    finally:
+        exporter.shutdown()
+    landed = {m.key: m.partition for m in read_all(kafka_broker.bootstrap, kafka_topic)}
+    assert len(set(landed.values())) == 3
+    for key, partition in landed.items():
+        assert key is not None
+        assert (murmur2(key) & 0x7FFFFFFF) % 3 == partition, key
+
+
+def test_aiokafka_reads_what_the_exporter_writes(
+    kafka_broker: KafkaBroker, kafka_topic: str
+) -> None:
+    """An asyncio client (zstd through cramjam) reads the same records back."""
+    records = _records(300)
+    exporter = KafkaCostExporter(kafka_broker.bootstrap, kafka_topic)
+    try:
+        exporter.export(records)
+        assert exporter.force_flush(30_000)
+    finally:
+        exporter.shutdown()
+
+    async def read() -> list[Message]:
+        consumer = aiokafka.AIOKafkaConsumer(
+            kafka_topic,
+            bootstrap_servers=kafka_broker.bootstrap,
+            group_id=None,
+            auto_offset_reset="earliest",
+            enable_auto_commit=False,
+        )
+        await consumer.start()
+        got: list[Message] = []
+        try:
+            deadline = time.monotonic() + 30
+            while sum(len(_decode([m])) for m in got) < len(records):
+                assert time.monotonic() < deadline
+                batches = await consumer.getmany(timeout_ms=500)
+                for batch in batches.values():
+                    got.extend(
+                        Message(
+                            r.partition,
+                            r.offset,
+                            r.key,
+                            r.value,
+                            tuple((k, bytes(v)) for k, v in r.headers),
+                            r.timestamp,
+                        )
+                        for r in batch
+                    )
+        finally:
+            await consumer.stop()
+        return got
+
+    received = _decode(asyncio.run(read()))
+    assert sorted(received, key=lambda r: r.span_id) == records
+
+
 def _attributes(key_values: Any) -> dict[str, Any]:
     out = {}
     for kv in key_values:
@@ -307,7 +505,9 @@ def test_fork_child_gets_its_own_producer(kafka_broker: KafkaBroker, kafka_topic
         kafka_broker.bootstrap, kafka_topic, queue_buffering_max_messages=5, linger_ms=1000
     )
     exporter.export(parent_records)
-    assert exporter.stats()["overflow_pending_spans"] == 45
+    # One message per service: the first 5 services fit the queue, the rest are folded.
+    folded = [r for r in parent_records if r.service in _SERVICES[5:]]
+    assert exporter.stats()["overflow_pending_spans"] == len(folded) > 0
     pid = os.fork()
     if pid == 0:  # pragma: no cover - runs in the child
         code = 1
@@ -414,7 +614,7 @@ def test_config_spellings() -> None:
         KafkaCostExporter("")
     exporter = KafkaCostExporter("b:9092", "costs", sasl_password="s3cret")
     assert repr(exporter) == (
-        "KafkaCostExporter(bootstrap_servers='b:9092', topic='costs', encoding='json')"
+        "KafkaCostExporter(bootstrap_servers='b:9092', topic='costs', encoding='json', schema=2)"
     )
 
 
@@ -456,7 +656,7 @@ def test_exporter_from_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     exporter = kafka_exporter_from_env(env)
     assert repr(exporter) == (
         "KafkaCostExporter(bootstrap_servers='k1:9092,k2:9092', topic='costs', "
-        "encoding='otlp_json')"
+        "encoding='otlp_json', schema=2)"
     )
     assert exporter is not None
     config = exporter._config  # the settings handed to librdkafka
@@ -467,6 +667,12 @@ def test_exporter_from_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPat
 
     with pytest.raises(ValueError, match="OTELCOST_KAFKA_ENCODING"):
         kafka_exporter_from_env({BOOTSTRAP_ENV: "k:9092", ENCODING_ENV: "avro"})
+    with pytest.raises(ValueError, match="OTELCOST_KAFKA_SCHEMA"):
+        kafka_exporter_from_env({BOOTSTRAP_ENV: "k:9092", SCHEMA_ENV: "3"})
+    v1 = kafka_exporter_from_env({BOOTSTRAP_ENV: "k:9092", SCHEMA_ENV: "1"})
+    assert "schema=1" in repr(v1)
+    otlp = kafka_exporter_from_env({BOOTSTRAP_ENV: "k:9092", ENCODING_ENV: "otlp_json"})
+    assert "topic='otel-cost-spans-otlp'" in repr(otlp)  # never the cost stream's topic
     properties.write_text("security.protocol\n")
     with pytest.raises(ValueError, match=r"client\.properties:1: expected key=value"):
         kafka_exporter_from_env({BOOTSTRAP_ENV: "k:9092", CONFIG_ENV: str(properties)})
@@ -480,5 +686,6 @@ def test_exporter_from_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     monkeypatch.setenv(BOOTSTRAP_ENV, "k:9092")
     (kafka,) = [e for e in default_exporters() if isinstance(e, KafkaCostExporter)]
     assert repr(kafka) == (
-        "KafkaCostExporter(bootstrap_servers='k:9092', topic='otel-cost-spans', encoding='json')"
+        "KafkaCostExporter(bootstrap_servers='k:9092', topic='otel-cost-spans', encoding='json', "
+        "schema=2)"
     )

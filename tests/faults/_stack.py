@@ -26,7 +26,7 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 
-from _kafka import read_all
+from _kafka import read_all_records
 from _wsgi import App, Served
 from otelcost import CostSpanProcessor
 from otelcost.budget import Budget, BudgetGuard, BudgetWSGIMiddleware, RedisBudgetStore
@@ -34,7 +34,6 @@ from otelcost.costing.processor import PricingLike
 from otelcost.exporters import InMemoryCostExporter, KafkaCostExporter
 from otelcost.exporters.redis import RedisBudgetExporter
 from otelcost.reconcile import CostSumSpanExporter, rolling_spend
-from otelcost.record import CostRecord
 
 SERVICE = "shop"
 # Three services, keyed to the three partitions of a test topic (librdkafka's default
@@ -238,7 +237,7 @@ class Ledger:
             ledger.redis = stack.redis.stats()
         if stack.kafka is not None:
             assert bootstrap is not None and topic is not None
-            records = [CostRecord.from_json(m.value or b"") for m in read_all(bootstrap, topic)]
+            records = read_all_records(bootstrap, topic)
             ids = [(r.trace_id, r.span_id) for r in records if not r.aggregate]
             ledger.topic_nanos = sum(r.cost_nanos for r in records)
             ledger.topic_spans = sum(r.span_count for r in records)

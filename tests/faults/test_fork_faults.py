@@ -26,11 +26,10 @@ import pytest
 import redis
 from _stack import BUDGETS, FIGURES, SERVICE, assert_latency, get, wait_for
 
-from _kafka import read_all
+from _kafka import read_all_records
 from _servers import KafkaBroker, RedisServer
 from otelcost.budget import RedisBudgetStore
 from otelcost.reconcile import rolling_spend
-from otelcost.record import CostRecord
 
 _SCRIPT = Path(__file__).with_name("_prefork.py")
 
@@ -154,9 +153,7 @@ def test_prefork_worker_killed_with_spans_in_flight(
     assert victim not in counters and set(counters) == set(ledgers)
     assert first["pid"] in ledgers and len(ledgers[first["pid"]]) == config["prefork_spans"]
 
-    records = [
-        CostRecord.from_json(m.value or b"") for m in read_all(config["bootstrap"], kafka_topic)
-    ]
+    records = read_all_records(config["bootstrap"], kafka_topic)
     on_topic: dict[str, int] = {}
     for record in records:
         assert not record.aggregate

@@ -14,34 +14,75 @@ A CostRecord holds no span, so the document cannot be the original span. It carr
   ``cost.currency``, ``cost.duration_ms``, ``cost.source``, ``cost.pricing_region``,
   ``cost.pricing_version`` and ``cost.error`` when known, each usage input under its own
   attribute name, and ``cost.aggregate``/``cost.span_count`` on overflow aggregates.
+
+Typed as the Collector's pdata JSON unmarshaler reads them: ids as hex (16 and 8 bytes),
+every 64-bit integer (times, ``intValue``) as a decimal string; a whole-number usage (token
+counts) as ``intValue`` when it fits in int64 and as ``doubleValue`` otherwise (an
+``intValue`` beyond int64 makes the Collector reject the whole message). Messages are split
+by bytes: each span is encoded once and a message takes spans while it stays below the
+size limit.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from otelcost import __version__, _json
 from otelcost.record import CostRecord
 
-__all__ = ["encode_traces"]
+__all__ = ["encode_otlp_messages"]
 
 _NANOS_PER_MS = 1_000_000
+_INT64_MIN = -(2**63)
+_INT64_END = 2**63
 _SCOPE = {"name": "otelcost", "version": __version__}
 _SOURCE = {"key": "cost.source", "value": {"stringValue": "otelcost"}}
+_END = b"]}]}]}"
+_SEPARATOR = b","
 
 
-def encode_traces(service: str, records: Sequence[CostRecord]) -> bytes:
-    """One OTLP/JSON ``TracesData`` document holding the cost spans of one service."""
-    doc = {
-        "resourceSpans": [
-            {
-                "resource": {"attributes": [_attr("service.name", service)]},
-                "scopeSpans": [{"scope": _SCOPE, "spans": [_span(r) for r in records]}],
-            }
-        ]
-    }
-    return _json.dumps(doc)
+def encode_otlp_messages(
+    records: Sequence[CostRecord], max_bytes: int
+) -> Iterator[tuple[str, bytes, list[CostRecord]]]:
+    """(service, OTLP/JSON ``TracesData`` value, records in it) per message, each value at
+    most ``max_bytes``; a span that cannot be encoded or does not fit alone is yielded with
+    an empty value (the caller counts it as invalid)."""
+    by_service: dict[str, list[CostRecord]] = {}
+    for record in records:
+        by_service.setdefault(record.service, []).append(record)
+    for service, group in by_service.items():
+        prefix = _prefix(service)
+        room = max_bytes - len(prefix) - len(_END)
+        spans: list[bytes] = []
+        members: list[CostRecord] = []
+        size = 0
+        for record in group:
+            try:
+                span = _json.dumps(_span(record))
+            except (TypeError, ValueError):
+                yield service, b"", [record]
+                continue
+            if len(span) > room:
+                yield service, b"", [record]
+                continue
+            if spans and size + len(_SEPARATOR) + len(span) > room:
+                yield service, prefix + _SEPARATOR.join(spans) + _END, members
+                spans, members, size = [], [], 0
+            size += len(span) + (len(_SEPARATOR) if spans else 0)
+            spans.append(span)
+            members.append(record)
+        if spans:
+            yield service, prefix + _SEPARATOR.join(spans) + _END, members
+
+
+def _prefix(service: str) -> bytes:
+    """Everything of a one-service ``TracesData`` document before its first span."""
+    head = _json.dumps(
+        {"resourceSpans": [{"resource": {"attributes": [_attr("service.name", service)]}}]}
+    )
+    scope = _json.dumps(_SCOPE)
+    return head[:-3] + b',"scopeSpans":[{"scope":' + scope + b',"spans":['
 
 
 def _span(record: CostRecord) -> dict[str, Any]:
@@ -79,13 +120,20 @@ def _span(record: CostRecord) -> dict[str, Any]:
 
 
 def _attr(key: str, value: str | float | bool) -> dict[str, Any]:
-    # bool before int: bool is an int subclass. OTLP/JSON writes int64 as a string.
+    # bool before int: bool is an int subclass.
     if isinstance(value, bool):
         typed: dict[str, Any] = {"boolValue": value}
-    elif isinstance(value, int):
-        typed = {"intValue": str(value)}
-    elif isinstance(value, float):
-        typed = {"doubleValue": value}
+    elif isinstance(value, int | float) and _whole_int64(value):
+        typed = {"intValue": str(int(value))}  # OTLP/JSON writes int64 as a string
+    elif isinstance(value, int | float):
+        typed = {"doubleValue": float(value)}
     else:
         typed = {"stringValue": value}
     return {"key": key, "value": typed}
+
+
+def _whole_int64(value: float) -> bool:
+    """An integer, or a float holding one (usage is kept as floats), within int64."""
+    if isinstance(value, float) and not value.is_integer():
+        return False
+    return _INT64_MIN <= value < _INT64_END

@@ -1,14 +1,17 @@
-"""KafkaCostExporter: the cost stream, one Kafka message per CostRecord, keyed by service.
+"""KafkaCostExporter: the cost stream, many CostRecords of one service per Kafka message.
 
-The message key is the service (UTF-8), so the default partitioner keeps each service in
-one partition and ``otelcost enforce`` sees a service's records in order. The value is the
-CostRecord schema-v1 JSON (or OTLP/JSON ``TracesData``, see ``_otlp``) and every message
-carries the header ``otelcost-schema: 1``.
+The message key is the service (UTF-8) and the partitioner is murmur2, as in the Java and
+kafka-python clients, so every producer puts a service in the same partition and
+``otelcost enforce`` sees its records in order. The value is schema 2 (``stream.schema2``:
+records of one service, split by bytes below ``message.max.bytes``) with the header
+``otelcost-schema: 2``; ``schema=1`` writes one schema-1 record per message instead (for
+consumers older than schema 2). ``encoding="otlp_json"`` writes OTLP/JSON ``TracesData``
+for a Collector (``_otlp``) to its own topic, without the otelcost header.
 
 Nothing here blocks or raises into the pipeline: when librdkafka's bounded local queue is
-full, records are folded into one overflow aggregate per service and sent when the queue
-drains; a message whose delivery finally fails is folded back the same way. Every record
-is accounted for in ``stats()``.
+full, or every broker is down, records are folded into one overflow aggregate per service
+and sent when the queue drains; a message whose delivery finally fails is folded back the
+same way. Every record is accounted for in ``stats()``.
 """
 
 from __future__ import annotations
@@ -17,26 +20,32 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from functools import partial
 from typing import Any, Literal, cast
 
-from otelcost.exporters._otlp import encode_traces
+from otelcost import _json
+from otelcost.exporters._otlp import encode_otlp_messages
 from otelcost.exporters._overflow import OverflowAggregates
 from otelcost.exporters.base import CostExporter, CostExportResult
-from otelcost.record import SCHEMA_VERSION, CostRecord
+from otelcost.record import CostRecord
 from otelcost.stream._kafka import (
+    DEFAULT_OTLP_TOPIC,
     DEFAULT_TOPIC,
     SCHEMA_HEADER,
     client_config,
     import_confluent,
     read_properties,
 )
+from otelcost.stream.schema2 import decode_message, encode_messages
 
 __all__ = [
     "BOOTSTRAP_ENV",
     "CONFIG_ENV",
+    "DEFAULT_OTLP_TOPIC",
     "DEFAULT_TOPIC",
     "ENCODING_ENV",
+    "SCHEMA_ENV",
     "TOPIC_ENV",
     "KafkaCostExporter",
     "kafka_exporter_from_env",
@@ -45,21 +54,25 @@ __all__ = [
 logger = logging.getLogger("otelcost.kafka")
 
 Encoding = Literal["json", "otlp_json"]
+Message = tuple[str, bytes, list[CostRecord]]  # key (service), value, records in it
 
 BOOTSTRAP_ENV = "OTELCOST_KAFKA_BOOTSTRAP"
 TOPIC_ENV = "OTELCOST_KAFKA_TOPIC"
 ENCODING_ENV = "OTELCOST_KAFKA_ENCODING"
+SCHEMA_ENV = "OTELCOST_KAFKA_SCHEMA"
 CONFIG_ENV = "OTELCOST_KAFKA_CONFIG"
 
-# Durable and ordered (acks=all + idempotence), cheap on the wire (linger + zstd), and a
-# local queue bounded in messages and bytes so memory does not grow with an outage.
+# Durable and ordered (acks=all + idempotence), cheap on the wire (linger + zstd), keyed
+# messages placed as Java/kafka-python place them (murmur2), and a local queue bounded in
+# messages and bytes so memory does not grow with an outage (a message holds many records).
 _PRODUCER_DEFAULTS: Mapping[str, Any] = {
     "acks": "all",
     "enable.idempotence": True,
     "linger.ms": 50,
     "compression.type": "zstd",
-    "queue.buffering.max.messages": 100_000,
-    "queue.buffering.max.kbytes": 32 * 1024,
+    "partitioner": "murmur2_random",
+    "queue.buffering.max.messages": 10_000,
+    "queue.buffering.max.kbytes": 16 * 1024,
     "client.id": "otelcost",
     # librdkafka logs every failed reconnect; error_cb reports the same errors, and the
     # exporter logs one line per failure streak. Raise log_level (and set debug) to see
@@ -67,10 +80,21 @@ _PRODUCER_DEFAULTS: Mapping[str, Any] = {
     "log_level": 2,
     "logger": logging.getLogger("otelcost.kafka.librdkafka"),
 }
-_HEADERS = [(SCHEMA_HEADER, str(SCHEMA_VERSION).encode())]
-# Spans per OTLP message: keeps a message far below the default 1 MB message.max.bytes.
-_OTLP_SPANS_PER_MESSAGE = 500
+_HEADERS: Mapping[int, list[tuple[str, bytes]]] = {
+    1: [(SCHEMA_HEADER, b"1")],
+    2: [(SCHEMA_HEADER, b"2")],
+}
+# librdkafka's default message.max.bytes; what is left for the value after key, headers
+# and the record framing is kept as headroom.
+_MESSAGE_MAX_BYTES = 1_000_000
+_HEADROOM = 1024
 _FLUSH_SLICE_S = 0.1
+# While every broker is down, records are folded at once (no queueing), the overflow is
+# offered to librdkafka at most this often (it reconnects meanwhile), and after this long
+# the local queue is folded into aggregates too, so memory does not hold an outage's worth
+# of messages.
+_PROBE_EVERY_S = 1.0
+_PURGE_AFTER_S = 10.0
 # Producers inherited over fork(): kept referenced and never used, because destroying one
 # would wait for librdkafka threads that do not exist in the child.
 _INHERITED_PRODUCERS: list[Any] = []
@@ -79,10 +103,15 @@ _INHERITED_PRODUCERS: list[Any] = []
 class KafkaCostExporter(CostExporter):
     """Produce CostRecords to ``topic`` with confluent-kafka (the ``kafka`` extra).
 
+    ``topic`` defaults to ``otel-cost-spans`` (``otel-cost-spans-otlp`` with
+    ``encoding="otlp_json"``). ``schema`` (2 by default) is the CostRecord stream schema;
+    1 is for consumers that predate schema 2 (upgrade consumers first).
+
     ``producer_config`` entries are librdkafka settings and override the defaults (acks=all,
-    idempotence, linger.ms=50, zstd, a queue of at most 100,000 messages / 32 MiB); SASL
-    and SSL settings pass through unchanged. Keys may use underscores for dots
-    (``sasl_password=...``). An ``error_cb`` is called after the exporter's own.
+    idempotence, linger.ms=50, zstd, murmur2 partitioning, a queue of at most 10,000
+    messages / 16 MiB); SASL and SSL settings pass through unchanged. Keys may use
+    underscores for dots (``sasl_password=...``). An ``error_cb`` is called after the
+    exporter's own. Messages are split so that none exceeds ``message.max.bytes``.
 
     The producer is created at the first export in each process, so an exporter built
     before ``fork()`` works in the children; a child starts with empty counters and
@@ -100,9 +129,10 @@ class KafkaCostExporter(CostExporter):
     def __init__(
         self,
         bootstrap_servers: str,
-        topic: str = DEFAULT_TOPIC,
+        topic: str | None = None,
         *,
         encoding: Encoding = "json",
+        schema: Literal[1, 2] = 2,
         max_overflow_services: int = 10_000,
         **producer_config: Any,
     ) -> None:
@@ -110,6 +140,8 @@ class KafkaCostExporter(CostExporter):
             raise ValueError("bootstrap_servers is empty")
         if encoding not in ("json", "otlp_json"):
             raise ValueError(f"encoding must be 'json' or 'otlp_json', not {encoding!r}")
+        if schema not in (1, 2):
+            raise ValueError(f"schema must be 1 or 2, not {schema!r}")
         config = client_config(_PRODUCER_DEFAULTS, producer_config)
         for owned in ("bootstrap.servers", "on_delivery"):
             if owned in config:
@@ -117,12 +149,13 @@ class KafkaCostExporter(CostExporter):
         self._user_error_cb: Callable[[Any], None] | None = config.pop("error_cb", None)
         config["bootstrap.servers"] = bootstrap_servers
         config["error_cb"] = self._on_client_error
-        if encoding == "json":
-            config["on_delivery"] = self._on_record_delivery
         self._config = config
         self._bootstrap = bootstrap_servers
-        self._topic = topic
+        self._topic = topic or (DEFAULT_OTLP_TOPIC if encoding == "otlp_json" else DEFAULT_TOPIC)
         self._encoding: Encoding = encoding
+        self._schema = schema
+        self._headers = None if encoding == "otlp_json" else _HEADERS[schema]
+        self._max_value = int(config.get("message.max.bytes", _MESSAGE_MAX_BYTES)) - _HEADROOM
         self._max_overflow_services = max_overflow_services
         self._closed = False
         self._reset_process_state()
@@ -130,7 +163,7 @@ class KafkaCostExporter(CostExporter):
     def __repr__(self) -> str:
         return (
             f"KafkaCostExporter(bootstrap_servers={self._bootstrap!r}, "
-            f"topic={self._topic!r}, encoding={self._encoding!r})"
+            f"topic={self._topic!r}, encoding={self._encoding!r}, schema={self._schema})"
         )
 
     def _reset_process_state(self) -> None:
@@ -146,6 +179,10 @@ class KafkaCostExporter(CostExporter):
         self._kafka_error: type[Exception] = Exception  # KafkaException once imported
         self._replace = False
         self._timed_out: int | None = None  # KafkaError._MSG_TIMED_OUT once imported
+        self._all_brokers_down: int | None = None  # KafkaError._ALL_BROKERS_DOWN
+        self._down_since: float | None = None  # every broker down since (monotonic)
+        self._probe_at = 0.0
+        self._purged = False
         self._unusable: str | None = None
         self._overflow = OverflowAggregates(self._max_overflow_services)
         self._failing = False
@@ -167,7 +204,9 @@ class KafkaCostExporter(CostExporter):
         if self._pid != os.getpid():
             self._reset_process_state()
         with self._lock:
-            spans = sum(r.span_count for r in records)
+            spans = 0
+            for record in records:
+                spans += record.span_count
             if self._closed:
                 self._dropped_spans += spans
                 return CostExportResult.FAILURE
@@ -176,106 +215,96 @@ class KafkaCostExporter(CostExporter):
             if producer is None:
                 self._dropped_spans += spans
                 return CostExportResult.FAILURE
-            if self._overflow:
-                self._send_overflow(producer)
-            if self._encoding == "json":
-                self._export_json(producer, records)
+            producer.poll(0)  # delivery reports and errors first: they tell if brokers are up
+            if self._down_since is not None:
+                self._export_while_down(producer, records)
             else:
-                self._export_otlp(producer, records)
-            producer.poll(0)
+                if self._overflow:
+                    self._send_overflow(producer)
+                self._produce_all(producer, self._messages(records))
+                producer.poll(0)
         return CostExportResult.SUCCESS
 
-    def _export_json(self, producer: Any, records: Sequence[CostRecord]) -> None:
-        produce = producer.produce
-        topic = self._topic
-        queued = 0
-        for i, record in enumerate(records):
-            if record.aggregate:
-                self._produce_tracked(producer, [record])
-                continue
+    def _messages(self, records: Sequence[CostRecord]) -> Iterator[Message]:
+        if self._encoding == "otlp_json":
+            return encode_otlp_messages(records, self._max_value)
+        if self._schema == 2:
+            return encode_messages(records, self._max_value)
+        return self._v1_messages(records)
+
+    def _v1_messages(self, records: Sequence[CostRecord]) -> Iterator[Message]:
+        for record in records:
             try:
                 value = record.to_json()
-            except (TypeError, ValueError) as exc:
-                self._invalid(record, exc)
-                continue
-            try:
-                produce(topic, value, record.service, headers=_HEADERS)
-            except BufferError:
-                producer.poll(0)
-                try:
-                    produce(topic, value, record.service, headers=_HEADERS)
-                except BufferError:
-                    # Still full after serving callbacks: it will not drain within this
-                    # batch, so fold the rest instead of retrying each record.
-                    self._fold_all(records[i:])
-                    break
-            except self._kafka_error as exc:  # refused, e.g. larger than message.max.bytes
-                self._note_failure(f"message refused: {exc}")
-                self._fold(record)
-                continue
-            queued += 1
-        self._queued += queued
+            except (TypeError, ValueError):
+                value = b""
+            yield record.service, value, [record]
 
-    def _export_otlp(self, producer: Any, records: Sequence[CostRecord]) -> None:
-        by_service: dict[str, list[CostRecord]] = {}
+    def _produce_all(self, producer: Any, messages: Iterator[Message]) -> None:
+        """Produce each message; fold what does not fit in the queue (and everything after
+        it: a queue still full after serving callbacks does not drain within one export)."""
+        for key, value, records in messages:
+            if not value or len(value) > self._max_value:
+                for record in records:
+                    self._invalid(record)
+                continue
+            if not self._produce(producer, key, value, records):
+                self._fold_all(records)
+                for _key, _value, rest in messages:
+                    self._fold_all(rest)
+                return
+
+    def _produce(self, producer: Any, key: str, value: bytes, records: list[CostRecord]) -> bool:
+        """One message with its delivery callback; False when the queue is full."""
+        spans = 0
+        aggregates = 0
         for record in records:
-            by_service.setdefault(record.service, []).append(record)
-        for group in by_service.values():
-            for start in range(0, len(group), _OTLP_SPANS_PER_MESSAGE):
-                self._produce_tracked(producer, group[start : start + _OTLP_SPANS_PER_MESSAGE])
-
-    def _encode(self, records: Sequence[CostRecord]) -> bytes:
-        if self._encoding == "json":
-            return records[0].to_json()
-        return encode_traces(records[0].service, records)
-
-    def _produce_tracked(self, producer: Any, records: Sequence[CostRecord]) -> bool:
-        """Produce one message for ``records`` (one service) with its own delivery callback.
-
-        Used for aggregates and OTLP batches, whose span counts the shared callback cannot
-        know. Returns False when the records had to be folded instead.
-        """
-        try:
-            value = self._encode(records)
-        except (TypeError, ValueError) as exc:
-            for record in records:
-                self._invalid(record, exc)
-            return True
-        spans = sum(r.span_count for r in records)
-
-        def delivered(err: Any, _msg: Any) -> None:
-            if err is None:
-                self._delivered += 1
-                self._delivered_spans += spans
-                self._aggregates_delivered += sum(1 for r in records if r.aggregate)
-                self._recovered()
-            else:
-                self._delivery_failed(err, records)
-
+            spans += record.span_count
+            aggregates += record.aggregate
+        # The JSON encodings are decoded again if delivery fails, so only OTLP messages
+        # keep their records in memory until their delivery report.
+        kept = records if self._encoding == "otlp_json" else None
+        on_delivery = partial(self._on_delivery, spans, aggregates, kept)
         for retried in (False, True):
             try:
                 producer.produce(
-                    self._topic, value, records[0].service, headers=_HEADERS, on_delivery=delivered
+                    self._topic, value, key, headers=self._headers, on_delivery=on_delivery
                 )
             except BufferError:
                 if retried:
-                    break
+                    return False
                 producer.poll(0)
-            except self._kafka_error as exc:  # refused, e.g. larger than message.max.bytes
+            except self._kafka_error as exc:  # refused, e.g. an invalid topic name
                 self._note_failure(f"message refused: {exc}")
-                break
+                self._fold_all(records)
+                return True
             else:
                 self._queued += 1
                 return True
-        self._fold_all(records)
         return False
 
     def _send_overflow(self, producer: Any) -> None:
         pending = self._overflow.seal()
-        for i, aggregate in enumerate(pending):
-            if not self._produce_tracked(producer, [aggregate]):
-                self._fold_all(pending[i + 1 :])
-                return
+        if pending:
+            self._produce_all(producer, self._messages(pending))
+
+    def _export_while_down(self, producer: Any, records: Sequence[CostRecord]) -> None:
+        """Every broker is down: fold ``records`` at once, offer the overflow to librdkafka
+        now and then (its delivery ends the outage), and after a while fold the queue too."""
+        self._fold_all(records)
+        now = time.monotonic()
+        assert self._down_since is not None
+        if not self._purged and now - self._down_since >= _PURGE_AFTER_S:
+            self._purged = True
+            producer.purge(in_queue=True, in_flight=False, blocking=False)
+            producer.poll(0)  # purged messages' reports fold them into the overflow
+        if now >= self._probe_at:
+            self._probe_at = now + _PROBE_EVERY_S
+            if self._in_queue(producer) == 0:
+                self._send_overflow(producer)
+
+    def _in_queue(self, producer: Any) -> int:
+        return len(producer)
 
     # -- folding and accounting (lock held) ---------------------------------------------
 
@@ -295,9 +324,12 @@ class KafkaCostExporter(CostExporter):
         for record in records:
             self._fold(record)
 
-    def _invalid(self, record: CostRecord, exc: Exception) -> None:
+    def _invalid(self, record: CostRecord) -> None:
         self._invalid_spans += record.span_count
-        self._note_failure(f"record of service {record.service!r} not encodable: {exc}")
+        self._note_failure(
+            f"a record of service {record.service!r} cannot be encoded within "
+            f"{self._max_value} bytes (message.max.bytes) or is not valid"
+        )
 
     def _note_failure(self, what: str) -> None:
         # One line per failure streak; stats() counts every occurrence.
@@ -317,22 +349,19 @@ class KafkaCostExporter(CostExporter):
 
     # -- librdkafka callbacks (served by poll/flush, lock held) --------------------------
 
-    def _on_record_delivery(self, err: Any, msg: Any) -> None:
+    def _on_delivery(
+        self, spans: int, aggregates: int, kept: list[CostRecord] | None, err: Any, msg: Any
+    ) -> None:
         if err is None:
             self._delivered += 1
-            self._delivered_spans += 1
+            self._delivered_spans += spans
+            self._aggregates_delivered += aggregates
+            if self._down_since is not None:
+                self._down_since = None
+                self._purged = False
             if self._failing:
                 self._recovered()
             return
-        try:
-            record = CostRecord.from_json(msg.value())
-        except ValueError:  # cannot happen for values this exporter encoded
-            self._failed += 1
-            self._dropped_spans += 1
-            return
-        self._delivery_failed(err, (record,))
-
-    def _delivery_failed(self, err: Any, records: Sequence[CostRecord]) -> None:
         self._failed += 1
         self._note_failure(f"delivery failed: {err}")
         if err.code() == self._timed_out:
@@ -340,10 +369,27 @@ class KafkaCostExporter(CostExporter):
             # by a broker that forgot the idempotent producer id, where retries never end:
             # the next export starts a new producer with a new id.
             self._replace = True
-        self._fold_all(records)
+        records = kept if kept is not None else self._decode(msg.value())
+        if records is None:  # cannot happen for values this exporter encoded
+            self._dropped_spans += spans
+        else:
+            self._fold_all(records)
+
+    def _decode(self, value: bytes) -> Sequence[CostRecord] | None:
+        """The records of a message this exporter wrote (schema 1 or 2)."""
+        try:
+            if self._schema == 1:
+                return (CostRecord.from_json(value),)
+            _envelope, good, bad = decode_message(_json.loads(value), value)
+        except ValueError:
+            return None
+        return None if bad else [record for _index, record in good]
 
     def _on_client_error(self, err: Any) -> None:
         self._client_errors += 1
+        if err.code() == self._all_brokers_down and self._down_since is None:
+            self._down_since = time.monotonic()
+            self._probe_at = self._down_since + _PROBE_EVERY_S
         if err.fatal():
             # The idempotent producer cannot continue; the next export replaces it.
             self._replace = True
@@ -360,6 +406,7 @@ class KafkaCostExporter(CostExporter):
         """This process's producer, created on first use; None if it cannot be created."""
         if self._replace and self._producer is not None:
             old, self._producer, self._replace = self._producer, None, False
+            self._down_since = None
             old.purge()
             old.poll(0)  # serves every purged message's callback: they fold into overflow
         if self._producer is None and self._unusable is None:
@@ -368,6 +415,7 @@ class KafkaCostExporter(CostExporter):
                 self._producer = confluent.Producer(self._config)
                 self._kafka_error = confluent.KafkaException
                 self._timed_out = confluent.KafkaError._MSG_TIMED_OUT
+                self._all_brokers_down = confluent.KafkaError._ALL_BROKERS_DOWN
             except Exception as exc:  # ImportError or KafkaException(_INVALID_ARG)
                 self._unusable = str(exc)
                 logger.error("Kafka cost stream disabled, the producer cannot be created: %s", exc)
@@ -448,12 +496,14 @@ def kafka_exporter_from_env(environ: Mapping[str, str] | None = None) -> KafkaCo
     """The exporter ``OTELCOST_KAFKA_*`` describe; None when ``OTELCOST_KAFKA_BOOTSTRAP`` is unset.
 
     - ``OTELCOST_KAFKA_BOOTSTRAP``: ``host:port[,host:port...]``;
-    - ``OTELCOST_KAFKA_TOPIC``: default ``otel-cost-spans``;
+    - ``OTELCOST_KAFKA_TOPIC``: default ``otel-cost-spans`` (``otel-cost-spans-otlp`` for
+      ``otlp_json``);
     - ``OTELCOST_KAFKA_ENCODING``: ``json`` (default) or ``otlp_json``;
+    - ``OTELCOST_KAFKA_SCHEMA``: ``2`` (default) or ``1``, for ``json``;
     - ``OTELCOST_KAFKA_CONFIG``: a Kafka client ``.properties`` file (SASL, SSL, any
       librdkafka setting), so that secrets need not be in the environment.
 
-    Raises ValueError for a bad encoding or properties file and OSError when the file
+    Raises ValueError for a bad encoding, schema or properties file and OSError when the file
     cannot be read, so a misconfiguration shows at startup rather than as lost records.
     """
     env = os.environ if environ is None else environ
@@ -463,11 +513,15 @@ def kafka_exporter_from_env(environ: Mapping[str, str] | None = None) -> KafkaCo
     encoding = env.get(ENCODING_ENV, "").strip() or "json"
     if encoding not in ("json", "otlp_json"):
         raise ValueError(f"{ENCODING_ENV} must be 'json' or 'otlp_json', not {encoding!r}")
+    schema = env.get(SCHEMA_ENV, "").strip() or "2"
+    if schema not in ("1", "2"):
+        raise ValueError(f"{SCHEMA_ENV} must be 1 or 2, not {schema!r}")
     config_path = env.get(CONFIG_ENV, "").strip()
     config: dict[str, Any] = dict(read_properties(config_path)) if config_path else {}
     return KafkaCostExporter(
         bootstrap,
-        env.get(TOPIC_ENV, "").strip() or DEFAULT_TOPIC,
+        env.get(TOPIC_ENV, "").strip() or None,
         encoding=cast(Encoding, encoding),
+        schema=cast(Literal[1, 2], int(schema)),
         **config,
     )

@@ -3,23 +3,26 @@
 from __future__ import annotations
 
 from otelcost.record import CostRecord
-from otelcost.stream._consume import DeadLetter, Headers, take
+from otelcost.stream._consume import DeadLetter, Headers, decode, take
 
 __all__ = ["RollupBatch"]
 
 
 class RollupBatch:
-    """Valid records by partition with their offsets, dead letters, and per partition the
-    offset after the last message (what the rollup stores once the batch is written)."""
+    """Valid records by partition with their message's offset, dead letters, and per
+    partition the offset after the last message (what the rollup stores once the batch
+    is written)."""
 
     def __init__(self, topic: str) -> None:
         self.topic = topic
         self.records: dict[int, list[tuple[int, CostRecord]]] = {}
         self.dead: list[DeadLetter] = []
         self.next_offsets: dict[int, int] = {}
+        self.messages = 0
 
     def __len__(self) -> int:
-        return sum(len(entries) for entries in self.records.values()) + len(self.dead)
+        """Messages consumed into this batch."""
+        return self.messages
 
     def add(
         self,
@@ -30,12 +33,20 @@ class RollupBatch:
         headers: Headers | None,
     ) -> None:
         """Decode one message into the records or the dead letters (as ``enforce`` does)."""
-        record = take(
-            self.next_offsets, self.dead, partition, offset, key=key, value=value, headers=headers
+        self.messages += 1
+        decoded = take(
+            self.next_offsets,
+            self.dead,
+            partition,
+            offset,
+            key=key,
+            value=value,
+            headers=headers,
+            decoder=decode,
         )
-        if record is None:
-            return
-        self.records.setdefault(partition, []).append((offset, record))
+        if decoded is not None and decoded[0]:
+            entries = self.records.setdefault(partition, [])
+            entries.extend((offset, record) for record in decoded[0])
 
     def drop_partitions(self, partitions: set[int]) -> None:
         """Forget everything from ``partitions`` (revoked: the new owner replays them)."""

@@ -1,14 +1,18 @@
 """What the consumers of the cost stream share (``otelcost enforce``, ``otelcost rollup``).
 
-- ``decode``: one message to a CostRecord, or InvalidRecordError saying why not;
+- ``decode``: one message (schema 1 or 2, told apart by the ``otelcost-schema`` header or,
+  without one, by the value's ``schema`` field) to its CostRecords and the records of it
+  that are invalid, or InvalidRecordError when the whole message is;
 - ``client_configs``: the consumer's and the dead-letter producer's librdkafka settings
   from the user's (SASL, SSL... go to both; consumer-only keys to the consumer only);
 - ``consumer_lag``: how far a consumer is behind;
 - ``DeadLetterQueue``: produces rejected messages to ``<topic>.dlq`` with their original
   key, value and headers plus ``otelcost-error`` (why) and ``otelcost-source``
-  (``<topic>/<partition>/<offset>``). A consumer records a batch as done only after every
-  dead letter of it was acknowledged, so nothing is lost; a replay after a crash may
-  dead-letter a message twice (at least once).
+  (``<topic>/<partition>/<offset>``); a bad record inside a schema-2 message goes alone,
+  as a one-record schema-2 message holding its original bytes, with its index in the
+  ``otelcost-record-index`` header, and its neighbours are consumed. A consumer records
+  a batch as done only after every dead letter of it was acknowledged, so nothing is
+  lost; a replay after a crash may dead-letter a message twice (at least once).
 
 Both consumers decode with the same rules, so a message is dead-lettered by both or by
 neither (each consumer group writes its own copy to the DLQ).
@@ -19,15 +23,19 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
+from otelcost import _json
 from otelcost.budget.model import MAX_DELTA_NANOS, MAX_SERVICE_LEN
 from otelcost.errors import InvalidRecordError
-from otelcost.record import SCHEMA_VERSION, CostRecord
+from otelcost.record import MAX_RECORD_BYTES, CostRecord
 from otelcost.stream._kafka import SCHEMA_HEADER, client_config, import_confluent
+from otelcost.stream.schema2 import BadRecord, decode_message
+from otelcost.stream.schema2 import decode_costs as decode_costs_v2
 
 __all__ = [
     "ERROR_HEADER",
+    "INDEX_HEADER",
     "SOURCE_HEADER",
     "DeadLetter",
     "DeadLetterError",
@@ -36,6 +44,7 @@ __all__ = [
     "client_configs",
     "consumer_lag",
     "decode",
+    "decode_costs",
     "take",
 ]
 
@@ -45,10 +54,14 @@ logger = logging.getLogger("otelcost.consume")
 ERROR_HEADER = "otelcost-error"
 #: Header on a dead letter: where it came from, "<topic>/<partition>/<offset>".
 SOURCE_HEADER = "otelcost-source"
+#: Header on a dead letter of one record of a schema-2 message: its index in that message.
+INDEX_HEADER = "otelcost-record-index"
 
-_SCHEMA_VALUE = str(SCHEMA_VERSION).encode()
+_SCHEMAS = {b"1": 1, b"2": 2}
 
 Headers = Sequence[tuple[str, bytes | None]]
+# What a decoder returns; its last element is the message's invalid records.
+_Decoded = TypeVar("_Decoded", bound=tuple[Any, ...])
 
 # Production-sized group timing (librdkafka's defaults, spelled out so they are visible
 # and overridable); tests and Tansu want session 6 s, heartbeat 0.5 s, max poll 10 s.
@@ -94,31 +107,85 @@ _CONSUMER_ONLY_PREFIXES = (
 _OWNED = ("bootstrap.servers", "group.id", "enable.auto.commit", "on_commit")
 
 
-def decode(key: bytes | None, value: bytes | None, headers: Headers | None) -> CostRecord:
-    """The CostRecord of one message; InvalidRecordError names what is wrong.
+def _open(key: bytes | None, value: bytes | None, headers: Headers | None) -> tuple[int, Any]:
+    """The schema (1 or 2) and parsed value of a message; InvalidRecordError if neither.
 
     The key, when present, must be UTF-8 (the producer writes the service); a schema
-    header, when present, must say version 1; the value must be a valid schema-v1 record
-    that the budget store can apply (service length, amount).
+    header, when present, must say 1 or 2 and agree with the value's ``schema``.
     """
     if key is not None:
         try:
             key.decode("utf-8")
         except UnicodeDecodeError:
             raise InvalidRecordError("<key>", "not valid UTF-8") from None
+    declared: int | None = None
     for name, header_value in headers or ():
-        if name == SCHEMA_HEADER and header_value != _SCHEMA_VALUE:
-            raise InvalidRecordError(
-                f"<header {SCHEMA_HEADER}>", f"unsupported schema {header_value!r}"
-            )
+        if name == SCHEMA_HEADER:
+            declared = _SCHEMAS.get(header_value or b"")
+            if declared is None:
+                raise InvalidRecordError(
+                    f"<header {SCHEMA_HEADER}>", f"unsupported schema {header_value!r}"
+                )
     if value is None:
         raise InvalidRecordError("<record>", "empty message")
-    record = CostRecord.from_json(value)
+    try:
+        doc = _json.loads(value)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InvalidRecordError("<record>", f"not valid JSON: {exc}") from None
+    schema = doc.get("schema") if isinstance(doc, dict) else None
+    if type(schema) is int and schema in (1, 2):
+        if declared is not None and schema != declared:
+            raise InvalidRecordError("schema", f"{schema}, but the header says {declared}")
+        if schema == 2:
+            service = doc.get("service")
+            if isinstance(service, str) and len(service) > MAX_SERVICE_LEN:
+                raise InvalidRecordError(
+                    "service", f"longer than the budget store's {MAX_SERVICE_LEN}"
+                )
+            return 2, doc
+    if len(value) > MAX_RECORD_BYTES:
+        raise InvalidRecordError("<record>", f"{len(value)} bytes exceeds {MAX_RECORD_BYTES}")
+    return 1, doc  # CostRecord.from_dict names what is wrong with anything else
+
+
+def _v1(doc: Any) -> CostRecord:
+    record = CostRecord.from_dict(doc)
     if len(record.service) > MAX_SERVICE_LEN:
         raise InvalidRecordError("service", f"longer than the budget store's {MAX_SERVICE_LEN}")
     if record.cost_nanos >= MAX_DELTA_NANOS:
         raise InvalidRecordError("cost_amount", "reaches the budget store's 2**53 nanos limit")
     return record
+
+
+def decode(
+    key: bytes | None, value: bytes | None, headers: Headers | None
+) -> tuple[list[CostRecord], list[BadRecord]]:
+    """The valid CostRecords of one message (schema 1 or 2) and its invalid records.
+
+    InvalidRecordError rejects the whole message: a key that is not UTF-8, a schema header
+    other than 1 or 2 or disagreeing with the value, an invalid schema-1 record or
+    schema-2 envelope, or what the budget store cannot apply (service length, amount).
+    """
+    schema, doc = _open(key, value, headers)
+    if schema == 1:
+        return [_v1(doc)], []
+    assert value is not None
+    _envelope, good, bad = decode_message(doc, value)
+    return [record for _index, record in good], bad
+
+
+def decode_costs(
+    key: bytes | None, value: bytes | None, headers: Headers | None
+) -> tuple[str, list[int], list[BadRecord]]:
+    """``decode`` for the budget path: the service and the nano-unit cost of each valid
+    record, validated alike but without building CostRecords."""
+    schema, doc = _open(key, value, headers)
+    if schema == 1:
+        record = _v1(doc)
+        return record.service, [record.cost_nanos], []
+    assert value is not None
+    envelope, costs, bad = decode_costs_v2(doc, value)
+    return envelope.service, costs, bad
 
 
 def client_configs(
@@ -175,7 +242,8 @@ def consumer_lag(consumer: Any) -> int:
 
 @dataclass(slots=True)
 class DeadLetter:
-    """A rejected message: its original bytes and headers, and why it was rejected."""
+    """A rejected message, or with ``index`` set one rejected record of a schema-2 message:
+    the original bytes and headers, and why it was rejected."""
 
     partition: int
     offset: int
@@ -183,6 +251,7 @@ class DeadLetter:
     value: bytes | None
     headers: list[tuple[str, bytes | None]]
     error: str
+    index: int | None = None
     delivered: bool = False
 
 
@@ -218,6 +287,8 @@ class DeadLetterQueue:
                 (ERROR_HEADER, letter.error.encode()),
                 (SOURCE_HEADER, f"{source_topic}/{letter.partition}/{letter.offset}".encode()),
             ]
+            if letter.index is not None:
+                headers.append((INDEX_HEADER, str(letter.index).encode()))
             try:
                 self._producer.produce(
                     self.topic,
@@ -272,16 +343,23 @@ def take(
     key: bytes | None,
     value: bytes | None,
     headers: Headers | None,
-) -> CostRecord | None:
-    """Move the partition's next offset past one message and decode it.
+    decoder: Callable[[bytes | None, bytes | None, Headers | None], _Decoded],
+) -> _Decoded | None:
+    """Move the partition's next offset past one message and decode it with ``decoder``.
 
-    An invalid message is appended to ``dead`` (None is returned): it is consumed all the
-    same, so its offset is committed once the dead letter is acknowledged.
+    An invalid message (None is returned), or each invalid record of a schema-2 message,
+    is appended to ``dead``: it is consumed all the same, so its offset is committed once
+    the dead letter is acknowledged.
     """
     if offset + 1 > next_offsets.get(partition, -1):
         next_offsets[partition] = offset + 1
     try:
-        return decode(key, value, headers)
+        decoded = decoder(key, value, headers)
     except InvalidRecordError as exc:
         dead.append(DeadLetter(partition, offset, key, value, list(headers or ()), str(exc)))
         return None
+    for bad in decoded[-1]:
+        dead.append(
+            DeadLetter(partition, offset, key, bad.value, list(headers or ()), bad.error, bad.index)
+        )
+    return decoded

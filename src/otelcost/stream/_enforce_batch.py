@@ -1,7 +1,8 @@
 """One consumed batch of the cost stream, as ``otelcost enforce`` processes it.
 
-A batch sorts messages into valid records, summed per (partition, service) with the
-offsets they came from, and dead letters (the original bytes plus the reason). It knows
+A batch sorts messages into valid records, summed per message and per (partition,
+service) with the offsets they came from, and dead letters (the original bytes plus the
+reason; for schema 2, one per invalid record, its neighbours kept). It knows
 the offsets to commit once everything in it is applied and dead-lettered.
 
 Applying a group uses the fence ``kafka:<topic>:<partition>`` with the group's highest
@@ -24,6 +25,7 @@ from otelcost.stream._consume import (
     DeadLetter,
     Headers,
     decode,
+    decode_costs,
     take,
 )
 
@@ -48,10 +50,12 @@ class BudgetApplier(Protocol):
 
 @dataclass(slots=True)
 class Group:
-    """The records of one service in one partition, in offset order."""
+    """The messages of one service in one partition, in offset order: per message its
+    offset, the sum of its valid records' nanos and how many they are."""
 
     offsets: list[int] = field(default_factory=list)
     nanos: list[int] = field(default_factory=list)
+    counts: list[int] = field(default_factory=list)
     applied: bool = False
 
 
@@ -72,10 +76,12 @@ class Batch:
         self.groups: dict[tuple[int, str], Group] = {}
         self.dead: list[DeadLetter] = []
         self.next_offsets: dict[int, int] = {}
+        self.messages = 0
         self.records = 0
 
     def __len__(self) -> int:
-        return self.records + len(self.dead)
+        """Messages consumed into this batch."""
+        return self.messages
 
     def add(
         self,
@@ -85,25 +91,41 @@ class Batch:
         value: bytes | None,
         headers: Headers | None,
     ) -> None:
-        """Sort one message into its group or the dead letters."""
-        record = take(
-            self.next_offsets, self.dead, partition, offset, key=key, value=value, headers=headers
+        """Sort one message into its group and its invalid parts into the dead letters."""
+        self.messages += 1
+        decoded = take(
+            self.next_offsets,
+            self.dead,
+            partition,
+            offset,
+            key=key,
+            value=value,
+            headers=headers,
+            decoder=decode_costs,
         )
-        if record is None:
+        if decoded is None or not decoded[1]:
             return
-        group = self.groups.get((partition, record.service))
+        service, costs, _bad = decoded
+        nanos = sum(costs)
+        if nanos >= MAX_DELTA_NANOS:
+            # One message is applied with one fence: it must fit in one apply.
+            reason = "<record>: the message's records exceed the budget store's 2**53 nanos"
+            self.dead.append(DeadLetter(partition, offset, key, value, list(headers or ()), reason))
+            return
+        group = self.groups.get((partition, service))
         if group is None:
-            group = self.groups[(partition, record.service)] = Group()
+            group = self.groups[(partition, service)] = Group()
         group.offsets.append(offset)
-        group.nanos.append(record.cost_nanos)
-        self.records += 1
+        group.nanos.append(nanos)
+        group.counts.append(len(costs))
+        self.records += len(costs)
 
     def drop_partitions(self, partitions: set[int]) -> None:
         """Forget everything from ``partitions`` (revoked: another consumer replays them)."""
         self.groups = {k: g for k, g in self.groups.items() if k[0] not in partitions}
         self.dead = [d for d in self.dead if d.partition not in partitions]
         self.next_offsets = {p: o for p, o in self.next_offsets.items() if p not in partitions}
-        self.records = sum(len(g.offsets) for g in self.groups.values())
+        self.records = sum(sum(g.counts) for g in self.groups.values())
 
     def fence_producer(self, partition: int) -> str:
         return f"kafka:{self.topic}:{partition}"
@@ -115,7 +137,7 @@ def apply_group(store: BudgetApplier, producer: str, service: str, group: Group)
     A group whose sum reaches the store's per-call limit (2**53 nanos) is applied in
     consecutive chunks, each with its own fence.
     """
-    offsets, nanos = group.offsets, group.nanos
+    offsets, nanos, counts = group.offsets, group.nanos, group.counts
     applied = duplicates = 0
     status: BudgetStatus | None = None
     start = 0
@@ -124,16 +146,29 @@ def apply_group(store: BudgetApplier, producer: str, service: str, group: Group)
         while end < len(offsets) and total + nanos[end] < MAX_DELTA_NANOS:
             total += nanos[end]
             end += 1
-        chunk, status = _apply_chunk(store, producer, service, offsets[start:end], nanos[start:end])
+        chunk, status = _apply_chunk(
+            store,
+            producer,
+            service,
+            offsets=offsets[start:end],
+            nanos=nanos[start:end],
+            counts=counts[start:end],
+        )
         applied += chunk
-        duplicates += end - start - chunk
+        duplicates += sum(counts[start:end]) - chunk
         start = end
     assert status is not None  # a group holds at least one record
     return Applied(applied, duplicates, status)
 
 
 def _apply_chunk(
-    store: BudgetApplier, producer: str, service: str, offsets: list[int], nanos: list[int]
+    store: BudgetApplier,
+    producer: str,
+    service: str,
+    *,
+    offsets: list[int],
+    nanos: list[int],
+    counts: list[int],
 ) -> tuple[int, BudgetStatus]:
     """Records applied (0 for a duplicate) and the store's status."""
     fence = Fence(producer, seq=offsets[-1], first_seq=offsets[0])
@@ -143,5 +178,5 @@ def _apply_chunk(
         start = next(i for i, offset in enumerate(offsets) if offset > exc.last_seq)
         fence = Fence(producer, seq=offsets[-1], first_seq=offsets[start])
         status = store.apply(service, sum(nanos[start:]), fence)
-        return (0 if status.duplicate else len(offsets) - start), status
-    return (0 if status.duplicate else len(offsets)), status
+        return (0 if status.duplicate else sum(counts[start:])), status
+    return (0 if status.duplicate else sum(counts)), status

@@ -14,6 +14,7 @@ from typing import Any
 
 __all__ = [
     "DEFAULT_GROUP",
+    "DEFAULT_OTLP_TOPIC",
     "DEFAULT_TOPIC",
     "SCHEMA_HEADER",
     "client_config",
@@ -24,9 +25,11 @@ __all__ = [
 
 #: The cost stream's topic (DESIGN §7).
 DEFAULT_TOPIC = "otel-cost-spans"
+#: The topic of the OTLP/JSON output for a Collector (never mixed with the cost stream).
+DEFAULT_OTLP_TOPIC = "otel-cost-spans-otlp"
 #: The consumer group of ``otelcost enforce``.
 DEFAULT_GROUP = "cost-attribution-v1"
-#: Header on every message of the cost stream: the CostRecord schema version.
+#: Header on every message of the cost stream: its schema version (1 or 2).
 SCHEMA_HEADER = "otelcost-schema"
 
 # Names taken verbatim: confluent-kafka's Python callbacks and librdkafka's few

@@ -1,0 +1,368 @@
+"""Cost stream schema 2: many CostRecords of one service in one Kafka message.
+
+One message (key = the service, header ``otelcost-schema: 2``) is one JSON object: an
+envelope with what its records share, and the records as compact arrays, one per line
+(docs/kafka.md has a worked example)::
+
+    {"schema":2,"service":"checkout","currency":"USD","region":null,"pricing_version":"v1","records":[
+    ["4bf92f3577b34da6a3ce929d0e0e4736","00f067aa0ba902b7","GET /cart",12300,12.34,1764236400123],
+    ["5bf92f3577b34da6a3ce929d0e0e4736","01f067aa0ba902b7","GET /",0,1.5,1764236400125,{"usage":{}}]
+    ]}
+
+A record is ``[trace_id, span_id, operation, cost_nanos, duration_ms, timestamp]``, with an
+optional seventh element holding what is not at its default: ``usage``, ``error``,
+``aggregate``/``span_count`` (overflow aggregates) and ``entry: false`` (nested spans).
+``cost_nanos`` is the cost as an integer number of nano-units of the currency (exact, unlike
+v1's float ``cost_amount``); every other field means what it means in schema 1 and is
+validated by the same rules. The JSON Schema ships as ``otelcost/data/cost-records.v2.schema.json``
+(``json_schema()``).
+
+The one-record-per-line layout is a convenience, not a requirement for readers (any JSON
+layout with the same content is valid): it lets the encoder split by bytes exactly and
+lets a consumer dead-letter one bad record with its original bytes.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from importlib import resources
+from types import MappingProxyType
+from typing import Any
+
+from otelcost import _json
+from otelcost.errors import InvalidRecordError
+from otelcost.money import from_nanos
+from otelcost.record import MAX_RECORD_BYTES, CostRecord
+
+__all__ = [
+    "SCHEMA_VERSION_2",
+    "BadRecord",
+    "Envelope",
+    "decode_costs",
+    "decode_message",
+    "encode_messages",
+    "json_schema",
+]
+
+SCHEMA_VERSION_2 = 2
+_MAX_TEXT = 4096
+_MIN_TS_MS = 10**12
+_MAX_TS_MS = 10**13
+_MAX_NANOS = 2**53
+_INT64_END = 2**63
+_UINT64_END = 2**64
+_HEX = "0123456789abcdef"
+_EMPTY_USAGE: Mapping[str, float] = MappingProxyType({})
+_ENVELOPE = ("schema", "service", "currency", "region", "pricing_version", "records")
+_ENVELOPE_KEYS = frozenset(_ENVELOPE)
+_EXTRA_KEYS = frozenset(("usage", "error", "aggregate", "span_count", "entry"))
+_END = b"\n]}"
+_SEPARATOR = b",\n"
+_SCHEMA_FILE = "cost-records.v2.schema.json"
+
+GroupKey = tuple[str, str, str | None, str | None]  # service, currency, region, version
+
+
+def json_schema() -> dict[str, Any]:
+    """The JSON Schema (draft 2020-12) of a schema-2 message value."""
+    text = resources.files("otelcost").joinpath("data").joinpath(_SCHEMA_FILE).read_bytes()
+    doc: dict[str, Any] = _json.loads(text)
+    return doc
+
+
+# -- encoding -------------------------------------------------------------------------------
+
+
+def encode_record(record: CostRecord) -> bytes:
+    """One record's line (the array, without separator); ValueError/TypeError if not encodable."""
+    row: list[Any] = [
+        record.trace_id,
+        record.span_id,
+        record.operation,
+        record.cost_nanos,
+        record.duration_ms,
+        record.timestamp,
+    ]
+    if record.usage or record.error is not None or record.aggregate or not record.entry:
+        extra: dict[str, Any] = {}
+        if record.usage:
+            extra["usage"] = dict(record.usage)
+        if record.error is not None:
+            extra["error"] = record.error
+        if record.aggregate:
+            extra["aggregate"] = True
+            extra["span_count"] = record.span_count
+        if not record.entry:
+            extra["entry"] = False
+        row.append(extra)
+    return _json.dumps(row)
+
+
+def envelope_prefix(key: GroupKey) -> bytes:
+    """The first line of a message for ``key``: everything before the first record."""
+    service, currency, region, version = key
+    head = _json.dumps(
+        {
+            "schema": SCHEMA_VERSION_2,
+            "service": service,
+            "currency": currency,
+            "region": region,
+            "pricing_version": version,
+        }
+    )
+    return head[:-1] + b',"records":[\n'
+
+
+def group_key(record: CostRecord) -> GroupKey:
+    """What records of one message share."""
+    return (record.service, record.currency, record.region, record.pricing_version)
+
+
+def encode_messages(
+    records: Sequence[CostRecord], max_bytes: int
+) -> Iterator[tuple[str, bytes, list[CostRecord]]]:
+    """(service, value, records in it) per message, each value at most ``max_bytes``.
+
+    Records are grouped by service, currency, region and pricing version, in order. A
+    record whose line alone does not fit, or that cannot be encoded, raises nothing here:
+    it is yielded alone with an empty value so the caller can count it as invalid (a line
+    is at most 64 KiB, as a schema-1 record is).
+    """
+    groups: dict[GroupKey, list[CostRecord]] = {}
+    for record in records:
+        key = (record.service, record.currency, record.region, record.pricing_version)
+        group = groups.get(key)
+        if group is None:
+            groups[key] = [record]
+        else:
+            group.append(record)
+    for key, group in groups.items():
+        prefix = envelope_prefix(key)
+        room = max_bytes - len(prefix) - len(_END)
+        lines: list[bytes] = []
+        members: list[CostRecord] = []
+        size = 0
+        for record in group:
+            try:
+                line = encode_record(record)
+            except (TypeError, ValueError):
+                yield key[0], b"", [record]
+                continue
+            if len(line) > min(room, MAX_RECORD_BYTES):
+                yield key[0], b"", [record]
+                continue
+            if lines and size + len(_SEPARATOR) + len(line) > room:
+                yield key[0], prefix + _SEPARATOR.join(lines) + _END, members
+                lines, members, size = [], [], 0
+            size += len(line) + (len(_SEPARATOR) if lines else 0)
+            lines.append(line)
+            members.append(record)
+        if lines:
+            yield key[0], prefix + _SEPARATOR.join(lines) + _END, members
+
+
+# -- decoding -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    """What the records of one message share."""
+
+    service: str
+    currency: str
+    region: str | None
+    pricing_version: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class BadRecord:
+    """A record of a message that failed validation: its index, a schema-2 message holding
+    only its original bytes (replayable once fixed), and why it was rejected."""
+
+    index: int
+    value: bytes
+    error: str
+
+
+def decode_message(
+    doc: Any, value: bytes
+) -> tuple[Envelope, list[tuple[int, CostRecord]], list[BadRecord]]:
+    """Validate a parsed schema-2 message: its envelope, good records (with their index)
+    and bad ones. InvalidRecordError when the envelope itself is invalid (the whole
+    message is rejected then)."""
+    envelope, rows = _envelope(doc)
+    good: list[tuple[int, CostRecord]] = []
+    bad: list[BadRecord] = []
+    for index, row in enumerate(rows):
+        try:
+            extra = _check(row)
+        except InvalidRecordError as exc:
+            bad.append(_bad(doc, value, index, exc))
+            continue
+        good.append((index, _build(row, extra, envelope)))
+    return envelope, good, bad
+
+
+def decode_costs(doc: Any, value: bytes) -> tuple[Envelope, list[int], list[BadRecord]]:
+    """``decode_message`` for consumers that need only each good record's cost (nano-units):
+    the same validation, without building CostRecords."""
+    envelope, rows = _envelope(doc)
+    costs: list[int] = []
+    bad: list[BadRecord] = []
+    for index, row in enumerate(rows):
+        try:
+            _check(row)
+        except InvalidRecordError as exc:
+            bad.append(_bad(doc, value, index, exc))
+            continue
+        costs.append(row[3])
+    return envelope, costs, bad
+
+
+def _envelope(doc: Any) -> tuple[Envelope, list[Any]]:
+    if not isinstance(doc, dict):
+        raise InvalidRecordError("<record>", f"expected an object, got {type(doc).__name__}")
+    unknown = doc.keys() - _ENVELOPE_KEYS
+    if unknown:
+        raise InvalidRecordError(sorted(unknown)[0], "unknown field in schema 2")
+    for name in _ENVELOPE:
+        if name not in doc:
+            raise InvalidRecordError(name, "missing")
+    envelope = Envelope(
+        _text(doc["service"], "service"),
+        _text(doc["currency"], "currency"),
+        _optional_text(doc["region"], "region"),
+        _optional_text(doc["pricing_version"], "pricing_version"),
+    )
+    rows = doc["records"]
+    if not isinstance(rows, list) or not rows:
+        raise InvalidRecordError("records", "must be a non-empty array")
+    return envelope, rows
+
+
+def _bad(doc: dict[str, Any], value: bytes, index: int, exc: InvalidRecordError) -> BadRecord:
+    rows = doc["records"]
+    lines = _lines(value, len(rows))
+    return BadRecord(index, _alone(doc, lines, index), f"records[{index}].{exc}")
+
+
+def _lines(value: bytes, count: int) -> list[bytes]:
+    """The message's lines when it has the encoder's layout (one record per line), else []."""
+    lines = value.split(b"\n")
+    if len(lines) == count + 2 and lines[0].endswith(b"[") and lines[-1] == b"]}":
+        return lines
+    return []
+
+
+def _alone(doc: dict[str, Any], lines: list[bytes], index: int) -> bytes:
+    """A schema-2 message holding record ``index`` only: its original line when the layout
+    allows, else its compact re-encoding."""
+    if lines:
+        line = lines[index + 1]
+        return lines[0] + b"\n" + (line[:-1] if line.endswith(b",") else line) + _END
+    return _json.dumps({**doc, "records": [doc["records"][index]]})
+
+
+def _check(row: Any) -> dict[str, Any] | None:
+    """Validate one record array; its extras object (None without one)."""
+    if type(row) is not list or not 6 <= len(row) <= 7:
+        raise InvalidRecordError("<record>", "must be an array of 6 or 7 elements")
+    trace_id, span_id, operation, nanos, duration, timestamp = row[:6]
+    # strip() with the digit set leaves nothing exactly when every character is one.
+    if type(trace_id) is not str or len(trace_id) != 32 or trace_id.strip(_HEX):
+        raise InvalidRecordError("trace_id", "must be lowercase hex of 32 digits")
+    if type(span_id) is not str or len(span_id) != 16 or span_id.strip(_HEX):
+        raise InvalidRecordError("span_id", "must be lowercase hex of 16 digits")
+    if type(operation) is not str or not 0 < len(operation) <= _MAX_TEXT:
+        raise InvalidRecordError("operation", f"must be a non-empty string of <= {_MAX_TEXT}")
+    if type(nanos) is not int or not 0 <= nanos < _MAX_NANOS:
+        raise InvalidRecordError("cost_nanos", "must be an integer in [0, 2**53)")
+    if type(duration) is float:
+        if not (duration >= 0 and duration != math.inf):  # also false for NaN
+            raise InvalidRecordError("duration_ms", "must be a finite number >= 0")
+    elif type(duration) is not int or not 0 <= duration < _UINT64_END:
+        raise InvalidRecordError("duration_ms", "must be a finite number >= 0")
+    if type(timestamp) is not int or not _MIN_TS_MS < timestamp < _MAX_TS_MS:
+        raise InvalidRecordError("timestamp", "must be integer epoch milliseconds in (1e12, 1e13)")
+    if len(row) == 6:
+        return None
+    extra = row[6]
+    if type(extra) is not dict:
+        raise InvalidRecordError("<extra>", "the 7th element must be an object")
+    unknown = extra.keys() - _EXTRA_KEYS
+    if unknown:
+        raise InvalidRecordError(sorted(unknown)[0], "unknown field in schema 2")
+    if _optional_text(extra.get("error"), "error") is not None and nanos != 0:
+        raise InvalidRecordError("cost_nanos", "must be 0 when error is set")
+    aggregate = extra.get("aggregate", False)
+    if type(aggregate) is not bool:
+        raise InvalidRecordError("aggregate", "must be a boolean")
+    span_count = extra.get("span_count", 1)
+    if type(span_count) is not int or not 1 <= span_count < _INT64_END:
+        raise InvalidRecordError("span_count", "must be an integer in [1, 2**63)")
+    if span_count != 1 and not aggregate:
+        raise InvalidRecordError("span_count", "must be 1 unless aggregate is true")
+    if type(extra.get("entry", True)) is not bool:
+        raise InvalidRecordError("entry", "must be a boolean")
+    _check_usage(extra.get("usage"))
+    return extra
+
+
+def _build(row: list[Any], extra: dict[str, Any] | None, env: Envelope) -> CostRecord:
+    """The CostRecord of a row ``_check`` accepted."""
+    if extra is None:
+        return CostRecord(
+            row[0],
+            row[1],
+            env.service,
+            row[2],
+            from_nanos(row[3]),
+            env.currency,
+            float(row[4]),
+            row[5],
+            env.region,
+            env.pricing_version,
+        )
+    usage = extra.get("usage")
+    return CostRecord(
+        row[0],
+        row[1],
+        env.service,
+        row[2],
+        from_nanos(row[3]),
+        env.currency,
+        float(row[4]),
+        row[5],
+        env.region,
+        env.pricing_version,
+        MappingProxyType(usage) if usage else _EMPTY_USAGE,
+        extra.get("error"),
+        extra.get("aggregate", False),
+        extra.get("span_count", 1),
+        extra.get("entry", True),
+    )
+
+
+def _text(value: Any, name: str) -> str:
+    if type(value) is not str or not 0 < len(value) <= _MAX_TEXT:
+        raise InvalidRecordError(name, f"must be a non-empty string of <= {_MAX_TEXT} characters")
+    return value
+
+
+def _optional_text(value: Any, name: str) -> str | None:
+    return None if value is None else _text(value, name)
+
+
+def _check_usage(usage: Any) -> None:
+    if usage is None:
+        return
+    if type(usage) is not dict:
+        raise InvalidRecordError("usage", "must be an object of attribute -> number")
+    for key, value in usage.items():
+        if type(value) is float:
+            if not (value >= 0 and value != math.inf):
+                raise InvalidRecordError(f"usage.{key}", "must be a finite number >= 0")
+        elif type(value) is not int or not 0 <= value < _UINT64_END:
+            raise InvalidRecordError(f"usage.{key}", "must be a finite number >= 0")
