@@ -541,3 +541,36 @@ def test_cli_rejects_bad_configuration(tmp_path: Path) -> None:
         [*base[:4], "--help"], capture_output=True, timeout=60, check=True
     ).stdout
     assert b"--idle-timeout" in help_text and b"--max-records" in help_text
+
+
+def test_cli_against_an_unreachable_broker_exits_3_within_the_connect_timeout(
+    redis_server: RedisServer, budgets_file: Path
+) -> None:
+    """One line naming the address, exit status 3, within the timeout (plus start-up)."""
+    argv = [sys.executable, "-m", "otelcost.cli", "enforce", "--redis-url", redis_server.url]
+    argv += ["--budgets", str(budgets_file), "--bootstrap-servers", "127.0.0.1:1"]
+    began = time.monotonic()
+    result = subprocess.run(
+        [*argv, "--connect-timeout", "3", "--idle-timeout", "60"],
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 3, result.stderr
+    assert time.monotonic() - began < 3 + 15  # the interpreter and imports start first
+    assert result.stderr.decode().strip().splitlines() == [
+        "otelcost enforce: no Kafka broker answered at 127.0.0.1:1 within 3 s (--connect-timeout)"
+    ]
+
+
+@pytest.mark.slow
+def test_idle_timeout_counts_whatever_the_cause(
+    kafka_broker: KafkaBroker, kafka_topic: str, store: RedisBudgetStore, group: str
+) -> None:
+    """No data and a group join that never ends (default session timing on Tansu takes
+    ~23 s to join): idle time counts from the start, so run returns after it."""
+    enforcer = Enforcer(kafka_broker.bootstrap, store, topic=kafka_topic, group=group)
+    began = time.monotonic()
+    assert enforcer.run(idle_timeout=4)
+    assert time.monotonic() - began < 4 + 10
+    assert enforcer.stats()["consumed"] == 0

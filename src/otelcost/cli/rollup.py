@@ -3,21 +3,17 @@
 from __future__ import annotations
 
 import argparse
-import logging
-import signal
 import sys
-from types import FrameType
 from typing import Any
 
-from otelcost import _json
 from otelcost.cli._consumer_args import (
     KAFKA_CONFIG_HELP,
-    add_kafka_client_options,
-    kafka_settings,
-    positive_float,
+    add_consumer_options,
+    configure_logging,
+    consumer_options,
     positive_int,
+    run_consumer,
 )
-from otelcost.stream._kafka import DEFAULT_TOPIC
 
 __all__ = ["register", "run"]
 
@@ -26,13 +22,13 @@ _DEFAULT_RETENTION_DAYS = 90
 
 _DESCRIPTION = (
     """\
-Consume the cost stream in batches, validate every record (invalid ones go to TOPIC.dlq,
-as with 'otelcost enforce'), sum cost, spans, duration and unpriced spans per UTC minute,
-service, operation and currency, and upsert the sums together with the consumed offsets
-in one PostgreSQL transaction. Partitions start at the offsets stored in PostgreSQL, so
-restarts and replays never count a record twice. When PostgreSQL is down the partitions
-are paused and nothing is committed or lost. SIGTERM/SIGINT finish the current batch,
-commit and exit 0.
+Consume the cost stream (schema 1 and 2) in batches, validate every record (invalid ones
+go to TOPIC.dlq, as with 'otelcost enforce'), sum cost, spans, duration and unpriced
+spans per UTC minute, service, operation and currency, and upsert the sums together with
+the consumed offsets in one PostgreSQL transaction. Partitions start at the offsets stored
+in PostgreSQL, so restarts and replays never count a record twice. When PostgreSQL is down
+the partitions are paused and nothing is committed or lost. SIGTERM/SIGINT finish the
+current batch, commit and exit 0.
 
 --init-db creates or upgrades the schema 'otelcost' (idempotent; TimescaleDB when the
 server has it). --apply-retention deletes minute rows of days older than
@@ -50,7 +46,8 @@ _EPILOG = """\
 exit status: 0 when everything consumed was committed (or the schema/retention step
 succeeded); 1 when a batch could not be committed before the shutdown grace ran out (the
 next run reads it again) or the database step failed; 2 on invalid arguments or
-configuration, or a database without the rollup schema."""
+configuration, or a database without the rollup schema; 3 when no Kafka broker answered
+within --connect-timeout."""
 
 
 def register(subparsers: argparse._SubParsersAction[Any]) -> None:
@@ -63,22 +60,6 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--dsn", required=True, help="PostgreSQL URL or key=value conninfo")
-    parser.add_argument("--bootstrap-servers", metavar="HOST:PORT[,...]")
-    parser.add_argument("--topic", default=DEFAULT_TOPIC, help="default: %(default)s")
-    parser.add_argument("--group", default=_DEFAULT_GROUP, help="default: %(default)s")
-    parser.add_argument("--dlq-topic", metavar="TOPIC", help="default: TOPIC.dlq")
-    parser.add_argument(
-        "--max-records", type=positive_int, metavar="N", help="stop after N messages"
-    )
-    parser.add_argument(
-        "--idle-timeout",
-        type=positive_float,
-        metavar="SECONDS",
-        help="stop after SECONDS without a message (not counting group joins)",
-    )
-    parser.add_argument(
-        "--batch-size", type=positive_int, default=5000, metavar="N", help="default: %(default)s"
-    )
     parser.add_argument("--init-db", action="store_true", help="create or upgrade the schema first")
     parser.add_argument(
         "--apply-retention",
@@ -92,19 +73,13 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
         metavar="DAYS",
         help="default: %(default)s (whole UTC days kept before today)",
     )
-    add_kafka_client_options(parser)
-    parser.add_argument(
-        "--json", action="store_true", help="print the final counters as one JSON object"
-    )
+    add_consumer_options(parser, group=_DEFAULT_GROUP, required=False)
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     """Apply the schema/retention steps asked for, then consume if a broker is given."""
-    if not logging.getLogger().handlers:
-        logging.basicConfig(
-            level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-        )
+    configure_logging()
     if not (args.bootstrap_servers or args.init_db or args.apply_retention):
         print(
             "otelcost rollup: give --bootstrap-servers (consume), --init-db or --apply-retention",
@@ -147,35 +122,12 @@ def _database_steps(args: argparse.Namespace, rollup: Any) -> int:
 
 def _consume(args: argparse.Namespace, rollup: Any) -> int:
     try:
-        consumer = rollup.Rollup(
-            args.bootstrap_servers,
-            args.dsn,
-            topic=args.topic,
-            group=args.group,
-            dlq_topic=args.dlq_topic,
-            kafka_config=kafka_settings(args),
-            batch_size=args.batch_size,
-        )
+        consumer = rollup.Rollup(args.bootstrap_servers, args.dsn, **consumer_options(args))
     except (ValueError, OSError) as exc:
         print(f"otelcost rollup: {exc}", file=sys.stderr)
         return 2
-
-    def on_signal(signum: int, _frame: FrameType | None) -> None:
-        logging.getLogger("otelcost.rollup").info(
-            "%s: finishing the current batch", signal.Signals(signum).name
-        )
-        consumer.stop()
-        # A second signal takes the default action (immediate exit).
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
     try:
-        clean = consumer.run(max_records=args.max_records, idle_timeout=args.idle_timeout)
+        return run_consumer("rollup", consumer, args)
     except rollup.SchemaError as exc:
         print(f"otelcost rollup: {exc}", file=sys.stderr)
         return 2
-    if args.json:
-        print(_json.dumps(consumer.stats()).decode())
-    return 0 if clean else 1
