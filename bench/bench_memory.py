@@ -387,9 +387,13 @@ def _result(
         )
     final = worker.final
     kafka, redis, proc = final["kafka"], final["redis"], final["processor"]
+    from otelcost.exporters.kafka import _PRODUCER_DEFAULTS
+
+    defaults = {**_PRODUCER_DEFAULTS, **kafka_config}
     bound = (
-        f"librdkafka queue capped at {kafka_config.get('queue.buffering.max.messages', 100_000):,} "
-        f"messages / 32 MiB, message.timeout.ms {MESSAGE_TIMEOUT_MS / 1000:g} s"
+        f"librdkafka queue capped at {defaults['queue.buffering.max.messages']:,} messages "
+        f"/ {defaults['queue.buffering.max.kbytes'] // 1024} MiB (each message holding many "
+        f"records), message.timeout.ms {MESSAGE_TIMEOUT_MS / 1000:g} s"
     )
     body = "\n".join(
         [

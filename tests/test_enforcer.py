@@ -482,7 +482,7 @@ def test_sigkill_mid_batch_then_restart_totals_exact(
         assert 0 < _total(store) < sum(expected.values())
 
     final = subprocess.run(
-        [*argv, "--idle-timeout", "8", "--json"], capture_output=True, timeout=240, check=False
+        [*argv, "--idle-timeout", "20", "--json"], capture_output=True, timeout=240, check=False
     )
     assert final.returncode == 0, final.stderr.decode()[-2000:]
     stats = json.loads(final.stdout)
@@ -516,7 +516,7 @@ def test_sigterm_finishes_the_batch_commits_and_exits_0(
     assert b"otelcost enforce stopped: consumed=" in err  # the summary log line
     # Everything applied was committed: the next run starts exactly where it stopped.
     second = subprocess.run(
-        [*argv, "--idle-timeout", "8", "--json"], capture_output=True, timeout=240, check=False
+        [*argv, "--idle-timeout", "20", "--json"], capture_output=True, timeout=240, check=False
     )
     assert second.returncode == 0, second.stderr.decode()[-2000:]
     stats = json.loads(second.stdout)

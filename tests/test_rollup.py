@@ -272,7 +272,7 @@ def test_postgres_offsets_win_over_kafka_offsets(
         )
     assert set(_committed(kafka_broker, kafka_topic, other).values()) == {None}
     second = _rollup(kafka_broker, dsn, kafka_topic, other)
-    assert second.run(idle_timeout=3)
+    assert second.run(idle_timeout=15)
     assert (second.stats()["consumed"], second.stats()["duplicates"]) == (700, 0)
     assert _stored(dsn) == _expected(records)
 
@@ -498,7 +498,7 @@ def test_sigkill_mid_batch_then_restart_counts_everything_once(
         assert 0 < _total_records(dsn) < len(records)
 
     final = subprocess.run(
-        [*rollup_argv, "--idle-timeout", "6", "--json"],
+        [*rollup_argv, "--idle-timeout", "20", "--json"],
         capture_output=True,
         timeout=240,
         check=False,
@@ -534,7 +534,7 @@ def test_sigterm_finishes_the_batch_commits_and_exits_0(
     assert first["consumed"] == first["written"] == _total_records(dsn)
     assert b"otelcost rollup stopped: consumed=" in err
     second = subprocess.run(
-        [*rollup_argv, "--idle-timeout", "6", "--json"],
+        [*rollup_argv, "--idle-timeout", "20", "--json"],
         capture_output=True,
         timeout=240,
         check=False,

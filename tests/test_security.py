@@ -38,6 +38,7 @@ from otelcost.exporters.redis import RedisBudgetExporter
 from otelcost.pricing import HttpPricingSource
 from otelcost.record import CostRecord
 from otelcost.stream._enforce_batch import Batch
+from otelcost.stream.consumer import BrokerUnreachableError
 from otelcost.stream.enforce import Enforcer
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "otelcost"
@@ -110,6 +111,7 @@ def test_enforcer_keeps_sasl_and_redis_secrets_to_itself(
         store,
         topic=kafka_topic,
         group="security-test",
+        connect_timeout=3.0,
         kafka_config={
             "security.protocol": "SASL_PLAINTEXT",
             "sasl.mechanism": "PLAIN",
@@ -118,12 +120,10 @@ def test_enforcer_keeps_sasl_and_redis_secrets_to_itself(
             "log_level": 7,  # librdkafka's own lines too
         },
     )
-    stopper = threading.Timer(3.0, enforcer.stop)
-    stopper.start()
-    try:
+    # The broker speaks no SASL: the enforcer cannot connect, and says so without secrets.
+    with pytest.raises(BrokerUnreachableError) as unreachable:
         enforcer.run(idle_timeout=1.0)
-    finally:
-        stopper.cancel()
+    assert SECRET not in str(unreachable.value)
     assert SECRET not in repr(enforcer) + str(enforcer.stats())
     assert SECRET not in caplog.text
 

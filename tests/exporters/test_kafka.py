@@ -225,6 +225,42 @@ def test_broker_outage_delivered_plus_aggregates_equal_produced(
     assert "".join(kinds) == "WR" * (len(kinds) // 2), [r.getMessage() for r in lines]
 
 
+@pytest.mark.slow
+def test_a_broker_outage_never_stalls_an_export(
+    kafka_broker: KafkaBroker, kafka_topic: str
+) -> None:
+    """Every broker down for longer than message.timeout.ms while spans keep coming: no
+    export call spends more than a few ms of CPU (no mass of delivery reports served at
+    once), the local queue is folded into aggregates, and after the restart every span is
+    accounted for."""
+    exporter = KafkaCostExporter(
+        kafka_broker.bootstrap, kafka_topic, message_timeout_ms=4000, **_FAST_RECONNECT
+    )
+    records = _records(60_000)
+    try:
+        exporter.export(records[:10_000])
+        assert exporter.force_flush(30_000)
+        kafka_broker.stop()
+        worst = 0.0
+        for start in range(10_000, 60_000, 125):  # 400 exports over ~12 s
+            began = time.thread_time()
+            assert exporter.export(records[start : start + 125]) is CostExportResult.SUCCESS
+            worst = max(worst, time.thread_time() - began)
+            time.sleep(0.03)
+        during = exporter.stats()
+        kafka_broker.start()  # empty (memory storage): the topic is created again on use
+        assert exporter.force_flush(60_000)
+        stats = exporter.stats()
+    finally:
+        exporter.shutdown()
+    assert worst < 0.05, worst  # 125 records folded take well under a millisecond each
+    # The queue was folded after 10 s: what is left is one probe aggregate per service.
+    assert during["in_queue"] <= len(_SERVICES)
+    assert during["overflow_pending_spans"] > 0
+    assert stats["spans"] == stats["delivered_spans"] == 60_000
+    assert stats["dropped_spans"] == stats["invalid_spans"] == 0
+
+
 def test_otlp_json_parses_as_traces_data(kafka_broker: KafkaBroker, kafka_topic: str) -> None:
     records = _records(40)
     records[3] = CostRecord(

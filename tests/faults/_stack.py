@@ -36,9 +36,9 @@ from otelcost.exporters.redis import RedisBudgetExporter
 from otelcost.reconcile import CostSumSpanExporter, rolling_spend
 
 SERVICE = "shop"
-# Three services, keyed to the three partitions of a test topic (librdkafka's default
-# partitioner: CRC32 of the key), so that every partition carries traffic.
-SERVICES = (SERVICE, "cart", "search")
+# Three services, keyed to the three partitions of a test topic (murmur2 of the key, the
+# exporter's partitioner), so that every partition carries traffic.
+SERVICES = (SERVICE, "checkout", "search")
 PRICING: dict[str, Any] = {
     "version": "faults-1",
     "currency": "USD",

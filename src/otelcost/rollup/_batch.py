@@ -24,6 +24,11 @@ class RollupBatch:
         """Messages consumed into this batch."""
         return self.messages
 
+    @property
+    def record_count(self) -> int:
+        """Valid records plus dead letters."""
+        return sum(len(entries) for entries in self.records.values()) + len(self.dead)
+
     def add(
         self,
         partition: int,

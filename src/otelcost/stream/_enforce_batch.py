@@ -83,6 +83,11 @@ class Batch:
         """Messages consumed into this batch."""
         return self.messages
 
+    @property
+    def record_count(self) -> int:
+        """Valid records plus dead letters."""
+        return self.records + len(self.dead)
+
     def add(
         self,
         partition: int,

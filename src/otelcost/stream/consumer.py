@@ -41,7 +41,15 @@ __all__ = [
     "describe",
 ]
 
-_COUNTERS = ("consumed", "dlq", "batches", "dlq_errors", "consumer_errors", "client_errors")
+_COUNTERS = (
+    "consumed",
+    "records",
+    "dlq",
+    "batches",
+    "dlq_errors",
+    "consumer_errors",
+    "client_errors",
+)
 
 
 class BrokerUnreachableError(OtelCostError):
@@ -58,6 +66,12 @@ class ConsumedBatch(Protocol):
     next_offsets: dict[int, int]
 
     def __len__(self) -> int: ...
+
+    @property
+    def record_count(self) -> int:
+        """Records consumed into the batch, valid or dead-lettered (a message rejected
+        whole counts one)."""
+        ...
 
     def add(
         self,
@@ -143,8 +157,10 @@ class StreamConsumer(Generic[B]):
         self._stop.set()
 
     def stats(self) -> dict[str, int]:
-        """The counters, ``lag`` (messages behind on the assigned partitions after the last
-        batch) and ``paused`` (1 while a batch waits for the store or the DLQ)."""
+        """The counters (``consumed``: messages; ``records``: the records in them, valid
+        or dead-lettered, a message rejected whole counting one), ``lag`` (messages behind
+        on the assigned partitions after the last batch) and ``paused`` (1 while a batch
+        waits for the store or the DLQ)."""
         return {**self._counters, "lag": self._lag, "paused": int(self._paused)}
 
     # -- subclass hooks ---------------------------------------------------------------------
@@ -301,6 +317,7 @@ class StreamConsumer(Generic[B]):
         if not batch.next_offsets:
             return None
         self._counters["consumed"] += len(batch)
+        self._counters["records"] += batch.record_count
         self._last_message = time.monotonic()
         return batch
 

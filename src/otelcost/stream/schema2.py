@@ -33,7 +33,7 @@ from typing import Any
 
 from otelcost import _json
 from otelcost.errors import InvalidRecordError
-from otelcost.money import from_nanos
+from otelcost.money import NANOS_PER_UNIT, from_nanos
 from otelcost.record import MAX_RECORD_BYTES, CostRecord
 
 __all__ = [
@@ -77,27 +77,31 @@ def json_schema() -> dict[str, Any]:
 
 def encode_record(record: CostRecord) -> bytes:
     """One record's line (the array, without separator); ValueError/TypeError if not encodable."""
-    row: list[Any] = [
+    row: tuple[Any, ...] = (
         record.trace_id,
         record.span_id,
         record.operation,
-        record.cost_nanos,
+        round(record.cost_amount * NANOS_PER_UNIT),  # to_nanos, inlined: once per record
         record.duration_ms,
         record.timestamp,
-    ]
+    )
     if record.usage or record.error is not None or record.aggregate or not record.entry:
-        extra: dict[str, Any] = {}
-        if record.usage:
-            extra["usage"] = dict(record.usage)
-        if record.error is not None:
-            extra["error"] = record.error
-        if record.aggregate:
-            extra["aggregate"] = True
-            extra["span_count"] = record.span_count
-        if not record.entry:
-            extra["entry"] = False
-        row.append(extra)
+        row += (_extra(record),)
     return _json.dumps(row)
+
+
+def _extra(record: CostRecord) -> dict[str, Any]:
+    extra: dict[str, Any] = {}
+    if record.usage:
+        extra["usage"] = dict(record.usage)
+    if record.error is not None:
+        extra["error"] = record.error
+    if record.aggregate:
+        extra["aggregate"] = True
+        extra["span_count"] = record.span_count
+    if not record.entry:
+        extra["entry"] = False
+    return extra
 
 
 def envelope_prefix(key: GroupKey) -> bytes:
@@ -115,11 +119,6 @@ def envelope_prefix(key: GroupKey) -> bytes:
     return head[:-1] + b',"records":[\n'
 
 
-def group_key(record: CostRecord) -> GroupKey:
-    """What records of one message share."""
-    return (record.service, record.currency, record.region, record.pricing_version)
-
-
 def encode_messages(
     records: Sequence[CostRecord], max_bytes: int
 ) -> Iterator[tuple[str, bytes, list[CostRecord]]]:
@@ -130,37 +129,65 @@ def encode_messages(
     it is yielded alone with an empty value so the caller can count it as invalid (a line
     is at most 64 KiB, as a schema-1 record is).
     """
-    groups: dict[GroupKey, list[CostRecord]] = {}
+    # Lines go straight into one buffer per group: keeping thousands of small bytes
+    # objects alive until the join costs more than encoding them.
+    groups: dict[GroupKey, _Group] = {}
     for record in records:
+        try:
+            line = encode_record(record)
+        except (TypeError, ValueError):
+            yield record.service, b"", [record]
+            continue
+        if len(line) > MAX_RECORD_BYTES:
+            yield record.service, b"", [record]
+            continue
         key = (record.service, record.currency, record.region, record.pricing_version)
         group = groups.get(key)
         if group is None:
-            groups[key] = [record]
-        else:
-            group.append(record)
+            group = groups[key] = _Group()
+        buffer = group.buffer
+        buffer += line
+        buffer += _SEPARATOR
+        group.ends.append(len(buffer))
+        group.members.append(record)
     for key, group in groups.items():
         prefix = envelope_prefix(key)
-        room = max_bytes - len(prefix) - len(_END)
-        lines: list[bytes] = []
-        members: list[CostRecord] = []
-        size = 0
-        for record in group:
-            try:
-                line = encode_record(record)
-            except (TypeError, ValueError):
-                yield key[0], b"", [record]
+        yield from group.messages(key[0], prefix, max_bytes - len(prefix) - len(_END))
+
+
+class _Group:
+    """The lines of one group, each followed by the separator, and where each ends."""
+
+    __slots__ = ("buffer", "ends", "members")
+
+    def __init__(self) -> None:
+        self.buffer = bytearray()
+        self.ends: list[int] = []
+        self.members: list[CostRecord] = []
+
+    def messages(
+        self, service: str, prefix: bytes, room: int
+    ) -> Iterator[tuple[str, bytes, list[CostRecord]]]:
+        """Messages of at most ``room`` bytes of lines each; a line larger than ``room``
+        alone is yielded with an empty value."""
+        buffer, ends, sep = self.buffer, self.ends, len(_SEPARATOR)
+        first = start = 0  # index of the message's first line, and where it starts
+        for i, end in enumerate(ends):
+            if end - start - sep <= room:
                 continue
-            if len(line) > min(room, MAX_RECORD_BYTES):
-                yield key[0], b"", [record]
-                continue
-            if lines and size + len(_SEPARATOR) + len(line) > room:
-                yield key[0], prefix + _SEPARATOR.join(lines) + _END, members
-                lines, members, size = [], [], 0
-            size += len(line) + (len(_SEPARATOR) if lines else 0)
-            lines.append(line)
-            members.append(record)
-        if lines:
-            yield key[0], prefix + _SEPARATOR.join(lines) + _END, members
+            if i > first:  # lines first..i-1 fit: they make one message
+                yield (
+                    service,
+                    prefix + buffer[start : ends[i - 1] - sep] + _END,
+                    self.members[first:i],
+                )
+                start = ends[i - 1]
+            first = i
+            if end - start - sep > room:  # this line alone does not fit
+                yield service, b"", [self.members[i]]
+                first, start = i + 1, end
+        if first < len(ends):
+            yield service, prefix + buffer[start : ends[-1] - sep] + _END, self.members[first:]
 
 
 # -- decoding -------------------------------------------------------------------------------
