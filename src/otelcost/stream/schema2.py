@@ -56,13 +56,15 @@ _UINT64_END = 2**64
 _HEX = "0123456789abcdef"
 _EMPTY_USAGE: Mapping[str, float] = MappingProxyType({})
 _ENVELOPE = ("schema", "service", "currency", "region", "pricing_version", "records")
-_ENVELOPE_KEYS = frozenset(_ENVELOPE)
+_DEPLOY = ("service_version", "environment")  # optional, written only when known
+_ENVELOPE_KEYS = frozenset(_ENVELOPE + _DEPLOY)
 _EXTRA_KEYS = frozenset(("usage", "error", "aggregate", "span_count", "entry"))
 _END = b"\n]}"
 _SEPARATOR = b",\n"
 _SCHEMA_FILE = "cost-records.v2.schema.json"
 
-GroupKey = tuple[str, str, str | None, str | None]  # service, currency, region, version
+# service, currency, region, pricing version, service version, environment
+GroupKey = tuple[str, str, str | None, str | None, str | None, str | None]
 
 
 def json_schema() -> dict[str, Any]:
@@ -106,16 +108,19 @@ def _extra(record: CostRecord) -> dict[str, Any]:
 
 def envelope_prefix(key: GroupKey) -> bytes:
     """The first line of a message for ``key``: everything before the first record."""
-    service, currency, region, version = key
-    head = _json.dumps(
-        {
-            "schema": SCHEMA_VERSION_2,
-            "service": service,
-            "currency": currency,
-            "region": region,
-            "pricing_version": version,
-        }
-    )
+    service, currency, region, version, service_version, environment = key
+    envelope: dict[str, Any] = {
+        "schema": SCHEMA_VERSION_2,
+        "service": service,
+        "currency": currency,
+        "region": region,
+        "pricing_version": version,
+    }
+    if service_version is not None:
+        envelope["service_version"] = service_version
+    if environment is not None:
+        envelope["environment"] = environment
+    head = _json.dumps(envelope)
     return head[:-1] + b',"records":[\n'
 
 
@@ -141,7 +146,14 @@ def encode_messages(
         if len(line) > MAX_RECORD_BYTES:
             yield record.service, b"", [record]
             continue
-        key = (record.service, record.currency, record.region, record.pricing_version)
+        key = (
+            record.service,
+            record.currency,
+            record.region,
+            record.pricing_version,
+            record.service_version,
+            record.environment,
+        )
         group = groups.get(key)
         if group is None:
             group = groups[key] = _Group()
@@ -201,6 +213,8 @@ class Envelope:
     currency: str
     region: str | None
     pricing_version: str | None
+    service_version: str | None
+    environment: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -262,6 +276,8 @@ def _envelope(doc: Any) -> tuple[Envelope, list[Any]]:
         _text(doc["currency"], "currency"),
         _optional_text(doc["region"], "region"),
         _optional_text(doc["pricing_version"], "pricing_version"),
+        _optional_text(doc.get("service_version"), "service_version"),
+        _optional_text(doc.get("environment"), "environment"),
     )
     rows = doc["records"]
     if not isinstance(rows, list) or not rows:
@@ -339,8 +355,8 @@ def _check(row: Any) -> dict[str, Any] | None:
 
 def _build(row: list[Any], extra: dict[str, Any] | None, env: Envelope) -> CostRecord:
     """The CostRecord of a row ``_check`` accepted."""
-    if extra is None:
-        return CostRecord(
+    if extra is None:  # the usual record: every field validated by _check
+        return CostRecord.trusted(
             row[0],
             row[1],
             env.service,
@@ -351,6 +367,11 @@ def _build(row: list[Any], extra: dict[str, Any] | None, env: Envelope) -> CostR
             row[5],
             env.region,
             env.pricing_version,
+            _EMPTY_USAGE,
+            None,
+            True,  # entry
+            env.service_version,
+            env.environment,
         )
     usage = extra.get("usage")
     return CostRecord(
@@ -369,6 +390,8 @@ def _build(row: list[Any], extra: dict[str, Any] | None, env: Envelope) -> CostR
         extra.get("aggregate", False),
         extra.get("span_count", 1),
         extra.get("entry", True),
+        env.service_version,
+        env.environment,
     )
 
 
