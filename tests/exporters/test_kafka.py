@@ -253,7 +253,10 @@ def test_a_broker_outage_never_stalls_an_export(
         stats = exporter.stats()
     finally:
         exporter.shutdown()
-    assert worst < 0.05, worst  # 125 records folded take well under a millisecond each
+    # 125 records folded take well under a millisecond; serving a queue's worth of delivery
+    # reports at once (the stall this guards against) took seconds. Thread CPU, with slack
+    # for a loaded machine.
+    assert worst < 0.2, worst
     # The queue was folded after 10 s: what is left is one probe aggregate per service.
     assert during["in_queue"] <= len(_SERVICES)
     assert during["overflow_pending_spans"] > 0
