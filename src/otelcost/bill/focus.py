@@ -198,6 +198,10 @@ class _Reader:
         self.billed: dict[str, dict[int, Decimal]] = {}
         self.untagged: dict[str, dict[int, Decimal]] = {}
         self.credits: dict[str, Decimal] = {}
+        # Exports repeat the same dates and tag sets on many rows: each distinct text is
+        # parsed once (bounded, so a file of unique values costs only the parsing).
+        self.instants: dict[str, int] = {}
+        self.services: dict[tuple[str, str], str | None] = {}
 
     def error(self, number: int, column: str, message: str) -> FocusError:
         return FocusError(
@@ -263,6 +267,9 @@ class _Reader:
             moment = value if value.tzinfo else value.replace(tzinfo=timezone.utc)
             return (moment - _EPOCH) // timedelta(milliseconds=1)
         text = _text(value)
+        known = self.instants.get(text)
+        if known is not None:
+            return known
         form = _INSTANT.fullmatch(text)
         if form is None:
             raise self.error(
@@ -279,7 +286,9 @@ class _Reader:
             raise self.error(number, column, f"{exc}: {_quote(text)}") from None
         millis = (moment - _EPOCH) // timedelta(milliseconds=1)
         fraction = form["fraction"]
-        return millis + (int((fraction[1:] + "000")[:3]) if fraction else 0)
+        millis += int((fraction[1:] + "000")[:3]) if fraction else 0
+        _remember(self.instants, text, millis)
+        return millis
 
     def check_currency(self, number: int, row: Mapping[str, Any]) -> None:
         code = _text(row.get("BillingCurrency"))
@@ -316,6 +325,17 @@ class _Reader:
 
     def service(self, number: int, row: Mapping[str, Any]) -> str | None:
         raw = row.get("Tags")
+        if isinstance(raw, str):
+            key = (raw, _text(row.get("ResourceId")))
+            if key in self.services:
+                return self.services[key]
+            found = self.parse_service(number, row)
+            _remember(self.services, key, found)
+            return found
+        return self.parse_service(number, row)
+
+    def parse_service(self, number: int, row: Mapping[str, Any]) -> str | None:
+        raw = row.get("Tags")
         tags: object = raw
         if isinstance(raw, str):
             text = raw.strip()
@@ -351,6 +371,15 @@ class _Reader:
             untagged=_rounded(self.untagged),
             credits={key: _to_nanos(amount) for key, amount in sorted(self.credits.items())},
         )
+
+
+_MEMO_LIMIT = 65_536
+
+
+def _remember(memo: dict[Any, Any], key: Any, value: Any) -> None:
+    if len(memo) >= _MEMO_LIMIT:
+        memo.clear()
+    memo[key] = value
 
 
 def _rounded(sums: Mapping[str, Mapping[int, Decimal]]) -> dict[str, dict[int, int]]:
