@@ -129,3 +129,40 @@ def test_a_deploy_that_doubles_an_operation_shows_in_report_by_version(
     assert not any(r["flagged"] for r in json.loads(capsys.readouterr().out)["rows"])
     assert _run(["--dsn", deploys, "--threshold", "0.9"]) == 2
     assert "--threshold works with --by version" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_the_deploy_survives_the_kafka_stream_into_the_rollups(
+    kafka_broker: Any, kafka_topic: str, postgres_dsn: str
+) -> None:
+    """Schema 2 through a real broker and ``otelcost rollup``: the version and environment
+    of each record reach the rollup rows, and report --by version sees the move."""
+    from _kafka import consumer_config
+    from otelcost.exporters import KafkaCostExporter
+    from otelcost.rollup import Rollup
+
+    drop_rollup_schema(postgres_dsn)
+    init_db(postgres_dsn)
+    records = []
+    for day, version, load in ((0, "v1", {}), (1, "v2", {"checkout": 2.0})):
+        deploy = {"service.version": version, "deployment.environment.name": "prod"}
+        records += workload(
+            TABLE, _START + day * DAY, 1, per_day=12, load=load,
+            resources=dict.fromkeys(("checkout", "search", "llm"), deploy),
+        )  # fmt: skip
+    exporter = KafkaCostExporter(kafka_broker.bootstrap, kafka_topic, schema=2)
+    try:
+        exporter.export(records)
+        assert exporter.force_flush(30_000)
+    finally:
+        exporter.shutdown()
+    fast = {k: v for k, v in consumer_config("", "").items() if k.endswith(".ms")}
+    rollup = Rollup(
+        kafka_broker.bootstrap, postgres_dsn, topic=kafka_topic, group="deploys", kafka_config=fast
+    )
+    assert rollup.run(idle_timeout=5)
+    assert rollup.stats()["written"] == len(records)
+    history = read_versions(postgres_dsn, since_ms=_START)
+    assert [(r.service, r.version, r.environment) for r in history.flagged] == [
+        ("checkout", "v2", "prod")
+    ]
