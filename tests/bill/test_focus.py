@@ -157,10 +157,11 @@ def test_dates_as_the_clouds_write_them(tmp_path: Path) -> None:
         "2026-05-01T10:00:00.0000000Z",  # Azure
         "2026-05-01 10:00:00 UTC",  # BigQuery
         "2026-05-01T12:00:00+02:00",
+        "2026-05-01T08:00:00-0200",
         "2026-05-01T10:00Z",
     ]
     rows = [charge(ChargePeriodStart=f, ChargePeriodEnd="2026-05-02T00:00:00Z") for f in forms]
-    assert read_focus(write(tmp_path, rows)).billed == {"checkout": {MAY_1: 7_500_000_000}}
+    assert read_focus(write(tmp_path, rows)).billed == {"checkout": {MAY_1: 9_000_000_000}}
 
 
 def test_an_empty_window_or_file_is_an_error(tmp_path: Path) -> None:

@@ -278,7 +278,8 @@ class _Reader:
                 f"not an ISO 8601 date and time such as 2026-05-01T00:00:00Z: {_quote(text)}",
             )
         zone = form["zone"]
-        zone = "+00:00" if zone in ("Z", "UTC") else zone
+        # "+0200" as "+02:00": Python 3.10's fromisoformat reads only the latter
+        zone = "+00:00" if zone in ("Z", "UTC") else f"{zone[:3]}:{zone[-2:]}"
         seconds = form["time"] if form["time"].count(":") == 2 else form["time"] + ":00"
         try:
             moment = datetime.fromisoformat(f"{form['date']}T{seconds}{zone}")
