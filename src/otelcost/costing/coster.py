@@ -76,6 +76,7 @@ _EMPTY: Final[Mapping[str, float]] = MappingProxyType({})
 # Enum members hash through a Python-level __hash__; their ids hash in C.
 _ENTRY_KIND_IDS: Final = frozenset((id(SpanKind.SERVER), id(SpanKind.CONSUMER)))
 _SOURCE: Final = "otelcost"
+_new_tuple: Final = tuple.__new__
 _MEMO_SIZE: Final = 8_192
 
 
@@ -106,7 +107,8 @@ class PricingSnapshot:
 
 class Binding(NamedTuple):
     """An operation's price under one snapshot: the match (None: no key matches), the
-    error every span of it gets (None: priced) and the constant ``cost.*`` attributes."""
+    error every span of it gets (None: priced) and the constant ``cost.*`` attributes
+    (a plain dict, never modified: ``dict.update`` from a dict is the fast path)."""
 
     snapshot: PricingSnapshot
     match: PriceMatch | None
@@ -164,7 +166,7 @@ class Named:
             attributes["cost.pricing_version"] = snap.version
         if match is not None:
             attributes["cost.price_key"] = match.key
-        binding = self.binding = Binding(snap, match, error, MappingProxyType(attributes))
+        binding = self.binding = Binding(snap, match, error, attributes)
         return binding
 
 
@@ -355,22 +357,25 @@ class Coster:
 
     def named(self, span: ReadableSpan, attributes: Mapping[str, object]) -> Named:
         """Service and operation of ``span`` (memoized on what naming reads)."""
-        resource = span.resource
+        return self._named(span._resource, span._kind, span._name, attributes)
+
+    def _named(
+        self, resource: Resource, kind: SpanKind, name: str, attributes: Mapping[str, object]
+    ) -> Named:
         memo = self._resources.get(id(resource))
         if memo is None or memo.resource is not resource:
             memo = self._resource_memo(resource)
-        kind = span.kind
         get = attributes.get
         # What naming reads (DESIGN §4): the kind, the name and NAMING_ATTRIBUTES.
-        key: tuple[object, ...] = (id(kind), span.name, *map(get, NAMING_ATTRIBUTES))
+        key: tuple[object, ...] = (id(kind), name, *map(get, NAMING_ATTRIBUTES))
         if memo.service is None:
             key += (get("service.name"),)
         try:
             found = memo.memo.get(key)
         except TypeError:  # an unhashable attribute value: name it without the memo
-            return self._derive(span, attributes, memo)
+            return self._derive(kind, name, attributes, memo)
         if found is None:
-            found = self._derive(span, attributes, memo)
+            found = self._derive(kind, name, attributes, memo)
             table = memo.memo
             if len(table) >= _MEMO_SIZE:
                 table.clear()  # high-cardinality raw paths: start over, bounded
@@ -389,31 +394,38 @@ class Coster:
         return memo
 
     def _derive(
-        self, span: ReadableSpan, attributes: Mapping[str, object], memo: _ResourceMemo
+        self, kind: SpanKind, name: str, attributes: Mapping[str, object], memo: _ResourceMemo
     ) -> Named:
         service = memo.service or service_name(_EMPTY, attributes)
-        derived = derive_operation(span.name, attributes, normalize=self._normalize, kind=span.kind)
+        derived = derive_operation(name, attributes, normalize=self._normalize, kind=kind)
         operation = self.guard.admit(service, derived)
         return Named(
             service,
             operation,
-            entry_kind=id(span.kind) in _ENTRY_KIND_IDS,
+            entry_kind=id(kind) in _ENTRY_KIND_IDS,
             folded=operation == OTHER and derived != OTHER,
             deploy=memo.deploy,
         )
 
     def cost(self, span: ReadableSpan, snap: PricingSnapshot | None = None) -> SpanCost:
-        """Price one ended span. Never raises for bad span data or pricing failures."""
+        """Price one ended span. Never raises for bad span data or pricing failures.
+
+        Runs on the ending thread for every span, so it reads the SDK ReadableSpan's fields
+        directly (each public property is a Python-level call).
+        """
         if snap is None:
             snap = self.snapshot()
-        attributes = plain_attributes(span)
-        named = self.named(span, attributes)
+        try:
+            attributes: Mapping[str, object] = span._attributes._dict  # type: ignore[union-attr]
+        except AttributeError:  # not the SDK's BoundedAttributes (a hand-built span)
+            attributes = span.attributes or _EMPTY
+        named = self._named(span._resource, span._kind, span._name, attributes)
         binding = named.binding
         if binding is None or binding.snapshot is not snap:
             binding = named.bind(snap)
-        parent = span.parent
+        parent = span._parent
         entry = named.entry_kind or parent is None or parent.is_remote
-        start, end = span.start_time or 0, span.end_time or 0
+        start, end = span._start_time or 0, span._end_time or 0
         timestamp_ms = end // 1_000_000
         error = binding.error
         if end < start or not _MIN_TS_MS < timestamp_ms < _MAX_TS_MS:
@@ -453,17 +465,21 @@ class Coster:
                 # DESIGN §4: a nested span that no key prices and that carries no usage is
                 # not billable, not an error.
                 error, billable = None, False
-        return SpanCost(
-            named,
-            binding,
-            nanos,
-            duration_ms,
-            timestamp_ms,
-            usage,
-            error,
-            entry,
-            billable,
-            span.context,
+        # tuple.__new__ directly: NamedTuple's generated __new__ is one more Python frame.
+        return _new_tuple(
+            SpanCost,
+            (
+                named,
+                binding,
+                nanos,
+                duration_ms,
+                timestamp_ms,
+                usage,
+                error,
+                entry,
+                billable,
+                span._context,
+            ),
         )
 
 

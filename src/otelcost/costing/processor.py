@@ -255,7 +255,19 @@ class CostSpanProcessor(SpanProcessor):
         if self._hook and not self._shutdown:
             try:
                 cost = self._coster.cost(span)
-                _write(span, cost)
+                # cost.* into the span itself. The SDK has set the end time, so
+                # set_attribute refuses and the BoundedAttributes is marked immutable; but
+                # the span still belongs to this thread and no processor has seen it. So
+                # the values go straight into the dict inside (the layout that
+                # ending_hook_supported() checked): never counted as drops, never
+                # evicting one of the span's own attributes.
+                inner = span._attributes._dict  # type: ignore[union-attr]
+                inner.update(cost.binding.attributes)
+                inner["cost.duration_ms"] = cost.duration_ms
+                if cost.error is not None:
+                    inner["cost.error"] = cost.error
+                elif cost.billable:
+                    inner["cost.amount"] = from_nanos(cost.nanos)
                 self._put_cost(cost)
             except Exception:
                 self._pricing_error()
@@ -561,24 +573,6 @@ class CostSpanProcessor(SpanProcessor):
                 exporter.shutdown(int(_millis_left(deadline)))
             except Exception:
                 _logger.exception("otelcost: %s.shutdown raised", type(exporter).__name__)
-
-
-def _write(span: Span, cost: SpanCost) -> None:
-    """Write ``cost.*`` into the ending span's attributes.
-
-    The SDK marks the attributes immutable and refuses ``set_attribute`` once the end time
-    is set, which happens before the ending hook; but the span still belongs to the ending
-    thread and no processor has seen it. So the attributes go straight into the dict inside
-    its BoundedAttributes (the SDK layout ``ending_hook_supported`` checked): they are
-    never counted as drops and never evict one of the span's own attributes.
-    """
-    inner = span._attributes._dict  # type: ignore[union-attr]
-    inner.update(cost.binding.attributes)
-    inner["cost.duration_ms"] = cost.duration_ms
-    if cost.error is not None:
-        inner["cost.error"] = cost.error
-    elif cost.billable:
-        inner["cost.amount"] = from_nanos(cost.nanos)
 
 
 class _PricingStage:
