@@ -45,7 +45,6 @@ __all__ = [
     "ENVIRONMENT_ATTRIBUTES",
     "INVALID_SPAN",
     "MAX_ERROR_CHARS",
-    "NAMING_ATTRIBUTES",
     "NOT_FOUND",
     "PRICING_ERROR",
     "STALE",
@@ -77,6 +76,7 @@ _EMPTY: Final[Mapping[str, float]] = MappingProxyType({})
 _ENTRY_KIND_IDS: Final = frozenset((id(SpanKind.SERVER), id(SpanKind.CONSUMER)))
 _SOURCE: Final = "otelcost"
 _new_tuple: Final = tuple.__new__
+_NAMING_SET: Final = frozenset(NAMING_ATTRIBUTES)
 _MEMO_SIZE: Final = 8_192
 
 
@@ -294,6 +294,7 @@ class Coster:
         self._by_table: tuple[PricingTable, PricingSnapshot] | None = None
         self._failed: PricingSnapshot | None = None
         self._resources: dict[int, _ResourceMemo] = {}
+        self._naming_keys: dict[tuple[str, ...], tuple[str, ...]] = {}
         self.calls = CallDedupe()
         """Recognises the other spans of a GenAI call already charged."""
 
@@ -305,6 +306,7 @@ class Coster:
         """Start a new cardinality guard and memo (a forked child: a lock may be held)."""
         self.guard = CardinalityGuard(limit=self._max_operations)
         self._resources = {}
+        self._naming_keys = {}
         self.calls = CallDedupe()
 
     # -- the table --------------------------------------------------------------------
@@ -365,11 +367,17 @@ class Coster:
         memo = self._resources.get(id(resource))
         if memo is None or memo.resource is not resource:
             memo = self._resource_memo(resource)
-        get = attributes.get
-        # What naming reads (DESIGN §4): the kind, the name and NAMING_ATTRIBUTES.
-        key: tuple[object, ...] = (id(kind), name, *map(get, NAMING_ATTRIBUTES))
+        # What naming reads (DESIGN §4): the kind, the name and those of NAMING_ATTRIBUTES
+        # the span has. Which ones it has depends only on its attribute names, and spans of
+        # one instrumentation share those: that lookup is memoized too, so a repeat span
+        # reads its few naming values instead of probing every name naming knows.
+        names = tuple(attributes)
+        present = self._naming_keys.get(names)
+        if present is None:
+            present = self._naming_keys_of(names)
+        key: tuple[object, ...] = (id(kind), name, present, *map(attributes.__getitem__, present))
         if memo.service is None:
-            key += (get("service.name"),)
+            key += (attributes.get("service.name"),)
         try:
             found = memo.memo.get(key)
         except TypeError:  # an unhashable attribute value: name it without the memo
@@ -381,6 +389,13 @@ class Coster:
                 table.clear()  # high-cardinality raw paths: start over, bounded
             table[key] = found
         return found
+
+    def _naming_keys_of(self, names: tuple[str, ...]) -> tuple[str, ...]:
+        present = tuple(name for name in names if name in _NAMING_SET)
+        if len(self._naming_keys) >= _MEMO_SIZE:
+            self._naming_keys.clear()
+        self._naming_keys[names] = present
+        return present
 
     def _resource_memo(self, resource: Resource) -> _ResourceMemo:
         from_resource = service_name(resource.attributes, _EMPTY)
