@@ -15,6 +15,7 @@ from otelcost.pricing import PricingTable
 from otelcost.pricing.catalogs import decimal_to_nanos
 
 LITELLM = Path(__file__).resolve().parents[1] / "data" / "litellm_model_prices.json"
+OPENLIT = Path(__file__).resolve().parents[1] / "data" / "openlit_pricing.json"
 END_MS = 1_780_000_000_000
 
 
@@ -89,6 +90,19 @@ def test_litellm_import_charges_what_calc_price_charges(
     assert cost(table, model, usage_attrs(usage)) == expected(model, provider, usage)
 
 
+OPENLIT_CALLS = [c for c in CALLS if c[2]["input_tokens"] <= 200_000]  # OpenLIT has no tiers
+
+
+@pytest.mark.parametrize(("model", "provider", "usage"), OPENLIT_CALLS)
+def test_openlit_import_charges_what_calc_price_charges(
+    tmp_path: Path, model: str, provider: str, usage: dict[str, int]
+) -> None:
+    doc = run_import(tmp_path, "--from", "openlit", str(OPENLIT))
+    table = PricingTable.parse(doc)
+    assert cost(table, model, usage_attrs(usage)) == expected(model, provider, usage)
+    assert "*:embeddings text-embedding-3-small" in doc["prices"]
+
+
 def test_litellm_import_keys_modes_and_tiers(tmp_path: Path) -> None:
     doc = run_import(tmp_path, "--from", "litellm", str(LITELLM))
     prices = doc["prices"]
@@ -114,7 +128,9 @@ def test_genai_prices_dated_prices_become_a_schedule(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--from", "litellm"], "needs the LiteLLM JSON FILE"),
+        (["--from", "litellm"], "--from litellm needs its JSON FILE"),
+        (["--from", "openlit", "{empty}", "--provider", "x"], "has no providers"),
+        (["--from", "openlit", "{empty}"], "must have a 'chat' object"),
         (["--from", "genai-prices", "x.json"], "reads the installed catalog, not a FILE"),
         (["--from", "genai-prices", "--provider", "nonesuch"], "unknown provider(s) nonesuch"),
         (["--from", "litellm", "{missing}"], "No such file"),

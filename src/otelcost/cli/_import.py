@@ -11,7 +11,7 @@ from typing import Any
 
 from otelcost.errors import PricingError
 from otelcost.pricing import PricingTable
-from otelcost.pricing.imports import Imported, from_genai_prices, from_litellm
+from otelcost.pricing.imports import Imported, from_genai_prices, from_litellm, from_openlit
 
 __all__ = ["register", "run"]
 
@@ -20,22 +20,24 @@ def register(actions: argparse._SubParsersAction[Any]) -> None:
     """Add ``import`` to the ``pricing`` actions."""
     command = actions.add_parser(
         "import",
-        help="write a pricing table from an LLM model-price catalog (genai-prices, LiteLLM)",
+        help="write a pricing table from an LLM model-price catalog (genai-prices, LiteLLM, "
+        "OpenLIT)",
         description=(
             "Write a static pricing table, keyed by GenAI operation ('*:chat gpt-4o'), from "
-            "the installed genai-prices data or a LiteLLM model_prices_and_context_window.json "
-            "file, with usage tiers and dated prices where the catalog has them. What a table "
-            "cannot express is left out and counted on stderr (--show-skipped lists it)."
+            "the installed genai-prices data, a LiteLLM model_prices_and_context_window.json "
+            "file or an OpenLIT pricing.json file, with usage tiers and dated prices where the "
+            "catalog has them. What a table cannot express is left out and counted on stderr "
+            "(--show-skipped lists it)."
         ),
     )
     command.add_argument(
-        "--from", dest="catalog", required=True, choices=("genai-prices", "litellm")
+        "--from", dest="catalog", required=True, choices=("genai-prices", "litellm", "openlit")
     )
     command.add_argument(
         "file",
         nargs="?",
         metavar="FILE",
-        help="the LiteLLM JSON file ('-' for standard input); not used with genai-prices",
+        help="the LiteLLM or OpenLIT JSON file ('-' for standard input); not with genai-prices",
     )
     command.add_argument(
         "--provider",
@@ -90,6 +92,10 @@ def _build(args: argparse.Namespace) -> Imported:
             providers=args.provider, operation=args.operation, version=args.table_version
         )
     if not args.file:
-        raise PricingError("--from litellm needs the LiteLLM JSON FILE ('-' for stdin)")
+        raise PricingError(f"--from {args.catalog} needs its JSON FILE ('-' for stdin)")
     text = sys.stdin.read() if args.file == "-" else Path(args.file).read_text(encoding="utf-8")
+    if args.catalog == "openlit":
+        if args.provider:
+            raise PricingError("--from openlit: the file has no providers (--provider)")
+        return from_openlit(json.loads(text), version=args.table_version)
     return from_litellm(json.loads(text), providers=args.provider, version=args.table_version)

@@ -1,13 +1,14 @@
 """Static pricing tables built from LLM model-price catalogs, for teams that review every price.
 
-Two sources: the `genai-prices` library's installed data, and LiteLLM's
-``model_prices_and_context_window.json`` format. Each builds a pricing document (DESIGN §3)
-keyed by GenAI operation (``*:chat gpt-4o``: ``gen_ai.operation.name`` and the requested
-model) whose ``per_unit`` rates use the conventions' token attributes, with usage tiers
-(above 200K input tokens the whole call costs more) and, from genai-prices, dated prices.
-A table built this way charges what the catalog charges for the models it names; what it
-cannot express (regex model names, time-of-day prices, images, audio, web searches) is
-left out and listed in :attr:`Imported.skipped`.
+Three sources: the `genai-prices` library's installed data, LiteLLM's
+``model_prices_and_context_window.json`` format and OpenLIT's ``pricing.json`` format.
+Each builds a pricing document (DESIGN §3) keyed by GenAI operation (``*:chat gpt-4o``:
+``gen_ai.operation.name`` and the requested model) whose ``per_unit`` rates use the
+conventions' token attributes, with usage tiers (above 200K input tokens the whole call
+costs more) and, from genai-prices, dated prices. A table built this way charges what the
+catalog charges for the models it names; what it cannot express (regex model names,
+time-of-day prices, images, audio, web searches) is left out and listed in
+:attr:`Imported.skipped`.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from otelcost.pricing._genai import (
     REASONING,
 )
 
-__all__ = ["Imported", "from_genai_prices", "from_litellm"]
+__all__ = ["Imported", "from_genai_prices", "from_litellm", "from_openlit"]
 
 _MILLION: Final = Decimal(1_000_000)
 _THOUSAND: Final = Decimal(1_000)
@@ -279,3 +280,53 @@ def _litellm_entry(
         skipped.append(f"{where}: tiers without a base rate for {', '.join(sorted(orphans))}")
     per_unit = {attr: _unit_rate(base, tiers.get(attr, [])) for attr, base in bases.items()}
     return {"per_unit": per_unit}
+
+
+# --- OpenLIT -------------------------------------------------------------------------------
+
+# OpenLIT prices per 1,000 tokens; its cache prices replace the prompt price for those tokens.
+_OPENLIT_CHAT: Final = {
+    "promptPrice": INPUT,
+    "completionPrice": OUTPUT,
+    "cacheReadPrice": CACHE_READ,
+    "cacheCreationPrice": CACHE_WRITE,
+}
+
+
+def from_openlit(doc: object, *, version: str | None = None) -> Imported:
+    """A table of the ``chat`` and ``embeddings`` models of an OpenLIT ``pricing.json``
+    document (prices per 1,000 tokens). Raises PricingError for another format."""
+    if not isinstance(doc, Mapping) or not isinstance(doc.get("chat"), Mapping):
+        raise PricingError("OpenLIT prices: the document must have a 'chat' object of models")
+    prices: dict[str, Any] = {}
+    skipped = [f"{kind}: not token prices" for kind in doc if kind not in ("chat", "embeddings")]
+    for name, spec in doc["chat"].items():
+        units = {
+            attr: _rate(Decimal(repr(spec[field])), _THOUSAND)
+            for field, attr in _OPENLIT_CHAT.items()
+            if isinstance(spec, Mapping) and _is_rate(spec.get(field))
+        }
+        if INPUT in units or OUTPUT in units:
+            prices[f"*:chat {name}"] = {"per_unit": units}
+        else:
+            skipped.append(f"chat/{name}: no token price")
+    embeddings = doc.get("embeddings")
+    for name, rate in embeddings.items() if isinstance(embeddings, Mapping) else ():
+        if _is_rate(rate):
+            per_unit = {INPUT: _rate(Decimal(repr(rate)), _THOUSAND)}
+            prices[f"*:embeddings {name}"] = {"per_unit": per_unit}
+        else:
+            skipped.append(f"embeddings/{name}: no token price")
+    return Imported(
+        {
+            "version": version or "openlit",
+            "currency": "USD",
+            "source": "otelcost pricing import --from openlit",
+            "prices": dict(sorted(prices.items())),
+        },
+        skipped,
+    )
+
+
+def _is_rate(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
