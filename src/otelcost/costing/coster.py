@@ -428,8 +428,14 @@ class Coster:
         Runs on the ending thread for every span, so it reads the SDK ReadableSpan's fields
         directly (each public property is a Python-level call).
         """
-        if snap is None:
-            snap = self.snapshot()
+        if snap is None:  # the ending hook: the common case inline, one call less per span
+            try:
+                table = self._pricing.current()
+            except Exception:
+                snap = self.snapshot()  # the failure, as snapshot() reports it
+            else:
+                cached = self._by_table
+                snap = cached[1] if cached is not None and cached[0] is table else self.snapshot()
         try:
             attributes: Mapping[str, object] = span._attributes._dict  # type: ignore[union-attr]
         except AttributeError:  # not the SDK's BoundedAttributes (a hand-built span)

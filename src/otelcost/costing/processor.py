@@ -285,7 +285,11 @@ class CostSpanProcessor(SpanProcessor):
                 self._late += 1
                 return
             try:
-                if _SOURCE_KEY not in plain_attributes(span):
+                try:
+                    priced = _SOURCE_KEY in span._attributes._dict  # type: ignore[union-attr]
+                except AttributeError:  # not the SDK's BoundedAttributes: a hand-built span
+                    priced = _SOURCE_KEY in plain_attributes(span)
+                if not priced:
                     span = self._price_now(span)
             except Exception:
                 self._pricing_error()
