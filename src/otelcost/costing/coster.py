@@ -17,6 +17,7 @@ import logging
 import math
 import time
 from collections.abc import Callable, Mapping
+from operator import itemgetter
 from types import MappingProxyType
 from typing import Final, NamedTuple
 
@@ -77,6 +78,14 @@ _ENTRY_KIND_IDS: Final = frozenset((id(SpanKind.SERVER), id(SpanKind.CONSUMER)))
 _SOURCE: Final = "otelcost"
 _new_tuple: Final = tuple.__new__
 _NAMING_SET: Final = frozenset(NAMING_ATTRIBUTES)
+
+
+def _no_values(attributes: Mapping[str, object]) -> object:
+    return ()
+
+
+# One reader per set of present naming attributes, shared by every Coster.
+_readers: dict[tuple[str, ...], Callable[[Mapping[str, object]], object]] = {}
 _MEMO_SIZE: Final = 8_192
 
 
@@ -294,7 +303,7 @@ class Coster:
         self._by_table: tuple[PricingTable, PricingSnapshot] | None = None
         self._failed: PricingSnapshot | None = None
         self._resources: dict[int, _ResourceMemo] = {}
-        self._naming_keys: dict[tuple[str, ...], tuple[str, ...]] = {}
+        self._naming_keys: dict[tuple[str, ...], Callable[[Mapping[str, object]], object]] = {}
         self.calls = CallDedupe()
         """Recognises the other spans of a GenAI call already charged."""
 
@@ -372,10 +381,10 @@ class Coster:
         # one instrumentation share those: that lookup is memoized too, so a repeat span
         # reads its few naming values instead of probing every name naming knows.
         names = tuple(attributes)
-        present = self._naming_keys.get(names)
-        if present is None:
-            present = self._naming_keys_of(names)
-        key: tuple[object, ...] = (id(kind), name, present, *map(attributes.__getitem__, present))
+        reader = self._naming_keys.get(names)
+        if reader is None:
+            reader = self._naming_keys_of(names)
+        key: tuple[object, ...] = (id(kind), name, reader, reader(attributes))
         if memo.service is None:
             key += (attributes.get("service.name"),)
         try:
@@ -390,12 +399,21 @@ class Coster:
             table[key] = found
         return found
 
-    def _naming_keys_of(self, names: tuple[str, ...]) -> tuple[str, ...]:
+    def _naming_keys_of(self, names: tuple[str, ...]) -> Callable[[Mapping[str, object]], object]:
+        """A reader of the naming values among ``names`` (an itemgetter: one C call).
+
+        Equal readers for equal names: the reader is part of the memo key, so spans with
+        other naming attributes but equal values never share an entry."""
         present = tuple(name for name in names if name in _NAMING_SET)
+        reader = _readers.get(present)
+        if reader is None:
+            reader = itemgetter(*present) if present else _no_values
+            if len(_readers) < _MEMO_SIZE:  # past that (hostile data) only the memo misses
+                reader = _readers.setdefault(present, reader)
         if len(self._naming_keys) >= _MEMO_SIZE:
             self._naming_keys.clear()
-        self._naming_keys[names] = present
-        return present
+        self._naming_keys[names] = reader
+        return reader
 
     def _resource_memo(self, resource: Resource) -> _ResourceMemo:
         from_resource = service_name(resource.attributes, _EMPTY)
