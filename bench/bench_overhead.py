@@ -476,12 +476,61 @@ def _result(
     return Result("overhead", body, metrics)
 
 
+def profile(setup: str, spans: int = 20_000) -> None:
+    """Where one setup's process CPU goes: cProfile of the ending thread over a round
+    (the part otelcost runs there: hook, pricing, sums) and the CPU of each thread.
+
+    cProfile inflates every Python call, so read the split, not the absolute times.
+    """
+    import cProfile
+    import pstats
+    import threading
+
+    from bench._support import backends
+
+    with backends(None, "bench-overhead") as servers:
+        built = _Setup(setup, servers if isinstance(servers, dict) else {})
+        built.cpu_round(spans)  # warm up
+        before = _threads_cpu()
+        profiler = cProfile.Profile()
+        profiler.enable()
+        built.cpu_round(spans)
+        profiler.disable()
+        after = _threads_cpu()
+        names = {t.native_id: t.name for t in threading.enumerate()}
+        built.provider.shutdown()
+    print(f"CPU µs/span by thread ({setup}, {built.path}, profiled):")
+    for tid, cpu in sorted(after.items(), key=lambda item: -item[1]):
+        used = cpu - before.get(tid, 0.0)
+        if used > 0:
+            print(f"  {names.get(tid, f'native thread {tid}')}: {used / spans * 1e6:.1f}")
+    pstats.Stats(profiler).sort_stats("tottime").print_stats(25)
+
+
+def _threads_cpu() -> dict[int, float]:
+    """CPU seconds of every thread of this process, by native id (from /proc)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    used = {}
+    for task in Path("/proc/self/task").iterdir():
+        fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+        used[int(task.name)] = (int(fields[11]) + int(fields[12])) / ticks
+    return used
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = bench_parser(__doc__)
     parser.add_argument("--worker", nargs=2, help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--profile",
+        choices=SETUPS,
+        help="instead of the benchmark: where one setup's CPU goes (cProfile, per thread)",
+    )
     args = parser.parse_args(argv)
     if args.worker:
         worker(args.worker[0], json.loads(args.worker[1]))
+        return
+    if args.profile:
+        profile(args.profile)
         return
     finish(run(args.quick), args)
 
