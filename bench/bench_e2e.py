@@ -412,8 +412,8 @@ def _per_item_us(function: Callable[[Any], object], items: Sequence[Any], per: i
 
 
 def breakdown(count: int, params: dict[str, Any]) -> list[tuple[str, float, bool]]:
-    """CPU µs per span of each step otelcost's workers take for one request's span, and
-    whether the step is part of what otelcost adds (the others are parts or comparisons).
+    """CPU µs per span of each step otelcost takes for one request's span, and whether the
+    step is part of what otelcost adds (the others are parts or comparisons).
 
     Measured on this thread, on spans from the same middleware and requests as the load,
     each step over all spans in turn (so memos behave as in the server).
@@ -423,6 +423,8 @@ def breakdown(count: int, params: dict[str, Any]) -> list[tuple[str, float, bool
     from otelcost.costing.coster import Coster
     from otelcost.costing.enrich import enriched_copy
     from otelcost.costing.operation import derive_operation, service_name
+    from otelcost.costing.processor import CostSpanProcessor
+    from otelcost.exporters.base import CostSumExporter, CostSums
     from otelcost.pricing import PricingCache
 
     spans = _middleware_spans(count)
@@ -437,6 +439,11 @@ def breakdown(count: int, params: dict[str, Any]) -> list[tuple[str, float, bool
     records = [cost.record(span.context.trace_id, span.context.span_id) for span, cost in costs]
     batch = 512
     batches = [records[i : i + batch] for i in range(0, len(records) - batch + 1, batch)]
+    sums = [CostSums.from_records(records) for records in batches]
+    probe = CostSpanProcessor(PRICING)
+    path = probe.pricing_path
+    probe.shutdown()
+    where = "on the ending thread" if path == "ending_hook" else "on the pricing worker"
     rows = [
         (
             "service and operation from the span (`service_name`, `derive_operation`)",
@@ -455,30 +462,39 @@ def breakdown(count: int, params: dict[str, Any]) -> list[tuple[str, float, bool
             False,
         ),
         (
-            "`Coster.cost`: naming, price lookup, cost (includes the first row)",
+            f"`Coster.cost`: naming (memoized), price, charge (includes the first row); {where}",
             _per_item_us(lambda s: coster.cost(s, snap), spans),
             True,
         ),
         (
-            "`SpanCost.record`: the CostRecord",
+            "`SpanCost.record`: the CostRecord, built on the export worker only for record "
+            "exporters (in-memory, Kafka here)",
             _per_item_us(lambda pair: pair[1].record(pair[0].context.trace_id, 1), costs),
             True,
         ),
         (
-            "`enriched_copy`: the span with cost.* attributes for the user's processor",
+            "`enriched_copy`: a copy of the span with cost.* attributes (copy path only)",
             _per_item_us(lambda pair: enriched_copy(pair[0], pair[1].attributes()), costs),
-            True,
+            path == "copy",
         ),
     ]
-    exporters = _cost_exporters("otelcost-all" if params else "otelcost", params)
-    for exporter in exporters:
-        rows.append(
-            (
-                f"`{type(exporter).__name__}.export`, per record, in batches of {batch}",
-                _per_item_us(exporter.export, batches, per=batch),
-                True,
+    for exporter in _cost_exporters("otelcost-all" if params else "otelcost", params):
+        if isinstance(exporter, CostSumExporter):
+            rows.append(
+                (
+                    f"`{type(exporter).__name__}.export_sums`, per span, the sums of {batch} spans",
+                    _per_item_us(exporter.export_sums, sums, per=batch),
+                    True,
+                )
             )
-        )
+        else:
+            rows.append(
+                (
+                    f"`{type(exporter).__name__}.export`, per record, in batches of {batch}",
+                    _per_item_us(exporter.export, batches, per=batch),
+                    True,
+                )
+            )
         exporter.shutdown()
     bsp = BatchSpanProcessor(_support.NoopSpanExporter())
     rows.append(
@@ -721,17 +737,17 @@ def _result(
             "",
             "### Where otelcost's CPU goes, per request",
             "",
-            f"Each step the workers take for one span, timed on one thread (CPU time) over "
+            f"Each step otelcost takes for one span, timed on one thread (CPU time) over "
             f"{steps_spans:,} spans that the same middleware produced for the same requests "
-            "(so memos hit and miss as in the server). None of it runs on the request's "
-            "thread; all of it shares the server's CPU and GIL with the requests.",
+            "(so memos hit and miss as in the server). Where each runs is in its row; the "
+            "workers' share the server's CPU and GIL with the requests all the same.",
             "",
             table(["step", "CPU µs/span"], [[name, f"{us:.2f}"] for name, us, _ in steps]),
             "",
-            f"Sum of the steps otelcost adds (cost, record, enriched copy, exporters): "
+            f"Sum of the steps otelcost adds on this pricing path: "
             f"{added_steps:.0f} µs/span; measured in the server: {added_cpu:+.0f} µs of CPU per "
             f"request with every exporter on (the rest: queue hand-offs, worker wake-ups, "
-            "GIL switches, librdkafka's threads).",
+            "GIL switches, librdkafka's threads, the BatchSpanProcessor exporting larger spans).",
         ]
     )
     metric = Metric(
