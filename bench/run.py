@@ -30,7 +30,6 @@ ROOT = Path(__file__).resolve().parent.parent
 SCRIPTS = (
     "bench_pricing",
     "bench_normalize",
-    "bench_hot_path",
     "bench_overhead",
     "bench_e2e",
     "bench_budget",
