@@ -762,8 +762,7 @@ def _result(
         "End to end: server CPU per request added by otelcost, all exporters on",
         cpu_added[headline],
         "%",
-        vs_baseline=f"{added_cpu:+.0f} µs per request; sum of the worker steps "
-        f"{added_steps:.0f} µs",
+        vs_baseline=f"{added_cpu:+.0f} µs per request; sum of the steps {added_steps:.0f} µs",
         fmt="+.1f",
     )
     latency_metric = Metric(
