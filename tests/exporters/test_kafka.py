@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import collections
+import dataclasses
 import json
 import logging
 import os
@@ -27,6 +28,7 @@ from _kafka import Message, read_all
 from _servers import KafkaBroker
 from otelcost.costing.install import default_exporters
 from otelcost.exporters import CostExportResult, KafkaCostExporter
+from otelcost.exporters._overflow import OverflowAggregates
 from otelcost.exporters.kafka import (
     BOOTSTRAP_ENV,
     CONFIG_ENV,
@@ -728,3 +730,11 @@ def test_exporter_from_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPat
         "KafkaCostExporter(bootstrap_servers='k:9092', topic='otel-cost-spans', encoding='json', "
         "schema=2)"
     )
+
+
+def test_overflow_aggregates_keep_the_deploy_apart() -> None:
+    overflow = OverflowAggregates()
+    for version in ("1.0", "1.0", "2.0"):
+        overflow.add(dataclasses.replace(_records(1)[0], service_version=version))
+    sealed = sorted(overflow.seal(), key=lambda r: r.service_version or "")
+    assert [(r.service_version, r.span_count) for r in sealed] == [("1.0", 2), ("2.0", 1)]

@@ -4,6 +4,8 @@ with ``encoding: otlp_json``.
 A CostRecord holds no span, so the document cannot be the original span. It carries one
 *cost span* per record, under one ResourceSpans whose resource has ``service.name``:
 
+- the resource: ``service.name``, and ``service.version`` / ``deployment.environment.name``
+  when the record knows its deploy;
 - ``traceId``/``spanId``: the record's ids (the original span's), hex as OTLP/JSON requires.
   Sending these spans to the tracing backend that also stores the originals creates
   duplicate span ids: route them to a cost pipeline instead.
@@ -48,11 +50,12 @@ def encode_otlp_messages(
     """(service, OTLP/JSON ``TracesData`` value, records in it) per message, each value at
     most ``max_bytes``; a span that cannot be encoded or does not fit alone is yielded with
     an empty value (the caller counts it as invalid)."""
-    by_service: dict[str, list[CostRecord]] = {}
+    by_resource: dict[tuple[str, str | None, str | None], list[CostRecord]] = {}
     for record in records:
-        by_service.setdefault(record.service, []).append(record)
-    for service, group in by_service.items():
-        prefix = _prefix(service)
+        key = (record.service, record.service_version, record.environment)
+        by_resource.setdefault(key, []).append(record)
+    for (service, version, environment), group in by_resource.items():
+        prefix = _prefix(service, version, environment)
         room = max_bytes - len(prefix) - len(_END)
         spans: list[bytes] = []
         members: list[CostRecord] = []
@@ -76,11 +79,14 @@ def encode_otlp_messages(
             yield service, prefix + _SEPARATOR.join(spans) + _END, members
 
 
-def _prefix(service: str) -> bytes:
-    """Everything of a one-service ``TracesData`` document before its first span."""
-    head = _json.dumps(
-        {"resourceSpans": [{"resource": {"attributes": [_attr("service.name", service)]}}]}
-    )
+def _prefix(service: str, version: str | None, environment: str | None) -> bytes:
+    """Everything of a one-resource ``TracesData`` document before its first span."""
+    resource = [_attr("service.name", service)]
+    if version is not None:
+        resource.append(_attr("service.version", version))
+    if environment is not None:
+        resource.append(_attr("deployment.environment.name", environment))
+    head = _json.dumps({"resourceSpans": [{"resource": {"attributes": resource}}]})
     scope = _json.dumps(_SCOPE)
     return head[:-3] + b',"scopeSpans":[{"scope":' + scope + b',"spans":['
 

@@ -1,7 +1,7 @@
 """Overflow aggregates: what an exporter keeps when it cannot hand records to its client.
 
 When the client's local queue is full, each record is folded into one running aggregate
-per (service, currency): span count and exact integer nano-cost are summed, so the money
+per (service, currency, deploy): span count and exact integer nano-cost are summed, so the money
 is kept while memory stays bounded by the number of services, not by the outage length.
 The aggregate is later sent as a single ``CostRecord(aggregate=True)``.
 """
@@ -34,7 +34,8 @@ class _Running:
 
 
 class OverflowAggregates:
-    """Running per-(service, currency) aggregates; not thread-safe (callers hold a lock).
+    """Running aggregates per service, currency and deploy (``service_version``,
+    ``environment``); not thread-safe (callers hold a lock).
 
     ``seal`` turns them into records with deterministic ids derived from this instance's
     random id and a sequence number, so one sealed aggregate keeps its ids however often
@@ -45,7 +46,7 @@ class OverflowAggregates:
         if max_keys < 1:
             raise ValueError("max_keys must be >= 1")
         self._max_keys = max_keys
-        self._running: dict[tuple[str, str], _Running] = {}
+        self._running: dict[tuple[str, str, str | None, str | None], _Running] = {}
         self._instance = uuid.uuid4().hex
         self._seq = 0
         self.pending_spans = 0
@@ -55,7 +56,7 @@ class OverflowAggregates:
 
     def add(self, record: CostRecord) -> bool:
         """Fold ``record`` in; False (nothing kept) when a new key would exceed ``max_keys``."""
-        key = (record.service, record.currency)
+        key = (record.service, record.currency, record.service_version, record.environment)
         agg = self._running.get(key)
         if agg is None:
             if len(self._running) >= self._max_keys:
@@ -79,7 +80,7 @@ class OverflowAggregates:
     def seal(self) -> list[CostRecord]:
         """Remove and return every running aggregate as an ``aggregate=True`` record."""
         sealed = []
-        for (service, currency), agg in self._running.items():
+        for (service, currency, service_version, environment), agg in self._running.items():
             self._seq += 1
             digest = hashlib.sha256(f"otelcost-overflow/{self._instance}/{self._seq}".encode())
             ids = digest.hexdigest()
@@ -98,6 +99,8 @@ class OverflowAggregates:
                     usage=MappingProxyType(agg.usage),
                     aggregate=True,
                     span_count=agg.spans,
+                    service_version=service_version,
+                    environment=environment,
                 )
             )
         self._running.clear()
