@@ -312,9 +312,15 @@ def test_timestamps_are_utc_epoch_milliseconds_of_the_span_end(harness: Harness)
 
 
 @pytest.mark.slow
-def test_eight_threads_ending_100k_spans_total_exactly() -> None:
+@pytest.mark.parametrize("path", PATHS)
+def test_eight_threads_ending_100k_spans_total_exactly(path: str) -> None:
     per_thread, threads = 12_500, 8
-    harness = Harness(max_span_queue_size=120_000, max_queue_size=120_000, span_processors=())
+    harness = Harness(
+        max_span_queue_size=120_000,
+        max_queue_size=120_000,
+        span_processors=(),
+        pricing_path=path,
+    )
     try:
         tracer = harness.tracer("batch")
         durations = [

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-from otelcost.exporters.base import CostExporter, CostExportResult
+from otelcost.exporters.base import (
+    CostExporter,
+    CostExportResult,
+    CostSum,
+    CostSumExporter,
+    CostSums,
+)
 from otelcost.exporters.console import ConsoleCostExporter
 from otelcost.exporters.kafka import KafkaCostExporter
 from otelcost.exporters.memory import InMemoryCostExporter
@@ -12,6 +18,9 @@ __all__ = [
     "ConsoleCostExporter",
     "CostExportResult",
     "CostExporter",
+    "CostSum",
+    "CostSumExporter",
+    "CostSums",
     "InMemoryCostExporter",
     "KafkaCostExporter",
     "MetricsCostExporter",
