@@ -260,3 +260,47 @@ def test_in_place_spans_are_priced_without_a_copy() -> None:
         assert stats["spans_seen"] == 5
     finally:
         setup.processor.shutdown()
+
+
+def test_a_star_key_naming_a_nested_span_prices_it_before_the_services_bare_star() -> None:
+    # "*:redis GET" names every Redis GET; the service's bare "svc:*" only charges entry
+    # spans. A nested Redis GET in svc is priced by the key that names it, a root one (a
+    # job with no parent: an entry span) by the service's own key, as the match order says.
+    prices = {
+        "currency": "USD",
+        "prices": {**PRICES["prices"], "*:redis GET": {"per_request": 3e-6}},
+    }
+    records = InMemoryCostExporter(max_records=None)
+    processor = CostSpanProcessor(prices, [records])
+    provider = TracerProvider(resource=Resource.create({"service.name": "svc"}))
+    provider.add_span_processor(processor)
+    tracer = provider.get_tracer("tests")
+    request_with_nested_calls(tracer, T0, 10)
+    root = tracer.start_span(
+        "GET",
+        kind=SpanKind.CLIENT,
+        attributes={"db.system": "redis", "db.operation": "GET"},
+        start_time=T0,
+    )
+    root.end(end_time=T0 + 2 * MS)
+    assert processor.force_flush(10_000)
+    by_kind = {(r.operation, r.entry): r for r in records.records}
+    nested_redis = by_kind["redis GET", False]
+    assert nested_redis.cost_nanos == to_nanos(3e-6)
+    root_redis = by_kind["redis GET", True]
+    assert root_redis.cost_nanos == to_nanos(PER_REQUEST) + 2 * to_nanos(PER_MS)
+    assert {r.operation for r in records.records if not r.entry and r.cost_nanos} == {"redis GET"}
+    processor.shutdown()
+
+
+def test_the_nested_match_falls_back_to_the_bare_star_when_no_key_names_it() -> None:
+    from otelcost.pricing import PricingTable
+
+    table = PricingTable.parse(
+        {"prices": {"svc:*": {"per_ms": 1e-6}, "*:redis *": {"per_request": 1e-6}, "*:*": None}}
+    )
+    assert table.match("svc", "redis GET").key == "svc:*"  # type: ignore[union-attr]
+    assert table.match("svc", "redis GET", nested=True).key == "*:redis *"  # type: ignore[union-attr]
+    assert table.match("svc", "render", nested=True).key == "svc:*"  # type: ignore[union-attr]
+    assert table.match("other", "redis GET", nested=True).key == "*:redis *"  # type: ignore[union-attr]
+    assert table.match("other", "render", nested=True).key == "*:*"  # type: ignore[union-attr]

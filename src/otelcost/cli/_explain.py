@@ -285,25 +285,42 @@ def explain(
         "currency": table.currency or "USD",
         "match": None
         if match is None
-        else _charges(match, duration_ms=duration_ms, attributes=attributes, end_ms=end_ms),
+        else _charges(
+            match,
+            table.match(service, operation, nested=True) or match,
+            duration_ms=duration_ms,
+            attributes=attributes,
+            end_ms=end_ms,
+        ),
         "candidates": listed,
         "other_keys": others,
     }
 
 
+def _price_text(match: PriceMatch, end_ms: int) -> tuple[Price | None, str]:
+    try:
+        price: Price | None = match.price_at(end_ms)
+    except PricingError:
+        price = None  # a dated entry with no price in force yet
+    return price, "no price in force now" if price is None else price.describe()
+
+
 def _charges(
     match: PriceMatch,
+    nested_match: PriceMatch,
     *,
     duration_ms: float | None,
     attributes: Mapping[str, object],
     end_ms: int,
 ) -> dict[str, Any]:
-    try:
-        price: Price | None = match.price_at(end_ms)
-    except PricingError:
-        price = None  # a dated entry with no price in force yet
-    described = "no price in force now" if price is None else price.describe()
-    if match.targeted:
+    price, described = _price_text(match, end_ms)
+    nested_price, nested_described = _price_text(nested_match, end_ms)
+    if nested_match is not match:
+        nested = (
+            f"priced by {nested_match.key}, which names the operation (a nested span pays "
+            f"only a key that names it): {nested_described}"
+        )
+    elif match.targeted:
         nested = f"the whole price (the key names the operation): {described}"
     elif price is not None and (price.per_unit or price.catalog is not None):
         nested = f"only the usage it carries: {described} (a bare '*' key)"
@@ -315,11 +332,15 @@ def _charges(
         "price": described,
         "entry_span": f"the whole price: {described}",
         "nested_span": nested,
+        "nested_key": nested_match.key,
     }
-    if duration_ms is not None and price is not None:
-        for field, is_entry in (("entry_amount", True), ("nested_amount", False)):
+    if duration_ms is not None and price is not None and nested_price is not None:
+        for field, is_entry, charged in (
+            ("entry_amount", True, match),
+            ("nested_amount", False, nested_match),
+        ):
             try:
-                charge = match.charge(
+                charge = charged.charge(
                     entry=is_entry, duration_ms=duration_ms, attributes=attributes, end_ms=end_ms
                 )
             except PricingError as exc:  # e.g. a GenAI call without usage: not $0

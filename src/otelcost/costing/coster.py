@@ -117,12 +117,15 @@ class PricingSnapshot:
 class Binding(NamedTuple):
     """An operation's price under one snapshot: the match (None: no key matches), the
     error every span of it gets (None: priced) and the constant ``cost.*`` attributes
-    (a plain dict, never modified: ``dict.update`` from a dict is the fast path)."""
+    (a plain dict, never modified: ``dict.update`` from a dict is the fast path).
+    ``nested``: the binding of its nested spans where another key prices them (a ``*:``
+    key naming the operation before the service's bare ``*``), else None."""
 
     snapshot: PricingSnapshot
     match: PriceMatch | None
     error: str | None
     attributes: Mapping[str, AttributeValue]
+    nested: Binding | None = None
 
 
 class Named:
@@ -158,12 +161,25 @@ class Named:
         binding = self.binding
         if binding is not None and binding.snapshot is snap:
             return binding
-        match = None
+        match = nested = None
         error = snap.error
         if error is None and snap.table is not None:
             match = snap.table.match(self.service, self.operation)
             if match is None:
                 error = _error(NOT_FOUND, f"{self.service}:{self.operation}")
+            elif not self.entry_kind:
+                nested = snap.table.match(self.service, self.operation, nested=True)
+        binding = Binding(snap, match, error, self._attributes(snap, match))
+        if nested is not None and nested is not match:
+            binding = binding._replace(
+                nested=Binding(snap, nested, None, self._attributes(snap, nested))
+            )
+        self.binding = binding
+        return binding
+
+    def _attributes(
+        self, snap: PricingSnapshot, match: PriceMatch | None
+    ) -> dict[str, AttributeValue]:
         attributes: dict[str, AttributeValue] = {
             "cost.currency": snap.currency,
             "cost.source": _SOURCE,
@@ -175,8 +191,7 @@ class Named:
             attributes["cost.pricing_version"] = snap.version
         if match is not None:
             attributes["cost.price_key"] = match.key
-        binding = self.binding = Binding(snap, match, error, attributes)
-        return binding
+        return attributes
 
 
 class SpanCost(NamedTuple):
@@ -464,6 +479,8 @@ class Coster:
             binding = named.bind(snap)
         parent = span._parent
         entry = named.entry_kind or parent is None or parent.is_remote
+        if not entry and binding.nested is not None:
+            binding = binding.nested
         start, end = span._start_time or 0, span._end_time or 0
         timestamp_ms = end // 1_000_000
         error = binding.error

@@ -805,25 +805,37 @@ class PricingTable:
             return found.price
         return found.price_at(time.time_ns() // 1_000_000 if at_ms is None else at_ms)
 
-    def match(self, service: str, operation: str) -> PriceMatch | None:
-        """The entry that prices ``operation`` of ``service`` (memoized), or None."""
+    def match(self, service: str, operation: str, *, nested: bool = False) -> PriceMatch | None:
+        """The entry that prices ``operation`` of ``service`` (memoized), or None.
+
+        ``nested``: the entry for a nested span, which pays only a key that names it. A key
+        of ``*`` that names the operation (``*:redis *``) then comes before the service's
+        bare ``svc:*``, which would only charge the span's usage; without such a key the
+        answer is the same as for an entry span.
+        """
         key = (service, operation)
         found = self._memo[key]
         if found is _MISSING:
             found = self._match(service, operation)
             with _memo_lock:
                 self._memo[key] = found
+        if nested and found is not None and not found.targeted and service != _WILDCARD:
+            # The service's own exact keys and globs were tried before its bare "*".
+            return self._targeted(_WILDCARD, operation) or found
         return found
+
+    def _targeted(self, service: str, operation: str) -> PriceMatch | None:
+        match = self._exact.get((service, operation))
+        if match is not None:
+            return match
+        for glob in self._globs.get(service, ()):
+            if glob.matches(operation):
+                return glob.match
+        return None
 
     def _match(self, service: str, operation: str) -> PriceMatch | None:
         for svc in (service, _WILDCARD):
-            match = self._exact.get((svc, operation))
-            if match is not None:
-                return match
-            for glob in self._globs.get(svc, ()):
-                if glob.matches(operation):
-                    return glob.match
-            match = self._any.get(svc)
+            match = self._targeted(svc, operation) or self._any.get(svc)
             if match is not None:
                 return match
         return None

@@ -229,15 +229,17 @@ def _reprice(
         key = (service, operation if by == "operation" else None, currency)
         row = totals.setdefault(key, [0] * 6)
         spans, repriced, unpriced = entry_spans + nested_spans, 0, 0
-        match = table.match(service, operation)
+        match = charged = table.match(service, operation)
         try:
             if match is None:
                 raise PricingNotFoundError(f"no price for {service!r} {operation!r}")
-            for entry, count, ms, usage in (
-                (True, entry_spans, entry_ms, entry_units),
-                (False, nested_spans, nested_ms, nested_units),
+            # Nested spans are priced by the key that names them, as live pricing does.
+            nested = table.match(service, operation, nested=True) or match
+            for charged, entry, count, ms, usage in (
+                (match, True, entry_spans, entry_ms, entry_units),
+                (nested, False, nested_spans, nested_ms, nested_units),
             ):
-                repriced += match.charge_sums(
+                repriced += charged.charge_sums(
                     entry=entry,
                     spans=int(count),
                     duration_ms=float(ms),
@@ -247,8 +249,7 @@ def _reprice(
         except PricingNotFoundError:
             repriced, unpriced = 0, entry_spans
         except PricingError:  # a catalog or usage tiers: priced per call, not from sums
-            assert match is not None
-            per_call.add(match.key)
+            per_call.add(charged.key if charged is not None else f"{service}:{operation}")
             skipped_spans += spans
             skipped_nanos += recorded
             recorded = spans = repriced = 0
