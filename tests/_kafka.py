@@ -6,16 +6,32 @@ otelcost, so what it returns is what really is on the broker.
 
 from __future__ import annotations
 
+import threading
 import time
-from typing import Any, NamedTuple
+from collections.abc import Callable, Sequence
+from typing import Any, Literal, NamedTuple
 
+from confluent_kafka import Producer
 from kafka import KafkaConsumer, TopicPartition
 
+from otelcost.exporters import KafkaCostExporter
 from otelcost.record import CostRecord
 from otelcost.stream._consume import decode
 from otelcost.stream.schema2 import encode_messages
 
-__all__ = ["Message", "consumer_config", "partly_bad_message", "read_all", "read_all_records"]
+__all__ = [
+    "Message",
+    "committed",
+    "consumer_config",
+    "ends",
+    "partly_bad_message",
+    "produce",
+    "produce_raw",
+    "read_all",
+    "read_all_records",
+    "run_in_thread",
+    "wait_for",
+]
 
 
 def consumer_config(bootstrap: str, group: str, **overrides: Any) -> dict[str, Any]:
@@ -112,6 +128,81 @@ def read_all_records(bootstrap: str, topic: str, timeout: float = 10.0) -> list[
         assert bad == [], bad
         records.extend(good)
     return records
+
+
+def produce(
+    bootstrap: str, topic: str, records: Sequence[CostRecord], *, schema: Literal[1, 2] = 1
+) -> None:
+    """Write ``records`` with KafkaCostExporter, every span delivered. Schema 1 by default:
+    one message per record, so message counts are record counts (with a local queue large
+    enough that nothing is folded into aggregates)."""
+    exporter = KafkaCostExporter(
+        bootstrap, topic, schema=schema, queue_buffering_max_messages=100_000
+    )
+    try:
+        exporter.export(records)
+        assert exporter.force_flush(30_000)
+        assert exporter.stats()["delivered_spans"] == sum(r.span_count for r in records)
+    finally:
+        exporter.shutdown()
+
+
+def produce_raw(
+    bootstrap: str,
+    topic: str,
+    messages: Sequence[tuple[bytes | None, bytes]],
+    *,
+    schema: bytes = b"1",
+) -> None:
+    """Write ready (key, value) messages with the ``otelcost-schema`` header, all delivered."""
+    producer = Producer({"bootstrap.servers": bootstrap, "message.max.bytes": 4_000_000})
+    delivered: list[Any] = []
+    for key, value in messages:
+        producer.produce(
+            topic,
+            value,
+            key,
+            headers=[("otelcost-schema", schema)],
+            on_delivery=lambda err, _msg: delivered.append(err),
+        )
+    assert producer.flush(30) == 0
+    assert delivered == [None] * len(messages)
+
+
+def committed(bootstrap: str, topic: str, group: str) -> dict[int, int | None]:
+    """The group's offsets committed to Kafka, read with kafka-python (no code shared with
+    ours)."""
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
+    try:
+        partitions = consumer.partitions_for_topic(topic) or set()
+        return {p: consumer.committed(TopicPartition(topic, p)) for p in sorted(partitions)}
+    finally:
+        consumer.close()
+
+
+def ends(messages: Sequence[Message]) -> dict[int, int]:
+    """Per partition, the offset after its last message."""
+    found: dict[int, int] = {}
+    for message in messages:
+        found[message.partition] = max(found.get(message.partition, 0), message.offset + 1)
+    return found
+
+
+def wait_for(condition: Callable[..., object], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError("condition not reached")
+        time.sleep(0.05)
+
+
+def run_in_thread(consumer: Any, **kwargs: Any) -> tuple[threading.Thread, list[bool]]:
+    """Start ``consumer.run(**kwargs)`` (an Enforcer or Rollup) on a thread; its outcome
+    lands in the list."""
+    outcome: list[bool] = []
+    thread = threading.Thread(target=lambda: outcome.append(consumer.run(**kwargs)))
+    thread.start()
+    return thread, outcome
 
 
 class PartlyBad(NamedTuple):

@@ -13,17 +13,24 @@ import time
 import uuid
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import pytest
 import redis
-from confluent_kafka import Producer
-from kafka import KafkaConsumer, TopicPartition
 
-from _kafka import Message, consumer_config, partly_bad_message, read_all
+from _kafka import (
+    committed,
+    consumer_config,
+    ends,
+    partly_bad_message,
+    produce,
+    produce_raw,
+    read_all,
+    run_in_thread,
+    wait_for,
+)
 from _servers import KafkaBroker, RedisServer
 from otelcost.budget import Budget, RedisBudgetStore
-from otelcost.exporters import KafkaCostExporter
 from otelcost.money import from_nanos
 from otelcost.record import CostRecord
 from otelcost.stream.enforce import Enforcer
@@ -53,43 +60,6 @@ def _records(count: int, *, start: int = 0, seed: int = 11) -> list[CostRecord]:
     ]
 
 
-def _produce(
-    broker: KafkaBroker, topic: str, records: Sequence[CostRecord], *, schema: Literal[1, 2] = 1
-) -> None:
-    """Schema 1 by default: one message per record, so message counts are record counts
-    (with a local queue large enough that nothing is folded into aggregates)."""
-    exporter = KafkaCostExporter(
-        broker.bootstrap, topic, schema=schema, queue_buffering_max_messages=100_000
-    )
-    try:
-        exporter.export(records)
-        assert exporter.force_flush(30_000)
-        assert exporter.stats()["delivered_spans"] == len(records)
-    finally:
-        exporter.shutdown()
-
-
-def _produce_raw(
-    broker: KafkaBroker,
-    topic: str,
-    messages: Sequence[tuple[bytes | None, bytes]],
-    *,
-    schema: bytes = b"1",
-) -> None:
-    producer = Producer({"bootstrap.servers": broker.bootstrap, "message.max.bytes": 4_000_000})
-    delivered: list[Any] = []
-    for key, value in messages:
-        producer.produce(
-            topic,
-            value,
-            key,
-            headers=[("otelcost-schema", schema)],
-            on_delivery=lambda err, _msg: delivered.append(err),
-        )
-    assert producer.flush(30) == 0
-    assert delivered == [None] * len(messages)
-
-
 def _expected(records: Sequence[CostRecord]) -> dict[str, int]:
     totals: dict[str, int] = {}
     for record in records:
@@ -104,25 +74,6 @@ def _spend(store: RedisBudgetStore, services: Sequence[str] = _SERVICES) -> dict
         if usage and usage[0].spend_nanos:
             totals[service] = usage[0].spend_nanos
     return totals
-
-
-def _committed(broker: KafkaBroker, topic: str, group: str) -> dict[int, int | None]:
-    """The group's committed offsets, read with kafka-python (no code shared with ours)."""
-    consumer = KafkaConsumer(
-        bootstrap_servers=broker.bootstrap, group_id=group, enable_auto_commit=False
-    )
-    try:
-        partitions = consumer.partitions_for_topic(topic) or set()
-        return {p: consumer.committed(TopicPartition(topic, p)) for p in sorted(partitions)}
-    finally:
-        consumer.close()
-
-
-def _ends(messages: Sequence[Message]) -> dict[int, int]:
-    ends: dict[int, int] = {}
-    for message in messages:
-        ends[message.partition] = max(ends.get(message.partition, 0), message.offset + 1)
-    return ends
 
 
 def _enforcer(
@@ -150,7 +101,7 @@ def test_totals_exact_commits_exact_and_rerun_consumes_nothing(
     kafka_broker: KafkaBroker, kafka_topic: str, store: RedisBudgetStore, group: str
 ) -> None:
     records = _records(3000)
-    _produce(kafka_broker, kafka_topic, records)
+    produce(kafka_broker.bootstrap, kafka_topic, records)
     enforcer = _enforcer(kafka_broker, store, kafka_topic, group, batch_size=400)
     assert enforcer.run(max_records=3000, idle_timeout=30)
     stats = enforcer.stats()
@@ -164,7 +115,7 @@ def test_totals_exact_commits_exact_and_rerun_consumes_nothing(
     assert stats["batches"] >= 3000 // 400
     assert stats["lag"] == 0
     on_broker = read_all(kafka_broker.bootstrap, kafka_topic)
-    assert _committed(kafka_broker, kafka_topic, group) == _ends(on_broker)
+    assert committed(kafka_broker.bootstrap, kafka_topic, group) == ends(on_broker)
 
     again = _enforcer(kafka_broker, store, kafka_topic, group)
     assert again.run(idle_timeout=2)
@@ -183,7 +134,7 @@ def test_replays_by_another_group_are_fenced(
     (FenceOverlapError: re-aggregated from the first unapplied offset).
     """
     records = _records(2000)
-    _produce(kafka_broker, kafka_topic, records)
+    produce(kafka_broker.bootstrap, kafka_topic, records)
     first = _enforcer(kafka_broker, store, kafka_topic, group, batch_size=150)
     assert first.run(max_records=1000, idle_timeout=30)
     assert first.stats()["applied"] == 1000
@@ -218,9 +169,9 @@ def test_invalid_records_go_to_the_dlq_and_nothing_else_is_lost(
 ) -> None:
     records = _records(600)
     invalid = _invalid_messages()
-    _produce(kafka_broker, kafka_topic, records[:300])
-    _produce_raw(kafka_broker, kafka_topic, list(invalid.values()))
-    _produce(kafka_broker, kafka_topic, records[300:])
+    produce(kafka_broker.bootstrap, kafka_topic, records[:300])
+    produce_raw(kafka_broker.bootstrap, kafka_topic, list(invalid.values()))
+    produce(kafka_broker.bootstrap, kafka_topic, records[300:])
 
     enforcer = _enforcer(kafka_broker, store, kafka_topic, group, batch_size=250)
     assert enforcer.run(max_records=606, idle_timeout=30)
@@ -228,7 +179,7 @@ def test_invalid_records_go_to_the_dlq_and_nothing_else_is_lost(
     assert (stats["consumed"], stats["applied"], stats["dlq"]) == (606, 600, 6)
     assert _spend(store) == _expected(records)
     on_broker = read_all(kafka_broker.bootstrap, kafka_topic)
-    assert _committed(kafka_broker, kafka_topic, group) == _ends(on_broker)
+    assert committed(kafka_broker.bootstrap, kafka_topic, group) == ends(on_broker)
 
     dead = read_all(kafka_broker.bootstrap, f"{kafka_topic}.dlq")
     assert sorted((m.key, m.value) for m in dead) == sorted(invalid.values())
@@ -256,10 +207,10 @@ def test_schema_1_and_2_on_one_topic_and_a_bad_record_dead_lettered_alone(
 ) -> None:
     records = _records(900)
     partly = partly_bad_message(_one_service(5), 2)
-    _produce(kafka_broker, kafka_topic, records[:300], schema=1)
-    _produce(kafka_broker, kafka_topic, records[300:600], schema=2)
-    _produce_raw(kafka_broker, kafka_topic, [(partly.key, partly.value)], schema=b"2")
-    _produce(kafka_broker, kafka_topic, records[600:], schema=2)
+    produce(kafka_broker.bootstrap, kafka_topic, records[:300], schema=1)
+    produce(kafka_broker.bootstrap, kafka_topic, records[300:600], schema=2)
+    produce_raw(kafka_broker.bootstrap, kafka_topic, [(partly.key, partly.value)], schema=b"2")
+    produce(kafka_broker.bootstrap, kafka_topic, records[600:], schema=2)
     messages = len(read_all(kafka_broker.bootstrap, kafka_topic))
     assert messages == 300 + 7 + 1 + 7
 
@@ -290,16 +241,16 @@ def test_redis_outage_pauses_commits_nothing_loses_nothing(
     group: str,
 ) -> None:
     records = _records(500)
-    _produce(kafka_broker, kafka_topic, records)
+    produce(kafka_broker.bootstrap, kafka_topic, records)
     redis_server.stop()
     enforcer = _enforcer(kafka_broker, store, kafka_topic, group, backoff=0.2, max_backoff=1.0)
     outcome: list[bool] = []
     thread = threading.Thread(target=lambda: outcome.append(enforcer.run(max_records=500)))
     thread.start()
     try:
-        _wait_for(lambda: enforcer.stats()["paused"] == 1, 60)
-        _wait_for(lambda: enforcer.stats()["store_errors"] >= 2, 30)  # retried, not dropped
-        assert set(_committed(kafka_broker, kafka_topic, group).values()) == {None}
+        wait_for(lambda: enforcer.stats()["paused"] == 1, 60)
+        wait_for(lambda: enforcer.stats()["store_errors"] >= 2, 30)  # retried, not dropped
+        assert set(committed(kafka_broker.bootstrap, kafka_topic, group).values()) == {None}
         redis_server.start()
         thread.join(60)
     finally:
@@ -310,14 +261,7 @@ def test_redis_outage_pauses_commits_nothing_loses_nothing(
     assert (stats["consumed"], stats["applied"], stats["paused"]) == (500, 500, 0)
     assert _spend(store) == _expected(records)
     on_broker = read_all(kafka_broker.bootstrap, kafka_topic)
-    assert _committed(kafka_broker, kafka_topic, group) == _ends(on_broker)
-
-
-def _run_in_thread(enforcer: Enforcer, **kwargs: Any) -> tuple[threading.Thread, list[bool]]:
-    outcome: list[bool] = []
-    thread = threading.Thread(target=lambda: outcome.append(enforcer.run(**kwargs)))
-    thread.start()
-    return thread, outcome
+    assert committed(kafka_broker.bootstrap, kafka_topic, group) == ends(on_broker)
 
 
 def _stop_all(*pairs: tuple[Enforcer, threading.Thread]) -> None:
@@ -333,19 +277,19 @@ def test_a_second_enforcer_joining_neither_loses_nor_double_counts(
     kafka_broker: KafkaBroker, kafka_topic: str, store: RedisBudgetStore, group: str
 ) -> None:
     records = _records(2000)
-    _produce(kafka_broker, kafka_topic, records)
+    produce(kafka_broker.bootstrap, kafka_topic, records)
     first = _enforcer(kafka_broker, store, kafka_topic, group, batch_size=20)
     second = _enforcer(kafka_broker, store, kafka_topic, group, batch_size=20)
-    first_thread, first_outcome = _run_in_thread(first, idle_timeout=6)
+    first_thread, first_outcome = run_in_thread(first, idle_timeout=6)
     try:
-        _wait_for(lambda: first.stats()["applied"] > 0, 60)
-        second_thread, second_outcome = _run_in_thread(second, idle_timeout=6)
+        wait_for(lambda: first.stats()["applied"] > 0, 60)
+        second_thread, second_outcome = run_in_thread(second, idle_timeout=6)
         # Keep the stream flowing until the rebalance has handed the newcomer partitions:
         # on a loaded machine the first enforcer could otherwise drain a fixed backlog alone.
         deadline = time.monotonic() + 120
         while second.stats()["consumed"] == 0 and time.monotonic() < deadline:
             more = _records(500, start=len(records))
-            _produce(kafka_broker, kafka_topic, more)
+            produce(kafka_broker.bootstrap, kafka_topic, more)
             records += more
             time.sleep(0.2)
         first_thread.join(180)
@@ -371,18 +315,18 @@ def test_revoke_while_redis_is_down_hands_the_pending_batch_over(
     """The paused owner cannot apply its batch when it loses its partitions: it drops the
     batch uncommitted and the new owners replay it once Redis is back."""
     records = _records(2000)
-    _produce(kafka_broker, kafka_topic, records)
+    produce(kafka_broker.bootstrap, kafka_topic, records)
     redis_server.stop()
     options: dict[str, Any] = {"backoff": 0.2, "max_backoff": 1.0}
     first = _enforcer(kafka_broker, store, kafka_topic, group, **options)
     second = _enforcer(kafka_broker, store, kafka_topic, group, **options)
-    first_thread, first_outcome = _run_in_thread(first, idle_timeout=6)
+    first_thread, first_outcome = run_in_thread(first, idle_timeout=6)
     second_thread = threading.Thread()
     try:
-        _wait_for(lambda: first.stats()["paused"] == 1, 60)
-        second_thread, second_outcome = _run_in_thread(second, idle_timeout=6)
-        _wait_for(lambda: second.stats()["store_errors"] > 0, 60)  # it owns partitions now
-        assert set(_committed(kafka_broker, kafka_topic, group).values()) == {None}
+        wait_for(lambda: first.stats()["paused"] == 1, 60)
+        second_thread, second_outcome = run_in_thread(second, idle_timeout=6)
+        wait_for(lambda: second.stats()["store_errors"] > 0, 60)  # it owns partitions now
+        assert set(committed(kafka_broker.bootstrap, kafka_topic, group).values()) == {None}
         redis_server.start()
         first_thread.join(180)
         second_thread.join(180)
@@ -394,15 +338,7 @@ def test_revoke_while_redis_is_down_hands_the_pending_batch_over(
     assert a["consumed"] > len(records) // 3  # its first batch, dropped at the revoke
     assert _spend(store) == _expected(records)
     on_broker = read_all(kafka_broker.bootstrap, kafka_topic)
-    assert _committed(kafka_broker, kafka_topic, group) == _ends(on_broker)
-
-
-def _wait_for(condition: Any, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise TimeoutError("condition not reached")
-        time.sleep(0.05)
+    assert committed(kafka_broker.bootstrap, kafka_topic, group) == ends(on_broker)
 
 
 # -- the command line, as a separate process -------------------------------------------------
@@ -468,14 +404,14 @@ def test_sigkill_mid_batch_then_restart_totals_exact(
     processes: list[subprocess.Popen[bytes]],
 ) -> None:
     records = _records(30_000)
-    _produce(kafka_broker, kafka_topic, records)
+    produce(kafka_broker.bootstrap, kafka_topic, records)
     expected = _expected(records)
     argv = enforce_argv
     for _ in range(2):  # killed twice, at different points
         before = _total(store)
         proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
         processes.append(proc)
-        _wait_for(lambda before=before: _total(store) > before, 60)
+        wait_for(lambda before=before: _total(store) > before, 60)
         time.sleep(random.uniform(0.0, 0.3))
         proc.send_signal(signal.SIGKILL)
         proc.wait(10)
@@ -490,7 +426,7 @@ def test_sigkill_mid_batch_then_restart_totals_exact(
     assert stats["consumed"] == stats["applied"] + stats["duplicates"] + stats["dlq"]
     on_broker = read_all(kafka_broker.bootstrap, kafka_topic)
     group = argv[argv.index("--group") + 1]
-    assert _committed(kafka_broker, kafka_topic, group) == _ends(on_broker)
+    assert committed(kafka_broker.bootstrap, kafka_topic, group) == ends(on_broker)
 
 
 @pytest.mark.slow
@@ -502,11 +438,11 @@ def test_sigterm_finishes_the_batch_commits_and_exits_0(
     processes: list[subprocess.Popen[bytes]],
 ) -> None:
     records = _records(30_000)
-    _produce(kafka_broker, kafka_topic, records)
+    produce(kafka_broker.bootstrap, kafka_topic, records)
     argv = enforce_argv
     proc = subprocess.Popen([*argv, "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     processes.append(proc)
-    _wait_for(lambda: _total(store) > 0, 60)
+    wait_for(lambda: _total(store) > 0, 60)
     proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err.decode()[-2000:]
@@ -560,6 +496,16 @@ def test_cli_against_an_unreachable_broker_exits_3_within_the_connect_timeout(
     assert time.monotonic() - began < 3 + 15  # the interpreter and imports start first
     assert result.stderr.decode().strip().splitlines() == [
         "otelcost enforce: no Kafka broker answered at 127.0.0.1:1 within 3 s (--connect-timeout)"
+    ]
+    # The issue's case: only --idle-timeout, shorter than the default connect timeout.
+    began = time.monotonic()
+    result = subprocess.run(
+        [*argv, "--idle-timeout", "2"], capture_output=True, timeout=60, check=False
+    )
+    assert result.returncode == 3, result.stderr
+    assert time.monotonic() - began < 2 + 15
+    assert result.stderr.decode().strip().splitlines() == [
+        "otelcost enforce: no Kafka broker answered at 127.0.0.1:1 within 2 s (--idle-timeout)"
     ]
 
 

@@ -10,19 +10,26 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import psycopg
 import pytest
-from confluent_kafka import Producer
-from kafka import KafkaConsumer, TopicPartition
 
-from _kafka import Message, consumer_config, partly_bad_message, read_all
+from _kafka import (
+    committed,
+    consumer_config,
+    ends,
+    partly_bad_message,
+    produce,
+    produce_raw,
+    read_all,
+    run_in_thread,
+    wait_for,
+)
 from _postgres import TcpProxy, TestDatabase, drop_rollup_schema
 from _servers import KafkaBroker
-from otelcost.exporters import KafkaCostExporter
 from otelcost.money import from_nanos
 from otelcost.record import CostRecord
 from otelcost.rollup import Rollup, init_db
@@ -103,70 +110,6 @@ def _db_offsets(dsn: str, group: str) -> dict[int, int]:
     return {int(p): int(o) for p, o in rows}
 
 
-def _ends(messages: Sequence[Message]) -> dict[int, int]:
-    ends: dict[int, int] = {}
-    for message in messages:
-        ends[message.partition] = max(ends.get(message.partition, 0), message.offset + 1)
-    return ends
-
-
-def _committed(broker: KafkaBroker, topic: str, group: str) -> dict[int, int | None]:
-    """The group's offsets committed to Kafka, read with kafka-python."""
-    consumer = KafkaConsumer(
-        bootstrap_servers=broker.bootstrap, group_id=group, enable_auto_commit=False
-    )
-    try:
-        partitions = consumer.partitions_for_topic(topic) or set()
-        return {p: consumer.committed(TopicPartition(topic, p)) for p in sorted(partitions)}
-    finally:
-        consumer.close()
-
-
-def _produce(
-    broker: KafkaBroker, topic: str, records: Sequence[CostRecord], *, schema: Literal[1, 2] = 1
-) -> None:
-    """Schema 1 by default: one message per record, so message counts are record counts
-    (with a local queue large enough that nothing is folded into aggregates)."""
-    exporter = KafkaCostExporter(
-        broker.bootstrap, topic, schema=schema, queue_buffering_max_messages=100_000
-    )
-    try:
-        exporter.export(records)
-        assert exporter.force_flush(30_000)
-        assert exporter.stats()["delivered_spans"] == sum(r.span_count for r in records)
-    finally:
-        exporter.shutdown()
-
-
-def _produce_raw(
-    broker: KafkaBroker,
-    topic: str,
-    messages: Sequence[tuple[bytes | None, bytes]],
-    *,
-    schema: bytes = b"1",
-) -> None:
-    producer = Producer({"bootstrap.servers": broker.bootstrap})
-    delivered: list[Any] = []
-    for key, value in messages:
-        producer.produce(
-            topic,
-            value,
-            key,
-            headers=[("otelcost-schema", schema)],
-            on_delivery=lambda err, _msg: delivered.append(err),
-        )
-    assert producer.flush(30) == 0
-    assert delivered == [None] * len(messages)
-
-
-def _wait_for(condition: Callable[[], bool], timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise TimeoutError("condition not reached")
-        time.sleep(0.05)
-
-
 @pytest.fixture
 def dsn(postgres_dsn: str) -> str:
     """The test database with a fresh rollup schema."""
@@ -186,19 +129,12 @@ def _rollup(broker: KafkaBroker, dsn: str, topic: str, group: str, **kwargs: Any
     )
 
 
-def _run_in_thread(rollup: Rollup, **kwargs: Any) -> tuple[threading.Thread, list[bool]]:
-    outcome: list[bool] = []
-    thread = threading.Thread(target=lambda: outcome.append(rollup.run(**kwargs)))
-    thread.start()
-    return thread, outcome
-
-
 @pytest.mark.slow
 def test_totals_exact_offsets_stored_and_a_rerun_reads_nothing(
     kafka_broker: KafkaBroker, kafka_topic: str, dsn: str, group: str
 ) -> None:
     records = _records(3000)
-    _produce(kafka_broker, kafka_topic, records)
+    produce(kafka_broker.bootstrap, kafka_topic, records)
     rollup = _rollup(kafka_broker, dsn, kafka_topic, group, batch_size=400)
     assert rollup.run(max_records=3000, idle_timeout=30)
     stats = rollup.stats()
@@ -213,7 +149,7 @@ def test_totals_exact_offsets_stored_and_a_rerun_reads_nothing(
     assert _stored(dsn) == expected
     assert sum(v[0] for v in _stored(dsn).values()) == sum(r.cost_nanos for r in records)
     on_broker = read_all(kafka_broker.bootstrap, kafka_topic)
-    assert _db_offsets(dsn, group) == _ends(on_broker)
+    assert _db_offsets(dsn, group) == ends(on_broker)
 
     again = _rollup(kafka_broker, dsn, kafka_topic, group)
     assert again.run(idle_timeout=2)
@@ -228,10 +164,10 @@ def test_schema_1_and_2_on_one_topic_and_a_bad_record_dead_lettered_alone(
     records = _records(900)
     same = [r for r in _records(60, start=9000) if (r.service, r.currency) == ("search", "USD")]
     partly = partly_bad_message(same, 1)
-    _produce(kafka_broker, kafka_topic, records[:300], schema=1)
-    _produce(kafka_broker, kafka_topic, records[300:600], schema=2)
-    _produce_raw(kafka_broker, kafka_topic, [(partly.key, partly.value)], schema=b"2")
-    _produce(kafka_broker, kafka_topic, records[600:], schema=2)
+    produce(kafka_broker.bootstrap, kafka_topic, records[:300], schema=1)
+    produce(kafka_broker.bootstrap, kafka_topic, records[300:600], schema=2)
+    produce_raw(kafka_broker.bootstrap, kafka_topic, [(partly.key, partly.value)], schema=b"2")
+    produce(kafka_broker.bootstrap, kafka_topic, records[600:], schema=2)
     messages = len(read_all(kafka_broker.bootstrap, kafka_topic))
 
     rollup = _rollup(kafka_broker, dsn, kafka_topic, group, batch_size=100)
@@ -255,7 +191,7 @@ def test_postgres_offsets_win_over_kafka_offsets(
     """Kafka's committed offsets are only for lag tools: a consumer resumes where
     PostgreSQL says, even when Kafka says otherwise (here: nothing committed at all)."""
     records = _records(1200)
-    _produce(kafka_broker, kafka_topic, records)
+    produce(kafka_broker.bootstrap, kafka_topic, records)
     first = _rollup(kafka_broker, dsn, kafka_topic, group, batch_size=100)
     assert first.run(max_records=500, idle_timeout=30)
     stored = _db_offsets(dsn, group)
@@ -270,7 +206,7 @@ def test_postgres_offsets_win_over_kafka_offsets(
             " WHERE consumer_group = %s",
             (other, group),
         )
-    assert set(_committed(kafka_broker, kafka_topic, other).values()) == {None}
+    assert set(committed(kafka_broker.bootstrap, kafka_topic, other).values()) == {None}
     second = _rollup(kafka_broker, dsn, kafka_topic, other)
     assert second.run(idle_timeout=15)
     assert (second.stats()["consumed"], second.stats()["duplicates"]) == (700, 0)
@@ -296,9 +232,9 @@ def test_invalid_records_go_to_the_dlq_as_with_enforce(
 ) -> None:
     records = _records(400)
     invalid = _invalid_messages()
-    _produce(kafka_broker, kafka_topic, records[:200])
-    _produce_raw(kafka_broker, kafka_topic, list(invalid.values()))
-    _produce(kafka_broker, kafka_topic, records[200:])
+    produce(kafka_broker.bootstrap, kafka_topic, records[:200])
+    produce_raw(kafka_broker.bootstrap, kafka_topic, list(invalid.values()))
+    produce(kafka_broker.bootstrap, kafka_topic, records[200:])
 
     rollup = _rollup(kafka_broker, dsn, kafka_topic, group, batch_size=150)
     assert rollup.run(max_records=404, idle_timeout=30)
@@ -306,7 +242,7 @@ def test_invalid_records_go_to_the_dlq_as_with_enforce(
     assert (stats["consumed"], stats["written"], stats["dlq"]) == (404, 400, 4)
     assert _stored(dsn) == _expected(records)
     on_broker = read_all(kafka_broker.bootstrap, kafka_topic)
-    assert _db_offsets(dsn, group) == _ends(on_broker)
+    assert _db_offsets(dsn, group) == ends(on_broker)
 
     dead = read_all(kafka_broker.bootstrap, f"{kafka_topic}.dlq")
     assert sorted((m.key, m.value) for m in dead) == sorted(invalid.values())
@@ -346,7 +282,7 @@ def test_database_down_at_assignment_pauses_commits_nothing_then_catches_up(
     kafka_broker: KafkaBroker, kafka_topic: str, dsn: str, group: str, proxied: _Proxied
 ) -> None:
     records = _records(600)
-    _produce(kafka_broker, kafka_topic, records)
+    produce(kafka_broker.bootstrap, kafka_topic, records)
     proxied.proxy.stop()  # the rollup's database is unreachable (a closed port) from the start
     rollup = _rollup(
         kafka_broker,
@@ -357,13 +293,13 @@ def test_database_down_at_assignment_pauses_commits_nothing_then_catches_up(
         max_backoff=1.0,
         db_timeout=2.0,
     )
-    thread, outcome = _run_in_thread(rollup, max_records=600)
+    thread, outcome = run_in_thread(rollup, max_records=600)
     try:
-        _wait_for(lambda: rollup.stats()["unpositioned"] == 3, 60)
-        _wait_for(lambda: rollup.stats()["db_errors"] >= 3, 30)  # retried, not given up
+        wait_for(lambda: rollup.stats()["unpositioned"] == 3, 60)
+        wait_for(lambda: rollup.stats()["db_errors"] >= 3, 30)  # retried, not given up
         assert rollup.stats()["consumed"] == 0
         assert _db_offsets(dsn, group) == {}
-        assert set(_committed(kafka_broker, kafka_topic, group).values()) == {None}
+        assert set(committed(kafka_broker.bootstrap, kafka_topic, group).values()) == {None}
         proxied.proxy.start()
         thread.join(60)
     finally:
@@ -373,7 +309,7 @@ def test_database_down_at_assignment_pauses_commits_nothing_then_catches_up(
     stats = rollup.stats()
     assert (stats["consumed"], stats["written"], stats["unpositioned"]) == (600, 600, 0)
     assert _stored(dsn) == _expected(records)
-    assert _db_offsets(dsn, group) == _ends(read_all(kafka_broker.bootstrap, kafka_topic))
+    assert _db_offsets(dsn, group) == ends(read_all(kafka_broker.bootstrap, kafka_topic))
 
 
 @pytest.mark.slow
@@ -381,7 +317,7 @@ def test_database_outage_mid_stream_pauses_and_loses_nothing(
     kafka_broker: KafkaBroker, kafka_topic: str, dsn: str, group: str, proxied: _Proxied
 ) -> None:
     records = _records(1000)
-    _produce(kafka_broker, kafka_topic, records[:400])
+    produce(kafka_broker.bootstrap, kafka_topic, records[:400])
     rollup = _rollup(
         kafka_broker,
         proxied.dsn,
@@ -391,14 +327,14 @@ def test_database_outage_mid_stream_pauses_and_loses_nothing(
         max_backoff=1.0,
         db_timeout=2.0,
     )
-    thread, outcome = _run_in_thread(rollup, max_records=1000)
+    thread, outcome = run_in_thread(rollup, max_records=1000)
     try:
-        _wait_for(lambda: rollup.stats()["written"] == 400, 60)
+        wait_for(lambda: rollup.stats()["written"] == 400, 60)
         proxied.proxy.stop()  # cuts the open connection too
         before = _db_offsets(dsn, group)
-        _produce(kafka_broker, kafka_topic, records[400:])
-        _wait_for(lambda: rollup.stats()["paused"] == 1, 60)
-        _wait_for(lambda: rollup.stats()["db_errors"] >= 3, 30)
+        produce(kafka_broker.bootstrap, kafka_topic, records[400:])
+        wait_for(lambda: rollup.stats()["paused"] == 1, 60)
+        wait_for(lambda: rollup.stats()["db_errors"] >= 3, 30)
         assert rollup.stats()["written"] == 400
         assert _db_offsets(dsn, group) == before  # nothing committed meanwhile
         assert _total_records(dsn) == 400
@@ -411,7 +347,7 @@ def test_database_outage_mid_stream_pauses_and_loses_nothing(
     stats = rollup.stats()
     assert (stats["written"], stats["paused"]) == (1000, 0)
     assert _stored(dsn) == _expected(records)
-    assert _db_offsets(dsn, group) == _ends(read_all(kafka_broker.bootstrap, kafka_topic))
+    assert _db_offsets(dsn, group) == ends(read_all(kafka_broker.bootstrap, kafka_topic))
 
 
 @pytest.mark.slow
@@ -419,14 +355,14 @@ def test_a_second_rollup_joining_neither_loses_nor_double_counts(
     kafka_broker: KafkaBroker, kafka_topic: str, dsn: str, group: str
 ) -> None:
     records = _records(20_000)
-    _produce(kafka_broker, kafka_topic, records)
+    produce(kafka_broker.bootstrap, kafka_topic, records)
     first = _rollup(kafka_broker, dsn, kafka_topic, group, batch_size=50)
     second = _rollup(kafka_broker, dsn, kafka_topic, group, batch_size=50)
-    first_thread, first_outcome = _run_in_thread(first, idle_timeout=6)
+    first_thread, first_outcome = run_in_thread(first, idle_timeout=6)
     second_thread = threading.Thread()
     try:
-        _wait_for(lambda: first.stats()["written"] > 0, 60)
-        second_thread, second_outcome = _run_in_thread(second, idle_timeout=6)
+        wait_for(lambda: first.stats()["written"] > 0, 60)
+        second_thread, second_outcome = run_in_thread(second, idle_timeout=6)
         first_thread.join(180)
         second_thread.join(180)
     finally:
@@ -439,7 +375,7 @@ def test_a_second_rollup_joining_neither_loses_nor_double_counts(
     assert b["consumed"] > 0  # the rebalance really handed partitions over
     assert a["written"] + b["written"] == len(records)
     assert _stored(dsn) == _expected(records)
-    assert _db_offsets(dsn, group) == _ends(read_all(kafka_broker.bootstrap, kafka_topic))
+    assert _db_offsets(dsn, group) == ends(read_all(kafka_broker.bootstrap, kafka_topic))
 
 
 # -- the command line, as a separate process -------------------------------------------------
@@ -486,12 +422,12 @@ def test_sigkill_mid_batch_then_restart_counts_everything_once(
     processes: list[subprocess.Popen[bytes]],
 ) -> None:
     records = _records(30_000)
-    _produce(kafka_broker, kafka_topic, records)
+    produce(kafka_broker.bootstrap, kafka_topic, records)
     for _ in range(2):  # killed twice, at different points
         before = _total_records(dsn)
         proc = subprocess.Popen(rollup_argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         processes.append(proc)
-        _wait_for(lambda before=before: _total_records(dsn) > before, 60)
+        wait_for(lambda before=before: _total_records(dsn) > before, 60)
         time.sleep(random.uniform(0.0, 0.3))
         proc.send_signal(signal.SIGKILL)
         proc.wait(10)
@@ -508,7 +444,7 @@ def test_sigkill_mid_batch_then_restart_counts_everything_once(
     assert stats["consumed"] == stats["written"] + stats["duplicates"] + stats["dlq"]
     assert _stored(dsn) == _expected(records)
     group = rollup_argv[rollup_argv.index("--group") + 1]
-    assert _db_offsets(dsn, group) == _ends(read_all(kafka_broker.bootstrap, kafka_topic))
+    assert _db_offsets(dsn, group) == ends(read_all(kafka_broker.bootstrap, kafka_topic))
 
 
 @pytest.mark.slow
@@ -520,12 +456,12 @@ def test_sigterm_finishes_the_batch_commits_and_exits_0(
     processes: list[subprocess.Popen[bytes]],
 ) -> None:
     records = _records(20_000)
-    _produce(kafka_broker, kafka_topic, records)
+    produce(kafka_broker.bootstrap, kafka_topic, records)
     proc = subprocess.Popen(
         [*rollup_argv, "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE
     )
     processes.append(proc)
-    _wait_for(lambda: _total_records(dsn) > 0, 60)
+    wait_for(lambda: _total_records(dsn) > 0, 60)
     proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err.decode()[-2000:]
@@ -553,14 +489,14 @@ def test_cli_without_schema_exits_2_and_commits_nothing(
     rollup_argv: list[str],
     group: str,
 ) -> None:
-    _produce(kafka_broker, kafka_topic, _records(10))
+    produce(kafka_broker.bootstrap, kafka_topic, _records(10))
     drop_rollup_schema(postgres_dsn)
     result = subprocess.run(
         [*rollup_argv, "--idle-timeout", "5"], capture_output=True, timeout=120, check=False
     )
     assert result.returncode == 2, result.stderr.decode()[-2000:]
     assert b"otelcost rollup --init-db" in result.stderr
-    assert set(_committed(kafka_broker, kafka_topic, group).values()) == {None}
+    assert set(committed(kafka_broker.bootstrap, kafka_topic, group).values()) == {None}
 
 
 def test_cli_argument_errors(postgres_dsn: str) -> None:

@@ -60,8 +60,8 @@ def add_consumer_options(parser: argparse.ArgumentParser, *, group: str, require
         type=positive_float,
         default=30.0,
         metavar="SECONDS",
-        help="exit with status 3 when no broker answers within SECONDS at start "
-        "(default: %(default)g)",
+        help="exit with status 3 when no broker answers within SECONDS at start, or within "
+        "--idle-timeout when shorter (default: %(default)g)",
     )
     parser.add_argument(
         "--batch-size", type=positive_int, default=5000, metavar="N", help="default: %(default)s"

@@ -2,8 +2,8 @@
 
 The loop, for any store:
 
-1. at start, reach a broker within ``connect_timeout`` seconds or raise
-   BrokerUnreachableError naming the address (nothing is consumed then);
+1. at start, reach a broker within ``connect_timeout`` seconds (or ``idle_timeout``, when
+   shorter) or raise BrokerUnreachableError naming the address (nothing is consumed then);
 2. consume a batch (``batch_size`` messages or ``batch_timeout`` seconds); every message is
    decoded (schema 1 or 2) into the subclass's batch, invalid messages and records into
    dead letters;
@@ -215,7 +215,7 @@ class StreamConsumer(Generic[B]):
         confluent = import_confluent()
         self._consumer = confluent.Consumer(self._consumer_config)
         try:
-            self._connect(confluent)
+            self._connect(confluent, idle_timeout)
         except BrokerUnreachableError:
             self._consumer.close()
             self._consumer = None
@@ -246,16 +246,20 @@ class StreamConsumer(Generic[B]):
             )
         return clean
 
-    def _connect(self, confluent: Any) -> None:
-        # The client's own errors while connecting are counted, not logged (they are also
-        # served late, by close()): the one line that matters is the error raised here.
+    def _connect(self, confluent: Any, idle_timeout: float | None) -> None:
+        # An idle timeout shorter than the connect timeout bounds the wait too: without a
+        # broker no message can come. The client's own errors while connecting are counted,
+        # not logged (they are also served late, by close()): the one line that matters is
+        # the error raised here.
+        timeout, option = self._connect_timeout, "--connect-timeout"
+        if idle_timeout is not None and idle_timeout < timeout:
+            timeout, option = idle_timeout, "--idle-timeout"
         self._connecting = True
         try:
-            self._consumer.list_topics(timeout=self._connect_timeout)
+            self._consumer.list_topics(timeout=timeout)
         except confluent.KafkaException:
             raise BrokerUnreachableError(
-                f"no Kafka broker answered at {self._bootstrap} within "
-                f"{self._connect_timeout:g} s (--connect-timeout)"
+                f"no Kafka broker answered at {self._bootstrap} within {timeout:g} s ({option})"
             ) from None
         self._connecting = False
 
