@@ -280,10 +280,10 @@ def test_a_second_enforcer_joining_neither_loses_nor_double_counts(
     produce(kafka_broker.bootstrap, kafka_topic, records)
     first = _enforcer(kafka_broker, store, kafka_topic, group, batch_size=20)
     second = _enforcer(kafka_broker, store, kafka_topic, group, batch_size=20)
-    first_thread, first_outcome = run_in_thread(first, idle_timeout=6)
+    first_thread, first_outcome = run_in_thread(first, idle_timeout=20)
     try:
         wait_for(lambda: first.stats()["applied"] > 0, 60)
-        second_thread, second_outcome = run_in_thread(second, idle_timeout=6)
+        second_thread, second_outcome = run_in_thread(second, idle_timeout=20)
         # Keep the stream flowing until the rebalance has handed the newcomer partitions:
         # on a loaded machine the first enforcer could otherwise drain a fixed backlog alone.
         deadline = time.monotonic() + 120
@@ -320,11 +320,11 @@ def test_revoke_while_redis_is_down_hands_the_pending_batch_over(
     options: dict[str, Any] = {"backoff": 0.2, "max_backoff": 1.0}
     first = _enforcer(kafka_broker, store, kafka_topic, group, **options)
     second = _enforcer(kafka_broker, store, kafka_topic, group, **options)
-    first_thread, first_outcome = run_in_thread(first, idle_timeout=6)
+    first_thread, first_outcome = run_in_thread(first, idle_timeout=20)
     second_thread = threading.Thread()
     try:
         wait_for(lambda: first.stats()["paused"] == 1, 60)
-        second_thread, second_outcome = run_in_thread(second, idle_timeout=6)
+        second_thread, second_outcome = run_in_thread(second, idle_timeout=20)
         wait_for(lambda: second.stats()["store_errors"] > 0, 60)  # it owns partitions now
         assert set(committed(kafka_broker.bootstrap, kafka_topic, group).values()) == {None}
         redis_server.start()

@@ -358,11 +358,11 @@ def test_a_second_rollup_joining_neither_loses_nor_double_counts(
     produce(kafka_broker.bootstrap, kafka_topic, records)
     first = _rollup(kafka_broker, dsn, kafka_topic, group, batch_size=50)
     second = _rollup(kafka_broker, dsn, kafka_topic, group, batch_size=50)
-    first_thread, first_outcome = run_in_thread(first, idle_timeout=6)
+    first_thread, first_outcome = run_in_thread(first, idle_timeout=20)
     second_thread = threading.Thread()
     try:
         wait_for(lambda: first.stats()["written"] > 0, 60)
-        second_thread, second_outcome = run_in_thread(second, idle_timeout=6)
+        second_thread, second_outcome = run_in_thread(second, idle_timeout=20)
         first_thread.join(180)
         second_thread.join(180)
     finally:
