@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from otelcost.budget import Budget, InMemoryBudgetStore
 from otelcost.budget.model import MAX_DELTA_NANOS
@@ -156,3 +160,50 @@ def test_costs_and_records_decode_alike() -> None:
     decoded, bad = decode(b"a", value, None)
     assert (decoded, bad) == (records, [])
     assert decode_costs(b"a", value, None) == ("a", [r.cost_nanos for r in records], [])
+
+
+_MUTATIONS = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(2**70), max_value=2**70),
+    st.floats(allow_nan=False),
+    st.text(max_size=40),
+    st.lists(st.integers(), max_size=3),
+    st.dictionaries(st.text(max_size=8), st.integers() | st.text(max_size=5), max_size=3),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    row=st.integers(min_value=0, max_value=3),
+    position=st.integers(min_value=0, max_value=7),
+    replacement=_MUTATIONS,
+    envelope_key=st.sampled_from(
+        ["schema", "service", "currency", "region", "pricing_version", "records", "extra"]
+    ),
+    mutate_envelope=st.booleans(),
+)
+def test_a_mutated_schema_2_message_is_dead_lettered_never_raised(
+    row: int, position: int, replacement: object, envelope_key: str, mutate_envelope: bool
+) -> None:
+    """Whatever one field becomes, decoding raises only InvalidRecordError (the message
+    is dead-lettered whole) or returns every record as good or bad, none lost."""
+    records = [_record("a", nanos=10 + i, span=i + 1) for i in range(4)]
+    doc = json.loads(_batch(records))
+    if mutate_envelope:
+        doc[envelope_key] = replacement
+    else:
+        target = doc["records"][row]
+        if position < len(target):
+            target[position] = replacement
+        else:
+            target.append(replacement)
+    value = json.dumps(doc).encode()
+    try:
+        good, bad = decode(b"a", value, None)
+    except InvalidRecordError:
+        return
+    assert len(good) + len(bad) == 4
+    for letter in bad:
+        alone, none_bad = decode(b"a", letter.value, None)
+        assert (alone, [b.index for b in none_bad]) == ([], [0])

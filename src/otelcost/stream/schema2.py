@@ -374,6 +374,24 @@ def _build(row: list[Any], extra: dict[str, Any] | None, env: Envelope) -> CostR
             env.environment,
         )
     usage = extra.get("usage")
+    if not extra.get("aggregate", False):  # a span's record: trusted() sets the rest
+        return CostRecord.trusted(
+            row[0],
+            row[1],
+            env.service,
+            row[2],
+            from_nanos(row[3]),
+            env.currency,
+            float(row[4]),
+            row[5],
+            env.region,
+            env.pricing_version,
+            MappingProxyType(usage) if usage else _EMPTY_USAGE,
+            extra.get("error"),
+            extra.get("entry", True),
+            env.service_version,
+            env.environment,
+        )
     return CostRecord(
         row[0],
         row[1],
