@@ -1,15 +1,37 @@
-"""The exception hierarchy. Everything otelcost raises on purpose derives from OtelCostError."""
+"""The exception hierarchy. Everything otelcost raises on purpose derives from OtelCostError.
+
+::
+
+    OtelCostError
+    ├── PricingError                  a pricing table cannot be fetched or is invalid
+    │   ├── PricingStaleError         the table is older than its TTL
+    │   └── PricingNotFoundError      no key prices the operation (also a LookupError)
+    ├── InvalidRecordError            a cost record breaks its schema (also a ValueError)
+    ├── BudgetConfigError             a budget or budgets file is invalid (also a ValueError)
+    ├── FenceOverlapError             a budget flush partly overlaps an applied one
+    ├── SchemaError                   the rollup database has no or an unknown schema
+    ├── StoreUnavailableError         PostgreSQL failed a rollup transaction (retried)
+    ├── FocusError                    a FOCUS bill cannot be used (row and column named)
+    └── CalibrationError              a pricing table cannot be calibrated from a bill
+
+Each module that raises one re-exports it where users meet it (``otelcost.budget``,
+``otelcost.rollup``, ``otelcost.bill``), so either import path works.
+"""
 
 from __future__ import annotations
 
 __all__ = [
     "BudgetConfigError",
+    "CalibrationError",
     "FenceOverlapError",
+    "FocusError",
     "InvalidRecordError",
     "OtelCostError",
     "PricingError",
     "PricingNotFoundError",
     "PricingStaleError",
+    "SchemaError",
+    "StoreUnavailableError",
 ]
 
 
@@ -56,3 +78,24 @@ class FenceOverlapError(OtelCostError):
         self.service = service
         self.producer = producer
         self.last_seq = last_seq
+
+
+class SchemaError(OtelCostError, RuntimeError):
+    """The database has no rollup schema, or one this code does not know."""
+
+
+class StoreUnavailableError(OtelCostError):
+    """PostgreSQL could not be reached or the transaction failed; nothing was committed."""
+
+
+class FocusError(OtelCostError, ValueError):
+    """A FOCUS export cannot be used; the message names the file, row and column."""
+
+    def __init__(self, message: str, *, row: int | None = None, column: str | None = None) -> None:
+        super().__init__(message)
+        self.row = row
+        self.column = column
+
+
+class CalibrationError(OtelCostError, ValueError):
+    """The pricing table cannot be calibrated (not a valid table, or nothing to scale)."""

@@ -27,17 +27,13 @@ from fractions import Fraction
 from typing import Any
 
 from otelcost.bill.compare import Comparison
-from otelcost.errors import OtelCostError
+from otelcost.errors import CalibrationError, OtelCostError
 from otelcost.pricing.table import ALWAYS, PricingTable, format_instant
 
 __all__ = ["Calibration", "CalibrationError", "Factor", "calibrate"]
 
 _RATES = ("per_ms", "cost_per_ms", "per_request")
 _FROM = "from"
-
-
-class CalibrationError(OtelCostError, ValueError):
-    """The pricing table cannot be calibrated (not a valid table, or nothing to scale)."""
 
 
 @dataclass(frozen=True)

@@ -38,7 +38,7 @@ from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any, Literal
 
-from otelcost.errors import OtelCostError
+from otelcost.errors import FocusError
 from otelcost.money import NANOS_PER_UNIT
 
 __all__ = [
@@ -76,15 +76,6 @@ _INSTANT = re.compile(
     r"\s*(?P<zone>Z|UTC|[+-]\d{2}:?\d{2})"
 )
 _MAX_CELL = 80  # how much of a bad value an error message quotes
-
-
-class FocusError(OtelCostError, ValueError):
-    """A FOCUS export cannot be used; the message names the file, row and column."""
-
-    def __init__(self, message: str, *, row: int | None = None, column: str | None = None) -> None:
-        super().__init__(message)
-        self.row = row
-        self.column = column
 
 
 @dataclass(frozen=True)

@@ -29,6 +29,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
+from otelcost.errors import SchemaError
 from otelcost.rollup import _timescale
 from otelcost.rollup._db import DatabaseError, connect, psycopg
 
@@ -148,10 +149,6 @@ COMMENT ON COLUMN {MINUTE_TABLE}.service_version IS
 COMMENT ON COLUMN {MINUTE_TABLE}.environment IS
     'otelcost: deployment.environment.name of the spans; empty: not known';
 """
-
-
-class SchemaError(RuntimeError):
-    """The database has no rollup schema, or one this code does not know."""
 
 
 @dataclass(frozen=True)

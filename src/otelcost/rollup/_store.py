@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from otelcost import _json
+from otelcost.errors import StoreUnavailableError
 from otelcost.rollup._aggregate import MinuteRollup
 from otelcost.rollup._batch import RollupBatch
 from otelcost.rollup._db import DatabaseError, connect, psycopg, redact_dsn
@@ -71,10 +72,6 @@ _READ = f"""
 SELECT partition, next_offset FROM {OFFSETS_TABLE}
 WHERE consumer_group = %s AND topic = %s AND partition = ANY(%s)
 """
-
-
-class StoreUnavailableError(Exception):
-    """PostgreSQL could not be reached or the transaction failed; nothing was committed."""
 
 
 @dataclass(frozen=True, slots=True)
