@@ -28,6 +28,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from otelcost import environment
 from otelcost.budget.fence import Fence
 from otelcost.budget.model import BudgetSet
 from otelcost.budget.status import BudgetStatus
@@ -37,7 +38,7 @@ __all__ = ["REDIS_URL_ENV", "BudgetExporter", "BudgetStore", "budget_exporter"]
 
 _log = logging.getLogger(__name__)
 
-REDIS_URL_ENV = "OTELCOST_REDIS_URL"
+REDIS_URL_ENV = environment.REDIS_URL
 _MAX_BATCH_NANOS = 2**53 - 1  # what one store call accepts
 _BACKOFF_START = 0.5
 _BACKOFF_MAX = 30.0
@@ -384,20 +385,25 @@ class BudgetExporter(CostSumExporter):
 
 
 def budget_exporter(
-    budgets: Any = None, *, redis: Any = None, **options: Any
+    budgets: Any = None,
+    *,
+    redis: Any = None,
+    environ: environment.Environ | None = None,
+    **options: Any,
 ) -> BudgetExporter | None:
     """The budget exporter ``install(budgets=...)`` wires up, or None when there are no budgets.
 
     ``budgets``: anything ``load_budgets`` accepts (None: the file in ``OTELCOST_BUDGETS``).
     ``redis``: a URL or client; None uses ``OTELCOST_REDIS_URL``, and when that is unset
-    too, the embedded InMemoryBudgetStore. ``options`` go to the exporter.
+    too, the embedded InMemoryBudgetStore. ``environ``: where both variables are read
+    (default ``os.environ``). ``options`` go to the exporter.
     """
     from otelcost.budget.model import load_budgets
 
-    budget_set = load_budgets(budgets)
+    budget_set = load_budgets(budgets, environ=environ)
     if not budget_set:
         return None
-    target = redis if redis is not None else os.environ.get(REDIS_URL_ENV, "").strip() or None
+    target = redis if redis is not None else environment.read(REDIS_URL_ENV, environ)
     if target is not None:
         from otelcost.exporters.redis import RedisBudgetExporter
 

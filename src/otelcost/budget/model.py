@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from otelcost import _json
+from otelcost import _json, environment
 from otelcost.errors import BudgetConfigError
 from otelcost.money import to_nanos
 
@@ -33,7 +33,7 @@ __all__ = [
     "parse_duration",
 ]
 
-BUDGETS_ENV = "OTELCOST_BUDGETS"
+BUDGETS_ENV = environment.BUDGETS
 MAX_LIMIT = 1e12  # currency units; far beyond any real budget, and exact in the Lua script
 MAX_SERVICE_LEN = 256  # characters of a service name the stores accept
 MAX_DELTA_NANOS = 2**53  # exclusive bound of one apply's delta (exact in the Lua script)
@@ -304,17 +304,18 @@ def check_apply(service: object, delta_nanos: object) -> None:
         raise ValueError(f"delta_nanos must be in [0, 2**53), got {delta_nanos}")
 
 
-def load_budgets(source: Any = None) -> BudgetSet:
+def load_budgets(source: Any = None, *, environ: environment.Environ | None = None) -> BudgetSet:
     """Budgets from a BudgetSet, Budget objects, budgets-file dicts, a document or a file path.
 
-    ``None`` reads the path in ``OTELCOST_BUDGETS`` (no budgets when it is unset or empty).
+    ``None`` reads the path in ``OTELCOST_BUDGETS`` from ``environ`` (default ``os.environ``;
+    no budgets when it is unset or blank).
     A budgets file is JSON: ``{"budgets": [{"service": "payment-svc", "limit": 500,
     "period": "24h"}, ...]}``. Anything invalid raises BudgetConfigError naming the entry.
     """
     if isinstance(source, BudgetSet):
         return source
     if source is None:
-        path = os.environ.get(BUDGETS_ENV, "").strip()
+        path = environment.read(BUDGETS_ENV, environ)
         return load_budgets(Path(path)) if path else BudgetSet()
     if isinstance(source, Budget):
         return BudgetSet([source])

@@ -4,12 +4,11 @@ or (``--dsn``) the cost history rolled up in PostgreSQL by ``otelcost rollup``."
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from collections.abc import Sequence
 from typing import Any
 
-from otelcost import _json
+from otelcost import _json, environment
 from otelcost.budget.exporter import REDIS_URL_ENV
 from otelcost.budget.status import BudgetStatus, BudgetUsage
 
@@ -90,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    args.redis_url = args.redis_url or os.environ.get(REDIS_URL_ENV)
+    args.redis_url = environment.choose(args.redis_url, REDIS_URL_ENV)
     if not args.redis_url:
         print(
             f"otelcost report: give --redis-url (or set {REDIS_URL_ENV}) for budgets, "

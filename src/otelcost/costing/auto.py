@@ -23,11 +23,11 @@ took are put back, so traces flow exactly as they would without otelcost.
 from __future__ import annotations
 
 import logging
-import os
 
 from opentelemetry import trace
 from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 
+from otelcost import environment
 from otelcost.costing._ending import ending_hook_supported
 from otelcost.costing.install import PRICING_ENV, install
 
@@ -38,7 +38,7 @@ _logger = logging.getLogger(__name__)
 
 def post_instrument() -> None:
     """The ``opentelemetry_post_instrument`` entry point: install otelcost from the env."""
-    if not os.environ.get(PRICING_ENV, "").strip():
+    if environment.read(PRICING_ENV) is None:
         _logger.debug("otelcost: %s is not set; zero-code setup skipped", PRICING_ENV)
         return
     provider = trace.get_tracer_provider()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import weakref
 from collections.abc import Sequence
@@ -13,6 +12,7 @@ from opentelemetry import trace
 from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 
+from otelcost import environment
 from otelcost.budget.exporter import budget_exporter
 from otelcost.costing.processor import REGION_ENV, CostSpanProcessor, PricingLike, prewarm
 from otelcost.exporters.base import CostExporter
@@ -24,8 +24,8 @@ __all__ = ["CURRENCY_ENV", "PRICING_ENV", "REGION_ENV", "default_exporters", "in
 
 _logger = logging.getLogger(__name__)
 
-PRICING_ENV: Final = "OTELCOST_PRICING"
-CURRENCY_ENV: Final = "OTELCOST_CURRENCY"
+PRICING_ENV: Final = environment.PRICING
+CURRENCY_ENV: Final = environment.CURRENCY
 
 _lock = threading.Lock()
 # One CostSpanProcessor per provider: a second install() must not count spans twice.
@@ -34,7 +34,9 @@ _installed: weakref.WeakKeyDictionary[TracerProvider, CostSpanProcessor] = (
 )
 
 
-def default_exporters(budgets: Any = None) -> list[CostExporter]:
+def default_exporters(
+    budgets: Any = None, *, environ: environment.Environ | None = None
+) -> list[CostExporter]:
     """The cost exporters ``install(exporters=None)`` uses, from its arguments and the env.
 
     - the budget exporter when there are budgets (``budgets``, else the file named by
@@ -43,12 +45,14 @@ def default_exporters(budgets: Any = None) -> list[CostExporter]:
       client properties file from ``OTELCOST_KAFKA_TOPIC``, ``_ENCODING``, ``_CONFIG``);
     - when nothing else is configured, an ``InMemoryCostExporter`` (the embedded default:
       the latest records and exact running totals, bounded).
+
+    ``environ``: where the variables are read (default ``os.environ``).
     """
     exporters: list[CostExporter] = []
-    budget = budget_exporter(budgets)
+    budget = budget_exporter(budgets, environ=environ)
     if budget is not None:
         exporters.append(budget)
-    kafka = kafka_exporter_from_env()
+    kafka = kafka_exporter_from_env(environ)
     if kafka is not None:
         exporters.append(kafka)
     if not exporters:
@@ -66,6 +70,7 @@ def install(
     region: str | None = None,
     currency: str | None = None,
     span_processors: Sequence[SpanProcessor] = (),
+    environ: environment.Environ | None = None,
 ) -> CostSpanProcessor:
     """Price every span of this process and return the CostSpanProcessor doing it.
 
@@ -93,6 +98,8 @@ def install(
         span_processors: more SDK span processors fed with the priced spans by the
             CostSpanProcessor (after the one built for ``span_exporter``); they must not be
             registered on the provider as well.
+        environ: where the ``OTELCOST_*`` variables are read, once, now (default
+            ``os.environ``; see ``otelcost.environment``).
 
     Calling install() again for the same provider returns the processor already installed
     and changes nothing (the new arguments are ignored, with a warning), so spans are never
@@ -133,6 +140,7 @@ def install(
             span_processors,
             region=region,
             currency=currency,
+            environ=environ,
         )
         provider.add_span_processor(processor)
         _installed[provider] = processor
@@ -169,18 +177,19 @@ def _build(
     *,
     region: str | None,
     currency: str | None,
+    environ: environment.Environ | None,
 ) -> CostSpanProcessor:
     if pricing is None:
-        pricing = os.environ.get(PRICING_ENV, "").strip() or None
+        pricing = environment.read(PRICING_ENV, environ)
         if pricing is None:
             raise ValueError(f"no pricing: pass pricing= or set {PRICING_ENV} (a path or URL)")
     if isinstance(pricing, PricingCache):
         prewarm(pricing)
     if exporters is None:
-        chosen = default_exporters(budgets)
+        chosen = default_exporters(budgets, environ=environ)
     else:
         chosen = list(exporters)
-        budget = budget_exporter(budgets)
+        budget = budget_exporter(budgets, environ=environ)
         if budget is not None:
             chosen.append(budget)
     downstream: list[SpanProcessor] = []
@@ -191,6 +200,7 @@ def _build(
         pricing,
         chosen,
         region=region,
-        currency=currency or os.environ.get(CURRENCY_ENV, "").strip() or "USD",
+        currency=currency,
         span_processors=downstream,
+        environ=environ,
     )

@@ -38,6 +38,7 @@ from typing import Any, Final, Literal
 from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 
+from otelcost import environment
 from otelcost.costing._ending import ending_hook_supported
 from otelcost.costing._pipeline import BatchPipeline
 from otelcost.costing.coster import Coster, SpanCost, plain_attributes
@@ -64,7 +65,7 @@ PricingLike = PricingCache | SourceLike
 PricingPath = Literal["auto", "ending_hook", "copy"]
 """Where spans are priced: ``auto`` picks ``ending_hook`` when the SDK offers it."""
 
-REGION_ENV: Final = "OTELCOST_REGION"
+REGION_ENV: Final = environment.REGION
 DEFAULT_MAX_QUEUE_SIZE: Final = 65_536
 DEFAULT_MAX_EXPORT_BATCH_SIZE: Final = 4_096
 DEFAULT_SCHEDULE_DELAY_MILLIS: Final = 1_000
@@ -97,7 +98,8 @@ class CostSpanProcessor(SpanProcessor):
             one of them is there).
         region: ``cost.pricing_region`` and the record's region; default ``OTELCOST_REGION``,
             else the pricing table's region.
-        currency: the currency costs are accounted in. Records carry the table's currency;
+        currency: the currency costs are accounted in; default ``OTELCOST_CURRENCY``, else
+            USD. Records carry the table's currency;
             if the table is in another currency every span is left unpriced with
             ``cost.error`` = ``currency_mismatch: ...`` (amounts in two currencies are
             never mixed silently). Tables without a ``currency`` are USD.
@@ -122,6 +124,8 @@ class CostSpanProcessor(SpanProcessor):
             spans too.
         pricing_path: ``auto`` (default): ``ending_hook`` when this SDK calls it, else
             ``copy``. Forcing ``ending_hook`` on an SDK without it raises ValueError.
+        environ: where ``OTELCOST_REGION`` and ``OTELCOST_CURRENCY`` are read, once, here
+            (default ``os.environ``; see ``otelcost.environment``).
     """
 
     def __init__(
@@ -130,7 +134,7 @@ class CostSpanProcessor(SpanProcessor):
         exporters: Sequence[CostExporter] = (),
         *,
         region: str | None = None,
-        currency: str = "USD",
+        currency: str | None = None,
         max_queue_size: int = DEFAULT_MAX_QUEUE_SIZE,
         max_export_batch_size: int = DEFAULT_MAX_EXPORT_BATCH_SIZE,
         schedule_delay_millis: float = DEFAULT_SCHEDULE_DELAY_MILLIS,
@@ -140,7 +144,9 @@ class CostSpanProcessor(SpanProcessor):
         normalizer: Callable[[str], str] | None = None,
         span_processors: Sequence[SpanProcessor] = (),
         pricing_path: PricingPath = "auto",
+        environ: environment.Environ | None = None,
     ) -> None:
+        currency = environment.choose(currency, environment.CURRENCY, "USD", environ)
         if not currency or not isinstance(currency, str):
             raise ValueError(f"currency must be a non-empty string, got {currency!r}")
         if max_operations_per_service < 1:
@@ -168,9 +174,7 @@ class CostSpanProcessor(SpanProcessor):
         self._coster = Coster(
             self._pricing,
             currency=currency,
-            region=region
-            if region is not None
-            else (os.environ.get(REGION_ENV, "").strip() or None),
+            region=environment.choose(region, environment.REGION, None, environ),
             max_operations_per_service=max_operations_per_service,
             normalizer=normalizer,
         )

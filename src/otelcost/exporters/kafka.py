@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from functools import partial
 from typing import Any, Literal, cast
 
-from otelcost import _json
+from otelcost import _json, environment
 from otelcost.exporters._otlp import encode_otlp_messages
 from otelcost.exporters._overflow import OverflowAggregates
 from otelcost.exporters.base import CostExporter, CostExportResult
@@ -56,11 +56,11 @@ logger = logging.getLogger("otelcost.kafka")
 Encoding = Literal["json", "otlp_json"]
 Message = tuple[str, bytes, list[CostRecord]]  # key (service), value, records in it
 
-BOOTSTRAP_ENV = "OTELCOST_KAFKA_BOOTSTRAP"
-TOPIC_ENV = "OTELCOST_KAFKA_TOPIC"
-ENCODING_ENV = "OTELCOST_KAFKA_ENCODING"
-SCHEMA_ENV = "OTELCOST_KAFKA_SCHEMA"
-CONFIG_ENV = "OTELCOST_KAFKA_CONFIG"
+BOOTSTRAP_ENV = environment.KAFKA_BOOTSTRAP
+TOPIC_ENV = environment.KAFKA_TOPIC
+ENCODING_ENV = environment.KAFKA_ENCODING
+SCHEMA_ENV = environment.KAFKA_SCHEMA
+CONFIG_ENV = environment.KAFKA_CONFIG
 
 # Durable and ordered (acks=all + idempotence), cheap on the wire (linger + zstd), keyed
 # messages placed as Java/kafka-python place them (murmur2), and a local queue bounded in
@@ -492,7 +492,7 @@ class KafkaCostExporter(CostExporter):
         }
 
 
-def kafka_exporter_from_env(environ: Mapping[str, str] | None = None) -> KafkaCostExporter | None:
+def kafka_exporter_from_env(environ: environment.Environ | None = None) -> KafkaCostExporter | None:
     """The exporter ``OTELCOST_KAFKA_*`` describe; None when ``OTELCOST_KAFKA_BOOTSTRAP`` is unset.
 
     - ``OTELCOST_KAFKA_BOOTSTRAP``: ``host:port[,host:port...]``;
@@ -506,21 +506,20 @@ def kafka_exporter_from_env(environ: Mapping[str, str] | None = None) -> KafkaCo
     Raises ValueError for a bad encoding, schema or properties file and OSError when the file
     cannot be read, so a misconfiguration shows at startup rather than as lost records.
     """
-    env = os.environ if environ is None else environ
-    bootstrap = env.get(BOOTSTRAP_ENV, "").strip()
-    if not bootstrap:
+    bootstrap = environment.read(BOOTSTRAP_ENV, environ)
+    if bootstrap is None:
         return None
-    encoding = env.get(ENCODING_ENV, "").strip() or "json"
+    encoding = environment.choose(None, ENCODING_ENV, "json", environ)
     if encoding not in ("json", "otlp_json"):
         raise ValueError(f"{ENCODING_ENV} must be 'json' or 'otlp_json', not {encoding!r}")
-    schema = env.get(SCHEMA_ENV, "").strip() or "2"
+    schema = environment.choose(None, SCHEMA_ENV, "2", environ)
     if schema not in ("1", "2"):
         raise ValueError(f"{SCHEMA_ENV} must be 1 or 2, not {schema!r}")
-    config_path = env.get(CONFIG_ENV, "").strip()
+    config_path = environment.read(CONFIG_ENV, environ)
     config: dict[str, Any] = dict(read_properties(config_path)) if config_path else {}
     return KafkaCostExporter(
         bootstrap,
-        env.get(TOPIC_ENV, "").strip() or None,
+        environment.read(TOPIC_ENV, environ),
         encoding=cast(Encoding, encoding),
         schema=cast(Literal[1, 2], int(schema)),
         **config,
