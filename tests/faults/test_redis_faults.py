@@ -99,7 +99,7 @@ def test_redis_stopped_mid_run_and_restarted(
     assert_latency(baseline, faulted)
     ledger.check()
     assert not ledger.dropped
-    assert enforced["consumed"] == enforced["applied"] + enforced["duplicates"]
+    assert enforced["records"] == enforced["applied"] + enforced["duplicates"]
     assert enforced["store_errors"] > 0 and enforced["dlq"] == 0
 
 
