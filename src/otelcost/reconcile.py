@@ -58,7 +58,7 @@ __all__ = [
     "topic_totals",
 ]
 
-_log = logging.getLogger("otelcost.reconcile")
+_logger = logging.getLogger(__name__)
 
 # A Tansu or Kafka group join takes seconds with librdkafka's defaults; a one-shot run
 # wants it quick and has no long-lived membership to protect.
@@ -574,7 +574,7 @@ def _delete_topic(setup: _Setup) -> None:
     try:
         admin.delete_topics([setup.topic], operation_timeout=10)[setup.topic].result(15)
     except Exception as exc:  # best effort: the run's verdict stands either way
-        _log.warning("could not delete the reconcile topic %s: %s", setup.topic, exc)
+        _logger.warning("could not delete the reconcile topic %s: %s", setup.topic, exc)
 
 
 def _admin(setup: _Setup, admin_class: Any) -> Any:
@@ -590,4 +590,4 @@ def _delete_keys(store: RedisBudgetStore, services: Sequence[str]) -> None:
             fences = list(client.scan_iter(match=f"{_keys.FENCE_PREFIX}{service}}}:*"))
             client.delete(_keys.budget_key(service, _PERIOD), _keys.flag_key(service), *fences)
     except Exception as exc:  # best effort, like the topic
-        _log.warning("could not delete the reconcile keys in Redis: %s", exc)
+        _logger.warning("could not delete the reconcile keys in Redis: %s", exc)

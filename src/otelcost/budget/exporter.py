@@ -36,7 +36,7 @@ from otelcost.exporters.base import CostExportResult, CostSumExporter, CostSums
 
 __all__ = ["REDIS_URL_ENV", "BudgetExporter", "BudgetStore", "budget_exporter"]
 
-_log = logging.getLogger(__name__)
+_logger = logging.getLogger(__name__)
 
 REDIS_URL_ENV = environment.REDIS_URL
 _MAX_BATCH_NANOS = 2**53 - 1  # what one store call accepts
@@ -198,7 +198,7 @@ class BudgetExporter(CostSumExporter):
                 self._wake.set()
             return CostExportResult.SUCCESS
         except Exception:  # never raise into the pipeline
-            _log.exception("otelcost budget exporter: export failed")
+            _logger.exception("otelcost budget exporter: export failed")
             return CostExportResult.FAILURE
 
     def force_flush(self, timeout_millis: int = 30_000) -> bool:
@@ -288,7 +288,7 @@ class BudgetExporter(CostSumExporter):
                 with self._flush_lock:
                     self._flush_once()
             except Exception:  # a bug here must not kill the thread
-                _log.exception("otelcost budget exporter: flush failed")
+                _logger.exception("otelcost budget exporter: flush failed")
 
     def _flush_once(self) -> bool:
         """Apply everything held, oldest batch first per service; False if the store failed."""
@@ -345,7 +345,7 @@ class BudgetExporter(CostSumExporter):
             try:
                 status = self.store.apply(service, held.fenced_nanos, held.fence)
             except ValueError as exc:  # this service's data can never be applied
-                _log.warning("otelcost budget exporter: dropping spend of %r: %s", service, exc)
+                _logger.warning("otelcost budget exporter: dropping spend of %r: %s", service, exc)
                 with self._lock:
                     self._drop(held.records + held.fenced_records, held.nanos + held.fenced_nanos)
                 held.fence, held.fenced_nanos, held.fenced_records = None, 0, 0
@@ -375,7 +375,7 @@ class BudgetExporter(CostSumExporter):
         delay = self._backoff * random.uniform(0.8, 1.2)
         self._retry_at = self._clock() + delay
         if self._backoff == _BACKOFF_START:
-            _log.warning(
+            _logger.warning(
                 "otelcost budget exporter: store unavailable (%s: %s); holding spend and "
                 "retrying with backoff",
                 type(exc).__name__,

@@ -22,7 +22,7 @@ from otelcost import _redis
 
 __all__ = ["DEFAULT_RETRY_AFTER", "BudgetGuard", "FlagReader", "Throttle"]
 
-_log = logging.getLogger(__name__)
+_logger = logging.getLogger(__name__)
 
 DEFAULT_RETRY_AFTER = 60  # seconds, for flags set without a TTL
 _MAX_ENTRIES = 10_000
@@ -144,7 +144,7 @@ class BudgetGuard:
                 self._fetching.discard(service)
                 self.errors += 1
                 self._retry_at = self._clock() + self._backoff
-                _log.warning(
+                _logger.warning(
                     "otelcost budget guard: cannot read throttle flags (%s: %s); failing open, "
                     "next try in %.1f s",
                     type(exc).__name__,

@@ -42,7 +42,7 @@ from otelcost.money import from_nanos
 
 __all__ = ["SCRIPT", "RedisBudgetStore"]
 
-_log = logging.getLogger(__name__)
+_logger = logging.getLogger(__name__)
 
 SCRIPT = resources.files("otelcost.budget").joinpath("_script.lua").read_text("utf-8")
 
@@ -267,5 +267,5 @@ def _stored_budget(service: str, period: str, fields: Mapping[str, str]) -> Budg
             hard_cap=fields["c:hc"] == "1",
         )
     except (KeyError, ValueError, BudgetConfigError) as exc:
-        _log.warning("ignoring unreadable budget state of %r (%s): %s", service, period, exc)
+        _logger.warning("ignoring unreadable budget state of %r (%s): %s", service, period, exc)
         return None

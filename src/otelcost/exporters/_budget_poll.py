@@ -18,7 +18,7 @@ from typing import NamedTuple, Protocol
 
 __all__ = ["BudgetPoint", "BudgetPoller", "BudgetStatusSource"]
 
-_log = logging.getLogger(__name__)
+_logger = logging.getLogger(__name__)
 
 
 class _PeriodStatus(Protocol):
@@ -117,13 +117,13 @@ class BudgetPoller:
                 first = not self._failing
                 self._failing = True
             if first:
-                _log.warning("otelcost: budget gauges cannot read the budget store: %r", exc)
+                _logger.warning("otelcost: budget gauges cannot read the budget store: %r", exc)
             return
         with self._lock:
             self._points = points
             self._ok_at = self._clock()
             if self._failing:
-                _log.warning("otelcost: budget gauges read the budget store again")
+                _logger.warning("otelcost: budget gauges read the budget store again")
             self._failing = False
 
     def _read(self) -> Iterable[BudgetPoint]:

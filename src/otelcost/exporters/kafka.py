@@ -51,7 +51,7 @@ __all__ = [
     "kafka_exporter_from_env",
 ]
 
-logger = logging.getLogger("otelcost.kafka")
+_logger = logging.getLogger("otelcost.kafka")  # documented: docs/runbook.md "Loggers"
 
 Encoding = Literal["json", "otlp_json"]
 Message = tuple[str, bytes, list[CostRecord]]  # key (service), value, records in it
@@ -335,7 +335,7 @@ class KafkaCostExporter(CostExporter):
         # One line per failure streak; stats() counts every occurrence.
         if not self._failing:
             self._failing = True
-            logger.warning(
+            _logger.warning(
                 "Kafka cost stream %s: %s (further failures are counted in stats() "
                 "until deliveries succeed again)",
                 self._topic,
@@ -345,7 +345,7 @@ class KafkaCostExporter(CostExporter):
     def _recovered(self) -> None:
         if self._failing:
             self._failing = False
-            logger.info("Kafka cost stream %s: deliveries succeed again", self._topic)
+            _logger.info("Kafka cost stream %s: deliveries succeed again", self._topic)
 
     # -- librdkafka callbacks (served by poll/flush, lock held) --------------------------
 
@@ -398,7 +398,7 @@ class KafkaCostExporter(CostExporter):
             try:
                 self._user_error_cb(err)
             except Exception:  # raising here would surface in export() via poll()
-                logger.exception("error_cb raised")
+                _logger.exception("error_cb raised")
 
     # -- producer lifecycle ---------------------------------------------------------------
 
@@ -418,7 +418,7 @@ class KafkaCostExporter(CostExporter):
                 self._all_brokers_down = confluent.KafkaError._ALL_BROKERS_DOWN
             except Exception as exc:  # ImportError or KafkaException(_INVALID_ARG)
                 self._unusable = str(exc)
-                logger.error("Kafka cost stream disabled, the producer cannot be created: %s", exc)
+                _logger.error("Kafka cost stream disabled, the producer cannot be created: %s", exc)
         return self._producer
 
     def force_flush(self, timeout_millis: int = 30_000) -> bool:

@@ -14,7 +14,6 @@ in ``stats()["folded"]``.
 
 from __future__ import annotations
 
-import logging
 import os
 import threading
 import weakref
@@ -39,7 +38,6 @@ __all__ = [
     "MetricsCostExporter",
 ]
 
-_log = logging.getLogger(__name__)
 
 COST: Final = "otelcost.cost"
 SPANS_PRICED: Final = "otelcost.spans.priced"

@@ -46,7 +46,7 @@ __all__ = [
     "PricingTable",
 ]
 
-_log = logging.getLogger("otelcost.pricing")
+_logger = logging.getLogger(__name__)
 
 # Regular refreshes run at a random point in the last 10% of refresh_interval, and retries
 # at 50-100% of their backoff delay, so a fleet does not hit the pricing API in lockstep.
@@ -282,14 +282,14 @@ class PricingCache:
             except Exception as exc:  # never let the refresher die; the error is in stats()
                 failures += 1
                 if failures == 1:
-                    _log.warning(
+                    _logger.warning(
                         "pricing refresh from %r failed, keeping the current table: %s",
                         self._source,
                         exc,
                     )
                 if not stale_logged and self._is_stale():
                     stale_logged = True
-                    _log.error(
+                    _logger.error(
                         "pricing table is stale or missing after %d failed refreshes; spans "
                         "get cost.error until a refresh succeeds: %s",
                         failures,
@@ -298,7 +298,7 @@ class PricingCache:
                 delay = self._backoff(failures)
                 continue
             if failures:
-                _log.info(
+                _logger.info(
                     "pricing refresh from %r recovered after %d failures", self._source, failures
                 )
             failures, stale_logged = 0, False

@@ -48,7 +48,7 @@ __all__ = [
     "init_db",
 ]
 
-logger = logging.getLogger("otelcost.rollup")
+_logger = logging.getLogger(__name__)
 
 SCHEMA = "otelcost"
 MINUTE_TABLE = f"{SCHEMA}.cost_minute"
@@ -204,7 +204,7 @@ def init_db(dsn: str, *, timescale: bool | None = None, timeout: float = 10.0) -
                 done.append(_record(conn, 4, "rows keyed by service version and environment"))
         info = SchemaInfo(SCHEMA_VERSION, _uses_timescale(conn), tuple(done))
     for description in done:
-        logger.info("applied migration: %s", description)
+        _logger.info("applied migration: %s", description)
     return info
 
 
@@ -243,7 +243,7 @@ def apply_retention(dsn: str, *, days: int = DEFAULT_RETENTION_DAYS, timeout: fl
         cutoff = row[0]
         if timescale:
             _timescale.drop_before(conn, MINUTE_TABLE, cutoff)
-            logger.info("dropped chunks of %s before %s", MINUTE_TABLE, cutoff)
+            _logger.info("dropped chunks of %s before %s", MINUTE_TABLE, cutoff)
             return -1
         deleted = 0
         while True:
@@ -257,7 +257,7 @@ def apply_retention(dsn: str, *, days: int = DEFAULT_RETENTION_DAYS, timeout: fl
             deleted += count
             if count < _DELETE_CHUNK:
                 break
-    logger.info("retention: deleted %d rows of %s before %s", deleted, MINUTE_TABLE, cutoff)
+    _logger.info("retention: deleted %d rows of %s before %s", deleted, MINUTE_TABLE, cutoff)
     return deleted
 
 
@@ -291,7 +291,7 @@ def _want_timescale(conn: psycopg.Connection[Any], wanted: bool | None) -> bool:
         if wanted:
             raise SchemaError(f"cannot create the timescaledb extension: {exc}") from exc
         # e.g. installed but not in shared_preload_libraries, or no privilege
-        logger.warning("TimescaleDB is available but unusable (%s): plain PostgreSQL", exc)
+        _logger.warning("TimescaleDB is available but unusable (%s): plain PostgreSQL", exc)
         return False
     return True
 

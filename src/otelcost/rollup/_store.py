@@ -12,7 +12,6 @@ message is counted once.
 from __future__ import annotations
 
 import contextlib
-import logging
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -27,7 +26,6 @@ from otelcost.stream._consume import DeadLetter
 
 __all__ = ["RollupStore", "StoreUnavailableError", "Written"]
 
-logger = logging.getLogger("otelcost.rollup")
 
 _UPSERT = f"""
 INSERT INTO {MINUTE_TABLE} AS m

@@ -48,7 +48,7 @@ __all__ = [
     "take",
 ]
 
-logger = logging.getLogger("otelcost.consume")
+_logger = logging.getLogger(__name__)
 
 #: Header on a dead letter: why the message was rejected ("field: reason").
 ERROR_HEADER = "otelcost-error"
@@ -324,7 +324,7 @@ def _mark_delivered(letter: DeadLetter) -> Callable[[Any, Any], None]:
         if err is None:
             letter.delivered = True
         else:
-            logger.warning(
+            _logger.warning(
                 "dead letter from partition %d offset %d not delivered: %s",
                 letter.partition,
                 letter.offset,
