@@ -18,9 +18,10 @@ from typing import Final
 
 from otelcost.pricing._genai import read_usage
 
-__all__ = ["DEFAULT_WINDOW_MS", "CallDedupe"]
+__all__ = ["DEFAULT_WINDOW_MS", "RESPONSE_ID", "CallDedupe"]
 
-_RESPONSE_ID: Final = "gen_ai.response.id"
+RESPONSE_ID: Final = "gen_ai.response.id"
+"""Spans without it are always first: callers may skip ``first`` for them."""
 DEFAULT_WINDOW_MS: Final = 120_000
 """How long after its first span a call's other spans are recognised as the same call."""
 DEFAULT_SIZE: Final = 16_384
@@ -45,7 +46,7 @@ class CallDedupe:
         """False when ``attributes`` describe a call already charged (within the window):
         the same ``gen_ai.response.id`` and input token count. Spans without a response id
         are always first."""
-        response_id = attributes.get(_RESPONSE_ID)
+        response_id = attributes.get(RESPONSE_ID)
         if not isinstance(response_id, str) or not response_id:
             return True
         usage = read_usage(attributes)

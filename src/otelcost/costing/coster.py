@@ -26,7 +26,7 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import SpanContext, SpanKind, format_span_id, format_trace_id
 from opentelemetry.util.types import AttributeValue
 
-from otelcost.costing._calls import CallDedupe
+from otelcost.costing._calls import RESPONSE_ID, CallDedupe
 from otelcost.costing.normalize import normalize_path
 from otelcost.costing.operation import (
     NAMING_ATTRIBUTES,
@@ -507,8 +507,11 @@ class Coster:
             except PricingError as exc:
                 error = _error(PRICING_ERROR, exc)
             else:
-                # One GenAI call, one charge: its other root spans are not billable.
-                if charge is None or not self.calls.first(attributes, timestamp_ms):
+                # One GenAI call, one charge: its other root spans are not billable. Only
+                # spans with a response id can be one of those (most spans: one `in`).
+                if charge is None or (
+                    RESPONSE_ID in attributes and not self.calls.first(attributes, timestamp_ms)
+                ):
                     billable = False
                 else:
                     nanos, usage = charge

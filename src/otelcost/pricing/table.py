@@ -65,6 +65,7 @@ _CURRENCY: Final = re.compile(r"[A-Z]{3}")
 _MAX_LABEL: Final = 128
 _MAX_KEY_IN_MESSAGE: Final = 120
 _EMPTY_UNITS: Final[Mapping[str, float]] = MappingProxyType({})
+_new_tuple: Final = tuple.__new__
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _ONE_MS: Final = timedelta(milliseconds=1)
 
@@ -347,7 +348,8 @@ class Price:
             )
         scaled = total * NANOS_PER_UNIT
         nanos = round(scaled)
-        if abs(abs(scaled - nanos) - 0.5) < max(1e-6, scaled * 1e-13):
+        off_half = abs(abs(scaled - nanos) - 0.5)
+        if off_half < 1e-6 or off_half < scaled * 1e-13:
             # Close to a half nano-unit, where float error could round the other way:
             # the exact decimal sum of the prices as written decides.
             nanos = self._exact_nanos(base, usage)
@@ -453,6 +455,14 @@ class PriceMatch:
     price: Price
     targeted: bool
     schedule: PriceSchedule | None = None
+    # A price of duration and requests only (no schedule, catalog or per_unit): charge()
+    # then reads no attribute, which is most spans' case, so it is decided here once.
+    _flat: bool = field(init=False, repr=False, compare=False, default=False)
+
+    def __post_init__(self) -> None:
+        price = self.price
+        flat = self.schedule is None and price.catalog is None and not price.per_unit
+        object.__setattr__(self, "_flat", flat)
 
     def price_at(self, end_ms: int) -> Price:
         """The price in force at ``end_ms`` (UTC epoch ms); PricingNotFoundError before a
@@ -482,6 +492,13 @@ class PriceMatch:
         one rule. Raises PricingNotFoundError when a dated entry has no price in force at
         ``end_ms``, and PricingError for an amount out of range.
         """
+        if self._flat:
+            if entry or self.targeted:
+                # tuple.__new__: NamedTuple's generated __new__ is one more Python frame.
+                return _new_tuple(
+                    Charge, (self.price.cost_nanos(duration_ms, _EMPTY_UNITS), _EMPTY_UNITS)
+                )
+            return None
         price = self.price if self.schedule is None else self.price_at(end_ms)
         if price.catalog is not None:
             return self._catalog_charge(price, entry, duration_ms, attributes, end_ms)
