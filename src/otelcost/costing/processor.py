@@ -41,7 +41,7 @@ from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 from otelcost import environment
 from otelcost.costing._ending import ending_hook_supported
 from otelcost.costing._pipeline import BatchPipeline
-from otelcost.costing.coster import Coster, SpanCost, plain_attributes
+from otelcost.costing.coster import Coster, Named, SpanCost, plain_attributes
 from otelcost.costing.enrich import enriched_copy
 from otelcost.exporters.base import (
     CostExporter,
@@ -503,11 +503,13 @@ class CostSpanProcessor(SpanProcessor):
 
     def _export_batch(self, batch: Sequence[SpanCost]) -> None:
         """Export worker: count, sum, build records if asked, hand them to every exporter."""
-        sums: dict[tuple[str, str, str], list[int]] = {}
+        # Summed per Named first (an identity hash, no key tuple per span); every snapshot
+        # of one Coster is in the Coster's currency.
+        by_named: dict[Named, list[int]] = {}
         unpriced: dict[tuple[str, str], int] = {}
         reasons = self._unpriced
         records: list[CostRecord] | None = [] if self._record_exporters else None
-        priced = not_billable = folded = 0
+        not_billable = folded = 0
         for cost in batch:
             named = cost.named
             error = cost.error
@@ -517,19 +519,27 @@ class CostSpanProcessor(SpanProcessor):
                 key = (named.service, reason)
                 unpriced[key] = unpriced.get(key, 0) + 1
             elif cost.billable:
-                priced += 1
-                total = sums.get((named.service, named.operation, cost.currency))
+                total = by_named.get(named)
                 if total is None:
-                    total = sums[named.service, named.operation, cost.currency] = [0, 0]
+                    total = by_named[named] = [0, 0]
                 total[0] += cost.nanos
                 total[1] += 1
             else:
                 not_billable += 1
             if named.folded:
                 folded += 1
-            context = cost.context
-            if records is not None and context is not None:
-                records.append(cost.record(context.trace_id, context.span_id))
+            if records is not None:
+                context = cost.context
+                if context is not None:
+                    records.append(cost.record(context.trace_id, context.span_id))
+        currency = self._coster.currency
+        sums: dict[tuple[str, str, str], list[int]] = {}
+        priced = 0
+        for named, (nanos, count) in by_named.items():
+            priced += count
+            total = sums.setdefault((named.service, named.operation, currency), [0, 0])
+            total[0] += nanos
+            total[1] += count
         self._priced += priced
         self._not_billable += not_billable
         self._folded += folded
