@@ -34,7 +34,7 @@ import redis
 
 from bench._report import Metric, Result, command, environment, main_for, summary, table
 from otelcost.budget import Budget, RedisBudgetStore
-from otelcost.exporters.redis import RedisBudgetExporter
+from otelcost.exporters import RedisBudgetExporter
 from otelcost.record import CostRecord
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))

@@ -195,8 +195,7 @@ def _cost_exporters(config: str, params: dict[str, Any]) -> list[Any]:
         MetricsCostExporter(_support.noop_meter_provider()),
     ]
     if config == "otelcost-all":
-        from otelcost.exporters import KafkaCostExporter
-        from otelcost.exporters.redis import RedisBudgetExporter
+        from otelcost.exporters import KafkaCostExporter, RedisBudgetExporter
 
         exporters.append(RedisBudgetExporter(params["redis_url"], budgets))
         exporters.append(KafkaCostExporter(params["bootstrap"], params["topic"]))

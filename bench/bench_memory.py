@@ -188,8 +188,12 @@ def _cost_processor(params: dict[str, Any], downstream: Any) -> tuple[Any, dict[
 
     from otelcost import CostSpanProcessor
     from otelcost.budget import Budget
-    from otelcost.exporters import InMemoryCostExporter, KafkaCostExporter, MetricsCostExporter
-    from otelcost.exporters.redis import RedisBudgetExporter
+    from otelcost.exporters import (
+        InMemoryCostExporter,
+        KafkaCostExporter,
+        MetricsCostExporter,
+        RedisBudgetExporter,
+    )
 
     exporters = {
         "memory": InMemoryCostExporter(),

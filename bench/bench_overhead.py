@@ -204,8 +204,7 @@ class _Setup:
 def _cost_exporters(setup: str, params: dict[str, Any]) -> list[Any]:
     from bench._support import noop_meter_provider
     from otelcost.budget import Budget
-    from otelcost.exporters import KafkaCostExporter, MetricsCostExporter
-    from otelcost.exporters.redis import RedisBudgetExporter
+    from otelcost.exporters import KafkaCostExporter, MetricsCostExporter, RedisBudgetExporter
 
     if setup == "enrich":
         return []

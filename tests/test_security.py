@@ -33,8 +33,8 @@ from otelcost import _redis, reconcile
 from otelcost.budget import Budget, BudgetGuard, RedisBudgetStore, _keys
 from otelcost.cli import enforce as enforce_cli
 from otelcost.errors import PricingError
+from otelcost.exporters import RedisBudgetExporter
 from otelcost.exporters.kafka import KafkaCostExporter, kafka_exporter_from_env
-from otelcost.exporters.redis import RedisBudgetExporter
 from otelcost.pricing import HttpPricingSource
 from otelcost.record import CostRecord
 from otelcost.stream._enforce_batch import Batch
@@ -168,7 +168,7 @@ def test_rediss_urls_give_tls_connections_on_every_path() -> None:
         "connect": _redis.connect(url),
         "exporter": RedisBudgetExporter(url, [Budget("*", 1.0)]).store.client,
         "store": RedisBudgetStore(url).client,
-        "guard": BudgetGuard(url)._reader._client,  # type: ignore[attr-defined]
+        "guard": BudgetGuard(url)._read_flag.__self__._client,  # type: ignore[attr-defined]
     }
     for path, client in clients.items():
         pool = client.connection_pool

@@ -40,9 +40,9 @@ from otelcost.budget.model import Budget, BudgetSet
 from otelcost.budget.redis_store import RedisBudgetStore
 from otelcost.costing.processor import CostSpanProcessor
 from otelcost.errors import InvalidRecordError
+from otelcost.exporters import RedisBudgetExporter
 from otelcost.exporters.kafka import KafkaCostExporter
 from otelcost.exporters.memory import InMemoryCostExporter
-from otelcost.exporters.redis import RedisBudgetExporter
 from otelcost.money import from_nanos, to_nanos
 from otelcost.stream._consume import decode
 from otelcost.stream._kafka import client_config, import_confluent

@@ -41,8 +41,7 @@ from opentelemetry.sdk.trace.export import (
 
 import otelcost
 from _wsgi import App
-from otelcost.exporters import KafkaCostExporter
-from otelcost.exporters.redis import RedisBudgetExporter
+from otelcost.exporters import KafkaCostExporter, RedisBudgetExporter
 from otelcost.money import to_nanos
 
 

@@ -31,8 +31,7 @@ from _wsgi import App, Served
 from otelcost import CostSpanProcessor
 from otelcost.budget import Budget, BudgetGuard, BudgetWSGIMiddleware, RedisBudgetStore
 from otelcost.costing.processor import PricingLike
-from otelcost.exporters import InMemoryCostExporter, KafkaCostExporter
-from otelcost.exporters.redis import RedisBudgetExporter
+from otelcost.exporters import InMemoryCostExporter, KafkaCostExporter, RedisBudgetExporter
 from otelcost.reconcile import CostSumSpanExporter, rolling_spend
 
 SERVICE = "shop"

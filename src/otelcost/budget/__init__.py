@@ -7,7 +7,6 @@ The ``redis`` package is only needed once a Redis store, exporter or guard is cr
 
 from __future__ import annotations
 
-from otelcost.budget.exporter import BudgetExporter, budget_exporter
 from otelcost.budget.fence import Fence, FenceOverlapError
 from otelcost.budget.guard import BudgetGuard, Throttle
 from otelcost.budget.memory_store import InMemoryBudgetStore
@@ -24,6 +23,7 @@ from otelcost.budget.model import (
 from otelcost.budget.redis_store import RedisBudgetStore
 from otelcost.budget.status import BudgetStatus, BudgetUsage
 from otelcost.errors import BudgetConfigError
+from otelcost.exporters.budget import BudgetExporter, budget_exporter
 
 __all__ = [
     "BUDGETS_ENV",

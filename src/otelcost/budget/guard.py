@@ -16,11 +16,16 @@ import math
 import threading
 import time
 from collections.abc import Callable
-from typing import Any, NamedTuple, Protocol
+from typing import TYPE_CHECKING, NamedTuple
 
 from otelcost import _redis
+from otelcost.budget.store import BudgetStore, RedisLike
 
-__all__ = ["DEFAULT_RETRY_AFTER", "BudgetGuard", "FlagReader", "Throttle"]
+if TYPE_CHECKING:
+    from redis import Redis
+    from redis.cluster import RedisCluster
+
+__all__ = ["DEFAULT_RETRY_AFTER", "BudgetGuard", "Throttle"]
 
 _logger = logging.getLogger(__name__)
 
@@ -28,12 +33,6 @@ DEFAULT_RETRY_AFTER = 60  # seconds, for flags set without a TTL
 _MAX_ENTRIES = 10_000
 _BACKOFF_START = 0.5
 _BACKOFF_MAX = 30.0
-
-
-class FlagReader(Protocol):
-    """Reads a throttle flag: ``(value, remaining ttl in ms)``, ``(None, None)`` when absent."""
-
-    def read_flag(self, service: str) -> tuple[str | None, int | None]: ...
 
 
 class Throttle(NamedTuple):
@@ -50,7 +49,7 @@ class _Entry(NamedTuple):
 
 
 class _RedisFlags:
-    def __init__(self, client: Any) -> None:
+    def __init__(self, client: Redis | RedisCluster) -> None:
         from otelcost.budget import _keys
 
         self._client = client
@@ -78,7 +77,7 @@ class BudgetGuard:
 
     def __init__(
         self,
-        source: Any,
+        source: BudgetStore | RedisLike,
         *,
         max_staleness: float = 1.0,
         timeout: float = 0.25,
@@ -86,8 +85,10 @@ class BudgetGuard:
     ) -> None:
         if max_staleness < 0 or timeout <= 0:
             raise ValueError("max_staleness must be >= 0 and timeout > 0")
-        if callable(getattr(source, "read_flag", None)):
-            self._reader: FlagReader = source
+        self._read_flag: Callable[[str], tuple[str | None, int | None]]
+        read_flag = getattr(source, "read_flag", None)  # a store; else Redis
+        if callable(read_flag):
+            self._read_flag = read_flag
         else:
             client = _redis.connect(
                 source,
@@ -95,7 +96,7 @@ class BudgetGuard:
                 socket_connect_timeout=timeout,
                 retries=0,
             )
-            self._reader = _RedisFlags(client)
+            self._read_flag = _RedisFlags(client).read_flag
         self.max_staleness = max_staleness
         self._clock = clock
         self._lock = threading.Lock()
@@ -138,7 +139,7 @@ class BudgetGuard:
                 return stale  # another thread is reading it, or Redis is backing off
             self._fetching.add(service)
         try:
-            value, ttl_ms = self._reader.read_flag(service)
+            value, ttl_ms = self._read_flag(service)
         except Exception as exc:  # fail open: any error means "answer from what we know"
             with self._lock:
                 self._fetching.discard(service)

@@ -11,10 +11,9 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
 
 from otelcost.budget.fence import Fence, FenceOverlapError
-from otelcost.budget.model import BudgetSet, check_apply, load_budgets
+from otelcost.budget.model import BudgetSet, BudgetsLike, check_apply, load_budgets
 from otelcost.budget.policy import FLAG_SOURCE_PREFIX, BudgetState, evaluate
 from otelcost.budget.status import BudgetStatus
 
@@ -37,7 +36,7 @@ class InMemoryBudgetStore:
 
     def __init__(
         self,
-        budgets: Any = (),
+        budgets: BudgetsLike = (),
         *,
         clock: Callable[[], int] = wall_clock_ms,
         fence_ttl: float = 7 * 86_400.0,
@@ -58,7 +57,7 @@ class InMemoryBudgetStore:
         return self._budgets
 
     @budgets.setter
-    def budgets(self, budgets: Any) -> None:
+    def budgets(self, budgets: BudgetsLike) -> None:
         self._budgets = load_budgets(budgets)
 
     def apply(self, service: str, delta_nanos: int, fence: Fence | None = None) -> BudgetStatus:

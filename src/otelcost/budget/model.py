@@ -13,7 +13,7 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeAlias, Union
 
 from otelcost import _json, environment
 from otelcost.errors import BudgetConfigError
@@ -27,6 +27,7 @@ __all__ = [
     "PERIODS",
     "Budget",
     "BudgetSet",
+    "BudgetsLike",
     "Period",
     "check_apply",
     "load_budgets",
@@ -304,7 +305,17 @@ def check_apply(service: object, delta_nanos: object) -> None:
         raise ValueError(f"delta_nanos must be in [0, 2**53), got {delta_nanos}")
 
 
-def load_budgets(source: Any = None, *, environ: environment.Environ | None = None) -> BudgetSet:
+BudgetsLike: TypeAlias = Union[
+    BudgetSet, Budget, str, "os.PathLike[str]", Mapping[str, Any], Sequence[Any], None
+]
+"""What ``budgets=`` parameters accept (see ``load_budgets``): a BudgetSet, a Budget, a
+budgets-file path, a budgets document, a sequence of Budgets or entry dicts, or None for
+the file named by ``OTELCOST_BUDGETS``."""
+
+
+def load_budgets(
+    source: BudgetsLike = None, *, environ: environment.Environ | None = None
+) -> BudgetSet:
     """Budgets from a BudgetSet, Budget objects, budgets-file dicts, a document or a file path.
 
     ``None`` reads the path in ``OTELCOST_BUDGETS`` from ``environ`` (default ``os.environ``;

@@ -37,6 +37,7 @@ from otelcost.budget.model import (
 )
 from otelcost.budget.policy import BudgetState, evaluate
 from otelcost.budget.status import BudgetStatus, BudgetUsage
+from otelcost.budget.store import BudgetsLike, RedisLike
 from otelcost.errors import BudgetConfigError
 from otelcost.money import from_nanos
 
@@ -61,8 +62,8 @@ class RedisBudgetStore:
 
     def __init__(
         self,
-        redis: Any,
-        budgets: Any = (),
+        redis: RedisLike,
+        budgets: BudgetsLike = (),
         *,
         clock: Callable[[], int] | None = None,
         fence_ttl: float = 7 * 86_400.0,

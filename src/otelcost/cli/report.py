@@ -9,8 +9,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from otelcost import _json, environment
-from otelcost.budget.exporter import REDIS_URL_ENV
 from otelcost.budget.status import BudgetStatus, BudgetUsage
+from otelcost.exporters.budget import REDIS_URL_ENV
 
 __all__ = ["register", "render_table", "report_document", "run"]
 

@@ -6,16 +6,17 @@ import logging
 import threading
 import weakref
 from collections.abc import Sequence
-from typing import Any, Final
+from typing import Final
 
 from opentelemetry import trace
 from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 
 from otelcost import environment
-from otelcost.budget.exporter import budget_exporter
+from otelcost.budget.model import BudgetsLike
 from otelcost.costing.processor import REGION_ENV, CostSpanProcessor, PricingLike, prewarm
 from otelcost.exporters.base import CostExporter
+from otelcost.exporters.budget import budget_exporter
 from otelcost.exporters.kafka import kafka_exporter_from_env
 from otelcost.exporters.memory import InMemoryCostExporter
 from otelcost.pricing import PricingCache
@@ -35,7 +36,7 @@ _installed: weakref.WeakKeyDictionary[TracerProvider, CostSpanProcessor] = (
 
 
 def default_exporters(
-    budgets: Any = None, *, environ: environment.Environ | None = None
+    budgets: BudgetsLike = None, *, environ: environment.Environ | None = None
 ) -> list[CostExporter]:
     """The cost exporters ``install(exporters=None)`` uses, from its arguments and the env.
 
@@ -64,7 +65,7 @@ def install(
     pricing: PricingLike | None = None,
     *,
     exporters: Sequence[CostExporter] | None = None,
-    budgets: Any = None,
+    budgets: BudgetsLike = None,
     span_exporter: SpanExporter | None = None,
     tracer_provider: TracerProvider | None = None,
     region: str | None = None,
@@ -171,7 +172,7 @@ def _provider(tracer_provider: TracerProvider | None) -> TracerProvider:
 def _build(
     pricing: PricingLike | None,
     exporters: Sequence[CostExporter] | None,
-    budgets: Any,
+    budgets: BudgetsLike,
     span_exporter: SpanExporter | None,
     span_processors: Sequence[SpanProcessor],
     *,

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+# otelcost.budget re-exports BudgetExporter from otelcost.exporters.budget, which is built on
+# otelcost.budget's stores: load that package first, so that whichever of the two packages
+# is imported first, otelcost.exporters.budget runs only once otelcost.budget is importable.
+import otelcost.budget  # noqa: F401
 from otelcost.exporters.base import (
     CostExporter,
     CostExportResult,
@@ -9,12 +13,14 @@ from otelcost.exporters.base import (
     CostSumExporter,
     CostSums,
 )
+from otelcost.exporters.budget import BudgetExporter, RedisBudgetExporter
 from otelcost.exporters.console import ConsoleCostExporter
 from otelcost.exporters.kafka import KafkaCostExporter
 from otelcost.exporters.memory import InMemoryCostExporter
 from otelcost.exporters.metrics import MetricsCostExporter
 
 __all__ = [
+    "BudgetExporter",
     "ConsoleCostExporter",
     "CostExportResult",
     "CostExporter",
@@ -26,12 +32,3 @@ __all__ = [
     "MetricsCostExporter",
     "RedisBudgetExporter",
 ]
-
-
-def __getattr__(name: str) -> object:
-    # Lazy: otelcost.exporters.redis imports otelcost.budget, which imports this package.
-    if name == "RedisBudgetExporter":
-        from otelcost.exporters.redis import RedisBudgetExporter
-
-        return RedisBudgetExporter
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

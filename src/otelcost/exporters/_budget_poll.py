@@ -14,37 +14,13 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Iterable, Sequence
-from typing import NamedTuple, Protocol
+from typing import NamedTuple
 
-__all__ = ["BudgetPoint", "BudgetPoller", "BudgetStatusSource"]
+from otelcost.budget.store import BudgetStore
+
+__all__ = ["BudgetPoint", "BudgetPoller"]
 
 _logger = logging.getLogger(__name__)
-
-
-class _PeriodStatus(Protocol):
-    @property
-    def period(self) -> str: ...
-    @property
-    def limit(self) -> float: ...
-    @property
-    def spend(self) -> float: ...
-    @property
-    def utilization(self) -> float: ...
-
-
-class _ServiceStatus(Protocol):
-    @property
-    def throttled(self) -> bool: ...
-    @property
-    def budgets(self) -> Sequence[_PeriodStatus]: ...
-
-
-class BudgetStatusSource(Protocol):
-    """What the gauges need from a budget store (InMemoryBudgetStore, RedisBudgetStore)."""
-
-    def services(self) -> Iterable[str]: ...
-
-    def status(self, service: str) -> _ServiceStatus: ...
 
 
 class BudgetPoint(NamedTuple):
@@ -63,7 +39,7 @@ class BudgetPoller:
 
     def __init__(
         self,
-        store: BudgetStatusSource,
+        store: BudgetStore,
         *,
         refresh_interval: float,
         timeout: float,

@@ -23,7 +23,8 @@ from typing import Final
 from opentelemetry import metrics
 from opentelemetry.metrics import CallbackOptions, Meter, MeterProvider, Observation
 
-from otelcost.exporters._budget_poll import BudgetPoller, BudgetStatusSource
+from otelcost.budget.store import BudgetStore
+from otelcost.exporters._budget_poll import BudgetPoller
 from otelcost.exporters.base import CostExportResult, CostSumExporter, CostSums
 from otelcost.money import from_nanos
 
@@ -105,7 +106,7 @@ class MetricsCostExporter(CostSumExporter):
         self,
         meter_provider: MeterProvider | None = None,
         *,
-        budget_store: BudgetStatusSource | None = None,
+        budget_store: BudgetStore | None = None,
         currency: str = "USD",
         max_series: int = 10_000,
         budget_refresh_interval: float = 5.0,

@@ -14,11 +14,11 @@ first offset the store has not seen (``FenceOverlapError.last_seq``).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Protocol
 
 from otelcost.budget.fence import Fence, FenceOverlapError
 from otelcost.budget.model import MAX_DELTA_NANOS
 from otelcost.budget.status import BudgetStatus
+from otelcost.budget.store import BudgetStore
 from otelcost.stream._consume import (
     ERROR_HEADER,
     SOURCE_HEADER,
@@ -34,18 +34,11 @@ __all__ = [
     "SOURCE_HEADER",
     "Applied",
     "Batch",
-    "BudgetApplier",
     "DeadLetter",
     "Group",
     "apply_group",
     "decode",
 ]
-
-
-class BudgetApplier(Protocol):
-    """What the enforcer needs of a budget store (``RedisBudgetStore`` is one)."""
-
-    def apply(self, service: str, delta_nanos: int, fence: Fence | None) -> BudgetStatus: ...
 
 
 @dataclass(slots=True)
@@ -136,7 +129,7 @@ class Batch:
         return f"kafka:{self.topic}:{partition}"
 
 
-def apply_group(store: BudgetApplier, producer: str, service: str, group: Group) -> Applied:
+def apply_group(store: BudgetStore, producer: str, service: str, group: Group) -> Applied:
     """Apply one group's spend at most once (see the module docs); store errors propagate.
 
     A group whose sum reaches the store's per-call limit (2**53 nanos) is applied in
@@ -167,7 +160,7 @@ def apply_group(store: BudgetApplier, producer: str, service: str, group: Group)
 
 
 def _apply_chunk(
-    store: BudgetApplier,
+    store: BudgetStore,
     producer: str,
     service: str,
     *,

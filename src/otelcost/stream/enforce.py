@@ -22,8 +22,9 @@ from typing import Any, ClassVar
 
 import redis
 
+from otelcost.budget.store import BudgetStore
 from otelcost.stream._consume import DeadLetterError
-from otelcost.stream._enforce_batch import Batch, BudgetApplier, apply_group
+from otelcost.stream._enforce_batch import Batch, apply_group
 from otelcost.stream._kafka import DEFAULT_GROUP, DEFAULT_TOPIC, import_confluent
 from otelcost.stream.consumer import RetryLaterError, StreamConsumer
 
@@ -59,7 +60,7 @@ class Enforcer(StreamConsumer[Batch]):
     def __init__(
         self,
         bootstrap_servers: str,
-        store: BudgetApplier,
+        store: BudgetStore,
         *,
         topic: str = DEFAULT_TOPIC,
         group: str = DEFAULT_GROUP,

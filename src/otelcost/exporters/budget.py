@@ -1,5 +1,8 @@
 """BudgetExporter: a CostSumExporter that feeds a budget store, O(services) store calls per second.
 
+RedisBudgetExporter is one over a RedisBudgetStore; ``budget_exporter()`` picks one from
+the arguments and the environment (what ``install(budgets=...)`` uses).
+
 ``export_sums`` only adds each batch's deltas to an in-memory per-service total under a
 lock; it never touches the network. A flusher thread applies the totals to the store about once per
 ``flush_interval``, earlier when a service's pending spend reaches ``early_fraction`` of
@@ -26,15 +29,17 @@ import time
 import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 from otelcost import environment
 from otelcost.budget.fence import Fence
-from otelcost.budget.model import BudgetSet
-from otelcost.budget.status import BudgetStatus
+from otelcost.budget.memory_store import InMemoryBudgetStore
+from otelcost.budget.model import BudgetsLike, load_budgets
+from otelcost.budget.redis_store import RedisBudgetStore
+from otelcost.budget.store import BudgetStore, RedisLike
 from otelcost.exporters.base import CostExportResult, CostSumExporter, CostSums
 
-__all__ = ["REDIS_URL_ENV", "BudgetExporter", "BudgetStore", "budget_exporter"]
+__all__ = ["REDIS_URL_ENV", "BudgetExporter", "RedisBudgetExporter", "budget_exporter"]
 
 _logger = logging.getLogger(__name__)
 
@@ -42,15 +47,6 @@ REDIS_URL_ENV = environment.REDIS_URL
 _MAX_BATCH_NANOS = 2**53 - 1  # what one store call accepts
 _BACKOFF_START = 0.5
 _BACKOFF_MAX = 30.0
-
-
-class BudgetStore(Protocol):
-    """What the exporter needs: RedisBudgetStore and InMemoryBudgetStore both provide it."""
-
-    @property
-    def budgets(self) -> BudgetSet: ...
-
-    def apply(self, service: str, delta_nanos: int, fence: Fence | None = None) -> BudgetStatus: ...
 
 
 @dataclass(slots=True)
@@ -384,10 +380,36 @@ class BudgetExporter(CostSumExporter):
         self._backoff = min(self._backoff * 2, _BACKOFF_MAX)
 
 
+class RedisBudgetExporter(BudgetExporter):
+    """A BudgetExporter over a RedisBudgetStore.
+
+    ``redis`` is a URL (``redis://``, ``rediss://``, ``unix://``, ``redis+cluster://``,
+    ``redis+sentinel://``; clients built from URLs get 1 s socket/connect timeouts, two
+    retries with jittered exponential backoff and health checks) or a redis-py client
+    (``Redis``, a Sentinel master, ``RedisCluster``) used as configured. ``budgets`` is
+    anything ``otelcost.budget.load_budgets`` accepts (None: ``OTELCOST_BUDGETS``).
+    ``clock`` (epoch ms) is for tests; by default the Redis server's clock decides windows.
+    Other keyword arguments are BudgetExporter's (flush_interval, max_hold, ...).
+    """
+
+    def __init__(
+        self,
+        redis: RedisLike,
+        budgets: BudgetsLike = None,
+        *,
+        clock: Callable[[], int] | None = None,
+        fence_ttl: float = 7 * 86_400.0,
+        **options: Any,
+    ) -> None:
+        super().__init__(
+            RedisBudgetStore(redis, budgets, clock=clock, fence_ttl=fence_ttl), **options
+        )
+
+
 def budget_exporter(
-    budgets: Any = None,
+    budgets: BudgetsLike = None,
     *,
-    redis: Any = None,
+    redis: RedisLike | None = None,
     environ: environment.Environ | None = None,
     **options: Any,
 ) -> BudgetExporter | None:
@@ -398,16 +420,10 @@ def budget_exporter(
     too, the embedded InMemoryBudgetStore. ``environ``: where both variables are read
     (default ``os.environ``). ``options`` go to the exporter.
     """
-    from otelcost.budget.model import load_budgets
-
     budget_set = load_budgets(budgets, environ=environ)
     if not budget_set:
         return None
     target = redis if redis is not None else environment.read(REDIS_URL_ENV, environ)
     if target is not None:
-        from otelcost.exporters.redis import RedisBudgetExporter
-
         return RedisBudgetExporter(target, budget_set, **options)
-    from otelcost.budget.memory_store import InMemoryBudgetStore
-
     return BudgetExporter(InMemoryBudgetStore(budget_set), **options)
