@@ -259,9 +259,10 @@ def test_a_broker_outage_never_stalls_an_export(
     # reports at once (the stall this guards against) took seconds. Thread CPU, with slack
     # for a loaded machine.
     assert worst < 0.2, worst
-    # The queue was folded after 10 s: what is left is one probe aggregate per service.
-    assert during["in_queue"] <= len(_SERVICES)
-    assert during["overflow_pending_spans"] > 0
+    # The queue was folded after 10 s (of 2,800 messages produced in the outage): what is
+    # left is a few probes and messages librdkafka had already handed to the connection.
+    assert during["in_queue"] <= 100
+    assert during["overflowed"] > 40_000  # most of the outage's spans were folded
     assert stats["spans"] == stats["delivered_spans"] == 60_000
     assert stats["dropped_spans"] == stats["invalid_spans"] == 0
 

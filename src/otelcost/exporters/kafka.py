@@ -89,10 +89,11 @@ _HEADERS: Mapping[int, list[tuple[str, bytes]]] = {
 _MESSAGE_MAX_BYTES = 1_000_000
 _HEADROOM = 1024
 _FLUSH_SLICE_S = 0.1
-# While every broker is down, records are folded at once (no queueing), the overflow is
-# offered to librdkafka at most this often (it reconnects meanwhile), and after this long
-# the local queue is folded into aggregates too, so memory does not hold an outage's worth
-# of messages.
+# Once every broker has been down for _FOLD_AFTER_S (a blip keeps its records whole),
+# records are folded at once (no queueing), the overflow is offered to librdkafka at most
+# every _PROBE_EVERY_S (it reconnects meanwhile), and after _PURGE_AFTER_S the local queue
+# is folded into aggregates too, so memory does not hold an outage's worth of messages.
+_FOLD_AFTER_S = 3.0
 _PROBE_EVERY_S = 1.0
 _PURGE_AFTER_S = 10.0
 # Producers inherited over fork(): kept referenced and never used, because destroying one
@@ -216,7 +217,8 @@ class KafkaCostExporter(CostExporter):
                 self._dropped_spans += spans
                 return CostExportResult.FAILURE
             producer.poll(0)  # delivery reports and errors first: they tell if brokers are up
-            if self._down_since is not None:
+            down = self._down_since
+            if down is not None and time.monotonic() - down >= _FOLD_AFTER_S:
                 self._export_while_down(producer, records)
             else:
                 if self._overflow:
