@@ -23,7 +23,7 @@ from typing import Final, NamedTuple
 
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan
-from opentelemetry.trace import SpanContext, SpanKind, format_span_id, format_trace_id
+from opentelemetry.trace import SpanContext, SpanKind
 from opentelemetry.util.types import AttributeValue
 
 from otelcost.costing._calls import RESPONSE_ID, CallDedupe
@@ -261,8 +261,9 @@ class SpanCost(NamedTuple):
         """The CostRecord of this span (schema v1), built without per-field validation."""
         snap = self.binding.snapshot
         return CostRecord.trusted(
-            format_trace_id(trace_id),
-            format_span_id(span_id),
+            # What format_trace_id/format_span_id return, without their two Python frames.
+            format(trace_id, "032x"),
+            format(span_id, "016x"),
             self.named.service,
             self.named.operation,
             from_nanos(self.nanos),
