@@ -11,6 +11,9 @@
     ├── FenceOverlapError             a budget flush partly overlaps an applied one
     ├── SchemaError                   the rollup database has no or an unknown schema
     ├── StoreUnavailableError         PostgreSQL failed a rollup transaction (retried)
+    ├── BrokerUnreachableError        no Kafka broker answered within the connect timeout
+    ├── RetryLaterError               a consumer's batch cannot complete now (kept pending)
+    ├── DeadLetterError               the dead-letter topic did not take every letter
     ├── FocusError                    a FOCUS bill cannot be used (row and column named)
     └── CalibrationError              a pricing table cannot be calibrated from a bill
 
@@ -21,8 +24,10 @@ Each module that raises one re-exports it where users meet it (``otelcost.budget
 from __future__ import annotations
 
 __all__ = [
+    "BrokerUnreachableError",
     "BudgetConfigError",
     "CalibrationError",
+    "DeadLetterError",
     "FenceOverlapError",
     "FocusError",
     "InvalidRecordError",
@@ -30,6 +35,7 @@ __all__ = [
     "PricingError",
     "PricingNotFoundError",
     "PricingStaleError",
+    "RetryLaterError",
     "SchemaError",
     "StoreUnavailableError",
 ]
@@ -86,6 +92,19 @@ class SchemaError(OtelCostError, RuntimeError):
 
 class StoreUnavailableError(OtelCostError):
     """PostgreSQL could not be reached or the transaction failed; nothing was committed."""
+
+
+class BrokerUnreachableError(OtelCostError):
+    """No Kafka broker answered within the connect timeout; the message names the address."""
+
+
+class RetryLaterError(OtelCostError):
+    """A consumer's batch could not be completed now (store or dead-letter topic down): its
+    partitions are paused and the batch is retried, never committed half-done."""
+
+
+class DeadLetterError(OtelCostError):
+    """The dead-letter topic did not take or acknowledge every dead letter (retried later)."""
 
 
 class FocusError(OtelCostError, ValueError):

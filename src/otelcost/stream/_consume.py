@@ -27,7 +27,7 @@ from typing import Any, TypeVar
 
 from otelcost import _json
 from otelcost.budget.model import MAX_DELTA_NANOS, MAX_SERVICE_LEN
-from otelcost.errors import InvalidRecordError
+from otelcost.errors import DeadLetterError, InvalidRecordError
 from otelcost.record import MAX_RECORD_BYTES, CostRecord
 from otelcost.stream._kafka import SCHEMA_HEADER, client_config, import_confluent
 from otelcost.stream.schema2 import BadRecord, decode_message
@@ -253,10 +253,6 @@ class DeadLetter:
     error: str
     index: int | None = None
     delivered: bool = False
-
-
-class DeadLetterError(Exception):
-    """The dead-letter queue did not take or acknowledge every dead letter (retry later)."""
 
 
 class DeadLetterQueue:

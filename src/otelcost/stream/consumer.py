@@ -29,7 +29,7 @@ import time
 from collections.abc import Mapping
 from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
-from otelcost.errors import OtelCostError
+from otelcost.errors import BrokerUnreachableError, RetryLaterError
 from otelcost.stream._consume import DeadLetterQueue, Headers, client_configs, consumer_lag
 from otelcost.stream._kafka import import_confluent
 
@@ -50,14 +50,6 @@ _COUNTERS = (
     "consumer_errors",
     "client_errors",
 )
-
-
-class BrokerUnreachableError(OtelCostError):
-    """No Kafka broker answered within the connect timeout."""
-
-
-class RetryLaterError(Exception):
-    """The pending batch could not be completed now (store or DLQ down): retried later."""
 
 
 class ConsumedBatch(Protocol):
