@@ -1,7 +1,7 @@
 """Shared benchmark helpers: results, timing statistics, rewriting docs/performance.md.
 
 Every ``bench/bench_*.py`` script exposes ``run(quick: bool) -> Result``: the Markdown of its
-section of docs/performance.md and its headline numbers (``Metric``, with the DESIGN §9 /
+section of docs/performance.md and its headline numbers (``Metric``, with the performance targets
 issue 7 target where there is one). ``python -m bench.bench_X`` goes through ``main_for``
 (or ``bench_parser`` + ``finish``); ``python -m bench`` (bench/run.py) runs every script as
 a subprocess and collects the results through ``--result FILE``.
@@ -91,7 +91,7 @@ def table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
 class Metric:
     """One headline number of a benchmark.
 
-    ``target`` is the budget it is held to (DESIGN §9 / issue 7), or None for a number that
+    ``target`` is the budget it is held to (the performance targets), or None for a number that
     is reported without one; ``higher_is_better`` says which side of the target passes.
     ``vs_baseline`` states the same number against the run's baseline (e.g. "1.03x
     BatchSpanProcessor alone"); ``fmt`` formats value and target.

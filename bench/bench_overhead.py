@@ -2,7 +2,7 @@
 
 Every setup creates and ends the same server span (4 attributes, service ``checkout``) on
 its own TracerProvider whose user processor is a BatchSpanProcessor with a no-op
-SpanExporter. Setups (DESIGN §9 targets, process CPU over the first one):
+SpanExporter. Setups (performance targets, process CPU over the first one):
 
 - ``bsp``: that BatchSpanProcessor alone — the baseline, what tracing already costs;
 - ``enrich``: + ``otelcost.install(...)`` with no cost exporter (spans enriched only), ≤ 1.10x;
@@ -468,8 +468,7 @@ def _result(
                 end_rows,
             ),
             "",
-            f"Targets (DESIGN §9): ≤ {P50_TARGET_US:g} µs added at p50, ≤ {P99_TARGET_US:g} µs "
-            "at p99.",
+            f"Targets: ≤ {P50_TARGET_US:g} µs added at p50, ≤ {P99_TARGET_US:g} µs at p99.",
         ]
     )
     return Result("overhead", body, metrics)

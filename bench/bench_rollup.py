@@ -39,7 +39,7 @@ from _servers import KafkaBroker, find_tansu_binary
 SERVICES = ("checkout", "payment-svc", "search", "cart", "auth", "llm-gateway")
 OPERATIONS = ("GET /users/{id}", "POST /orders", "GET /search", "chat.completions")
 T0 = 1_764_236_400_000
-TARGET = 100_000  # records/s into PostgreSQL (DESIGN §9)
+TARGET = 100_000  # records/s into PostgreSQL (the performance targets)
 # Tansu joins a consumer group in ~3 s with these (see tests/_kafka.py).
 FAST_GROUP = {
     "session.timeout.ms": 6000,

@@ -6,7 +6,7 @@
 
 Each script runs in its own subprocess (``python -m bench.bench_X --no-write --result
 FILE``) so no benchmark inherits another's threads, memos or heap. The runner prints a
-table of every headline number against its DESIGN §9 / issue 7 target and, on a full run,
+table of every headline number against its performance target and, on a full run,
 rewrites each script's section of docs/performance.md and the ``summary`` section at its
 top. A missed target does not fail the run (the numbers depend on the machine); a
 benchmark that crashes does (exit status 1), after the others have run.
@@ -92,7 +92,7 @@ def summary(
     took = ", ".join(f"{script.removeprefix('bench_')} {s:.0f} s" for script, s in seconds.items())
     return "\n".join(
         [
-            "## Summary: the targets of DESIGN §9 and issues 7 and 13",
+            "## Summary: the performance targets (issues 7, 13 and 14)",
             "",
             f"`python -m bench{' --quick' if quick else ''}` — {environment()}. "
             f"Load average at the start {load}: the machine's 2 CPUs were shared with "

@@ -48,7 +48,7 @@ class TestDatabase:
         self.dsn = conninfo.make_conninfo(self.admin_dsn, dbname=self.name)
         params = conninfo.conninfo_to_dict(self.dsn)
         self.host = str(params.get("host", _HOST))
-        self.port = int(params.get("port", 5432))
+        self.port = int(str(params.get("port") or 5432))
         self._created = False
 
     def create(self) -> None:

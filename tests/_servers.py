@@ -460,7 +460,7 @@ class KafkaBroker(_Server):
 
     def create_topic(self, name: str, partitions: int = 3, timeout: float = 10.0) -> str:
         """Create ``name`` with ``partitions`` partitions (replication 1); returns the name."""
-        from confluent_kafka.admin import NewTopic
+        from confluent_kafka.admin import NewTopic  # type: ignore[attr-defined]
 
         admin = self.admin()  # keep the handle alive until the future resolves
         futures = admin.create_topics(

@@ -23,7 +23,7 @@ from otelcost.costing.normalize import (
 UUID = "550e8400-e29b-41d4-a716-446655440000"
 
 CASES = [
-    # The DESIGN example, root, empty, relative, "//", trailing slash.
+    # The documented example, root, empty, relative, "//", trailing slash.
     ("/api/v2/users/123/orders/456", "/api/v2/users/*/orders/*"),
     ("/", "/"),
     ("", "/"),

@@ -1,4 +1,4 @@
-"""What a price applies to (DESIGN §4): entry spans, nested spans, usage; on both paths.
+"""What a price applies to (docs/pricing.md): entry spans, nested spans, usage; on both paths.
 
 Spans come from a real TracerProvider with real parent/child relations; the sums that
 sum-only exporters receive are compared with the spans' own ``cost.amount`` to the nano.

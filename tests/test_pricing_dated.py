@@ -1,4 +1,4 @@
-"""Dated prices (DESIGN §3): parsing, validation and the price in force at a span's end."""
+"""Dated prices (docs/pricing.md): parsing, validation and the price in force at a span's end."""
 
 from __future__ import annotations
 

@@ -62,7 +62,7 @@ class CostRecord:
     ``cost_amount`` is in currency units; ``cost_nanos`` is the exact integer the stores add.
     ``timestamp`` is the span's end as UTC epoch milliseconds. A record with ``error`` set
     was not priced: its ``cost_amount`` is 0 and ``usage`` keeps the inputs for re-pricing.
-    ``entry`` is False for a nested span (DESIGN §4: it pays ``per_ms`` and a bare-``*``
+    ``entry`` is False for a nested span (docs/pricing.md: it pays ``per_ms`` and a bare-``*``
     ``per_request`` only as an entry span), so history can be re-priced by the same rules.
     ``service_version`` and ``environment`` name the deploy that ran the span (resource
     ``service.version`` or the VCS revision, ``deployment.environment.name``); None when

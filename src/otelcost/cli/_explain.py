@@ -4,7 +4,7 @@ each other key of the table does not.
 The operation is given (``--service``/``--operation``) or derived from a span (``--span``,
 JSON: ``name``, ``kind``, ``attributes``, ``resource``) exactly as the span processor
 derives it. Matching is the table's own (:meth:`PricingTable.match`); charging is
-:meth:`PriceMatch.charge`, the one rule live pricing and re-pricing share (DESIGN §4).
+:meth:`PriceMatch.charge`, the one rule live pricing and re-pricing share (docs/pricing.md).
 """
 
 from __future__ import annotations

@@ -18,7 +18,7 @@ __all__ = ["register", "run"]
 
 _STDIN = "-"
 # A table that declares no currency (the flat form never does) is taken as USD, the
-# accounting currency by default (DESIGN §2).
+# accounting currency by default (docs/pricing.md).
 _DEFAULT_CURRENCY = "USD"
 
 

@@ -198,7 +198,7 @@ class SpanCost(NamedTuple):
     """The priced facts of one span. Plain values only, never the span.
 
     ``billable`` is False for a nested span that no key targets and that carries no usage
-    (DESIGN §4): no amount, no error, not in the sums. ``error`` set means unpriced.
+    (docs/pricing.md): no amount, no error, not in the sums. ``error`` set means unpriced.
     """
 
     named: Named
@@ -247,7 +247,7 @@ class SpanCost(NamedTuple):
         return None if self.error is None else self.error.split(":", 1)[0]
 
     def attributes(self) -> dict[str, AttributeValue]:
-        """The ``cost.*`` span attributes of DESIGN §5: an amount, or an error and no amount;
+        """The ``cost.*`` span attributes of docs/concepts.md: an amount, or an error and no amount;
         neither for a span that is not billable."""
         attrs = dict(self.binding.attributes)
         attrs["cost.duration_ms"] = self.duration_ms
@@ -392,7 +392,7 @@ class Coster:
         memo = self._resources.get(id(resource))
         if memo is None or memo.resource is not resource:
             memo = self._resource_memo(resource)
-        # What naming reads (DESIGN §4): the kind, the name and those of NAMING_ATTRIBUTES
+        # What naming reads (docs/operations.md): the kind, the name and those of NAMING_ATTRIBUTES
         # the span has. Which ones it has depends only on its attribute names, and spans of
         # one instrumentation share those: that lookup is memoized too, so a repeat span
         # reads its few naming values instead of probing every name naming knows.
@@ -522,7 +522,7 @@ class Coster:
             if usage is _EMPTY:
                 usage = _fallback_usage(attributes)
             if error is binding.error and match is None and not entry and not usage:
-                # DESIGN §4: a nested span that no key prices and that carries no usage is
+                # docs/pricing.md: a nested span that no key prices and that carries no usage is
                 # not billable, not an error.
                 error, billable = None, False
         # tuple.__new__ directly: NamedTuple's generated __new__ is one more Python frame.

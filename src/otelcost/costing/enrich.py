@@ -1,4 +1,4 @@
-"""Copies of ended spans with the ``cost.*`` attributes added (DESIGN §5).
+"""Copies of ended spans with the ``cost.*`` attributes added (docs/concepts.md).
 
 An ended span is immutable, so enrichment builds a new ``ReadableSpan`` that shares
 everything with the original (context, resource, scope, events, links, status, times)

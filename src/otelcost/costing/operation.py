@@ -1,4 +1,4 @@
-"""Service and operation names for pricing, derived from span data (DESIGN §4).
+"""Service and operation names for pricing, derived from span data (docs/operations.md).
 
 These helpers run on the span processor's worker thread for every span, so they never raise
 on attribute values: anything that is not a ``str`` is ignored, strings are cut to
@@ -407,7 +407,7 @@ def derive_operation(
     *,
     kind: SpanKind | None = None,
 ) -> str:
-    """The operation a span is priced under, by what the span is (DESIGN §4).
+    """The operation a span is priced under, by what the span is (docs/operations.md).
 
     ``kind`` is the span's kind (CLIENT and PRODUCER spans are outbound calls); old and
     stable semantic conventions are both read, the stable name first. The first rule whose

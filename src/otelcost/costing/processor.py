@@ -401,7 +401,7 @@ class CostSpanProcessor(SpanProcessor):
         - ``spans_seen``: spans handed to the processor (all of them, sampled or not);
         - ``spans_priced`` / ``spans_unpriced`` (by reason in ``unpriced``: the text of
           ``cost.error`` before ":", e.g. ``pricing_stale``, ``pricing_not_found``);
-        - ``spans_not_billable``: nested spans no key targets (DESIGN §4): no amount, no
+        - ``spans_not_billable``: nested spans no key targets (docs/pricing.md): no amount, no
           error, not in the sums; ``genai_duplicates`` of them are other root spans of a
           GenAI call already charged (same ``gen_ai.response.id``);
         - ``spans_dropped``: not priced because the span queue was full (copy path), the

@@ -47,7 +47,7 @@ class CostSums:
     ``costs``: ``(service, operation, currency) -> CostSum`` of the priced spans (free
     spans included, at 0 nanos). ``unpriced``: ``(service, reason) -> spans`` left
     unpriced, ``reason`` being the text of ``cost.error`` before ``:``. Spans that are not
-    billable (DESIGN §4) are in neither. Each span is in exactly one batch's sums.
+    billable (docs/pricing.md) are in neither. Each span is in exactly one batch's sums.
     """
 
     costs: Mapping[tuple[str, str, str], CostSum] = field(default_factory=dict)

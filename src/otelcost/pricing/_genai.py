@@ -168,7 +168,7 @@ def require_usage(attributes: Mapping[str, object]) -> GenAIUsage | None:
     usage = read_usage(attributes)
     if usage is None and attributes.get("error.type") is None:
         model = model_of(attributes)
-        # Short: cost.error keeps 120 characters (DESIGN §5).
+        # Short: cost.error keeps 120 characters (docs/concepts.md).
         raise PricingError(
             f"no token usage on GenAI span (model {model!r}; streams: include_usage)"
         )

@@ -52,7 +52,7 @@ _logger = logging.getLogger(__name__)
 # at 50-100% of their backoff delay, so a fleet does not hit the pricing API in lockstep.
 _REFRESH_JITTER: Final = 0.1
 _STOP_TIMEOUT: Final = 5.0
-_DERIVED_REFRESH: Final = 2 / 3  # of ttl, when refresh_interval is not given (DESIGN §2)
+_DERIVED_REFRESH: Final = 2 / 3  # of ttl, when refresh_interval is not given (docs/pricing.md)
 
 
 class PricingCacheStats(TypedDict):

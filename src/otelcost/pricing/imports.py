@@ -2,7 +2,7 @@
 
 Three sources: the `genai-prices` library's installed data, LiteLLM's
 ``model_prices_and_context_window.json`` format and OpenLIT's ``pricing.json`` format.
-Each builds a pricing document (DESIGN §3) keyed by GenAI operation (``*:chat gpt-4o``:
+Each builds a pricing document (docs/pricing.md) keyed by GenAI operation (``*:chat gpt-4o``:
 ``gen_ai.operation.name`` and the requested model) whose ``per_unit`` rates use the
 conventions' token attributes, with usage tiers (above 200K input tokens the whole call
 costs more) and, from genai-prices, dated prices. A table built this way charges what the

@@ -320,7 +320,7 @@ class Price:
 
         ``usage`` is normally :meth:`usage_from`'s result; attributes missing from it count 0.
         ``usage_only`` leaves out ``per_request`` and ``per_ms`` (a nested span that the key
-        does not target pays only for the usage it carries, DESIGN §4).
+        does not target pays only for the usage it carries, docs/pricing.md).
         Raises PricingError when the result is negative, NaN or above about 9.2e9 units
         (a negative or NaN duration, or absurd prices times absurd usage), or when a GenAI
         part (cache reads, reasoning) exceeds its total: such a span must be recorded as a
@@ -401,7 +401,7 @@ class Charge(NamedTuple):
 
 @dataclass(frozen=True, slots=True)
 class PriceSchedule:
-    """The prices of one entry over time (DESIGN §3): ``prices[i]`` is in force from
+    """The prices of one entry over time (docs/pricing.md): ``prices[i]`` is in force from
     ``starts[i]`` (UTC epoch milliseconds, inclusive) until ``starts[i + 1]``.
 
     ``starts`` is strictly increasing; the first may be :data:`ALWAYS` (no start). Before
@@ -445,7 +445,7 @@ def format_instant(ms: int) -> str:
 class PriceMatch:
     """Which table entry prices an operation: the entry's ``key`` as written, its ``price``,
     and whether the key names the operation (``targeted``: an exact key or a glob other than
-    a bare ``*``). Entry spans pay any match; nested spans pay only a targeted one (DESIGN §4).
+    a bare ``*``). Entry spans pay any match; nested spans a targeted one (docs/pricing.md).
 
     A dated entry also has a ``schedule``; its ``price`` is then the schedule's latest price
     and :meth:`price_at` gives the one in force at a given instant.
@@ -483,7 +483,7 @@ class PriceMatch:
         attributes: Mapping[str, object],
         end_ms: int,
     ) -> Charge | None:
-        """What a span ending at ``end_ms`` (UTC epoch ms) pays under this entry (DESIGN §4).
+        """What a span ending at ``end_ms`` (UTC epoch ms) pays under this entry (docs/pricing.md).
 
         An entry span, or a nested span the key targets, pays the whole price; a nested span
         the key does not target pays only the usage it carries, and None (not billable) when

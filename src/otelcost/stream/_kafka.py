@@ -23,7 +23,7 @@ __all__ = [
     "read_properties",
 ]
 
-#: The cost stream's topic (DESIGN §7).
+#: The cost stream's topic (docs/kafka.md).
 DEFAULT_TOPIC = "otel-cost-spans"
 #: The topic of the OTLP/JSON output for a Collector (never mixed with the cost stream).
 DEFAULT_OTLP_TOPIC = "otel-cost-spans-otlp"
