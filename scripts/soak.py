@@ -50,8 +50,8 @@ from otelcost.exporters import (  # noqa: E402
     InMemoryCostExporter,
     KafkaCostExporter,
     MetricsCostExporter,
+    RedisBudgetExporter,
 )
-from otelcost.exporters.redis import RedisBudgetExporter  # noqa: E402
 from otelcost.reconcile import CostSumSpanExporter, rolling_spend, topic_totals  # noqa: E402
 
 SERVICES = ("checkout", "search", "payments", "llm-gateway", "catalog", "auth")
