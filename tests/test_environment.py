@@ -199,3 +199,28 @@ def test_the_deployment_page_shows_the_modules_table() -> None:
     table = doc[doc.index("| Variable") : doc.index("\n\nOne rule")]
     page = (Path(__file__).parents[1] / "docs" / "deployment.md").read_text(encoding="utf-8")
     assert table in page
+
+
+def test_no_other_page_keeps_a_table_of_the_variables() -> None:
+    """Partial copies drift: every other page names variables in prose and links the table."""
+    root = Path(__file__).parents[1]
+    pages = [root / "README.md", *sorted((root / "docs").glob("*.md"))]
+    with_rows = [p.name for p in pages if re.search(r"^\| `OTELCOST_", p.read_text("utf-8"), re.M)]
+    assert with_rows == ["deployment.md"]
+    for name in ("concepts.md", "zero-code.md"):
+        assert "deployment.md#environment-variables" in (root / "docs" / name).read_text("utf-8")
+    named = {
+        name
+        for page in pages
+        for name in re.findall(r"\bOTELCOST_[A-Z_]*[A-Z]\b", page.read_text(encoding="utf-8"))
+    }
+    # Pages may name the test suite's own variables; every other name must be a real one.
+    assert named - set(environment.VARIABLES) <= {"OTELCOST_TEST_POSTGRES"}, named
+
+
+def test_flag_is_on_for_any_value_but_the_off_words() -> None:
+    for value in ("1", "true", "YES", "on", "anything"):
+        assert environment.flag(environment.QUIET, {environment.QUIET: value})
+    for value in ("0", "false", "No", " off ", "", "  "):
+        assert not environment.flag(environment.QUIET, {environment.QUIET: value})
+    assert not environment.flag(environment.QUIET, {})

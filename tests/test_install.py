@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import subprocess
 import sys
 import textwrap
@@ -312,3 +313,72 @@ def test_at_interpreter_exit_everything_is_flushed(tmp_path: Path) -> None:
     (span,) = [d for d in documents if "schema" not in d]
     assert record.operation == "job" and record.error is None
     assert span["attributes"]["cost.amount"] == record.cost_amount
+
+
+def _stderr_of(script: str, tmp_path: Path, **env: str) -> str:
+    """The stderr of ``script`` run alone, with nothing configured but ``env``."""
+    prices = tmp_path / "prices.json"
+    prices.write_text(json.dumps(PRICES))
+    done = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(script)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": os.environ.get("PYTHONPATH", ""), **env},
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stderr
+
+
+INSTALL_TWICE = """
+    import otelcost
+    from opentelemetry.sdk.trace import TracerProvider
+    otelcost.install("prices.json")
+    otelcost.install("prices.json", tracer_provider=TracerProvider())
+    """
+
+
+def test_with_logging_unconfigured_the_first_install_says_so_on_stderr(tmp_path: Path) -> None:
+    lines = _stderr_of(INSTALL_TWICE, tmp_path).splitlines()
+    assert lines == [
+        "otelcost: pricing table 'v7' from FilePricingSource('prices.json') (2 prices, USD); "
+        "pricing spans in the SDK's ending hook; cost exporters: InMemoryCostExporter"
+    ]
+
+
+@pytest.mark.parametrize("value", ["1", "true", "yes"])
+def test_otelcost_quiet_keeps_stderr_clean(tmp_path: Path, value: str) -> None:
+    assert _stderr_of(INSTALL_TWICE, tmp_path, OTELCOST_QUIET=value) == ""
+
+
+def test_quiet_off_values_still_print_the_line(tmp_path: Path) -> None:
+    assert "otelcost: pricing table 'v7'" in _stderr_of(INSTALL_TWICE, tmp_path, OTELCOST_QUIET="0")
+
+
+def test_an_app_that_configured_logging_gets_a_record_not_a_stderr_line(tmp_path: Path) -> None:
+    # basicConfig's WARNING level filters the INFO record: nothing at all is printed.
+    configured = "import logging\nlogging.basicConfig()\n" + textwrap.dedent(INSTALL_TWICE)
+    assert _stderr_of(configured, tmp_path) == ""
+
+
+def test_each_install_logs_its_table_path_and_exporters_at_info(
+    provider: TracerProvider, caplog: pytest.LogCaptureFixture, tmp_path: Path
+) -> None:
+    def said() -> list[str]:
+        return [r.getMessage() for r in caplog.records if r.name == "otelcost.costing.install"]
+
+    caplog.set_level(logging.INFO, logger="otelcost.costing.install")
+    otelcost.install(PRICES, exporters=[InMemoryCostExporter(None)], tracer_provider=provider)
+    (line,) = said()
+    assert line.startswith("otelcost: pricing table 'v7' from DictPricingSource(")
+    assert "(2 prices, USD)" in line and line.endswith("cost exporters: InMemoryCostExporter")
+    other = TracerProvider(shutdown_on_exit=False)
+    try:
+        otelcost.install(str(tmp_path / "missing.json"), exporters=[], tracer_provider=other)
+        line = said()[-1]
+        assert line.startswith("otelcost: no pricing table loaded yet from FilePricingSource(")
+        assert line.endswith("cost exporters: none")
+    finally:
+        other.shutdown()

@@ -21,6 +21,9 @@
 `kafka_exporter_from_env()` |
 | `OTELCOST_KAFKA_CONFIG` | Kafka client `.properties` file (SASL, SSL, any librdkafka \
 setting), so secrets need not be in the environment | none | `kafka_exporter_from_env()` |
+| `OTELCOST_QUIET` | Any value but `0`/`false`/`no`/`off`: no startup line on stderr \
+(the `install()` summary still goes to the `otelcost.costing.install` logger at INFO) | \
+the line is printed once when logging is not configured | `install()` |
 
 One rule, everywhere: **an explicit argument wins, then the environment, then the default**.
 A variable that is unset or blank (only whitespace) counts as unset; values are stripped.
@@ -45,11 +48,13 @@ __all__ = [
     "KAFKA_SCHEMA",
     "KAFKA_TOPIC",
     "PRICING",
+    "QUIET",
     "REDIS_URL",
     "REGION",
     "VARIABLES",
     "Environ",
     "choose",
+    "flag",
     "read",
 ]
 
@@ -66,6 +71,7 @@ KAFKA_TOPIC: Final = "OTELCOST_KAFKA_TOPIC"
 KAFKA_ENCODING: Final = "OTELCOST_KAFKA_ENCODING"
 KAFKA_SCHEMA: Final = "OTELCOST_KAFKA_SCHEMA"
 KAFKA_CONFIG: Final = "OTELCOST_KAFKA_CONFIG"
+QUIET: Final = "OTELCOST_QUIET"
 
 VARIABLES: Final = (
     PRICING,
@@ -78,6 +84,7 @@ VARIABLES: Final = (
     KAFKA_ENCODING,
     KAFKA_SCHEMA,
     KAFKA_CONFIG,
+    QUIET,
 )
 """Every variable otelcost reads, in the order of the table above."""
 
@@ -88,6 +95,15 @@ def read(name: str, environ: Environ | None = None) -> str | None:
         raise KeyError(f"{name!r} is not an otelcost variable (see otelcost.environment)")
     value = (os.environ if environ is None else environ).get(name, "").strip()
     return value or None
+
+
+_OFF: Final = frozenset({"0", "false", "no", "off"})
+
+
+def flag(name: str, environ: Environ | None = None) -> bool:
+    """Whether the switch ``name`` is on: set to anything but ``0``, ``false``, ``no``, ``off``."""
+    value = read(name, environ)
+    return value is not None and value.lower() not in _OFF
 
 
 @overload

@@ -33,13 +33,20 @@ class Running:
 
     proc: subprocess.Popen[str]
     stderr_lines: list[str] = field(default_factory=list)
+    _partial: bytes = b""  # read from the pipe, not yet ended by a newline
 
     def wait_for_line(self, needle: str, *, count: int = 1) -> list[str]:
-        """Read stderr until ``count`` lines contain ``needle``; return those lines."""
+        """Read stderr until ``count`` lines contain ``needle``; return those lines.
+
+        Reads the pipe's descriptor directly: a buffered readline() after select() would
+        pull every line that has arrived into the file object's buffer and return only the
+        first, and select() would then wait for bytes that were already read.
+        """
         assert self.proc.stderr is not None
+        fd = self.proc.stderr.fileno()
         deadline = time.monotonic() + START_TIMEOUT
         with selectors.DefaultSelector() as sel:
-            sel.register(self.proc.stderr, selectors.EVENT_READ)
+            sel.register(fd, selectors.EVENT_READ)
             while True:
                 found = [line for line in self.stderr_lines if needle in line]
                 if len(found) >= count:
@@ -47,11 +54,14 @@ class Running:
                 if time.monotonic() > deadline or self.proc.poll() is not None:
                     self.proc.kill()
                     _, rest = self.proc.communicate()
-                    pytest.fail(f"no {needle!r} on stderr:\n{''.join(self.stderr_lines)}{rest}")
+                    pytest.fail(f"no {needle!r} on stderr:\n{self._read()}{rest}")
                 if sel.select(timeout=0.5):
-                    line = self.proc.stderr.readline()
-                    if line:
-                        self.stderr_lines.append(line)
+                    *lines, self._partial = (self._partial + os.read(fd, 65536)).split(b"\n")
+                    self.stderr_lines.extend(line.decode() + "\n" for line in lines)
+
+    def _read(self) -> str:
+        """The stderr read so far, a last unfinished line included."""
+        return "".join(self.stderr_lines) + self._partial.decode(errors="replace")
 
     def port(self) -> int:
         (line,) = self.wait_for_line("listening on http://")
@@ -64,8 +74,8 @@ class Running:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             out, err = self.proc.communicate()
-            pytest.fail(f"example did not exit by itself:\n{''.join(self.stderr_lines)}{err}")
-        err = "".join(self.stderr_lines) + err
+            pytest.fail(f"example did not exit by itself:\n{self._read()}{err}")
+        err = self._read() + err
         assert self.proc.returncode == 0, err
         return records_in(out), err
 
@@ -126,7 +136,7 @@ def test_plain_wsgi_app(start: Any) -> None:
     assert request(f"{base}/users/7")[0] == 200
     assert request(f"{base}/orders", data=b"{}")[0] == 201
     assert request(f"{base}/health")[0] == 200
-    records, _ = app.finish()
+    records, err = app.finish()
     by_op: dict[str, list[CostRecord]] = {}
     for r in records:
         by_op.setdefault(r.operation, []).append(r)
@@ -138,6 +148,17 @@ def test_plain_wsgi_app(start: Any) -> None:
         assert abs(r.cost_nanos - (400 + 2000 * r.duration_ms)) <= 1
         assert r.pricing_version == "examples-2026-11-27.1"
     assert by_op["GET /health"][0].cost_amount == 0.0  # "*:GET /health": null is free
+    # The example configures no logging: install() said what it did on stderr, once.
+    (said,) = [line for line in err.splitlines() if line.startswith("otelcost: ")]
+    assert said.startswith("otelcost: pricing table 'examples-2026-11-27.1' from ")
+    assert said.endswith("cost exporters: ConsoleCostExporter")
+
+
+def test_lines_that_arrive_together_are_all_seen(start: Any) -> None:
+    # One write, so both lines reach the pipe before the test reads; then it waits to be killed.
+    both = "import sys, time; sys.stderr.write('first\\nlistening on http://127.0.0.1:1234\\n')"
+    app = start([sys.executable, "-c", both + "; sys.stderr.flush(); time.sleep(60)"])
+    assert app.port() == 1234
 
 
 def test_flask_app_prices_by_route(start: Any) -> None:

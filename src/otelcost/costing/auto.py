@@ -62,11 +62,8 @@ def _install_or_log(provider: TracerProvider | None, adopted: tuple[SpanProcesso
             "otelcost: zero-code setup failed; the application runs without cost accounting"
         )
         return False
-    _logger.info(
-        "otelcost: pricing every span (zero-code, %s); cost exporters: %s",
-        processor.pricing_path,
-        ", ".join(type(e).__name__ for e in processor.exporters) or "none",
-    )
+    # install() itself says which table, pricing path and exporters are in use.
+    _logger.debug("otelcost: zero-code setup installed %r", processor)
     return True
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 import weakref
 from collections.abc import Sequence
@@ -29,6 +30,8 @@ PRICING_ENV: Final = environment.PRICING
 CURRENCY_ENV: Final = environment.CURRENCY
 
 _lock = threading.Lock()
+# Set once the startup line went to stderr: at most once per process (see _announce).
+_said_on_stderr = threading.Event()
 # One CostSpanProcessor per provider: a second install() must not count spans twice.
 _installed: weakref.WeakKeyDictionary[TracerProvider, CostSpanProcessor] = (
     weakref.WeakKeyDictionary()
@@ -147,7 +150,47 @@ def install(
         _installed[provider] = processor
         if tracer_provider is None and provider is not trace.get_tracer_provider():
             trace.set_tracer_provider(provider)
+        _announce(processor, quiet=environment.flag(environment.QUIET, environ))
         return processor
+
+
+def _summary(processor: CostSpanProcessor) -> str:
+    """One line: the table in use, where spans are priced, and where the costs go."""
+    cache = processor.pricing
+    stats = cache.stats()
+    if stats["last_sync"] is None:
+        table = (
+            f"no pricing table loaded yet from {cache.source!r} (spans get cost.error "
+            "until a refresh succeeds)"
+        )
+    else:
+        table = (
+            f"pricing table {stats['version']!r} from {cache.source!r} "
+            f"({stats['entries']} prices, {cache.currency})"
+        )
+    where = (
+        "in the SDK's ending hook"
+        if processor.pricing_path == "ending_hook"
+        else "on a worker, enriched copies to the span processors"
+    )
+    names = ", ".join(type(e).__name__ for e in processor.exporters) or "none"
+    return f"otelcost: {table}; pricing spans {where}; cost exporters: {names}"
+
+
+def _announce(processor: CostSpanProcessor, *, quiet: bool) -> None:
+    """Say once that otelcost is working, where the user will see it.
+
+    The line is an INFO record of this module's logger. An application that configured
+    logging gets it there, filtered by its own levels, and nothing else. One that configured
+    nothing would never see it (Python's last-resort handler shows WARNING and above only),
+    so then the line also goes to stderr, once per process, unless ``OTELCOST_QUIET`` is set.
+    """
+    line = _summary(processor)
+    _logger.info("%s", line)
+    if quiet or _said_on_stderr.is_set() or _logger.hasHandlers() or sys.stderr is None:
+        return
+    _said_on_stderr.set()
+    print(line, file=sys.stderr, flush=True)
 
 
 def _provider(tracer_provider: TracerProvider | None) -> TracerProvider:

@@ -131,6 +131,11 @@ class PricingCache:
         return f"PricingCache({self._source!r}, ttl={self._ttl}, version={self.version!r})"
 
     @property
+    def source(self) -> PricingSource:
+        """Where the table is fetched from (its repr names the file or URL, never secrets)."""
+        return self._source
+
+    @property
     def refresh_interval(self) -> float:
         """Seconds between regular refreshes (given, or derived from ``ttl``)."""
         return self._refresh_interval
