@@ -21,7 +21,7 @@ NEEDS = {
     "otelcost demo": {"rich", "opentelemetry-instrumentation-wsgi"},
     "otelcost pricing check": {"rich"},
     "otelcost pricing explain": {"rich"},
-    "otelcost pricing import": {"rich", "genai-prices"},
+    "otelcost pricing import": {"rich"},  # genai-prices: --from genai-prices only, as noted
     "otelcost normalize": {"rich"},
     "otelcost report --redis-url": {"rich", "redis"},
     "otelcost enforce": {"confluent-kafka", "redis"},
@@ -51,7 +51,10 @@ def _rows() -> dict[str, set[str]]:
         cells = [c.strip() for c in re.split(r"(?<!\\)\|", line)[1:-1]]
         if len(cells) == 3 and cells[0].startswith("`otelcost "):
             command = next(name for name in NEEDS if cells[0].strip("`").startswith(name))
-            rows[command] = {e.strip() for e in cells[2].strip("`").split(",")}
+            # The first code span; a note may follow: `cli` (`cli,llm` for `--from ...`)
+            extras = re.match(r"`([^`]*)`", cells[2])
+            assert extras is not None, line
+            rows[command] = {e.strip() for e in extras.group(1).split(",")}
     return rows
 
 

@@ -20,6 +20,8 @@ import re
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
+from otelcost.errors import MissingExtraError
+
 __all__ = ["DEFAULT_OPTIONS", "connect", "database", "redact"]
 
 DEFAULT_OPTIONS: dict[str, Any] = {
@@ -82,9 +84,7 @@ def connect(target: Any, **options: Any) -> Any:
         from redis.backoff import ExponentialWithJitterBackoff
         from redis.retry import Retry
     except ImportError:
-        raise ImportError(
-            "Redis support needs the redis package: pip install 'otelcost[redis]'"
-        ) from None
+        raise MissingExtraError("Redis support", "the redis package", "redis") from None
     settings["retry"] = Retry(ExponentialWithJitterBackoff(cap=0.5, base=0.05), retries)
     scheme = urlsplit(target).scheme.lower()
     if scheme in ("redis", "rediss", "unix"):

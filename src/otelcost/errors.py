@@ -15,7 +15,8 @@
     ├── RetryLaterError               a consumer's batch cannot complete now (kept pending)
     ├── DeadLetterError               the dead-letter topic did not take every letter
     ├── FocusError                    a FOCUS bill cannot be used (row and column named)
-    └── CalibrationError              a pricing table cannot be calibrated from a bill
+    ├── CalibrationError              a pricing table cannot be calibrated from a bill
+    └── MissingExtraError             a feature needs an extra not installed (also an ImportError)
 
 Each module that raises one re-exports it where users meet it (``otelcost.budget``,
 ``otelcost.rollup``, ``otelcost.bill``), so either import path works.
@@ -31,6 +32,7 @@ __all__ = [
     "FenceOverlapError",
     "FocusError",
     "InvalidRecordError",
+    "MissingExtraError",
     "OtelCostError",
     "PricingError",
     "PricingNotFoundError",
@@ -118,3 +120,12 @@ class FocusError(OtelCostError, ValueError):
 
 class CalibrationError(OtelCostError, ValueError):
     """The pricing table cannot be calibrated (not a valid table, or nothing to scale)."""
+
+
+class MissingExtraError(OtelCostError, ImportError):
+    """A feature needs a package of an optional extra that is not installed; the message
+    says which ``pip install`` adds it (``extra`` names the extra)."""
+
+    def __init__(self, feature: str, package: str, extra: str) -> None:
+        super().__init__(f"{feature} needs {package}: pip install 'otelcost[{extra}]'")
+        self.extra = extra

@@ -7,6 +7,8 @@ import importlib
 import sys
 from collections.abc import Sequence
 
+from otelcost.errors import MissingExtraError
+
 __all__ = ["main"]
 
 # Subcommand modules, each exposing register(subparsers) -> None.
@@ -39,6 +41,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         code: int = args.func(args)
     except KeyboardInterrupt:
         return 130
+    except MissingExtraError as exc:  # one line that says what to install, not a traceback
+        print(f"otelcost {args.command}: {exc}", file=sys.stderr)
+        return 2
     return code
 
 

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from otelcost.errors import MissingExtraError
+
 try:
     import psycopg
     from psycopg import conninfo
 except ImportError as exc:  # pragma: no cover - depends on the installed extras
-    raise ImportError(
-        "the PostgreSQL rollups need psycopg 3: pip install 'otelcost[postgres]'"
-    ) from exc
+    raise MissingExtraError("PostgreSQL support", "psycopg 3", "postgres") from exc
 
 __all__ = ["DatabaseError", "connect", "psycopg", "redact_dsn"]
 

@@ -12,6 +12,8 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from otelcost.errors import MissingExtraError
+
 __all__ = [
     "DEFAULT_GROUP",
     "DEFAULT_OTLP_TOPIC",
@@ -54,9 +56,7 @@ def import_confluent() -> ModuleType:
     try:
         return importlib.import_module("confluent_kafka")
     except ImportError as exc:
-        raise ImportError(
-            "the Kafka features need confluent-kafka: pip install 'otelcost[kafka]'"
-        ) from exc
+        raise MissingExtraError("Kafka support", "confluent-kafka", "kafka") from exc
 
 
 def client_config(defaults: Mapping[str, Any], user: Mapping[str, Any]) -> dict[str, Any]:
