@@ -1,10 +1,10 @@
 """Hostile input for every parser: only the documented exceptions escape, nothing is slow.
 
-Complements the per-module properties (tests/test_record.py, test_pricing.py,
-test_normalize.py, test_operation.py) with what they do not cover: deep and wide JSON under
-both JSON codecs, raw bytes into the pricing and budgets parsers, hostile span data through
-the whole costing step, and a time bound per parser: a 100 KB input is handled in under
-50 ms (best of three runs, generous for a 2-core CI machine). Longer fuzzing runs:
+Complements the per-module properties (tests/test_record.py, tests/pricing/test_pricing.py,
+tests/costing/test_normalize.py and test_operation.py) with what they do not cover: deep and
+wide JSON under both JSON codecs, raw bytes into the pricing and budgets parsers, hostile span
+data through the whole costing step, and a time bound per parser: a 100 KB input is handled
+in under 50 ms (best of three runs, generous for a 2-core CI machine). Longer fuzzing runs:
 ``scripts/fuzz.py``.
 """
 

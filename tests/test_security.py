@@ -1,7 +1,7 @@
 """Security review, as tests: secrets never shown, TLS/SASL settings reach the clients, the
 pricing fetch stays bounded, the Lua script and the DLQ take hostile data, nothing is eval'd.
 
-Complements tests/test_pricing_sources.py (HTTP size cap, timeouts, redirect policy,
+Complements tests/pricing/test_pricing_sources.py (HTTP size cap, timeouts, redirect policy,
 credentials), tests/exporters/test_kafka.py (the Kafka exporter's own secrets),
 tests/test_redis_client.py (URL redaction) and tests/budget/test_redis_store.py (the
 script's argument checks).

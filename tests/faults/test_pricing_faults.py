@@ -1,8 +1,8 @@
 """Pricing API faults under a live instrumented app: down, slow, garbage, 50 MB, redirect loop.
 
 The HTTP source's own limits (timeouts, size cap, redirect policy) are tested in
-tests/test_pricing_sources.py; here is what the application sees. The refresher keeps the
-last good table until its ttl runs out; after that every span is left unpriced with
+tests/pricing/test_pricing_sources.py; here is what the application sees. The refresher keeps
+the last good table until its ttl runs out; after that every span is left unpriced with
 ``cost.error`` = ``pricing_stale: ...`` (counted per reason, never a silent $0) until a
 refresh succeeds, and requests are never slowed down.
 """

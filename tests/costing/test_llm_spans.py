@@ -1,6 +1,6 @@
 """GenAI spans as instrumentations really emit them, priced through the real processor.
 
-The real ``openai`` and ``anthropic`` clients call a local mock API (``tests/_llm_api.py``,
+The real ``openai`` and ``anthropic`` clients call a local mock API (``tests/costing/_llm_api.py``,
 plain and streamed responses, cached tokens, dated model ids, a call above 200K input
 tokens) under the official OpenAI instrumentation, OpenLLMetry's OpenAI and Anthropic
 instrumentations and the anthropic SDK's own tracing. Every call's charge must equal
@@ -17,10 +17,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from _llm_api import LLMApi, Usage
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 
-from _llm_api import LLMApi, Usage
 from otelcost import CostRecord, CostSpanProcessor
 from otelcost.exporters import InMemoryCostExporter
 from otelcost.pricing.catalogs import decimal_to_nanos
@@ -30,7 +30,7 @@ pytestmark = pytest.mark.skipif(
     importlib.util.find_spec("genai_prices") is None, reason="genai-prices needs Python 3.11+"
 )
 
-LITELLM = Path(__file__).resolve().parent / "data" / "litellm_model_prices.json"
+LITELLM = Path(__file__).resolve().parents[1] / "data" / "litellm_model_prices.json"
 CACHED = Usage(
     input=1200, output=80, cache_read=300, cache_write=50, reasoning=20, cache_write_1h=20
 )
