@@ -52,7 +52,7 @@ PUBLIC = {
         "StoreUnavailableError",
     ],
     "otelcost.record": ["CostRecord", "MAX_RECORD_BYTES", "SCHEMA_VERSION"],
-    "otelcost.money": ["NANOS_PER_UNIT", "from_nanos", "to_nanos"],
+    "otelcost.money": ["DEFAULT_CURRENCY", "NANOS_PER_UNIT", "from_nanos", "to_nanos"],
     "otelcost.environment": [
         "BUDGETS",
         "CURRENCY",

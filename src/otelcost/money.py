@@ -6,9 +6,15 @@ derived from its nano-unit integer, so ``to_nanos(from_nanos(n)) == n`` for ever
 
 from __future__ import annotations
 
-__all__ = ["NANOS_PER_UNIT", "from_nanos", "to_nanos"]
+from typing import Final
+
+__all__ = ["DEFAULT_CURRENCY", "NANOS_PER_UNIT", "from_nanos", "to_nanos"]
 
 NANOS_PER_UNIT = 1_000_000_000
+
+DEFAULT_CURRENCY: Final = "USD"
+"""The currency of a pricing table that declares none (the flat form never does), and the
+one a service accounts in unless ``currency=`` or ``OTELCOST_CURRENCY`` says otherwise."""
 
 
 def to_nanos(amount: float) -> int:

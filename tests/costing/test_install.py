@@ -382,3 +382,12 @@ def test_each_install_logs_its_table_path_and_exporters_at_info(
         assert line.endswith("cost exporters: none")
     finally:
         other.shutdown()
+    flat = TracerProvider(shutdown_on_exit=False)
+    try:
+        otelcost.install({"shop:*": None}, exporters=[], tracer_provider=flat)
+        assert said()[-1].startswith(
+            "otelcost: pricing table without a version from DictPricingSource(<1 keys>) "
+            "(1 prices, USD);"
+        )
+    finally:
+        flat.shutdown()

@@ -261,6 +261,26 @@ def test_a_table_in_another_currency_is_surfaced_not_mixed(caplog: Any) -> None:
         matching.processor.shutdown()
 
 
+def test_a_table_that_declares_no_currency_is_usd_as_pricing_check_says(caplog: Any) -> None:
+    flat = {"batch:*": {"per_request": 1e-6}}  # the flat form never declares a currency
+    eur = Harness(flat, currency="EUR")
+    try:
+        end_span(eur.tracer("batch"), "job")
+        record, attributes = eur.only()
+        assert record.error == "currency_mismatch: table None is in USD, not EUR"
+        assert "cost.amount" not in attributes
+        assert "is in USD but costs are accounted in EUR" in caplog.text
+    finally:
+        eur.processor.shutdown()
+    usd = Harness(flat, currency="USD")
+    try:
+        end_span(usd.tracer("batch"), "job")
+        record, _ = usd.only()
+        assert record.error is None and record.currency == "USD" and record.cost_nanos == 1000
+    finally:
+        usd.processor.shutdown()
+
+
 @pytest.mark.parametrize(
     ("argument", "env", "expected"),
     [

@@ -28,6 +28,7 @@ from typing import Any
 
 from otelcost.bill.compare import Comparison
 from otelcost.errors import CalibrationError, OtelCostError
+from otelcost.money import DEFAULT_CURRENCY
 from otelcost.pricing.table import ALWAYS, PricingTable, format_instant
 
 __all__ = ["Calibration", "CalibrationError", "Factor", "calibrate"]
@@ -118,7 +119,7 @@ def calibrate(
         table = PricingTable.parse(document)
     except OtelCostError as exc:
         raise CalibrationError(f"pricing table: {exc}") from None
-    currency = table.currency or "USD"
+    currency = table.currency or DEFAULT_CURRENCY
     if currency != comparison.currency:
         raise CalibrationError(
             f"the pricing table is in {currency}, the bill in {comparison.currency}: "

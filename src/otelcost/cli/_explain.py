@@ -24,7 +24,7 @@ from opentelemetry.trace import SpanKind
 from otelcost import _json
 from otelcost.costing.operation import explain_operation, service_name
 from otelcost.errors import PricingError
-from otelcost.money import from_nanos
+from otelcost.money import DEFAULT_CURRENCY, from_nanos
 from otelcost.pricing import Price, PricingTable
 from otelcost.pricing.table import PriceMatch
 
@@ -282,7 +282,7 @@ def explain(
         "kind": None if kind is None else kind.name.lower(),
         "entry": entry,
         "version": table.version,
-        "currency": table.currency or "USD",
+        "currency": table.currency or DEFAULT_CURRENCY,
         "match": None
         if match is None
         else _charges(

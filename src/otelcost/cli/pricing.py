@@ -10,6 +10,7 @@ from typing import Any
 from otelcost import _json
 from otelcost.cli import _explain, _import
 from otelcost.errors import PricingError
+from otelcost.money import DEFAULT_CURRENCY
 from otelcost.pricing import Price, PricingTable
 from otelcost.pricing.sources import DEFAULT_MAX_BYTES, as_source, parse_bytes
 from otelcost.pricing.table import ALWAYS, format_instant
@@ -17,9 +18,6 @@ from otelcost.pricing.table import ALWAYS, format_instant
 __all__ = ["register", "run"]
 
 _STDIN = "-"
-# A table that declares no currency (the flat form never does) is taken as USD, the
-# accounting currency by default (docs/pricing.md).
-_DEFAULT_CURRENCY = "USD"
 
 
 def register(subparsers: argparse._SubParsersAction[Any]) -> None:
@@ -69,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
         summary = {
             "valid": True,
             "entries": len(table),
-            "currency": table.currency or _DEFAULT_CURRENCY,
+            "currency": table.currency or DEFAULT_CURRENCY,
             "currency_declared": table.currency is not None,
             "region": table.region,
             "version": table.version,
@@ -83,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
         }
         print(_json.dumps(summary).decode())
         return 0
-    currency = table.currency or f"{_DEFAULT_CURRENCY} (not declared: taken as USD)"
+    currency = table.currency or f"{DEFAULT_CURRENCY} (not declared: taken as {DEFAULT_CURRENCY})"
     lines = {
         "entries": len(table),
         "currency": currency,

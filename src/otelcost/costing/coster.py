@@ -36,7 +36,7 @@ from otelcost.costing.operation import (
     service_name,
 )
 from otelcost.errors import PricingError, PricingNotFoundError, PricingStaleError
-from otelcost.money import from_nanos
+from otelcost.money import DEFAULT_CURRENCY, from_nanos
 from otelcost.pricing import PricingCache, PricingTable
 from otelcost.pricing.table import PriceMatch
 from otelcost.record import _MAX_TS_MS, _MIN_TS_MS, CostRecord
@@ -315,7 +315,7 @@ class Coster:
         self._normalize = normalizer or normalize_path
         self._max_operations = max_operations_per_service
         self.guard = CardinalityGuard(limit=max_operations_per_service)
-        self._mismatch_warned: set[tuple[str | None, str | None]] = set()
+        self._mismatch_warned: set[tuple[str | None, str]] = set()
         self._by_table: tuple[PricingTable, PricingSnapshot] | None = None
         self._failed: PricingSnapshot | None = None
         self._resources: dict[int, _ResourceMemo] = {}
@@ -349,9 +349,12 @@ class Coster:
         if cached is not None and cached[0] is table:
             return cached[1]
         region = self._region if self._region is not None else table.region
-        if table.currency is not None and table.currency != self._currency:
-            self._warn_mismatch(table)
-            detail = f"table {table.version!r} is in {table.currency}, not {self._currency}"
+        # A table that declares no currency is in USD (docs/pricing.md), not in whatever
+        # currency this service happens to account in.
+        currency = table.currency or DEFAULT_CURRENCY
+        if currency != self._currency:
+            self._warn_mismatch(table.version, currency)
+            detail = f"table {table.version!r} is in {currency}, not {self._currency}"
             snap = PricingSnapshot(
                 None, self._currency, region, table.version, _error(CURRENCY_MISMATCH, detail)
             )
@@ -366,18 +369,18 @@ class Coster:
             snap = self._failed = PricingSnapshot(None, self._currency, self._region, None, error)
         return snap
 
-    def _warn_mismatch(self, table: PricingTable) -> None:
-        key = (table.version, table.currency)
+    def _warn_mismatch(self, version: str | None, currency: str) -> None:
+        key = (version, currency)
         if key not in self._mismatch_warned:
             self._mismatch_warned.add(key)
             _logger.error(
                 "otelcost: pricing table %r is in %s but costs are accounted in %s; "
                 "spans get cost.error=currency_mismatch until the two agree "
                 "(pass currency=%r or set OTELCOST_CURRENCY)",
-                table.version,
-                table.currency,
+                version,
+                currency,
                 self._currency,
-                table.currency,
+                currency,
             )
 
     # -- one span ---------------------------------------------------------------------

@@ -20,6 +20,7 @@ from otelcost.exporters.base import CostExporter
 from otelcost.exporters.budget import budget_exporter
 from otelcost.exporters.kafka import kafka_exporter_from_env
 from otelcost.exporters.memory import InMemoryCostExporter
+from otelcost.money import DEFAULT_CURRENCY
 from otelcost.pricing import PricingCache
 
 __all__ = ["CURRENCY_ENV", "PRICING_ENV", "REGION_ENV", "default_exporters", "install"]
@@ -164,9 +165,10 @@ def _summary(processor: CostSpanProcessor) -> str:
             "until a refresh succeeds)"
         )
     else:
+        version = "without a version" if stats["version"] is None else repr(stats["version"])
         table = (
-            f"pricing table {stats['version']!r} from {cache.source!r} "
-            f"({stats['entries']} prices, {cache.currency})"
+            f"pricing table {version} from {cache.source!r} "
+            f"({stats['entries']} prices, {cache.currency or DEFAULT_CURRENCY})"
         )
     where = (
         "in the SDK's ending hook"

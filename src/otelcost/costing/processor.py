@@ -50,7 +50,7 @@ from otelcost.exporters.base import (
     CostSumExporter,
     CostSums,
 )
-from otelcost.money import from_nanos
+from otelcost.money import DEFAULT_CURRENCY, from_nanos
 from otelcost.pricing import PricingCache
 from otelcost.pricing.sources import SourceLike
 from otelcost.record import CostRecord
@@ -146,7 +146,7 @@ class CostSpanProcessor(SpanProcessor):
         pricing_path: PricingPath = "auto",
         environ: environment.Environ | None = None,
     ) -> None:
-        currency = environment.choose(currency, environment.CURRENCY, "USD", environ)
+        currency = environment.choose(currency, environment.CURRENCY, DEFAULT_CURRENCY, environ)
         if not currency or not isinstance(currency, str):
             raise ValueError(f"currency must be a non-empty string, got {currency!r}")
         if max_operations_per_service < 1:
