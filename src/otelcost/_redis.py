@@ -17,14 +17,36 @@ Credentials never appear in messages: use ``redact`` on any URL that is shown or
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import TYPE_CHECKING, TypeAlias, Union
 from urllib.parse import unquote, urlsplit
 
 from otelcost.errors import MissingExtraError
 
-__all__ = ["DEFAULT_OPTIONS", "connect", "database", "redact"]
+if TYPE_CHECKING:
+    from redis import Redis
+    from redis.cluster import RedisCluster
 
-DEFAULT_OPTIONS: dict[str, Any] = {
+__all__ = [
+    "DEFAULT_OPTIONS",
+    "RedisClient",
+    "RedisLike",
+    "RedisOption",
+    "connect",
+    "database",
+    "redact",
+]
+
+RedisClient: TypeAlias = Union["Redis", "RedisCluster"]
+"""A redis-py client: ``Redis`` (also what a Sentinel master is) or ``RedisCluster``."""
+
+RedisLike: TypeAlias = str | RedisClient
+"""A Redis URL (``redis://``, ``rediss://``, ``unix://``, ``redis+cluster://``,
+``redis+sentinel://``) or a redis-py client (``Redis``, a Sentinel master, ``RedisCluster``)."""
+
+RedisOption: TypeAlias = float | int | bool | str | None
+"""A redis-py connection option value (timeouts in seconds, ``health_check_interval``...)."""
+
+DEFAULT_OPTIONS: dict[str, RedisOption] = {
     "socket_timeout": 1.0,
     "socket_connect_timeout": 1.0,
     "health_check_interval": 15,
@@ -64,7 +86,7 @@ def database(url: str) -> int:
     return number
 
 
-def connect(target: Any, **options: Any) -> Any:
+def connect(target: RedisLike, **options: RedisOption) -> RedisClient:
     """A Redis client for ``target`` (a URL or a client object, returned unchanged).
 
     ``options`` override DEFAULT_OPTIONS and are passed to redis-py (``retries`` becomes a
@@ -77,8 +99,10 @@ def connect(target: Any, **options: Any) -> Any:
                 f"expected a Redis URL or a redis-py client, got {type(target).__name__}"
             )
         return target
-    settings = {**DEFAULT_OPTIONS, **options}
-    retries = int(settings.pop("retries"))
+    settings: dict[str, object] = {**DEFAULT_OPTIONS, **options}
+    retries = settings.pop("retries")
+    if not isinstance(retries, int):
+        raise TypeError(f"retries must be an int, got {retries!r}")
     try:
         import redis
         from redis.backoff import ExponentialWithJitterBackoff
@@ -104,7 +128,7 @@ def connect(target: Any, **options: Any) -> Any:
     )
 
 
-def _sentinel_master(url: str, *, tls: bool, settings: dict[str, Any]) -> Any:
+def _sentinel_master(url: str, *, tls: bool, settings: dict[str, object]) -> RedisClient:
     from redis.sentinel import Sentinel
 
     parts = urlsplit(url)
@@ -137,4 +161,5 @@ def _sentinel_master(url: str, *, tls: bool, settings: dict[str, Any]) -> Any:
         "socket_connect_timeout": settings["socket_connect_timeout"],
     }
     sentinel = Sentinel(sentinels, sentinel_kwargs=sentinel_options)  # type: ignore[no-untyped-call]
-    return sentinel.master_for(unquote(path[0]), **master_options)  # type: ignore[no-untyped-call]
+    master: Redis = sentinel.master_for(unquote(path[0]), **master_options)  # type: ignore[no-untyped-call]
+    return master

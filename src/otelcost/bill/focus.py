@@ -31,7 +31,7 @@ from __future__ import annotations
 import csv
 import json
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
@@ -441,7 +441,7 @@ def _parquet_rows(path: Path, required: tuple[str, ...]) -> Iterator[tuple[int, 
             number += 1
 
 
-def _check_columns(source: str, names: Any, required: tuple[str, ...]) -> None:
+def _check_columns(source: str, names: Iterable[str], required: tuple[str, ...]) -> None:
     missing = [name for name in required if name not in set(names)]
     if missing:
         raise FocusError(

@@ -16,14 +16,11 @@ import math
 import threading
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, NamedTuple
+from typing import NamedTuple, cast
 
 from otelcost import _redis
+from otelcost._redis import RedisClient
 from otelcost.budget.store import BudgetStore, RedisLike
-
-if TYPE_CHECKING:
-    from redis import Redis
-    from redis.cluster import RedisCluster
 
 __all__ = ["DEFAULT_RETRY_AFTER", "BudgetGuard", "Throttle"]
 
@@ -49,7 +46,7 @@ class _Entry(NamedTuple):
 
 
 class _RedisFlags:
-    def __init__(self, client: Redis | RedisCluster) -> None:
+    def __init__(self, client: RedisClient) -> None:
         from otelcost.budget import _keys
 
         self._client = client
@@ -91,7 +88,7 @@ class BudgetGuard:
             self._read_flag = read_flag
         else:
             client = _redis.connect(
-                source,
+                cast(RedisLike, source),  # no read_flag: a URL or a redis-py client
                 socket_timeout=timeout,
                 socket_connect_timeout=timeout,
                 retries=0,

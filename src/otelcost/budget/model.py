@@ -353,7 +353,7 @@ def _load_file(path: Path) -> BudgetSet:
     return _from_document(doc, origin=f"budgets file {path}")
 
 
-def _from_document(doc: Any, *, origin: str) -> BudgetSet:
+def _from_document(doc: object, *, origin: str) -> BudgetSet:
     if not isinstance(doc, Mapping):
         raise BudgetConfigError(f'{origin}: expected an object {{"budgets": [...]}}')
     unknown = sorted(set(doc) - {"budgets"}, key=_shown)

@@ -22,9 +22,9 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from importlib import resources
-from typing import Any
 
 from otelcost import _redis
+from otelcost._redis import RedisClient
 from otelcost.budget import _keys
 from otelcost.budget.fence import Fence, FenceOverlapError
 from otelcost.budget.model import (
@@ -77,7 +77,7 @@ class RedisBudgetStore:
         self._script = self._redis.register_script(SCRIPT)
 
     @property
-    def client(self) -> Any:
+    def client(self) -> RedisClient:
         """The redis-py client in use."""
         return self._redis
 

@@ -8,21 +8,14 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Protocol, TypeAlias, Union
+from typing import Protocol
 
+from otelcost._redis import RedisLike
 from otelcost.budget.fence import Fence
 from otelcost.budget.model import BudgetSet, BudgetsLike
 from otelcost.budget.status import BudgetStatus
 
-if TYPE_CHECKING:
-    from redis import Redis
-    from redis.cluster import RedisCluster
-
 __all__ = ["BudgetStore", "BudgetsLike", "RedisLike"]
-
-RedisLike: TypeAlias = Union[str, "Redis", "RedisCluster"]
-"""A Redis URL (``redis://``, ``rediss://``, ``unix://``, ``redis+cluster://``,
-``redis+sentinel://``) or a redis-py client (``Redis``, a Sentinel master, ``RedisCluster``)."""
 
 
 class BudgetStore(Protocol):

@@ -18,13 +18,16 @@ import time
 from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from otelcost import _json
 from otelcost.cli.report import _money
 from otelcost.errors import PricingError
 from otelcost.money import from_nanos
 from otelcost.pricing.sources import as_source
+
+if TYPE_CHECKING:  # imported when a command runs: they need psycopg (the postgres extra)
+    from otelcost.rollup import History, RepricedRow, Repricing
 
 __all__ = ["parse_since", "run_history", "sparkline"]
 
@@ -153,7 +156,7 @@ def _run_reprice(args: argparse.Namespace, window: int) -> int:
     return 0
 
 
-def _repriced_cells(row: Any, by: str) -> list[str]:
+def _repriced_cells(row: RepricedRow, by: str) -> list[str]:
     cells = [row.service, row.operation or ""] if by == "operation" else [row.service]
     return [
         *cells,
@@ -171,7 +174,7 @@ def _signed(nanos: int) -> str:
     return ("+" if nanos > 0 else "-") + _money(from_nanos(abs(nanos)))
 
 
-def _reprice_notes(repricing: Any) -> list[str]:
+def _reprice_notes(repricing: Repricing) -> list[str]:
     total = repricing.total
     notes = []
     if total.unpriced_spans:
@@ -193,14 +196,14 @@ def _reprice_notes(repricing: Any) -> list[str]:
     return notes
 
 
-def _table(history: Any) -> tuple[list[str], list[list[str]], str]:
+def _table(history: History) -> tuple[list[str], list[list[str]], str]:
     since = _date(history.since, minutes=True)
     if history.by == "service":
         chart = "daily spend" if len(history.days) <= _MAX_CHART else "spend over time"
         header = ["service", "currency", "cost", "spans", "unpriced", f"{chart} (oldest → today)"]
         rows = [
             [
-                row.service,
+                row.service or "",
                 row.currency,
                 _money(from_nanos(row.cost_nanos)),
                 f"{row.spans:,}",
@@ -215,8 +218,8 @@ def _table(history: Any) -> tuple[list[str], list[list[str]], str]:
         header.append("unpriced")
         rows = [
             [
-                row.service,
-                row.operation,
+                row.service or "",
+                row.operation or "",
                 row.currency,
                 _money(from_nanos(row.cost_nanos)),
                 f"{row.spans:,}",
@@ -233,7 +236,7 @@ def _table(history: Any) -> tuple[list[str], list[list[str]], str]:
     header = ["day (UTC)", "currency", "cost", "spans", "unpriced", ""]
     rows = [
         [
-            _date(row.day),
+            "" if row.day is None else _date(row.day),
             row.currency,
             _money(from_nanos(row.cost_nanos)),
             f"{row.spans:,}",

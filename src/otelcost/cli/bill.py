@@ -15,15 +15,19 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from otelcost import _json
 from otelcost.cli._history import _print, _signed
 from otelcost.cli.report import _money
 from otelcost.errors import OtelCostError
 from otelcost.money import from_nanos
+
+if TYPE_CHECKING:  # imported when a subcommand runs
+    from otelcost.bill import Bill, Comparison
 
 __all__ = ["register"]
 
@@ -137,7 +141,7 @@ def _instant(text: str, option: str) -> int:
     return int(moment.timestamp() * 1000)
 
 
-def _read(args: argparse.Namespace) -> Any:
+def _read(args: argparse.Namespace) -> Bill:
     from otelcost.bill import read_focus, read_mapping
 
     mapping = read_mapping(args.map) if args.map else None
@@ -151,10 +155,10 @@ def _read(args: argparse.Namespace) -> Any:
     )
 
 
-def _guarded(args: argparse.Namespace, body: Any) -> int:
+def _guarded(args: argparse.Namespace, body: Callable[[argparse.Namespace], int]) -> int:
     """Run ``body(args)``, turning expected failures into one line and an exit code."""
     try:
-        code: int = body(args)
+        code = body(args)
     except (_Usage, OtelCostError) as exc:
         print(f"otelcost bill: {exc}", file=sys.stderr)
         return 2
@@ -193,7 +197,7 @@ def _day(ms: int) -> str:
     return datetime.fromtimestamp(ms / 1000, tz=timezone.utc).strftime("%Y-%m-%d")
 
 
-def _period(bill: Any) -> str:
+def _period(bill: Bill) -> str:
     return f"{_day(bill.since)} to {_day(bill.until - 1)} UTC"
 
 
@@ -240,7 +244,7 @@ def _compare(args: argparse.Namespace) -> int:
     return 0
 
 
-def _print_comparison(comparison: Any, *, daily: bool) -> None:
+def _print_comparison(comparison: Comparison, *, daily: bool) -> None:
     bill = comparison.bill
     header = ["service", "billed", "attributed", "difference", "factor", "status"]
     rows = [

@@ -69,7 +69,7 @@ is what `otelcost report --json` prints).
 """
 
 
-def register(subparsers: Any) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
         "demo",
         help="price a live demo workload (no servers needed)",

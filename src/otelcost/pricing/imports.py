@@ -17,7 +17,7 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from otelcost.errors import PricingError
 from otelcost.pricing._genai import (
@@ -28,6 +28,9 @@ from otelcost.pricing._genai import (
     OUTPUT,
     REASONING,
 )
+
+if TYPE_CHECKING:  # the llm extra: imported when --from genai-prices runs
+    from genai_prices.types import ModelInfo, ModelPrice
 
 __all__ = ["Imported", "from_genai_prices", "from_litellm", "from_openlit"]
 
@@ -164,7 +167,7 @@ def _flatten(match: object) -> Iterable[object]:
 
 
 def _genai_prices_entry(
-    model: Any, where: str, skipped: list[str]
+    model: ModelInfo, where: str, skipped: list[str]
 ) -> dict[str, Any] | list[dict[str, Any]] | None:
     from genai_prices.types import ModelPrice, StartDateConstraint
 
@@ -186,7 +189,7 @@ def _genai_prices_entry(
     return items
 
 
-def _genai_prices_price(price: Any, where: str, skipped: list[str]) -> dict[str, Any] | None:
+def _genai_prices_price(price: ModelPrice, where: str, skipped: list[str]) -> dict[str, Any] | None:
     from genai_prices.types import TieredPrices
 
     units: dict[str, Any] = {}
