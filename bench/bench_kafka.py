@@ -227,13 +227,20 @@ def work_latency(bootstrap: str, topic: str, seconds: float, rate: int) -> dict[
     class Timed(KafkaCostExporter):
         # Bench-only: note when each delivery report arrives, against each span's end.
         def _on_delivery(
-            self, spans: int, aggregates: int, kept: list[CostRecord] | None, err: Any, msg: Any
+            self,
+            unreported: Any,
+            spans: int,
+            aggregates: int,
+            err: Any,
+            msg: Any,
+            *,
+            kept: list[CostRecord] | None,
         ) -> None:
             if err is None:
                 now_ms = time.time() * 1000
                 records, _bad = decode(msg.key(), msg.value(), msg.headers())
                 latencies_ms.extend(now_ms - r.timestamp for r in records)
-            super()._on_delivery(spans, aggregates, kept, err, msg)
+            super()._on_delivery(unreported, spans, aggregates, err, msg, kept=kept)
 
     exporter = Timed(bootstrap, topic)
     total = int(seconds * rate)

@@ -96,6 +96,20 @@ _FLUSH_SLICE_S = 0.1
 _FOLD_AFTER_S = 3.0
 _PROBE_EVERY_S = 1.0
 _PURGE_AFTER_S = 10.0
+# Replaced producers kept until they have reported every purged message (normally
+# within milliseconds); past this many, the oldest one's unreported spans count as dropped.
+_MAX_RETIRED = 4
+
+
+class _Unreported:
+    """Spans in one producer's messages whose delivery report is still to be served."""
+
+    __slots__ = ("spans",)
+
+    def __init__(self) -> None:
+        self.spans = 0
+
+
 # Producers inherited over fork(): kept referenced and never used, because destroying one
 # would wait for librdkafka threads that do not exist in the child.
 _INHERITED_PRODUCERS: list[Any] = []
@@ -172,11 +186,16 @@ class KafkaCostExporter(CostExporter):
         inherited = getattr(self, "_producer", None)
         if inherited is not None:
             _INHERITED_PRODUCERS.append(inherited)
+        _INHERITED_PRODUCERS.extend(producer for producer, _ in getattr(self, "_retired", ()))
         self._pid = os.getpid()
         # Guards the producer, the overflow and the counters. Delivery callbacks run inside
         # poll()/flush(), which are only called with the lock held.
         self._lock = threading.Lock()
         self._producer: Any = None
+        self._unreported = _Unreported()  # the live producer's
+        # Replaced producers whose delivery reports librdkafka has not handed over yet:
+        # dropping one then would lose its messages from every counter.
+        self._retired: list[tuple[Any, _Unreported]] = []
         self._kafka_error: type[Exception] = Exception  # KafkaException once imported
         self._replace = False
         self._timed_out: int | None = None  # KafkaError._MSG_TIMED_OUT once imported
@@ -217,9 +236,11 @@ class KafkaCostExporter(CostExporter):
                 self._dropped_spans += spans
                 return CostExportResult.FAILURE
             producer.poll(0)  # delivery reports and errors first: they tell if brokers are up
+            if self._retired:
+                self._serve_retired()
             down = self._down_since
             if down is not None and time.monotonic() - down >= _FOLD_AFTER_S:
-                self._export_while_down(producer, records)
+                self._export_while_down(producer, records, down)
             else:
                 if self._overflow:
                     self._send_overflow(producer)
@@ -266,7 +287,8 @@ class KafkaCostExporter(CostExporter):
         # The JSON encodings are decoded again if delivery fails, so only OTLP messages
         # keep their records in memory until their delivery report.
         kept = records if self._encoding == "otlp_json" else None
-        on_delivery = partial(self._on_delivery, spans, aggregates, kept)
+        unreported = self._unreported
+        on_delivery = partial(self._on_delivery, unreported, spans, aggregates, kept=kept)
         for retried in (False, True):
             try:
                 producer.produce(
@@ -282,6 +304,7 @@ class KafkaCostExporter(CostExporter):
                 return True
             else:
                 self._queued += 1
+                unreported.spans += spans
                 return True
         return False
 
@@ -290,13 +313,14 @@ class KafkaCostExporter(CostExporter):
         if pending:
             self._produce_all(producer, self._messages(pending))
 
-    def _export_while_down(self, producer: Any, records: Sequence[CostRecord]) -> None:
+    def _export_while_down(
+        self, producer: Any, records: Sequence[CostRecord], down_since: float
+    ) -> None:
         """Every broker is down: fold ``records`` at once, offer the overflow to librdkafka
         now and then (its delivery ends the outage), and after a while fold the queue too."""
         self._fold_all(records)
         now = time.monotonic()
-        assert self._down_since is not None
-        if not self._purged and now - self._down_since >= _PURGE_AFTER_S:
+        if not self._purged and now - down_since >= _PURGE_AFTER_S:
             self._purged = True
             producer.purge(in_queue=True, in_flight=False, blocking=False)
             producer.poll(0)  # purged messages' reports fold them into the overflow
@@ -307,6 +331,14 @@ class KafkaCostExporter(CostExporter):
 
     def _in_queue(self, producer: Any) -> int:
         return len(producer)
+
+    def _serve_retired(self) -> None:
+        """Serve replaced producers' late delivery reports; forget those that are done."""
+        for entry in list(self._retired):
+            old = entry[0]
+            old.poll(0)
+            if len(old) == 0:  # every report served
+                self._retired.remove(entry)
 
     # -- folding and accounting (lock held) ---------------------------------------------
 
@@ -352,8 +384,16 @@ class KafkaCostExporter(CostExporter):
     # -- librdkafka callbacks (served by poll/flush, lock held) --------------------------
 
     def _on_delivery(
-        self, spans: int, aggregates: int, kept: list[CostRecord] | None, err: Any, msg: Any
+        self,
+        unreported: _Unreported,
+        spans: int,
+        aggregates: int,
+        err: Any,
+        msg: Any,
+        *,
+        kept: list[CostRecord] | None,
     ) -> None:
+        unreported.spans -= spans
         if err is None:
             self._delivered += 1
             self._delivered_spans += spans
@@ -407,10 +447,21 @@ class KafkaCostExporter(CostExporter):
     def _live_producer(self) -> Any:
         """This process's producer, created on first use; None if it cannot be created."""
         if self._replace and self._producer is not None:
+            # An outage in progress stays one (records keep folding, probes keep going):
+            # only a delivery ends it, whichever producer makes it.
             old, self._producer, self._replace = self._producer, None, False
-            self._down_since = None
             old.purge()
-            old.poll(0)  # serves every purged message's callback: they fold into overflow
+            # Purged messages' reports fold them into overflow; librdkafka may hand some
+            # over only later (in-flight requests under load), so the old producer is
+            # polled until it has reported every message.
+            old.poll(0)
+            self._retired.append((old, self._unreported))
+            self._unreported = _Unreported()
+            self._serve_retired()
+            if len(self._retired) > _MAX_RETIRED:  # bounded, whatever librdkafka does
+                _oldest, unreported = self._retired.pop(0)
+                self._dropped_spans += unreported.spans
+                unreported.spans = 0
         if self._producer is None and self._unusable is None:
             try:
                 confluent = import_confluent()
@@ -431,13 +482,15 @@ class KafkaCostExporter(CostExporter):
         while True:
             with self._lock:
                 producer = self._live_producer() if self._producer is not None else None
+                if self._retired:
+                    self._serve_retired()
                 if producer is None:
-                    return not self._overflow
+                    return not self._overflow and not self._retired
                 if self._overflow:
                     self._send_overflow(producer)
                 left = deadline - time.monotonic()
                 in_queue = producer.flush(max(0.0, min(left, _FLUSH_SLICE_S)))
-                if in_queue == 0 and not self._overflow:
+                if in_queue == 0 and not self._overflow and not self._retired:
                     return True
             if time.monotonic() >= deadline:
                 return False
@@ -453,8 +506,14 @@ class KafkaCostExporter(CostExporter):
             self._overflow.seal()
             producer, self._producer = self._producer, None
             if producer is not None:
-                producer.purge()
-                producer.poll(0)  # purged messages' callbacks count as dropped now
+                self._retired.append((producer, self._unreported))
+            for old, unreported in self._retired:
+                old.purge()
+                old.poll(0)  # purged messages' callbacks count as dropped now
+                # Reports librdkafka has not handed over yet never will be: count them.
+                self._dropped_spans += unreported.spans
+                unreported.spans = 0
+            self._retired.clear()
 
     def stats(self) -> Mapping[str, int]:
         """Counters of this process; never holds configuration or credentials.
@@ -471,13 +530,19 @@ class KafkaCostExporter(CostExporter):
           while the queue was full, or no producer (configuration error, logged once);
         - ``invalid_spans``: records that could not be encoded;
         - ``client_errors``: librdkafka errors (broker down, authentication...);
-        - ``in_queue``: messages in librdkafka now; ``overflow_pending_spans``: spans
+        - ``in_queue``: messages in librdkafka now (a replaced producer's unreported ones
+          included); ``overflow_pending_spans``: spans
           waiting in aggregates now.
 
         Once ``force_flush`` returned True: spans == delivered_spans + dropped_spans +
         invalid_spans.
         """
-        producer = self._producer if self._pid == os.getpid() else None
+        # A forked child's inherited producers are not its own to count.
+        producers = (
+            [self._producer, *(old for old, _ in tuple(self._retired))]
+            if self._pid == os.getpid()
+            else []
+        )
         return {
             "spans": self._spans,
             "queued": self._queued,
@@ -489,7 +554,7 @@ class KafkaCostExporter(CostExporter):
             "dropped_spans": self._dropped_spans,
             "invalid_spans": self._invalid_spans,
             "client_errors": self._client_errors,
-            "in_queue": len(producer) if producer is not None else 0,
+            "in_queue": sum(len(producer) for producer in producers if producer is not None),
             "overflow_pending_spans": self._overflow.pending_spans,
         }
 
