@@ -168,7 +168,7 @@ def test_rediss_urls_give_tls_connections_on_every_path() -> None:
         "connect": _redis.connect(url),
         "exporter": RedisBudgetExporter(url, [Budget("*", 1.0)]).store.client,
         "store": RedisBudgetStore(url).client,
-        "guard": BudgetGuard(url)._read_flag.__self__._client,  # type: ignore[attr-defined]
+        "guard": BudgetGuard(url)._read_flag.args[0],  # type: ignore[attr-defined]
     }
     for path, client in clients.items():
         pool = client.connection_pool

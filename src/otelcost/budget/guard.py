@@ -11,6 +11,7 @@ one short timeout per backoff period. It never raises.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import math
 import threading
@@ -19,7 +20,7 @@ from collections.abc import Callable
 from typing import NamedTuple, cast
 
 from otelcost import _redis
-from otelcost._redis import RedisClient
+from otelcost.budget.redis_store import read_flag
 from otelcost.budget.store import BudgetStore, RedisLike
 
 __all__ = ["DEFAULT_RETRY_AFTER", "BudgetGuard", "Throttle"]
@@ -45,24 +46,6 @@ class _Entry(NamedTuple):
     fetched: float  # monotonic time of the read
 
 
-class _RedisFlags:
-    def __init__(self, client: RedisClient) -> None:
-        from otelcost.budget import _keys
-
-        self._client = client
-        self._key = _keys.flag_key
-
-    def read_flag(self, service: str) -> tuple[str | None, int | None]:
-        pipe = self._client.pipeline(transaction=False)
-        pipe.get(self._key(service))
-        pipe.pttl(self._key(service))
-        value, pttl = pipe.execute()
-        if value is None:
-            return None, None
-        text = value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
-        return text, int(pttl) if pttl > 0 else None
-
-
 class BudgetGuard:
     """Answers "is this service throttled?" from a local cache refreshed from the flag.
 
@@ -83,9 +66,9 @@ class BudgetGuard:
         if max_staleness < 0 or timeout <= 0:
             raise ValueError("max_staleness must be >= 0 and timeout > 0")
         self._read_flag: Callable[[str], tuple[str | None, int | None]]
-        read_flag = getattr(source, "read_flag", None)  # a store; else Redis
-        if callable(read_flag):
-            self._read_flag = read_flag
+        store_read_flag = getattr(source, "read_flag", None)  # a store; else Redis
+        if callable(store_read_flag):
+            self._read_flag = store_read_flag
         else:
             client = _redis.connect(
                 cast(RedisLike, source),  # no read_flag: a URL or a redis-py client
@@ -93,7 +76,7 @@ class BudgetGuard:
                 socket_connect_timeout=timeout,
                 retries=0,
             )
-            self._read_flag = _RedisFlags(client).read_flag
+            self._read_flag = functools.partial(read_flag, client)
         self.max_staleness = max_staleness
         self._clock = clock
         self._lock = threading.Lock()

@@ -41,7 +41,7 @@ from otelcost.budget.store import BudgetsLike, RedisLike
 from otelcost.errors import BudgetConfigError
 from otelcost.money import from_nanos
 
-__all__ = ["SCRIPT", "RedisBudgetStore"]
+__all__ = ["SCRIPT", "RedisBudgetStore", "read_flag"]
 
 _logger = logging.getLogger(__name__)
 
@@ -165,13 +165,7 @@ class RedisBudgetStore:
 
     def read_flag(self, service: str) -> tuple[str | None, int | None]:
         """The throttle flag's value and remaining TTL in ms (None, None when not set)."""
-        pipe = self._redis.pipeline(transaction=False)
-        pipe.get(_keys.flag_key(service))
-        pipe.pttl(_keys.flag_key(service))
-        value, pttl = pipe.execute()
-        if value is None:
-            return None, None
-        return _text(value), int(pttl) if pttl > 0 else None
+        return read_flag(self._redis, service)
 
     def services(self) -> list[str]:
         """Every service with budget state or a throttle flag in Redis, sorted (uses SCAN)."""
@@ -198,6 +192,18 @@ def _check_service(service: object) -> None:
         raise ValueError(
             f"service must be a non-empty string (<= {MAX_SERVICE_LEN} chars), got {service!r}"
         )
+
+
+def read_flag(client: RedisClient, service: str) -> tuple[str | None, int | None]:
+    """``service``'s throttle flag in Redis and its remaining TTL in ms (None, None: unset);
+    one round trip. ``BudgetGuard`` reads it with its own short-timeout client."""
+    pipe = client.pipeline(transaction=False)
+    pipe.get(_keys.flag_key(service))
+    pipe.pttl(_keys.flag_key(service))
+    value, pttl = pipe.execute()
+    if value is None:
+        return None, None
+    return _text(value), int(pttl) if pttl > 0 else None
 
 
 def _text(value: bytes | str) -> str:

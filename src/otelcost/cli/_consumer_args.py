@@ -18,7 +18,9 @@ __all__ = [
     "EXIT_STATUS",
     "KAFKA_CONFIG_HELP",
     "add_consumer_options",
+    "add_kafka_client_options",
     "consumer_options",
+    "kafka_settings",
     "positive_float",
     "positive_int",
     "run_consumer",
@@ -66,6 +68,14 @@ def add_consumer_options(parser: argparse.ArgumentParser, *, group: str, require
     parser.add_argument(
         "--batch-size", type=positive_int, default=5000, metavar="N", help="default: %(default)s"
     )
+    add_kafka_client_options(parser)
+    parser.add_argument(
+        "--json", action="store_true", help="print the final counters as one JSON object"
+    )
+
+
+def add_kafka_client_options(parser: argparse.ArgumentParser) -> None:
+    """``--kafka-config FILE`` and ``-X KEY=VALUE``, read by :func:`kafka_settings`."""
     parser.add_argument("--kafka-config", metavar="FILE", help="Kafka client .properties file")
     parser.add_argument(
         "-X",
@@ -74,9 +84,6 @@ def add_consumer_options(parser: argparse.ArgumentParser, *, group: str, require
         default=[],
         metavar="KEY=VALUE",
         help="a librdkafka setting (repeatable)",
-    )
-    parser.add_argument(
-        "--json", action="store_true", help="print the final counters as one JSON object"
     )
 
 
@@ -87,14 +94,14 @@ def consumer_options(args: argparse.Namespace) -> dict[str, Any]:
         "topic": args.topic,
         "group": args.group,
         "dlq_topic": args.dlq_topic,
-        "kafka_config": _kafka_settings(args),
+        "kafka_config": kafka_settings(args),
         "batch_size": args.batch_size,
         "connect_timeout": args.connect_timeout,
     }
 
 
-def _kafka_settings(args: argparse.Namespace) -> dict[str, str]:
-    """The settings of ``--kafka-config`` then ``-X``."""
+def kafka_settings(args: argparse.Namespace) -> dict[str, str]:
+    """The settings of ``--kafka-config`` then ``-X`` (ValueError/OSError when invalid)."""
     settings: dict[str, str] = {}
     if args.kafka_config:
         settings.update(read_properties(args.kafka_config))

@@ -15,10 +15,10 @@ import argparse
 import re
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from otelcost import _json
 from otelcost.cli.report import _money
@@ -29,7 +29,14 @@ from otelcost.pricing.sources import as_source
 if TYPE_CHECKING:  # imported when a command runs: they need psycopg (the postgres extra)
     from otelcost.rollup import History, RepricedRow, Repricing
 
-__all__ = ["parse_since", "run_history", "sparkline"]
+__all__ = ["parse_since", "print_json", "read_rollups", "run_history", "sparkline"]
+
+
+class _Documented(Protocol):
+    def to_dict(self) -> dict[str, Any]: ...
+
+
+_Result = TypeVar("_Result")
 
 _UNITS_MS = {"m": 60_000, "h": 3_600_000, "d": 86_400_000, "w": 7 * 86_400_000}
 _BLOCKS = "▁▂▃▄▅▆▇█"
@@ -63,8 +70,7 @@ def run_history(args: argparse.Namespace) -> int:
     """Read and print the history; 0, 1 when the database cannot be read, 2 on bad input."""
     try:
         window = parse_since(args.since or "7d")
-        from otelcost.rollup import SchemaError, read_history
-        from otelcost.rollup._db import DatabaseError, redact_dsn
+        from otelcost.rollup import read_history
         from otelcost.rollup.history import By
     except (ValueError, ImportError) as exc:
         print(f"otelcost report: {exc}", file=sys.stderr)
@@ -80,24 +86,20 @@ def run_history(args: argparse.Namespace) -> int:
         return 2
     by: By = "service" if args.by is None else args.by
     limit = args.limit if args.limit is not None else (20 if by == "operation" else None)
-    try:
-        history = read_history(
+    history = read_rollups(
+        args.dsn,
+        lambda: read_history(
             args.dsn,
             since_ms=int(time.time() * 1000) - window,
             by=by,
             service=args.service,
             limit=limit,
-        )
-    except (SchemaError, DatabaseError) as exc:
-        message = " ".join(str(exc).split()) or type(exc).__name__
-        print(
-            f"otelcost report: cannot read cost history from {redact_dsn(args.dsn)}: {message}",
-            file=sys.stderr,
-        )
+        ),
+    )
+    if history is None:
         return 1
     if args.json:
-        sys.stdout.write(_json.dumps(history.to_dict()).decode() + "\n")
-        return 0
+        return print_json(history)
     header, rows, title = _table(history)
     if not rows:
         print(f"no cost history in the last {args.since or '7d'}")
@@ -106,9 +108,29 @@ def run_history(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run_reprice(args: argparse.Namespace, window: int) -> int:
+def read_rollups(dsn: str, read: Callable[[], _Result]) -> _Result | None:
+    """``read()``; None after one line on stderr when the rollup database cannot be read."""
     from otelcost.rollup import SchemaError
     from otelcost.rollup._db import DatabaseError, redact_dsn
+
+    try:
+        return read()
+    except (SchemaError, DatabaseError) as exc:
+        message = " ".join(str(exc).split()) or type(exc).__name__
+        print(
+            f"otelcost report: cannot read cost history from {redact_dsn(dsn)}: {message}",
+            file=sys.stderr,
+        )
+        return None
+
+
+def print_json(result: _Documented) -> int:
+    """Print ``result.to_dict()`` as one line of JSON; the exit status 0."""
+    sys.stdout.write(_json.dumps(result.to_dict()).decode() + "\n")
+    return 0
+
+
+def _run_reprice(args: argparse.Namespace, window: int) -> int:
     from otelcost.rollup.reprice import reprice_history
 
     if args.by not in (None, "service", "operation"):
@@ -119,25 +141,21 @@ def _run_reprice(args: argparse.Namespace, window: int) -> int:
     except (PricingError, ValueError) as exc:
         print(f"otelcost report: --reprice: {exc}", file=sys.stderr)
         return 2
-    try:
-        repricing = reprice_history(
+    repricing = read_rollups(
+        args.dsn,
+        lambda: reprice_history(
             args.dsn,
             table,
             since_ms=int(time.time() * 1000) - window,
             by=args.by or "service",
             service=args.service,
             limit=args.limit,
-        )
-    except (SchemaError, DatabaseError) as exc:
-        message = " ".join(str(exc).split()) or type(exc).__name__
-        print(
-            f"otelcost report: cannot read cost history from {redact_dsn(args.dsn)}: {message}",
-            file=sys.stderr,
-        )
+        ),
+    )
+    if repricing is None:
         return 1
     if args.json:
-        sys.stdout.write(_json.dumps(repricing.to_dict()).decode() + "\n")
-        return 0
+        return print_json(repricing)
     since = args.since or "7d"
     if not repricing.rows:
         print(f"no cost history in {repricing.currency} in the last {since}")

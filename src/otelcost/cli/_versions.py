@@ -8,8 +8,7 @@ import argparse
 import sys
 import time
 
-from otelcost import _json
-from otelcost.cli._history import _date, _print
+from otelcost.cli._history import _date, _print, print_json, read_rollups
 from otelcost.cli.report import _money
 from otelcost.money import from_nanos
 
@@ -21,31 +20,26 @@ _NUMERIC = frozenset({"requests", "cost", "per request", "change"})
 def run_versions(args: argparse.Namespace, window: int) -> int:
     """Print cost per request per version; 0, 1 when the database cannot be read, 2 on
     bad input."""
-    from otelcost.rollup import SchemaError
-    from otelcost.rollup._db import DatabaseError, redact_dsn
     from otelcost.rollup.versions import DEFAULT_THRESHOLD, read_versions
 
     threshold = DEFAULT_THRESHOLD if args.threshold is None else args.threshold
     try:
-        history = read_versions(
+        history = read_rollups(
             args.dsn,
-            since_ms=int(time.time() * 1000) - window,
-            service=args.service,
-            threshold=threshold,
+            lambda: read_versions(
+                args.dsn,
+                since_ms=int(time.time() * 1000) - window,
+                service=args.service,
+                threshold=threshold,
+            ),
         )
     except ValueError as exc:
         print(f"otelcost report: {exc}", file=sys.stderr)
         return 2
-    except (SchemaError, DatabaseError) as exc:
-        message = " ".join(str(exc).split()) or type(exc).__name__
-        print(
-            f"otelcost report: cannot read cost history from {redact_dsn(args.dsn)}: {message}",
-            file=sys.stderr,
-        )
+    if history is None:
         return 1
     if args.json:
-        sys.stdout.write(_json.dumps(history.to_dict()).decode() + "\n")
-        return 0
+        return print_json(history)
     rows = history.rows[: args.limit] if args.limit is not None else history.rows
     if not rows:
         print(f"no cost history in the last {args.since or '7d'}")

@@ -8,7 +8,7 @@ import sys
 from typing import Any
 
 from otelcost import _json
-from otelcost.stream._kafka import read_properties
+from otelcost.cli._consumer_args import add_kafka_client_options, kafka_settings, positive_int
 
 __all__ = ["register", "run"]
 
@@ -47,10 +47,10 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
         help="the enforce path's Redis (default: the next database of --redis-url)",
     )
     parser.add_argument(
-        "--spans", type=_positive_int, default=10_000, metavar="N", help="default: %(default)s"
+        "--spans", type=positive_int, default=10_000, metavar="N", help="default: %(default)s"
     )
     parser.add_argument(
-        "--services", type=_positive_int, default=5, metavar="K", help="default: %(default)s"
+        "--services", type=positive_int, default=5, metavar="K", help="default: %(default)s"
     )
     parser.add_argument(
         "--topic", metavar="TOPIC", help="an existing topic to use (default: a new one)"
@@ -62,15 +62,7 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
         metavar="SECONDS",
         help="bound of each step (default: %(default)s)",
     )
-    parser.add_argument("--kafka-config", metavar="FILE", help="Kafka client .properties file")
-    parser.add_argument(
-        "-X",
-        dest="kafka_settings",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="a librdkafka setting (repeatable)",
-    )
+    add_kafka_client_options(parser)
     parser.add_argument("--seed", type=int, help="seed of the synthetic spans")
     parser.add_argument("--keep", action="store_true", help="keep the Redis keys and the topic")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
@@ -82,7 +74,9 @@ def run(args: argparse.Namespace) -> int:
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
-        settings = _kafka_settings(args)
+        if not args.timeout > 0:
+            raise ValueError(f"--timeout must be > 0, got {args.timeout}")
+        settings = kafka_settings(args)
     except (ValueError, OSError) as exc:
         print(f"otelcost reconcile: {exc}", file=sys.stderr)
         return 2
@@ -115,28 +109,7 @@ def run(args: argparse.Namespace) -> int:
     return 0 if result.ok else 1
 
 
-def _kafka_settings(args: argparse.Namespace) -> dict[str, str]:
-    settings: dict[str, str] = {}
-    if args.kafka_config:
-        settings.update(read_properties(args.kafka_config))
-    for item in args.kafka_settings:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise ValueError(f"-X expects KEY=VALUE, got {key or item!r}")
-        settings[key] = value
-    if not args.timeout > 0:
-        raise ValueError(f"--timeout must be > 0, got {args.timeout}")
-    return settings
-
-
 def _redacted(exc: Exception) -> str:
     from otelcost._redis import redact
 
     return redact(str(exc))
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value

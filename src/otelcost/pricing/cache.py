@@ -22,29 +22,11 @@ from collections.abc import Callable
 from typing import Final, NamedTuple, TypedDict
 
 from otelcost.errors import PricingError, PricingStaleError
-from otelcost.pricing.sources import (
-    DEFAULT_MAX_BYTES,
-    DictPricingSource,
-    FilePricingSource,
-    HttpPricingSource,
-    PricingSource,
-    SourceLike,
-    as_source,
-)
-from otelcost.pricing.table import DEFAULT_MEMO_SIZE, Price, PricingTable
+from otelcost.pricing.sources import PricingSource, SourceLike, as_source
+from otelcost.pricing.table import Price, PricingTable
 
-__all__ = [
-    "DEFAULT_MAX_BYTES",
-    "DEFAULT_MEMO_SIZE",
-    "DictPricingSource",
-    "FilePricingSource",
-    "HttpPricingSource",
-    "Price",
-    "PricingCache",
-    "PricingCacheStats",
-    "PricingSource",
-    "PricingTable",
-]
+# Sources and tables are exported by otelcost.pricing, which gathers the three modules.
+__all__ = ["PricingCache", "PricingCacheStats"]
 
 _logger = logging.getLogger(__name__)
 
