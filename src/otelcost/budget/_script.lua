@@ -78,15 +78,20 @@ local function int(x)
     return string.format('%d', x)
 end
 
-local function step(s, p, rate)
-    s.ema = p.alpha * rate + (1 - p.alpha) * s.ema
-    if s.ema > p.limit_f then s.over = s.over + 1 else s.over = 0 end
-    if s.ema < p.release_f then s.under = s.under + 1 else s.under = 0 end
+-- The over/under counters and the latch after `windows` windows at the current EMA.
+local function count(s, p, windows)
+    if s.ema > p.limit_f then s.over = s.over + windows else s.over = 0 end
+    if s.ema < p.release_f then s.under = s.under + windows else s.under = 0 end
     if s.over >= p.consecutive then
         s.latched = true
     elseif s.under >= p.release_windows then
         s.latched = false
     end
+end
+
+local function step(s, p, rate)
+    s.ema = p.alpha * rate + (1 - p.alpha) * s.ema
+    count(s, p, 1)
 end
 
 local function rate_of(s, p)
@@ -104,13 +109,7 @@ local function close_empty_windows(s, p, gap)
         end
         if steps >= MAX_STEPS then
             s.ema = s.ema * (1 - p.alpha) ^ gap
-            if s.ema > p.limit_f then s.over = s.over + gap else s.over = 0 end
-            if s.ema < p.release_f then s.under = s.under + gap else s.under = 0 end
-            if s.over >= p.consecutive then
-                s.latched = true
-            elseif s.under >= p.release_windows then
-                s.latched = false
-            end
+            count(s, p, gap)
             return
         end
         step(s, p, 0)

@@ -10,7 +10,7 @@ pass. The wrapped app is called at most once per request, and only when not thro
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from otelcost import _json
 from otelcost.budget.guard import BudgetGuard, Throttle
@@ -49,17 +49,18 @@ def _body(service: str, throttle: Throttle) -> tuple[bytes, list[tuple[str, str]
     return body, headers
 
 
-class BudgetWSGIMiddleware:
-    """Wraps a WSGI app: 429 while ``service`` is throttled, else the app, called once.
+_App = TypeVar("_App")
+_Request = TypeVar("_Request", bound=MutableMapping[str, Any])
 
-    ``service`` is the service name, or a function of the WSGI environ returning it.
-    """
+
+class _Guarded(Generic[_App, _Request]):
+    """What both middlewares hold: the app, the guard, how to name the service, exemptions."""
 
     def __init__(
         self,
-        app: WSGIApp,
+        app: _App,
         guard: BudgetGuard,
-        service: str | Callable[[dict[str, Any]], str],
+        service: str | Callable[[_Request], str],
         *,
         exempt: Iterable[str] = DEFAULT_EXEMPT,
     ) -> None:
@@ -68,9 +69,19 @@ class BudgetWSGIMiddleware:
         self._service = service
         self._exempt = _Exempt(exempt)
 
+    def _service_of(self, request: _Request) -> str:
+        return self._service if isinstance(self._service, str) else self._service(request)
+
+
+class BudgetWSGIMiddleware(_Guarded[WSGIApp, dict[str, Any]]):
+    """Wraps a WSGI app: 429 while ``service`` is throttled, else the app, called once.
+
+    ``service`` is the service name, or a function of the WSGI environ returning it.
+    """
+
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
         if not self._exempt(environ.get("PATH_INFO", "") or "/"):
-            service = self._service if isinstance(self._service, str) else self._service(environ)
+            service = self._service_of(environ)
             throttle = self.guard.throttle(service)
             if throttle is not None:
                 body, headers = _body(service, throttle)
@@ -79,29 +90,16 @@ class BudgetWSGIMiddleware:
         return self.app(environ, start_response)
 
 
-class BudgetASGIMiddleware:
+class BudgetASGIMiddleware(_Guarded[ASGIApp, Scope]):
     """Wraps an ASGI app: 429 on HTTP requests while ``service`` is throttled.
 
     ``service`` is the service name, or a function of the ASGI scope returning it. Other
     scope types (lifespan, websocket) pass through. The flag read never blocks the loop.
     """
 
-    def __init__(
-        self,
-        app: ASGIApp,
-        guard: BudgetGuard,
-        service: str | Callable[[Scope], str],
-        *,
-        exempt: Iterable[str] = DEFAULT_EXEMPT,
-    ) -> None:
-        self.app = app
-        self.guard = guard
-        self._service = service
-        self._exempt = _Exempt(exempt)
-
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope.get("type") == "http" and not self._exempt(scope.get("path", "") or "/"):
-            service = self._service if isinstance(self._service, str) else self._service(scope)
+            service = self._service_of(scope)
             throttle = await self.guard.throttle_async(service)
             if throttle is not None:
                 body, headers = _body(service, throttle)

@@ -128,8 +128,13 @@ class _Params:
 
 def _step(s: BudgetState, p: _Params, rate: float) -> None:
     s.ema = p.alpha * rate + (1.0 - p.alpha) * s.ema
-    s.over = s.over + 1 if s.ema > p.limit_f else 0
-    s.under = s.under + 1 if s.ema < p.release_f else 0
+    _count(s, p, 1)
+
+
+def _count(s: BudgetState, p: _Params, windows: int) -> None:
+    """The over/under counters and the latch after ``windows`` windows at the current EMA."""
+    s.over = s.over + windows if s.ema > p.limit_f else 0
+    s.under = s.under + windows if s.ema < p.release_f else 0
     if s.over >= p.consecutive:
         s.latched = True
     elif s.under >= p.release_windows:
@@ -151,12 +156,7 @@ def _close_empty_windows(s: BudgetState, p: _Params, gap: int) -> None:
             return
         if steps >= MAX_STEPS:
             s.ema = s.ema * (1.0 - p.alpha) ** float(gap)
-            s.over = s.over + gap if s.ema > p.limit_f else 0
-            s.under = s.under + gap if s.ema < p.release_f else 0
-            if s.over >= p.consecutive:
-                s.latched = True
-            elif s.under >= p.release_windows:
-                s.latched = False
+            _count(s, p, gap)
             return
         _step(s, p, 0.0)
         gap -= 1

@@ -77,27 +77,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--json", action="store_true", help="print one JSON document")
-    parser.add_argument(
-        "--duration",
-        type=_positive(float),
-        default=6.0,
-        metavar="S",
-        help="seconds of traffic (default 6)",
+    positive: tuple[tuple[str, Callable[[str], float], float | None, str, str], ...] = (
+        ("--duration", float, 6.0, "S", "seconds of traffic (default 6)"),
+        ("--spans", int, None, "N", "stop once N spans ended (at the latest at --duration)"),
+        ("--clients", int, 4, "N", "concurrent HTTP clients (default 4)"),
     )
-    parser.add_argument(
-        "--spans",
-        type=_positive(int),
-        default=None,
-        metavar="N",
-        help="stop once N spans have ended (at the latest after --duration)",
-    )
-    parser.add_argument(
-        "--clients",
-        type=_positive(int),
-        default=4,
-        metavar="N",
-        help="concurrent HTTP clients (default 4)",
-    )
+    for flag, kind, default, metavar, text in positive:
+        parser.add_argument(flag, type=_positive(kind), default=default, metavar=metavar, help=text)
     parser.add_argument(
         "--budget",
         type=_limit,

@@ -20,6 +20,7 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Final
 
 from otelcost.errors import PricingError
+from otelcost.money import DEFAULT_CURRENCY
 from otelcost.pricing._genai import (
     CACHE_READ,
     CACHE_WRITE,
@@ -69,6 +70,19 @@ class Imported:
 
     document: dict[str, Any]
     skipped: list[str] = field(default_factory=list)
+
+
+def _imported(catalog: str, version: str, prices: dict[str, Any], skipped: list[str]) -> Imported:
+    """The USD table of ``prices`` (keys sorted, so a diff of two imports reads well)."""
+    return Imported(
+        {
+            "version": version,
+            "currency": DEFAULT_CURRENCY,
+            "source": f"otelcost pricing import --from {catalog}",
+            "prices": dict(sorted(prices.items())),
+        },
+        skipped,
+    )
 
 
 def _rate(value: Decimal, per: Decimal = Decimal(1)) -> float:
@@ -127,13 +141,10 @@ def from_genai_prices(
                     continue
                 owners[key] = where
                 prices[key] = entry
-    return Imported(
-        {
-            "version": version or f"genai-prices-{__version__}",
-            "currency": "USD",
-            "source": f"otelcost pricing import --from genai-prices (genai-prices {__version__})",
-            "prices": dict(sorted(prices.items())),
-        },
+    return _imported(
+        f"genai-prices (genai-prices {__version__})",
+        version or f"genai-prices-{__version__}",
+        prices,
         skipped,
     )
 
@@ -247,15 +258,7 @@ def from_litellm(
         raise PricingError(
             "LiteLLM prices: no model with a token price (wrong file or --provider?)"
         )
-    return Imported(
-        {
-            "version": version or "litellm",
-            "currency": "USD",
-            "source": "otelcost pricing import --from litellm",
-            "prices": dict(sorted(prices.items())),
-        },
-        skipped,
-    )
+    return _imported("litellm", version or "litellm", prices, skipped)
 
 
 def _litellm_entry(
@@ -320,15 +323,7 @@ def from_openlit(doc: object, *, version: str | None = None) -> Imported:
             prices[f"*:embeddings {name}"] = {"per_unit": per_unit}
         else:
             skipped.append(f"embeddings/{name}: no token price")
-    return Imported(
-        {
-            "version": version or "openlit",
-            "currency": "USD",
-            "source": "otelcost pricing import --from openlit",
-            "prices": dict(sorted(prices.items())),
-        },
-        skipped,
-    )
+    return _imported("openlit", version or "openlit", prices, skipped)
 
 
 def _is_rate(value: object) -> bool:
