@@ -10,8 +10,13 @@ parts that matter for a cost pipeline done differently:
   handler is stuck: the export runs on the worker, callers only wait on an event with a
   deadline. A flush covers exactly the items queued before it was requested, so it finishes
   under sustained load too. The SDK's ``force_flush`` ignores its timeout.
-- Every wake-up drains the queue completely (in batches of at most ``max_batch_size``), so
-  the queue only grows when the handler is slower than the application.
+- Every wake-up drains the queue completely, so the queue only grows when the handler is
+  slower than the application; but in slices of about ``SLICE_CPU_SECONDS`` of the worker's
+  CPU (at most ``max_batch_size`` items), with the GIL given up between slices. The worker
+  shares the GIL with the application: a pure-Python loop over a whole batch would make
+  every application thread that wants the GIL back (after any I/O) wait out the
+  interpreter's switch interval (5 ms) behind it, once per wait, for as long as the batch
+  runs. The slice adapts to the handler's measured cost per item.
 - Instrumentation is suppressed on the worker, so a Redis or Kafka client instrumentation
   does not trace the exporters (and feed their spans back into this queue).
 - After ``os.fork`` the child gets a new lock, event and worker; the parent's queued items
@@ -35,6 +40,12 @@ from opentelemetry import context
 __all__ = ["BatchHandler", "BatchPipeline", "PipelineStats"]
 
 _logger = logging.getLogger(__name__)
+
+# The worker's CPU per handler call that the slice size aims at: well under the switch
+# interval, and long enough that a call's fixed cost (one export per exporter) stays small.
+SLICE_CPU_SECONDS = 0.001
+_FIRST_SLICE = 64
+_MIN_SLICE = 16
 
 T = TypeVar("T")
 T_contra = TypeVar("T_contra", contravariant=True)
@@ -86,8 +97,9 @@ class BatchPipeline(Generic[T]):
         handler: receives batches in FIFO order on the worker thread.
         name: the worker thread's name.
         max_queue_size: items held at most; ``put`` on a full queue drops and counts.
-        max_batch_size: items per ``handler.process`` call at most; a queue this long wakes
-            the worker before ``schedule_delay_millis``.
+        max_batch_size: items per ``handler.process`` call at most (fewer when the handler
+            is slow per item: see the module docstring); a queue this long wakes the worker
+            before ``schedule_delay_millis``.
         schedule_delay_millis: the longest an item waits before the worker drains the queue.
         export_timeout_millis: budget of the handler's ``flush`` when flushing on shutdown,
             and the duration above which one ``process`` call is logged as slow.
@@ -142,6 +154,7 @@ class BatchPipeline(Generic[T]):
         self._taken = 0  # items popped for processing (the batch in flight included)
         self._processed = 0
         self._batches = 0
+        self._slice = min(_FIRST_SLICE, self._max_batch_size)
         self._handler_errors = 0
         self._dropped_full = 0
         self._dropped_closed = 0
@@ -285,6 +298,10 @@ class BatchPipeline(Generic[T]):
                 else:
                     done = self._process_one_batch()
                     pending = [(left - done, request) for left, request in pending]
+                    if queue:
+                        # Release the GIL, so that an application thread waiting for it
+                        # runs now rather than after the switch interval.
+                        time.sleep(0)
             due = [request for left, request in pending if left <= 0 or not queue]
             if due:
                 pending = [(left, r) for left, r in pending if left > 0 and queue]
@@ -295,15 +312,18 @@ class BatchPipeline(Generic[T]):
     def _process_one_batch(self) -> int:
         queue = self._queue
         with self._lock:  # so stats() never misses the batch in flight
-            batch = [queue.popleft() for _ in range(min(self._max_batch_size, len(queue)))]
+            batch = [queue.popleft() for _ in range(min(self._slice, len(queue)))]
             self._taken += len(batch)
         started = time.monotonic()
+        cpu = time.thread_time()
         try:
             self._handler.process(batch)
         except Exception:
             with self._lock:
                 self._handler_errors += 1
             _logger.exception("otelcost: %s failed to process a batch", self._name)
+        cpu = time.thread_time() - cpu
+        self._slice = _next_slice(len(batch), cpu, self._max_batch_size)
         elapsed = time.monotonic() - started
         if elapsed > self._export_timeout:
             _logger.warning(
@@ -337,6 +357,14 @@ class BatchPipeline(Generic[T]):
             self._handler.close(int(timeout * 1e3))
         except Exception:
             _logger.exception("otelcost: %s failed to close", self._name)
+
+
+def _next_slice(items: int, cpu_seconds: float, max_batch_size: int) -> int:
+    """Items for the next slice, from the CPU the last one took. It at most doubles (or
+    grows to ``_FIRST_SLICE``), so a cheap call on a few items does not buy a long one."""
+    grown = max(2 * items, _FIRST_SLICE)
+    fit = int(items * SLICE_CPU_SECONDS / cpu_seconds) if cpu_seconds > 0 else grown
+    return max(min(fit, grown, max_batch_size), min(_MIN_SLICE, max_batch_size))
 
 
 @contextmanager
