@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -10,7 +11,7 @@ from collections.abc import Iterator
 import pytest
 from opentelemetry import context
 
-from otelcost.costing._pipeline import BatchPipeline
+from otelcost.costing._pipeline import SLICE_CPU_SECONDS, BatchPipeline
 
 
 class Recorder:
@@ -45,6 +46,20 @@ class Recorder:
     @property
     def items(self) -> list[int]:
         return [item for batch in self.batches for item in batch]
+
+
+class Burner(Recorder):
+    """A handler that spends ``per_item`` seconds of its thread's CPU on each item."""
+
+    def __init__(self, per_item: float) -> None:
+        super().__init__()
+        self.per_item = per_item
+
+    def process(self, batch: list[int]) -> None:
+        until = time.thread_time() + self.per_item * len(batch)
+        while time.thread_time() < until:
+            pass
+        super().process(batch)
 
 
 def make(
@@ -89,6 +104,70 @@ def test_force_flush_delivers_everything_in_order_in_bounded_batches(handler: Re
     stats = pipeline.stats()
     assert stats["queued"] == stats["processed"] == 100
     assert stats["queue_size"] == 0
+    pipeline.shutdown()
+
+
+def test_a_slow_handler_gets_slices_of_about_the_slice_cpu_not_the_whole_batch() -> None:
+    handler = Burner(per_item=SLICE_CPU_SECONDS / 4)
+    pipeline = make(handler, max_batch_size=1000)
+    for i in range(200):
+        pipeline.put(i)
+    assert pipeline.force_flush(60_000)
+    assert handler.items == list(range(200))
+    # The first slice is a guess (64 items); every later one is sized from the CPU the
+    # previous one took: 4 items' worth, raised to the floor of 16.
+    sizes = [len(b) for b in handler.batches]
+    assert sizes[0] == 64
+    assert max(sizes[1:]) == 16
+    pipeline.shutdown()
+
+
+def test_a_cheap_handler_grows_its_slices_to_max_batch_size(handler: Recorder) -> None:
+    pipeline = make(handler, max_batch_size=300)
+    for i in range(1000):
+        pipeline.put(i)
+    assert pipeline.force_flush(10_000)
+    assert handler.items == list(range(1000))
+    # Doubling from 64: 64, 128, 256, then 300 each.
+    assert [len(b) for b in handler.batches[:4]] == [64, 128, 256, 300]
+    pipeline.shutdown()
+
+
+def test_the_worker_lets_a_thread_waiting_for_the_gil_run_between_slices() -> None:
+    """With no forced switch (a 5 s switch interval), an application thread that wants the
+    GIL back during a drain runs only when the worker gives it up between slices."""
+    handler = Burner(per_item=SLICE_CPU_SECONDS / 16)
+    pipeline = make(handler, max_batch_size=1000)
+    seen: list[int] = []
+    draining = threading.Event()
+    done = threading.Event()
+
+    def application() -> None:
+        while not done.is_set():
+            time.sleep(0.0002)  # any I/O: the GIL is released and wanted back
+            if draining.is_set():
+                seen.append(len(handler.batches))
+
+    previous = sys.getswitchinterval()
+    app = threading.Thread(target=application)
+    sys.setswitchinterval(5.0)
+    try:
+        app.start()
+        handler.gate.clear()  # hold the worker until the whole batch is queued
+        for i in range(40 * 16):
+            pipeline.put(i)
+        pipeline._wake.set()
+        draining.set()
+        handler.gate.set()
+        assert pipeline.force_flush(60_000)
+        draining.clear()
+    finally:
+        done.set()
+        app.join()
+        sys.setswitchinterval(previous)
+    assert len(handler.batches) >= 30
+    # Without the yields it would run at most once: before the drain took the GIL.
+    assert len(set(seen)) >= len(handler.batches) // 2
     pipeline.shutdown()
 
 
