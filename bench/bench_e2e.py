@@ -89,6 +89,10 @@ class _Http11Handler(ServerHandler):
 
 # CPU seconds each connection's thread used, appended when it ends (list.append is atomic).
 _REQUEST_THREADS_CPU: list[float] = []
+# Per request: when it was answered (perf_counter: CLOCK_MONOTONIC, the same clock as the
+# coordinator's) and how long it waited while being served: wall minus its thread's CPU,
+# i.e. for the GIL (other threads of the server) or for the CPU (other processes).
+_REQUEST_WAITS: list[tuple[float, float]] = []
 
 
 class _KeepAliveRequestHandler(WSGIRequestHandler):
@@ -113,6 +117,7 @@ class _KeepAliveRequestHandler(WSGIRequestHandler):
             self.raw_requestline = self.rfile.readline(65537)
             if not self.raw_requestline or len(self.raw_requestline) > 65536:
                 return
+            wall, cpu = time.perf_counter(), time.thread_time()
             if not self.parse_request():
                 return
             handler = _Http11Handler(
@@ -124,6 +129,8 @@ class _KeepAliveRequestHandler(WSGIRequestHandler):
             )
             handler.request_handler = self  # type: ignore[attr-defined]  # as wsgiref does
             handler.run(self.server.get_app())  # type: ignore[attr-defined]
+            now = time.perf_counter()
+            _REQUEST_WAITS.append((now, now - wall - (time.thread_time() - cpu)))
 
     def log_message(self, format: str, *args: Any) -> None:
         pass
@@ -212,13 +219,16 @@ def serve(config: str, params: dict[str, Any]) -> None:
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     print(server.server_port, flush=True)
-    sys.stdin.read()  # the coordinator closes our stdin when it is done
+    # The coordinator closes our stdin when it is done, after writing the windows of the
+    # fixed-load phase: [[start, end], ...] (perf_counter).
+    windows = json.loads(sys.stdin.read() or "[]")
     server.shutdown()
     server.server_close()
     served = next(counter)
     report: dict[str, Any] = {
         "requests": served,
         "request_threads_cpu_us": sum(_REQUEST_THREADS_CPU) / max(served, 1) * 1e6,
+        "paced_waits": [w for t, w in _REQUEST_WAITS if any(a <= t <= b for a, b in windows)],
     }
     if processor is not None:
         report["flushed"] = processor.force_flush(60_000)
@@ -536,8 +546,9 @@ class _ServerProcess:
             raise RuntimeError(f"server {self.config} did not start (exit {self.proc.poll()})")
         self.port = int(line)
 
-    def finish(self) -> dict[str, Any]:
-        stdout, _ = self.proc.communicate(timeout=120)
+    def finish(self, windows: list[tuple[float, float]]) -> dict[str, Any]:
+        """Stop the server, telling it when the fixed-load phase ran; its report."""
+        stdout, _ = self.proc.communicate(json.dumps(windows), timeout=120)
         if self.proc.returncode != 0:
             raise RuntimeError(f"server {self.config} exited with {self.proc.returncode}")
         report: dict[str, Any] = json.loads(stdout.strip().splitlines()[-1])
@@ -579,14 +590,17 @@ def run(quick: bool) -> Result:
                 latencies: dict[str, list[list[float]]] = {
                     c: [] for c in configs if c in LATENCY_CONFIGS
                 }
+                windows: dict[str, list[tuple[float, float]]] = {c: [] for c in configs}
                 for round_index in range(rounds):
                     order = list(latencies)
                     shift = round_index % len(order)
                     for config in order[shift:] + order[:shift]:
+                        started = time.perf_counter()
                         latencies[config].append(
                             paced(servers[config].port, requests, rate, seconds)
                         )
-                reports = {c: s.finish() for c, s in servers.items()}
+                        windows[config].append((started, time.perf_counter()))
+                reports = {c: s.finish(windows[c]) for c, s in servers.items()}
             finally:
                 for server in servers.values():
                     server.kill()
@@ -664,7 +678,7 @@ def _result(
             ]
         )
     headline = "otelcost-all" if "otelcost-all" in samples else "otelcost"
-    latency_rows, p99_added = _latency_rows(latencies)
+    latency_rows, p99_added = _latency_rows(latencies, reports)
     added_steps = sum(us for _, us, adds in steps if adds)
     added_cpu = statistics.median(
         s["cpu_us"] - b["cpu_us"] for s, b in zip(samples[headline], base, strict=True)
@@ -730,9 +744,16 @@ def _result(
                     "p99 ms",
                     "p99.9 ms",
                     "p99 vs baseline (IQR over rounds)",
+                    "server wait p99 ms",
+                    "server wait p99.9 ms",
                 ],
                 latency_rows,
             ),
+            "",
+            "Server wait: how long a request waited while the server handled it (from its "
+            "request line to its last byte written: wall time minus its thread's CPU), for "
+            "the GIL (other threads: requests, the BatchSpanProcessor, otelcost's workers) "
+            "or for the CPU (other processes); over the requests of the fixed-load rounds.",
             "",
             "### Where otelcost's CPU goes, per request",
             "",
@@ -776,7 +797,7 @@ def _result(
 
 
 def _latency_rows(
-    latencies: dict[str, list[list[float]]],
+    latencies: dict[str, list[list[float]]], reports: dict[str, dict[str, Any]]
 ) -> tuple[list[list[str]], dict[str, float]]:
     """Table rows of the fixed-load phase, and p99 added (%) per configuration."""
     base = latencies["otel"]
@@ -789,6 +810,7 @@ def _latency_rows(
         ]
         q1, ratio, q3 = quartiles(ratios)
         added[config] = (ratio - 1) * 100
+        waits = reports[config]["paced_waits"]
         rows.append(
             [
                 LABELS[config],
@@ -797,6 +819,7 @@ def _latency_rows(
                 ""
                 if config == "otel"
                 else f"{ratio:.3f} ({q1:.2f}-{q3:.2f}), {added[config]:+.1f}%",
+                *(f"{percentile(waits, q) * 1e3:.2f}" if waits else "—" for q in (0.99, 0.999)),
             ]
         )
     return rows, added

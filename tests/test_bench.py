@@ -10,7 +10,13 @@ from typing import Any
 
 import pytest
 from bench._report import percentile, quartiles
-from bench.bench_e2e import _KeepAliveRequestHandler, _requests, _ThreadingServer, paced
+from bench.bench_e2e import (
+    _REQUEST_WAITS,
+    _KeepAliveRequestHandler,
+    _requests,
+    _ThreadingServer,
+    paced,
+)
 
 
 def test_percentile_is_the_value_at_or_above_the_rank() -> None:
@@ -64,6 +70,7 @@ def test_paced_load_charges_a_stall_to_every_request_due_during_it(
 
     staller = threading.Thread(target=stall_once)
     staller.start()
+    started = time.perf_counter()
     latencies = paced(port, _requests(1_000), rate, seconds)
     staller.join()
 
@@ -75,3 +82,6 @@ def test_paced_load_charges_a_stall_to_every_request_due_during_it(
     assert len(slow) >= rate * stall * 0.5
     assert max(latencies) >= stall * 0.75
     assert percentile(latencies, 0.5) < stall / 4
+    # The server measured the stall as waiting (wall time, no CPU) in the requests it held.
+    waits = [wait for at, wait in _REQUEST_WAITS if at >= started]
+    assert max(waits) >= stall * 0.75
