@@ -107,30 +107,28 @@ def test_force_flush_delivers_everything_in_order_in_bounded_batches(handler: Re
     pipeline.shutdown()
 
 
-def test_a_slow_handler_gets_slices_of_about_the_slice_cpu_not_the_whole_batch() -> None:
-    handler = Burner(per_item=SLICE_CPU_SECONDS / 4)
-    pipeline = make(handler, max_batch_size=1000)
-    for i in range(200):
+def flushed_slices(handler: Recorder, count: int, max_batch_size: int) -> list[int]:
+    """Queue ``count`` items, flush them through ``handler``: the sizes of its batches."""
+    pipeline = make(handler, max_batch_size=max_batch_size)
+    for i in range(count):
         pipeline.put(i)
     assert pipeline.force_flush(60_000)
-    assert handler.items == list(range(200))
+    pipeline.shutdown()
+    assert handler.items == list(range(count))
+    return [len(b) for b in handler.batches]
+
+
+def test_a_slow_handler_gets_slices_of_about_the_slice_cpu_not_the_whole_batch() -> None:
+    sizes = flushed_slices(Burner(per_item=SLICE_CPU_SECONDS / 4), 200, max_batch_size=1000)
     # The first slice is a guess (64 items); every later one is sized from the CPU the
     # previous one took: 4 items' worth, raised to the floor of 16.
-    sizes = [len(b) for b in handler.batches]
     assert sizes[0] == 64
     assert max(sizes[1:]) == 16
-    pipeline.shutdown()
 
 
 def test_a_cheap_handler_grows_its_slices_to_max_batch_size(handler: Recorder) -> None:
-    pipeline = make(handler, max_batch_size=300)
-    for i in range(1000):
-        pipeline.put(i)
-    assert pipeline.force_flush(10_000)
-    assert handler.items == list(range(1000))
     # Doubling from 64: 64, 128, 256, then 300 each.
-    assert [len(b) for b in handler.batches[:4]] == [64, 128, 256, 300]
-    pipeline.shutdown()
+    assert flushed_slices(handler, 1000, max_batch_size=300)[:4] == [64, 128, 256, 300]
 
 
 def test_the_worker_lets_a_thread_waiting_for_the_gil_run_between_slices() -> None:
