@@ -551,9 +551,9 @@ def _shared(config: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _create_topic(setup: _Setup, partitions: int) -> None:
+    confluent = import_confluent()  # first: without the kafka extra, it says what to install
     from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
-    confluent = import_confluent()
     wait = min(setup.timeout, 30.0)
     admin = _admin(setup, AdminClient)  # referenced until the future resolves
     futures = admin.create_topics(

@@ -9,6 +9,7 @@ from typing import Any
 
 from otelcost import _json
 from otelcost.cli._consumer_args import add_kafka_client_options, kafka_settings, positive_int
+from otelcost.errors import MissingExtraError
 
 __all__ = ["register", "run"]
 
@@ -95,6 +96,8 @@ def run(args: argparse.Namespace) -> int:
             keep=args.keep,
             seed=args.seed,
         )
+    except MissingExtraError:
+        raise  # the command line says which extra to install
     except Exception as exc:  # unreachable servers, bad URLs: a message, never a traceback
         print(f"otelcost reconcile: {type(exc).__name__}: {_redacted(exc)}", file=sys.stderr)
         return 2
