@@ -192,3 +192,14 @@ def test_a_bad_mapping_file_is_refused(tmp_path: Path) -> None:
     path.write_text('{"a": 1}')
     with pytest.raises(FocusError, match="mapping file"):
         read_mapping(path)
+
+
+def test_the_title_of_a_narrow_table_stays_on_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from otelcost.cli import main
+
+    assert main(["bill", "check", str(write(tmp_path, [charge()]))]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    (title,) = [line for line in lines if "otelcost BilledCost" in line]
+    assert title.strip().endswith("2026-05-01 to 2026-05-01 UTC"), lines

@@ -292,7 +292,7 @@ def _print(
             ]
             print("  ".join(cells).rstrip())
         return
-    table = Table(title=f"otelcost {title}")
+    table = Table()
     for name in header:
         table.add_column(name, justify="right" if name in numeric else "left")
     for row in rows:
@@ -300,6 +300,8 @@ def _print(
     console = Console()
     if not console.is_terminal:  # piped: never wrap cells at an assumed 80 columns
         console = Console(width=200)
+    # A line of its own: as a table title it would wrap to the width of a narrow table.
+    console.print(Text(f"otelcost {title}", style="italic"))
     console.print(table)
 
 
