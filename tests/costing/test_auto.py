@@ -135,9 +135,12 @@ def prices(tmp_path: Path) -> Path:
 
 @pytest.mark.slow
 def test_unmodified_app_exports_priced_spans(tmp_path: Path, prices: Path) -> None:
-    spans, _ = run_app(
+    spans, err = run_app(
         tmp_path, {"OTELCOST_PRICING": str(prices)}, ["/users/42", "/users/7", "/health"]
     )
+    # The app configures no logging: the zero-code setup says on stderr that it works.
+    (said,) = [line for line in err.splitlines() if line.startswith("otelcost: ")]
+    assert said.startswith("otelcost: pricing table 'zero-code-test-1' from FilePricingSource(")
     by_route = {}
     for span in server_spans(spans):
         by_route.setdefault(span["attributes"]["http.route"], []).append(span["attributes"])
