@@ -131,9 +131,11 @@ def test_a_cheap_handler_grows_its_slices_to_max_batch_size(handler: Recorder) -
     assert flushed_slices(handler, 1000, max_batch_size=300)[:4] == [64, 128, 256, 300]
 
 
-def test_the_worker_lets_a_thread_waiting_for_the_gil_run_between_slices() -> None:
-    """With no forced switch (a 5 s switch interval), an application thread that wants the
-    GIL back during a drain runs only when the worker gives it up between slices."""
+def drain_with_an_application_thread(flush: bool) -> tuple[int, list[int]]:
+    """Drain 40 slices' worth of items with no forced GIL switch (a 5 s switch interval)
+    while an application thread sleeps 0.2 ms in a loop (any I/O: it releases the GIL and
+    wants it back). Returns the number of slices and, for each time the application thread
+    ran during the drain, how many slices were done by then."""
     handler = Burner(per_item=SLICE_CPU_SECONDS / 16)
     pipeline = make(handler, max_batch_size=1000)
     seen: list[int] = []
@@ -142,7 +144,7 @@ def test_the_worker_lets_a_thread_waiting_for_the_gil_run_between_slices() -> No
 
     def application() -> None:
         while not done.is_set():
-            time.sleep(0.0002)  # any I/O: the GIL is released and wanted back
+            time.sleep(0.0002)
             if draining.is_set():
                 seen.append(len(handler.batches))
 
@@ -157,16 +159,31 @@ def test_the_worker_lets_a_thread_waiting_for_the_gil_run_between_slices() -> No
         pipeline._wake.set()
         draining.set()
         handler.gate.set()
-        assert pipeline.force_flush(60_000)
+        if flush:
+            assert pipeline.force_flush(60_000)
+        else:
+            wait_for(lambda: len(handler.items) == 40 * 16, timeout=60)
         draining.clear()
     finally:
         done.set()
         app.join()
         sys.setswitchinterval(previous)
+        pipeline.shutdown()
     assert len(handler.batches) >= 30
+    return len(handler.batches), seen
+
+
+def test_a_flushing_worker_lets_a_thread_waiting_for_the_gil_run_between_slices() -> None:
+    slices, seen = drain_with_an_application_thread(flush=True)
     # Without the yields it would run at most once: before the drain took the GIL.
-    assert len(set(seen)) >= len(handler.batches) // 2
-    pipeline.shutdown()
+    assert len(set(seen)) >= slices // 2
+
+
+def test_a_drain_nobody_waits_for_leaves_the_application_gaps_between_slices() -> None:
+    slices, seen = drain_with_an_application_thread(flush=False)
+    # Off the GIL for as long as each slice took: the application thread, waking every
+    # 0.2 ms, runs several times in each gap (with a bare yield: once or twice).
+    assert len(seen) >= 2 * slices
 
 
 def test_a_full_batch_wakes_the_worker_before_the_schedule_delay(handler: Recorder) -> None:

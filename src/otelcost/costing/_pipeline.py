@@ -12,11 +12,13 @@ parts that matter for a cost pipeline done differently:
   under sustained load too. The SDK's ``force_flush`` ignores its timeout.
 - Every wake-up drains the queue completely, so the queue only grows when the handler is
   slower than the application; but in slices of about ``SLICE_CPU_SECONDS`` of the worker's
-  CPU (at most ``max_batch_size`` items), with the GIL given up between slices. The worker
-  shares the GIL with the application: a pure-Python loop over a whole batch would make
-  every application thread that wants the GIL back (after any I/O) wait out the
-  interpreter's switch interval (5 ms) behind it, once per wait, for as long as the batch
-  runs. The slice adapts to the handler's measured cost per item.
+  CPU (at most ``max_batch_size`` items, sized from the handler's measured cost per item),
+  with the GIL released between slices. The worker shares the GIL with the application: a
+  pure-Python loop over a whole batch makes every application thread that wants the GIL
+  back (after any I/O) wait out the interpreter's switch interval (5 ms) behind it, once per
+  wait, for as long as the batch runs. Unless a flush or shutdown waits for the drain, or
+  the queue holds a full batch, the worker also stays off the GIL between slices for as long
+  as the last slice took, so the application runs freely in between.
 - Instrumentation is suppressed on the worker, so a Redis or Kafka client instrumentation
   does not trace the exporters (and feed their spans back into this queue).
 - After ``os.fork`` the child gets a new lock, event and worker; the parent's queued items
@@ -296,12 +298,10 @@ class BatchPipeline(Generic[T]):
                 if self._closing and time.monotonic() > self._shutdown_deadline:
                     self._discard_rest()
                 else:
-                    done = self._process_one_batch()
+                    done, cpu = self._process_one_batch()
                     pending = [(left - done, request) for left, request in pending]
                     if queue:
-                        # Release the GIL, so that an application thread waiting for it
-                        # runs now rather than after the switch interval.
-                        time.sleep(0)
+                        self._yield(cpu, hurry=bool(pending or self._requests))
             due = [request for left, request in pending if left <= 0 or not queue]
             if due:
                 pending = [(left, r) for left, r in pending if left > 0 and queue]
@@ -309,7 +309,18 @@ class BatchPipeline(Generic[T]):
             if not queue and not pending:
                 return
 
-    def _process_one_batch(self) -> int:
+    def _yield(self, cpu: float, *, hurry: bool) -> None:
+        """Release the GIL between slices, so that an application thread waiting for it runs
+        now rather than after the switch interval. Unless someone waits for the drain (a
+        flush, shutdown) or the queue holds a full batch, stay off for as long as the slice
+        took: the application then runs freely between slices, and a drain takes at most
+        about half the CPU while it lasts."""
+        if hurry or self._closing or len(self._queue) >= self._max_batch_size:
+            time.sleep(0)
+        else:
+            time.sleep(min(cpu, 2 * SLICE_CPU_SECONDS))
+
+    def _process_one_batch(self) -> tuple[int, float]:
         queue = self._queue
         with self._lock:  # so stats() never misses the batch in flight
             batch = [queue.popleft() for _ in range(min(self._slice, len(queue)))]
@@ -332,7 +343,7 @@ class BatchPipeline(Generic[T]):
         with self._lock:
             self._processed += len(batch)
             self._batches += 1
-        return len(batch)
+        return len(batch), cpu
 
     def _discard_rest(self) -> None:
         with self._lock:
