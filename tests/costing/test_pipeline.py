@@ -11,6 +11,7 @@ from collections.abc import Iterator
 import pytest
 from opentelemetry import context
 
+from _wait import wait_for
 from otelcost.costing._pipeline import SLICE_CPU_SECONDS, BatchPipeline
 
 
@@ -84,13 +85,6 @@ def handler() -> Iterator[Recorder]:
     recorder = Recorder()
     yield recorder
     recorder.gate.set()
-
-
-def wait_for(predicate: object, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():  # type: ignore[operator]
-        assert time.monotonic() < deadline, "condition not reached"
-        time.sleep(0.005)
 
 
 def test_force_flush_delivers_everything_in_order_in_bounded_batches(handler: Recorder) -> None:

@@ -8,13 +8,14 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import redis
 
+from _wait import wait_for
 from otelcost.budget import Budget, RedisBudgetStore
 from otelcost.exporters import CostExportResult, RedisBudgetExporter
 from otelcost.record import CostRecord
@@ -45,15 +46,6 @@ def spend(client: redis.Redis, service: str = "svc") -> int:
 def evalsha_calls(client: redis.Redis) -> int:
     stats = client.info("commandstats")
     return int(stats.get("cmdstat_evalsha", {}).get("calls", 0))
-
-
-def wait_for(condition: Callable[[], bool], timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.02)
-    return condition()
 
 
 @pytest.fixture
@@ -112,7 +104,7 @@ def test_flushes_early_when_a_delta_passes_one_percent_of_a_budget(
     exporters.append(exporter)
     exporter.export([rec(cost=0.5)])  # 0.5% of the smallest budget: waits for the interval
     exporter.export([rec(cost=0.6)])  # now 1.1%: flushed at once
-    assert wait_for(lambda: exporter.stats()["flushes"] == 1)
+    wait_for(lambda: exporter.stats()["flushes"] == 1)
     assert spend(redis_client) == 1_100_000_000
 
 
@@ -134,7 +126,7 @@ def test_redis_stopped_mid_run_then_restarted(
         held += batch[0].cost_nanos
         time.sleep(0.005)
     assert slowest < 0.05  # export never waits for Redis
-    assert wait_for(lambda: exporter.stats()["flush_errors"] > 0)
+    wait_for(lambda: exporter.stats()["flush_errors"] > 0)
     assert exporter.stats()["held_nanos"] == held
     assert not exporter.force_flush(200)
     redis_server.start()
@@ -211,10 +203,10 @@ def test_throttled_service_is_re_evaluated_without_traffic(
     )
     exporters.append(exporter)
     exporter.export([rec(cost=2.0)])
-    assert wait_for(lambda: redis_client.exists("enforce:throttle:{svc}") == 1)
+    wait_for(lambda: redis_client.exists("enforce:throttle:{svc}") == 1)
     clock[0] += 3_600_000  # the spend left the rolling hour; no new records arrive
-    assert wait_for(lambda: redis_client.exists("enforce:throttle:{svc}") == 0)
-    assert wait_for(lambda: exporter.stats()["throttled_services"] == 0)
+    wait_for(lambda: redis_client.exists("enforce:throttle:{svc}") == 0)
+    wait_for(lambda: exporter.stats()["throttled_services"] == 0)
 
 
 def test_shutdown_delivers_and_later_exports_are_dropped(

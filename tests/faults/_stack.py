@@ -17,7 +17,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,7 +26,7 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 
-from _kafka import read_all_records
+from _kafka import FAST_GROUP, read_all_records
 from _wsgi import App, Served
 from otelcost import CostSpanProcessor
 from otelcost.budget import Budget, BudgetGuard, BudgetWSGIMiddleware, RedisBudgetStore
@@ -57,7 +57,46 @@ LATENCY_FACTOR = 5.0
 LATENCY_SLACK_S = 0.05
 
 
-class Stack:
+class Driver:
+    """Drives an app with requests; a subclass makes one with ``request()`` (its latency)."""
+
+    def request(self) -> float:
+        raise NotImplementedError
+
+    def drive(self, seconds: float) -> list[float]:
+        """Requests one after another for ``seconds``; their latencies. Every one must be 200."""
+        latencies: list[float] = []
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            latencies.append(self.request())
+        return latencies
+
+    @contextmanager
+    def driving(self) -> Iterator[list[float]]:
+        """Requests on a background thread while the block runs (a fault is injected there)."""
+        latencies: list[float] = []
+        stop = threading.Event()
+        errors: list[BaseException] = []
+
+        def run() -> None:
+            try:
+                while not stop.is_set():
+                    latencies.append(self.request())
+            except BaseException as exc:  # reported in the test's thread
+                errors.append(exc)
+
+        thread = threading.Thread(target=run, daemon=True)
+        thread.start()
+        try:
+            yield latencies
+        finally:
+            stop.set()
+            thread.join(30)
+        assert not errors, errors
+        assert not thread.is_alive(), "a request hung"
+
+
+class Stack(Driver):
     """The app and its cost pipeline; ``close()`` shuts everything down."""
 
     def __init__(
@@ -104,14 +143,6 @@ class Stack:
             self.served.append(Served(wsgi, provider))
         self._paths = itertools.count()
 
-    def drive(self, seconds: float) -> list[float]:
-        """Requests one after another for ``seconds``; their latencies. Every one must be 200."""
-        latencies: list[float] = []
-        deadline = time.monotonic() + seconds
-        while time.monotonic() < deadline:
-            latencies.append(self.request())
-        return latencies
-
     def request(self) -> float:
         n = next(self._paths)
         path = ("/orders/{}", "/items/{}", "/search?q={}")[n % 3].format(n)
@@ -120,30 +151,6 @@ class Stack:
         elapsed = time.perf_counter() - started
         assert status == 200, f"GET {path} -> {status}"
         return elapsed
-
-    @contextmanager
-    def driving(self) -> Iterator[list[float]]:
-        """Requests on a background thread while the block runs (a fault is injected there)."""
-        latencies: list[float] = []
-        stop = threading.Event()
-        errors: list[BaseException] = []
-
-        def run() -> None:
-            try:
-                while not stop.is_set():
-                    latencies.append(self.request())
-            except BaseException as exc:  # reported in the test's thread
-                errors.append(exc)
-
-        thread = threading.Thread(target=run, daemon=True)
-        thread.start()
-        try:
-            yield latencies
-        finally:
-            stop.set()
-            thread.join(30)
-        assert not errors, errors
-        assert not thread.is_alive(), "a request hung"
 
     def flush(self, timeout: float = 60.0) -> None:
         """Everything ended so far priced, exported and delivered (raises if not in time)."""
@@ -294,21 +301,6 @@ class Ledger:
         return bool(self.redis.get("nanos_dropped") or self.kafka.get("dropped_spans"))
 
 
-def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.05)
-
-
-FAST_GROUP = {
-    "session.timeout.ms": 6000,
-    "heartbeat.interval.ms": 500,
-    "max.poll.interval.ms": 10000,
-}
-
-
 def db_url(redis_url: str, db: int) -> str:
     """``redis_url`` pointing at database ``db`` (the enforce path is kept apart in db 1)."""
     return redis_url.rsplit("/", 1)[0] + f"/{db}"
@@ -348,3 +340,11 @@ class EnforcerThread:
         assert not self.thread.is_alive(), "the enforcer did not stop"
         assert self.clean == [True], "the enforcer left an uncommitted batch"
         return self.enforcer.stats()
+
+
+def assert_unharmed(baseline: Sequence[float], faulted: Sequence[float], ledger: Ledger) -> None:
+    """What a fault must not do: slow the app (``assert_latency``), lose or double a span's
+    cost in any sink (``Ledger.check``), or drop anything."""
+    assert_latency(baseline, faulted)
+    ledger.check()
+    assert not ledger.dropped

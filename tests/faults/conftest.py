@@ -1,5 +1,6 @@
-"""Collects what each fault test measured (``_stack.FIGURES``) into the JSON-lines file named
-by ``OTELCOST_FAULTS_REPORT``, the source of the figures in docs/reliability.md."""
+"""Fixtures of the fault tests: ``stack_args``, the servers a ``_stack.Stack`` runs against,
+and what each test measured (``_stack.FIGURES``), collected into the JSON-lines file named by
+``OTELCOST_FAULTS_REPORT``, the source of the figures in docs/reliability.md."""
 
 from __future__ import annotations
 
@@ -9,8 +10,26 @@ from collections.abc import Iterator
 
 import _stack
 import pytest
+import redis
+
+from _servers import KafkaBroker, RedisServer
 
 REPORT_ENV = "OTELCOST_FAULTS_REPORT"
+
+
+@pytest.fixture
+def stack_args(
+    redis_server: RedisServer,
+    redis_client: redis.Redis,  # empties the server first
+    kafka_broker: KafkaBroker,
+    kafka_topic: str,
+) -> dict[str, str]:
+    """``Stack(**stack_args)``: the session's Redis (emptied) and broker, a fresh topic."""
+    return {
+        "redis_url": redis_server.url,
+        "bootstrap": kafka_broker.bootstrap,
+        "topic": kafka_topic,
+    }
 
 
 @pytest.fixture(autouse=True)

@@ -7,59 +7,29 @@ database 0, so each path's total is read on its own.
 from __future__ import annotations
 
 import json
-import random
-import signal
 import subprocess
-import sys
 import time
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import redis
 from _stack import (
     BUDGETS,
-    FAST_GROUP,
     FIGURES,
     SERVICES,
     EnforcerThread,
     Ledger,
     Stack,
-    assert_latency,
+    assert_unharmed,
     db_url,
-    wait_for,
 )
 
-from _servers import KafkaBroker, RedisServer
+from _kafka import FAST_GROUP, consumer_argv, new_group, run_until_idle, sigkill_twice
+from _servers import RedisServer
+from _wait import wait_for
 from otelcost.budget import RedisBudgetStore
 from otelcost.reconcile import rolling_spend
 
 _SHORT_SESSION = {"session.timeout.ms": 3000, "heartbeat.interval.ms": 300}
-
-
-@pytest.fixture
-def stack_args(
-    redis_server: RedisServer,
-    redis_client: redis.Redis,
-    kafka_broker: KafkaBroker,
-    kafka_topic: str,
-) -> dict[str, str]:
-    return {
-        "redis_url": redis_server.url,
-        "bootstrap": kafka_broker.bootstrap,
-        "topic": kafka_topic,
-    }
-
-
-@pytest.fixture
-def processes() -> Iterator[list[subprocess.Popen[bytes]]]:
-    started: list[subprocess.Popen[bytes]] = []
-    yield started
-    for proc in started:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(10)
 
 
 @pytest.mark.slow
@@ -72,40 +42,25 @@ def test_enforce_sigkilled_mid_batch_and_restarted_twice(
     budgets = tmp_path / "budgets.json"
     budgets.write_text(json.dumps({"budgets": [{"service": "*", "limit": 1e6}]}))
     enforce_url = db_url(redis_server.url, 1)
-    argv = [
-        sys.executable, "-m", "otelcost.cli", "enforce",
-        "--bootstrap-servers", stack_args["bootstrap"], "--redis-url", enforce_url,
-        "--topic", stack_args["topic"], "--group", f"faults-{uuid.uuid4().hex[:8]}",
-        "--budgets", str(budgets), "--batch-size", "50",
+    argv = consumer_argv(
+        "enforce", stack_args["bootstrap"], stack_args["topic"], new_group(),
+        "--redis-url", enforce_url, "--budgets", str(budgets), batch_size=50,
         # A killed member holds its partitions until its session times out: keep it short.
-        *(f"-X{k}={v}" for k, v in {**FAST_GROUP, **_SHORT_SESSION}.items()),
-    ]  # fmt: skip
+        kafka_config={**FAST_GROUP, **_SHORT_SESSION},
+    )  # fmt: skip
     store = RedisBudgetStore(enforce_url, BUDGETS)
     stack = Stack(**stack_args)
     try:
         baseline = stack.drive(1.0)
-        with stack.driving() as faulted:
-            for _ in range(2):  # killed twice, at different points of a batch
-                before = rolling_spend(store, SERVICES)
-                proc = subprocess.Popen(argv, stderr=subprocess.DEVNULL)
-                processes.append(proc)
-                wait_for(lambda b=before: rolling_spend(store, SERVICES) > b, 60, "enforce")
-                time.sleep(random.uniform(0.0, 0.3))
-                proc.send_signal(signal.SIGKILL)
-                proc.wait(10)
+        with stack.driving() as faulted:  # killed twice, at different points of a batch
+            sigkill_twice(argv, processes, lambda: rolling_spend(store, SERVICES))
         stack.flush()
         ledger = Ledger.read(stack, **stack_args)
         assert 0 < rolling_spend(store, SERVICES) < ledger.reference_nanos
-        final = subprocess.run(
-            [*argv, "--idle-timeout", "15", "--json"], capture_output=True, timeout=120, check=False
-        )
+        stats = run_until_idle(argv, idle=15, timeout=120)
     finally:
         stack.close()
-    assert final.returncode == 0, final.stderr.decode()[-2000:]
-    stats = json.loads(final.stdout)
-    assert_latency(baseline, faulted)
-    ledger.check()
-    assert not ledger.dropped
+    assert_unharmed(baseline, faulted, ledger)
     assert rolling_spend(store, SERVICES) == ledger.reference_nanos
     assert stats["records"] == stats["applied"] + stats["duplicates"] and stats["dlq"] == 0
     FIGURES.update(enforce_replayed=stats["duplicates"], enforce_spend=ledger.reference_nanos)
@@ -113,9 +68,8 @@ def test_enforce_sigkilled_mid_batch_and_restarted_twice(
 
 @pytest.mark.slow
 def test_two_enforcers_in_one_group_rebalancing(
-    redis_server: RedisServer, stack_args: dict[str, str]
+    redis_server: RedisServer, stack_args: dict[str, str], group: str
 ) -> None:
-    group = f"faults-{uuid.uuid4().hex[:8]}"
     enforce_url = db_url(redis_server.url, 1)
     stack = Stack(**stack_args)
     second: EnforcerThread | None = None
@@ -138,9 +92,7 @@ def test_two_enforcers_in_one_group_rebalancing(
         stayed = second.stop()
     finally:
         stack.close()
-    assert_latency(baseline, faulted)
-    ledger.check()
-    assert not ledger.dropped
+    assert_unharmed(baseline, faulted, ledger)
     for stats in (left, stayed):
         assert stats["records"] == stats["applied"] + stats["duplicates"] and stats["dlq"] == 0
     assert left["applied"] > 0 and stayed["applied"] > 0

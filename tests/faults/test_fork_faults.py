@@ -17,24 +17,23 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
 import redis
-from _stack import BUDGETS, FIGURES, SERVICE, assert_latency, get, wait_for
+from _stack import BUDGETS, FIGURES, SERVICE, Driver, assert_latency, get
 
 from _kafka import read_all_records
 from _servers import KafkaBroker, RedisServer
+from _wait import wait_for
 from otelcost.budget import RedisBudgetStore
 from otelcost.reconcile import rolling_spend
 
 _SCRIPT = Path(__file__).with_name("_prefork.py")
 
 
-class Client:
+class Client(Driver):
     """Sequential requests to the pre-fork server; ``pause`` leaves none in flight."""
 
     def __init__(self, url: str) -> None:
@@ -50,35 +49,6 @@ class Client:
             elapsed = time.perf_counter() - started
         assert status == 200, status
         return elapsed
-
-    def drive(self, seconds: float) -> list[float]:
-        deadline = time.monotonic() + seconds
-        latencies = []
-        while time.monotonic() < deadline:
-            latencies.append(self.request())
-        return latencies
-
-    @contextmanager
-    def driving(self) -> Iterator[list[float]]:
-        latencies: list[float] = []
-        stop = threading.Event()
-        errors: list[BaseException] = []
-
-        def run() -> None:
-            try:
-                while not stop.is_set():
-                    latencies.append(self.request())
-            except BaseException as exc:
-                errors.append(exc)
-
-        thread = threading.Thread(target=run, daemon=True)
-        thread.start()
-        try:
-            yield latencies
-        finally:
-            stop.set()
-            thread.join(30)
-        assert not errors, errors
 
 
 def _ledger(path: Path) -> dict[str, int]:

@@ -7,19 +7,14 @@ import uuid
 
 import pytest
 import redis
-from _stack import Ledger, Stack, assert_latency
+from _stack import Ledger, Stack, assert_unharmed
 
 from _servers import KafkaBroker, RedisServer
 
 
-@pytest.fixture
-def redis_url(redis_server: RedisServer, redis_client: redis.Redis) -> str:
-    return redis_server.url
-
-
 @pytest.mark.slow
-def test_broker_down_at_start(kafka_broker: KafkaBroker, kafka_topic: str, redis_url: str) -> None:
-    args = {"redis_url": redis_url, "bootstrap": kafka_broker.bootstrap, "topic": kafka_topic}
+def test_broker_down_at_start(kafka_broker: KafkaBroker, stack_args: dict[str, str]) -> None:
+    args = stack_args
     kafka_broker.stop()  # in-memory storage: it comes back empty, the topic is auto-created
     stack = Stack(**args)
     try:
@@ -32,18 +27,16 @@ def test_broker_down_at_start(kafka_broker: KafkaBroker, kafka_topic: str, redis
         ledger = Ledger.read(stack, **args)
     finally:
         stack.close()
-    assert_latency(baseline, faulted)
-    ledger.check()
-    assert not ledger.dropped
+    assert_unharmed(baseline, faulted, ledger)
 
 
 @pytest.mark.slow
 def test_broker_stopped_mid_run_and_restarted(
-    kafka_broker_persistent: KafkaBroker, redis_url: str
+    kafka_broker_persistent: KafkaBroker, redis_server: RedisServer, redis_client: redis.Redis
 ) -> None:
     broker = kafka_broker_persistent
     topic = broker.create_topic(f"faults-restart-{uuid.uuid4().hex[:8]}", partitions=3)
-    args = {"redis_url": redis_url, "bootstrap": broker.bootstrap, "topic": topic}
+    args = {"redis_url": redis_server.url, "bootstrap": broker.bootstrap, "topic": topic}
     stack = Stack(**args)
     try:
         baseline = stack.drive(1.5)
@@ -60,6 +53,4 @@ def test_broker_stopped_mid_run_and_restarted(
         ledger = Ledger.read(stack, **args)
     finally:
         stack.close()
-    assert_latency(baseline, faulted)
-    ledger.check()
-    assert not ledger.dropped
+    assert_unharmed(baseline, faulted, ledger)

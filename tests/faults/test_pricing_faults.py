@@ -15,10 +15,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
-import redis
-from _stack import PRICING, Ledger, Stack, assert_latency, wait_for
+from _stack import PRICING, Ledger, Stack, assert_latency
 
-from _servers import KafkaBroker, RedisServer
+from _wait import wait_for
 from otelcost import _json
 from otelcost.pricing import HttpPricingSource, PricingCache
 
@@ -97,20 +96,6 @@ def api() -> Iterator[PricingAPI]:
     server.stopped.set()
     if server._httpd is not None:
         server.stop()
-
-
-@pytest.fixture
-def stack_args(
-    redis_server: RedisServer,
-    redis_client: redis.Redis,
-    kafka_broker: KafkaBroker,
-    kafka_topic: str,
-) -> dict[str, str]:
-    return {
-        "redis_url": redis_server.url,
-        "bootstrap": kafka_broker.bootstrap,
-        "topic": kafka_topic,
-    }
 
 
 def _cache(api: PricingAPI) -> PricingCache:

@@ -8,7 +8,6 @@ runs, ``otelcost enforce``'s in database 1.
 from __future__ import annotations
 
 import time
-import uuid
 from pathlib import Path
 
 import pytest
@@ -18,32 +17,16 @@ from _stack import (
     Ledger,
     Stack,
     assert_latency,
+    assert_unharmed,
     db_url,
-    wait_for,
 )
 
-from _servers import KafkaBroker, RedisServer
+from _kafka import new_group
+from _servers import RedisServer
+from _wait import wait_for
 
 # The guard's default timeout: the most one request may wait on a stalled Redis.
 _GUARD_TIMEOUT_S = 0.25
-
-
-def _group() -> str:
-    return f"faults-{uuid.uuid4().hex[:8]}"
-
-
-@pytest.fixture
-def stack_args(
-    redis_server: RedisServer,
-    redis_client: redis.Redis,
-    kafka_broker: KafkaBroker,
-    kafka_topic: str,
-) -> dict[str, str]:
-    return {
-        "redis_url": redis_server.url,
-        "bootstrap": kafka_broker.bootstrap,
-        "topic": kafka_topic,
-    }
 
 
 def test_redis_unreachable_at_start(redis_server: RedisServer, stack_args: dict[str, str]) -> None:
@@ -59,9 +42,7 @@ def test_redis_unreachable_at_start(redis_server: RedisServer, stack_args: dict[
         ledger = Ledger.read(stack, **stack_args)
     finally:
         stack.close()
-    assert_latency(baseline, faulted)
-    ledger.check()
-    assert not ledger.dropped
+    assert_unharmed(baseline, faulted, ledger)
 
 
 def _persist_on_shutdown(client: redis.Redis) -> None:
@@ -75,7 +56,7 @@ def test_redis_stopped_mid_run_and_restarted(
     redis_server: RedisServer, redis_client: redis.Redis, stack_args: dict[str, str]
 ) -> None:
     enforcer = EnforcerThread(
-        stack_args["bootstrap"], stack_args["topic"], db_url(redis_server.url, 1), _group()
+        stack_args["bootstrap"], stack_args["topic"], db_url(redis_server.url, 1), new_group()
     )
     stack = Stack(**stack_args)
     dump = Path(redis_server.workdir) / "dump.rdb"
@@ -96,9 +77,7 @@ def test_redis_stopped_mid_run_and_restarted(
     finally:
         stack.close()
         dump.unlink(missing_ok=True)  # later restarts of the shared server start empty
-    assert_latency(baseline, faulted)
-    ledger.check()
-    assert not ledger.dropped
+    assert_unharmed(baseline, faulted, ledger)
     assert enforced["records"] == enforced["applied"] + enforced["duplicates"]
     assert enforced["store_errors"] > 0 and enforced["dlq"] == 0
 
@@ -139,7 +118,7 @@ def test_redis_flushed_spend_restarts_and_the_stream_rebuilds_it(
     database rebuilds the exact spend.
     """
     enforcer = EnforcerThread(
-        stack_args["bootstrap"], stack_args["topic"], db_url(redis_server.url, 1), _group()
+        stack_args["bootstrap"], stack_args["topic"], db_url(redis_server.url, 1), new_group()
     )
     stack = Stack(**stack_args)
     try:
@@ -157,7 +136,7 @@ def test_redis_flushed_spend_restarts_and_the_stream_rebuilds_it(
         wait_for(lambda: enforcer.spend() == after, 60, "the enforcer after the flush")
         enforced = enforcer.stop()
         rebuild = EnforcerThread(
-            stack_args["bootstrap"], stack_args["topic"], db_url(redis_server.url, 2), _group()
+            stack_args["bootstrap"], stack_args["topic"], db_url(redis_server.url, 2), new_group()
         )
         wait_for(lambda: rebuild.spend() == ledger.reference_nanos, 60, "the rebuild")
         rebuilt = rebuild.stop()

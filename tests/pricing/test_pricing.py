@@ -15,6 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import otelcost
+from _wait import eventually, wait_for
 from otelcost.errors import PricingError, PricingNotFoundError, PricingStaleError
 from otelcost.money import to_nanos
 from otelcost.pricing import Price, PricingCache, PricingTable
@@ -51,15 +52,6 @@ def table(version: str, per_ms: float = 1.0) -> PricingTable:
     return PricingTable.parse(
         {"version": version, "prices": {"svc:op": {"per_ms": per_ms}, "*:*": {"per_ms": per_ms}}}
     )
-
-
-def wait_until(condition: Callable[[], bool], timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.005)
-    return condition()
 
 
 # -- Price -----------------------------------------------------------------------------------
@@ -568,7 +560,7 @@ def test_refresher_fetches_at_once_and_stops_promptly(
     cache.start()
     cache.start()  # idempotent
     assert source.fetched.wait(10)
-    assert wait_until(lambda: cache.version == "v1")
+    wait_for(lambda: cache.version == "v1")
     started = time.monotonic()
     cache.stop()
     assert time.monotonic() - started < 2.0  # waiting 600 s for the next refresh is interrupted
@@ -584,8 +576,8 @@ def test_refresher_refreshes_on_its_interval(cache_factory: Callable[..., Pricin
     source = ScriptedSource(table("v1"), table("v2"))
     cache = cache_factory(source, ttl=60, refresh_interval=0.02)
     cache.start()
-    assert wait_until(lambda: cache.version == "v2")
-    assert wait_until(lambda: source.calls >= 4)
+    wait_for(lambda: cache.version == "v2")
+    wait_for(lambda: source.calls >= 4)
 
 
 def test_refresher_keeps_the_table_retries_with_backoff_and_logs_once_per_streak(
@@ -601,9 +593,9 @@ def test_refresher_keeps_the_table_retries_with_backoff_and_logs_once_per_streak
     caplog.set_level(logging.INFO, logger="otelcost.pricing")
     cache.start()
     # Retries come after 0.01-0.08 s rather than the 60 s refresh interval.
-    assert wait_until(lambda: source.calls >= 3)
+    wait_for(lambda: source.calls >= 3)
     assert cache.current() is good
-    assert wait_until(lambda: cache.version == "new")
+    wait_for(lambda: cache.version == "new")
     cache.stop()
     records = [(r.levelname, r.getMessage()) for r in caplog.records]
     warnings = [m for level, m in records if level == "WARNING"]
@@ -621,7 +613,7 @@ def test_refresher_logs_staleness_once(
     cache = cache_factory(source, ttl=60, refresh_interval=0.04, retry_initial=0.001)
     caplog.set_level(logging.INFO, logger="otelcost.pricing")
     cache.start()
-    assert wait_until(lambda: source.calls >= 10)
+    wait_for(lambda: source.calls >= 10)
     cache.stop()
     levels = [r.levelname for r in caplog.records]
     assert levels.count("WARNING") == 1
@@ -695,7 +687,7 @@ def test_refresher_restarts_in_a_forked_child(
     pid = os.fork()
     if pid == 0:  # child: report through the exit code only
         calls_at_fork = source.calls
-        ok = cache.running and wait_until(lambda: source.calls >= calls_at_fork + 2, 10)
+        ok = cache.running and eventually(lambda: source.calls >= calls_at_fork + 2, 10)
         cache.stop()
         os._exit(0 if ok and not cache.running else 1)
     _, status = os.waitpid(pid, 0)

@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-import json
 import random
-import signal
 import subprocess
 import sys
 import threading
-import time
-import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -18,18 +14,26 @@ import psycopg
 import pytest
 
 from _kafka import (
+    FAST_GROUP,
+    assert_dead_lettered,
     committed,
-    consumer_config,
+    consumer_argv,
     ends,
+    invalid_messages,
     partly_bad_message,
     produce,
+    produce_both_schemas,
     produce_raw,
     read_all,
     run_in_thread,
-    wait_for,
+    run_until_idle,
+    sigkill_twice,
+    sigterm_midway,
+    stop_all,
 )
 from _postgres import TcpProxy, TestDatabase, drop_rollup_schema
 from _servers import KafkaBroker
+from _wait import wait_for
 from otelcost.money import from_nanos
 from otelcost.record import CostRecord
 from otelcost.rollup import Rollup, init_db
@@ -37,8 +41,6 @@ from otelcost.rollup import Rollup, init_db
 _T0 = 1_764_236_400_000
 _SERVICES = ("payment-svc", "llm-gateway", "search", "checkout", "ünïcode")
 _OPERATIONS = ("POST /api/v2/orders", "GET /users/*", "chat.completions")
-# Tansu joins a group in ~3 s with these instead of ~23 s (values kept in _kafka.py).
-_FAST_GROUP = {k: v for k, v in consumer_config("", "").items() if k.endswith(".ms")}
 
 Key = tuple[int, str, str, str]
 
@@ -118,14 +120,9 @@ def dsn(postgres_dsn: str) -> str:
     return postgres_dsn
 
 
-@pytest.fixture
-def group() -> str:
-    return f"cost-rollup-test-{uuid.uuid4().hex[:8]}"
-
-
 def _rollup(broker: KafkaBroker, dsn: str, topic: str, group: str, **kwargs: Any) -> Rollup:
     return Rollup(
-        broker.bootstrap, dsn, topic=topic, group=group, kafka_config=_FAST_GROUP, **kwargs
+        broker.bootstrap, dsn, topic=topic, group=group, kafka_config=FAST_GROUP, **kwargs
     )
 
 
@@ -164,11 +161,7 @@ def test_schema_1_and_2_on_one_topic_and_a_bad_record_dead_lettered_alone(
     records = _records(900)
     same = [r for r in _records(60, start=9000) if (r.service, r.currency) == ("search", "USD")]
     partly = partly_bad_message(same, 1)
-    produce(kafka_broker.bootstrap, kafka_topic, records[:300], schema=1)
-    produce(kafka_broker.bootstrap, kafka_topic, records[300:600], schema=2)
-    produce_raw(kafka_broker.bootstrap, kafka_topic, [(partly.key, partly.value)], schema=b"2")
-    produce(kafka_broker.bootstrap, kafka_topic, records[600:], schema=2)
-    messages = len(read_all(kafka_broker.bootstrap, kafka_topic))
+    messages = produce_both_schemas(kafka_broker.bootstrap, kafka_topic, records, partly)
 
     rollup = _rollup(kafka_broker, dsn, kafka_topic, group, batch_size=100)
     assert rollup.run(max_records=messages, idle_timeout=30)
@@ -213,53 +206,24 @@ def test_postgres_offsets_win_over_kafka_offsets(
     assert _stored(dsn) == _expected(records)
 
 
-def _invalid_messages() -> dict[str, tuple[bytes | None, bytes]]:
-    valid = json.loads(_records(1, start=9000)[0].to_json())
-    seconds = dict(valid, timestamp=_T0 // 1000)
-    missing = dict(valid)
-    del missing["currency"]
-    return {
-        "malformed": (b"payment-svc", b'{"schema": 1, "trace_id": '),
-        "seconds": (b"payment-svc", json.dumps(seconds).encode()),
-        "missing": (b"payment-svc", json.dumps(missing).encode()),
-        "key": (b"\xff\xfepayment", json.dumps(valid).encode()),
-    }
-
-
 @pytest.mark.slow
 def test_invalid_records_go_to_the_dlq_as_with_enforce(
     kafka_broker: KafkaBroker, kafka_topic: str, dsn: str, group: str
 ) -> None:
     records = _records(400)
-    invalid = _invalid_messages()
+    invalid = invalid_messages(_records(1, start=9000)[0])
     produce(kafka_broker.bootstrap, kafka_topic, records[:200])
     produce_raw(kafka_broker.bootstrap, kafka_topic, list(invalid.values()))
     produce(kafka_broker.bootstrap, kafka_topic, records[200:])
 
     rollup = _rollup(kafka_broker, dsn, kafka_topic, group, batch_size=150)
-    assert rollup.run(max_records=404, idle_timeout=30)
+    assert rollup.run(max_records=406, idle_timeout=30)
     stats = rollup.stats()
-    assert (stats["consumed"], stats["written"], stats["dlq"]) == (404, 400, 4)
+    assert (stats["consumed"], stats["written"], stats["dlq"]) == (406, 400, 6)
     assert _stored(dsn) == _expected(records)
     on_broker = read_all(kafka_broker.bootstrap, kafka_topic)
     assert _db_offsets(dsn, group) == ends(on_broker)
-
-    dead = read_all(kafka_broker.bootstrap, f"{kafka_topic}.dlq")
-    assert sorted((m.key, m.value) for m in dead) == sorted(invalid.values())
-    errors = {}
-    for message in dead:
-        headers = dict(message.headers)
-        assert headers["otelcost-schema"] == b"1"  # the original headers are kept
-        source = next(m for m in on_broker if (m.key, m.value) == (message.key, message.value))
-        assert headers["otelcost-source"] == (
-            f"{kafka_topic}/{source.partition}/{source.offset}".encode()
-        )
-        name = next(n for n, kv in invalid.items() if kv == (message.key, message.value))
-        errors[name] = headers["otelcost-error"].decode()
-    assert errors["malformed"].startswith("<record>: not valid JSON")
-    assert errors["seconds"].startswith("timestamp:")
-    assert errors["missing"] == "currency: missing"
-    assert errors["key"] == "<key>: not valid UTF-8"
+    assert_dead_lettered(kafka_broker.bootstrap, kafka_topic, invalid)
 
 
 @dataclass
@@ -366,10 +330,7 @@ def test_a_second_rollup_joining_neither_loses_nor_double_counts(
         first_thread.join(180)
         second_thread.join(180)
     finally:
-        for rollup, thread in ((first, first_thread), (second, second_thread)):
-            rollup.stop()
-            if thread.ident is not None:
-                thread.join(120)
+        stop_all((first, first_thread), (second, second_thread))
     assert first_outcome == second_outcome == [True]
     a, b = first.stats(), second.stats()
     assert b["consumed"] > 0  # the rebalance really handed partitions over
@@ -384,33 +345,7 @@ def test_a_second_rollup_joining_neither_loses_nor_double_counts(
 @pytest.fixture
 def rollup_argv(kafka_broker: KafkaBroker, kafka_topic: str, dsn: str, group: str) -> list[str]:
     """``python -m otelcost.cli rollup`` on the fixtures, joining the group fast."""
-    return [
-        sys.executable,
-        "-m",
-        "otelcost.cli",
-        "rollup",
-        "--bootstrap-servers",
-        kafka_broker.bootstrap,
-        "--dsn",
-        dsn,
-        "--topic",
-        kafka_topic,
-        "--group",
-        group,
-        "--batch-size",
-        "100",
-        *(f"-X{k}={v}" for k, v in _FAST_GROUP.items()),
-    ]
-
-
-@pytest.fixture
-def processes() -> Iterator[list[subprocess.Popen[bytes]]]:
-    started: list[subprocess.Popen[bytes]] = []
-    yield started
-    for proc in started:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(10)
+    return consumer_argv("rollup", kafka_broker.bootstrap, kafka_topic, group, "--dsn", dsn)
 
 
 @pytest.mark.slow
@@ -423,27 +358,11 @@ def test_sigkill_mid_batch_then_restart_counts_everything_once(
 ) -> None:
     records = _records(30_000)
     produce(kafka_broker.bootstrap, kafka_topic, records)
-    for _ in range(2):  # killed twice, at different points
-        before = _total_records(dsn)
-        proc = subprocess.Popen(rollup_argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        processes.append(proc)
-        wait_for(lambda before=before: _total_records(dsn) > before, 60)
-        time.sleep(random.uniform(0.0, 0.3))
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(10)
-        assert 0 < _total_records(dsn) < len(records)
-
-    final = subprocess.run(
-        [*rollup_argv, "--idle-timeout", "20", "--json"],
-        capture_output=True,
-        timeout=240,
-        check=False,
-    )
-    assert final.returncode == 0, final.stderr.decode()[-2000:]
-    stats = json.loads(final.stdout)
+    sigkill_twice(rollup_argv, processes, lambda: _total_records(dsn), len(records))
+    stats = run_until_idle(rollup_argv)
+    group = rollup_argv[rollup_argv.index("--group") + 1]
     assert stats["consumed"] == stats["written"] + stats["duplicates"] + stats["dlq"]
     assert _stored(dsn) == _expected(records)
-    group = rollup_argv[rollup_argv.index("--group") + 1]
     assert _db_offsets(dsn, group) == ends(read_all(kafka_broker.bootstrap, kafka_topic))
 
 
@@ -457,26 +376,11 @@ def test_sigterm_finishes_the_batch_commits_and_exits_0(
 ) -> None:
     records = _records(20_000)
     produce(kafka_broker.bootstrap, kafka_topic, records)
-    proc = subprocess.Popen(
-        [*rollup_argv, "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE
-    )
-    processes.append(proc)
-    wait_for(lambda: _total_records(dsn) > 0, 60)
-    proc.send_signal(signal.SIGTERM)
-    out, err = proc.communicate(timeout=60)
-    assert proc.returncode == 0, err.decode()[-2000:]
-    first = json.loads(out)
+    first, err = sigterm_midway(rollup_argv, processes, lambda: _total_records(dsn))
     assert 0 < first["consumed"] < len(records)
     assert first["consumed"] == first["written"] == _total_records(dsn)
     assert b"otelcost rollup stopped: consumed=" in err
-    second = subprocess.run(
-        [*rollup_argv, "--idle-timeout", "20", "--json"],
-        capture_output=True,
-        timeout=240,
-        check=False,
-    )
-    assert second.returncode == 0, second.stderr.decode()[-2000:]
-    stats = json.loads(second.stdout)
+    stats = run_until_idle(rollup_argv)
     assert (stats["consumed"], stats["duplicates"]) == (len(records) - first["consumed"], 0)
     assert _stored(dsn) == _expected(records)
 

@@ -4,14 +4,11 @@ from __future__ import annotations
 
 import json
 import random
-import re
-import signal
 import subprocess
 import sys
 import threading
 import time
-import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,17 +16,25 @@ import pytest
 import redis
 
 from _kafka import (
+    FAST_GROUP,
+    assert_dead_lettered,
     committed,
-    consumer_config,
+    consumer_argv,
     ends,
+    invalid_messages,
     partly_bad_message,
     produce,
+    produce_both_schemas,
     produce_raw,
     read_all,
     run_in_thread,
-    wait_for,
+    run_until_idle,
+    sigkill_twice,
+    sigterm_midway,
+    stop_all,
 )
 from _servers import KafkaBroker, RedisServer
+from _wait import wait_for
 from otelcost.budget import Budget, RedisBudgetStore
 from otelcost.money import from_nanos
 from otelcost.record import CostRecord
@@ -37,8 +42,6 @@ from otelcost.stream.enforce import Enforcer
 
 _T0 = 1_764_236_400_000
 _SERVICES = ("payment-svc", "llm-gateway", "search", "checkout", "auth", "cart", "ünïcode")
-# Tansu joins a group in ~3 s with these instead of ~23 s (values kept in _kafka.py).
-_FAST_GROUP = {k: v for k, v in consumer_config("", "").items() if k.endswith(".ms")}
 # A budget no test reaches, so that every record is kept as spend.
 _BUDGETS = [Budget("*", limit=10_000_000.0, period="24h")]
 
@@ -80,7 +83,7 @@ def _enforcer(
     broker: KafkaBroker, store: RedisBudgetStore, topic: str, group: str, **kwargs: Any
 ) -> Enforcer:
     return Enforcer(
-        broker.bootstrap, store, topic=topic, group=group, kafka_config=_FAST_GROUP, **kwargs
+        broker.bootstrap, store, topic=topic, group=group, kafka_config=FAST_GROUP, **kwargs
     )
 
 
@@ -89,11 +92,6 @@ def store(redis_server: RedisServer, redis_client: redis.Redis) -> RedisBudgetSt
     """The store as the CLI builds it: from the URL, with otelcost's short Redis timeouts
     (redis_client only empties the server first)."""
     return RedisBudgetStore(redis_server.url, _BUDGETS)
-
-
-@pytest.fixture
-def group() -> str:
-    return f"cost-attribution-test-{uuid.uuid4().hex[:8]}"
 
 
 @pytest.mark.slow
@@ -146,29 +144,12 @@ def test_replays_by_another_group_are_fenced(
     assert (stats["applied"], stats["duplicates"]) == (1000, 1000)
 
 
-def _invalid_messages() -> dict[str, tuple[bytes | None, bytes]]:
-    valid = json.loads(_records(1, start=9000)[0].to_json())
-    missing = dict(valid)
-    del missing["currency"]
-    seconds = dict(valid, timestamp=_T0 // 1000)
-    nan = re.sub(r'"cost_amount": [^,]+', '"cost_amount": NaN', json.dumps(valid))
-    big = dict(valid, operation="x" * (1 << 20))
-    return {
-        "malformed": (b"payment-svc", b'{"schema": 1, "trace_id": '),
-        "nan": (b"payment-svc", nan.encode()),
-        "seconds": (b"payment-svc", json.dumps(seconds).encode()),
-        "missing": (b"payment-svc", json.dumps(missing).encode()),
-        "1mb": (b"payment-svc", json.dumps(big).encode()),
-        "key": (b"\xff\xfepayment", json.dumps(valid).encode()),
-    }
-
-
 @pytest.mark.slow
 def test_invalid_records_go_to_the_dlq_and_nothing_else_is_lost(
     kafka_broker: KafkaBroker, kafka_topic: str, store: RedisBudgetStore, group: str
 ) -> None:
     records = _records(600)
-    invalid = _invalid_messages()
+    invalid = invalid_messages(_records(1, start=9000)[0])
     produce(kafka_broker.bootstrap, kafka_topic, records[:300])
     produce_raw(kafka_broker.bootstrap, kafka_topic, list(invalid.values()))
     produce(kafka_broker.bootstrap, kafka_topic, records[300:])
@@ -180,25 +161,7 @@ def test_invalid_records_go_to_the_dlq_and_nothing_else_is_lost(
     assert _spend(store) == _expected(records)
     on_broker = read_all(kafka_broker.bootstrap, kafka_topic)
     assert committed(kafka_broker.bootstrap, kafka_topic, group) == ends(on_broker)
-
-    dead = read_all(kafka_broker.bootstrap, f"{kafka_topic}.dlq")
-    assert sorted((m.key, m.value) for m in dead) == sorted(invalid.values())
-    errors = {}
-    for message in dead:
-        headers = dict(message.headers)
-        assert headers["otelcost-schema"] == b"1"  # the original headers are kept
-        source = next(m for m in on_broker if (m.key, m.value) == (message.key, message.value))
-        assert headers["otelcost-source"] == (
-            f"{kafka_topic}/{source.partition}/{source.offset}".encode()
-        )
-        name = next(n for n, kv in invalid.items() if kv == (message.key, message.value))
-        errors[name] = headers["otelcost-error"].decode()
-    assert errors["malformed"].startswith("<record>: not valid JSON")
-    assert errors["nan"].startswith("<record>: not valid JSON")
-    assert errors["seconds"].startswith("timestamp:")
-    assert errors["missing"] == "currency: missing"
-    assert errors["1mb"].startswith("<record>:") and "exceeds" in errors["1mb"]
-    assert errors["key"] == "<key>: not valid UTF-8"
+    assert_dead_lettered(kafka_broker.bootstrap, kafka_topic, invalid)
 
 
 @pytest.mark.slow
@@ -207,11 +170,7 @@ def test_schema_1_and_2_on_one_topic_and_a_bad_record_dead_lettered_alone(
 ) -> None:
     records = _records(900)
     partly = partly_bad_message(_one_service(5), 2)
-    produce(kafka_broker.bootstrap, kafka_topic, records[:300], schema=1)
-    produce(kafka_broker.bootstrap, kafka_topic, records[300:600], schema=2)
-    produce_raw(kafka_broker.bootstrap, kafka_topic, [(partly.key, partly.value)], schema=b"2")
-    produce(kafka_broker.bootstrap, kafka_topic, records[600:], schema=2)
-    messages = len(read_all(kafka_broker.bootstrap, kafka_topic))
+    messages = produce_both_schemas(kafka_broker.bootstrap, kafka_topic, records, partly)
     assert messages == 300 + 7 + 1 + 7
 
     enforcer = _enforcer(kafka_broker, store, kafka_topic, group, batch_size=100)
@@ -264,14 +223,6 @@ def test_redis_outage_pauses_commits_nothing_loses_nothing(
     assert committed(kafka_broker.bootstrap, kafka_topic, group) == ends(on_broker)
 
 
-def _stop_all(*pairs: tuple[Enforcer, threading.Thread]) -> None:
-    for enforcer, _ in pairs:
-        enforcer.stop()
-    for _, thread in pairs:
-        thread.join(120)
-        assert not thread.is_alive()
-
-
 @pytest.mark.slow
 def test_a_second_enforcer_joining_neither_loses_nor_double_counts(
     kafka_broker: KafkaBroker, kafka_topic: str, store: RedisBudgetStore, group: str
@@ -295,7 +246,7 @@ def test_a_second_enforcer_joining_neither_loses_nor_double_counts(
         first_thread.join(180)
         second_thread.join(180)
     finally:
-        _stop_all((first, first_thread))
+        stop_all((first, first_thread))
     assert first_outcome == second_outcome == [True]
     a, b = first.stats(), second.stats()
     assert b["consumed"] > 0  # the rebalance really handed partitions over
@@ -331,7 +282,7 @@ def test_revoke_while_redis_is_down_hands_the_pending_batch_over(
         first_thread.join(180)
         second_thread.join(180)
     finally:
-        _stop_all((first, first_thread), (second, second_thread))
+        stop_all((first, first_thread), (second, second_thread))
     assert first_outcome == second_outcome == [True]
     a, b = first.stats(), second.stats()
     assert a["applied"] + b["applied"] == len(records)
@@ -360,35 +311,8 @@ def enforce_argv(
     budgets_file: Path,
 ) -> list[str]:
     """``python -m otelcost.cli enforce`` on the fixtures, joining the group fast."""
-    return [
-        sys.executable,
-        "-m",
-        "otelcost.cli",
-        "enforce",
-        "--bootstrap-servers",
-        kafka_broker.bootstrap,
-        "--redis-url",
-        redis_server.url,
-        "--topic",
-        kafka_topic,
-        "--group",
-        group,
-        "--budgets",
-        str(budgets_file),
-        "--batch-size",
-        "100",
-        *(f"-X{k}={v}" for k, v in _FAST_GROUP.items()),
-    ]
-
-
-@pytest.fixture
-def processes() -> Iterator[list[subprocess.Popen[bytes]]]:
-    started: list[subprocess.Popen[bytes]] = []
-    yield started
-    for proc in started:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(10)
+    options = ("--redis-url", redis_server.url, "--budgets", str(budgets_file))
+    return consumer_argv("enforce", kafka_broker.bootstrap, kafka_topic, group, *options)
 
 
 def _total(store: RedisBudgetStore) -> int:
@@ -406,26 +330,12 @@ def test_sigkill_mid_batch_then_restart_totals_exact(
     records = _records(30_000)
     produce(kafka_broker.bootstrap, kafka_topic, records)
     expected = _expected(records)
-    argv = enforce_argv
-    for _ in range(2):  # killed twice, at different points
-        before = _total(store)
-        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
-        processes.append(proc)
-        wait_for(lambda before=before: _total(store) > before, 60)
-        time.sleep(random.uniform(0.0, 0.3))
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(10)
-        assert 0 < _total(store) < sum(expected.values())
-
-    final = subprocess.run(
-        [*argv, "--idle-timeout", "20", "--json"], capture_output=True, timeout=240, check=False
-    )
-    assert final.returncode == 0, final.stderr.decode()[-2000:]
-    stats = json.loads(final.stdout)
+    sigkill_twice(enforce_argv, processes, lambda: _total(store), sum(expected.values()))
+    stats = run_until_idle(enforce_argv)
     assert _spend(store) == expected
     assert stats["consumed"] == stats["applied"] + stats["duplicates"] + stats["dlq"]
     on_broker = read_all(kafka_broker.bootstrap, kafka_topic)
-    group = argv[argv.index("--group") + 1]
+    group = enforce_argv[enforce_argv.index("--group") + 1]
     assert committed(kafka_broker.bootstrap, kafka_topic, group) == ends(on_broker)
 
 
@@ -439,23 +349,12 @@ def test_sigterm_finishes_the_batch_commits_and_exits_0(
 ) -> None:
     records = _records(30_000)
     produce(kafka_broker.bootstrap, kafka_topic, records)
-    argv = enforce_argv
-    proc = subprocess.Popen([*argv, "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    processes.append(proc)
-    wait_for(lambda: _total(store) > 0, 60)
-    proc.send_signal(signal.SIGTERM)
-    out, err = proc.communicate(timeout=60)
-    assert proc.returncode == 0, err.decode()[-2000:]
-    first = json.loads(out)
+    first, err = sigterm_midway(enforce_argv, processes, lambda: _total(store))
     assert 0 < first["consumed"] < len(records)
     assert first["consumed"] == first["applied"]
     assert b"otelcost enforce stopped: consumed=" in err  # the summary log line
     # Everything applied was committed: the next run starts exactly where it stopped.
-    second = subprocess.run(
-        [*argv, "--idle-timeout", "20", "--json"], capture_output=True, timeout=240, check=False
-    )
-    assert second.returncode == 0, second.stderr.decode()[-2000:]
-    stats = json.loads(second.stdout)
+    stats = run_until_idle(enforce_argv)
     assert (stats["consumed"], stats["duplicates"]) == (len(records) - first["consumed"], 0)
     assert _spend(store) == _expected(records)
 
