@@ -12,8 +12,6 @@ from opentelemetry.trace import SpanKind, set_span_in_context
 
 from otelcost import CostRecord, CostSpanProcessor
 from otelcost.exporters import InMemoryCostExporter
-from otelcost.rollup._batch import RollupBatch
-from otelcost.rollup._store import RollupStore
 
 DAY = 86_400_000
 IN, OUT = "gen_ai.usage.input_tokens", "gen_ai.usage.output_tokens"
@@ -82,18 +80,6 @@ def workload(
     records = list(costs.records)
     assert records and all(r.error is None for r in records)
     return records
-
-
-def roll_up(dsn: str, records: Sequence[CostRecord], first_offset: int = 0) -> None:
-    """Write ``records`` into the rollups as one consumed batch."""
-    batch = RollupBatch("otel-cost-spans")
-    for offset, record in enumerate(records, start=first_offset):
-        batch.add(0, offset, None, record.to_json(), None)
-    store = RollupStore(dsn, "bill-tests", "otel-cost-spans")
-    try:
-        assert store.write(batch, lambda letters: None).records == len(records)
-    finally:
-        store.close()
 
 
 def daily_nanos(records: Sequence[CostRecord]) -> dict[str, dict[int, int]]:

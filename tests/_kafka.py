@@ -25,6 +25,9 @@ from kafka import KafkaConsumer, TopicPartition
 from _wait import wait_for
 from otelcost.exporters import KafkaCostExporter
 from otelcost.record import CostRecord
+
+# The stream tests' one private import: the consumers' decoder, to read back what is on a
+# topic as enforce and rollup read it.
 from otelcost.stream._consume import decode
 from otelcost.stream.schema2 import encode_messages
 
@@ -35,6 +38,7 @@ __all__ = [
     "committed",
     "consumer_argv",
     "consumer_config",
+    "decode",
     "ends",
     "invalid_messages",
     "new_group",

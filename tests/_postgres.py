@@ -17,9 +17,17 @@ import selectors
 import socket
 import threading
 import uuid
+from collections.abc import Sequence
 
 import psycopg
 from psycopg import conninfo, sql
+
+from otelcost.record import CostRecord
+from otelcost.rollup import init_db
+
+# The one place the tests write rollup rows without a broker: through the private store.
+from otelcost.rollup._batch import RollupBatch
+from otelcost.rollup._store import RollupStore
 
 __all__ = [
     "DEFAULT_ADMIN_DSN",
@@ -27,6 +35,8 @@ __all__ = [
     "TcpProxy",
     "TestDatabase",
     "drop_rollup_schema",
+    "reset_rollup_schema",
+    "roll_up",
 ]
 
 DEFAULT_ADMIN_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -81,6 +91,25 @@ def drop_rollup_schema(dsn: str) -> None:
     assert "otelcost_test_" in dsn, f"refusing to drop a schema outside a test database: {dsn}"
     with psycopg.connect(dsn, autocommit=True, connect_timeout=5) as conn:
         conn.execute("DROP SCHEMA IF EXISTS otelcost CASCADE")
+
+
+def reset_rollup_schema(dsn: str) -> None:
+    """A fresh, empty rollup schema in the test database ``dsn`` (dropped, then created)."""
+    drop_rollup_schema(dsn)
+    init_db(dsn)
+
+
+def roll_up(dsn: str, records: Sequence[CostRecord], first_offset: int = 0) -> None:
+    """Write ``records`` into the rollup tables as one consumed batch (offsets from
+    ``first_offset``), through the store ``otelcost rollup`` writes with, without Kafka."""
+    batch = RollupBatch("otel-cost-spans")
+    for offset, record in enumerate(records, start=first_offset):
+        batch.add(0, offset, None, record.to_json(), None)
+    store = RollupStore(dsn, "otelcost-tests", "otel-cost-spans")
+    try:
+        assert store.write(batch, lambda letters: None).records == len(records)
+    finally:
+        store.close()
 
 
 class TcpProxy:

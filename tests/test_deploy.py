@@ -4,7 +4,6 @@ shows cost per request per deploy and flags a version that made requests more ex
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
 from typing import Any
@@ -14,12 +13,12 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.trace import SpanKind
 
-from _billing import DAY, TABLE, roll_up, workload
-from _postgres import drop_rollup_schema
+from _billing import DAY, TABLE, workload
+from _postgres import reset_rollup_schema, roll_up
 from otelcost import CostRecord, CostSpanProcessor, InvalidRecordError
-from otelcost.cli import report
+from otelcost.cli import main
 from otelcost.exporters import InMemoryCostExporter
-from otelcost.rollup import init_db, read_versions
+from otelcost.rollup import read_versions
 
 _NOW = int(time.time() * 1000)
 _START = _NOW - _NOW % DAY - 3 * DAY  # three UTC days ago
@@ -74,20 +73,11 @@ def test_the_coster_reads_the_deploy_from_the_resource(
     assert (record.service_version, record.environment) == deploy
 
 
-def _run(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="otelcost")
-    report.register(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(["report", *argv])
-    code: int = args.func(args)
-    return code
-
-
 @pytest.fixture(scope="module")
 def deploys(postgres_dsn: str) -> str:
     """Day 1 runs v1 of every service; day 2 runs v2, whose checkout requests take twice as
     long (one operation's duration doubled), in prod."""
-    drop_rollup_schema(postgres_dsn)
-    init_db(postgres_dsn)
+    reset_rollup_schema(postgres_dsn)
     offset = 0
     for day, version, load in ((0, "v1", {}), (1, "v2", {"checkout": 2.0})):
         deploy = {"service.version": version, "deployment.environment.name": "prod"}
@@ -113,7 +103,7 @@ def test_a_deploy_that_doubles_an_operation_shows_in_report_by_version(
     assert list(history.flagged) == [v2]  # search and llm did not move
     assert rows["search", "v2"].change == 0.0
 
-    assert _run(["--dsn", deploys, "--since", "7d", "--by", "version", "--json"]) == 0
+    assert main(["report", "--dsn", deploys, "--since", "7d", "--by", "version", "--json"]) == 0
     doc = json.loads(capsys.readouterr().out)
     flagged = [(r["service"], r["version"]) for r in doc["rows"] if r["flagged"]]
     assert flagged == [("checkout", "v2")]
@@ -121,13 +111,15 @@ def test_a_deploy_that_doubles_an_operation_shows_in_report_by_version(
     assert row["environment"] == "prod" and row["cost_per_request"] == pytest.approx(
         v2.cost_nanos / 12 / 1e9
     )
-    assert _run(["--dsn", deploys, "--since", "7d", "--by", "version"]) == 0
+    assert main(["report", "--dsn", deploys, "--since", "7d", "--by", "version"]) == 0
     out = capsys.readouterr().out
     assert "MOVED" in out and "vs v1" in out and "1 version(s) moved more than 10%" in out
     # A threshold above the move: nothing flagged.
-    assert _run(["--dsn", deploys, "--by", "version", "--threshold", "0.9", "--json"]) == 0
+    assert (
+        main(["report", "--dsn", deploys, "--by", "version", "--threshold", "0.9", "--json"]) == 0
+    )
     assert not any(r["flagged"] for r in json.loads(capsys.readouterr().out)["rows"])
-    assert _run(["--dsn", deploys, "--threshold", "0.9"]) == 2
+    assert main(["report", "--dsn", deploys, "--threshold", "0.9"]) == 2
     assert "--threshold works with --by version" in capsys.readouterr().err
 
 
@@ -141,8 +133,7 @@ def test_the_deploy_survives_the_kafka_stream_into_the_rollups(
     from otelcost.exporters import KafkaCostExporter
     from otelcost.rollup import Rollup
 
-    drop_rollup_schema(postgres_dsn)
-    init_db(postgres_dsn)
+    reset_rollup_schema(postgres_dsn)
     records = []
     for day, version, load in ((0, "v1", {}), (1, "v2", {"checkout": 2.0})):
         deploy = {"service.version": version, "deployment.environment.name": "prod"}

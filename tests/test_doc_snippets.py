@@ -13,11 +13,11 @@ from __future__ import annotations
 import doctest
 import re
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+
+from _processes import run_python
 
 ROOT = Path(__file__).resolve().parents[1]
 _BLOCK = re.compile(r"^```python\n(.*?)^```", re.DOTALL | re.MULTILINE)
@@ -58,14 +58,7 @@ def test_the_block_runs_pasted_alone(where: str, code: str, workdir: Path) -> No
             "runner.run(test)\n"
             "sys.exit(1 if runner.failures else 0)\n"
         )
-    done = subprocess.run(
-        [sys.executable, "-c", code],
-        cwd=workdir,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    done = run_python(code, cwd=workdir, timeout=120)
     assert done.returncode == 0, f"{where} failed:\n{done.stdout}\n{done.stderr}"
 
 

@@ -28,6 +28,7 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 
 import otelcost
+from _records import cost_record
 from _servers import KafkaBroker, RedisServer, free_port
 from otelcost import _redis, reconcile
 from otelcost.budget import Budget, BudgetGuard, RedisBudgetStore, _keys
@@ -36,23 +37,13 @@ from otelcost.errors import PricingError
 from otelcost.exporters import RedisBudgetExporter
 from otelcost.exporters.kafka import KafkaCostExporter, kafka_exporter_from_env
 from otelcost.pricing import HttpPricingSource
-from otelcost.record import CostRecord
 from otelcost.stream._enforce_batch import Batch
 from otelcost.stream.consumer import BrokerUnreachableError
 from otelcost.stream.enforce import Enforcer
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "otelcost"
 SECRET = "s3cret-do-not-show"
-RECORD = CostRecord(
-    trace_id="ab" * 16,
-    span_id="cd" * 8,
-    service="svc",
-    operation="GET /",
-    cost_amount=0.25,
-    currency="USD",
-    duration_ms=1.0,
-    timestamp=1_764_236_400_000,
-)
+RECORD = cost_record(trace_id="ab" * 16, span_id="cd" * 8, operation="GET /", cost_amount=0.25)
 SASL_SSL = {
     "security.protocol": "SASL_SSL",
     "sasl.mechanism": "SCRAM-SHA-512",

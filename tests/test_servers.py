@@ -5,8 +5,6 @@ from __future__ import annotations
 import atexit
 import os
 import socket
-import subprocess
-import sys
 import textwrap
 import time
 import uuid
@@ -17,6 +15,7 @@ import redis
 from confluent_kafka import Consumer, Producer, TopicPartition
 
 from _kafka import consumer_config, read_all
+from _processes import run_python
 from _servers import KafkaBroker, RedisServer
 from _wait import wait_for
 
@@ -112,15 +111,7 @@ def test_no_orphan_survives_the_interpreter(tmp_path: Path, death: str) -> None:
             os.kill(os.getpid(), signal.SIGKILL)
         """
     )
-    env = {**os.environ, "PYTHONPATH": str(TESTS_DIR)}
-    done = subprocess.run(
-        [sys.executable, "-c", script],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    done = run_python(script, env={**os.environ, "PYTHONPATH": str(TESTS_DIR)})
     assert done.stdout.strip().isdigit(), done.stderr
     wait_for(lambda: _process_gone(int(done.stdout)))
 

@@ -4,7 +4,6 @@ every service, although June's load differs. Real spans, processor, rollups, FOC
 
 from __future__ import annotations
 
-import argparse
 import copy
 import csv
 import json
@@ -16,13 +15,13 @@ from typing import Any
 
 import pytest
 
-from _billing import DAY, SERVICES, TABLE, daily_nanos, roll_up, workload
-from _postgres import drop_rollup_schema
+from _billing import DAY, SERVICES, TABLE, daily_nanos, workload
+from _postgres import reset_rollup_schema, roll_up
 from otelcost import CostRecord
 from otelcost.bill import Comparison, calibrate, compare, read_focus
-from otelcost.cli import bill as bill_cli
+from otelcost.cli import main
 from otelcost.pricing import PricingTable
-from otelcost.rollup import init_db, reprice_history
+from otelcost.rollup import reprice_history
 
 MAY_1 = 1_777_593_600_000  # 2026-05-01T00:00:00Z
 JUNE_1 = MAY_1 + 31 * DAY
@@ -81,8 +80,7 @@ def off_by(comparison: Comparison, service: str) -> float:
 
 @pytest.fixture(scope="module")
 def dsn(postgres_dsn: str) -> str:
-    drop_rollup_schema(postgres_dsn)
-    init_db(postgres_dsn)
+    reset_rollup_schema(postgres_dsn)
     return postgres_dsn
 
 
@@ -138,14 +136,6 @@ def test_calibrated_prices_track_the_next_months_bill(dsn: str, tmp_path: Path) 
     assert all(row.repriced_nanos == row.recorded_nanos for row in unchanged.rows)
 
 
-def run(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="otelcost")
-    bill_cli.register(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(["bill", *argv])
-    code: int = args.func(args)
-    return code
-
-
 def test_the_command_writes_the_table_and_explains_what_it_left(
     dsn: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -162,7 +152,7 @@ def test_the_command_writes_the_table_and_explains_what_it_left(
     table_path.write_text(json.dumps(table))
     out = tmp_path / "calibrated.json"
     argv = [str(bill), "--dsn", dsn, "--table", str(table_path), "--write-table", str(out)]
-    assert run(["calibrate", *argv, "--json"]) == 0
+    assert main(["bill", "calibrate", *argv, "--json"]) == 0
     doc = json.loads(capsys.readouterr().out)
     assert doc["effective_from"] == "2026-06-01T00:00:00Z"
     assert doc["skipped"] == {"llm": "attributed, but not billed: check the tag or mapping"}
@@ -176,8 +166,8 @@ def test_the_command_writes_the_table_and_explains_what_it_left(
     assert search[2]["per_ms"] == pytest.approx(2e-6 * factor)
     assert search[3]["per_ms"] == pytest.approx(3e-6 * factor)  # later prices scale too
     assert search[1] == table["prices"]["search:*"][1]
-    assert run(["calibrate", *argv]) == 0
+    assert main(["bill", "calibrate", *argv]) == 0
     text = capsys.readouterr().out
     assert "not calibrated: llm" in text and f"wrote {out}" in text
-    assert run(["calibrate", *argv[:-4], "--table", str(tmp_path / "none.json")]) == 2
+    assert main(["bill", "calibrate", *argv[:-4], "--table", str(tmp_path / "none.json")]) == 2
     assert "--table: cannot read" in capsys.readouterr().err

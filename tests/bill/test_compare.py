@@ -3,7 +3,6 @@ GCP), against rollups of real spans priced by the processor: every number exact.
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import subprocess
@@ -15,11 +14,10 @@ from typing import Any
 
 import pytest
 
-from _billing import DAY, TABLE, daily_nanos, roll_up, workload
-from _postgres import drop_rollup_schema
+from _billing import DAY, TABLE, daily_nanos, workload
+from _postgres import reset_rollup_schema, roll_up
 from otelcost.bill import compare, read_focus, read_mapping
-from otelcost.cli import bill as bill_cli
-from otelcost.rollup import init_db
+from otelcost.cli import main
 
 MAY_1 = 1_777_593_600_000  # 2026-05-01T00:00:00Z: the toolkit's billing period
 OWNER = {"aws": "Owner", "gcp": "owner"}  # the providers' own tag spelling
@@ -73,8 +71,7 @@ def expected_bill(path: Path, tag: str) -> tuple[dict[str, dict[int, int]], int]
 @pytest.fixture(scope="module")
 def may(postgres_dsn: str) -> tuple[str, dict[str, dict[int, int]]]:
     """May 2026's spans of checkout, search and llm, rolled up."""
-    drop_rollup_schema(postgres_dsn)
-    init_db(postgres_dsn)
+    reset_rollup_schema(postgres_dsn)
     records = workload(TABLE, MAY_1, 31, per_day=6)
     roll_up(postgres_dsn, records)
     return postgres_dsn, daily_nanos(records)
@@ -110,14 +107,6 @@ def test_billed_and_attributed_per_service_and_day_exact_to_the_nano_unit(
     assert any(s.status == "billed, not attributed" for s in comparison.services)
 
 
-def run(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="otelcost")
-    bill_cli.register(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(["bill", *argv])
-    code: int = args.func(args)
-    return code
-
-
 def test_the_command_prints_tables_or_json(
     may: tuple[str, dict[str, dict[int, int]]],
     tmp_path: Path,
@@ -128,15 +117,15 @@ def test_the_command_prints_tables_or_json(
     mapping = tmp_path / "map.json"
     mapping.write_text(json.dumps(MAPPING))
     common = [str(path), "--tag", "Owner", "--map", str(mapping)]
-    assert run(["compare", *common, "--dsn", dsn, "--json"]) == 0
+    assert main(["bill", "compare", *common, "--dsn", dsn, "--json"]) == 0
     doc: dict[str, Any] = json.loads(capsys.readouterr().out)
     direct = compare(read_focus(path, tag="Owner", mapping=read_mapping(mapping)), dsn)
     assert doc == json.loads(json.dumps(direct.to_dict()))
-    assert run(["compare", *common, "--dsn", dsn, "--daily"]) == 0
+    assert main(["bill", "compare", *common, "--dsn", dsn, "--daily"]) == 0
     out = capsys.readouterr().out
     assert "checkout" in out and "attributed, not billed" in out and "coverage: " in out
     assert "per UTC day" in out and "2026-05-31" in out
-    assert run(["check", *common]) == 0
+    assert main(["bill", "check", *common]) == 0
     assert "no service tag" in capsys.readouterr().out
     with path.open(newline="", encoding="utf-8") as handle:
         rows = list(csv.DictReader(handle))
@@ -146,7 +135,7 @@ def test_the_command_prints_tables_or_json(
         writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
-    assert run(["check", str(bad), "--tag", "Owner"]) == 2
+    assert main(["bill", "check", str(bad), "--tag", "Owner"]) == 2
     assert "column BillingCurrency: USD after EUR (row 2)" in capsys.readouterr().err
-    assert run(["compare", *common, "--dsn", "postgresql://u@127.0.0.1:9/x"]) == 1
+    assert main(["bill", "compare", *common, "--dsn", "postgresql://u@127.0.0.1:9/x"]) == 1
     assert "cannot read the rollups" in capsys.readouterr().err

@@ -10,6 +10,7 @@ boundaries, gaps of days (the closed-form EMA decay) and backwards steps (clampi
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from typing import Any
 
@@ -127,14 +128,4 @@ def test_lua_matches_reference(redis_client: Any, budgets: list[Budget], ops: li
 
 
 def _rename(budget: Budget, service: str) -> Budget:
-    return Budget(
-        service,
-        budget.limit,
-        budget.period,
-        window=budget.window,
-        ema_alpha=budget.ema_alpha,
-        consecutive=budget.consecutive,
-        release_ratio=budget.release_ratio,
-        release_windows=budget.release_windows,
-        hard_cap=budget.hard_cap,
-    )
+    return dataclasses.replace(budget, service=service)

@@ -11,6 +11,7 @@ import sys
 from typing import Any
 
 import pytest
+from _cli_support import exit_code
 
 from otelcost.cli import main
 from otelcost.cli._demo_app import SERVICES
@@ -191,9 +192,7 @@ def test_without_rich_or_the_wsgi_instrumentation_it_still_runs(
 
 @pytest.mark.parametrize("flag", ["--duration", "--spans", "--clients", "--budget"])
 def test_sizes_must_be_positive(flag: str, capsys: pytest.CaptureFixture[str]) -> None:
-    with pytest.raises(SystemExit) as exited:
-        main(["demo", flag, "0"])
-    assert exited.value.code == 2
+    assert exit_code(["demo", flag, "0"]) == 2
     assert "must be > 0" in capsys.readouterr().err
 
 
@@ -204,9 +203,7 @@ def test_sizes_must_be_positive(flag: str, capsys: pytest.CaptureFixture[str]) -
 def test_the_budget_must_be_a_valid_limit(
     value: str, message: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    with pytest.raises(SystemExit) as exited:
-        main(["demo", "--budget", value])
-    assert exited.value.code == 2
+    assert exit_code(["demo", "--budget", value]) == 2
     assert message in capsys.readouterr().err
 
 

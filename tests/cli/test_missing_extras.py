@@ -5,12 +5,13 @@ from __future__ import annotations
 import os
 import re
 import subprocess
-import sys
 import textwrap
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from _processes import run_python
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -26,15 +27,7 @@ def run_without(modules: tuple[str, ...], argv: list[str]) -> subprocess.Complet
         sys.exit(main({argv!r}))
         """
     )
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
-    return subprocess.run(
-        [sys.executable, "-c", script],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    return run_python(script, env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
 
 
 FOCUS = (

@@ -7,6 +7,7 @@ import json
 import sys
 
 import pytest
+from _cli_support import exit_code
 
 from otelcost.cli import main
 
@@ -48,14 +49,10 @@ def test_reads_standard_input_bytes(
 
 
 def test_requires_a_path(capsys: pytest.CaptureFixture[str]) -> None:
-    with pytest.raises(SystemExit) as exit_info:
-        main(["normalize"])
-    assert exit_info.value.code == 2
+    assert exit_code(["normalize"]) == 2
     assert "PATH" in capsys.readouterr().err
 
 
 def test_help(capsys: pytest.CaptureFixture[str]) -> None:
-    with pytest.raises(SystemExit) as exit_info:
-        main(["normalize", "--help"])
-    assert exit_info.value.code == 0
+    assert exit_code(["normalize", "--help"]) == 0
     assert "--rule" in capsys.readouterr().out

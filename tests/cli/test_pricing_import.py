@@ -4,15 +4,14 @@ charging what the catalog charges, and passing ``otelcost pricing check``."""
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from _genai_prices import calc_price_nanos
 from otelcost.cli import main
 from otelcost.pricing import PricingTable
-from otelcost.pricing.catalogs import decimal_to_nanos
 
 LITELLM = Path(__file__).resolve().parents[1] / "data" / "litellm_model_prices.json"
 OPENLIT = Path(__file__).resolve().parents[1] / "data" / "openlit_pricing.json"
@@ -58,14 +57,7 @@ CALLS = [
 
 
 def expected(model: str, provider: str, usage: dict[str, int]) -> int:
-    genai_prices = pytest.importorskip("genai_prices")
-    calc = genai_prices.calc_price(
-        genai_prices.Usage(**usage),
-        model,
-        provider_id=provider,
-        genai_request_timestamp=datetime.fromtimestamp(END_MS / 1000, tz=timezone.utc),
-    )
-    return decimal_to_nanos(calc.total_price)
+    return calc_price_nanos(model, provider, END_MS, **usage)
 
 
 @pytest.mark.parametrize(("model", "provider", "usage"), CALLS)

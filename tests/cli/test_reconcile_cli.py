@@ -6,13 +6,13 @@ import json
 
 import pytest
 import redis
+from _cli_support import exit_code
 
-from _kafka import read_all
+from _kafka import read_all_records
+from _records import cost_record
 from _servers import KafkaBroker, RedisServer, free_port
 from otelcost.cli import main
 from otelcost.exporters import KafkaCostExporter
-from otelcost.record import CostRecord
-from otelcost.stream._consume import decode
 
 
 def _argv(redis_server: RedisServer, kafka_broker: KafkaBroker, *extra: str) -> list[str]:
@@ -61,15 +61,12 @@ def test_a_topic_holding_foreign_records_does_not_reconcile(
     kafka_topic: str,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    stray = CostRecord(
+    stray = cost_record(
         trace_id="1" * 32,
         span_id="2" * 16,
         service="someone-else",
         operation="GET /",
         cost_amount=0.5,
-        currency="USD",
-        duration_ms=1.0,
-        timestamp=1_764_236_400_000,
     )
     exporter = KafkaCostExporter(kafka_broker.bootstrap, kafka_topic)
     exporter.export([stray])
@@ -80,12 +77,7 @@ def test_a_topic_holding_foreign_records_does_not_reconcile(
     line = next(row for row in out.splitlines() if row.startswith(f"Kafka topic {kafka_topic}"))
     assert line.split()[-1] == "+500000000"  # the stray record's 0.5 USD in nano-units
     assert "MISMATCH" in out
-    assert sum(len(records) for records in _records_on(kafka_broker, kafka_topic)) == 3001
-
-
-def _records_on(broker: KafkaBroker, topic: str) -> list[list[CostRecord]]:
-    """--keep: the topic is kept; its records, message by message."""
-    return [decode(m.key, m.value, m.headers)[0] for m in read_all(broker.bootstrap, topic)]
+    assert len(read_all_records(kafka_broker.bootstrap, kafka_topic)) == 3001  # --keep
 
 
 def test_unreachable_redis_exits_2_without_a_traceback(
@@ -115,6 +107,5 @@ def test_bad_arguments_exit_2(
 
 
 def test_help_names_the_exit_codes(capsys: pytest.CaptureFixture[str]) -> None:
-    with pytest.raises(SystemExit):
-        main(["reconcile", "--help"])
+    assert exit_code(["reconcile", "--help"]) == 0
     assert "exit status: 0 when every sink agrees" in capsys.readouterr().out

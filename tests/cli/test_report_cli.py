@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 from typing import Any
 
@@ -11,17 +10,9 @@ import redis
 
 from _servers import free_port
 from otelcost.budget import Budget, RedisBudgetStore
-from otelcost.cli import report
+from otelcost.cli import main
 
 UNIT = 1_000_000_000
-
-
-def run(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="otelcost")
-    report.register(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(["report", *argv])
-    code: int = args.func(args)
-    return code
 
 
 @pytest.fixture
@@ -35,7 +26,7 @@ def state(redis_client: redis.Redis) -> None:
 
 
 def test_json_shape(state: None, redis_server: Any, capsys: pytest.CaptureFixture[str]) -> None:
-    assert run(["--redis-url", redis_server.url, "--json"]) == 0
+    assert main(["report", "--redis-url", redis_server.url, "--json"]) == 0
     doc = json.loads(capsys.readouterr().out)
     payment, search = doc["services"]
     assert payment["service"] == "payment-svc"
@@ -63,14 +54,14 @@ def test_service_filter_and_env_url(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("OTELCOST_REDIS_URL", redis_server.url)
-    assert run(["--json", "--service", "search"]) == 0
+    assert main(["report", "--json", "--service", "search"]) == 0
     doc = json.loads(capsys.readouterr().out)
     assert [s["service"] for s in doc["services"]] == ["search"]
     assert doc["services"][0]["budgets"][0]["spend"] == 2.0
 
 
 def test_table(state: None, redis_server: Any, capsys: pytest.CaptureFixture[str]) -> None:
-    assert run(["--redis-url", redis_server.url]) == 0
+    assert main(["report", "--redis-url", redis_server.url]) == 0
     out = capsys.readouterr().out
     assert "payment-svc" in out
     assert "search" in out
@@ -82,7 +73,7 @@ def test_table(state: None, redis_server: Any, capsys: pytest.CaptureFixture[str
 def test_a_budget_that_does_not_throttle_names_the_one_that_does(
     state: None, redis_server: Any, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert run(["--redis-url", redis_server.url, "--service", "payment-svc"]) == 0
+    assert main(["report", "--redis-url", redis_server.url, "--service", "payment-svc"]) == 0
     rows = {line.split("│")[2].strip(): line for line in capsys.readouterr().out.splitlines()
             if "payment-svc" in line}  # fmt: skip
     assert "[hard_cap]" in rows["1h"]
@@ -94,13 +85,13 @@ def test_a_budget_that_does_not_throttle_names_the_one_that_does(
 def test_empty(
     redis_client: redis.Redis, redis_server: Any, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert run(["--redis-url", redis_server.url, "--json"]) == 0
+    assert main(["report", "--redis-url", redis_server.url, "--json"]) == 0
     assert json.loads(capsys.readouterr().out) == {"services": []}
 
 
 def test_unreachable_redis_is_one_line_and_exit_1(capsys: pytest.CaptureFixture[str]) -> None:
     url = f"redis://user:s3cret@127.0.0.1:{free_port()}/0"
-    assert run(["--redis-url", url]) == 1
+    assert main(["report", "--redis-url", url]) == 1
     captured = capsys.readouterr()
     assert captured.out == ""
     assert captured.err.count("\n") == 1
@@ -113,5 +104,12 @@ def test_unreachable_redis_is_one_line_and_exit_1(capsys: pytest.CaptureFixture[
 
 def test_missing_url(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("OTELCOST_REDIS_URL", raising=False)
-    assert run([]) == 1
+    assert (
+        main(
+            [
+                "report",
+            ]
+        )
+        == 1
+    )
     assert "--redis-url" in capsys.readouterr().err

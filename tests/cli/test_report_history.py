@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import re
 import sys
@@ -11,26 +10,15 @@ from typing import Any
 
 import pytest
 
-from _postgres import drop_rollup_schema
-from otelcost.cli import report
+from _postgres import drop_rollup_schema, reset_rollup_schema, roll_up
+from otelcost.cli import main
 from otelcost.cli._history import parse_since, sparkline
 from otelcost.money import from_nanos
 from otelcost.record import CostRecord
-from otelcost.rollup import init_db
-from otelcost.rollup._batch import RollupBatch
-from otelcost.rollup._store import RollupStore
 
 _DAY = 86_400_000
 _NOW = int(time.time() * 1000)
 _TODAY = _NOW - _NOW % _DAY
-
-
-def run(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="otelcost")
-    report.register(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(["report", *argv])
-    code: int = args.func(args)
-    return code
 
 
 def _record(i: int, service: str, operation: str, nanos: int, ts: int, **kw: Any) -> CostRecord:
@@ -61,22 +49,20 @@ _HISTORY: list[tuple[str, str, int, int, dict[str, Any]]] = [
 
 @pytest.fixture
 def dsn(postgres_dsn: str) -> str:
-    drop_rollup_schema(postgres_dsn)
-    init_db(postgres_dsn)
-    batch = RollupBatch("topic")
-    for i, (service, operation, nanos, age, extra) in enumerate(_HISTORY):
-        ts = _NOW - 60_000 if age == 0 else _TODAY - age * _DAY + 3_600_000
-        batch.add(0, i, None, _record(i, service, operation, nanos, ts, **extra).to_json(), None)
-    store = RollupStore(postgres_dsn, "g", "topic")
-    assert store.write(batch, lambda letters: None).records == len(_HISTORY)
-    store.close()
+    reset_rollup_schema(postgres_dsn)
+    records = [
+        _record(i, service, operation, nanos, ts, **extra)
+        for i, (service, operation, nanos, age, extra) in enumerate(_HISTORY)
+        for ts in [_NOW - 60_000 if age == 0 else _TODAY - age * _DAY + 3_600_000]
+    ]
+    roll_up(postgres_dsn, records)
     return postgres_dsn
 
 
 def test_by_service_json_totals_and_daily_series(
     dsn: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert run(["--dsn", dsn, "--since", "7d", "--json"]) == 0
+    assert main(["report", "--dsn", dsn, "--since", "7d", "--json"]) == 0
     doc = json.loads(capsys.readouterr().out)
     assert doc["by"] == "service"
     assert len(doc["days"]) == 8  # a window of 7 x 24 h touches 8 UTC days
@@ -97,16 +83,18 @@ def test_by_service_json_totals_and_daily_series(
 
 
 def test_by_operation_and_by_day(dsn: str, capsys: pytest.CaptureFixture[str]) -> None:
-    assert run(["--dsn", dsn, "--by", "operation", "--service", "checkout", "--json"]) == 0
+    assert (
+        main(["report", "--dsn", dsn, "--by", "operation", "--service", "checkout", "--json"]) == 0
+    )
     operations = json.loads(capsys.readouterr().out)["rows"]
     assert [(r["operation"], r["cost_nanos"]) for r in operations] == [
         ("POST /orders", 4_000_000_000),
         ("GET /cart", 500_000_000),
     ]
-    assert run(["--dsn", dsn, "--by", "operation", "--limit", "1", "--json"]) == 0
+    assert main(["report", "--dsn", dsn, "--by", "operation", "--limit", "1", "--json"]) == 0
     assert len(json.loads(capsys.readouterr().out)["rows"]) == 1
 
-    assert run(["--dsn", dsn, "--by", "day", "--since", "30d", "--json"]) == 0
+    assert main(["report", "--dsn", dsn, "--by", "day", "--since", "30d", "--json"]) == 0
     days = json.loads(capsys.readouterr().out)["rows"]
     usd = {r["day"]: r["cost_nanos"] for r in days if r["currency"] == "USD"}
     assert usd[_TODAY - 2 * _DAY] == 1_500_000_000
@@ -116,14 +104,14 @@ def test_by_operation_and_by_day(dsn: str, capsys: pytest.CaptureFixture[str]) -
 
 
 def test_table_with_a_sparkline_per_service(dsn: str, capsys: pytest.CaptureFixture[str]) -> None:
-    assert run(["--dsn", dsn]) == 0
+    assert main(["report", "--dsn", dsn]) == 0
     out = capsys.readouterr().out
     assert "cost by service" in out
     checkout = next(line for line in out.splitlines() if "checkout" in line)
     assert "4.50" in checkout and "25.0%" in checkout
     # 8 UTC days; 2 days ago 1.50, yesterday nothing priced (0), today 3.00
     assert checkout.rstrip(" │").endswith("·····▄·█")
-    assert run(["--dsn", dsn, "--by", "day", "--since", "3d"]) == 0
+    assert main(["report", "--dsn", dsn, "--by", "day", "--since", "3d"]) == 0
     assert "█" * 24 in capsys.readouterr().out
 
 
@@ -132,7 +120,7 @@ def test_plain_output_without_rich(
 ) -> None:
     for name in ("rich", "rich.console", "rich.table", "rich.text"):
         monkeypatch.setitem(sys.modules, name, None)
-    assert run(["--dsn", dsn, "--by", "operation"]) == 0
+    assert main(["report", "--dsn", dsn, "--by", "operation"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0] == lines[0].strip() and lines[0].startswith("top operations by cost")
     assert re.split(r"\s{2,}", lines[1].strip()) == [
@@ -142,7 +130,7 @@ def test_plain_output_without_rich(
 
 
 def test_empty_window(dsn: str, capsys: pytest.CaptureFixture[str]) -> None:
-    assert run(["--dsn", dsn, "--service", "nobody"]) == 0
+    assert main(["report", "--dsn", dsn, "--service", "nobody"]) == 0
     assert capsys.readouterr().out == "no cost history in the last 7d\n"
 
 
@@ -157,19 +145,19 @@ def test_empty_window(dsn: str, capsys: pytest.CaptureFixture[str]) -> None:
 def test_option_errors(
     argv: list[str], code: int, message: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert run(argv) == code
+    assert main(["report", *argv]) == code
     assert message in capsys.readouterr().err
 
 
 def test_unreachable_or_empty_database_is_one_line_and_exit_1(
     postgres_dsn: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert run(["--dsn", "postgresql://u:s3cret@127.0.0.1:9/db"]) == 1
+    assert main(["report", "--dsn", "postgresql://u:s3cret@127.0.0.1:9/db"]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "s3cret" not in err
     assert err.startswith("otelcost report: cannot read cost history from ")
     drop_rollup_schema(postgres_dsn)
-    assert run(["--dsn", postgres_dsn]) == 1
+    assert main(["report", "--dsn", postgres_dsn]) == 1
     assert "otelcost rollup --init-db" in capsys.readouterr().err
 
 

@@ -3,7 +3,6 @@ the machine's PostgreSQL, then re-priced under other tables."""
 
 from __future__ import annotations
 
-import argparse
 import copy
 import json
 import time
@@ -17,30 +16,23 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.trace import SpanKind, set_span_in_context
 
-from _postgres import drop_rollup_schema
+from _billing import IN, OUT
+from _billing import TABLE as BILL_TABLE
+from _postgres import reset_rollup_schema, roll_up
 from otelcost import CostRecord, CostSpanProcessor
-from otelcost.cli import report
+from otelcost.cli import main
 from otelcost.exporters import InMemoryCostExporter
 from otelcost.pricing.table import format_instant
-from otelcost.rollup import init_db
-from otelcost.rollup._batch import RollupBatch
-from otelcost.rollup._store import RollupStore
 
 _MINUTE = 60_000
 _NOW = int(time.time() * 1000)
 _BASE = _NOW - _NOW % _MINUTE - 2 * 86_400_000  # two days ago, on a minute
 _CHANGE = _BASE + 30 * _MINUTE  # where the dated table doubles search's price
-IN, OUT = "gen_ai.usage.input_tokens", "gen_ai.usage.output_tokens"
-
+# The bill tests' table without its catch-all ``*:*``.
 TABLE: dict[str, Any] = {
+    **BILL_TABLE,
     "version": "2026-11.1",
-    "currency": "USD",
-    "prices": {
-        "checkout:*": {"per_ms": 1e-6, "per_request": 1e-4},
-        "checkout:SELECT orders": {"per_request": 2e-5},
-        "search:*": {"per_ms": 2e-6, "per_request": 5e-5},
-        "llm:*": {"per_unit": {IN: 3e-6, OUT: 1.5e-5}},
-    },
+    "prices": {k: v for k, v in BILL_TABLE["prices"].items() if k != "*:*"},
 }
 
 
@@ -49,14 +41,6 @@ def doubled_search() -> dict[str, Any]:
     table["version"] = "2026-12.1"
     table["prices"]["search:*"] = {"per_ms": 4e-6, "per_request": 1e-4}
     return table
-
-
-def run(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="otelcost")
-    report.register(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(["report", *argv])
-    code: int = args.func(args)
-    return code
 
 
 def priced_history() -> list[CostRecord]:
@@ -104,15 +88,9 @@ def priced_history() -> list[CostRecord]:
 
 @pytest.fixture
 def history(postgres_dsn: str) -> tuple[str, list[CostRecord]]:
-    drop_rollup_schema(postgres_dsn)
-    init_db(postgres_dsn)
+    reset_rollup_schema(postgres_dsn)
     records = priced_history()
-    batch = RollupBatch("topic")
-    for offset, record in enumerate(records):
-        batch.add(0, offset, None, record.to_json(), None)
-    store = RollupStore(postgres_dsn, "g", "topic")
-    assert store.write(batch, lambda letters: None).records == len(records)
-    store.close()
+    roll_up(postgres_dsn, records)
     return postgres_dsn, records
 
 
@@ -126,11 +104,16 @@ def recorded(records: list[CostRecord], **where: Any) -> int:
     return sum(r.cost_nanos for r in records if all(getattr(r, k) == v for k, v in where.items()))
 
 
+def reprice_text(capsys: pytest.CaptureFixture[str], dsn: str, table: str, *extra: str) -> str:
+    """``otelcost report --since 30d --reprice TABLE``: it exits 0; what it printed."""
+    assert main(["report", "--dsn", dsn, "--since", "30d", "--reprice", table, *extra]) == 0
+    return capsys.readouterr().out
+
+
 def reprice(
     capsys: pytest.CaptureFixture[str], dsn: str, table: str, *extra: str
 ) -> dict[str, Any]:
-    assert run(["--dsn", dsn, "--since", "30d", "--reprice", table, "--json", *extra]) == 0
-    doc: dict[str, Any] = json.loads(capsys.readouterr().out)
+    doc: dict[str, Any] = json.loads(reprice_text(capsys, dsn, table, "--json", *extra))
     return doc
 
 
@@ -199,8 +182,7 @@ def test_text_report_with_totals_and_notes(
     table = doubled_search()
     del table["prices"]["llm:*"]  # llm's spans get no price under this table
     path = write_table(tmp_path, table)
-    assert run(["--dsn", dsn, "--since", "30d", "--reprice", path]) == 0
-    out = capsys.readouterr().out
+    out = reprice_text(capsys, dsn, path)
     assert "cost re-priced under 2026-12.1 since " in out
     lines = [line for line in out.splitlines() if line.strip(" │┃").startswith("total")]
     assert len(lines) == 1
@@ -212,8 +194,7 @@ def test_text_report_with_totals_and_notes(
 def test_rows_rolled_up_before_inputs_were_kept_are_left_out_and_counted(
     postgres_dsn: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    drop_rollup_schema(postgres_dsn)
-    init_db(postgres_dsn)
+    reset_rollup_schema(postgres_dsn)
     with psycopg.connect(postgres_dsn) as conn:  # a row as migration 3 leaves an older one
         conn.execute(
             "INSERT INTO otelcost.cost_minute (bucket, service, operation, currency, "
@@ -225,11 +206,8 @@ def test_rows_rolled_up_before_inputs_were_kept_are_left_out_and_counted(
     ((row,),) = [doc["rows"]]
     assert (row["recorded_nanos"], row["repriced_nanos"], row["spans"]) == (0, 0, 0)
     assert (row["skipped_spans"], row["skipped_nanos"]) == (7, 7000)
-    assert (
-        run(["--dsn", postgres_dsn, "--since", "30d", "--reprice", write_table(tmp_path, TABLE)])
-        == 0
-    )
-    assert "7 spans (recorded 7e-06 USD) left out: rolled up before" in capsys.readouterr().out
+    out = reprice_text(capsys, postgres_dsn, write_table(tmp_path, TABLE))
+    assert "7 spans (recorded 7e-06 USD) left out: rolled up before" in out
 
 
 def test_keys_priced_per_call_are_left_out_and_named(
@@ -253,13 +231,9 @@ def test_keys_priced_per_call_are_left_out_and_named(
 def test_an_empty_range_says_so(
     postgres_dsn: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    drop_rollup_schema(postgres_dsn)
-    init_db(postgres_dsn)
-    assert (
-        run(["--dsn", postgres_dsn, "--since", "30d", "--reprice", write_table(tmp_path, TABLE)])
-        == 0
-    )
-    assert capsys.readouterr().out == "no cost history in USD in the last 30d\n"
+    reset_rollup_schema(postgres_dsn)
+    out = reprice_text(capsys, postgres_dsn, write_table(tmp_path, TABLE))
+    assert out == "no cost history in USD in the last 30d\n"
 
 
 @pytest.mark.parametrize(
@@ -273,7 +247,7 @@ def test_reprice_option_errors(
     argv: list[str], message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     table = write_table(tmp_path, TABLE)
-    assert run(["--dsn", "x", "--reprice", table, *argv]) == 2
+    assert main(["report", "--dsn", "x", "--reprice", table, *argv]) == 2
     assert message in capsys.readouterr().err
 
 
@@ -282,8 +256,8 @@ def test_an_invalid_table_is_refused_before_reading(
 ) -> None:
     bad = tmp_path / "bad.json"
     bad.write_text('{"currency": "usd", "prices": {"*:*": null}}')
-    assert run(["--dsn", "x", "--reprice", str(bad)]) == 2
+    assert main(["report", "--dsn", "x", "--reprice", str(bad)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("otelcost report: --reprice: ") and "ISO 4217" in err
-    assert run(["--reprice", str(bad)]) == 2
+    assert main(["report", "--reprice", str(bad)]) == 2
     assert "need --dsn" in capsys.readouterr().err

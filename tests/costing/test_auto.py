@@ -205,12 +205,12 @@ def _provider_with_exporter() -> tuple[Any, Any, Any]:
 def test_processors_stay_on_the_provider_with_the_ending_hook(
     monkeypatch: pytest.MonkeyPatch, prices: Path, hook: bool
 ) -> None:
+    from _costing_support import HAS_ENDING_HOOK
     from opentelemetry import trace
 
     from otelcost.costing import auto
-    from otelcost.costing._ending import ending_hook_supported
 
-    if hook and not ending_hook_supported():
+    if hook and not HAS_ENDING_HOOK:
         pytest.skip("this SDK has no ending hook")
     provider, users, exported = _provider_with_exporter()
     monkeypatch.setenv("OTELCOST_PRICING", str(prices))

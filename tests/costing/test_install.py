@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import subprocess
-import sys
 import textwrap
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,8 +17,9 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import NoOpTracerProvider, StatusCode
 
 import otelcost
+from _processes import run_python
 from _wsgi import App, Served
-from otelcost import CostSpanProcessor, PricingCache
+from otelcost import CostRecord, CostSpanProcessor, PricingCache
 from otelcost.budget import Budget, BudgetExporter
 from otelcost.exporters import InMemoryCostExporter
 
@@ -54,16 +53,24 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.delenv(name, raising=False)
 
 
+def _one_record(
+    provider: TracerProvider, processor: CostSpanProcessor, costs: InMemoryCostExporter
+) -> CostRecord:
+    """The record ``costs`` receives for one span ended on ``provider``."""
+    with provider.get_tracer("t").start_as_current_span("job"):
+        pass
+    assert processor.force_flush(10_000)
+    (record,) = costs.records
+    return record
+
+
 def test_install_prices_spans_and_enriches_the_span_exporter(provider: TracerProvider) -> None:
     costs, spans = InMemoryCostExporter(None), InMemorySpanExporter()
     processor = otelcost.install(
         PRICES, exporters=[costs], span_exporter=spans, tracer_provider=provider
     )
     assert isinstance(processor, CostSpanProcessor)
-    with provider.get_tracer("t").start_as_current_span("job"):
-        pass
-    assert processor.force_flush(10_000)
-    (record,) = costs.records
+    record = _one_record(provider, processor, costs)
     (span,) = spans.get_finished_spans()
     assert span.attributes is not None
     assert span.attributes["cost.amount"] == record.cost_amount
@@ -155,10 +162,7 @@ def test_the_environment_supplies_pricing_region_and_currency(
     monkeypatch.setenv("OTELCOST_CURRENCY", "EUR")
     costs = InMemoryCostExporter(None)
     processor = otelcost.install(exporters=[costs], tracer_provider=provider)
-    with provider.get_tracer("t").start_as_current_span("job"):
-        pass
-    assert processor.force_flush(10_000)
-    (record,) = costs.records
+    record = _one_record(provider, processor, costs)
     assert (record.currency, record.region, record.error) == ("EUR", "eu-central-1", None)
 
 
@@ -172,10 +176,7 @@ def test_arguments_win_over_the_environment(
     processor = otelcost.install(
         PRICES, exporters=[costs], tracer_provider=provider, region="sa-east-1", currency="USD"
     )
-    with provider.get_tracer("t").start_as_current_span("job"):
-        pass
-    assert processor.force_flush(10_000)
-    (record,) = costs.records
+    record = _one_record(provider, processor, costs)
     assert (record.currency, record.region, record.error) == ("USD", "sa-east-1", None)
 
 
@@ -188,10 +189,7 @@ def test_unloadable_pricing_is_logged_and_spans_get_cost_error(
         str(tmp_path / "missing.json"), exporters=[costs], tracer_provider=provider
     )
     assert "could not load pricing" in caplog.text
-    with provider.get_tracer("t").start_as_current_span("job"):
-        pass
-    assert processor.force_flush(10_000)
-    (record,) = costs.records
+    record = _one_record(provider, processor, costs)
     assert record.error is not None and record.error.startswith("pricing_stale: ")
 
 
@@ -222,14 +220,7 @@ def _run(script: str, tmp_path: Path) -> dict[str, Any]:
     prices = tmp_path / "prices.json"
     prices.write_text(json.dumps(PRICES))
     env = {"OTELCOST_PRICING": str(prices), "PATH": "/usr/bin:/bin"}
-    done = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(script)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=env,
-        check=False,
-    )
+    done = run_python(script, env=env)
     assert done.returncode == 0, done.stderr
     result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
     return result
@@ -295,14 +286,7 @@ def test_at_interpreter_exit_everything_is_flushed(tmp_path: Path) -> None:
         with trace.get_tracer("t").start_as_current_span("job"):
             pass
         """
-    done = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(script)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={"PATH": "/usr/bin:/bin"},
-        check=False,
-    )
+    done = run_python(script, env={"PATH": "/usr/bin:/bin"})
     assert done.returncode == 0, done.stderr
     documents, decoder, text = [], json.JSONDecoder(), done.stdout.strip()
     while text:
@@ -319,14 +303,10 @@ def _stderr_of(script: str, tmp_path: Path, **env: str) -> str:
     """The stderr of ``script`` run alone, with nothing configured but ``env``."""
     prices = tmp_path / "prices.json"
     prices.write_text(json.dumps(PRICES))
-    done = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(script)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=tmp_path,
+    done = run_python(
+        script,
         env={"PATH": "/usr/bin:/bin", "PYTHONPATH": os.environ.get("PYTHONPATH", ""), **env},
-        check=False,
+        cwd=tmp_path,
     )
     assert done.returncode == 0, done.stderr
     return done.stderr

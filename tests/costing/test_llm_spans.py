@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import importlib.util
 from collections.abc import Iterator
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -21,9 +20,9 @@ from _llm_api import LLMApi, Usage
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 
+from _genai_prices import calc_price_nanos
 from otelcost import CostRecord, CostSpanProcessor
 from otelcost.exporters import InMemoryCostExporter
-from otelcost.pricing.catalogs import decimal_to_nanos
 from otelcost.pricing.imports import from_genai_prices, from_litellm
 
 pytestmark = pytest.mark.skipif(
@@ -71,13 +70,7 @@ class Run:
 
 
 def expected(record: CostRecord, model: str, provider: str, **usage: int) -> int:
-    import genai_prices
-
-    when = datetime.fromtimestamp(record.timestamp / 1000, tz=timezone.utc)
-    calc = genai_prices.calc_price(
-        genai_prices.Usage(**usage), model, provider_id=provider, genai_request_timestamp=when
-    )
-    return decimal_to_nanos(calc.total_price)
+    return calc_price_nanos(model, provider, record.timestamp, **usage)
 
 
 def charged(records: list[CostRecord]) -> list[CostRecord]:

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 import pytest
 from opentelemetry import context
 
+from _processes import in_forked_child
 from _wait import wait_for
 from otelcost.costing._pipeline import SLICE_CPU_SECONDS, BatchPipeline
 
@@ -290,26 +291,17 @@ def test_a_forked_child_gets_a_fresh_worker_and_not_the_parents_queue(handler: R
     handler.entered.wait(5)  # parent's worker is stuck holding -1; 3 more wait in the queue
     for i in (-2, -3, -4):
         pipeline.put(i)
-    read_end, write_end = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # child: report what its own pipeline delivers, then leave without cleanup
-        try:
-            os.close(read_end)
-            handler.batches.clear()
-            handler.gate.set()
-            for i in range(12):
-                pipeline.put(i)
-            flushed = pipeline.force_flush(10_000)
-            stats = pipeline.stats()
-            line = f"{flushed} {handler.items} {stats['queued']} {stats['processed']}"
-            os.write(write_end, line.encode())
-        finally:
-            os._exit(0)
-    os.close(write_end)
-    with os.fdopen(read_end) as pipe:
-        report = pipe.read()
-    os.waitpid(pid, 0)
-    assert report == f"True {list(range(12))} 12 12"
+
+    def child() -> str:  # what the child's own pipeline delivers
+        handler.batches.clear()
+        handler.gate.set()
+        for i in range(12):
+            pipeline.put(i)
+        flushed = pipeline.force_flush(10_000)
+        stats = pipeline.stats()
+        return f"{flushed} {handler.items} {stats['queued']} {stats['processed']}"
+
+    assert in_forked_child(child) == f"True {list(range(12))} 12 12"
     handler.gate.set()
     assert pipeline.force_flush(10_000)
     assert handler.items == [-1, -2, -3, -4]

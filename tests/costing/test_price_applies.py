@@ -10,6 +10,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 import pytest
+from _costing_support import HAS_ENDING_HOOK, PATHS
 from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
@@ -18,13 +19,11 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, TraceFlags
 
 from otelcost import CostRecord, CostSpanProcessor
-from otelcost.costing._ending import ending_hook_supported
 from otelcost.costing.coster import MAX_ERROR_CHARS
 from otelcost.exporters import CostExportResult, InMemoryCostExporter
 from otelcost.exporters.base import CostSumExporter, CostSums
 from otelcost.money import to_nanos
 
-PATHS = ["ending_hook", "copy"] if ending_hook_supported() else ["copy"]
 MS = 1_000_000  # ns
 PER_MS, PER_REQUEST = 1e-6, 1e-5  # 1,000 and 10,000 nano-units: exact sums
 PRICES: dict[str, Any] = {
@@ -246,7 +245,7 @@ def test_sum_exporters_alone_never_cause_records() -> None:
         setup.processor.shutdown()
 
 
-@pytest.mark.skipif(not ending_hook_supported(), reason="this SDK has no ending hook")
+@pytest.mark.skipif(not HAS_ENDING_HOOK, reason="this SDK has no ending hook")
 def test_in_place_spans_are_priced_without_a_copy() -> None:
     setup = Setup("ending_hook")
     try:

@@ -11,6 +11,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 import pytest
+from _costing_support import PATHS
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -19,7 +20,6 @@ from opentelemetry.trace import Tracer
 
 from _wsgi import App, Served
 from otelcost import CostRecord, CostSpanProcessor, PricingCache
-from otelcost.costing._ending import ending_hook_supported
 from otelcost.exporters import CostExporter, CostExportResult, InMemoryCostExporter
 from otelcost.money import to_nanos
 
@@ -41,9 +41,6 @@ PRICES: dict[str, Any] = {
     },
 }
 T0 = 1_764_236_400_123_456_789  # 2025-11-27T09:40:00.123456789Z in ns
-# Both pricing paths where this SDK has the ending hook; the copy path alone on older SDKs
-# (.ci/run runs this file against the oldest supported SDK too).
-PATHS = ["ending_hook", "copy"] if ending_hook_supported() else ["copy"]
 
 
 class Harness:

@@ -16,12 +16,9 @@ from typing import Any
 import psycopg
 import pytest
 
-from _postgres import drop_rollup_schema
+from _postgres import reset_rollup_schema, roll_up
+from _records import cost_record
 from otelcost.money import from_nanos
-from otelcost.record import CostRecord
-from otelcost.rollup import init_db
-from otelcost.rollup._batch import RollupBatch
-from otelcost.rollup._store import RollupStore
 
 DASHBOARD = (
     Path(__file__).resolve().parents[2]
@@ -59,28 +56,22 @@ def _queries(dashboard: dict[str, Any]) -> dict[str, tuple[str, str]]:
 
 @pytest.fixture
 def dsn(postgres_dsn: str) -> str:
-    drop_rollup_schema(postgres_dsn)
-    init_db(postgres_dsn)
+    reset_rollup_schema(postgres_dsn)
     now = int(time.time() * 1000) - 120_000
-    batch = RollupBatch("topic")
-    for i, (service, nanos, error) in enumerate(
-        [("checkout", 2_000_000_000, None), ("search", 500_000_000, None), ("search", 0, "E")]
-    ):
-        record = CostRecord(
-            trace_id=f"{i + 1:032x}",
-            span_id=f"{i + 1:016x}",
+    rows = [("checkout", 2_000_000_000, None), ("search", 500_000_000, None), ("search", 0, "E")]
+    records = [
+        cost_record(
+            i + 1,
             service=service,
             operation="GET /x",
             cost_amount=from_nanos(nanos),
-            currency="USD",
             duration_ms=12.0,
             timestamp=now - i * 86_400_000,
             error=error,
         )
-        batch.add(0, i, None, record.to_json(), None)
-    store = RollupStore(postgres_dsn, "g", "topic")
-    store.write(batch, lambda letters: None)
-    store.close()
+        for i, (service, nanos, error) in enumerate(rows)
+    ]
+    roll_up(postgres_dsn, records)
     return postgres_dsn
 
 
@@ -124,10 +115,10 @@ def test_every_query_runs_against_the_rollup_schema(dsn: str) -> None:
 @pytest.fixture
 def deploys(postgres_dsn: str) -> str:
     """Two deploys of three services; v2 of checkout takes twice as long per request."""
-    from _billing import DAY, SERVICES, TABLE, roll_up, workload
+    from _billing import DAY, SERVICES, TABLE, workload
+    from _postgres import roll_up
 
-    drop_rollup_schema(postgres_dsn)
-    init_db(postgres_dsn)
+    reset_rollup_schema(postgres_dsn)
     now = int(time.time() * 1000)
     start = now - now % DAY - 2 * DAY
     offset = 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from _records import cost_record
 from otelcost import CostRecord
 from otelcost.exporters import CostExportResult, CostSum, CostSumExporter, CostSums
 
@@ -17,15 +18,12 @@ def rec(
     span_count: int = 1,
     currency: str = "USD",
 ) -> CostRecord:
-    return CostRecord(
-        trace_id="0" * 31 + "1",
-        span_id="0" * 15 + "2",
+    return cost_record(
+        span_id=f"{2:016x}",
         service=service,
         operation=operation,
         cost_amount=cost,
         currency=currency,
-        duration_ms=1.0,
-        timestamp=1_764_236_400_000,
         error=error,
         aggregate=span_count != 1,
         span_count=span_count,

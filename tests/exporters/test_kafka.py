@@ -24,7 +24,7 @@ from google.protobuf import json_format
 from kafka.partitioner.default import murmur2
 from opentelemetry.proto.trace.v1 import trace_pb2
 
-from _kafka import Message, read_all
+from _kafka import Message, decode, read_all
 from _servers import KafkaBroker
 from otelcost.costing.install import default_exporters
 from otelcost.exporters import CostExportResult, KafkaCostExporter
@@ -39,7 +39,6 @@ from otelcost.exporters.kafka import (
 )
 from otelcost.money import from_nanos
 from otelcost.record import CostRecord
-from otelcost.stream._consume import decode
 from otelcost.stream.schema2 import json_schema
 
 _T0 = 1_764_236_400_000
@@ -89,6 +88,16 @@ def _decode(messages: Sequence[Message], schema: int = 2) -> list[CostRecord]:
         assert {message.key} == {r.service.encode("utf-8") for r in batch}
         records.extend(batch)
     return records
+
+
+def _export_all(broker: KafkaBroker, topic: str, records: Sequence[CostRecord]) -> None:
+    """``records`` through an exporter with the default settings, all flushed."""
+    exporter = KafkaCostExporter(broker.bootstrap, topic)
+    try:
+        exporter.export(records)
+        assert exporter.force_flush(30_000)
+    finally:
+        exporter.shutdown()
 
 
 def _spans_and_nanos(records: Sequence[CostRecord]) -> tuple[int, int]:
@@ -471,12 +480,7 @@ def test_keyed_messages_land_where_java_and_kafka_python_put_them(
         )
         for i, service in enumerate(services)
     ]
-    exporter = KafkaCostExporter(kafka_broker.bootstrap, kafka_topic)
-    try:
-        exporter.export(records)
-        assert exporter.force_flush(30_000)
-    finally:
-        exporter.shutdown()
+    _export_all(kafka_broker, kafka_topic, records)
     landed = {m.key: m.partition for m in read_all(kafka_broker.bootstrap, kafka_topic)}
     assert len(set(landed.values())) == 3
     for key, partition in landed.items():
@@ -489,12 +493,7 @@ def test_aiokafka_reads_what_the_exporter_writes(
 ) -> None:
     """An asyncio client (zstd through cramjam) reads the same records back."""
     records = _records(300)
-    exporter = KafkaCostExporter(kafka_broker.bootstrap, kafka_topic)
-    try:
-        exporter.export(records)
-        assert exporter.force_flush(30_000)
-    finally:
-        exporter.shutdown()
+    _export_all(kafka_broker, kafka_topic, records)
 
     async def read() -> list[Message]:
         consumer = aiokafka.AIOKafkaConsumer(

@@ -13,6 +13,8 @@ import pytest
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader, Metric
 
+from _processes import in_forked_child
+from _records import cost_record
 from otelcost.exporters import CostExportResult, MetricsCostExporter
 from otelcost.exporters._budget_poll import BudgetPoller
 from otelcost.money import from_nanos, to_nanos
@@ -30,9 +32,7 @@ def rec(
     currency: str = "USD",
     span_count: int = 1,
 ) -> CostRecord:
-    return CostRecord(
-        trace_id="0" * 31 + "1",
-        span_id="0" * 15 + "1",
+    return cost_record(
         service=service,
         operation=operation,
         cost_amount=cost,
@@ -230,19 +230,12 @@ def test_concurrent_exports_give_exact_totals(m: Metrics) -> None:
 def test_forked_child_starts_from_zero(m: Metrics) -> None:
     exporter = m.exporter()
     exporter.export([rec(cost=3.0)])
-    read_fd, write_fd = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # child: report what it would export, then leave without pytest's teardown
-        try:
-            exporter.export([rec(cost=0.5)])
-            os.write(write_fd, repr(exporter.stats()["spans"]).encode())
-        finally:
-            os._exit(0)
-    os.close(write_fd)
-    with os.fdopen(read_fd) as pipe:
-        child_records = pipe.read()
-    os.waitpid(pid, 0)
-    assert child_records == "1"
+
+    def child() -> str:  # what it would export
+        exporter.export([rec(cost=0.5)])
+        return repr(exporter.stats()["spans"])
+
+    assert in_forked_child(child) == "1"
     assert list(m.points("otelcost.cost").values()) == [3.0]
 
 

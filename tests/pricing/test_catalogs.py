@@ -5,12 +5,12 @@ from __future__ import annotations
 import importlib.util
 import os
 import signal
-from datetime import datetime, timezone
 from decimal import Decimal
 from typing import Any
 
 import pytest
 
+from _genai_prices import calc_price_nanos
 from otelcost.errors import PricingError, PricingNotFoundError
 from otelcost.pricing import PricingTable
 from otelcost.pricing._genai import GenAIUsage, read_usage
@@ -23,14 +23,7 @@ needs_genai_prices = pytest.mark.skipif(
 
 
 def expected_nanos(model: str, provider: str | None, end_ms: int = END_MS, **usage: int) -> int:
-    genai_prices = pytest.importorskip("genai_prices")
-    calc = genai_prices.calc_price(
-        genai_prices.Usage(**usage),
-        model,
-        provider_id=provider,
-        genai_request_timestamp=datetime.fromtimestamp(end_ms / 1000, tz=timezone.utc),
-    )
-    return decimal_to_nanos(calc.total_price)
+    return calc_price_nanos(model, provider, end_ms, **usage)
 
 
 CATALOG_DOC = {

@@ -31,12 +31,12 @@ from _kafka import (
     sigterm_midway,
     stop_all,
 )
-from _postgres import TcpProxy, TestDatabase, drop_rollup_schema
+from _postgres import TcpProxy, TestDatabase, drop_rollup_schema, reset_rollup_schema
 from _servers import KafkaBroker
 from _wait import wait_for
 from otelcost.money import from_nanos
 from otelcost.record import CostRecord
-from otelcost.rollup import Rollup, init_db
+from otelcost.rollup import Rollup
 
 _T0 = 1_764_236_400_000
 _SERVICES = ("payment-svc", "llm-gateway", "search", "checkout", "ünïcode")
@@ -115,8 +115,7 @@ def _db_offsets(dsn: str, group: str) -> dict[int, int]:
 @pytest.fixture
 def dsn(postgres_dsn: str) -> str:
     """The test database with a fresh rollup schema."""
-    drop_rollup_schema(postgres_dsn)
-    init_db(postgres_dsn)
+    reset_rollup_schema(postgres_dsn)
     return postgres_dsn
 
 
@@ -124,6 +123,18 @@ def _rollup(broker: KafkaBroker, dsn: str, topic: str, group: str, **kwargs: Any
     return Rollup(
         broker.bootstrap, dsn, topic=topic, group=group, kafka_config=FAST_GROUP, **kwargs
     )
+
+
+# Retries soon after a database error, and gives up on a connection attempt soon.
+_RETRY_FAST: dict[str, Any] = {"backoff": 0.2, "max_backoff": 1.0, "db_timeout": 2.0}
+
+
+def _assert_rolled_up_once(
+    broker: KafkaBroker, topic: str, dsn: str, group: str, records: Sequence[CostRecord]
+) -> None:
+    """Every record summed once into the minute rows; the stored offsets at the topic's end."""
+    assert _stored(dsn) == _expected(records)
+    assert _db_offsets(dsn, group) == ends(read_all(broker.bootstrap, topic))
 
 
 @pytest.mark.slow
@@ -248,15 +259,7 @@ def test_database_down_at_assignment_pauses_commits_nothing_then_catches_up(
     records = _records(600)
     produce(kafka_broker.bootstrap, kafka_topic, records)
     proxied.proxy.stop()  # the rollup's database is unreachable (a closed port) from the start
-    rollup = _rollup(
-        kafka_broker,
-        proxied.dsn,
-        kafka_topic,
-        group,
-        backoff=0.2,
-        max_backoff=1.0,
-        db_timeout=2.0,
-    )
+    rollup = _rollup(kafka_broker, proxied.dsn, kafka_topic, group, **_RETRY_FAST)
     thread, outcome = run_in_thread(rollup, max_records=600)
     try:
         wait_for(lambda: rollup.stats()["unpositioned"] == 3, 60)
@@ -267,13 +270,11 @@ def test_database_down_at_assignment_pauses_commits_nothing_then_catches_up(
         proxied.proxy.start()
         thread.join(60)
     finally:
-        rollup.stop()
-        thread.join(60)
+        stop_all((rollup, thread))
     assert outcome == [True]
     stats = rollup.stats()
     assert (stats["consumed"], stats["written"], stats["unpositioned"]) == (600, 600, 0)
-    assert _stored(dsn) == _expected(records)
-    assert _db_offsets(dsn, group) == ends(read_all(kafka_broker.bootstrap, kafka_topic))
+    _assert_rolled_up_once(kafka_broker, kafka_topic, dsn, group, records)
 
 
 @pytest.mark.slow
@@ -282,15 +283,7 @@ def test_database_outage_mid_stream_pauses_and_loses_nothing(
 ) -> None:
     records = _records(1000)
     produce(kafka_broker.bootstrap, kafka_topic, records[:400])
-    rollup = _rollup(
-        kafka_broker,
-        proxied.dsn,
-        kafka_topic,
-        group,
-        backoff=0.2,
-        max_backoff=1.0,
-        db_timeout=2.0,
-    )
+    rollup = _rollup(kafka_broker, proxied.dsn, kafka_topic, group, **_RETRY_FAST)
     thread, outcome = run_in_thread(rollup, max_records=1000)
     try:
         wait_for(lambda: rollup.stats()["written"] == 400, 60)
@@ -305,13 +298,11 @@ def test_database_outage_mid_stream_pauses_and_loses_nothing(
         proxied.proxy.start()
         thread.join(60)
     finally:
-        rollup.stop()
-        thread.join(60)
+        stop_all((rollup, thread))
     assert outcome == [True]
     stats = rollup.stats()
     assert (stats["written"], stats["paused"]) == (1000, 0)
-    assert _stored(dsn) == _expected(records)
-    assert _db_offsets(dsn, group) == ends(read_all(kafka_broker.bootstrap, kafka_topic))
+    _assert_rolled_up_once(kafka_broker, kafka_topic, dsn, group, records)
 
 
 @pytest.mark.slow
@@ -335,8 +326,7 @@ def test_a_second_rollup_joining_neither_loses_nor_double_counts(
     a, b = first.stats(), second.stats()
     assert b["consumed"] > 0  # the rebalance really handed partitions over
     assert a["written"] + b["written"] == len(records)
-    assert _stored(dsn) == _expected(records)
-    assert _db_offsets(dsn, group) == ends(read_all(kafka_broker.bootstrap, kafka_topic))
+    _assert_rolled_up_once(kafka_broker, kafka_topic, dsn, group, records)
 
 
 # -- the command line, as a separate process -------------------------------------------------
@@ -362,8 +352,7 @@ def test_sigkill_mid_batch_then_restart_counts_everything_once(
     stats = run_until_idle(rollup_argv)
     group = rollup_argv[rollup_argv.index("--group") + 1]
     assert stats["consumed"] == stats["written"] + stats["duplicates"] + stats["dlq"]
-    assert _stored(dsn) == _expected(records)
-    assert _db_offsets(dsn, group) == ends(read_all(kafka_broker.bootstrap, kafka_topic))
+    _assert_rolled_up_once(kafka_broker, kafka_topic, dsn, group, records)
 
 
 @pytest.mark.slow

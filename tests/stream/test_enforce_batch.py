@@ -8,6 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from _records import cost_record
 from otelcost.budget import Budget, InMemoryBudgetStore
 from otelcost.budget.model import MAX_DELTA_NANOS
 from otelcost.errors import InvalidRecordError
@@ -21,16 +22,7 @@ _HEADERS = [("otelcost-schema", b"1")]
 
 
 def _value(service: str = "svc", nanos: int = 5, span: int = 1) -> bytes:
-    return CostRecord(
-        trace_id=f"{span:032x}",
-        span_id=f"{span:016x}",
-        service=service,
-        operation="op",
-        cost_amount=from_nanos(nanos),
-        currency="USD",
-        duration_ms=1.0,
-        timestamp=1_764_236_400_000,
-    ).to_json()
+    return cost_record(span, service=service, cost_amount=from_nanos(nanos)).to_json()
 
 
 def _record(service: str = "svc", nanos: int = 5, span: int = 1) -> CostRecord:
