@@ -25,6 +25,7 @@ from kafka.partitioner.default import murmur2
 from opentelemetry.proto.trace.v1 import trace_pb2
 
 from _kafka import Message, decode, read_all
+from _records import T0, cost_record
 from _servers import KafkaBroker
 from otelcost.costing.install import default_exporters
 from otelcost.exporters import CostExportResult, KafkaCostExporter
@@ -41,7 +42,6 @@ from otelcost.money import from_nanos
 from otelcost.record import CostRecord
 from otelcost.stream.schema2 import json_schema
 
-_T0 = 1_764_236_400_000
 _SERVICES = ("payment-svc", "llm-gateway", "search", "checkout", "ünïcode-svc", "auth", "cart")
 SCHEMA_2 = json_schema()
 # Reconnect fast after a broker restart (librdkafka backs off up to 10 s by default).
@@ -56,15 +56,13 @@ def _records(
     for i in range(start, start + count):
         cost = nanos if nanos is not None else rng.randrange(1, 10_000_000)
         out.append(
-            CostRecord(
-                trace_id=f"{i + 1:032x}",
-                span_id=f"{i + 1:016x}",
+            cost_record(
+                i + 1,
                 service=_SERVICES[i % len(_SERVICES)],
                 operation=f"GET /api/v2/items/{i % 3}",
                 cost_amount=from_nanos(cost),
-                currency="USD",
                 duration_ms=round(rng.uniform(0.1, 900.0), 3),
-                timestamp=_T0 + i,
+                timestamp=T0 + i,
                 region="us-east-1",
                 pricing_version="2026-11-27.1",
                 usage={"gen_ai.usage.input_tokens": 812} if i % 5 == 0 else {},
@@ -286,7 +284,7 @@ def test_otlp_json_parses_as_traces_data(kafka_broker: KafkaBroker, kafka_topic:
         cost_amount=0.0,
         currency="USD",
         duration_ms=5.0,
-        timestamp=_T0,
+        timestamp=T0,
         usage={"gen_ai.usage.output_tokens": 12.5},
         error="PricingNotFoundError: payment-svc:POST /pay",
     )
@@ -299,7 +297,7 @@ def test_otlp_json_parses_as_traces_data(kafka_broker: KafkaBroker, kafka_topic:
             cost_amount=from_nanos(99_000),
             currency="USD",
             duration_ms=400.0,
-            timestamp=_T0 + 5,
+            timestamp=T0 + 5,
             aggregate=True,
             span_count=17,
         )
@@ -417,7 +415,7 @@ def test_otlp_json_is_split_by_bytes_and_typed_as_the_collector_reads_it(
             cost_amount=from_nanos(1000 + i),
             currency="USD",
             duration_ms=1.5,
-            timestamp=_T0 + i,
+            timestamp=T0 + i,
             usage={"gen_ai.usage.input_tokens": 812.0, "huge": float(2**70), "ratio": 0.5},
         )
         for i in range(500)
@@ -476,7 +474,7 @@ def test_keyed_messages_land_where_java_and_kafka_python_put_them(
             cost_amount=0.0,
             currency="USD",
             duration_ms=1.0,
-            timestamp=_T0,
+            timestamp=T0,
         )
         for i, service in enumerate(services)
     ]

@@ -17,10 +17,10 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
@@ -33,6 +33,9 @@ from otelcost.budget import Budget, BudgetGuard, BudgetWSGIMiddleware, RedisBudg
 from otelcost.costing.processor import PricingLike
 from otelcost.exporters import InMemoryCostExporter, KafkaCostExporter, RedisBudgetExporter
 from otelcost.reconcile import CostSumSpanExporter, rolling_spend
+
+if TYPE_CHECKING:  # the pre-fork app imports this module: no server machinery there
+    from _servers import KafkaBroker, RedisServer
 
 SERVICE = "shop"
 # Three services, keyed to the three partitions of a test topic (murmur2 of the key, the
@@ -348,3 +351,24 @@ def assert_unharmed(baseline: Sequence[float], faulted: Sequence[float], ledger:
     assert_latency(baseline, faulted)
     ledger.check()
     assert not ledger.dropped
+
+
+def check_down_at_start(
+    server: RedisServer | KafkaBroker,
+    stack_args: Mapping[str, str],
+    fault_seen: Callable[[Stack], bool],
+) -> None:
+    """The app starts while ``server`` is down and serves 2 s so (``fault_seen`` proves the
+    fault was real), then 1.5 s with it back: unharmed (``assert_unharmed``)."""
+    server.stop()
+    stack = Stack(**stack_args)
+    try:
+        faulted = stack.drive(2.0)
+        assert fault_seen(stack)
+        server.start()
+        baseline = stack.drive(1.5)
+        stack.flush()
+        ledger = Ledger.read(stack, **stack_args)
+    finally:
+        stack.close()
+    assert_unharmed(baseline, faulted, ledger)

@@ -18,6 +18,7 @@ from _stack import (
     Stack,
     assert_latency,
     assert_unharmed,
+    check_down_at_start,
     db_url,
 )
 
@@ -30,19 +31,11 @@ _GUARD_TIMEOUT_S = 0.25
 
 
 def test_redis_unreachable_at_start(redis_server: RedisServer, stack_args: dict[str, str]) -> None:
-    redis_server.stop()
-    stack = Stack(**stack_args)
-    try:
-        faulted = stack.drive(2.0)
-        assert stack.redis is not None
-        assert stack.redis.stats()["flush_errors"] > 0  # the fault was real
-        redis_server.start()
-        baseline = stack.drive(1.5)
-        stack.flush()
-        ledger = Ledger.read(stack, **stack_args)
-    finally:
-        stack.close()
-    assert_unharmed(baseline, faulted, ledger)
+    check_down_at_start(
+        redis_server,
+        stack_args,
+        lambda stack: stack.redis is not None and stack.redis.stats()["flush_errors"] > 0,
+    )
 
 
 def _persist_on_shutdown(client: redis.Redis) -> None:

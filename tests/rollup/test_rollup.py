@@ -32,13 +32,13 @@ from _kafka import (
     stop_all,
 )
 from _postgres import TcpProxy, TestDatabase, drop_rollup_schema, reset_rollup_schema
+from _records import T0, cost_record
 from _servers import KafkaBroker
 from _wait import wait_for
 from otelcost.money import from_nanos
 from otelcost.record import CostRecord
 from otelcost.rollup import Rollup
 
-_T0 = 1_764_236_400_000
 _SERVICES = ("payment-svc", "llm-gateway", "search", "checkout", "ünïcode")
 _OPERATIONS = ("POST /api/v2/orders", "GET /users/*", "chat.completions")
 
@@ -53,15 +53,14 @@ def _records(count: int, *, start: int = 0, seed: int = 7) -> list[CostRecord]:
         unpriced = i % 17 == 0
         aggregate = i % 23 == 0 and not unpriced
         records.append(
-            CostRecord(
-                trace_id=f"{i + 1:032x}",
-                span_id=f"{i + 1:016x}",
+            cost_record(
+                i + 1,
                 service=_SERVICES[i % len(_SERVICES)],
                 operation="OTHER" if aggregate else _OPERATIONS[i % len(_OPERATIONS)],
                 cost_amount=0.0 if unpriced else from_nanos(rng.randrange(1, 50_000_000)),
                 currency="EUR" if i % 11 == 0 else "USD",
                 duration_ms=round(rng.uniform(0.1, 900.0), 3),
-                timestamp=_T0 + rng.randrange(0, 40 * 60_000),
+                timestamp=T0 + rng.randrange(0, 40 * 60_000),
                 error="PricingNotFoundError" if unpriced else None,
                 aggregate=aggregate,
                 span_count=rng.randrange(2, 500) if aggregate else 1,

@@ -33,6 +33,7 @@ from _kafka import (
     sigterm_midway,
     stop_all,
 )
+from _records import T0, cost_record
 from _servers import KafkaBroker, RedisServer
 from _wait import wait_for
 from otelcost.budget import Budget, RedisBudgetStore
@@ -40,7 +41,6 @@ from otelcost.money import from_nanos
 from otelcost.record import CostRecord
 from otelcost.stream.enforce import Enforcer
 
-_T0 = 1_764_236_400_000
 _SERVICES = ("payment-svc", "llm-gateway", "search", "checkout", "auth", "cart", "ünïcode")
 # A budget no test reaches, so that every record is kept as spend.
 _BUDGETS = [Budget("*", limit=10_000_000.0, period="24h")]
@@ -49,15 +49,13 @@ _BUDGETS = [Budget("*", limit=10_000_000.0, period="24h")]
 def _records(count: int, *, start: int = 0, seed: int = 11) -> list[CostRecord]:
     rng = random.Random(seed + start)
     return [
-        CostRecord(
-            trace_id=f"{i + 1:032x}",
-            span_id=f"{i + 1:016x}",
+        cost_record(
+            i + 1,
             service=_SERVICES[i % len(_SERVICES)],
             operation="POST /api/v2/orders",
             cost_amount=from_nanos(rng.randrange(1, 50_000_000)),
-            currency="USD",
             duration_ms=12.5,
-            timestamp=_T0 + i,
+            timestamp=T0 + i,
         )
         for i in range(start, start + count)
     ]
