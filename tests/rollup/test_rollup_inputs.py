@@ -10,8 +10,8 @@ import psycopg
 import pytest
 
 from _postgres import drop_rollup_schema
+from _records import cost_record
 from otelcost.money import from_nanos
-from otelcost.record import CostRecord
 from otelcost.rollup import init_db
 from otelcost.rollup._batch import RollupBatch
 from otelcost.rollup._schema import _DAILY_VIEW, _TABLES
@@ -24,17 +24,11 @@ _BUCKET = _NOW - _NOW % _MINUTE - 10 * _MINUTE
 
 def record(i: int, ts: int = _BUCKET + 5, **kw: Any) -> bytes:
     fields: dict[str, Any] = {
-        "trace_id": f"{i + 1:032x}",
-        "span_id": f"{i + 1:016x}",
-        "service": "svc",
-        "operation": "op",
         "cost_amount": from_nanos(1_000),
-        "currency": "USD",
         "duration_ms": 10.0,
         "timestamp": ts,
     }
-    fields.update(kw)
-    return CostRecord(**fields).to_json()
+    return cost_record(i + 1, **{**fields, **kw}).to_json()
 
 
 def write(dsn: str, values: list[bytes], first_offset: int = 0) -> None:

@@ -9,27 +9,19 @@ import psycopg
 import pytest
 
 from _postgres import drop_rollup_schema
+from _records import cost_record
+from otelcost.errors import DeadLetterError, StoreUnavailableError
 from otelcost.money import from_nanos
-from otelcost.record import CostRecord
 from otelcost.rollup import SchemaError, apply_retention, init_db, read_history
 from otelcost.rollup._batch import RollupBatch
-from otelcost.rollup._store import RollupStore, StoreUnavailableError
-from otelcost.stream._consume import DeadLetter, DeadLetterError
+from otelcost.rollup._store import RollupStore
+from otelcost.stream._consume import DeadLetter
 
 _DAY_MS = 86_400_000
 
 
 def _value(i: int, timestamp: int, nanos: int = 1_000) -> bytes:
-    return CostRecord(
-        trace_id=f"{i + 1:032x}",
-        span_id=f"{i + 1:016x}",
-        service="svc",
-        operation="op",
-        cost_amount=from_nanos(nanos),
-        currency="USD",
-        duration_ms=1.0,
-        timestamp=timestamp,
-    ).to_json()
+    return cost_record(i + 1, cost_amount=from_nanos(nanos), timestamp=timestamp).to_json()
 
 
 def _batch(offsets: Sequence[int], timestamp: int, partition: int = 0) -> RollupBatch:
