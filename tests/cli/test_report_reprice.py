@@ -36,11 +36,16 @@ TABLE: dict[str, Any] = {
 }
 
 
-def doubled_search() -> dict[str, Any]:
+def variant(version: str, key: str, price: Any) -> dict[str, Any]:
+    """TABLE as ``version``, with ``price`` for ``key``."""
     table = copy.deepcopy(TABLE)
-    table["version"] = "2026-12.1"
-    table["prices"]["search:*"] = {"per_ms": 4e-6, "per_request": 1e-4}
+    table["version"] = version
+    table["prices"][key] = price
     return table
+
+
+def doubled_search() -> dict[str, Any]:
+    return variant("2026-12.1", "search:*", {"per_ms": 4e-6, "per_request": 1e-4})
 
 
 def priced_history() -> list[CostRecord]:
@@ -162,12 +167,14 @@ def test_a_dated_price_reprices_only_the_minutes_from_its_start(
     history: tuple[str, list[CostRecord]], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     dsn, records = history
-    table = copy.deepcopy(TABLE)
-    table["version"] = "dated"
-    table["prices"]["search:*"] = [
-        TABLE["prices"]["search:*"],
-        {"from": format_instant(_CHANGE), **doubled_search()["prices"]["search:*"]},
-    ]
+    table = variant(
+        "dated",
+        "search:*",
+        [
+            TABLE["prices"]["search:*"],
+            {"from": format_instant(_CHANGE), **doubled_search()["prices"]["search:*"]},
+        ],
+    )
     after = sum(r.cost_nanos for r in records if r.service == "search" and r.timestamp >= _CHANGE)
     assert 0 < after < recorded(records, service="search")
     doc = reprice(capsys, dsn, write_table(tmp_path, table))
@@ -214,12 +221,9 @@ def test_keys_priced_per_call_are_left_out_and_named(
     history: tuple[str, list[CostRecord]], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     dsn, records = history
-    table = copy.deepcopy(TABLE)
-    table["version"] = "tiered"
-    table["prices"]["llm:*"]["per_unit"][IN] = {
-        "rate": 3e-6,
-        "tiers": [{"above": 200_000, "rate": 6e-6}],
-    }
+    tiered_input = {"rate": 3e-6, "tiers": [{"above": 200_000, "rate": 6e-6}]}
+    llm = TABLE["prices"]["llm:*"]
+    table = variant("tiered", "llm:*", {**llm, "per_unit": {**llm["per_unit"], IN: tiered_input}})
     doc = reprice(capsys, dsn, write_table(tmp_path, table))
     assert doc["per_call_keys"] == ["llm:*"]
     llm = next(row for row in doc["rows"] if row["service"] == "llm")
