@@ -104,6 +104,39 @@ def test_cost_out_of_range_is_a_pricing_error_not_a_number(
         price.cost_nanos(duration_ms, usage)
 
 
+@settings(max_examples=500, deadline=None)
+@given(
+    per_request=st.one_of(
+        st.floats(min_value=0, max_value=1e-2), st.sampled_from([0.0, 5e-10, 1.5e-9, 2.5e-9])
+    ),
+    per_ms=st.one_of(
+        st.floats(min_value=0, max_value=1e-3), st.sampled_from([0.0, 5e-10, 1e-6, 2.1e-6])
+    ),
+    duration_ms=st.one_of(
+        st.floats(min_value=0, max_value=1e7), st.sampled_from([0.0, 0.5, 1.5, 2.5, 1e-3])
+    ),
+)
+def test_flat_nanos_is_cost_nanos(per_request: float, per_ms: float, duration_ms: float) -> None:
+    """The per-span shortcut of a flat price agrees with cost_nanos to the nano-unit, half
+    nano-units (the exact decimal decides) and amounts out of range (both raise) included."""
+    price = Price(per_ms=per_ms, per_request=per_request)
+    try:
+        expected = price.cost_nanos(duration_ms, {})
+    except PricingError:
+        with pytest.raises(PricingError):
+            price.flat_nanos(duration_ms)
+    else:
+        assert price.flat_nanos(duration_ms) == expected
+
+
+def test_flat_nanos_leaves_half_nano_units_to_the_exact_sum() -> None:
+    # 0.5 nano-units and 2.5 in float arithmetic: the exact decimal rounds half to even.
+    assert Price(per_request=5e-10).flat_nanos(0.0) == Price(per_request=5e-10).cost_nanos(0, {})
+    assert Price(per_ms=1e-9).flat_nanos(2.5) == Price(per_ms=1e-9).cost_nanos(2.5, {}) == 2
+    with pytest.raises(PricingError, match="out of range"):
+        Price(per_ms=1.0).flat_nanos(-1.0)
+
+
 def test_largest_cost_fits_a_signed_64_bit_integer() -> None:
     assert Price(per_request=9_223_372_036.0).cost_nanos(0.0, {}) < 2**63
     with pytest.raises(PricingError, match="out of range"):

@@ -16,10 +16,10 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Hashable, Mapping
 from operator import itemgetter
 from types import MappingProxyType
-from typing import Final, NamedTuple
+from typing import Final, NamedTuple, TypeAlias
 
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan
@@ -29,16 +29,18 @@ from opentelemetry.util.types import AttributeValue
 from otelcost.costing._calls import RESPONSE_ID, CallDedupe
 from otelcost.costing.normalize import normalize_path
 from otelcost.costing.operation import (
-    NAMING_ATTRIBUTES,
+    DEFAULT_SERVICE,
     OTHER,
     CardinalityGuard,
     derive_operation,
+    naming_keys,
+    routed,
     service_name,
 )
 from otelcost.errors import PricingError, PricingNotFoundError, PricingStaleError
 from otelcost.money import DEFAULT_CURRENCY, from_nanos
 from otelcost.pricing import PricingCache, PricingTable
-from otelcost.pricing.table import PriceMatch
+from otelcost.pricing.table import Price, PriceMatch
 from otelcost.record import _MAX_TS_MS, _MIN_TS_MS, CostRecord
 
 __all__ = [
@@ -50,10 +52,12 @@ __all__ = [
     "PRICING_ERROR",
     "STALE",
     "VERSION_ATTRIBUTES",
+    "CostFields",
     "Coster",
     "Named",
     "PricingSnapshot",
     "SpanCost",
+    "cost_record",
     "deploy_of",
 ]
 
@@ -77,15 +81,8 @@ _EMPTY: Final[Mapping[str, float]] = MappingProxyType({})
 _ENTRY_KIND_IDS: Final = frozenset((id(SpanKind.SERVER), id(SpanKind.CONSUMER)))
 _SOURCE: Final = "otelcost"
 _new_tuple: Final = tuple.__new__
-_NAMING_SET: Final = frozenset(NAMING_ATTRIBUTES)
-
-
-def _no_values(attributes: Mapping[str, object]) -> object:
-    return ()
-
-
-# One reader per set of present naming attributes, shared by every Coster.
-_readers: dict[tuple[str, ...], Callable[[Mapping[str, object]], object]] = {}
+# Naming memo entries (shapes and the Named of each) per Coster, then it starts over; and
+# distinct (service, operation) Named objects at most (the guard bounds them already).
 _MEMO_SIZE: Final = 8_192
 
 
@@ -118,6 +115,8 @@ class Binding(NamedTuple):
     """An operation's price under one snapshot: the match (None: no key matches), the
     error every span of it gets (None: priced) and the constant ``cost.*`` attributes
     (a plain dict, never modified: ``dict.update`` from a dict is the fast path).
+    ``flat``: the match's price when it is flat (``PriceMatch.flat_price``), which a span
+    that pays the whole price is charged without reading its attributes.
     ``nested``: the binding of its nested spans where another key prices them (a ``*:``
     key naming the operation before the service's bare ``*``), else None."""
 
@@ -125,7 +124,12 @@ class Binding(NamedTuple):
     match: PriceMatch | None
     error: str | None
     attributes: Mapping[str, AttributeValue]
+    flat: Price | None = None
     nested: Binding | None = None
+
+
+# What a Named holds before its first span: no snapshot is ever this one.
+_UNBOUND: Final = Binding(PricingSnapshot(None, "", None, None, "unbound"), None, "unbound", {})
 
 
 class Named:
@@ -136,6 +140,8 @@ class Named:
     ``deploy``: the (service version, deployment environment) of the span's resource.
     ``binding`` is replaced whole when the snapshot changes (one attribute store), so a
     racing thread sees either binding, never a mix; both compute the same values.
+    One Named per (service, operation, kind of span, deploy) per Coster: the sums add per
+    Named, and a naming memo miss finds the Named (and its binding) already there.
     """
 
     __slots__ = ("binding", "deploy", "entry_kind", "folded", "operation", "service")
@@ -154,12 +160,12 @@ class Named:
         self.operation = operation
         self.entry_kind = entry_kind
         self.folded = folded
-        self.binding: Binding | None = None
+        self.binding: Binding = _UNBOUND
 
     def bind(self, snap: PricingSnapshot) -> Binding:
         """This operation's Binding under ``snap`` (computed once per snapshot)."""
         binding = self.binding
-        if binding is not None and binding.snapshot is snap:
+        if binding.snapshot is snap:
             return binding
         match = nested = None
         error = snap.error
@@ -169,10 +175,12 @@ class Named:
                 error = _error(NOT_FOUND, f"{self.service}:{self.operation}")
             elif not self.entry_kind:
                 nested = snap.table.match(self.service, self.operation, nested=True)
-        binding = Binding(snap, match, error, self._attributes(snap, match))
+        binding = Binding(snap, match, error, self._attributes(snap, match), _flat_price(match))
         if nested is not None and nested is not match:
             binding = binding._replace(
-                nested=Binding(snap, nested, None, self._attributes(snap, nested))
+                nested=Binding(
+                    snap, nested, None, self._attributes(snap, nested), _flat_price(nested)
+                )
             )
         self.binding = binding
         return binding
@@ -259,36 +267,65 @@ class SpanCost(NamedTuple):
 
     def record(self, trace_id: int, span_id: int) -> CostRecord:
         """The CostRecord of this span (schema v1), built without per-field validation."""
-        snap = self.binding.snapshot
-        return CostRecord.trusted(
-            # What format_trace_id/format_span_id return, without their two Python frames.
-            format(trace_id, "032x"),
-            format(span_id, "016x"),
-            self.named.service,
-            self.named.operation,
-            from_nanos(self.nanos),
-            snap.currency,
-            self.duration_ms,
-            self.timestamp_ms,
-            snap.region,
-            snap.version,
-            self.usage,
-            self.error,
-            self.entry,
-            *self.named.deploy,
-        )
+        return cost_record(self, trace_id, span_id)
 
 
-class _ResourceMemo:
-    """The naming memo of one Resource (the service comes from it, usually)."""
+CostFields: TypeAlias = tuple[
+    Named, Binding, int, float, int, Mapping[str, float], str | None, bool, bool, SpanContext | None
+]
+"""A SpanCost's fields in a plain tuple: what the ending hook queues (one allocation)."""
 
-    __slots__ = ("deploy", "memo", "resource", "service")
 
-    def __init__(self, resource: Resource, service: str | None) -> None:
+def cost_record(cost: CostFields, trace_id: int, span_id: int) -> CostRecord:
+    """The CostRecord (schema v1) of a span's SpanCost or CostFields, built without
+    per-field validation."""
+    named, binding, nanos, duration_ms, timestamp_ms, usage, error, entry, _, _ = cost
+    snap = binding.snapshot
+    return CostRecord.trusted(
+        # What format_trace_id/format_span_id return, without their two Python frames.
+        format(trace_id, "032x"),
+        format(span_id, "016x"),
+        named.service,
+        named.operation,
+        from_nanos(nanos),
+        snap.currency,
+        duration_ms,
+        timestamp_ms,
+        snap.region,
+        snap.version,
+        usage,
+        error,
+        entry,
+        *named.deploy,
+    )
+
+
+class _Shape:
+    """What the spans of one resource, kind, name and set of attribute names share: the
+    service (None: the resource names none, spans may), which naming values to read
+    (an itemgetter: one C call) and the Named of each combination of them. ``next``: the
+    shape of the same name and attribute names under another resource or kind."""
+
+    __slots__ = ("by_route", "deploy", "kind", "memo", "next", "reader", "resource", "service")
+
+    def __init__(
+        self,
+        resource: Resource,
+        kind: SpanKind,
+        service: str | None,
+        keys: tuple[str, ...],
+        next_shape: _Shape | None,
+    ) -> None:
         self.resource = resource
-        self.service = service  # None: the resource names no service; spans may
+        self.kind = kind
+        self.next = next_shape
+        self.service = service
         self.deploy = deploy_of(resource.attributes)
-        self.memo: dict[tuple[object, ...], Named] = {}
+        # A usable route names the span, and then only the route and method are read.
+        self.by_route = "http.route" in keys
+        # No naming value: len() is a C call whose result is constant for one shape.
+        self.reader: Callable[[Mapping[str, object]], Hashable] = itemgetter(*keys) if keys else len
+        self.memo: dict[Hashable, Named] = {}
 
 
 class Coster:
@@ -314,14 +351,12 @@ class Coster:
         self._region = region
         self._normalize = normalizer or normalize_path
         self._max_operations = max_operations_per_service
-        self.guard = CardinalityGuard(limit=max_operations_per_service)
         self._mismatch_warned: set[tuple[str | None, str]] = set()
-        self._by_table: tuple[PricingTable, PricingSnapshot] | None = None
+        # (table, its snapshot), replaced whole: a racing reader never pairs a table with
+        # another's snapshot. No table is None.
+        self._by_table: tuple[PricingTable | None, PricingSnapshot] = (None, _UNBOUND.snapshot)
         self._failed: PricingSnapshot | None = None
-        self._resources: dict[int, _ResourceMemo] = {}
-        self._naming_keys: dict[tuple[str, ...], Callable[[Mapping[str, object]], object]] = {}
-        self.calls = CallDedupe()
-        """Recognises the other spans of a GenAI call already charged."""
+        self.reset_guard()
 
     @property
     def currency(self) -> str:
@@ -330,9 +365,13 @@ class Coster:
     def reset_guard(self) -> None:
         """Start a new cardinality guard and memo (a forked child: a lock may be held)."""
         self.guard = CardinalityGuard(limit=self._max_operations)
-        self._resources = {}
-        self._naming_keys = {}
+        # (name, attribute names) -> _Shape, whose resource and kind are compared by
+        # identity (both hash through Python-level __hash__ methods).
+        self._shapes: dict[tuple[str, tuple[str, ...]], _Shape] = {}
+        self._memo_entries = 0
+        self._named_by: dict[tuple[object, ...], Named] = {}
         self.calls = CallDedupe()
+        """Recognises the other spans of a GenAI call already charged."""
 
     # -- the table --------------------------------------------------------------------
 
@@ -346,7 +385,7 @@ class Coster:
         except Exception as exc:  # a broken cache must not stop the pipeline
             return self._failure(_error(PRICING_ERROR, exc))
         cached = self._by_table
-        if cached is not None and cached[0] is table:
+        if cached[0] is table:
             return cached[1]
         region = self._region if self._region is not None else table.region
         # A table that declares no currency is in USD (docs/pricing.md), not in whatever
@@ -392,94 +431,109 @@ class Coster:
     def _named(
         self, resource: Resource, kind: SpanKind, name: str, attributes: Mapping[str, object]
     ) -> Named:
-        memo = self._resources.get(id(resource))
-        if memo is None or memo.resource is not resource:
-            memo = self._resource_memo(resource)
-        # What naming reads (docs/operations.md): the kind, the name and those of NAMING_ATTRIBUTES
-        # the span has. Which ones it has depends only on its attribute names, and spans of
-        # one instrumentation share those: that lookup is memoized too, so a repeat span
-        # reads its few naming values instead of probing every name naming knows.
-        names = tuple(attributes)
-        reader = self._naming_keys.get(names)
-        if reader is None:
-            reader = self._naming_keys_of(names)
-        key: tuple[object, ...] = (id(kind), name, reader, reader(attributes))
-        if memo.service is None:
-            key += (attributes.get("service.name"),)
+        # What naming reads (docs/operations.md): the kind, the name and the values of the
+        # attributes its rule reads. Which those are depends only on the kind and on which
+        # attributes the span has, and spans of one instrumentation share those: a repeat
+        # span reads its few naming values with the shape's itemgetter (cost() inlines
+        # this lookup; this is the complete one, misses included).
+        key = (name, tuple(attributes))
+        shape = self._shapes.get(key)
+        while shape is not None and (shape.resource is not resource or shape.kind is not kind):
+            shape = shape.next
+        if shape is None:
+            shape = self._shape(resource, kind, key)
         try:
-            found = memo.memo.get(key)
-        except TypeError:  # an unhashable attribute value: name it without the memo
-            return self._derive(kind, name, attributes, memo)
+            values = shape.reader(attributes)
+            found = shape.memo.get(values)
+        except Exception:  # an unhashable value (a list in a hand-made dict): no memo
+            return self._derive(kind, name, attributes, shape)
         if found is None:
-            found = self._derive(kind, name, attributes, memo)
-            table = memo.memo
-            if len(table) >= _MEMO_SIZE:
-                table.clear()  # high-cardinality raw paths: start over, bounded
-            table[key] = found
+            found = self._derive(kind, name, attributes, shape)
+            if not shape.by_route or routed(kind, attributes):
+                self._count_entry()
+                shape.memo[values] = found
         return found
 
-    def _naming_keys_of(self, names: tuple[str, ...]) -> Callable[[Mapping[str, object]], object]:
-        """A reader of the naming values among ``names`` (an itemgetter: one C call).
-
-        Equal readers for equal names: the reader is part of the memo key, so spans with
-        other naming attributes but equal values never share an entry."""
-        present = tuple(name for name in names if name in _NAMING_SET)
-        reader = _readers.get(present)
-        if reader is None:
-            reader = itemgetter(*present) if present else _no_values
-            if len(_readers) < _MEMO_SIZE:  # past that (hostile data) only the memo misses
-                reader = _readers.setdefault(present, reader)
-        if len(self._naming_keys) >= _MEMO_SIZE:
-            self._naming_keys.clear()
-        self._naming_keys[names] = reader
-        return reader
-
-    def _resource_memo(self, resource: Resource) -> _ResourceMemo:
+    def _shape(
+        self, resource: Resource, kind: SpanKind, key: tuple[str, tuple[str, ...]]
+    ) -> _Shape:
+        names = key[1]
         from_resource = service_name(resource.attributes, _EMPTY)
-        memo = _ResourceMemo(
-            resource, None if from_resource == "unknown_service" else from_resource
-        )
-        resources = self._resources
-        if len(resources) >= 64:  # providers come and go in tests; a service has a few
-            resources.clear()
-        resources[id(resource)] = memo
-        return memo
+        service = None if from_resource == DEFAULT_SERVICE else from_resource
+        keys = naming_keys(kind, names)
+        if service is None and "service.name" in names:
+            keys += ("service.name",)
+        self._count_entry()
+        shapes = self._shapes
+        shape = shapes[key] = _Shape(resource, kind, service, keys, shapes.get(key))
+        return shape
+
+    def _count_entry(self) -> None:
+        """Count one memo entry; past _MEMO_SIZE (high-cardinality names or values: raw
+        paths, ids in span names) the memo starts over, bounded."""
+        if self._memo_entries >= _MEMO_SIZE:
+            self._shapes = {}
+            self._memo_entries = 0
+        self._memo_entries += 1
 
     def _derive(
-        self, kind: SpanKind, name: str, attributes: Mapping[str, object], memo: _ResourceMemo
+        self, kind: SpanKind, name: str, attributes: Mapping[str, object], shape: _Shape
     ) -> Named:
-        service = memo.service or service_name(_EMPTY, attributes)
+        service = shape.service or service_name(_EMPTY, attributes)
         derived = derive_operation(name, attributes, normalize=self._normalize, kind=kind)
         operation = self.guard.admit(service, derived)
-        return Named(
-            service,
-            operation,
-            entry_kind=id(kind) in _ENTRY_KIND_IDS,
-            folded=operation == OTHER and derived != OTHER,
-            deploy=memo.deploy,
-        )
+        entry_kind = id(kind) in _ENTRY_KIND_IDS
+        folded = operation == OTHER and derived != OTHER
+        key = (service, operation, entry_kind, folded, shape.deploy)
+        named = self._named_by.get(key)
+        if named is None:
+            named = Named(
+                service, operation, entry_kind=entry_kind, folded=folded, deploy=shape.deploy
+            )
+            if len(self._named_by) >= _MEMO_SIZE:
+                self._named_by.clear()  # services named by span attributes: bounded too
+            self._named_by[key] = named
+        return named
 
     def cost(self, span: ReadableSpan, snap: PricingSnapshot | None = None) -> SpanCost:
-        """Price one ended span. Never raises for bad span data or pricing failures.
+        """Price one ended span (``price``'s facts as a SpanCost). Never raises for bad span
+        data or pricing failures."""
+        return _new_tuple(SpanCost, self.price(span, snap))
 
-        Runs on the ending thread for every span, so it reads the SDK ReadableSpan's fields
-        directly (each public property is a Python-level call).
+    def price(self, span: ReadableSpan, snap: PricingSnapshot | None = None) -> CostFields:
+        """Price one ended span: the fields of its SpanCost, as a plain tuple (one
+        allocation; the ending hook queues it as is). Never raises for bad span data or
+        pricing failures.
+
+        Runs on the ending thread for every span, so the common case is inline: it reads
+        the SDK ReadableSpan's fields directly (each public property is a Python-level
+        call), and a repeat span costs a few dict lookups and its price's arithmetic.
         """
-        if snap is None:  # the ending hook: the common case inline, one call less per span
+        if snap is None:  # the ending hook: the current table, one call less per span
             try:
                 table = self._pricing.current()
             except Exception:
                 snap = self.snapshot()  # the failure, as snapshot() reports it
             else:
                 cached = self._by_table
-                snap = cached[1] if cached is not None and cached[0] is table else self.snapshot()
+                snap = cached[1] if cached[0] is table else self.snapshot()
         try:
             attributes: Mapping[str, object] = span._attributes._dict  # type: ignore[union-attr]
         except AttributeError:  # not the SDK's BoundedAttributes (a hand-built span)
             attributes = span.attributes or _EMPTY
-        named = self._named(span._resource, span._kind, span._name, attributes)
+        resource, kind, name = span._resource, span._kind, span._name
+        # The naming memo's hit inline (see _named).
+        shape = self._shapes.get((name, tuple(attributes)))
+        named = None
+        if shape is not None and shape.resource is resource and shape.kind is kind:
+            try:
+                named = shape.memo.get(shape.reader(attributes))
+            except Exception:  # unhashable: _named derives it without the memo
+                named = None
+        if named is None:
+            named = self._named(resource, kind, name, attributes)
         binding = named.binding
-        if binding is None or binding.snapshot is not snap:
+        if binding.snapshot is not snap:
             binding = named.bind(snap)
         parent = span._parent
         entry = named.entry_kind or parent is None or parent.is_remote
@@ -502,10 +556,23 @@ class Coster:
         billable = True
         match = binding.match
         if error is None and match is not None:
+            flat = binding.flat
             try:
-                charge = match.charge(
-                    entry=entry, duration_ms=duration_ms, attributes=attributes, end_ms=timestamp_ms
-                )
+                if flat is not None and (entry or match.targeted):
+                    # A flat price paid whole: match.charge()'s result, without the call.
+                    nanos = flat.flat_nanos(duration_ms)
+                else:
+                    charge = match.charge(
+                        entry=entry,
+                        duration_ms=duration_ms,
+                        attributes=attributes,
+                        end_ms=timestamp_ms,
+                    )
+                    if charge is None:
+                        billable = False
+                    else:
+                        nanos, usage = charge
+                        usage = usage or _EMPTY
             except PricingNotFoundError as exc:  # a catalog's unknown model, a dated gap
                 error = _error(NOT_FOUND, exc)
             except PricingError as exc:
@@ -513,13 +580,12 @@ class Coster:
             else:
                 # One GenAI call, one charge: its other root spans are not billable. Only
                 # spans with a response id can be one of those (most spans: one `in`).
-                if charge is None or (
-                    RESPONSE_ID in attributes and not self.calls.first(attributes, timestamp_ms)
+                if (
+                    billable
+                    and RESPONSE_ID in attributes
+                    and not self.calls.first(attributes, timestamp_ms)
                 ):
-                    billable = False
-                else:
-                    nanos, usage = charge
-                    usage = usage or _EMPTY
+                    nanos, usage, billable = 0, _EMPTY, False
         if error is not None:
             nanos = 0
             if usage is _EMPTY:
@@ -528,22 +594,22 @@ class Coster:
                 # docs/pricing.md: a nested span that no key prices and that carries no usage is
                 # not billable, not an error.
                 error, billable = None, False
-        # tuple.__new__ directly: NamedTuple's generated __new__ is one more Python frame.
-        return _new_tuple(
-            SpanCost,
-            (
-                named,
-                binding,
-                nanos,
-                duration_ms,
-                timestamp_ms,
-                usage,
-                error,
-                entry,
-                billable,
-                span._context,
-            ),
+        return (
+            named,
+            binding,
+            nanos,
+            duration_ms,
+            timestamp_ms,
+            usage,
+            error,
+            entry,
+            billable,
+            span._context,
         )
+
+
+def _flat_price(match: PriceMatch | None) -> Price | None:
+    return None if match is None else match.flat_price
 
 
 # What names a deploy, first found wins: the stable names of the semantic conventions, then

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Container, Mapping
 
 from opentelemetry.trace import SpanKind
 
@@ -33,6 +33,8 @@ __all__ = [
     "CardinalityGuard",
     "derive_operation",
     "explain_operation",
+    "naming_keys",
+    "routed",
     "service_name",
 ]
 
@@ -345,7 +347,7 @@ _route_memo: dict[tuple[object, ...], str] = {}
 _memo: dict[tuple[object, ...], str] = {}
 
 
-def _is_client(kind: SpanKind | None, attributes: Mapping[str, object]) -> bool:
+def _is_client(kind: SpanKind | None, attributes: Container[str]) -> bool:
     """An outbound call: a CLIENT or PRODUCER span. Without a kind, a span with the stable
     client attribute ``url.full`` and no server ``url.path`` (servers never set url.full)."""
     if kind is None:
@@ -353,7 +355,7 @@ def _is_client(kind: SpanKind | None, attributes: Mapping[str, object]) -> bool:
     return kind is SpanKind.CLIENT or kind is SpanKind.PRODUCER
 
 
-def _rule(attributes: Mapping[str, object], client: bool) -> tuple[str, tuple[str, ...]]:
+def _rule(attributes: Container[str], client: bool) -> tuple[str, tuple[str, ...]]:
     """Which rule names the span, and the attributes that rule reads."""
     if "gen_ai.operation.name" in attributes:
         return RULE_GENAI, _GENAI
@@ -398,6 +400,30 @@ _RULES: dict[str, Callable[[Mapping[str, object], Callable[[str], str]], str | N
     RULE_HTTP_CLIENT: _http_client,
     RULE_HTTP_SERVER: _http_server,
 }
+
+
+_ROUTE_KEYS = ("http.route", *_HTTP_METHOD)
+
+
+def naming_keys(kind: SpanKind | None, names: Collection[str]) -> tuple[str, ...]:
+    """The attributes whose values, with the span's kind and name, decide the operation of
+    any span whose attribute names are ``names``: those of ``names`` that the applicable
+    rule reads (which rule applies depends on the kind and on which names are present).
+
+    A server span with ``http.route`` reads the route and the method only (never the raw
+    path, which differs per request), provided the route is usable: ``routed`` tells.
+    Callers may memoise ``derive_operation`` on these values (plus kind and name).
+    """
+    present = frozenset(names)
+    client = _is_client(kind, present)
+    keys = _ROUTE_KEYS if not client and "http.route" in present else _rule(present, client)[1]
+    return tuple(key for key in keys if key in present)
+
+
+def routed(kind: SpanKind | None, attributes: Mapping[str, object]) -> bool:
+    """Whether ``derive_operation`` names this span by its ``http.route`` (a server span
+    whose route is usable): then ``naming_keys`` are the route and the method."""
+    return not _is_client(kind, attributes) and _server_route(attributes) is not None
 
 
 def derive_operation(

@@ -41,7 +41,7 @@ from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 from otelcost import environment
 from otelcost.costing._ending import ending_hook_supported
 from otelcost.costing._pipeline import BatchPipeline
-from otelcost.costing.coster import Coster, Named, SpanCost, plain_attributes
+from otelcost.costing.coster import Coster, CostFields, Named, cost_record, plain_attributes
 from otelcost.costing.enrich import enriched_copy
 from otelcost.exporters.base import (
     CostExporter,
@@ -50,7 +50,7 @@ from otelcost.exporters.base import (
     CostSumExporter,
     CostSums,
 )
-from otelcost.money import DEFAULT_CURRENCY, from_nanos
+from otelcost.money import DEFAULT_CURRENCY, NANOS_PER_UNIT
 from otelcost.pricing import PricingCache
 from otelcost.pricing.sources import SourceLike
 from otelcost.record import CostRecord
@@ -179,6 +179,8 @@ class CostSpanProcessor(SpanProcessor):
             normalizer=normalizer,
         )
         self._shutdown = False
+        # Pricing in the ending hook until shutdown (one attribute read per span).
+        self._pricing_in_hook = self._hook
         self._shutdown_lock = threading.Lock()
         self._reset_counters()
         # Registered before the pipelines create their hooks, so in a forked child the
@@ -192,7 +194,7 @@ class CostSpanProcessor(SpanProcessor):
                     processor._after_fork_in_child()
 
             os.register_at_fork(after_in_child=_after_in_child)
-        self._costs: BatchPipeline[SpanCost] = BatchPipeline(
+        self._costs: BatchPipeline[CostFields] = BatchPipeline(
             _ExportStage(self),
             name="otelcost-export",
             max_queue_size=max_queue_size,
@@ -256,9 +258,10 @@ class CostSpanProcessor(SpanProcessor):
 
     def _on_ending(self, span: Span) -> None:
         """The SDK's ending hook: price the span and write ``cost.*`` into it. Never raises."""
-        if self._hook and not self._shutdown:
+        if self._pricing_in_hook:
             try:
-                cost = self._coster.cost(span)
+                cost = self._coster.price(span)
+                _, binding, nanos, duration_ms, _, _, error, _, billable, _ = cost
                 # cost.* into the span itself. The SDK has set the end time, so
                 # set_attribute refuses and the BoundedAttributes is marked immutable; but
                 # the span still belongs to this thread and no processor has seen it. So
@@ -266,12 +269,12 @@ class CostSpanProcessor(SpanProcessor):
                 # ending_hook_supported() checked): never counted as drops, never
                 # evicting one of the span's own attributes.
                 inner = span._attributes._dict  # type: ignore[union-attr]
-                inner.update(cost.binding.attributes)
-                inner["cost.duration_ms"] = cost.duration_ms
-                if cost.error is not None:
-                    inner["cost.error"] = cost.error
-                elif cost.billable:
-                    inner["cost.amount"] = from_nanos(cost.nanos)
+                inner.update(binding.attributes)
+                inner["cost.duration_ms"] = duration_ms
+                if error is not None:
+                    inner["cost.error"] = error
+                elif billable:
+                    inner["cost.amount"] = nanos / NANOS_PER_UNIT  # from_nanos(), inline
                 self._put_cost(cost)
             except Exception:
                 self._pricing_error()
@@ -359,6 +362,7 @@ class CostSpanProcessor(SpanProcessor):
             if self._shutdown:
                 return
             self._shutdown = True
+            self._pricing_in_hook = False
         deadline = time.monotonic() + max(timeout_millis, 0) / 1e3
         if self._spans is not None:
             # The pricing stage's close() shuts the export stage down after its final drain.
@@ -475,7 +479,7 @@ class CostSpanProcessor(SpanProcessor):
         coster = self._coster
         snap = coster.snapshot()
         forward = bool(self._span_processors)
-        costs: list[SpanCost] = []
+        costs: list[CostFields] = []
         for span in spans:
             try:
                 cost = coster.cost(span, snap)
@@ -501,7 +505,7 @@ class CostSpanProcessor(SpanProcessor):
                 if self._forward_errors == 1:
                     _logger.exception("otelcost: a span processor failed in on_end")
 
-    def _export_batch(self, batch: Sequence[SpanCost]) -> None:
+    def _export_batch(self, batch: Sequence[CostFields]) -> None:
         """Export worker: count, sum, build records if asked, hand them to every exporter."""
         # Summed per Named first (an identity hash, no key tuple per span); every snapshot
         # of one Coster is in the Coster's currency.
@@ -511,27 +515,24 @@ class CostSpanProcessor(SpanProcessor):
         records: list[CostRecord] | None = [] if self._record_exporters else None
         not_billable = folded = 0
         for cost in batch:
-            named = cost.named
-            error = cost.error
+            named, _, nanos, _, _, _, error, _, billable, context = cost
             if error is not None:
                 reason = error.split(":", 1)[0]
                 reasons[reason] = reasons.get(reason, 0) + 1
                 key = (named.service, reason)
                 unpriced[key] = unpriced.get(key, 0) + 1
-            elif cost.billable:
+            elif billable:
                 total = by_named.get(named)
                 if total is None:
                     total = by_named[named] = [0, 0]
-                total[0] += cost.nanos
+                total[0] += nanos
                 total[1] += 1
             else:
                 not_billable += 1
             if named.folded:
                 folded += 1
-            if records is not None:
-                context = cost.context
-                if context is not None:
-                    records.append(cost.record(context.trace_id, context.span_id))
+            if records is not None and context is not None:
+                records.append(cost_record(cost, context.trace_id, context.span_id))
         currency = self._coster.currency
         sums: dict[tuple[str, str, str], list[int]] = {}
         priced = 0
@@ -615,7 +616,7 @@ class _ExportStage:
     def __init__(self, processor: CostSpanProcessor) -> None:
         self._processor = processor
 
-    def process(self, batch: Sequence[SpanCost]) -> None:
+    def process(self, batch: Sequence[CostFields]) -> None:
         self._processor._export_batch(batch)
 
     def flush(self, timeout_millis: int) -> bool:

@@ -355,6 +355,21 @@ class Price:
             nanos = self._exact_nanos(base, usage)
         return nanos
 
+    def flat_nanos(self, duration_ms: float) -> int:
+        """``cost_nanos(duration_ms, {})`` for a price of duration and requests only (no
+        ``per_unit``, no catalog), in the fewest steps: this runs for most spans.
+
+        The same float operations as ``cost_nanos``; an amount of 0.01 or more, one
+        within float error of half a nano-unit, or one out of range (it raises) is left
+        to ``cost_nanos`` itself, so both always agree.
+        """
+        scaled = (self.per_request + self.per_ms * duration_ms) * NANOS_PER_UNIT
+        if 0.0 <= scaled < 1e7:  # below it, cost_nanos' relative tolerance is under 1e-6
+            nanos = round(scaled)
+            if -0.499998 < scaled - nanos < 0.499998:
+                return nanos
+        return self.cost_nanos(duration_ms, _EMPTY_UNITS)
+
     def _exact_nanos(self, base: float, usage: Mapping[str, float]) -> int:
         total = Decimal(repr(base))
         for attr, rate, parts, tiers in self._terms:
@@ -464,6 +479,13 @@ class PriceMatch:
         flat = self.schedule is None and price.catalog is None and not price.per_unit
         object.__setattr__(self, "_flat", flat)
 
+    @property
+    def flat_price(self) -> Price | None:
+        """The price when it is flat (duration and requests only: no schedule, catalog or
+        ``per_unit``), else None. A span that pays a flat price whole is charged
+        ``flat_price.flat_nanos(duration_ms)``, whatever its attributes and end time."""
+        return self.price if self._flat else None
+
     def price_at(self, end_ms: int) -> Price:
         """The price in force at ``end_ms`` (UTC epoch ms); PricingNotFoundError before a
         dated entry's first start."""
@@ -495,9 +517,7 @@ class PriceMatch:
         if self._flat:
             if entry or self.targeted:
                 # tuple.__new__: NamedTuple's generated __new__ is one more Python frame.
-                return _new_tuple(
-                    Charge, (self.price.cost_nanos(duration_ms, _EMPTY_UNITS), _EMPTY_UNITS)
-                )
+                return _new_tuple(Charge, (self.price.flat_nanos(duration_ms), _EMPTY_UNITS))
             return None
         price = self.price if self.schedule is None else self.price_at(end_ms)
         if price.catalog is not None:

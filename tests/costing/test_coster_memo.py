@@ -1,0 +1,188 @@
+"""The Coster's naming memo: a repeat span is a few dict lookups, and never a wrong name.
+
+Spans are memoised on (resource, kind, name, attribute names) and then on the values of the
+attributes the applicable naming rule reads; these tests hold the memo to
+``derive_operation`` for spans that share attribute names but not values.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.trace import SpanContext, SpanKind, TraceFlags
+
+from otelcost.costing import coster as coster_module
+from otelcost.costing.coster import Coster
+from otelcost.costing.operation import derive_operation, naming_keys, service_name
+from otelcost.pricing import PricingCache
+
+_START = 1_764_236_400_000_000_000
+_CHECKOUT = Resource.create({"service.name": "checkout"})
+_NAMELESS = Resource.get_empty()
+
+
+def _coster(limit: int = 1000) -> Coster:
+    cache = PricingCache({"prices": {"*:*": {"per_ms": 1e-6, "per_request": 1e-7}}})
+    cache.refresh()
+    return Coster(
+        cache, currency="USD", region=None, max_operations_per_service=limit, normalizer=None
+    )
+
+
+def _span(
+    name: str,
+    attributes: dict[str, Any],
+    kind: SpanKind = SpanKind.SERVER,
+    resource: Resource = _CHECKOUT,
+) -> ReadableSpan:
+    return ReadableSpan(
+        name=name,
+        context=SpanContext(1, 2, False, TraceFlags(TraceFlags.SAMPLED)),
+        attributes=attributes,
+        kind=kind,
+        resource=resource,
+        start_time=_START,
+        end_time=_START + 2_000_000,
+    )
+
+
+# Few names and values, so that spans often share attribute names but not values.
+_VALUES = st.sampled_from(
+    ["", " ", "GET", "get", "POST", "/users/7", "/users/8", "/a", "redis", "SELECT 1", 7, None]
+)
+_NAMES = st.sampled_from(
+    [
+        "http.route",
+        "http.request.method",
+        "http.method",
+        "url.path",
+        "url.full",
+        "http.target",
+        "server.address",
+        "db.system",
+        "db.statement",
+        "messaging.system",
+        "rpc.method",
+        "gen_ai.operation.name",
+        "service.name",
+        "http.response.status_code",
+    ]
+)
+_SPANS = st.lists(
+    st.tuples(
+        st.sampled_from(["GET", "GET /users/{id}", "job 12"]),
+        st.dictionaries(_NAMES, _VALUES, max_size=5).map(
+            lambda attributes: {k: v for k, v in attributes.items() if v is not None}
+        ),
+        st.sampled_from([SpanKind.SERVER, SpanKind.CLIENT, SpanKind.INTERNAL]),
+        st.sampled_from([_CHECKOUT, _NAMELESS]),
+    ),
+    min_size=1,
+    max_size=30,
+)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(spans=_SPANS)
+def test_memo_hits_and_misses_name_every_span_as_derive_operation_does(
+    spans: list[tuple[str, dict[str, Any], SpanKind, Resource]],
+) -> None:
+    coster = _coster()
+    for _ in range(2):  # the second pass hits the memo for every span
+        for name, attributes, kind, resource in spans:
+            cost = coster.cost(_span(name, attributes, kind, resource), coster.snapshot())
+            assert cost.operation == derive_operation(name, attributes, kind=kind)
+            assert cost.service == service_name(resource.attributes, attributes)
+
+
+def test_a_routed_span_is_named_once_whatever_its_raw_path(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    calls: list[str] = []
+
+    def counting(name: str, attributes: Any, **kwargs: Any) -> str:
+        calls.append(name)
+        return derive_operation(name, attributes, **kwargs)
+
+    monkeypatch.setattr(coster_module, "derive_operation", counting)
+    coster = _coster()
+    costs = [
+        coster.cost(
+            _span(
+                "GET /users/{id}",
+                {"http.route": "/users/{id}", "http.request.method": "GET", "url.path": path},
+            )
+        )
+        for path in (f"/users/{i}" for i in range(50))
+    ]
+    assert {c.operation for c in costs} == {"GET /users/{id}"}
+    assert len(calls) == 1
+    assert all(c.named is costs[0].named for c in costs)
+
+
+def test_a_blank_route_is_never_memoised_as_a_route() -> None:
+    """A blank route falls back to the path: two such spans with other paths differ."""
+    coster = _coster()
+    for _ in range(2):
+        a = coster.cost(_span("GET", {"http.route": "", "http.method": "GET", "url.path": "/a/1"}))
+        b = coster.cost(_span("GET", {"http.route": "", "http.method": "GET", "url.path": "/b/1"}))
+        assert (a.operation, b.operation) == ("GET /a/*", "GET /b/*")
+
+
+def test_spans_without_a_route_share_the_named_of_their_operation() -> None:
+    """A raw path misses the memo, but its operation's Named (and price binding) is found."""
+    coster = _coster()
+    costs = [
+        coster.cost(_span("GET", {"http.request.method": "GET", "url.path": f"/users/{i}"}))
+        for i in range(20)
+    ]
+    assert {c.operation for c in costs} == {"GET /users/*"}
+    assert all(c.named is costs[0].named and c.binding is costs[0].binding for c in costs)
+
+
+def test_one_name_and_attribute_names_under_two_kinds_and_resources() -> None:
+    coster = _coster()
+    attributes = {"http.method": "GET", "http.url": "http://api.example.com/users/7"}
+    setups = [
+        (SpanKind.SERVER, _CHECKOUT, "checkout", "GET /users/*"),
+        (SpanKind.CLIENT, _CHECKOUT, "checkout", "GET api.example.com/users/*"),
+        (SpanKind.SERVER, Resource.create({"service.name": "billing"}), "billing", "GET /users/*"),
+    ]
+    for _ in range(3):
+        for kind, resource, service, operation in setups:
+            cost = coster.cost(_span("GET", attributes, kind, resource))
+            assert (cost.service, cost.operation) == (service, operation)
+
+
+def test_the_memo_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(coster_module, "_MEMO_SIZE", 10)
+    coster = _coster(limit=5)
+    for i in range(100):
+        cost = coster.cost(_span(f"job {i}", {f"attr{i}": 1}))
+        assert cost.operation in ("job *", "OTHER")
+        assert coster._memo_entries <= 10
+        assert sum(len(shape.memo) + 1 for shape in coster._shapes.values()) <= 10
+
+
+_DB = ("db.system", "db.statement")
+
+
+@pytest.mark.parametrize(
+    ("kind", "names", "keys"),
+    [
+        (SpanKind.SERVER, ("http.route", "url.path", "http.method"), ("http.route", "http.method")),
+        (SpanKind.CLIENT, ("http.route", "url.full"), ("url.full",)),
+        (SpanKind.SERVER, ("url.path", "http.response.status_code"), ("url.path",)),
+        (SpanKind.INTERNAL, ("db.system", "db.statement", "url.path"), _DB),
+        (SpanKind.INTERNAL, ("thread.id",), ()),
+    ],
+)
+def test_naming_keys_are_what_the_rule_reads(
+    kind: SpanKind, names: tuple[str, ...], keys: tuple[str, ...]
+) -> None:
+    assert naming_keys(kind, names) == keys
