@@ -18,6 +18,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import Tracer
 
+from _processes import in_forked_child
 from _wsgi import App, Served
 from otelcost import CostRecord, CostSpanProcessor, PricingCache
 from otelcost.exporters import CostExporter, CostExportResult, InMemoryCostExporter
@@ -546,27 +547,20 @@ def test_a_forked_child_keeps_exporting_its_own_spans_only() -> None:
             end_span(tracer, "/parent")
         harness.processor.force_flush(0)
         assert gate.entered.wait(10)  # the parent's 5 spans are stuck in its worker
-        read_end, write_end = os.pipe()
-        pid = os.fork()
-        if pid == 0:
-            try:
-                os.close(read_end)
-                gate.open.set()
-                for _ in range(7):
-                    end_span(tracer, "/child")
-                flushed = harness.processor.force_flush(10_000)
-                report = {
-                    "flushed": flushed,
-                    "operations": [r.operation for r in harness.costs.records],
-                    "stats": harness.processor.stats(),
-                }
-                os.write(write_end, json.dumps(report).encode())
-            finally:
-                os._exit(0)
-        os.close(write_end)
-        with os.fdopen(read_end) as pipe:
-            report = json.loads(pipe.read())
-        os.waitpid(pid, 0)
+
+        def child() -> str:
+            gate.open.set()
+            for _ in range(7):
+                end_span(tracer, "/child")
+            flushed = harness.processor.force_flush(10_000)
+            report = {
+                "flushed": flushed,
+                "operations": [r.operation for r in harness.costs.records],
+                "stats": harness.processor.stats(),
+            }
+            return json.dumps(report)
+
+        report = json.loads(in_forked_child(child))
         assert report["flushed"] is True
         assert report["operations"] == ["/child"] * 7
         assert report["stats"]["spans_seen"] == report["stats"]["spans_priced"] == 7

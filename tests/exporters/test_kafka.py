@@ -8,7 +8,6 @@ import collections
 import dataclasses
 import json
 import logging
-import os
 import random
 import subprocess
 import sys
@@ -25,6 +24,7 @@ from kafka.partitioner.default import murmur2
 from opentelemetry.proto.trace.v1 import trace_pb2
 
 from _kafka import Message, decode, read_all
+from _processes import in_forked_child
 from _records import T0, cost_record
 from _servers import KafkaBroker
 from otelcost.costing.install import default_exporters
@@ -547,19 +547,15 @@ def test_fork_child_gets_its_own_producer(kafka_broker: KafkaBroker, kafka_topic
     # One message per service: the first 5 services fit the queue, the rest are folded.
     folded = [r for r in parent_records if r.service in _SERVICES[5:]]
     assert exporter.stats()["overflow_pending_spans"] == len(folded) > 0
-    pid = os.fork()
-    if pid == 0:  # pragma: no cover - runs in the child
-        code = 1
-        try:
-            ok = exporter.export(child_records) is CostExportResult.SUCCESS
-            ok = ok and exporter.force_flush(20_000)
-            stats = exporter.stats()
-            if ok and stats["spans"] == stats["delivered_spans"] == len(child_records):
-                code = 0
-        finally:
-            os._exit(code)
-    _, status = os.waitpid(pid, 0)
-    assert os.waitstatus_to_exitcode(status) == 0
+
+    def child() -> str:
+        exported = exporter.export(child_records) is CostExportResult.SUCCESS
+        flushed = exporter.force_flush(20_000)
+        stats = exporter.stats()
+        return f"{exported} {flushed} {stats['spans']} {stats['delivered_spans']}"
+
+    n = len(child_records)
+    assert in_forked_child(child) == f"True True {n} {n}"
     try:
         assert exporter.force_flush(30_000)
         stats = exporter.stats()

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 import redis
 
+from _processes import in_forked_child
 from _wait import wait_for
 from otelcost.budget import Budget, RedisBudgetStore
 from otelcost.exporters import CostExportResult, RedisBudgetExporter
@@ -292,21 +293,13 @@ def test_fork_gives_the_child_its_own_producer_and_no_parent_spend(
     exporter = RedisBudgetExporter(redis_client, BUDGETS, flush_interval=3600)
     exporters.append(exporter)
     exporter.export([rec(cost=1.0)])  # pending in the parent when it forks
-    read, write = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # child
-        code = 1
-        try:
-            exporter.export([rec(cost=0.5)])
-            ok = exporter.force_flush(5_000)
-            os.write(write, f"{exporter.producer} {int(ok)}".encode())
-            code = 0
-        finally:
-            os._exit(code)
-    os.close(write)
-    child_producer, ok = os.read(read, 200).decode().split()
-    os.close(read)
-    assert os.waitpid(pid, 0)[1] == 0
+
+    def child() -> str:
+        exporter.export([rec(cost=0.5)])
+        ok = exporter.force_flush(5_000)
+        return f"{exporter.producer} {int(ok)}"
+
+    child_producer, ok = in_forked_child(child).split()
     assert ok == "1"
     assert child_producer != exporter.producer
     assert spend(redis_client) == UNIT // 2  # only the child's own record so far
