@@ -10,20 +10,13 @@ from collections.abc import Callable
 _INTERVAL_S = 0.01
 
 
-def eventually(condition: Callable[[], object], timeout: float = 10.0) -> bool:
-    """Whether ``condition()`` turns true within ``timeout`` seconds (checked once more at
-    the deadline). For callers that must not raise, like a forked child."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(_INTERVAL_S)
-    return bool(condition())
-
-
 def wait_for(
     condition: Callable[[], object], timeout: float = 10.0, what: str = "the condition"
 ) -> None:
-    """Wait until ``condition()`` is true; fail the test, naming ``what``, after ``timeout``."""
-    if not eventually(condition, timeout):
-        raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+    """Wait until ``condition()`` is true; fail the test, naming ``what``, after ``timeout``
+    seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(_INTERVAL_S)

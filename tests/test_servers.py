@@ -15,7 +15,7 @@ import redis
 from confluent_kafka import Consumer, Producer, TopicPartition
 
 from _kafka import consumer_config, read_all
-from _processes import run_python
+from _processes import in_forked_child, run_python
 from _servers import KafkaBroker, RedisServer
 from _wait import wait_for
 
@@ -117,13 +117,12 @@ def test_no_orphan_survives_the_interpreter(tmp_path: Path, death: str) -> None:
 
 
 def test_forked_child_leaves_the_servers_alone(redis_server: RedisServer) -> None:
-    pid = os.fork()
-    if pid == 0:
-        try:
-            atexit._run_exitfuncs()  # what the child would run exiting through the interpreter
-        finally:
-            os._exit(0)
-    os.waitpid(pid, 0)
+
+    def child() -> str:
+        atexit._run_exitfuncs()  # what the child would run exiting through the interpreter
+        return ""
+
+    in_forked_child(child)
     assert redis_server.running
     assert redis_server.client().ping()
 

@@ -15,7 +15,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import otelcost
-from _wait import eventually, wait_for
+from _processes import in_forked_child
+from _wait import wait_for
 from otelcost.errors import PricingError, PricingNotFoundError, PricingStaleError
 from otelcost.money import to_nanos
 from otelcost.pricing import Price, PricingCache, PricingTable
@@ -717,12 +718,13 @@ def test_refresher_restarts_in_a_forked_child(
     cache = cache_factory(source, ttl=60, refresh_interval=0.02)
     cache.start()
     assert source.fetched.wait(10)
-    pid = os.fork()
-    if pid == 0:  # child: report through the exit code only
+
+    def child() -> str:  # the child's refresher runs on, and stops
+        running = cache.running
         calls_at_fork = source.calls
-        ok = cache.running and eventually(lambda: source.calls >= calls_at_fork + 2, 10)
+        wait_for(lambda: source.calls >= calls_at_fork + 2, 10, "the child's refreshes")
         cache.stop()
-        os._exit(0 if ok and not cache.running else 1)
-    _, status = os.waitpid(pid, 0)
-    assert os.waitstatus_to_exitcode(status) == 0
+        return f"{running} {cache.running}"
+
+    assert in_forked_child(child) == "True False"
     assert cache.running
