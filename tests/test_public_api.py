@@ -9,8 +9,15 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
+import sys
+from pathlib import Path
 
 import pytest
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:
+    import tomli as tomllib
 
 import otelcost
 from otelcost import errors
@@ -204,3 +211,8 @@ def test_every_exported_exception_is_in_the_one_hierarchy() -> None:
             if isinstance(value, type) and issubclass(value, BaseException):
                 assert issubclass(value, errors.OtelCostError), f"{name}.{attr}"
                 assert getattr(errors, value.__name__, None) is value, f"{name}.{attr}"
+
+
+def test_the_version_is_the_one_pyproject_declares() -> None:
+    project = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())
+    assert otelcost.__version__ == project["project"]["version"]

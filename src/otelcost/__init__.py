@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-# Set before the imports: submodules (the OTLP encoder) read it while this package loads.
-__version__ = "0.1.0"
-
+from otelcost._version import __version__
 from otelcost.costing.install import install
 from otelcost.costing.normalize import PathNormalizer, normalize_path
 from otelcost.costing.processor import CostSpanProcessor

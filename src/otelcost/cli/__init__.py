@@ -7,6 +7,7 @@ import importlib
 import sys
 from collections.abc import Sequence
 
+from otelcost._version import __version__
 from otelcost.errors import MissingExtraError
 
 __all__ = ["main"]
@@ -20,17 +21,11 @@ def build_parser() -> argparse.ArgumentParser:
         prog="otelcost",
         description="Price OpenTelemetry spans, stream the costs and enforce budgets.",
     )
-    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in _COMMANDS:
         importlib.import_module(f"otelcost.cli.{name}").register(sub)
     return parser
-
-
-def _version() -> str:
-    from otelcost import __version__
-
-    return __version__
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -30,7 +30,8 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from otelcost import __version__, _json
+from otelcost import _json
+from otelcost._version import __version__
 from otelcost.record import CostRecord
 
 __all__ = ["encode_otlp_messages"]

@@ -23,6 +23,7 @@ from typing import Final
 from opentelemetry import metrics
 from opentelemetry.metrics import CallbackOptions, Meter, MeterProvider, Observation
 
+from otelcost._version import __version__
 from otelcost.budget.store import BudgetStore
 from otelcost.exporters._budget_poll import BudgetPoller
 from otelcost.exporters.base import CostExportResult, CostSumExporter, CostSums
@@ -115,8 +116,6 @@ class MetricsCostExporter(CostSumExporter):
     ) -> None:
         if max_series < 2:
             raise ValueError("max_series must be >= 2 (room for the OTHER series)")
-        from otelcost import __version__
-
         self._currency = currency
         self._max_series = max_series
         self._lock = threading.Lock()

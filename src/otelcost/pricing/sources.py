@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import IO, Any, Final, Protocol, runtime_checkable
 from urllib.parse import SplitResult, unquote, urlsplit, urlunsplit
 
+from otelcost._version import __version__
 from otelcost.errors import PricingError
 from otelcost.pricing.table import PricingTable
 
@@ -208,7 +209,7 @@ class HttpPricingSource:
         if max_bytes < 1:
             raise ValueError(f"max_bytes must be >= 1, got {max_bytes}")
         self._display = redact_url(url)
-        self._headers = {"Accept": "application/json", "User-Agent": _user_agent()}
+        self._headers = {"Accept": "application/json", "User-Agent": f"otelcost/{__version__}"}
         if parts.username is not None:
             credentials = f"{unquote(parts.username)}:{unquote(parts.password or '')}"
             token = base64.b64encode(credentials.encode()).decode("ascii")
@@ -295,12 +296,6 @@ def _reason(exc: BaseException) -> str:
         return "timed out"
     text = str(exc) or type(exc).__name__
     return f"{text} ({type(exc).__name__})"
-
-
-def _user_agent() -> str:
-    from otelcost import __version__
-
-    return f"otelcost/{__version__}"
 
 
 class _RedirectPolicy(urllib.request.HTTPRedirectHandler):
