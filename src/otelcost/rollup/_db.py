@@ -6,9 +6,12 @@ psycopg is an optional dependency (the ``postgres`` extra): this is the only mod
 
 from __future__ import annotations
 
+import time
+from datetime import datetime, timezone
 from typing import Any
 
 from otelcost.errors import MissingExtraError
+from otelcost.rollup._aggregate import bucket_start
 
 try:
     import psycopg
@@ -16,7 +19,7 @@ try:
 except ImportError as exc:  # pragma: no cover - depends on the installed extras
     raise MissingExtraError("PostgreSQL support", "psycopg 3", "postgres") from exc
 
-__all__ = ["DatabaseError", "connect", "psycopg", "redact_dsn"]
+__all__ = ["DatabaseError", "as_datetime", "connect", "psycopg", "read_window", "redact_dsn"]
 
 #: Everything psycopg raises for a failed query or connection.
 DatabaseError = psycopg.Error
@@ -65,3 +68,19 @@ def redact_dsn(dsn: str) -> str:
         return "<unparsable DSN>"
     params.pop("password", None)
     return conninfo.make_conninfo(**{k: str(v) for k, v in params.items()}) or "<libpq defaults>"
+
+
+def read_window(since_ms: int, until_ms: int | None) -> tuple[int, int]:
+    """The window ``[since, until)`` (UTC epoch ms) a history read covers: from the start of
+    the minute holding ``since_ms`` until ``until_ms`` (default: now); ValueError when it
+    is empty."""
+    until = int(time.time() * 1000) if until_ms is None else until_ms
+    since = bucket_start(since_ms)
+    if since >= until:
+        raise ValueError("since must be before until")
+    return since, until
+
+
+def as_datetime(epoch_ms: int) -> datetime:
+    """``epoch_ms`` as a UTC datetime (a ``timestamptz`` parameter)."""
+    return datetime.fromtimestamp(epoch_ms / 1000, tz=timezone.utc)

@@ -93,15 +93,18 @@ COMMENT ON TABLE {OFFSETS_TABLE} IS
     'otelcost rollup: next Kafka offset per group/topic/partition, committed with the rows';
 """
 
-_DAILY_VIEW = f"""
-CREATE OR REPLACE VIEW {DAILY_VIEW} AS
-SELECT date_trunc('day', bucket, 'UTC') AS day,
-       service, operation, currency,
+# The daily view's columns after ``day`` (the plain view and TimescaleDB's alike).
+_DAILY_COLUMNS = """service, operation, currency,
        sum(cost_nanos) AS cost_nanos,
        sum(spans) AS spans,
        sum(records)::bigint AS records,
        sum(unpriced_spans) AS unpriced_spans,
-       sum(duration_ms) AS duration_ms
+       sum(duration_ms) AS duration_ms"""
+
+_DAILY_VIEW = f"""
+CREATE OR REPLACE VIEW {DAILY_VIEW} AS
+SELECT date_trunc('day', bucket, 'UTC') AS day,
+       {_DAILY_COLUMNS}
 FROM {MINUTE_TABLE}
 GROUP BY 1, 2, 3, 4;
 COMMENT ON VIEW {DAILY_VIEW} IS 'otelcost: cost per UTC day, from cost_minute';
@@ -191,7 +194,7 @@ def init_db(dsn: str, *, timescale: bool | None = None, timeout: float = 10.0) -
             if 2 not in applied:
                 use = _want_timescale(conn, timescale)
                 if use:
-                    _timescale.create(conn, MINUTE_TABLE, DAILY_VIEW)
+                    _timescale.create(conn, MINUTE_TABLE, DAILY_VIEW, _DAILY_COLUMNS)
                     done.append(_record(conn, 2, _timescale.DESCRIPTION))
                 else:
                     conn.execute(_DAILY_VIEW)

@@ -23,9 +23,10 @@ __all__ = ["DESCRIPTION", "create", "drop_before"]
 DESCRIPTION = "hypertable, cost_daily continuous aggregate, compression policy (TimescaleDB)"
 
 
-def create(conn: Any, minute_table: str, daily_view: str) -> None:
-    """Turn ``minute_table`` into a hypertable and create ``daily_view`` and the policies
-    (the extension exists already), inside the caller's transaction: the continuous
+def create(conn: Any, minute_table: str, daily_view: str, daily_columns: str) -> None:
+    """Turn ``minute_table`` into a hypertable and create ``daily_view`` (``day`` then
+    ``daily_columns``, per service, operation and currency) and the policies (the
+    extension exists already), inside the caller's transaction: the continuous
     aggregate is created ``WITH NO DATA``, which TimescaleDB allows in a transaction
     (its policy fills it)."""
     conn.execute(
@@ -45,12 +46,7 @@ def create(conn: Any, minute_table: str, daily_view: str) -> None:
         f"""CREATE MATERIALIZED VIEW IF NOT EXISTS {daily_view}
         WITH (timescaledb.continuous, timescaledb.materialized_only = false) AS
         SELECT time_bucket(INTERVAL '1 day', bucket) AS day,
-               service, operation, currency,
-               sum(cost_nanos) AS cost_nanos,
-               sum(spans) AS spans,
-               sum(records)::bigint AS records,
-               sum(unpriced_spans) AS unpriced_spans,
-               sum(duration_ms) AS duration_ms
+               {daily_columns}
         FROM {minute_table}
         GROUP BY 1, 2, 3, 4
         WITH NO DATA"""

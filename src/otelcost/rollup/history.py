@@ -8,15 +8,12 @@ Different currencies are never added together: every row carries its currency.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from typing import Any, Literal
 
 from otelcost.money import from_nanos
-from otelcost.rollup._aggregate import bucket_start
-from otelcost.rollup._db import connect
+from otelcost.rollup._db import as_datetime, connect, read_window
 from otelcost.rollup._schema import MINUTE_TABLE, check_schema
 
 __all__ = ["DAY_MS", "By", "CostRow", "History", "read_history"]
@@ -107,41 +104,31 @@ def read_history(
     psycopg errors when the database cannot be read."""
     if by not in ("service", "operation", "day"):
         raise ValueError(f"by must be service, operation or day, got {by!r}")
-    until = int(time.time() * 1000) if until_ms is None else until_ms
-    since = bucket_start(since_ms)
-    if since >= until:
-        raise ValueError("since must be before until")
+    since, until = read_window(since_ms, until_ms)
     days = tuple(range(since - since % DAY_MS, until, DAY_MS))
-    window: list[Any] = [_datetime(since), _datetime(until)]
+    window: list[Any] = [as_datetime(since), as_datetime(until)]
     where = "bucket >= %s AND bucket < %s"
     if service is not None:
         where += " AND service = %s"
         window.append(service)
     sums = "sum(cost_nanos), sum(spans), sum(records), sum(unpriced_spans), sum(duration_ms)"
     day = "(extract(epoch FROM date_trunc('day', bucket, 'UTC')) * 1000)::bigint"
+    columns, order = {
+        "service": (f"service, currency, {day}", "GROUP BY 1, 2, 3"),
+        "operation": ("service, operation, currency", "GROUP BY 1, 2, 3 ORDER BY 4 DESC, 1, 2, 3"),
+        "day": (f"{day}, currency", "GROUP BY 1, 2 ORDER BY 1, 2"),
+    }[by]
     with connect(dsn, timeout=timeout) as conn:
         check_schema(conn)
-        if by == "service":
-            result = conn.execute(
-                f"SELECT service, currency, {day}, {sums} FROM {MINUTE_TABLE} "
-                f"WHERE {where} GROUP BY 1, 2, 3",
-                window,
-            ).fetchall()
-            rows = _by_service(result, days)
-        elif by == "operation":
-            result = conn.execute(
-                f"SELECT service, operation, currency, {sums} FROM {MINUTE_TABLE} "
-                f"WHERE {where} GROUP BY 1, 2, 3 ORDER BY 4 DESC, 1, 2, 3",
-                window,
-            ).fetchall()
-            rows = [_row(values, service=s, operation=o, currency=c) for s, o, c, *values in result]
-        else:
-            result = conn.execute(
-                f"SELECT {day}, currency, {sums} FROM {MINUTE_TABLE} "
-                f"WHERE {where} GROUP BY 1, 2 ORDER BY 1, 2",
-                window,
-            ).fetchall()
-            rows = [_row(values, day=int(d), currency=c) for d, c, *values in result]
+        result = conn.execute(
+            f"SELECT {columns}, {sums} FROM {MINUTE_TABLE} WHERE {where} {order}", window
+        ).fetchall()
+    if by == "service":
+        rows = _by_service(result, days)
+    elif by == "operation":
+        rows = [_row(values, service=s, operation=o, currency=c) for s, o, c, *values in result]
+    else:
+        rows = [_row(values, day=int(d), currency=c) for d, c, *values in result]
     if limit is not None and by != "day":
         rows = rows[:limit]
     return History(by, since, until, days, tuple(rows))
@@ -179,7 +166,3 @@ def _row(values: Sequence[Any], **keys: Any) -> CostRow:
         duration_ms=float(duration),
         **keys,
     )
-
-
-def _datetime(epoch_ms: int) -> datetime:
-    return datetime.fromtimestamp(epoch_ms / 1000, tz=timezone.utc)

@@ -21,18 +21,15 @@ What is not exact, and why:
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from decimal import Decimal
 from typing import Any, Literal
 
 from otelcost.errors import PricingError, PricingNotFoundError
 from otelcost.money import from_nanos
 from otelcost.pricing.table import ALWAYS, PricingTable
-from otelcost.rollup._aggregate import bucket_start
-from otelcost.rollup._db import connect
+from otelcost.rollup._db import as_datetime, connect, read_window
 from otelcost.rollup._schema import MINUTE_TABLE, check_schema
 
 __all__ = ["DEFAULT_CURRENCY", "RepricedRow", "Repricing", "reprice_history"]
@@ -138,10 +135,7 @@ def reprice_history(
     without an up-to-date schema and psycopg errors when the database cannot be read."""
     if by not in ("service", "operation"):
         raise ValueError(f"by must be service or operation, got {by!r}")
-    until = int(time.time() * 1000) if until_ms is None else until_ms
-    since = bucket_start(since_ms)
-    if since >= until:
-        raise ValueError("since must be before until")
+    since, until = read_window(since_ms, until_ms)
     currency = table.currency or DEFAULT_CURRENCY
     # Minutes between two consecutive starts of any dated entry share every price, so
     # each group of minutes is priced once, at the start of its first minute.
@@ -169,8 +163,8 @@ def reprice_history(
         for column in ("entry_units", "nested_units")
         for _ in attrs
     )
-    params: list[Any] = [[_datetime(start) for start in starts], *attrs, *attrs]
-    params += [_datetime(since), _datetime(until), currency]
+    params: list[Any] = [[as_datetime(start) for start in starts], *attrs, *attrs]
+    params += [as_datetime(since), as_datetime(until), currency]
     where = "bucket >= %s AND bucket < %s AND currency = %s"
     if service is not None:
         where += " AND service = %s"
@@ -278,7 +272,3 @@ def _amounts(row: RepricedRow) -> Iterator[int]:
         row.skipped_spans,
         row.skipped_nanos,
     )
-
-
-def _datetime(epoch_ms: int) -> datetime:
-    return datetime.fromtimestamp(epoch_ms / 1000, tz=timezone.utc)

@@ -12,15 +12,12 @@ Money stays exact: cost per request is a ``Fraction`` of nano-units.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timezone
 from fractions import Fraction
 from typing import Any
 
 from otelcost.money import from_nanos
-from otelcost.rollup._aggregate import bucket_start
-from otelcost.rollup._db import connect
+from otelcost.rollup._db import as_datetime, connect, read_window
 from otelcost.rollup._schema import MINUTE_TABLE, check_schema
 
 __all__ = ["DEFAULT_THRESHOLD", "VersionHistory", "VersionRow", "read_versions"]
@@ -126,11 +123,8 @@ def read_versions(
     without an up-to-date schema and psycopg errors when the database cannot be read."""
     if not threshold >= 0:
         raise ValueError(f"threshold must be >= 0, got {threshold}")
-    until = int(time.time() * 1000) if until_ms is None else until_ms
-    since = bucket_start(since_ms)
-    if since >= until:
-        raise ValueError("since must be before until")
-    params: list[Any] = [_datetime(since), _datetime(until)]
+    since, until = read_window(since_ms, until_ms)
+    params: list[Any] = [as_datetime(since), as_datetime(until)]
     where = ""
     if service is not None:
         where = "AND service = %s"
@@ -161,7 +155,3 @@ def _against(row: VersionRow, before: VersionRow, threshold: float) -> VersionRo
         return replace(row, previous=before.version)
     change = float(now / then - 1)
     return replace(row, previous=before.version, change=change, flagged=abs(change) > threshold)
-
-
-def _datetime(epoch_ms: int) -> datetime:
-    return datetime.fromtimestamp(epoch_ms / 1000, tz=timezone.utc)
