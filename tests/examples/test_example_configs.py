@@ -14,6 +14,7 @@ from opentelemetry.sdk.metrics import MeterProvider
 from prometheus_client import CollectorRegistry, generate_latest
 
 from otelcost.exporters import MetricsCostExporter
+from otelcost.exporters.kafka import DEFAULT_OTLP_TOPIC
 from otelcost.record import CostRecord
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
@@ -35,6 +36,32 @@ def test_collector_pipeline_is_otlp_batch_kafka_with_otlp_json() -> None:
     # The seed's `encoding: json` is not a kafka exporter encoding; neither spelling may use it.
     assert kafka["traces"]["encoding"] == "otlp_json"
     assert kafka.get("encoding", "otlp_json") in VALID_KAFKA_ENCODINGS
+    _assert_components_defined(config)
+
+
+# The kafka receiver's keys in the Collector-contrib source the example was checked against
+# (receiver/kafkareceiver/config.go, pkg/kafka/configkafka/config.go; see docs/kafka.md).
+RECEIVER_KEYS = {"brokers", "protocol_version", "client_id", "group_id", "initial_offset"}
+RECEIVER_SIGNAL_KEYS = {"topics", "encoding", "exclude_topics"}
+RECEIVER_TRACE_ENCODINGS = {"otlp_proto", "otlp_json", "jaeger_proto", "jaeger_json"}
+
+
+def test_collector_reads_the_otlp_json_topic_the_exporter_writes() -> None:
+    config = load_yaml(EXAMPLES / "collector" / "otelcost-otlp-receiver.yaml")
+    kafka = config["receivers"]["kafka"]
+    assert set(kafka) - {"traces"} <= RECEIVER_KEYS
+    assert set(kafka["traces"]) <= RECEIVER_SIGNAL_KEYS
+    assert kafka["traces"]["topics"] == [DEFAULT_OTLP_TOPIC]
+    assert kafka["traces"]["encoding"] == "otlp_json"
+    assert kafka["traces"]["encoding"] in RECEIVER_TRACE_ENCODINGS
+    assert kafka["initial_offset"] in {"earliest", "latest"}
+    # zstd (the exporter's default compression) needs protocol 2.1.0 or later.
+    version = tuple(int(part) for part in kafka["protocol_version"].split("."))
+    assert version >= (2, 1, 0)
+    _assert_components_defined(config)
+
+
+def _assert_components_defined(config: dict[str, Any]) -> None:
     for pipeline in config["service"]["pipelines"].values():
         for component in pipeline["receivers"] + pipeline["processors"] + pipeline["exporters"]:
             kind = "receivers" if component in pipeline["receivers"] else None
