@@ -165,6 +165,7 @@ PUBLIC = {
     "otelcost.stream.consumer": [
         "BrokerUnreachableError",
         "ConsumedBatch",
+        "ConsumerOptions",
         "RetryLaterError",
         "StreamConsumer",
         "describe",

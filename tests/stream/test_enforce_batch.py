@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -14,7 +15,8 @@ from otelcost.budget.model import MAX_DELTA_NANOS
 from otelcost.errors import InvalidRecordError
 from otelcost.money import from_nanos
 from otelcost.record import CostRecord
-from otelcost.stream._consume import decode_costs
+from otelcost.stream import schema2
+from otelcost.stream._consume import decode_rows
 from otelcost.stream._enforce_batch import Batch, Group, apply_group, decode
 from otelcost.stream.schema2 import encode_messages
 
@@ -146,12 +148,22 @@ def test_schema_1_and_2_mix_and_a_bad_record_goes_alone_to_the_dead_letters() ->
     assert decode(b"a", dead.value, None)[1][0].index == 0
 
 
-def test_costs_and_records_decode_alike() -> None:
+def test_rows_and_records_decode_alike() -> None:
     records = [_record("a", nanos=i * 1000 + 1, span=i + 1) for i in range(50)]
+    records[7] = dataclasses.replace(records[7], usage={"gen_ai.usage.input_tokens": 12})
+    records[9] = dataclasses.replace(records[9], entry=False)
+    records[11] = dataclasses.replace(records[11], aggregate=True, span_count=40)
     value = _batch(records)
     decoded, bad = decode(b"a", value, None)
     assert (decoded, bad) == (records, [])
-    assert decode_costs(b"a", value, None) == ("a", [r.cost_nanos for r in records], [])
+    envelope, rows, bad = decode_rows(b"a", value, None)
+    assert (envelope.service, bad) == ("a", [])
+    assert [row[3] for row in rows] == [r.cost_nanos for r in records]
+    assert rows[7][6] == {"usage": {"gen_ai.usage.input_tokens": 12}}
+    assert rows[9][6] == {"entry": False}
+    # A schema-1 message is one row.
+    envelope, rows, bad = decode_rows(b"a", _value("a", 42), _HEADERS)
+    assert (envelope.service, [row[3] for row in rows], bad) == ("a", [42], [])
 
 
 _MUTATIONS = st.one_of(
@@ -199,3 +211,61 @@ def test_a_mutated_schema_2_message_is_dead_lettered_never_raised(
     for letter in bad:
         alone, none_bad = decode(b"a", letter.value, None)
         assert (alone, [b.index for b in none_bad]) == ([], [0])
+
+
+_CELLS = st.one_of(
+    _MUTATIONS,
+    st.sampled_from(
+        [
+            float("nan"),
+            float("inf"),
+            -0.0,
+            2.0**64,
+            2**64,
+            2**53,
+            10**12,
+            10**13 - 1,
+            "0" * 32,
+            "A" * 32,
+            "é" * 16,
+            "0" * 16,
+            "x" * 4097,
+            {"entry": False},
+            {"span_count": 2, "aggregate": True},
+            {"usage": {"t": float("nan")}},
+        ]
+    ),
+)
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    cells=st.lists(
+        st.tuples(st.integers(min_value=0, max_value=5), st.integers(0, 7), _CELLS),
+        max_size=3,
+    )
+)
+def test_the_column_check_never_accepts_what_the_record_check_rejects(
+    cells: list[tuple[int, int, object]],
+) -> None:
+    """decode_rows tests a message's records column by column when it can; whatever the
+    cells become, that test never passes a record the one-by-one check rejects."""
+    records = [_record("a", nanos=10 + i, span=i + 1) for i in range(6)]
+    records[1] = dataclasses.replace(records[1], entry=False)
+    doc = json.loads(_batch(records))
+    for row, position, replacement in cells:
+        target = doc["records"][row]
+        if position < len(target):
+            target[position] = replacement
+        else:
+            target.append(replacement)
+    rejected = 0
+    for row in doc["records"]:
+        try:
+            schema2._check(row)
+        except InvalidRecordError:
+            rejected += 1
+    if rejected:
+        assert not schema2._all_valid(doc["records"])
+    elif not cells:
+        assert schema2._all_valid(doc["records"])

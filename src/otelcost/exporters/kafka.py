@@ -425,7 +425,7 @@ class KafkaCostExporter(CostExporter):
             _envelope, good, bad = decode_message(_json.loads(value), value)
         except ValueError:
             return None
-        return None if bad else [record for _index, record in good]
+        return None if bad else good
 
     def _on_client_error(self, err: Any) -> None:
         self._client_errors += 1

@@ -19,10 +19,12 @@ and are counted as ``sanitized``. (Services are at most 256 characters: ``decode
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
 
-from otelcost.record import CostRecord
+from otelcost.stream.schema2 import Envelope, Row
 
 __all__ = [
     "MAX_CURRENCY_BYTES",
@@ -38,6 +40,8 @@ MINUTE_MS = 60_000
 MAX_OPERATION_BYTES = 1024
 MAX_CURRENCY_BYTES = 64
 _ELLIPSIS = "…"
+_NO_USAGE: Mapping[str, float] = MappingProxyType({})
+_NESTED = {"entry": False}  # the extras of a nested span's record, when that is all
 
 # (bucket start ms, service, operation, currency, service version, environment)
 Key = tuple[int, str, str, str, str, str]
@@ -63,6 +67,9 @@ class Inputs:
         for attr, amount in usage.items():
             units[attr] = units.get(attr, 0.0) + amount
 
+    def merge(self, other: Inputs) -> None:
+        self.add(other.spans, other.duration_ms, other.units)
+
 
 @dataclass(slots=True)
 class Totals:
@@ -75,6 +82,15 @@ class Totals:
     duration_ms: float = 0.0
     entry: Inputs = field(default_factory=Inputs)
     nested: Inputs = field(default_factory=Inputs)
+
+    def add(self, other: Totals) -> None:
+        self.cost_nanos += other.cost_nanos
+        self.spans += other.spans
+        self.records += other.records
+        self.unpriced_spans += other.unpriced_spans
+        self.duration_ms += other.duration_ms
+        self.entry.merge(other.entry)
+        self.nested.merge(other.nested)
 
 
 class MinuteRollup:
@@ -92,42 +108,98 @@ class MinuteRollup:
     def __len__(self) -> int:
         return len(self._rows)
 
-    def add(self, record: CostRecord) -> None:
-        """Add one record to its row."""
-        operation = _storable(record.operation, MAX_OPERATION_BYTES)
-        currency = _storable(record.currency, MAX_CURRENCY_BYTES)
-        service = _storable(record.service, None)
-        if (
-            operation is not record.operation
-            or currency is not record.currency
-            or service is not record.service
-        ):
-            self.sanitized += 1
-        key = (
-            bucket_start(record.timestamp),
-            service,
-            operation,
-            currency,
-            _storable(record.service_version or "", None),
-            _storable(record.environment or "", None),
-        )
-        row = self._rows.get(key)
-        if row is None:
-            row = self._rows[key] = Totals()
-        row.cost_nanos += record.cost_nanos
-        row.spans += record.span_count
-        row.records += 1
-        if record.error is not None:
-            row.unpriced_spans += record.span_count
-        row.duration_ms += record.duration_ms
-        inputs = row.entry if record.entry else row.nested
-        inputs.add(record.span_count, record.duration_ms, record.usage)
-        self.records += 1
+    def add_rows(self, envelope: Envelope, rows: Sequence[Row]) -> None:
+        """Add the valid records of one message (``decode_rows``) to their rows.
+
+        A span's priced record without usage (six elements, or a nested span's seventh
+        ``{"entry": false}``) is summed per (minute, operation) first, so that it reaches
+        its row once per message.
+        """
+        # (minute, operation, entry) -> [cost_nanos, records, duration_ms]
+        plain: dict[tuple[int, str, bool], list[Any]] = {}
+        others: list[Row] = []
+        for row in rows:
+            if len(row) == 6:
+                entry = True
+            elif row[6] == _NESTED:
+                entry = False
+            else:
+                others.append(row)
+                continue
+            timestamp = row[5]
+            key = (timestamp - timestamp % MINUTE_MS, row[2], entry)
+            sums = plain.get(key)
+            if sums is None:
+                plain[key] = [row[3], 1, row[4]]
+            else:
+                sums[0] += row[3]
+                sums[1] += 1
+                sums[2] += row[4]
+        shared = _Shared(envelope)
+        for (bucket, operation, entry), (nanos, count, duration) in plain.items():
+            totals = self._totals(shared, bucket, operation, count)
+            totals.cost_nanos += nanos
+            totals.spans += count
+            totals.records += count
+            totals.duration_ms += duration
+            inputs = totals.entry if entry else totals.nested
+            inputs.spans += count
+            inputs.duration_ms += duration
+        for row in others:
+            extra = row[6]
+            spans = extra.get("span_count", 1)
+            totals = self._totals(shared, bucket_start(row[5]), row[2], 1)
+            totals.cost_nanos += row[3]
+            totals.spans += spans
+            totals.records += 1
+            if extra.get("error") is not None:
+                totals.unpriced_spans += spans
+            totals.duration_ms += row[4]
+            inputs = totals.entry if extra.get("entry", True) else totals.nested
+            inputs.add(spans, row[4], extra.get("usage") or _NO_USAGE)
+        self.records += len(rows)
+
+    def merge(self, other: MinuteRollup) -> None:
+        """Add ``other``'s rows to these."""
+        for key, theirs in other._rows.items():
+            ours = self._rows.get(key)
+            if ours is None:
+                ours = self._rows[key] = Totals()
+            ours.add(theirs)
+        self.records += other.records
+        self.sanitized += other.sanitized
 
     def rows(self) -> Iterator[tuple[Key, Totals]]:
         """(key, totals) in key order."""
         for key in sorted(self._rows):
             yield key, self._rows[key]
+
+    def _totals(self, shared: _Shared, bucket: int, operation: str, records: int) -> Totals:
+        """The row of ``operation`` in minute ``bucket`` (``records`` of the message's
+        records go there: counted as sanitized when a key had to be cleaned)."""
+        storable = _storable(operation, MAX_OPERATION_BYTES)
+        if shared.sanitized or storable is not operation:
+            self.sanitized += records
+        key = (bucket, shared.service, storable, shared.currency, shared.version, shared.env)
+        totals = self._rows.get(key)
+        if totals is None:
+            totals = self._rows[key] = Totals()
+        return totals
+
+
+class _Shared:
+    """The storable keys of one message's envelope."""
+
+    __slots__ = ("currency", "env", "sanitized", "service", "version")
+
+    def __init__(self, envelope: Envelope) -> None:
+        self.service = _storable(envelope.service, None)
+        self.currency = _storable(envelope.currency, MAX_CURRENCY_BYTES)
+        self.version = _storable(envelope.service_version or "", None)
+        self.env = _storable(envelope.environment or "", None)
+        self.sanitized = (
+            self.service is not envelope.service or self.currency is not envelope.currency
+        )
 
 
 def _storable(text: str, max_bytes: int | None) -> str:

@@ -2,59 +2,29 @@
 
 from __future__ import annotations
 
-from otelcost.record import CostRecord
-from otelcost.stream._consume import DeadLetter, Headers, decode, take
+from otelcost.rollup._aggregate import MinuteRollup
+from otelcost.stream.consumer import ConsumedBatch, Message
+from otelcost.stream.schema2 import Envelope, Row
 
 __all__ = ["RollupBatch"]
 
 
-class RollupBatch:
-    """Valid records by partition with their message's offset, dead letters, and per
+class RollupBatch(ConsumedBatch):
+    """Per partition, each message's offset and the per-minute sums of its valid records
+    (the store adds those at or above the partition's stored offset); dead letters; per
     partition the offset after the last message (what the rollup stores once the batch
     is written)."""
 
     def __init__(self, topic: str) -> None:
-        self.topic = topic
-        self.records: dict[int, list[tuple[int, CostRecord]]] = {}
-        self.dead: list[DeadLetter] = []
-        self.next_offsets: dict[int, int] = {}
-        self.messages = 0
+        super().__init__(topic)
+        self.sums: dict[int, list[tuple[int, MinuteRollup]]] = {}
 
-    def __len__(self) -> int:
-        """Messages consumed into this batch."""
-        return self.messages
+    def _keep(self, message: Message, envelope: Envelope, rows: list[Row]) -> None:
+        sums = MinuteRollup()
+        sums.add_rows(envelope, rows)
+        self.sums.setdefault(message.partition, []).append((message.offset, sums))
+        self.records += len(rows)
 
-    @property
-    def record_count(self) -> int:
-        """Valid records plus dead letters."""
-        return sum(len(entries) for entries in self.records.values()) + len(self.dead)
-
-    def add(
-        self,
-        partition: int,
-        offset: int,
-        key: bytes | None,
-        value: bytes | None,
-        headers: Headers | None,
-    ) -> None:
-        """Decode one message into the records or the dead letters (as ``enforce`` does)."""
-        self.messages += 1
-        decoded = take(
-            self.next_offsets,
-            self.dead,
-            partition,
-            offset,
-            key=key,
-            value=value,
-            headers=headers,
-            decoder=decode,
-        )
-        if decoded is not None and decoded[0]:
-            entries = self.records.setdefault(partition, [])
-            entries.extend((offset, record) for record in decoded[0])
-
-    def drop_partitions(self, partitions: set[int]) -> None:
-        """Forget everything from ``partitions`` (revoked: the new owner replays them)."""
-        self.records = {p: e for p, e in self.records.items() if p not in partitions}
-        self.dead = [d for d in self.dead if d.partition not in partitions]
-        self.next_offsets = {p: o for p, o in self.next_offsets.items() if p not in partitions}
+    def _drop(self, partitions: set[int]) -> None:
+        self.sums = {p: s for p, s in self.sums.items() if p not in partitions}
+        self.records = sum(s.records for kept in self.sums.values() for _, s in kept)

@@ -122,13 +122,13 @@ class RollupStore:
             dead_letter(fresh)
             rollup = MinuteRollup()
             duplicates = len(batch.dead) - len(fresh)
-            for partition, entries in batch.records.items():
+            for partition, kept in batch.sums.items():
                 floor = stored[partition]
-                for offset, record in entries:
+                for offset, sums in kept:
                     if offset >= floor:
-                        rollup.add(record)
+                        rollup.merge(sums)
                     else:
-                        duplicates += 1
+                        duplicates += sums.records
             if rollup.records:
                 conn.execute(_UPSERT, _columns(rollup))
             conn.execute(

@@ -28,15 +28,18 @@ assigned while PostgreSQL is down stay paused until their stored offsets can be 
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
-from typing import Any, ClassVar
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from otelcost.rollup._batch import RollupBatch
 from otelcost.rollup._schema import SchemaError
 from otelcost.rollup._store import RollupStore, StoreUnavailableError
 from otelcost.stream._consume import DeadLetter, DeadLetterError
-from otelcost.stream._kafka import DEFAULT_TOPIC, import_confluent
-from otelcost.stream.consumer import RetryLaterError, StreamConsumer, describe
+from otelcost.stream._kafka import import_confluent
+from otelcost.stream.consumer import ConsumerOptions, RetryLaterError, StreamConsumer, describe
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 __all__ = ["DEFAULT_ROLLUP_GROUP", "Rollup"]
 
@@ -45,21 +48,21 @@ DEFAULT_ROLLUP_GROUP = "cost-rollup-v1"
 
 
 class Rollup(StreamConsumer[RollupBatch]):
-    """Consume ``topic`` as group ``group`` into the rollup tables of ``dsn``.
+    """Consume the cost stream into the rollup tables of ``dsn``.
 
     ``dsn`` is a libpq URL or ``key=value`` string (``PGPASSWORD``, ``PGPASSFILE`` and the
     other PG* variables apply); the schema must exist (``init_db`` / ``otelcost rollup
-    --init-db``). ``kafka_config`` holds librdkafka settings for the consumer and the DLQ
-    producer (consumer-only keys go to the consumer only); cooperative partition
-    assignment is refused, since partitions are positioned at assignment. ``batch_size``
-    messages or ``batch_timeout`` seconds make a batch. Failures are retried after
-    ``backoff`` seconds, doubling up to ``max_backoff``; after ``stop()`` a failing batch
-    is retried for at most ``shutdown_grace`` seconds, then left uncommitted for the next
-    run. ``db_timeout`` bounds each connection attempt; ``run`` raises
-    BrokerUnreachableError when no broker answers within ``connect_timeout`` seconds.
+    --init-db``). ``db_timeout`` bounds each connection attempt. ``options`` are those of
+    every StreamConsumer (``ConsumerOptions``: ``topic``, ``group`` (default
+    ``cost-rollup-v1``), ``dlq_topic``, ``kafka_config``, ``batch_size``,
+    ``batch_timeout`` (default 1 s), ``backoff``, ``max_backoff``, ``shutdown_grace``,
+    ``connect_timeout``; see ``StreamConsumer``); cooperative partition assignment is
+    refused, since partitions are positioned at assignment.
     """
 
     name: ClassVar[str] = "rollup"
+    default_group: ClassVar[str] = DEFAULT_ROLLUP_GROUP
+    default_batch_timeout: ClassVar[float] = 1.0
     counter_names: ClassVar[tuple[str, ...]] = (
         "written",
         "duplicates",
@@ -79,31 +82,10 @@ class Rollup(StreamConsumer[RollupBatch]):
         bootstrap_servers: str,
         dsn: str,
         *,
-        topic: str = DEFAULT_TOPIC,
-        group: str = DEFAULT_ROLLUP_GROUP,
-        dlq_topic: str | None = None,
-        kafka_config: Mapping[str, Any] | None = None,
-        batch_size: int = 5_000,
-        batch_timeout: float = 1.0,
-        backoff: float = 0.5,
-        max_backoff: float = 30.0,
-        shutdown_grace: float = 30.0,
         db_timeout: float = 5.0,
-        connect_timeout: float = 30.0,
+        **options: Unpack[ConsumerOptions],
     ) -> None:
-        super().__init__(
-            bootstrap_servers,
-            topic=topic,
-            group=group,
-            dlq_topic=dlq_topic,
-            kafka_config=kafka_config,
-            batch_size=batch_size,
-            batch_timeout=batch_timeout,
-            backoff=backoff,
-            max_backoff=max_backoff,
-            shutdown_grace=shutdown_grace,
-            connect_timeout=connect_timeout,
-        )
+        super().__init__(bootstrap_servers, **options)
         if "cooperative" in str(self._consumer_config.get("partition.assignment.strategy", "")):
             raise ValueError(
                 "otelcost rollup positions partitions when they are assigned: cooperative "
@@ -112,10 +94,10 @@ class Rollup(StreamConsumer[RollupBatch]):
         self._consumer_config["on_commit"] = self._on_kafka_commit
         reset = str(self._consumer_config.get("auto.offset.reset", "earliest")).lower()
         self._from_end = reset in ("latest", "largest", "end")
-        self._store = RollupStore(dsn, group, topic, timeout=db_timeout)
+        self._store = RollupStore(dsn, self._group, self._topic, timeout=db_timeout)
         self._unpositioned: set[int] = set()  # assigned, waiting for their stored offsets
         self._position_at = 0.0
-        self._position_delay = backoff
+        self._position_delay = self._backoff
 
     def __repr__(self) -> str:
         return (

@@ -2,7 +2,8 @@
 
 - ``decode``: one message (schema 1 or 2, told apart by the ``otelcost-schema`` header or,
   without one, by the value's ``schema`` field) to its CostRecords and the records of it
-  that are invalid, or InvalidRecordError when the whole message is;
+  that are invalid, or InvalidRecordError when the whole message is; ``decode_rows``
+  the same with the valid records as schema-2 rows, for consumers that only sum them;
 - ``client_configs``: the consumer's and the dead-letter producer's librdkafka settings
   from the user's (SASL, SSL... go to both; consumer-only keys to the consumer only);
 - ``consumer_lag``: how far a consumer is behind;
@@ -23,15 +24,22 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
 from otelcost import _json
 from otelcost.budget.model import MAX_DELTA_NANOS, MAX_SERVICE_LEN
 from otelcost.errors import DeadLetterError, InvalidRecordError
 from otelcost.record import MAX_RECORD_BYTES, CostRecord
 from otelcost.stream._kafka import SCHEMA_HEADER, client_config, import_confluent
-from otelcost.stream.schema2 import BadRecord, decode_message
-from otelcost.stream.schema2 import decode_costs as decode_costs_v2
+from otelcost.stream.schema2 import (
+    BadRecord,
+    Envelope,
+    Row,
+    decode_message,
+    envelope_of,
+    record_row,
+)
+from otelcost.stream.schema2 import decode_rows as decode_rows_v2
 
 __all__ = [
     "ERROR_HEADER",
@@ -44,8 +52,7 @@ __all__ = [
     "client_configs",
     "consumer_lag",
     "decode",
-    "decode_costs",
-    "take",
+    "decode_rows",
 ]
 
 _logger = logging.getLogger(__name__)
@@ -60,8 +67,6 @@ INDEX_HEADER = "otelcost-record-index"
 _SCHEMAS = {b"1": 1, b"2": 2}
 
 Headers = Sequence[tuple[str, bytes | None]]
-# What a decoder returns; its last element is the message's invalid records.
-_Decoded = TypeVar("_Decoded", bound=tuple[Any, ...])
 
 # Production-sized group timing (librdkafka's defaults, spelled out so they are visible
 # and overridable); tests and Tansu want session 6 s, heartbeat 0.5 s, max poll 10 s.
@@ -169,23 +174,21 @@ def decode(
     schema, doc = _open(key, value, headers)
     if schema == 1:
         return [_v1(doc)], []
-    assert value is not None
-    _envelope, good, bad = decode_message(doc, value)
-    return [record for _index, record in good], bad
+    _envelope, records, bad = decode_message(doc, value or b"")
+    return records, bad
 
 
-def decode_costs(
+def decode_rows(
     key: bytes | None, value: bytes | None, headers: Headers | None
-) -> tuple[str, list[int], list[BadRecord]]:
-    """``decode`` for the budget path: the service and the nano-unit cost of each valid
-    record, validated alike but without building CostRecords."""
+) -> tuple[Envelope, list[Row], list[BadRecord]]:
+    """``decode`` for the consumers that sum records: the envelope and the valid records
+    as schema-2 rows (``otelcost.stream.schema2.Row``; a schema-1 record becomes one),
+    validated alike but without building CostRecords."""
     schema, doc = _open(key, value, headers)
     if schema == 1:
         record = _v1(doc)
-        return record.service, [record.cost_nanos], []
-    assert value is not None
-    envelope, costs, bad = decode_costs_v2(doc, value)
-    return envelope.service, costs, bad
+        return envelope_of(record), [record_row(record)], []
+    return decode_rows_v2(doc, value or b"")
 
 
 def client_configs(
@@ -328,34 +331,3 @@ def _mark_delivered(letter: DeadLetter) -> Callable[[Any, Any], None]:
             )
 
     return on_delivery
-
-
-def take(
-    next_offsets: dict[int, int],
-    dead: list[DeadLetter],
-    partition: int,
-    offset: int,
-    *,
-    key: bytes | None,
-    value: bytes | None,
-    headers: Headers | None,
-    decoder: Callable[[bytes | None, bytes | None, Headers | None], _Decoded],
-) -> _Decoded | None:
-    """Move the partition's next offset past one message and decode it with ``decoder``.
-
-    An invalid message (None is returned), or each invalid record of a schema-2 message,
-    is appended to ``dead``: it is consumed all the same, so its offset is committed once
-    the dead letter is acknowledged.
-    """
-    if offset + 1 > next_offsets.get(partition, -1):
-        next_offsets[partition] = offset + 1
-    try:
-        decoded = decoder(key, value, headers)
-    except InvalidRecordError as exc:
-        dead.append(DeadLetter(partition, offset, key, value, list(headers or ()), str(exc)))
-        return None
-    for bad in decoded[-1]:
-        dead.append(
-            DeadLetter(partition, offset, key, bad.value, list(headers or ()), bad.error, bad.index)
-        )
-    return decoded

@@ -14,20 +14,15 @@ first offset the store has not seen (``FenceOverlapError.last_seq``).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from operator import itemgetter
 
 from otelcost.budget.fence import Fence, FenceOverlapError
 from otelcost.budget.model import MAX_DELTA_NANOS
 from otelcost.budget.status import BudgetStatus
 from otelcost.budget.store import BudgetStore
-from otelcost.stream._consume import (
-    ERROR_HEADER,
-    SOURCE_HEADER,
-    DeadLetter,
-    Headers,
-    decode,
-    decode_costs,
-    take,
-)
+from otelcost.stream._consume import ERROR_HEADER, SOURCE_HEADER, DeadLetter, decode
+from otelcost.stream.consumer import ConsumedBatch, Message
+from otelcost.stream.schema2 import Envelope, Row
 
 __all__ = [
     "ERROR_HEADER",
@@ -39,6 +34,8 @@ __all__ = [
     "apply_group",
     "decode",
 ]
+
+_COST = itemgetter(3)  # a row's cost_nanos
 
 
 @dataclass(slots=True)
@@ -61,68 +58,31 @@ class Applied:
     status: BudgetStatus
 
 
-class Batch:
+class Batch(ConsumedBatch):
     """Messages consumed together, until their spend is applied and offsets committed."""
 
     def __init__(self, topic: str) -> None:
-        self.topic = topic
+        super().__init__(topic)
         self.groups: dict[tuple[int, str], Group] = {}
-        self.dead: list[DeadLetter] = []
-        self.next_offsets: dict[int, int] = {}
-        self.messages = 0
-        self.records = 0
 
-    def __len__(self) -> int:
-        """Messages consumed into this batch."""
-        return self.messages
-
-    @property
-    def record_count(self) -> int:
-        """Valid records plus dead letters."""
-        return self.records + len(self.dead)
-
-    def add(
-        self,
-        partition: int,
-        offset: int,
-        key: bytes | None,
-        value: bytes | None,
-        headers: Headers | None,
-    ) -> None:
-        """Sort one message into its group and its invalid parts into the dead letters."""
-        self.messages += 1
-        decoded = take(
-            self.next_offsets,
-            self.dead,
-            partition,
-            offset,
-            key=key,
-            value=value,
-            headers=headers,
-            decoder=decode_costs,
-        )
-        if decoded is None or not decoded[1]:
-            return
-        service, costs, _bad = decoded
-        nanos = sum(costs)
+    def _keep(self, message: Message, envelope: Envelope, rows: list[Row]) -> None:
+        nanos = sum(map(_COST, rows))
         if nanos >= MAX_DELTA_NANOS:
             # One message is applied with one fence: it must fit in one apply.
             reason = "<record>: the message's records exceed the budget store's 2**53 nanos"
-            self.dead.append(DeadLetter(partition, offset, key, value, list(headers or ()), reason))
+            self.dead.append(message.dead_letter(message.value, reason))
             return
-        group = self.groups.get((partition, service))
+        partition, offset = message.partition, message.offset
+        group = self.groups.get((partition, envelope.service))
         if group is None:
-            group = self.groups[(partition, service)] = Group()
+            group = self.groups[(partition, envelope.service)] = Group()
         group.offsets.append(offset)
         group.nanos.append(nanos)
-        group.counts.append(len(costs))
-        self.records += len(costs)
+        group.counts.append(len(rows))
+        self.records += len(rows)
 
-    def drop_partitions(self, partitions: set[int]) -> None:
-        """Forget everything from ``partitions`` (revoked: another consumer replays them)."""
+    def _drop(self, partitions: set[int]) -> None:
         self.groups = {k: g for k, g in self.groups.items() if k[0] not in partitions}
-        self.dead = [d for d in self.dead if d.partition not in partitions]
-        self.next_offsets = {p: o for p, o in self.next_offsets.items() if p not in partitions}
         self.records = sum(sum(g.counts) for g in self.groups.values())
 
     def fence_producer(self, partition: int) -> str:
@@ -136,10 +96,8 @@ def apply_group(store: BudgetStore, producer: str, service: str, group: Group) -
     consecutive chunks, each with its own fence.
     """
     offsets, nanos, counts = group.offsets, group.nanos, group.counts
-    applied = duplicates = 0
-    status: BudgetStatus | None = None
-    start = 0
-    while start < len(offsets):
+    applied = duplicates = start = 0
+    while True:  # a group holds at least one message
         end, total = start, 0
         while end < len(offsets) and total + nanos[end] < MAX_DELTA_NANOS:
             total += nanos[end]
@@ -155,8 +113,8 @@ def apply_group(store: BudgetStore, producer: str, service: str, group: Group) -
         applied += chunk
         duplicates += sum(counts[start:end]) - chunk
         start = end
-    assert status is not None  # a group holds at least one record
-    return Applied(applied, duplicates, status)
+        if start == len(offsets):
+            return Applied(applied, duplicates, status)
 
 
 def _apply_chunk(

@@ -27,15 +27,24 @@ import logging
 import threading
 import time
 from collections.abc import Mapping
-from typing import Any, ClassVar, Generic, Protocol, TypeVar
+from typing import Any, ClassVar, Generic, NamedTuple, TypedDict, TypeVar
 
-from otelcost.errors import BrokerUnreachableError, RetryLaterError
-from otelcost.stream._consume import DeadLetterQueue, Headers, client_configs, consumer_lag
-from otelcost.stream._kafka import import_confluent
+from otelcost.errors import BrokerUnreachableError, InvalidRecordError, RetryLaterError
+from otelcost.stream._consume import (
+    DeadLetter,
+    DeadLetterQueue,
+    Headers,
+    client_configs,
+    consumer_lag,
+    decode_rows,
+)
+from otelcost.stream._kafka import DEFAULT_TOPIC, import_confluent
+from otelcost.stream.schema2 import Envelope, Row
 
 __all__ = [
     "BrokerUnreachableError",
     "ConsumedBatch",
+    "ConsumerOptions",
     "RetryLaterError",
     "StreamConsumer",
     "describe",
@@ -52,18 +61,49 @@ _COUNTERS = (
 )
 
 
-class ConsumedBatch(Protocol):
-    """What the loop needs of a subclass's batch."""
+class Message(NamedTuple):
+    """Where one consumed message came from, and what it held."""
 
-    next_offsets: dict[int, int]
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: Headers | None
 
-    def __len__(self) -> int: ...
+    def dead_letter(self, value: bytes | None, error: str, index: int | None = None) -> DeadLetter:
+        """A dead letter of this message holding ``value`` (all of it, or one record)."""
+        return DeadLetter(
+            self.partition, self.offset, self.key, value, list(self.headers or ()), error, index
+        )
+
+
+class ConsumedBatch:
+    """Messages consumed together, until their records are stored and offsets committed.
+
+    ``add`` decodes each message (``decode_rows``: schema 1 or 2, validated) and hands its
+    valid records to the subclass's ``_keep``; an invalid message, or each invalid record
+    of a schema-2 message, becomes a dead letter. Either way the message is consumed: its
+    offset is committed once its dead letters are acknowledged. ``next_offsets`` holds, per
+    partition, the offset after the last message.
+    """
+
+    def __init__(self, topic: str) -> None:
+        self.topic = topic
+        self.dead: list[DeadLetter] = []
+        self.next_offsets: dict[int, int] = {}
+        self.messages = 0
+        #: Valid records kept (the subclass counts them in ``_keep``).
+        self.records = 0
+
+    def __len__(self) -> int:
+        """Messages consumed into this batch."""
+        return self.messages
 
     @property
     def record_count(self) -> int:
         """Records consumed into the batch, valid or dead-lettered (a message rejected
         whole counts one)."""
-        ...
+        return self.records + len(self.dead)
 
     def add(
         self,
@@ -72,25 +112,76 @@ class ConsumedBatch(Protocol):
         key: bytes | None,
         value: bytes | None,
         headers: Headers | None,
-    ) -> None: ...
+    ) -> None:
+        """Decode one message into ``_keep`` and the dead letters."""
+        self.messages += 1
+        if offset + 1 > self.next_offsets.get(partition, -1):
+            self.next_offsets[partition] = offset + 1
+        message = Message(partition, offset, key, value, headers)
+        try:
+            envelope, rows, bad = decode_rows(key, value, headers)
+        except InvalidRecordError as exc:
+            self.dead.append(message.dead_letter(value, str(exc)))
+            return
+        for record in bad:
+            self.dead.append(message.dead_letter(record.value, record.error, record.index))
+        if rows:
+            self._keep(message, envelope, rows)
 
-    def drop_partitions(self, partitions: set[int]) -> None: ...
+    def drop_partitions(self, partitions: set[int]) -> None:
+        """Forget everything from ``partitions`` (revoked or lost: their new owner replays them)."""
+        self.dead = [d for d in self.dead if d.partition not in partitions]
+        self.next_offsets = {p: o for p, o in self.next_offsets.items() if p not in partitions}
+        self._drop(partitions)
+
+    def _keep(self, message: Message, envelope: Envelope, rows: list[Row]) -> None:
+        """Take the valid records of ``message`` and count them in ``records``."""
+        raise NotImplementedError
+
+    def _drop(self, partitions: set[int]) -> None:
+        """Forget the records of ``partitions`` and count ``records`` again."""
+        raise NotImplementedError
 
 
 B = TypeVar("B", bound=ConsumedBatch)
 
 
+class ConsumerOptions(TypedDict, total=False):
+    """The keyword arguments every StreamConsumer (``Enforcer``, ``Rollup``) takes; see
+    ``StreamConsumer``."""
+
+    topic: str
+    group: str
+    dlq_topic: str | None
+    kafka_config: Mapping[str, Any] | None
+    batch_size: int
+    batch_timeout: float
+    backoff: float
+    max_backoff: float
+    shutdown_grace: float
+    connect_timeout: float
+
+
 class StreamConsumer(Generic[B]):
     """Consume ``topic`` as group ``group`` into a store; subclasses say how (see module).
 
-    ``kafka_config`` holds librdkafka settings for both the consumer and the DLQ producer
-    (SASL, SSL...); consumer-only keys (``session.timeout.ms``, ``group.*``, ...) go to
-    the consumer only. Failures are retried after ``backoff`` seconds, doubling up to
-    ``max_backoff``.
+    ``topic`` defaults to the cost stream, ``group`` to the subclass's ``default_group``;
+    dead letters go to ``dlq_topic`` (default ``<topic>.dlq``). ``kafka_config`` holds
+    librdkafka settings for both the consumer and the DLQ producer (SASL, SSL...);
+    consumer-only keys (``session.timeout.ms``, ``group.*``, ...) go to the consumer only.
+    ``batch_size`` messages or ``batch_timeout`` seconds (default: the subclass's) make a
+    batch. Failures are retried after ``backoff`` seconds, doubling up to
+    ``max_backoff``; after ``stop()`` a failing batch is retried for at most
+    ``shutdown_grace`` seconds, then left uncommitted for the next run. ``run`` raises
+    BrokerUnreachableError when no broker answers within ``connect_timeout`` seconds.
     """
 
     #: The command's name: logger ``otelcost.<name>``, client id ``otelcost-<name>``.
     name: ClassVar[str]
+    #: The consumer group when none is given.
+    default_group: ClassVar[str]
+    #: Seconds a batch waits for messages when ``batch_timeout`` is not given.
+    default_batch_timeout: ClassVar[float]
     #: Counters of the subclass, after the shared ones.
     counter_names: ClassVar[tuple[str, ...]] = ()
     #: What happens to a batch that a revoke could not complete (for the log line).
@@ -100,22 +191,23 @@ class StreamConsumer(Generic[B]):
         self,
         bootstrap_servers: str,
         *,
-        topic: str,
-        group: str,
-        dlq_topic: str | None,
-        kafka_config: Mapping[str, Any] | None,
-        batch_size: int,
-        batch_timeout: float,
-        backoff: float,
-        max_backoff: float,
-        shutdown_grace: float,
-        connect_timeout: float,
+        topic: str = DEFAULT_TOPIC,
+        group: str | None = None,
+        dlq_topic: str | None = None,
+        kafka_config: Mapping[str, Any] | None = None,
+        batch_size: int = 5_000,
+        batch_timeout: float | None = None,
+        backoff: float = 0.5,
+        max_backoff: float = 30.0,
+        shutdown_grace: float = 30.0,
+        connect_timeout: float = 30.0,
     ) -> None:
         if batch_size < 1:
             raise ValueError("batch_size must be >= 1")
         if not connect_timeout > 0:
             raise ValueError("connect_timeout must be > 0")
         self._log = logging.getLogger(f"otelcost.{self.name}")
+        group = group or self.default_group
         self._consumer_config, dlq_config = client_configs(
             bootstrap_servers,
             group,
@@ -128,7 +220,7 @@ class StreamConsumer(Generic[B]):
         self._group = group
         self._dlq = DeadLetterQueue(dlq_topic or f"{topic}.dlq", dlq_config)
         self._batch_size = batch_size
-        self._batch_timeout = batch_timeout
+        self._batch_timeout = self.default_batch_timeout if batch_timeout is None else batch_timeout
         self._backoff = backoff
         self._max_backoff = max_backoff
         self._shutdown_grace = shutdown_grace

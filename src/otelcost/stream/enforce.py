@@ -17,16 +17,18 @@ partitions meanwhile).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import redis
 
 from otelcost.budget.store import BudgetStore
 from otelcost.stream._consume import DeadLetterError
 from otelcost.stream._enforce_batch import Batch, apply_group
-from otelcost.stream._kafka import DEFAULT_GROUP, DEFAULT_TOPIC, import_confluent
-from otelcost.stream.consumer import RetryLaterError, StreamConsumer
+from otelcost.stream._kafka import DEFAULT_GROUP, import_confluent
+from otelcost.stream.consumer import ConsumerOptions, RetryLaterError, StreamConsumer
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 __all__ = ["DEFAULT_GROUP", "Enforcer"]
 
@@ -34,19 +36,18 @@ _STORE_ERRORS: tuple[type[Exception], ...] = (redis.RedisError, OSError)
 
 
 class Enforcer(StreamConsumer[Batch]):
-    """Consume ``topic`` as group ``group`` and apply the spend through ``store``.
+    """Consume the cost stream and apply the spend through ``store``.
 
-    ``kafka_config`` holds librdkafka settings for both the consumer and the DLQ producer
-    (SASL, SSL...); consumer-only keys (``session.timeout.ms``, ``group.*``, ...) go to
-    the consumer only. ``batch_size`` messages or ``batch_timeout`` seconds make a batch.
-    Store or DLQ failures are retried after ``backoff`` seconds, doubling up to
-    ``max_backoff``; after ``stop()`` a failing batch is retried for at most
-    ``shutdown_grace`` seconds, then left uncommitted for the next run to replay.
-    ``run`` raises BrokerUnreachableError when no broker answers within
-    ``connect_timeout`` seconds.
+    ``options`` are those of every StreamConsumer (``ConsumerOptions``: ``topic``,
+    ``group`` (default ``cost-attribution-v1``), ``dlq_topic``, ``kafka_config``,
+    ``batch_size``, ``batch_timeout`` (default 0.5 s), ``backoff``, ``max_backoff``,
+    ``shutdown_grace``, ``connect_timeout``; see ``StreamConsumer``). A failing batch is
+    left uncommitted for the next run to replay.
     """
 
     name: ClassVar[str] = "enforce"
+    default_group: ClassVar[str] = DEFAULT_GROUP
+    default_batch_timeout: ClassVar[float] = 0.5
     counter_names: ClassVar[tuple[str, ...]] = (
         "applied",
         "duplicates",
@@ -58,34 +59,9 @@ class Enforcer(StreamConsumer[Batch]):
     )
 
     def __init__(
-        self,
-        bootstrap_servers: str,
-        store: BudgetStore,
-        *,
-        topic: str = DEFAULT_TOPIC,
-        group: str = DEFAULT_GROUP,
-        dlq_topic: str | None = None,
-        kafka_config: Mapping[str, Any] | None = None,
-        batch_size: int = 5_000,
-        batch_timeout: float = 0.5,
-        backoff: float = 0.5,
-        max_backoff: float = 30.0,
-        shutdown_grace: float = 30.0,
-        connect_timeout: float = 30.0,
+        self, bootstrap_servers: str, store: BudgetStore, **options: Unpack[ConsumerOptions]
     ) -> None:
-        super().__init__(
-            bootstrap_servers,
-            topic=topic,
-            group=group,
-            dlq_topic=dlq_topic,
-            kafka_config=kafka_config,
-            batch_size=batch_size,
-            batch_timeout=batch_timeout,
-            backoff=backoff,
-            max_backoff=max_backoff,
-            shutdown_grace=shutdown_grace,
-            connect_timeout=connect_timeout,
-        )
+        super().__init__(bootstrap_servers, **options)
         self._store = store
 
     def __repr__(self) -> str:

@@ -26,8 +26,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from importlib import resources
+from itertools import chain
+from operator import attrgetter, itemgetter, methodcaller
 from types import MappingProxyType
 from typing import Any
 
@@ -40,10 +42,13 @@ __all__ = [
     "SCHEMA_VERSION_2",
     "BadRecord",
     "Envelope",
-    "decode_costs",
+    "Row",
     "decode_message",
+    "decode_rows",
     "encode_messages",
+    "envelope_of",
     "json_schema",
+    "record_row",
 ]
 
 SCHEMA_VERSION_2 = 2
@@ -54,6 +59,16 @@ _MAX_NANOS = 2**53
 _INT64_END = 2**63
 _UINT64_END = 2**64
 _HEX = "0123456789abcdef"
+_HEX_BYTES = _HEX.encode()
+_LIST, _STR, _INT, _NUMBER = {list}, {str}, {int}, {int, float}
+_ROW_LENGTHS = {6, 7}
+_DICT, _BOOL = {dict}, {bool}
+_COMMON_EXTRAS = {"entry", "usage"}
+_FIELDS = tuple(itemgetter(i) for i in range(6))
+_ENTRY = methodcaller("get", "entry", True)
+_USAGE = methodcaller("get", "usage")
+_TRACE_LEN, _SPAN_LEN = {32}, {16}
+_NO_EXTRA: Mapping[str, Any] = MappingProxyType({})
 _EMPTY_USAGE: Mapping[str, float] = MappingProxyType({})
 _ENVELOPE = ("schema", "service", "currency", "region", "pricing_version", "records")
 _DEPLOY = ("service_version", "environment")  # optional, written only when known
@@ -63,8 +78,16 @@ _END = b"\n]}"
 _SEPARATOR = b",\n"
 _SCHEMA_FILE = "cost-records.v2.schema.json"
 
+#: A record as it stands in a message: [trace_id, span_id, operation, cost_nanos,
+#: duration_ms, timestamp] and, when some field is not at its default, the extras object.
+Row = Sequence[Any]
+
 # service, currency, region, pricing version, service version, environment
 GroupKey = tuple[str, str, str | None, str | None, str | None, str | None]
+# A record's GroupKey, read in C: it runs once per exported record.
+_group_key = attrgetter(
+    "service", "currency", "region", "pricing_version", "service_version", "environment"
+)
 
 
 def json_schema() -> dict[str, Any]:
@@ -79,6 +102,11 @@ def json_schema() -> dict[str, Any]:
 
 def encode_record(record: CostRecord) -> bytes:
     """One record's line (the array, without separator); ValueError/TypeError if not encodable."""
+    return _json.dumps(record_row(record))
+
+
+def record_row(record: CostRecord) -> tuple[Any, ...]:
+    """``record`` as a schema-2 row: the array its line holds."""
     row: tuple[Any, ...] = (
         record.trace_id,
         record.span_id,
@@ -89,7 +117,12 @@ def encode_record(record: CostRecord) -> bytes:
     )
     if record.usage or record.error is not None or record.aggregate or not record.entry:
         row += (_extra(record),)
-    return _json.dumps(row)
+    return row
+
+
+def envelope_of(record: CostRecord) -> Envelope:
+    """What ``record`` would share with the other records of its message."""
+    return Envelope(*_group_key(record))
 
 
 def _extra(record: CostRecord) -> dict[str, Any]:
@@ -146,14 +179,7 @@ def encode_messages(
         if len(line) > MAX_RECORD_BYTES:
             yield record.service, b"", [record]
             continue
-        key = (
-            record.service,
-            record.currency,
-            record.region,
-            record.pricing_version,
-            record.service_version,
-            record.environment,
-        )
+        key: GroupKey = _group_key(record)
         group = groups.get(key)
         if group is None:
             group = groups[key] = _Group()
@@ -227,30 +253,19 @@ class BadRecord:
     error: str
 
 
-def decode_message(
-    doc: Any, value: bytes
-) -> tuple[Envelope, list[tuple[int, CostRecord]], list[BadRecord]]:
-    """Validate a parsed schema-2 message: its envelope, good records (with their index)
-    and bad ones. InvalidRecordError when the envelope itself is invalid (the whole
-    message is rejected then)."""
-    envelope, rows = _envelope(doc)
-    good: list[tuple[int, CostRecord]] = []
-    bad: list[BadRecord] = []
-    for index, row in enumerate(rows):
-        try:
-            extra = _check(row)
-        except InvalidRecordError as exc:
-            bad.append(_bad(doc, value, index, exc))
-            continue
-        good.append((index, _build(row, extra, envelope)))
-    return envelope, good, bad
+def decode_rows(doc: Any, value: bytes) -> tuple[Envelope, list[Row], list[BadRecord]]:
+    """Validate a parsed schema-2 message: its envelope, its good records as the rows they
+    are in the message (a seventh element, when present, is the validated extras object)
+    and its bad ones. InvalidRecordError when the envelope itself is invalid (the whole
+    message is rejected then).
 
-
-def decode_costs(doc: Any, value: bytes) -> tuple[Envelope, list[int], list[BadRecord]]:
-    """``decode_message`` for consumers that need only each good record's cost (nano-units):
-    the same validation, without building CostRecords."""
+    Consumers that sum records (``otelcost enforce``, ``otelcost rollup``) read the rows
+    as they are: no CostRecord is built.
+    """
     envelope, rows = _envelope(doc)
-    costs: list[int] = []
+    if _all_valid(rows):
+        return envelope, rows, []
+    good: list[Row] = []
     bad: list[BadRecord] = []
     for index, row in enumerate(rows):
         try:
@@ -258,8 +273,14 @@ def decode_costs(doc: Any, value: bytes) -> tuple[Envelope, list[int], list[BadR
         except InvalidRecordError as exc:
             bad.append(_bad(doc, value, index, exc))
             continue
-        costs.append(row[3])
-    return envelope, costs, bad
+        good.append(row)
+    return envelope, good, bad
+
+
+def decode_message(doc: Any, value: bytes) -> tuple[Envelope, list[CostRecord], list[BadRecord]]:
+    """``decode_rows`` with the good records as CostRecords."""
+    envelope, rows, bad = decode_rows(doc, value)
+    return envelope, [_build(row, envelope) for row in rows], bad
 
 
 def _envelope(doc: Any) -> tuple[Envelope, list[Any]]:
@@ -308,8 +329,91 @@ def _alone(doc: dict[str, Any], lines: list[bytes], index: int) -> bytes:
     return _json.dumps({**doc, "records": [doc["records"][index]]})
 
 
-def _check(row: Any) -> dict[str, Any] | None:
-    """Validate one record array; its extras object (None without one)."""
+def _all_valid(rows: list[Any]) -> bool:
+    """True when every row passes ``_check``, tested column by column in C loops (no
+    Python code per record): a message from the exporter. False when any row may not:
+    ``_check`` then finds which, and why.
+
+    Each test is a sufficient condition for ``_check`` to pass, never a looser one.
+    """
+    lengths = set(map(len, rows)) if set(map(type, rows)) == _LIST else set()
+    if not lengths or not lengths <= _ROW_LENGTHS:
+        return False
+    # Columns by itemgetter, not zip(*rows): zip makes an iterator per row, and so many
+    # allocations wake the garbage collector, which then walks every parsed row.
+    trace_ids, span_ids, operations, nanos, durations, timestamps = [
+        list(map(field, rows)) for field in _FIELDS
+    ]
+    if set(map(type, trace_ids)) != _STR or set(map(len, trace_ids)) != _TRACE_LEN:
+        return False
+    if set(map(type, span_ids)) != _STR or set(map(len, span_ids)) != _SPAN_LEN:
+        return False
+    if not _is_hex("".join(trace_ids)) or not _is_hex("".join(span_ids)):
+        return False
+    if set(map(type, operations)) != _STR:
+        return False
+    sizes = set(map(len, operations))
+    if min(sizes) < 1 or max(sizes) > _MAX_TEXT:
+        return False
+    if set(map(type, nanos)) != _INT or min(nanos) < 0 or max(nanos) >= _MAX_NANOS:
+        return False
+    if set(map(type, timestamps)) != _INT:
+        return False
+    if min(timestamps) <= _MIN_TS_MS or max(timestamps) >= _MAX_TS_MS:
+        return False
+    if not set(map(type, durations)) <= _NUMBER:
+        return False
+    # A NaN or an infinity makes the sum NaN or infinite; a finite sum means neither.
+    total = sum(durations)
+    if not math.isfinite(total) or min(durations) < 0:
+        return False
+    if max(durations) >= _UINT64_END:  # allowed for a float: _check decides
+        return False
+    if 7 in lengths:
+        return _extras_valid([row for row in rows if len(row) == 7])
+    return True
+
+
+def _extras_valid(rows: list[Any]) -> bool:
+    """``_all_valid`` for the extras of ``rows`` (all of seven elements): column by column
+    when they hold only ``entry`` and ``usage`` (nested spans, token counts), else one by
+    one."""
+    extras = [row[6] for row in rows]
+    if set(map(type, extras)) != _DICT:
+        return False
+    if not set().union(*extras) <= _COMMON_EXTRAS:
+        try:
+            for row in rows:
+                _check_extra(row[6], row[3])
+        except InvalidRecordError:
+            return False
+        return True
+    if not set(map(type, map(_ENTRY, extras))) <= _BOOL:
+        return False
+    usages = [usage for usage in map(_USAGE, extras) if usage is not None]
+    if not usages:
+        return True
+    if set(map(type, usages)) != _DICT:
+        return False
+    amounts = list(chain.from_iterable(map(dict.values, usages)))
+    if not amounts:
+        return True
+    if not set(map(type, amounts)) <= _NUMBER:
+        return False
+    total = sum(amounts)  # finite: no NaN, no infinity (as for durations)
+    return math.isfinite(total) and min(amounts) >= 0 and max(amounts) < _UINT64_END
+
+
+def _is_hex(text: str) -> bool:
+    """Lowercase hex digits only (or nothing)."""
+    try:
+        return not text.encode("ascii").translate(None, _HEX_BYTES)
+    except UnicodeEncodeError:
+        return False
+
+
+def _check(row: Any) -> None:
+    """Validate one record array; InvalidRecordError names the first field that is wrong."""
     if type(row) is not list or not 6 <= len(row) <= 7:
         raise InvalidRecordError("<record>", "must be an array of 6 or 7 elements")
     trace_id, span_id, operation, nanos, duration, timestamp = row[:6]
@@ -329,9 +433,12 @@ def _check(row: Any) -> dict[str, Any] | None:
         raise InvalidRecordError("duration_ms", "must be a finite number >= 0")
     if type(timestamp) is not int or not _MIN_TS_MS < timestamp < _MAX_TS_MS:
         raise InvalidRecordError("timestamp", "must be integer epoch milliseconds in (1e12, 1e13)")
-    if len(row) == 6:
-        return None
-    extra = row[6]
+    if len(row) == 7:
+        _check_extra(row[6], nanos)
+
+
+def _check_extra(extra: Any, nanos: int) -> None:
+    """Validate a record's seventh element (its record's ``cost_nanos`` is ``nanos``)."""
     if type(extra) is not dict:
         raise InvalidRecordError("<extra>", "the 7th element must be an object")
     unknown = extra.keys() - _EXTRA_KEYS
@@ -350,49 +457,13 @@ def _check(row: Any) -> dict[str, Any] | None:
     if type(extra.get("entry", True)) is not bool:
         raise InvalidRecordError("entry", "must be a boolean")
     _check_usage(extra.get("usage"))
-    return extra
 
 
-def _build(row: list[Any], extra: dict[str, Any] | None, env: Envelope) -> CostRecord:
+def _build(row: Row, env: Envelope) -> CostRecord:
     """The CostRecord of a row ``_check`` accepted."""
-    if extra is None:  # the usual record: every field validated by _check
-        return CostRecord.trusted(
-            row[0],
-            row[1],
-            env.service,
-            row[2],
-            from_nanos(row[3]),
-            env.currency,
-            float(row[4]),
-            row[5],
-            env.region,
-            env.pricing_version,
-            _EMPTY_USAGE,
-            None,
-            True,  # entry
-            env.service_version,
-            env.environment,
-        )
+    extra: Mapping[str, Any] = row[6] if len(row) == 7 else _NO_EXTRA
     usage = extra.get("usage")
-    if not extra.get("aggregate", False):  # a span's record: trusted() sets the rest
-        return CostRecord.trusted(
-            row[0],
-            row[1],
-            env.service,
-            row[2],
-            from_nanos(row[3]),
-            env.currency,
-            float(row[4]),
-            row[5],
-            env.region,
-            env.pricing_version,
-            MappingProxyType(usage) if usage else _EMPTY_USAGE,
-            extra.get("error"),
-            extra.get("entry", True),
-            env.service_version,
-            env.environment,
-        )
-    return CostRecord(
+    record = CostRecord.trusted(  # every field validated: trusted() sets the rest
         row[0],
         row[1],
         env.service,
@@ -405,12 +476,13 @@ def _build(row: list[Any], extra: dict[str, Any] | None, env: Envelope) -> CostR
         env.pricing_version,
         MappingProxyType(usage) if usage else _EMPTY_USAGE,
         extra.get("error"),
-        extra.get("aggregate", False),
-        extra.get("span_count", 1),
         extra.get("entry", True),
         env.service_version,
         env.environment,
     )
+    if extra.get("aggregate", False):  # an overflow aggregate: rare, built again whole
+        return replace(record, aggregate=True, span_count=extra.get("span_count", 1))
+    return record
 
 
 def _text(value: Any, name: str) -> str:
