@@ -100,11 +100,6 @@ def json_schema() -> dict[str, Any]:
 # -- encoding -------------------------------------------------------------------------------
 
 
-def encode_record(record: CostRecord) -> bytes:
-    """One record's line (the array, without separator); ValueError/TypeError if not encodable."""
-    return _json.dumps(record_row(record))
-
-
 def record_row(record: CostRecord) -> tuple[Any, ...]:
     """``record`` as a schema-2 row: the array its line holds."""
     row: tuple[Any, ...] = (
@@ -172,7 +167,7 @@ def encode_messages(
     groups: dict[GroupKey, _Group] = {}
     for record in records:
         try:
-            line = encode_record(record)
+            line = _json.dumps(record_row(record))  # ValueError/TypeError: not encodable
         except (TypeError, ValueError):
             yield record.service, b"", [record]
             continue
