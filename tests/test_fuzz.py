@@ -37,6 +37,10 @@ from otelcost.stream._enforce_batch import Batch
 
 KB100 = 100 * 1024
 LIMIT_S = 0.05
+# A valid 100 KB table is ~1,400 prices, each validated and compiled (~25-40 us here): the
+# bound still catches anything worse than linear, with room for a VM's stolen time, which
+# this thread's CPU clock counts too (36 ms quiet, 67 ms once in CI on Python 3.10).
+VALID_TABLE_LIMIT_S = 0.15
 
 CODECS = {"orjson": _json.loads, "stdlib": _json._loads_std}
 
@@ -64,9 +68,11 @@ def best_of_3(parse: Callable[[], object], *documented: type[BaseException]) -> 
     return best
 
 
-def assert_fast(parse: Callable[[], object], *documented: type[BaseException]) -> None:
+def assert_fast(
+    parse: Callable[[], object], *documented: type[BaseException], limit: float = LIMIT_S
+) -> None:
     elapsed = best_of_3(parse, *documented)
-    assert elapsed < LIMIT_S, f"{elapsed * 1e3:.1f} ms for a 100 KB input"
+    assert elapsed < limit, f"{elapsed * 1e3:.1f} ms for a 100 KB input"
 
 
 # -- hostile JSON -------------------------------------------------------------------------------
@@ -205,7 +211,9 @@ def _big_pricing() -> bytes:
     ],
 )
 def test_pricing_parser_of_100kb_is_fast(data: bytes) -> None:
-    assert_fast(lambda: parse_bytes(data, "fuzz"), PricingError)
+    valid = data.startswith(b'{"version": "big"')
+    limit = VALID_TABLE_LIMIT_S if valid else LIMIT_S
+    assert_fast(lambda: parse_bytes(data, "fuzz"), PricingError, limit=limit)
 
 
 def test_resolving_against_adversarial_globs_is_fast() -> None:
