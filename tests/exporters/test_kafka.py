@@ -209,7 +209,10 @@ def test_broker_outage_delivered_plus_aggregates_equal_produced(
         for start in range(700, 4000, 100):
             began = time.monotonic()
             assert exporter.export(records[start : start + 100]) is CostExportResult.SUCCESS
-            assert time.monotonic() - began < 1.0  # never waits for the broker
+            # Never waits for the broker: a wait for room in the full local queue would
+            # last until messages time out (message.timeout.ms, 5 s); half that is slack
+            # enough for a loaded machine.
+            assert time.monotonic() - began < 2.5
         assert not exporter.force_flush(300)  # serves reports of what was acked before
         before_restart = exporter.stats()
         kafka_broker.start()

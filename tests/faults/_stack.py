@@ -55,9 +55,14 @@ BUDGETS = [Budget("*", limit=1_000_000.0, period="24h")]
 # What the running test measured (latencies, totals, counters), for docs/reliability.md:
 # tests/faults/conftest.py writes it out when OTELCOST_FAULTS_REPORT names a file.
 FIGURES: dict[str, Any] = {}
-# Generous: a fault may cost the app a few milliseconds, never a timeout's worth.
-LATENCY_FACTOR = 5.0
-LATENCY_SLACK_S = 0.05
+# The longest the request path may wait on a fault, by configuration: the budget guard's
+# timeout (BudgetGuard's default), at most once per backoff period. Pricing and every
+# exporter work off the request path and never make a request wait.
+GUARD_TIMEOUT_S = 0.25
+# Generous, for a loaded 2-CPU machine: a request there can stall for hundreds of ms with
+# no fault at all. The faults that can block (a stopped, killed or paused server) last
+# 2 s or more, so a request that waited on one still exceeds the bound.
+HANG_SLACK_S = 1.0
 
 
 class Driver:
@@ -133,7 +138,12 @@ class Stack(Driver):
         )
         self.services = tuple(services)
         self.app = App()
-        budget_guard = BudgetGuard(redis_url) if guard and redis_url is not None else None
+        budget_guard = (
+            BudgetGuard(redis_url, timeout=GUARD_TIMEOUT_S)
+            if guard and redis_url is not None
+            else None
+        )
+        self.guard = budget_guard
         self.served: list[Served] = []
         for service in self.services:
             provider = TracerProvider(
@@ -185,19 +195,26 @@ def percentile(values: Sequence[float], q: float) -> float:
 
 
 def assert_latency(baseline: Sequence[float], faulted: Sequence[float]) -> None:
-    """The faulted requests' p99 stays within a generous factor of the baseline's."""
+    """No request waited on the fault: every one under it ended within what the request
+    path may wait by configuration (``GUARD_TIMEOUT_S``) plus a generous slack.
+
+    A bound derived from the configuration rather than from the baseline's measured
+    latency: that ratio moved with the machine's load (a busy CI VM failed it with no
+    fault in play), while a request blocked on a 2 s fault exceeds this bound however
+    idle or busy the machine is. The percentiles are recorded for docs/reliability.md.
+    """
     assert len(baseline) >= 20 and len(faulted) >= 20, (len(baseline), len(faulted))
     base, under = percentile(baseline, 99), percentile(faulted, 99)
-    bound = LATENCY_FACTOR * base + LATENCY_SLACK_S
     FIGURES.update(
         requests=len(baseline) + len(faulted),
         baseline_p99_ms=round(base * 1e3, 1),
         faulted_p99_ms=round(under * 1e3, 1),
         faulted_max_ms=round(max(faulted) * 1e3, 1),
     )
-    assert under <= bound, (
-        f"p99 under the fault {under * 1e3:.1f} ms > {bound * 1e3:.1f} ms "
-        f"(baseline p99 {base * 1e3:.1f} ms, max {max(faulted) * 1e3:.1f} ms)"
+    bound = GUARD_TIMEOUT_S + HANG_SLACK_S
+    assert max(faulted) <= bound, (
+        f"a request under the fault took {max(faulted) * 1e3:.1f} ms > {bound * 1e3:.0f} ms: "
+        f"it waited on the fault (p99 {under * 1e3:.1f} ms, baseline p99 {base * 1e3:.1f} ms)"
     )
 
 

@@ -19,7 +19,7 @@ from _stack import PRICING, Ledger, Stack, assert_latency
 
 from _wait import wait_for
 from otelcost import _json
-from otelcost.pricing import HttpPricingSource, PricingCache
+from otelcost.pricing import HttpPricingSource, PricingCache, PricingTable
 
 _BODY = _json.dumps(PRICING)
 _CHUNK = b" " * (1024 * 1024)
@@ -98,9 +98,30 @@ def api() -> Iterator[PricingAPI]:
         server.stop()
 
 
+class WatchedSource(HttpPricingSource):
+    """The HTTP source, noting the thread of every fetch (each may wait up to its 1 s total
+    timeout on a faulty API: no request may ever be the one waiting)."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(url, connect_timeout=0.3, read_timeout=0.3, total_timeout=1.0)
+        self.threads: list[str] = []
+
+    def fetch(self) -> PricingTable:
+        self.threads.append(threading.current_thread().name)
+        return super().fetch()
+
+
 def _cache(api: PricingAPI) -> PricingCache:
-    source = HttpPricingSource(api.url, connect_timeout=0.3, read_timeout=0.3, total_timeout=1.0)
+    source = WatchedSource(api.url)
     return PricingCache(source, ttl=1.0, refresh_interval=0.25, retry_initial=0.05)
+
+
+def _assert_fetched_off_the_request_path(cache: PricingCache) -> None:
+    """Every fetch but the test's own first one ran on the cache's refresh thread."""
+    source = cache._source
+    assert isinstance(source, WatchedSource)
+    fetched = set(source.threads[1:])
+    assert fetched == {"otelcost-pricing-refresh"}, fetched
 
 
 def _stale(stack: Stack) -> int:
@@ -149,6 +170,7 @@ def test_pricing_api_fault_leaves_spans_unpriced_never_slow(
         cache.stop()
     assert error is not None and _MODES[mode] in error, error
     assert_latency(baseline, faulted)
+    _assert_fetched_off_the_request_path(cache)
     ledger.check()
     assert set(ledger.processor["unpriced"]) == {"pricing_stale"}
     assert not ledger.dropped
@@ -173,6 +195,7 @@ def test_pricing_api_down_at_start(api: PricingAPI, stack_args: dict[str, str]) 
         stack.close()
         cache.stop()
     assert_latency(baseline, faulted)
+    _assert_fetched_off_the_request_path(cache)
     ledger.check()
     # Spans are priced on the worker with the table current then: the last ones ended
     # while the API was down may already find the first table.
