@@ -37,9 +37,11 @@ from otelcost.stream._enforce_batch import Batch
 
 KB100 = 100 * 1024
 LIMIT_S = 0.05
-# A valid 100 KB table is ~1,400 prices, each validated and compiled (~25-40 us here): the
-# bound still catches anything worse than linear, with room for a VM's stolen time, which
-# this thread's CPU clock counts too (36 ms quiet, 67 ms once in CI on Python 3.10).
+# A valid 100 KB table is ~1,400 prices, each validated and compiled (5-10 us each since the
+# parser's plain-entry path; 25-40 us before it): the bound still catches anything worse
+# than linear, with room for a VM's stolen time, which this thread's CPU clock counts too
+# (36 ms quiet, 67 ms once in CI on Python 3.10, before that path; 7.7 ms vs 14 ms after
+# and before it on the development VM).
 VALID_TABLE_LIMIT_S = 0.15
 
 CODECS = {"orjson": _json.loads, "stdlib": _json._loads_std}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -728,3 +729,61 @@ def test_refresher_restarts_in_a_forked_child(
 
     assert in_forked_child(child) == "True False"
     assert cache.running
+
+
+# The parser checks a plain entry once and builds its Price without Price's own checks; an
+# entry it does not take as plain goes through Price(...): both must build the same Price.
+_RATES = st.one_of(
+    st.none(),
+    st.integers(min_value=0, max_value=2**70),
+    st.floats(min_value=0, allow_infinity=False, allow_nan=False),
+)
+_UNIT_NAMES = st.sampled_from(
+    [
+        "tokens",
+        "gen_ai.usage.input_tokens",
+        "gen_ai.usage.cache_read.input_tokens",
+        "gen_ai.usage.cache_creation.input_tokens",
+        "gen_ai.usage.output_tokens",
+        "gen_ai.usage.reasoning.output_tokens",
+    ]
+)
+
+
+@given(
+    per_ms=_RATES,
+    per_request=_RATES,
+    per_unit=st.one_of(st.none(), st.dictionaries(_UNIT_NAMES, _RATES, max_size=4)),
+)
+def test_a_parsed_entry_is_the_price_its_constructor_builds(
+    per_ms: Any, per_request: Any, per_unit: Any
+) -> None:
+    entry = {"per_ms": per_ms, "per_request": per_request, "per_unit": per_unit, "note": "x"}
+    parsed = PricingTable.parse({"a:b": entry}).resolve("a", "b")
+    built = Price(per_ms=per_ms, per_request=per_request, per_unit=per_unit or {})
+    assert parsed == built and hash(parsed) == hash(built) and repr(parsed) == repr(built)
+    assert parsed._terms == built._terms and parsed._genai_keys == built._genai_keys
+    assert type(parsed.per_unit) is type(built.per_unit)
+
+
+@pytest.mark.parametrize(
+    ("entry", "message"),
+    [
+        ({"per_ms": 1e-6, "cost_per_ms": 1e-6}, "'per_ms' is given too; use only one"),
+        ({"per_ms": float("nan")}, "must be a finite number >= 0, got nan"),
+        ({"per_ms": -0.5}, "must be a finite number >= 0, got -0.5"),
+        ({"per_request": True}, "must be a number >= 0 or null, got a boolean (true)"),
+        ({"per_request": 10**400}, "must be a finite number, got an integer too large"),
+        ({"per_unit": {"": 1.0}}, "attribute names must be non-empty strings: ''"),
+        ({"per_unit": []}, "must be an object of attribute: price, got an array"),
+        ({"from": "2027-01-01T00:00:00Z"}, "'from' belongs to a dated entry"),
+        ({"note": 3}, "unknown field; only string annotations may be added, got int"),
+        ({"catalog": "nope"}, "catalog: must be one of"),
+    ],
+)
+def test_an_entry_the_fast_path_declines_raises_the_full_parsers_error(
+    entry: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(PricingError, match=re.escape(message)) as caught:
+        PricingTable.parse({"prices": {"a:b": entry}})
+    assert str(caught.value).startswith("prices['a:b']")

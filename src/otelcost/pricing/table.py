@@ -74,6 +74,7 @@ ALWAYS: Final = -(2**63)
 
 
 _EMPTY_TIERS: Final[Mapping[str, Tiers]] = MappingProxyType({})
+_NO_KEYS: Final[frozenset[str]] = frozenset()
 
 
 def _empty_units() -> Mapping[str, float]:
@@ -210,13 +211,7 @@ class Price:
                 )
         object.__setattr__(self, "tiers", MappingProxyType(tiers) if tiers else _EMPTY_TIERS)
         terms = tuple(
-            (
-                attr,
-                rate,
-                _genai.priced_parts(attr, units),
-                tiers.get(attr),
-            )
-            for attr, rate in units.items()
+            (attr, rate, _parts(attr, units), tiers.get(attr)) for attr, rate in units.items()
         )
         object.__setattr__(self, "_terms", terms)
         object.__setattr__(self, "_genai_keys", _genai.USAGE_KEYS.intersection(units))
@@ -226,6 +221,29 @@ class Price:
                     "catalog: the catalog prices the usage; per_unit cannot be given too"
                 )
             object.__setattr__(self, "_catalog", _load_catalog(self.catalog))
+
+    @classmethod
+    def _validated(cls, per_ms: float, per_request: float, units: dict[str, float]) -> Price:
+        """A Price of rates ``_parse_plain`` has already checked (finite floats >= 0, ``units``
+        keyed by non-empty strings; no tiers, no catalog): what ``__post_init__`` would
+        build from them, without checking them a second time. The parser's fast path."""
+        price = object.__new__(cls)
+        setattr_ = object.__setattr__
+        setattr_(price, "per_ms", per_ms)
+        setattr_(price, "per_request", per_request)
+        setattr_(price, "tiers", _EMPTY_TIERS)
+        setattr_(price, "catalog", None)
+        setattr_(price, "_catalog", None)
+        if units:
+            setattr_(price, "per_unit", MappingProxyType(units))
+            terms = tuple((attr, rate, _parts(attr, units), None) for attr, rate in units.items())
+            setattr_(price, "_terms", terms)
+            setattr_(price, "_genai_keys", _genai.USAGE_KEYS.intersection(units))
+        else:
+            setattr_(price, "per_unit", _EMPTY_UNITS)
+            setattr_(price, "_terms", ())
+            setattr_(price, "_genai_keys", _NO_KEYS)
+        return price
 
     def __hash__(self) -> int:
         # per_unit is a read-only mapping, which is not hashable itself.
@@ -387,6 +405,11 @@ class Price:
         """The catalog's price of the span's usage (:class:`otelcost.pricing.catalogs.Catalog`)."""
         assert self._catalog is not None, "catalog_charge needs a catalog price"
         return self._catalog.charge(attributes, end_ms)
+
+
+def _parts(attr: str, units: Mapping[str, float]) -> tuple[str, ...]:
+    """``_genai.priced_parts``, skipping the walk for an attribute that has no parts."""
+    return _genai.priced_parts(attr, units) if attr in _genai.PARTS else ()
 
 
 def _net(attr: str, amount: float, parts: tuple[str, ...], usage: Mapping[str, float]) -> float:
@@ -622,11 +645,31 @@ class _Glob:
         return True
 
 
+def _try_split(key: str) -> tuple[str, str] | None:
+    """``_split_key`` for a valid key; None for any key it rejects (it says why)."""
+    service, sep, operation = key.partition(":")
+    if (
+        not sep
+        or not service
+        or not operation
+        or service != service.strip()
+        or operation != operation.strip()
+        or (_WILDCARD in service and service != _WILDCARD)
+    ):
+        return None
+    while "**" in operation:
+        operation = operation.replace("**", _WILDCARD)
+    return service, operation
+
+
 def _split_key(key: str, where: str) -> tuple[str, str]:
     """``service:operation`` split at the first colon, with ``*`` runs in the operation collapsed.
 
     Raises ValueError whose message starts with ``where``.
     """
+    split = _try_split(key)
+    if split is not None:
+        return split
     service, sep, operation = key.partition(":")
     if not sep or not service or not operation:
         hint = ""
@@ -689,6 +732,39 @@ class PricingTable:
 
         Raises PricingError naming the key for a malformed or duplicate key, or an empty table.
         """
+        self._build(
+            prices, None, version=version, currency=currency, region=region, memo_size=memo_size
+        )
+
+    @classmethod
+    def _parsed(
+        cls,
+        prices: Mapping[str, Price | PriceSchedule | None],
+        keys: Mapping[str, tuple[str, str]],
+        *,
+        version: str | None = None,
+        currency: str | None = None,
+        region: str | None = None,
+        memo_size: int = DEFAULT_MEMO_SIZE,
+    ) -> PricingTable:
+        """The constructor for ``_parse_entries``' result: ``keys`` holds every key split
+        (and so validated) by it, which is not done a second time."""
+        table = cls.__new__(cls)
+        table._build(
+            prices, keys, version=version, currency=currency, region=region, memo_size=memo_size
+        )
+        return table
+
+    def _build(
+        self,
+        prices: Mapping[str, Price | PriceSchedule | None],
+        keys: Mapping[str, tuple[str, str]] | None,
+        *,
+        version: str | None,
+        currency: str | None,
+        region: str | None,
+        memo_size: int,
+    ) -> None:
         if memo_size < 1:
             raise ValueError(f"memo_size must be >= 1, got {memo_size}")
         if currency is not None and not _CURRENCY.fullmatch(currency):
@@ -718,10 +794,13 @@ class PricingTable:
                 raise TypeError(
                     f"{key!r}: expected a Price, PriceSchedule or None, got {type(maybe_price)}"
                 )
-            try:
-                service, operation = _split_key(key, _short(key))
-            except ValueError as exc:
-                raise PricingError(str(exc)) from None
+            if keys is not None:
+                service, operation = keys[key]
+            else:
+                try:
+                    service, operation = _split_key(key, _short(key))
+                except ValueError as exc:
+                    raise PricingError(str(exc)) from None
             if (service, operation) in seen:
                 raise PricingError(
                     f"{_short(key)}: duplicates the entry {_short(seen[service, operation])}"
@@ -772,7 +851,7 @@ class PricingTable:
         try:
             if "prices" in doc:
                 return cls._parse_document(doc, memo_size)
-            return cls(_parse_entries(doc, ""), memo_size=memo_size)
+            return cls._parsed(*_parse_entries(doc, ""), memo_size=memo_size)
         except ValueError as exc:
             raise PricingError(str(exc)) from None
 
@@ -792,8 +871,8 @@ class PricingTable:
                     f"{_short(str(name))}: unknown field; only string annotations may be "
                     f"added, got {_describe(value)}"
                 )
-        return cls(
-            _parse_entries(prices, "prices"),
+        return cls._parsed(
+            *_parse_entries(prices, "prices"),
             version=metadata["version"],
             currency=metadata["currency"],
             region=metadata["region"],
@@ -913,20 +992,94 @@ def _check_label(value: object, name: str) -> str | None:
 
 def _parse_entries(
     entries: Mapping[object, object], parent: str
-) -> dict[str, Price | PriceSchedule | None]:
+) -> tuple[dict[str, Price | PriceSchedule | None], dict[str, tuple[str, str]]]:
+    """The entries validated, and every key split into (service, operation).
+
+    A plain key and entry (``_try_split``, ``_parse_plain``) take a path that builds no
+    message; anything else, valid or not, takes the full one, whose error names the key.
+    """
     prices: dict[str, Price | PriceSchedule | None] = {}
+    keys: dict[str, tuple[str, str]] = {}
     for key, entry in entries.items():
+        if type(key) is str:
+            split = _try_split(key)
+            if split is not None:
+                if entry is None:
+                    prices[key] = None
+                    keys[key] = split
+                    continue
+                if type(entry) is dict:
+                    price = _parse_plain(entry)
+                    if price is not None:
+                        prices[key] = price
+                        keys[key] = split
+                        continue
         where = f"{parent}[{_short(str(key))}]" if parent else _short(str(key))
         if not isinstance(key, str):
             raise ValueError(f"{where}: keys must be strings")
-        _split_key(key, where)  # report a malformed key before the entry's contents
+        keys[key] = _split_key(key, where)  # a malformed key before the entry's contents
         if entry is None or isinstance(entry, PriceSchedule):
             prices[key] = entry
         elif isinstance(entry, Sequence) and not isinstance(entry, str | bytes):
             prices[key] = _parse_schedule(entry, where)
         else:
             prices[key] = _parse_entry(entry, where)
-    return prices
+    return prices, keys
+
+
+# A rate the fast path takes as it is: a float (finite, >= 0) or an int below this.
+_PLAIN_INT_LIMIT: Final = 2**63
+_INF: Final = math.inf
+
+
+def _plain_rate(value: object) -> float | None:
+    """``_check_rate(value)`` for a valid rate of the usual kinds; None otherwise."""
+    if type(value) is float:
+        return value + 0.0 if 0.0 <= value < _INF else None  # NaN fails both comparisons
+    if value is None:
+        return 0.0
+    if type(value) is int and 0 <= value < _PLAIN_INT_LIMIT:
+        return float(value)
+    return None
+
+
+def _parse_plain(entry: dict[object, object]) -> Price | None:
+    """``_parse_entry`` for a plain, valid price object: rates that ``_plain_rate`` takes
+    (``per_ms`` or ``cost_per_ms``, ``per_request``), ``per_unit`` as a dict of them (or
+    null) and string annotations, checked without building a message.
+
+    None for anything else (a catalog, tiers, ``from``, a bad or repeated value): the full
+    parser then decides, and raises the error it always has.
+    """
+    per_ms = per_request = 0.0
+    has_ms = has_request = False
+    units: dict[str, float] = {}
+    for name, value in entry.items():
+        if type(name) is not str:
+            return None
+        if name in {"per_ms", "cost_per_ms"}:
+            rate = _plain_rate(value)
+            if rate is None or has_ms:
+                return None
+            per_ms, has_ms = rate, True
+        elif name == "per_request":
+            rate = _plain_rate(value)
+            if rate is None or has_request:
+                return None
+            per_request, has_request = rate, True
+        elif name == "per_unit":
+            if value is None:
+                continue
+            if type(value) is not dict:
+                return None
+            for attr, unit_rate in value.items():
+                rate = _plain_rate(unit_rate)
+                if rate is None or type(attr) is not str or not attr:
+                    return None
+                units[attr] = rate
+        elif type(value) is not str or name in {"catalog", _FROM}:
+            return None
+    return Price._validated(per_ms, per_request, units)
 
 
 _FROM: Final = "from"
