@@ -28,6 +28,10 @@ class Recorder:
         self.entered = threading.Event()
         self.suppressed: list[object] = []
         self.fail_next = False
+        self.collects = 0
+
+    def collect(self) -> None:
+        self.collects += 1
 
     def process(self, batch: list[int]) -> None:
         self.entered.set()
@@ -320,3 +324,32 @@ def test_put_many_queues_what_fits_and_counts_the_rest(handler: Recorder) -> Non
     pipeline.shutdown()
     assert pipeline.put_many([1, 2]) == 0
     assert pipeline.stats()["dropped_after_shutdown"] == 2
+
+
+def test_collect_runs_on_every_wake_up_and_before_a_flush_completes(handler: Recorder) -> None:
+    """What the handler keeps outside the queue (the processor's sums) is collected after a
+    flush was requested, so the flush covers it, even with nothing queued."""
+    pipeline = make(handler)
+    try:
+        before = handler.collects
+        assert pipeline.force_flush(10_000)
+        assert handler.collects > before
+        assert handler.flushes == 1
+    finally:
+        pipeline.shutdown(10_000)
+    assert handler.collects >= before + 2  # the shutdown's last drain collects too
+
+
+def test_a_failing_collect_is_counted_and_the_flush_goes_on(handler: Recorder) -> None:
+    def fail() -> None:
+        raise RuntimeError("store down")
+
+    handler.collect = fail  # type: ignore[method-assign]
+    pipeline = make(handler)
+    try:
+        pipeline.put(1)
+        assert pipeline.force_flush(10_000)
+        assert handler.items == [1]
+        assert pipeline.stats()["handler_errors"] >= 1
+    finally:
+        pipeline.shutdown(10_000)

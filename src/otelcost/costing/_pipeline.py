@@ -10,8 +10,10 @@ parts that matter for a cost pipeline done differently:
   handler is stuck: the export runs on the worker, callers only wait on an event with a
   deadline. A flush covers exactly the items queued before it was requested, so it finishes
   under sustained load too. The SDK's ``force_flush`` ignores its timeout.
-- Every wake-up drains the queue completely, so the queue only grows when the handler is
-  slower than the application; but in slices of about ``SLICE_CPU_SECONDS`` of the worker's
+- Every wake-up first lets the handler ``collect`` what it keeps outside the queue (the
+  processor's sums, kept by the threads that price spans), then drains the queue
+  completely, so the queue only grows when the handler is slower than the application;
+  but in slices of about ``SLICE_CPU_SECONDS`` of the worker's
   CPU (at most ``max_batch_size`` items, sized from the handler's measured cost per item),
   with the GIL released between slices. The worker shares the GIL with the application: a
   pure-Python loop over a whole batch makes every application thread that wants the GIL
@@ -66,7 +68,12 @@ _SUPPRESS_KEYS = (
 
 
 class BatchHandler(Protocol[T_contra]):
-    """What the worker calls. All three run on the worker thread only."""
+    """What the worker calls. All four run on the worker thread only."""
+
+    def collect(self) -> None:
+        """Gather what is kept outside the queue (sums kept where spans are priced): once per
+        wake-up, and again after each flush request is taken, so a flush covers it too.
+        Exceptions are caught, logged and counted like ``process``'s."""
 
     def process(self, batch: Sequence[T_contra]) -> None:
         """Handle one batch. Exceptions are caught, logged and counted by the pipeline."""
@@ -84,7 +91,7 @@ class PipelineStats(dict[str, int]):
     Keys: ``queued`` (accepted by ``put``), ``processed`` (went through the handler),
     ``queue_size``, ``dropped_queue_full``, ``dropped_after_shutdown``,
     ``dropped_shutdown_timeout`` (still queued when the shutdown deadline passed),
-    ``handler_errors`` (batches whose ``process`` raised), ``batches``.
+    ``handler_errors`` (``process`` or ``collect`` calls that raised), ``batches``.
     """
 
 
@@ -294,9 +301,13 @@ class BatchPipeline(Generic[T]):
         # Each pending request waits for the items that were queued when it was taken.
         pending: list[tuple[int, _FlushRequest]] = []
         queue = self._queue
+        collected = False
         while True:
             with self._lock:
                 taken, self._requests = self._requests, []
+            if taken or not collected:
+                self._collect()
+                collected = True
             ahead = len(queue)
             pending.extend((ahead, request) for request in taken)
             if queue:
@@ -324,6 +335,14 @@ class BatchPipeline(Generic[T]):
             time.sleep(_HANDOVER_S)
         else:
             time.sleep(min(cpu, 2 * SLICE_CPU_SECONDS))
+
+    def _collect(self) -> None:
+        try:
+            self._handler.collect()
+        except Exception:
+            with self._lock:
+                self._handler_errors += 1
+            _logger.exception("otelcost: %s failed to collect", self._name)
 
     def _process_one_batch(self) -> tuple[int, float]:
         queue = self._queue

@@ -49,6 +49,7 @@ __all__ = [
     "INVALID_SPAN",
     "MAX_ERROR_CHARS",
     "NOT_FOUND",
+    "NO_USAGE",
     "PRICING_ERROR",
     "STALE",
     "VERSION_ATTRIBUTES",
@@ -77,6 +78,8 @@ INVALID_SPAN: Final = "invalid_span"
 # usage inputs that matter for re-pricing, so an unpriced record keeps those.
 _FALLBACK_USAGE_PREFIX: Final = "gen_ai.usage."
 _EMPTY: Final[Mapping[str, float]] = MappingProxyType({})
+NO_USAGE: Final = _EMPTY
+"""The usage of a span that carries none (one shared empty mapping)."""
 # Enum members hash through a Python-level __hash__; their ids hash in C.
 _ENTRY_KIND_IDS: Final = frozenset((id(SpanKind.SERVER), id(SpanKind.CONSUMER)))
 _SOURCE: Final = "otelcost"
@@ -111,6 +114,14 @@ class PricingSnapshot:
         self.error = error
 
 
+Plan: TypeAlias = tuple[Mapping[str, AttributeValue], float, float, Price | None]
+"""What every span of one operation gets when its charge needs nothing but its duration:
+its ``cost.*`` attributes (the constant ones, then ``cost.duration_ms`` and, when
+billable, ``cost.amount`` as placeholders: one ``dict.update`` then makes room for all of
+them at once, and the two stores that follow replace values), and the flat price it pays
+whole (its ``per_request``, ``per_ms`` and itself; None: not billable)."""
+
+
 class Binding(NamedTuple):
     """An operation's price under one snapshot: the match (None: no key matches), the
     error every span of it gets (None: priced) and the constant ``cost.*`` attributes
@@ -118,7 +129,10 @@ class Binding(NamedTuple):
     ``flat``: the match's price when it is flat (``PriceMatch.flat_price``), which a span
     that pays the whole price is charged without reading its attributes.
     ``nested``: the binding of its nested spans where another key prices them (a ``*:``
-    key naming the operation before the service's bare ``*``), else None."""
+    key naming the operation before the service's bare ``*``), else None.
+    ``entry_plan`` / ``nested_plan``: what an entry / a nested span of the operation gets
+    when that is decided by the table alone (see ``_plans``), else None; the ending hook
+    then charges a span without calling ``Coster.price``."""
 
     snapshot: PricingSnapshot
     match: PriceMatch | None
@@ -126,10 +140,14 @@ class Binding(NamedTuple):
     attributes: Mapping[str, AttributeValue]
     flat: Price | None = None
     nested: Binding | None = None
+    entry_plan: Plan | None = None
+    nested_plan: Plan | None = None
 
 
 # What a Named holds before its first span: no snapshot is ever this one.
 _UNBOUND: Final = Binding(PricingSnapshot(None, "", None, None, "unbound"), None, "unbound", {})
+# Coster.live before a usable table: never a cache's ``held``.
+_NOT_HELD: Final = (None, -math.inf)
 
 
 class Named:
@@ -182,6 +200,9 @@ class Named:
                     snap, nested, None, self._attributes(snap, nested), _flat_price(nested)
                 )
             )
+        binding = binding._replace(
+            entry_plan=_entry_plan(binding), nested_plan=_nested_plan(binding)
+        )
         self.binding = binding
         return binding
 
@@ -306,14 +327,26 @@ class _Shape:
     (an itemgetter: one C call) and the Named of each combination of them. ``next``: the
     shape of the same name and attribute names under another resource or kind."""
 
-    __slots__ = ("by_route", "deploy", "kind", "memo", "next", "reader", "resource", "service")
+    __slots__ = (
+        "by_route",
+        "deploy",
+        "kind",
+        "memo",
+        "next",
+        "plain",
+        "reader",
+        "resource",
+        "service",
+    )
 
     def __init__(
         self,
         resource: Resource,
         kind: SpanKind,
         service: str | None,
+        names: tuple[str, ...],
         keys: tuple[str, ...],
+        *,
         next_shape: _Shape | None,
     ) -> None:
         self.resource = resource
@@ -326,6 +359,11 @@ class _Shape:
         # No naming value: len() is a C call whose result is constant for one shape.
         self.reader: Callable[[Mapping[str, object]], Hashable] = itemgetter(*keys) if keys else len
         self.memo: dict[Hashable, Named] = {}
+        # No attribute a charge reads beyond the duration (usage, a GenAI response id):
+        # a binding's plan then decides every span of this shape.
+        self.plain = RESPONSE_ID not in names and not any(
+            name.startswith(_FALLBACK_USAGE_PREFIX) for name in names
+        )
 
 
 class Coster:
@@ -356,6 +394,18 @@ class Coster:
         # another's snapshot. No table is None.
         self._by_table: tuple[PricingTable | None, PricingSnapshot] = (None, _UNBOUND.snapshot)
         self._failed: PricingSnapshot | None = None
+        # What is checked per span instead of calling current(): the cache's ``held``
+        # (table, stale time) this was derived from, its PricingSnapshot, and the stale time
+        # in epoch nanoseconds, which the ending hook compares with the span's end time (the
+        # same clock: the SDK's time_ns) instead of calling the clock; -1 with a cache on
+        # another clock (the hook then leaves every span to price()). Set by
+        # refresh_live() for a usable table only, replaced whole.
+        self.live: tuple[tuple[object, float], PricingSnapshot, int] = (
+            _NOT_HELD,
+            _UNBOUND.snapshot,
+            -1,
+        )
+        self.clock = pricing.clock
         self.reset_guard()
 
     @property
@@ -400,6 +450,15 @@ class Coster:
         else:
             snap = PricingSnapshot(table, self._currency, region, table.version, None)
         self._by_table = (table, snap)
+        return snap
+
+    def refresh_live(self) -> PricingSnapshot:
+        """``snapshot()``, and ``live`` updated when it is a usable table."""
+        held = self._pricing.held
+        snap = self.snapshot()
+        if held is not None and snap.error is None and snap.table is held[0]:
+            stale_ns = int(held[1] * 1e9) if self.clock is time.time else -1
+            self.live = (held, snap, stale_ns)
         return snap
 
     def _failure(self, error: str) -> PricingSnapshot:
@@ -465,7 +524,9 @@ class Coster:
             keys += ("service.name",)
         self._count_entry()
         shapes = self._shapes
-        shape = shapes[key] = _Shape(resource, kind, service, keys, shapes.get(key))
+        shape = shapes[key] = _Shape(
+            resource, kind, service, names, keys, next_shape=shapes.get(key)
+        )
         return shape
 
     def _count_entry(self) -> None:
@@ -509,14 +570,10 @@ class Coster:
         the SDK ReadableSpan's fields directly (each public property is a Python-level
         call), and a repeat span costs a few dict lookups and its price's arithmetic.
         """
-        if snap is None:  # the ending hook: the current table, one call less per span
-            try:
-                table = self._pricing.current()
-            except Exception:
-                snap = self.snapshot()  # the failure, as snapshot() reports it
-            else:
-                cached = self._by_table
-                snap = cached[1] if cached[0] is table else self.snapshot()
+        if snap is None:  # the ending hook: the current table, without a call while fresh
+            held, snap, _ = self.live
+            if held is not self._pricing.held or self.clock() > held[1]:
+                snap = self.refresh_live()
         try:
             attributes: Mapping[str, object] = span._attributes._dict  # type: ignore[union-attr]
         except AttributeError:  # not the SDK's BoundedAttributes (a hand-built span)
@@ -610,6 +667,44 @@ class Coster:
 
 def _flat_price(match: PriceMatch | None) -> Price | None:
     return None if match is None else match.flat_price
+
+
+# Plans: what Coster.price decides for a span of a "plain" shape (no GenAI response id,
+# no gen_ai.usage.* attribute) with valid times, when the table alone decides it. Anything
+# else (errors, usage, catalogs, dated or tiered prices) leaves the plan None.
+
+
+def _entry_plan(binding: Binding) -> Plan | None:
+    """An entry span pays any match whole."""
+    flat = binding.flat
+    if binding.error is None and flat is not None:
+        return _with_placeholders(binding, billable=True), flat.per_request, flat.per_ms, flat
+    return None
+
+
+def _nested_plan(binding: Binding) -> Plan | None:
+    """A nested span pays a targeted flat match whole; an untargeted flat match, or no
+    match at all, makes it not billable (it carries no usage: the shape is plain)."""
+    nested = binding.nested or binding
+    match = nested.match
+    if match is None:
+        if binding.error is None:
+            return None
+        return _with_placeholders(binding, billable=False), 0.0, 0.0, None
+    flat = nested.flat
+    if nested.error is None and flat is not None:
+        if match.targeted:
+            return _with_placeholders(nested, billable=True), flat.per_request, flat.per_ms, flat
+        return _with_placeholders(nested, billable=False), 0.0, 0.0, None
+    return None
+
+
+def _with_placeholders(binding: Binding, *, billable: bool) -> dict[str, AttributeValue]:
+    attributes = dict(binding.attributes)
+    attributes["cost.duration_ms"] = 0.0
+    if billable:
+        attributes["cost.amount"] = 0.0
+    return attributes
 
 
 # What names a deploy, first found wins: the stable names of the semantic conventions, then

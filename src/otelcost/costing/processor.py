@@ -7,15 +7,18 @@ Two paths, chosen once per process (``stats()["pricing_path"]``, logged at INFO)
     app thread, span.end() -> _on_ending, before any processor's on_end:
         service, operation (memoized), price (memoized per table), cost
         -> cost.* written into the span itself (the user's processors see it, no copy)
-        -> one SpanCost (a small tuple) appended to the cost queue
-    export worker: SpanCosts -> sums per (service, operation, currency) -> CostSumExporters
-                              -> CostRecords, only if a record exporter asks -> CostExporters
+        -> the cost added to this thread's running totals (no lock, nothing queued)
+        -> one SpanCost (a small tuple) queued, only if a record exporter asks
+    export worker, once a second and on flush: what the totals grew by, per (service,
+        operation, currency) -> CostSumExporters; queued SpanCosts -> CostRecords ->
+        CostExporters
 
 ``copy`` (older SDKs: no ending hook)::
 
     app thread: on_end appends the ended span to a bounded queue (nothing else)
-    pricing worker: the same pricing -> SpanCost -> cost queue, and an enriched copy of the
-        span with the cost.* attributes -> the processors in ``span_processors``
+    pricing worker: the same pricing -> its running totals (and a SpanCost queued for
+        record exporters), and an enriched copy of the span with the cost.* attributes ->
+        the processors in ``span_processors``
     export worker: as above
 
 Pricing never does I/O (the PricingCache refreshes on its own thread) and never raises
@@ -33,7 +36,7 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Sequence
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, TypeAlias, cast
 
 from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
@@ -41,7 +44,15 @@ from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 from otelcost import environment
 from otelcost.costing._ending import ending_hook_supported
 from otelcost.costing._pipeline import BatchPipeline
-from otelcost.costing.coster import Coster, CostFields, Named, cost_record, plain_attributes
+from otelcost.costing._tally import SHIFT, Tally, unpack
+from otelcost.costing.coster import (
+    NO_USAGE,
+    Coster,
+    CostFields,
+    Named,
+    cost_record,
+    plain_attributes,
+)
 from otelcost.costing.enrich import enriched_copy
 from otelcost.exporters.base import (
     CostExporter,
@@ -53,7 +64,7 @@ from otelcost.exporters.base import (
 from otelcost.money import DEFAULT_CURRENCY, NANOS_PER_UNIT
 from otelcost.pricing import PricingCache
 from otelcost.pricing.sources import SourceLike
-from otelcost.record import CostRecord
+from otelcost.record import _MIN_TS_MS
 
 __all__ = ["REGION_ENV", "CostSpanProcessor", "PricingLike", "PricingPath", "prewarm"]
 
@@ -75,6 +86,9 @@ DEFAULT_MAX_SPAN_QUEUE_SIZE: Final = 16_384
 # spans (which are much larger than SpanCosts) are held for at most this long.
 _SPAN_SCHEDULE_DELAY_MILLIS: Final = 200
 _SPAN_BATCH_SIZE: Final = 1_024
+# A start time after this one, with the end before the table's stale time, makes the end
+# time's milliseconds a valid record timestamp (Coster.price's check, as one comparison).
+_MIN_START_NS: Final = (_MIN_TS_MS + 1) * 1_000_000
 # Every priced span carries it; on the ending-hook path its absence in on_end means the
 # span skipped the hook.
 _SOURCE_KEY: Final = "cost.source"
@@ -103,9 +117,10 @@ class CostSpanProcessor(SpanProcessor):
             if the table is in another currency every span is left unpriced with
             ``cost.error`` = ``currency_mismatch: ...`` (amounts in two currencies are
             never mixed silently). Tables without a ``currency`` are USD.
-        max_queue_size: span costs waiting for the exporters at most (a full queue drops
-            the newest and counts it in ``records_dropped``).
-        max_export_batch_size: span costs per export call at most.
+        max_queue_size: span costs waiting for the record exporters at most (a full queue
+            drops the newest and counts it in ``records_dropped``; the sums for
+            CostSumExporters are kept apart and never dropped).
+        max_export_batch_size: span costs per record export call at most.
         schedule_delay_millis: the longest a cost waits before it is exported.
         export_timeout_millis: the flush budget of the exporters at shutdown; an export
             call longer than this is logged.
@@ -182,6 +197,11 @@ class CostSpanProcessor(SpanProcessor):
         # Pricing in the ending hook until shutdown (one attribute read per span).
         self._pricing_in_hook = self._hook
         self._shutdown_lock = threading.Lock()
+        # Each pricing thread's running totals: keys are a Named (priced and billable:
+        # packed nanos and spans) or (Named, reason) (unpriced; reason None: not billable).
+        self._tally = Tally()
+        # Per-span costs are queued only for record exporters.
+        self._queue_records = bool(self._record_exporters)
         self._reset_counters()
         # Registered before the pipelines create their hooks, so in a forked child the
         # counters and the guard are fresh before the new workers start.
@@ -232,13 +252,9 @@ class CostSpanProcessor(SpanProcessor):
         self._forwarded = 0  # copy path: pricing worker
         self._forward_errors = 0
         self._pricing_errors = 0
-        self._priced = 0  # export worker
-        self._not_billable = 0
-        self._folded = 0
-        self._unpriced: dict[str, int] = {}
-        self._exported = 0
-        self._export_failures = 0
+        self._export_failures = 0  # export worker
         self._per_exporter: dict[str, list[int]] = {}
+        self._collected = 0
 
     def _after_fork_in_child(self) -> None:
         self._shutdown_lock = threading.Lock()
@@ -260,22 +276,8 @@ class CostSpanProcessor(SpanProcessor):
         """The SDK's ending hook: price the span and write ``cost.*`` into it. Never raises."""
         if self._pricing_in_hook:
             try:
-                cost = self._coster.price(span)
-                _, binding, nanos, duration_ms, _, _, error, _, billable, _ = cost
-                # cost.* into the span itself. The SDK has set the end time, so
-                # set_attribute refuses and the BoundedAttributes is marked immutable; but
-                # the span still belongs to this thread and no processor has seen it. So
-                # the values go straight into the dict inside (the layout that
-                # ending_hook_supported() checked): never counted as drops, never
-                # evicting one of the span's own attributes.
-                inner = span._attributes._dict  # type: ignore[union-attr]
-                inner.update(binding.attributes)
-                inner["cost.duration_ms"] = duration_ms
-                if error is not None:
-                    inner["cost.error"] = error
-                elif billable:
-                    inner["cost.amount"] = nanos / NANOS_PER_UNIT  # from_nanos(), inline
-                self._put_cost(cost)
+                if not self._price_planned(span):
+                    self._price_in_place(span)
             except Exception:
                 self._pricing_error()
         for hook in self._on_ending_hooks:
@@ -283,6 +285,103 @@ class CostSpanProcessor(SpanProcessor):
                 hook(span)
             except Exception:
                 self._hook_error()
+
+    def _price_planned(self, span: Span) -> bool:
+        """Most spans: Coster.price's result without calling it. A memo hit (the naming
+        memo inlined, see Coster._named), a table fresh at the span's end, a plain shape,
+        valid times and a binding whose plan decides the charge; False (nothing done)
+        otherwise. tests/costing/test_planned.py holds this equal to Coster.price."""
+        coster = self._coster
+        held, snap, stale_ns = coster.live
+        if held is not self._pricing.held:
+            return False
+        # cost.* go into the dict inside the span's BoundedAttributes. The SDK has set the
+        # end time, so set_attribute refuses and the mapping is marked immutable; but the
+        # span still belongs to this thread and no processor has seen it (the layout
+        # ending_hook_supported() checked): never counted as drops, never evicting one of
+        # the span's own attributes.
+        inner = span._attributes._dict  # type: ignore[union-attr]
+        shape = coster._shapes.get((span._name, tuple(inner)))
+        if (
+            shape is None
+            or not shape.plain
+            or shape.resource is not span._resource
+            or shape.kind is not span._kind
+        ):
+            return False
+        try:
+            named = shape.memo.get(shape.reader(inner))
+        except Exception:  # an unhashable value: Coster.price names it without the memo
+            return False
+        if named is None:
+            return False
+        binding = named.binding
+        if binding.snapshot is not snap:
+            return False
+        parent = span._parent
+        entry = named.entry_kind or parent is None or parent.is_remote
+        plan = binding.entry_plan if entry else binding.nested_plan
+        # Both set: Span.end() calls the hook after setting the end time.
+        start: int = span._start_time  # type: ignore[assignment]
+        end: int = span._end_time  # type: ignore[assignment]
+        # Coster.price's valid times (epoch nanoseconds, end after start), and a table
+        # still fresh when the span ended (the SDK's clock is the cache's: see Coster.live).
+        if plan is None or not _MIN_START_NS < start <= end <= stale_ns:
+            return False
+        duration_ms = (end - start) / 1e6
+        attributes, per_request, per_ms, price = plan
+        if price is None:
+            nanos, billable = 0, False
+        else:
+            # price.flat_nanos(duration_ms), inline: its quick case, else the call.
+            scaled = (per_request + per_ms * duration_ms) * NANOS_PER_UNIT
+            if not (
+                0.0 <= scaled < 1e7 and -0.499998 < scaled - (nanos := round(scaled)) < 0.499998
+            ):
+                nanos = price.flat_nanos(duration_ms)
+            billable = True
+        inner.update(attributes)
+        inner["cost.duration_ms"] = duration_ms
+        try:
+            totals = self._tally.local.totals
+        except AttributeError:  # this thread's first span
+            totals = self._tally.totals()
+        if billable:
+            inner["cost.amount"] = nanos / NANOS_PER_UNIT  # from_nanos(), inline
+            totals[named] = totals.get(named, 0) + (nanos << SHIFT) + 1  # pack(), inline
+        else:
+            _count_apart(totals, named, None)
+        if self._queue_records:
+            if not entry and binding.nested is not None:
+                binding = binding.nested
+            self._put_cost(
+                (
+                    named,
+                    binding,
+                    nanos,
+                    duration_ms,
+                    end // 1_000_000,
+                    NO_USAGE,
+                    None,
+                    entry,
+                    billable,
+                    span._context,
+                )
+            )
+        return True
+
+    def _price_in_place(self, span: Span) -> None:
+        """Every other span: Coster.price, then the same writes and accounting."""
+        cost = self._coster.price(span)
+        _, binding, nanos, duration_ms, _, _, error, _, billable, _ = cost
+        inner = span._attributes._dict  # type: ignore[union-attr]
+        inner.update(binding.attributes)
+        inner["cost.duration_ms"] = duration_ms
+        if error is not None:
+            inner["cost.error"] = error
+        elif billable:
+            inner["cost.amount"] = nanos / NANOS_PER_UNIT
+        self._account(self._tally.totals(), cost)
 
     def on_end(self, span: ReadableSpan) -> None:
         """ending_hook: hand the priced span to ``span_processors``; copy: queue it for
@@ -314,8 +413,19 @@ class CostSpanProcessor(SpanProcessor):
         or by a wrapper that does not forward ``_on_ending``): price it here, return an
         enriched copy."""
         cost = self._coster.cost(span)
-        self._put_cost(cost)
+        self._account(self._tally.totals(), cost)
         return enriched_copy(span, cost.attributes())
+
+    def _account(self, totals: dict[Any, int], cost: CostFields) -> None:
+        """Add one span's cost to ``totals`` (this thread's) and queue it for the record
+        exporters if there are any (the ending hook does the same inline)."""
+        named, _, nanos, _, _, _, error, _, billable, _ = cost
+        if error is None and billable:
+            totals[named] = totals.get(named, 0) + (nanos << SHIFT) + 1
+        else:
+            _count_apart(totals, named, error)
+        if self._queue_records:
+            self._put_cost(cost)
 
     def _bypass(self, span: ReadableSpan) -> None:
         """The span queue is full: the user's processors still get the span, unenriched."""
@@ -412,15 +522,31 @@ class CostSpanProcessor(SpanProcessor):
           processor was shut down, or the shutdown deadline passed (by cause in ``dropped``);
         - ``spans_forwarded``: spans handed to ``span_processors`` (copy path: enriched
           copies); ``spans_bypassed``: handed to them unenriched because the queue was full;
-        - ``records_exported``: span costs every exporter accepted (as records or sums);
+        - ``exporters``: per exporter, the spans whose costs it accepted (records, or sums
+          covering them) and those whose export failed; ``records_exported``: the least
+          any exporter accepted (with no exporter: spans whose sums were collected);
           ``export_failures``: (exporter, batch) pairs that failed or raised;
-          ``records_dropped``: span costs lost to a full cost queue, shutdown or its
-          deadline; ``exporters``: per exporter, in spans;
+          ``records_dropped``: span costs lost to a full record queue, shutdown or its
+          deadline (record exporters only: sums are kept apart and never dropped);
         - ``operations_folded``: spans whose operation was folded into ``OTHER``;
         - ``queue_size`` / ``record_queue_size``: spans and span costs waiting now;
         - ``errors``: exceptions caught in hooks, pricing or forwarding (all logged).
         """
         costs = self._costs.stats()
+        priced = not_billable = folded = 0
+        unpriced: dict[str, int] = {}
+        for key, total in self._tally.grand_totals().items():
+            if type(key) is Named:
+                named, count = key, unpack(total)[1]
+                priced += count
+            else:
+                (named, reason), count = cast(_Apart, key), total
+                if reason is None:
+                    not_billable += count
+                else:
+                    unpriced[reason] = unpriced.get(reason, 0) + count
+            if named.folded:
+                folded += count
         if self._spans is not None:
             spans = self._spans.stats()
             dropped = {
@@ -433,36 +559,38 @@ class CostSpanProcessor(SpanProcessor):
         else:
             dropped = {"queue_full": 0, "after_shutdown": self._late, "shutdown_timeout": 0}
             seen = (
-                costs["queued"]
-                + costs["dropped_queue_full"]
-                + costs["dropped_after_shutdown"]
-                + self._pricing_errors
-                + self._late
+                priced + sum(unpriced.values()) + not_billable + self._pricing_errors + self._late
             )
             queue_size, span_errors = 0, 0
-        unpriced = dict(self._unpriced)
+        per_exporter = {
+            name: {"exported": ok, "failed": failed}
+            for name, (ok, failed) in dict(self._per_exporter).items()
+        }
         return {
             "pricing_path": self.pricing_path,
             "spans_seen": seen,
-            "spans_priced": self._priced,
+            "spans_priced": priced,
             "spans_unpriced": sum(unpriced.values()),
             "unpriced": unpriced,
-            "spans_not_billable": self._not_billable,
+            "spans_not_billable": not_billable,
             "genai_duplicates": self._coster.calls.duplicates,
             "spans_dropped": sum(dropped.values()),
             "dropped": dropped,
             "spans_forwarded": self._forwarded,
             "spans_bypassed": self._bypassed,
-            "records_exported": self._exported,
+            "records_exported": min(
+                (
+                    per_exporter.get(name, {"exported": 0})["exported"]
+                    for name in self._exporter_names
+                ),
+                default=self._collected,
+            ),
             "export_failures": self._export_failures,
             "records_dropped": costs["dropped_queue_full"]
             + costs["dropped_after_shutdown"]
             + costs["dropped_shutdown_timeout"],
-            "exporters": {
-                name: {"exported": ok, "failed": failed}
-                for name, (ok, failed) in dict(self._per_exporter).items()
-            },
-            "operations_folded": self._folded,
+            "exporters": per_exporter,
+            "operations_folded": folded,
             "queue_size": queue_size,
             "record_queue_size": costs["queue_size"],
             "errors": self._hook_errors
@@ -479,7 +607,8 @@ class CostSpanProcessor(SpanProcessor):
         coster = self._coster
         snap = coster.snapshot()
         forward = bool(self._span_processors)
-        costs: list[CostFields] = []
+        totals = self._tally.totals()
+        account = self._account
         for span in spans:
             try:
                 cost = coster.cost(span, snap)
@@ -488,13 +617,11 @@ class CostSpanProcessor(SpanProcessor):
                 if forward:
                     self._forward(span)
                 continue
-            costs.append(cost)
+            account(totals, cost)
             context = span.context
             if forward and context is not None and context.trace_flags.sampled:
                 self._forward(enriched_copy(span, cost.attributes()))
                 self._forwarded += 1
-        if costs:
-            self._costs.put_many(costs)
 
     def _forward(self, span: ReadableSpan) -> None:
         for processor in self._span_processors:
@@ -505,58 +632,44 @@ class CostSpanProcessor(SpanProcessor):
                 if self._forward_errors == 1:
                     _logger.exception("otelcost: a span processor failed in on_end")
 
-    def _export_batch(self, batch: Sequence[CostFields]) -> None:
-        """Export worker: count, sum, build records if asked, hand them to every exporter."""
-        # Summed per Named first (an identity hash, no key tuple per span); every snapshot
-        # of one Coster is in the Coster's currency.
-        by_named: dict[Named, list[int]] = {}
-        unpriced: dict[tuple[str, str], int] = {}
-        reasons = self._unpriced
-        records: list[CostRecord] | None = [] if self._record_exporters else None
-        not_billable = folded = 0
-        for cost in batch:
-            named, _, nanos, _, _, _, error, _, billable, context = cost
-            if error is not None:
-                reason = error.split(":", 1)[0]
-                reasons[reason] = reasons.get(reason, 0) + 1
-                key = (named.service, reason)
-                unpriced[key] = unpriced.get(key, 0) + 1
-            elif billable:
-                total = by_named.get(named)
-                if total is None:
-                    total = by_named[named] = [0, 0]
-                total[0] += nanos
-                total[1] += 1
-            else:
-                not_billable += 1
-            if named.folded:
-                folded += 1
-            if records is not None and context is not None:
-                records.append(cost_record(cost, context.trace_id, context.span_id))
+    def _collect_sums(self) -> None:
+        """Export worker: what every pricing thread's totals grew by since the last call,
+        summed per (service, operation, currency), to the CostSumExporters."""
+        grown = self._tally.harvest()
+        if not grown:
+            return
+        # Every snapshot of one Coster is in the Coster's currency.
         currency = self._coster.currency
         sums: dict[tuple[str, str, str], list[int]] = {}
-        priced = 0
-        for named, (nanos, count) in by_named.items():
-            priced += count
-            total = sums.setdefault((named.service, named.operation, currency), [0, 0])
-            total[0] += nanos
-            total[1] += count
-        self._priced += priced
-        self._not_billable += not_billable
-        self._folded += folded
-        all_ok = True
+        unpriced: dict[tuple[str, str], int] = {}
+        spans = 0
+        for key, delta in grown.items():
+            if type(key) is Named:
+                nanos, count = unpack(delta)
+                total = sums.setdefault((key.service, key.operation, currency), [0, 0])
+                total[0] += nanos
+                total[1] += count
+            else:
+                (named, reason), count = cast(_Apart, key), delta
+                if reason is not None:
+                    where = (named.service, reason)
+                    unpriced[where] = unpriced.get(where, 0) + count
+            spans += count
+        self._collected += spans
         if self._sum_exporters and (sums or unpriced):
             batch_sums = CostSums({k: CostSum(*v) for k, v in sums.items()}, unpriced)
             for sum_exporter, name in self._sum_exporters:
-                all_ok = (
-                    self._export_one(name, len(batch), sum_exporter.export_sums, batch_sums)
-                    and all_ok
-                )
-        if records is not None:
-            for exporter, name in self._record_exporters:
-                all_ok = self._export_one(name, len(batch), exporter.export, records) and all_ok
-        if all_ok:
-            self._exported += len(batch)
+                self._export_one(name, spans, sum_exporter.export_sums, batch_sums)
+
+    def _export_batch(self, batch: Sequence[CostFields]) -> None:
+        """Export worker: the CostRecords of queued span costs, to every record exporter."""
+        records = [
+            cost_record(cost, context.trace_id, context.span_id)
+            for cost in batch
+            if (context := cost[9]) is not None
+        ]
+        for exporter, name in self._record_exporters:
+            self._export_one(name, len(batch), exporter.export, records)
 
     def _export_one(
         self, name: str, count: int, export: Callable[[Any], CostExportResult], data: object
@@ -600,6 +713,9 @@ class _PricingStage:
     def __init__(self, processor: CostSpanProcessor) -> None:
         self._processor = processor
 
+    def collect(self) -> None:
+        pass  # the export stage collects the sums
+
     def process(self, batch: Sequence[ReadableSpan]) -> None:
         self._processor._price_batch(batch)
 
@@ -611,10 +727,13 @@ class _PricingStage:
 
 
 class _ExportStage:
-    """BatchHandler of the cost queue."""
+    """BatchHandler of the cost queue (records) and collector of the sums."""
 
     def __init__(self, processor: CostSpanProcessor) -> None:
         self._processor = processor
+
+    def collect(self) -> None:
+        self._processor._collect_sums()
 
     def process(self, batch: Sequence[CostFields]) -> None:
         self._processor._export_batch(batch)
@@ -663,6 +782,17 @@ def prewarm(cache: PricingCache) -> None:
                 exc,
             )
     cache.start()
+
+
+_Apart: TypeAlias = tuple[Named, str | None]
+"""A tally key of spans outside the sums: (Named, reason of the error; None: not billable)."""
+
+
+def _count_apart(totals: dict[Any, int], named: Named, error: str | None) -> None:
+    """Count a span that adds nothing to the sums: unpriced (by the reason of its error) or
+    not billable (reason None)."""
+    key = (named, None if error is None else error.split(":", 1)[0])
+    totals[key] = totals.get(key, 0) + 1
 
 
 def _names(exporters: tuple[CostExporter, ...]) -> tuple[str, ...]:

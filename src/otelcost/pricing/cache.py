@@ -96,7 +96,13 @@ class PricingCache:
         self._refresh_interval = refresh_interval
         self._retry_initial = retry_initial
         self._clock = clock
+        self.clock: Final = clock
+        """What decides staleness (epoch seconds): ``clock() > held[1]`` means stale."""
         self._snapshot: _Snapshot | None = None
+        self.held: tuple[PricingTable, float] | None = None
+        """The table held now and the ``clock()`` time it goes stale (None before the first
+        load), replaced whole on every successful refresh: a reader that prices many spans
+        checks it per span with one clock call instead of calling :meth:`current`."""
         self._refresh_lock = threading.Lock()  # one fetch at a time; the source keeps state
         self._stats_lock = threading.Lock()
         self._ok = 0
@@ -216,7 +222,8 @@ class PricingCache:
                     raise
                 raise error from exc
             with self._stats_lock:  # so stats() sees the table and its counters together
-                self._snapshot = _Snapshot(table, self._clock())
+                self._snapshot = snapshot = _Snapshot(table, self._clock())
+                self.held = (table, snapshot.synced_at + self._ttl)
                 self._ok += 1
                 if previous is not None and previous.table is table:
                     self._unchanged += 1

@@ -1,0 +1,134 @@
+"""Running totals kept by the threads that price spans, read as deltas by one worker.
+
+Sum-only exporters (budgets, metrics) need totals per operation, not spans, so nothing per
+span is queued for them: each pricing thread adds into its own dict, with no lock, and the
+export worker reads every dict and exports what grew since its last read.
+
+One writer per dict makes this exact under the GIL without a lock. A total is one int that
+packs the nano-units and the span count (``pack``), so it is replaced by one store and a
+reader never sees a span's amount without its count. The reader copies each dict in one
+C call (``dict.copy``, which runs no Python code on these keys: they hash by identity or
+are tuples of strings) and keeps what it read last to compute deltas; it never resets a
+writer's dict. A thread's dict is read one last time after the thread has ended, then
+dropped (thread-per-request servers start threads all the time); its totals stay in the
+grand totals.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import weakref
+from collections.abc import Hashable
+
+__all__ = ["COUNT", "SHIFT", "Tally", "pack", "unpack"]
+
+SHIFT = 64
+"""A packed total is ``nanos << SHIFT`` plus the span count (below 2**64 spans)."""
+COUNT = (1 << SHIFT) - 1
+
+Totals = dict[Hashable, int]
+
+
+def pack(nanos: int, spans: int = 1) -> int:
+    """One total of ``spans`` spans costing ``nanos`` in all (nanos may be negative)."""
+    return (nanos << SHIFT) + spans
+
+
+def unpack(total: int) -> tuple[int, int]:
+    """(nanos, spans) of a packed total or a difference of two."""
+    return total >> SHIFT, total & COUNT
+
+
+class _Writer:
+    __slots__ = ("last", "thread", "totals")
+
+    def __init__(self, thread: threading.Thread, totals: Totals) -> None:
+        self.thread: weakref.ref[threading.Thread] = weakref.ref(thread)
+        self.totals = totals
+        self.last: Totals = {}
+
+
+class Tally:
+    """Packed totals per key, written by any number of threads, each into its own dict,
+    and read by one thread with :meth:`harvest`.
+
+    A writer gets its thread's dict from :meth:`totals` (the hot path reads it from
+    ``local.totals`` directly) and adds with ``totals[key] = totals.get(key, 0) + pack(n)``.
+    """
+
+    def __init__(self) -> None:
+        self._init_process_state()
+        if hasattr(os, "register_at_fork"):
+            weak_self = weakref.ref(self)
+
+            def _after_in_child() -> None:
+                tally = weak_self()
+                if tally is not None:
+                    tally._init_process_state()
+
+            os.register_at_fork(after_in_child=_after_in_child)
+
+    def _init_process_state(self) -> None:
+        # In a forked child only the forking thread exists and the parent exports what its
+        # threads added: the child starts from nothing (a new local, so no inherited dict).
+        self.local = threading.local()
+        self._lock = threading.Lock()
+        self._writers: list[_Writer] = []
+        self._retired: Totals = {}  # totals of ended threads, read for the grand totals
+
+    def totals(self) -> Totals:
+        """The calling thread's dict (registered on its first call)."""
+        try:
+            totals: Totals = self.local.totals
+        except AttributeError:
+            totals = self.local.totals = {}
+            with self._lock:
+                self._writers.append(_Writer(threading.current_thread(), totals))
+        return totals
+
+    def harvest(self) -> Totals:
+        """What every thread added since the last harvest, summed per key (zero deltas left
+        out). One reader at a time: the export worker."""
+        with self._lock:
+            writers = list(self._writers)
+        out: Totals = {}
+        ended: list[_Writer] = []
+        for writer in writers:
+            thread = writer.thread()
+            # Liveness before the copy: an ended thread writes nothing more, so this copy
+            # is its last.
+            alive = thread is not None and thread.is_alive()
+            now = writer.totals.copy()
+            last = writer.last
+            for key, total in now.items():
+                delta = total - last.get(key, 0)
+                if delta:
+                    out[key] = out.get(key, 0) + delta
+            writer.last = now
+            if not alive:
+                ended.append(writer)
+        if ended:
+            with self._lock:
+                self._writers = [w for w in self._writers if w not in ended]
+                retired = self._retired
+                for writer in ended:
+                    for key, total in writer.last.items():
+                        retired[key] = retired.get(key, 0) + total
+        return out
+
+    def grand_totals(self) -> Totals:
+        """Everything ever added, per key (for statistics; any thread)."""
+        with self._lock:
+            out = dict(self._retired)
+            writers = list(self._writers)
+        for writer in writers:
+            for key, total in writer.totals.copy().items():
+                out[key] = out.get(key, 0) + total
+        return out
+
+    @property
+    def threads(self) -> int:
+        """Threads whose dicts are read (ended ones until their last harvest)."""
+        with self._lock:
+            return len(self._writers)
