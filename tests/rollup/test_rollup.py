@@ -5,7 +5,6 @@ from __future__ import annotations
 import random
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -13,22 +12,15 @@ from typing import Any
 import psycopg
 import pytest
 
+from _consumer_scenarios import Consumer, ConsumerScenarios
 from _kafka import (
     FAST_GROUP,
-    assert_dead_lettered,
     committed,
     consumer_argv,
     ends,
-    invalid_messages,
-    partly_bad_message,
     produce,
-    produce_both_schemas,
-    produce_raw,
     read_all,
     run_in_thread,
-    run_until_idle,
-    sigkill_twice,
-    sigterm_midway,
     stop_all,
 )
 from _postgres import TcpProxy, TestDatabase, drop_rollup_schema, reset_rollup_schema
@@ -137,57 +129,6 @@ def _assert_rolled_up_once(
 
 
 @pytest.mark.slow
-def test_totals_exact_offsets_stored_and_a_rerun_reads_nothing(
-    kafka_broker: KafkaBroker, kafka_topic: str, dsn: str, group: str
-) -> None:
-    records = _records(3000)
-    produce(kafka_broker.bootstrap, kafka_topic, records)
-    rollup = _rollup(kafka_broker, dsn, kafka_topic, group, batch_size=400)
-    assert rollup.run(max_records=3000, idle_timeout=30)
-    stats = rollup.stats()
-    assert (stats["consumed"], stats["written"], stats["duplicates"], stats["dlq"]) == (
-        3000,
-        3000,
-        0,
-        0,
-    )
-    assert stats["batches"] >= 3000 // 400
-    expected = _expected(records)
-    assert _stored(dsn) == expected
-    assert sum(v[0] for v in _stored(dsn).values()) == sum(r.cost_nanos for r in records)
-    on_broker = read_all(kafka_broker.bootstrap, kafka_topic)
-    assert _db_offsets(dsn, group) == ends(on_broker)
-
-    again = _rollup(kafka_broker, dsn, kafka_topic, group)
-    assert again.run(idle_timeout=2)
-    assert again.stats()["consumed"] == 0
-    assert _stored(dsn) == expected
-
-
-@pytest.mark.slow
-def test_schema_1_and_2_on_one_topic_and_a_bad_record_dead_lettered_alone(
-    kafka_broker: KafkaBroker, kafka_topic: str, dsn: str, group: str
-) -> None:
-    records = _records(900)
-    same = [r for r in _records(60, start=9000) if (r.service, r.currency) == ("search", "USD")]
-    partly = partly_bad_message(same, 1)
-    messages = produce_both_schemas(kafka_broker.bootstrap, kafka_topic, records, partly)
-
-    rollup = _rollup(kafka_broker, dsn, kafka_topic, group, batch_size=100)
-    assert rollup.run(max_records=messages, idle_timeout=30)
-    stats = rollup.stats()
-    assert (stats["consumed"], stats["written"], stats["dlq"]) == (
-        messages,
-        900 + len(partly.good),
-        1,
-    )
-    assert _stored(dsn) == _expected([*records, *partly.good])
-    (dead,) = read_all(kafka_broker.bootstrap, f"{kafka_topic}.dlq")
-    assert (dead.key, dead.value) == (partly.key, partly.dead_value)
-    assert dict(dead.headers)["otelcost-record-index"] == b"1"
-
-
-@pytest.mark.slow
 def test_postgres_offsets_win_over_kafka_offsets(
     kafka_broker: KafkaBroker, kafka_topic: str, dsn: str, group: str
 ) -> None:
@@ -214,26 +155,6 @@ def test_postgres_offsets_win_over_kafka_offsets(
     assert second.run(idle_timeout=15)
     assert (second.stats()["consumed"], second.stats()["duplicates"]) == (700, 0)
     assert _stored(dsn) == _expected(records)
-
-
-@pytest.mark.slow
-def test_invalid_records_go_to_the_dlq_as_with_enforce(
-    kafka_broker: KafkaBroker, kafka_topic: str, dsn: str, group: str
-) -> None:
-    records = _records(400)
-    invalid = invalid_messages(_records(1, start=9000)[0])
-    produce(kafka_broker.bootstrap, kafka_topic, records[:200])
-    produce_raw(kafka_broker.bootstrap, kafka_topic, list(invalid.values()))
-    produce(kafka_broker.bootstrap, kafka_topic, records[200:])
-
-    rollup = _rollup(kafka_broker, dsn, kafka_topic, group, batch_size=150)
-    assert rollup.run(max_records=406, idle_timeout=30)
-    stats = rollup.stats()
-    assert (stats["consumed"], stats["written"], stats["dlq"]) == (406, 400, 6)
-    assert _stored(dsn) == _expected(records)
-    on_broker = read_all(kafka_broker.bootstrap, kafka_topic)
-    assert _db_offsets(dsn, group) == ends(on_broker)
-    assert_dead_lettered(kafka_broker.bootstrap, kafka_topic, invalid)
 
 
 @dataclass
@@ -304,30 +225,6 @@ def test_database_outage_mid_stream_pauses_and_loses_nothing(
     _assert_rolled_up_once(kafka_broker, kafka_topic, dsn, group, records)
 
 
-@pytest.mark.slow
-def test_a_second_rollup_joining_neither_loses_nor_double_counts(
-    kafka_broker: KafkaBroker, kafka_topic: str, dsn: str, group: str
-) -> None:
-    records = _records(20_000)
-    produce(kafka_broker.bootstrap, kafka_topic, records)
-    first = _rollup(kafka_broker, dsn, kafka_topic, group, batch_size=50)
-    second = _rollup(kafka_broker, dsn, kafka_topic, group, batch_size=50)
-    first_thread, first_outcome = run_in_thread(first, idle_timeout=20)
-    second_thread = threading.Thread()
-    try:
-        wait_for(lambda: first.stats()["written"] > 0, 60)
-        second_thread, second_outcome = run_in_thread(second, idle_timeout=20)
-        first_thread.join(180)
-        second_thread.join(180)
-    finally:
-        stop_all((first, first_thread), (second, second_thread))
-    assert first_outcome == second_outcome == [True]
-    a, b = first.stats(), second.stats()
-    assert b["consumed"] > 0  # the rebalance really handed partitions over
-    assert a["written"] + b["written"] == len(records)
-    _assert_rolled_up_once(kafka_broker, kafka_topic, dsn, group, records)
-
-
 # -- the command line, as a separate process -------------------------------------------------
 
 
@@ -337,40 +234,41 @@ def rollup_argv(kafka_broker: KafkaBroker, kafka_topic: str, dsn: str, group: st
     return consumer_argv("rollup", kafka_broker.bootstrap, kafka_topic, group, "--dsn", dsn)
 
 
-@pytest.mark.slow
-def test_sigkill_mid_batch_then_restart_counts_everything_once(
-    kafka_broker: KafkaBroker,
-    kafka_topic: str,
-    dsn: str,
-    rollup_argv: list[str],
-    processes: list[subprocess.Popen[bytes]],
-) -> None:
-    records = _records(30_000)
-    produce(kafka_broker.bootstrap, kafka_topic, records)
-    sigkill_twice(rollup_argv, processes, lambda: _total_records(dsn), len(records))
-    stats = run_until_idle(rollup_argv)
-    group = rollup_argv[rollup_argv.index("--group") + 1]
-    assert stats["consumed"] == stats["written"] + stats["duplicates"] + stats["dlq"]
-    _assert_rolled_up_once(kafka_broker, kafka_topic, dsn, group, records)
+@pytest.fixture
+def consumer(
+    kafka_broker: KafkaBroker, kafka_topic: str, dsn: str, group: str, rollup_argv: list[str]
+) -> Consumer:
+    """The rollup for the scenarios shared with enforce (tests/_consumer_scenarios.py)."""
+
+    def assert_stored(records: Sequence[CostRecord]) -> None:
+        stored = _stored(dsn)
+        assert stored == _expected(records)
+        assert sum(v[0] for v in stored.values()) == sum(r.cost_nanos for r in records)
+
+    def one_message() -> list[CostRecord]:
+        records = _records(60, start=9000)
+        return [r for r in records if (r.service, r.currency) == ("search", "USD")]
+
+    return Consumer(
+        command="rollup",
+        done="written",
+        broker=kafka_broker,
+        topic=kafka_topic,
+        group=group,
+        argv=rollup_argv,
+        records=_records,
+        make=lambda **options: _rollup(kafka_broker, dsn, kafka_topic, group, **options),
+        assert_stored=assert_stored,
+        offsets=lambda name: _db_offsets(dsn, name),
+        progress=lambda: _total_records(dsn),
+        progress_of=len,
+        one_message=one_message,
+        stored_records=lambda: _total_records(dsn),
+    )
 
 
-@pytest.mark.slow
-def test_sigterm_finishes_the_batch_commits_and_exits_0(
-    kafka_broker: KafkaBroker,
-    kafka_topic: str,
-    dsn: str,
-    rollup_argv: list[str],
-    processes: list[subprocess.Popen[bytes]],
-) -> None:
-    records = _records(20_000)
-    produce(kafka_broker.bootstrap, kafka_topic, records)
-    first, err = sigterm_midway(rollup_argv, processes, lambda: _total_records(dsn))
-    assert 0 < first["consumed"] < len(records)
-    assert first["consumed"] == first["written"] == _total_records(dsn)
-    assert b"otelcost rollup stopped: consumed=" in err
-    stats = run_until_idle(rollup_argv)
-    assert (stats["consumed"], stats["duplicates"]) == (len(records) - first["consumed"], 0)
-    assert _stored(dsn) == _expected(records)
+class TestSharedWithEnforce(ConsumerScenarios):
+    """The scenarios rollup shares with enforce, on the ``consumer`` fixture above."""
 
 
 @pytest.mark.slow

@@ -15,22 +15,15 @@ from typing import Any
 import pytest
 import redis
 
+from _consumer_scenarios import Consumer, ConsumerScenarios
 from _kafka import (
     FAST_GROUP,
-    assert_dead_lettered,
     committed,
     consumer_argv,
     ends,
-    invalid_messages,
-    partly_bad_message,
     produce,
-    produce_both_schemas,
-    produce_raw,
     read_all,
     run_in_thread,
-    run_until_idle,
-    sigkill_twice,
-    sigterm_midway,
     stop_all,
 )
 from _records import T0, cost_record
@@ -93,33 +86,6 @@ def store(redis_server: RedisServer, redis_client: redis.Redis) -> RedisBudgetSt
 
 
 @pytest.mark.slow
-def test_totals_exact_commits_exact_and_rerun_consumes_nothing(
-    kafka_broker: KafkaBroker, kafka_topic: str, store: RedisBudgetStore, group: str
-) -> None:
-    records = _records(3000)
-    produce(kafka_broker.bootstrap, kafka_topic, records)
-    enforcer = _enforcer(kafka_broker, store, kafka_topic, group, batch_size=400)
-    assert enforcer.run(max_records=3000, idle_timeout=30)
-    stats = enforcer.stats()
-    assert _spend(store) == _expected(records)
-    assert (stats["consumed"], stats["applied"], stats["duplicates"], stats["dlq"]) == (
-        3000,
-        3000,
-        0,
-        0,
-    )
-    assert stats["batches"] >= 3000 // 400
-    assert stats["lag"] == 0
-    on_broker = read_all(kafka_broker.bootstrap, kafka_topic)
-    assert committed(kafka_broker.bootstrap, kafka_topic, group) == ends(on_broker)
-
-    again = _enforcer(kafka_broker, store, kafka_topic, group)
-    assert again.run(idle_timeout=2)
-    assert again.stats()["consumed"] == 0
-    assert _spend(store) == _expected(records)
-
-
-@pytest.mark.slow
 def test_replays_by_another_group_are_fenced(
     kafka_broker: KafkaBroker, kafka_topic: str, store: RedisBudgetStore, group: str
 ) -> None:
@@ -140,49 +106,6 @@ def test_replays_by_another_group_are_fenced(
     stats = replay.stats()
     assert _spend(store) == _expected(records)
     assert (stats["applied"], stats["duplicates"]) == (1000, 1000)
-
-
-@pytest.mark.slow
-def test_invalid_records_go_to_the_dlq_and_nothing_else_is_lost(
-    kafka_broker: KafkaBroker, kafka_topic: str, store: RedisBudgetStore, group: str
-) -> None:
-    records = _records(600)
-    invalid = invalid_messages(_records(1, start=9000)[0])
-    produce(kafka_broker.bootstrap, kafka_topic, records[:300])
-    produce_raw(kafka_broker.bootstrap, kafka_topic, list(invalid.values()))
-    produce(kafka_broker.bootstrap, kafka_topic, records[300:])
-
-    enforcer = _enforcer(kafka_broker, store, kafka_topic, group, batch_size=250)
-    assert enforcer.run(max_records=606, idle_timeout=30)
-    stats = enforcer.stats()
-    assert (stats["consumed"], stats["applied"], stats["dlq"]) == (606, 600, 6)
-    assert _spend(store) == _expected(records)
-    on_broker = read_all(kafka_broker.bootstrap, kafka_topic)
-    assert committed(kafka_broker.bootstrap, kafka_topic, group) == ends(on_broker)
-    assert_dead_lettered(kafka_broker.bootstrap, kafka_topic, invalid)
-
-
-@pytest.mark.slow
-def test_schema_1_and_2_on_one_topic_and_a_bad_record_dead_lettered_alone(
-    kafka_broker: KafkaBroker, kafka_topic: str, store: RedisBudgetStore, group: str
-) -> None:
-    records = _records(900)
-    partly = partly_bad_message(_one_service(5), 2)
-    messages = produce_both_schemas(kafka_broker.bootstrap, kafka_topic, records, partly)
-    assert messages == 300 + 7 + 1 + 7
-
-    enforcer = _enforcer(kafka_broker, store, kafka_topic, group, batch_size=100)
-    assert enforcer.run(max_records=messages, idle_timeout=30)
-    stats = enforcer.stats()
-    assert (stats["consumed"], stats["applied"], stats["dlq"]) == (messages, 900 + 4, 1)
-    assert _spend(store) == _expected([*records, *partly.good])
-
-    (dead,) = read_all(kafka_broker.bootstrap, f"{kafka_topic}.dlq")
-    headers = dict(dead.headers)
-    assert (dead.key, dead.value) == (partly.key, partly.dead_value)
-    assert headers["otelcost-record-index"] == b"2"
-    assert headers["otelcost-schema"] == b"2"
-    assert headers["otelcost-error"].startswith(b"records[2].timestamp:")
 
 
 def _one_service(count: int) -> list[CostRecord]:
@@ -219,38 +142,6 @@ def test_redis_outage_pauses_commits_nothing_loses_nothing(
     assert _spend(store) == _expected(records)
     on_broker = read_all(kafka_broker.bootstrap, kafka_topic)
     assert committed(kafka_broker.bootstrap, kafka_topic, group) == ends(on_broker)
-
-
-@pytest.mark.slow
-def test_a_second_enforcer_joining_neither_loses_nor_double_counts(
-    kafka_broker: KafkaBroker, kafka_topic: str, store: RedisBudgetStore, group: str
-) -> None:
-    records = _records(2000)
-    produce(kafka_broker.bootstrap, kafka_topic, records)
-    first = _enforcer(kafka_broker, store, kafka_topic, group, batch_size=20)
-    second = _enforcer(kafka_broker, store, kafka_topic, group, batch_size=20)
-    first_thread, first_outcome = run_in_thread(first, idle_timeout=20)
-    try:
-        wait_for(lambda: first.stats()["applied"] > 0, 60)
-        second_thread, second_outcome = run_in_thread(second, idle_timeout=20)
-        # Keep the stream flowing until the rebalance has handed the newcomer partitions:
-        # on a loaded machine the first enforcer could otherwise drain a fixed backlog alone.
-        deadline = time.monotonic() + 120
-        while second.stats()["consumed"] == 0 and time.monotonic() < deadline:
-            more = _records(500, start=len(records))
-            produce(kafka_broker.bootstrap, kafka_topic, more)
-            records += more
-            time.sleep(0.2)
-        first_thread.join(180)
-        second_thread.join(180)
-    finally:
-        stop_all((first, first_thread))
-    assert first_outcome == second_outcome == [True]
-    a, b = first.stats(), second.stats()
-    assert b["consumed"] > 0  # the rebalance really handed partitions over
-    assert a["applied"] + b["applied"] == len(records)
-    assert a["consumed"] + b["consumed"] == len(records) + a["duplicates"] + b["duplicates"]
-    assert _spend(store) == _expected(records)
 
 
 @pytest.mark.slow
@@ -317,44 +208,39 @@ def _total(store: RedisBudgetStore) -> int:
     return sum(_spend(store).values())
 
 
-@pytest.mark.slow
-def test_sigkill_mid_batch_then_restart_totals_exact(
+@pytest.fixture
+def consumer(
     kafka_broker: KafkaBroker,
     kafka_topic: str,
     store: RedisBudgetStore,
+    group: str,
     enforce_argv: list[str],
-    processes: list[subprocess.Popen[bytes]],
-) -> None:
-    records = _records(30_000)
-    produce(kafka_broker.bootstrap, kafka_topic, records)
-    expected = _expected(records)
-    sigkill_twice(enforce_argv, processes, lambda: _total(store), sum(expected.values()))
-    stats = run_until_idle(enforce_argv)
-    assert _spend(store) == expected
-    assert stats["consumed"] == stats["applied"] + stats["duplicates"] + stats["dlq"]
-    on_broker = read_all(kafka_broker.bootstrap, kafka_topic)
-    group = enforce_argv[enforce_argv.index("--group") + 1]
-    assert committed(kafka_broker.bootstrap, kafka_topic, group) == ends(on_broker)
+) -> Consumer:
+    """The enforcer for the scenarios shared with rollup (tests/_consumer_scenarios.py)."""
+
+    def assert_stored(records: Sequence[CostRecord]) -> None:
+        assert _spend(store) == _expected(records)
+
+    return Consumer(
+        command="enforce",
+        done="applied",
+        broker=kafka_broker,
+        topic=kafka_topic,
+        group=group,
+        argv=enforce_argv,
+        records=_records,
+        make=lambda **options: _enforcer(kafka_broker, store, kafka_topic, group, **options),
+        assert_stored=assert_stored,
+        offsets=lambda name: committed(kafka_broker.bootstrap, kafka_topic, name),
+        progress=lambda: _total(store),
+        progress_of=lambda records: sum(_expected(records).values()),
+        one_message=lambda: _one_service(5),
+        mixed_messages=300 + 7 + 1 + 7,  # thirds of 900: schema 1, 7 services twice, the bad
+    )
 
 
-@pytest.mark.slow
-def test_sigterm_finishes_the_batch_commits_and_exits_0(
-    kafka_broker: KafkaBroker,
-    kafka_topic: str,
-    store: RedisBudgetStore,
-    enforce_argv: list[str],
-    processes: list[subprocess.Popen[bytes]],
-) -> None:
-    records = _records(30_000)
-    produce(kafka_broker.bootstrap, kafka_topic, records)
-    first, err = sigterm_midway(enforce_argv, processes, lambda: _total(store))
-    assert 0 < first["consumed"] < len(records)
-    assert first["consumed"] == first["applied"]
-    assert b"otelcost enforce stopped: consumed=" in err  # the summary log line
-    # Everything applied was committed: the next run starts exactly where it stopped.
-    stats = run_until_idle(enforce_argv)
-    assert (stats["consumed"], stats["duplicates"]) == (len(records) - first["consumed"], 0)
-    assert _spend(store) == _expected(records)
+class TestSharedWithRollup(ConsumerScenarios):
+    """The scenarios enforce shares with rollup, on the ``consumer`` fixture above."""
 
 
 @pytest.mark.slow
