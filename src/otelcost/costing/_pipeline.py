@@ -31,16 +31,16 @@ from __future__ import annotations
 
 import collections
 import logging
-import os
 import sys
 import threading
 import time
-import weakref
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Generic, Protocol, TypeVar
 
 from opentelemetry import context
+
+from otelcost._fork import in_forked_child
 
 __all__ = ["BatchHandler", "BatchPipeline", "PipelineStats"]
 
@@ -149,15 +149,7 @@ class BatchPipeline(Generic[T]):
         self._shutdown_deadline = 0.0
         self._closing = False
         self._init_process_state()
-        if hasattr(os, "register_at_fork"):
-            weak_self = weakref.ref(self)
-
-            def _after_in_child() -> None:
-                pipeline = weak_self()
-                if pipeline is not None:
-                    pipeline._after_fork_in_child()
-
-            os.register_at_fork(after_in_child=_after_in_child)
+        in_forked_child(self, BatchPipeline._after_fork_in_child)
 
     def _init_process_state(self) -> None:
         """Locks, counters and the worker: everything that does not survive a fork."""

@@ -16,10 +16,11 @@ grand totals.
 
 from __future__ import annotations
 
-import os
 import threading
 import weakref
 from collections.abc import Hashable
+
+from otelcost._fork import in_forked_child
 
 __all__ = ["COUNT", "SHIFT", "Tally", "pack", "unpack"]
 
@@ -59,15 +60,7 @@ class Tally:
 
     def __init__(self) -> None:
         self._init_process_state()
-        if hasattr(os, "register_at_fork"):
-            weak_self = weakref.ref(self)
-
-            def _after_in_child() -> None:
-                tally = weak_self()
-                if tally is not None:
-                    tally._init_process_state()
-
-            os.register_at_fork(after_in_child=_after_in_child)
+        in_forked_child(self, Tally._init_process_state)
 
     def _init_process_state(self) -> None:
         # In a forked child only the forking thread exists and the parent exports what its

@@ -31,10 +31,8 @@ from __future__ import annotations
 
 import functools
 import logging
-import os
 import threading
 import time
-import weakref
 from collections.abc import Callable, Sequence
 from typing import Any, Final, Literal, TypeAlias, cast
 
@@ -42,6 +40,7 @@ from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 
 from otelcost import environment
+from otelcost._fork import in_forked_child
 from otelcost.costing._ending import ending_hook_supported
 from otelcost.costing._pipeline import BatchPipeline
 from otelcost.costing._tally import SHIFT, Tally, unpack
@@ -205,15 +204,7 @@ class CostSpanProcessor(SpanProcessor):
         self._reset_counters()
         # Registered before the pipelines create their hooks, so in a forked child the
         # counters and the guard are fresh before the new workers start.
-        if hasattr(os, "register_at_fork"):
-            weak_self = weakref.ref(self)
-
-            def _after_in_child() -> None:
-                processor = weak_self()
-                if processor is not None:
-                    processor._after_fork_in_child()
-
-            os.register_at_fork(after_in_child=_after_in_child)
+        in_forked_child(self, CostSpanProcessor._after_fork_in_child)
         self._costs: BatchPipeline[CostFields] = BatchPipeline(
             _ExportStage(self),
             name="otelcost-export",

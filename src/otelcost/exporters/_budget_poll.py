@@ -9,13 +9,12 @@ up to ``timeout`` for it. A slow or broken store therefore costs a collection at
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
-import weakref
 from collections.abc import Callable, Iterable, Sequence
 from typing import NamedTuple
 
+from otelcost._fork import in_forked_child
 from otelcost.budget.store import BudgetStore
 
 __all__ = ["BudgetPoint", "BudgetPoller"]
@@ -52,8 +51,7 @@ class BudgetPoller:
         self._stale_after = stale_after
         self._clock = clock
         self._init_state()
-        ref = weakref.ref(self)
-        os.register_at_fork(after_in_child=lambda: _reinit(ref))
+        in_forked_child(self, BudgetPoller._init_state)
 
     def _init_state(self) -> None:
         self._lock = threading.Lock()
@@ -115,9 +113,3 @@ class BudgetPoller:
                     float(b.limit),
                     throttled,
                 )
-
-
-def _reinit(ref: weakref.ref[BudgetPoller]) -> None:
-    poller = ref()
-    if poller is not None:
-        poller._init_state()

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import collections
-import os
 import threading
-import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from otelcost._fork import in_forked_child
 from otelcost.exporters.base import CostExporter, CostExportResult
 from otelcost.money import from_nanos
 from otelcost.record import CostRecord
@@ -54,15 +53,8 @@ class InMemoryCostExporter(CostExporter):
         self._refused = 0
         self._shutdown = False
         self._lock = threading.Lock()
-        if hasattr(os, "register_at_fork"):
-            weak_self = weakref.ref(self)
-
-            def _after_in_child() -> None:
-                exporter = weak_self()
-                if exporter is not None:  # the lock may have been held by the parent's worker
-                    exporter._lock = threading.Lock()
-
-            os.register_at_fork(after_in_child=_after_in_child)
+        # The lock may have been held by the parent's worker.
+        in_forked_child(self, _new_lock)
 
     @property
     def records(self) -> list[CostRecord]:
@@ -110,3 +102,7 @@ class InMemoryCostExporter(CostExporter):
         """``exported`` records, ``evicted`` from ``records``, ``refused`` after shutdown."""
         with self._lock:
             return {"exported": self._exported, "evicted": self._evicted, "refused": self._refused}
+
+
+def _new_lock(exporter: InMemoryCostExporter) -> None:
+    exporter._lock = threading.Lock()

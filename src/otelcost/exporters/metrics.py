@@ -14,15 +14,14 @@ in ``stats()["folded"]``.
 
 from __future__ import annotations
 
-import os
 import threading
-import weakref
 from collections.abc import Callable, Iterable, Mapping
 from typing import Final
 
 from opentelemetry import metrics
 from opentelemetry.metrics import CallbackOptions, Meter, MeterProvider, Observation
 
+from otelcost._fork import in_forked_child
 from otelcost._version import __version__
 from otelcost.budget.store import BudgetStore
 from otelcost.exporters._budget_poll import BudgetPoller
@@ -154,7 +153,8 @@ class MetricsCostExporter(CostSumExporter):
         )
         if self._budgets is not None:
             _register_budget_gauges(meter, self._budgets, currency)
-        _after_fork_in_child(self)
+        # The child inherits the parent's totals; reporting them again would double count.
+        in_forked_child(self, _reinit)
 
     def _reset(self) -> None:
         self._cost = _Totals(self._max_series)
@@ -271,14 +271,6 @@ def _register_budget_gauges(meter: Meter, poller: BudgetPoller, currency: str) -
     )
 
 
-def _after_fork_in_child(exporter: MetricsCostExporter) -> None:
-    # The child inherits the parent's totals; reporting them again would double count.
-    ref = weakref.ref(exporter)
-
-    def reinit() -> None:
-        target = ref()
-        if target is not None:
-            target._lock = threading.Lock()
-            target._reset()
-
-    os.register_at_fork(after_in_child=reinit)
+def _reinit(exporter: MetricsCostExporter) -> None:
+    exporter._lock = threading.Lock()
+    exporter._reset()

@@ -13,14 +13,13 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import random
 import threading
 import time
-import weakref
 from collections.abc import Callable
 from typing import Final, NamedTuple, TypedDict
 
+from otelcost._fork import in_forked_child
 from otelcost.errors import PricingError, PricingStaleError
 from otelcost.pricing.sources import PricingSource, SourceLike, as_source
 from otelcost.pricing.table import Price, PricingTable
@@ -246,8 +245,8 @@ class PricingCache:
                 target=self._run, args=(self._stop,), name="otelcost-pricing-refresh", daemon=True
             )
             self._thread.start()
-            if not self._fork_hook_registered and hasattr(os, "register_at_fork"):
-                os.register_at_fork(after_in_child=_after_fork_hook(self))
+            if not self._fork_hook_registered:
+                in_forked_child(self, PricingCache._after_fork_in_child)
                 self._fork_hook_registered = True
 
     def stop(self, timeout: float = _STOP_TIMEOUT) -> None:
@@ -324,17 +323,6 @@ class PricingCache:
         self._thread = None
         if was_running:
             self.start()
-
-
-def _after_fork_hook(cache: PricingCache) -> Callable[[], None]:
-    ref = weakref.ref(cache)  # the hook must not keep the cache alive
-
-    def hook() -> None:
-        alive = ref()
-        if alive is not None:
-            alive._after_fork_in_child()
-
-    return hook
 
 
 def _wrap(exc: Exception, source: PricingSource) -> PricingError:
