@@ -162,7 +162,15 @@ class Named:
     Named, and a naming memo miss finds the Named (and its binding) already there.
     """
 
-    __slots__ = ("binding", "deploy", "entry_kind", "folded", "operation", "service")
+    __slots__ = (
+        "binding",
+        "deploy",
+        "entry_kind",
+        "folded",
+        "not_billable",
+        "operation",
+        "service",
+    )
 
     def __init__(
         self,
@@ -179,6 +187,8 @@ class Named:
         self.entry_kind = entry_kind
         self.folded = folded
         self.binding: Binding = _UNBOUND
+        # The running totals' key of its spans that are not billable (one tuple, reused).
+        self.not_billable: tuple[Named, None] = (self, None)
 
     def bind(self, snap: PricingSnapshot) -> Binding:
         """This operation's Binding under ``snap`` (computed once per snapshot)."""

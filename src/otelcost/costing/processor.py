@@ -341,7 +341,8 @@ class CostSpanProcessor(SpanProcessor):
             inner["cost.amount"] = nanos / NANOS_PER_UNIT  # from_nanos(), inline
             totals[named] = totals.get(named, 0) + (nanos << SHIFT) + 1  # pack(), inline
         else:
-            _count_apart(totals, named, None)
+            key = named.not_billable
+            totals[key] = totals.get(key, 0) + 1
         if self._queue_records:
             if not entry and binding.nested is not None:
                 binding = binding.nested
