@@ -28,7 +28,7 @@ from otelcost.pricing import (
     PricingCache,
     PricingTable,
 )
-from otelcost.pricing.sources import _RedirectPolicy
+from otelcost.pricing._http import _RedirectPolicy
 
 DOC = {"version": "v1", "currency": "USD", "prices": {"svc:op": {"per_ms": 1e-6}, "*:*": None}}
 DOC_V2 = {"version": "v2", "prices": {"svc:op": {"per_ms": 2e-6}}}

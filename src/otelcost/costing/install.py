@@ -7,21 +7,21 @@ import sys
 import threading
 import weakref
 from collections.abc import Sequence
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from opentelemetry import trace
 from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 
 from otelcost import environment
-from otelcost.budget.model import BudgetsLike
 from otelcost.costing.processor import REGION_ENV, CostSpanProcessor, PricingLike, prewarm
 from otelcost.exporters.base import CostExporter
-from otelcost.exporters.budget import budget_exporter
-from otelcost.exporters.kafka import kafka_exporter_from_env
 from otelcost.exporters.memory import InMemoryCostExporter
 from otelcost.money import DEFAULT_CURRENCY
 from otelcost.pricing import PricingCache
+
+if TYPE_CHECKING:
+    from otelcost.budget.model import BudgetsLike
 
 __all__ = ["CURRENCY_ENV", "PRICING_ENV", "REGION_ENV", "default_exporters", "install"]
 
@@ -54,15 +54,31 @@ def default_exporters(
     ``environ``: where the variables are read (default ``os.environ``).
     """
     exporters: list[CostExporter] = []
-    budget = budget_exporter(budgets, environ=environ)
+    budget = _budget_exporter(budgets, environ)
     if budget is not None:
         exporters.append(budget)
-    kafka = kafka_exporter_from_env(environ)
-    if kafka is not None:
-        exporters.append(kafka)
+    if environment.read(environment.KAFKA_BOOTSTRAP, environ) is not None:
+        # Kafka's modules (and the client library) load only when Kafka is configured.
+        from otelcost.exporters.kafka import kafka_exporter_from_env
+
+        kafka = kafka_exporter_from_env(environ)
+        if kafka is not None:
+            exporters.append(kafka)
     if not exporters:
         exporters.append(InMemoryCostExporter())
     return exporters
+
+
+def _budget_exporter(
+    budgets: BudgetsLike, environ: environment.Environ | None
+) -> CostExporter | None:
+    """``budget_exporter(budgets)``, its modules imported only when there can be budgets
+    (argument or ``OTELCOST_BUDGETS``): without, it returns None."""
+    if budgets is None and environment.read(environment.BUDGETS, environ) is None:
+        return None
+    from otelcost.exporters.budget import budget_exporter
+
+    return budget_exporter(budgets, environ=environ)
 
 
 def install(
@@ -235,7 +251,7 @@ def _build(
         chosen = default_exporters(budgets, environ=environ)
     else:
         chosen = list(exporters)
-        budget = budget_exporter(budgets, environ=environ)
+        budget = _budget_exporter(budgets, environ)
         if budget is not None:
             chosen.append(budget)
     downstream: list[SpanProcessor] = []

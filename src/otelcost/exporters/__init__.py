@@ -1,23 +1,27 @@
-"""Cost exporters: where priced records go."""
+"""Cost exporters: where priced records go.
+
+Each exporter is imported on first use (PEP 562 ``__getattr__``): ``import otelcost``
+loads only what pricing spans needs, not Kafka's, Redis's or the budgets' modules.
+"""
 
 from __future__ import annotations
 
-# otelcost.budget re-exports BudgetExporter from otelcost.exporters.budget, which is built on
-# otelcost.budget's stores: load that package first, so that whichever of the two packages
-# is imported first, otelcost.exporters.budget runs only once otelcost.budget is importable.
-import otelcost.budget  # noqa: F401
-from otelcost.exporters.base import (
-    CostExporter,
-    CostExportResult,
-    CostSum,
-    CostSumExporter,
-    CostSums,
-)
-from otelcost.exporters.budget import BudgetExporter, RedisBudgetExporter
-from otelcost.exporters.console import ConsoleCostExporter
-from otelcost.exporters.kafka import KafkaCostExporter
-from otelcost.exporters.memory import InMemoryCostExporter
-from otelcost.exporters.metrics import MetricsCostExporter
+import importlib
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from otelcost.exporters.base import (
+        CostExporter,
+        CostExportResult,
+        CostSum,
+        CostSumExporter,
+        CostSums,
+    )
+    from otelcost.exporters.budget import BudgetExporter, RedisBudgetExporter
+    from otelcost.exporters.console import ConsoleCostExporter
+    from otelcost.exporters.kafka import KafkaCostExporter
+    from otelcost.exporters.memory import InMemoryCostExporter
+    from otelcost.exporters.metrics import MetricsCostExporter
 
 __all__ = [
     "BudgetExporter",
@@ -32,3 +36,31 @@ __all__ = [
     "MetricsCostExporter",
     "RedisBudgetExporter",
 ]
+
+# Exported name -> the module defining it, imported when the name is first looked up.
+_LAZY = {
+    "BudgetExporter": "otelcost.exporters.budget",
+    "ConsoleCostExporter": "otelcost.exporters.console",
+    "CostExportResult": "otelcost.exporters.base",
+    "CostExporter": "otelcost.exporters.base",
+    "CostSum": "otelcost.exporters.base",
+    "CostSumExporter": "otelcost.exporters.base",
+    "CostSums": "otelcost.exporters.base",
+    "InMemoryCostExporter": "otelcost.exporters.memory",
+    "KafkaCostExporter": "otelcost.exporters.kafka",
+    "MetricsCostExporter": "otelcost.exporters.metrics",
+    "RedisBudgetExporter": "otelcost.exporters.budget",
+}
+
+
+def __getattr__(name: str) -> object:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # once: later lookups do not come here
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
