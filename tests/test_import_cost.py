@@ -121,7 +121,12 @@ def test_budgets_and_kafka_from_the_environment_are_imported_at_install(
         "assert [type(e).__name__ for e in processor.exporters] == ['BudgetExporter']\n"
         "processor.shutdown()"
     )
-    assert {"otelcost.exporters.budget", "otelcost.budget.model"} <= _loaded_after(code)
+    loaded = _loaded_after(code)
+    assert {"otelcost.exporters.budget", "otelcost.budget.model"} <= loaded
+    # Budgets read their Lua script without importlib.resources (tempfile, zipfile, lzma...),
+    # and the guard's asyncio comes only with the guard.
+    heavy = ("asyncio", "importlib.resources", "zipfile", "tempfile", "otelcost.budget.guard")
+    assert sorted(loaded.intersection(heavy)) == []
 
 
 @pytest.mark.parametrize(

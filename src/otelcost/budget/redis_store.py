@@ -20,8 +20,8 @@ timeouts) may apply a delta twice: pass a Fence for exactly-once (the exporters 
 from __future__ import annotations
 
 import logging
+import pkgutil
 from collections.abc import Callable, Mapping, Sequence
-from importlib import resources
 
 from otelcost import _redis
 from otelcost._redis import RedisClient
@@ -45,7 +45,12 @@ __all__ = ["SCRIPT", "RedisBudgetStore", "read_flag"]
 
 _logger = logging.getLogger(__name__)
 
-SCRIPT = resources.files("otelcost.budget").joinpath("_script.lua").read_text("utf-8")
+# Read through the package's loader (zip imports included) with pkgutil: importlib.resources
+# would import tempfile, shutil, zipfile, lzma and bz2 into the application for one file.
+_script = pkgutil.get_data("otelcost.budget", "_script.lua")
+if _script is None:  # pragma: no cover - a loader that cannot read package data
+    raise ImportError("otelcost.budget: the loader cannot read _script.lua")
+SCRIPT = _script.decode("utf-8")
 
 _DAY_MS = 86_400_000
 _PER_BUDGET = 6  # values per budget in the script's reply
