@@ -168,3 +168,22 @@ def test_an_unknown_name_is_an_attribute_error() -> None:
     for module in (otelcost, otelcost.budget, otelcost.exporters):
         with pytest.raises(AttributeError):
             _ = module.NoSuchName
+
+
+def test_the_command_line_help_lists_every_command_without_the_demo_app() -> None:
+    from otelcost.cli import _COMMANDS
+
+    code = (
+        "import contextlib, io\n"
+        "from otelcost.cli import main\n"
+        "out = io.StringIO()\n"
+        "with contextlib.redirect_stdout(out), contextlib.suppress(SystemExit):\n"
+        "    main(['--help'])\n"
+        f"missing = [c for c in {_COMMANDS!r} if c not in out.getvalue()]\n"
+        "assert not missing, missing"
+    )
+    loaded = _loaded_after(code)
+    assert (
+        sorted(loaded.intersection({"asyncio", "sqlite3", "wsgiref", "otelcost.cli._demo_app"}))
+        == []
+    )

@@ -12,14 +12,12 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from importlib import resources
 from typing import Any
 
 from otelcost import _json
 from otelcost.budget import (
     Budget,
     BudgetExporter,
-    BudgetGuard,
     BudgetSet,
     BudgetStatus,
     InMemoryBudgetStore,
@@ -47,6 +45,8 @@ _MAX_STALENESS = 0.2
 def demo_budgets(limit: float | None = None) -> BudgetSet:
     """The bundled budgets (``otelcost/data/demo_budgets.json``); ``limit`` (currency
     units) replaces the limit of the budgets naming ``SMALL_BUDGET_SERVICE``."""
+    from importlib import resources
+
     text = resources.files("otelcost").joinpath("data/demo_budgets.json").read_bytes()
     budgets = load_budgets(_json.loads(text))
     if limit is None:
@@ -90,6 +90,8 @@ class DemoBudgets:
         self.exporter = BudgetExporter(
             self.store, flush_interval=_FLUSH_INTERVAL, heartbeat=_HEARTBEAT
         )
+        from otelcost.budget import BudgetGuard  # asyncio: when the demo runs, not for --help
+
         self.guard = BudgetGuard(self.store, max_staleness=_MAX_STALENESS)
         self._episodes: dict[str, list[Episode]] = {service: [] for service in services}
 

@@ -24,13 +24,11 @@ import math
 import sys
 import time
 from collections.abc import Callable, Sequence
-from importlib import resources
 from importlib.util import find_spec
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from otelcost import _json
 from otelcost.budget import Budget, BudgetConfigError, BudgetStatus
-from otelcost.cli._demo_app import SERVICES, Workload
 from otelcost.cli._demo_budgets import (
     SMALL_BUDGET_SERVICE,
     DemoBudgets,
@@ -42,6 +40,9 @@ from otelcost.cli.report import render_table, report_document
 from otelcost.costing.processor import CostSpanProcessor
 from otelcost.exporters.memory import InMemoryCostExporter
 from otelcost.money import from_nanos
+
+if TYPE_CHECKING:  # the demo's app (sqlite3, wsgiref, urllib) loads when it runs
+    from otelcost.cli._demo_app import Workload
 
 __all__ = ["DemoResult", "register", "run", "simulate"]
 
@@ -140,6 +141,8 @@ _LLM_KEY = "recommendations:chat *"
 def demo_pricing() -> dict[str, Any]:
     """The bundled example pricing document (``otelcost/data/demo_pricing.json``), whose LLM
     entry is the genai-prices catalog when that library is installed."""
+    from importlib import resources
+
     text = resources.files("otelcost").joinpath("data/demo_pricing.json").read_bytes()
     doc: dict[str, Any] = _json.loads(text)
     if find_spec("genai_prices") is not None:  # the llm extra: the LLM priced from the catalog
@@ -163,6 +166,8 @@ def simulate(
     progress: bool = False,
 ) -> DemoResult:
     """Run the workload; ``budget`` replaces the small budget's limit (currency units)."""
+    from otelcost.cli._demo_app import SERVICES, Workload
+
     pricing = demo_pricing()
     budgets = DemoBudgets(demo_budgets(budget), SERVICES)
     costs = InMemoryCostExporter(max_records=0)  # the totals are all the demo needs
