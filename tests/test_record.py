@@ -8,6 +8,7 @@ exactly the same records.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import math
 from collections.abc import Iterator
@@ -417,3 +418,73 @@ def test_any_value_in_any_field_is_a_record_or_invalid(codec: str, field: str, v
             assert exc.field in allowed or exc.field.startswith(f"{field}."), str(exc)
         else:
             assert CostRecord.from_json(record.to_json()) == record
+
+
+TRUSTED_ARGS: tuple[Any, ...] = (
+    "4bf92f3577b34da6a3ce929d0e0e4736",
+    "00f067aa0ba902b7",
+    "checkout",
+    "GET /cart",
+    1.23e-5,
+    "USD",
+    12.5,
+    1_764_236_400_123,
+    "us-east-1",
+    "v1",
+    {"gen_ai.usage.input_tokens": 812},
+    None,
+    False,
+    "1.4.2",
+    "prod",
+)
+
+
+def test_trusted_builds_the_record_the_constructor_builds() -> None:
+    names = [
+        "trace_id",
+        "span_id",
+        "service",
+        "operation",
+        "cost_amount",
+        "currency",
+        "duration_ms",
+        "timestamp",
+        "region",
+        "pricing_version",
+        "usage",
+        "error",
+        "entry",
+        "service_version",
+        "environment",
+    ]
+    expected = CostRecord(**dict(zip(names, TRUSTED_ARGS, strict=True)))
+    for built in (CostRecord.trusted(*TRUSTED_ARGS), CostRecord.trusted(*TRUSTED_ARGS[:13])):
+        assert type(built) is CostRecord  # not the builder class
+        assert not built.aggregate
+        assert built.span_count == 1
+        for field in dataclasses.fields(CostRecord):  # every slot set
+            getattr(built, field.name)
+    assert CostRecord.trusted(*TRUSTED_ARGS) == expected
+    assert CostRecord.trusted(*TRUSTED_ARGS[:13]) == dataclasses.replace(
+        expected, service_version=None, environment=None
+    )
+    assert CostRecord.from_json(expected.to_json()) == CostRecord.trusted(*TRUSTED_ARGS)
+
+
+def test_a_trusted_record_is_frozen() -> None:
+    record = CostRecord.trusted(*TRUSTED_ARGS)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        record.operation = "other"  # type: ignore[misc]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        del record.operation  # type: ignore[misc]
+
+
+def test_trusted_on_a_subclass_builds_the_subclass() -> None:
+    @dataclasses.dataclass(frozen=True, slots=True)
+    class Tagged(CostRecord):
+        tag: str = "t"
+
+    built = Tagged.trusted(*TRUSTED_ARGS)
+    assert type(built) is Tagged
+    assert built.operation == "GET /cart"
+    assert built.entry is False

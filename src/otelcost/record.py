@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from types import MappingProxyType
 from typing import Any
@@ -113,36 +113,56 @@ class CostRecord:
     ) -> CostRecord:
         """A per-span record from values the processor produced (no aggregate fields).
 
-        About half the cost of the constructor: the frozen dataclass's ``__init__`` goes
-        through ``object.__setattr__`` per field, this sets the slots directly. Data from
-        outside goes through ``from_json``/``from_dict``, which validate every field.
+        About a seventh of the cost of the constructor, which goes through
+        ``object.__setattr__`` per field (the frozen dataclass's ``__setattr__`` refuses):
+        the record is built as a ``_Trusted``, whose plain slot stores the interpreter
+        specialises, then becomes a CostRecord. Data from outside goes through
+        ``from_json``/``from_dict``, which validate every field.
         """
-        record = _new(cls)
-        for setter, value in zip(
-            _SETTERS,
-            (
-                trace_id,
-                span_id,
-                service,
-                operation,
-                cost_amount,
-                currency,
-                duration_ms,
-                timestamp,
-                region,
-                pricing_version,
-                usage,
-                error,
-                False,
-                1,
-                entry,
-                service_version,
-                environment,
-            ),
-            strict=True,
-        ):
-            setter(record, value)
-        return record
+        if cls is not CostRecord:  # a subclass may have slots of its own: one by one
+            record = _new(cls)
+            for setter, value in zip(
+                _SETTERS,
+                (
+                    trace_id,
+                    span_id,
+                    service,
+                    operation,
+                    cost_amount,
+                    currency,
+                    duration_ms,
+                    timestamp,
+                    region,
+                    pricing_version,
+                    usage,
+                    error,
+                    False,
+                    1,
+                    entry,
+                    service_version,
+                    environment,
+                ),
+                strict=True,
+            ):
+                setter(record, value)
+            return record
+        return _Trusted(
+            trace_id,
+            span_id,
+            service,
+            operation,
+            cost_amount,
+            currency,
+            duration_ms,
+            timestamp,
+            region,
+            pricing_version,
+            usage,
+            error,
+            entry,
+            service_version,
+            environment,
+        )
 
     def to_dict(self) -> dict[str, Any]:
         """The schema-v1 document as a dict (optional fields only when they differ from default)."""
@@ -269,8 +289,64 @@ class CostRecord:
 
 
 _new = object.__new__
-# The slot descriptors of every field, in declaration order (what ``trusted`` sets).
+# The slot descriptors of every field, in declaration order (what ``trusted`` sets on a
+# subclass).
 _SETTERS: tuple[Any, ...] = tuple(getattr(CostRecord, f.name).__set__ for f in fields(CostRecord))
+
+
+class _Trusted(CostRecord):
+    """A CostRecord under construction: ``trusted_record``'s builder, never seen outside.
+
+    With object's own ``__setattr__`` and ``__delattr__`` (both: they share one type slot)
+    the field stores below are plain slot stores, which the interpreter specialises; the
+    last one turns the object into a CostRecord (same layout: no slot of its own), frozen
+    from then on. About 0.2 µs for the 17 fields, against 1.5 µs through the descriptors.
+    """
+
+    __slots__ = ()
+    __setattr__ = object.__setattr__
+    __delattr__ = object.__delattr__
+
+    def __init__(  # noqa: PLR0917 - positional: it runs once per span
+        self: Any,  # Any: mypy would refuse stores to the frozen fields
+        trace_id: str,
+        span_id: str,
+        service: str,
+        operation: str,
+        cost_amount: float,
+        currency: str,
+        duration_ms: float,
+        timestamp: int,
+        region: str | None,
+        pricing_version: str | None,
+        usage: Mapping[str, float],
+        error: str | None,
+        entry: bool,
+        service_version: str | None = None,
+        environment: str | None = None,
+    ) -> None:
+        self.trace_id = trace_id
+        self.span_id = span_id
+        self.service = service
+        self.operation = operation
+        self.cost_amount = cost_amount
+        self.currency = currency
+        self.duration_ms = duration_ms
+        self.timestamp = timestamp
+        self.region = region
+        self.pricing_version = pricing_version
+        self.usage = usage
+        self.error = error
+        self.aggregate = False
+        self.span_count = 1
+        self.entry = entry
+        self.service_version = service_version
+        self.environment = environment
+        self.__class__ = CostRecord
+
+
+#: ``CostRecord.trusted`` without the classmethod's frame: the processor's record path.
+trusted_record: Callable[..., CostRecord] = _Trusted
 
 
 def _number(doc: dict[str, Any], name: str) -> float:
