@@ -22,6 +22,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from functools import partial
+from operator import attrgetter
 from typing import Any, Literal, cast
 
 from otelcost import _json, environment
@@ -109,6 +110,9 @@ class _Unreported:
     def __init__(self) -> None:
         self.spans = 0
 
+
+_SPAN_COUNT = attrgetter("span_count")
+_AGGREGATE = attrgetter("aggregate")
 
 # Producers inherited over fork(): kept referenced and never used, because destroying one
 # would wait for librdkafka threads that do not exist in the child.
@@ -224,9 +228,7 @@ class KafkaCostExporter(CostExporter):
         if self._pid != os.getpid():
             self._reset_process_state()
         with self._lock:
-            spans = 0
-            for record in records:
-                spans += record.span_count
+            spans = sum(map(_SPAN_COUNT, records))  # C loops, not a Python one
             if self._closed:
                 self._dropped_spans += spans
                 return CostExportResult.FAILURE
@@ -279,11 +281,8 @@ class KafkaCostExporter(CostExporter):
 
     def _produce(self, producer: Any, key: str, value: bytes, records: list[CostRecord]) -> bool:
         """One message with its delivery callback; False when the queue is full."""
-        spans = 0
-        aggregates = 0
-        for record in records:
-            spans += record.span_count
-            aggregates += record.aggregate
+        spans = sum(map(_SPAN_COUNT, records))
+        aggregates = sum(map(_AGGREGATE, records))
         # The JSON encodings are decoded again if delivery fails, so only OTLP messages
         # keep their records in memory until their delivery report.
         kept = records if self._encoding == "otlp_json" else None
