@@ -147,8 +147,9 @@ def test_nan_with_the_stdlib_is_set_apart(monkeypatch: pytest.MonkeyPatch) -> No
 
 
 def test_lines_at_once_refuses_a_line_that_covers_a_window() -> None:
-    long_op = "w" * MAX_RECORD_BYTES
-    rows: list[tuple[Any, ...]] = [("a" * 32, "b" * 16, "op", 1, 1.0, T0)] * 3
-    assert schema2._lines_at_once(rows, 10**6) is not None
-    rows.insert(1, ("a" * 32, "b" * 16, long_op, 1, 1.0, T0))
-    assert schema2._lines_at_once(rows, 10**6) is None
+    records = [cost_record(i + 1) for i in range(600)]  # more than one chunk
+    lines = schema2._lines_at_once(records, 10**6)
+    assert lines is not None
+    assert lines.count(b"\n") == 600
+    records.insert(300, cost_record(999, operation="w" * MAX_RECORD_BYTES))
+    assert schema2._lines_at_once(records, 10**6) is None

@@ -163,10 +163,10 @@ def encode_messages(
     it is yielded alone with an empty value so the caller can count it as invalid (a line
     is at most 64 KiB, as a schema-1 record is).
     """
-    groups: dict[GroupKey, tuple[list[tuple[Any, ...]], list[CostRecord]]] = {}
+    groups: dict[GroupKey, list[CostRecord]] = {}
     for record in records:
-        # The GroupKey and record_row(), spelled out: the interpreter's specialised
-        # attribute loads beat attrgetter and a call, once per exported record.
+        # The GroupKey, spelled out: the interpreter's specialised attribute loads beat
+        # attrgetter, once per exported record.
         key = (
             record.service,
             record.currency,
@@ -175,25 +175,14 @@ def encode_messages(
             record.service_version,
             record.environment,
         )
-        group = groups.get(key)
-        if group is None:
-            group = groups[key] = ([], [])
-        row: tuple[Any, ...] = (
-            record.trace_id,
-            record.span_id,
-            record.operation,
-            round(record.cost_amount * NANOS_PER_UNIT),  # to_nanos, inlined
-            record.duration_ms,
-            record.timestamp,
-        )
-        if record.usage or record.error is not None or record.aggregate or not record.entry:
-            row += (_extra(record),)
-        group[0].append(row)
-        group[1].append(record)
-    for key, (rows, members) in groups.items():
+        members = groups.get(key)
+        if members is None:
+            members = groups[key] = []
+        members.append(record)
+    for key, members in groups.items():
         prefix = envelope_prefix(key)
         room = max_bytes - len(prefix) - len(_END)
-        lines = _lines_at_once(rows, room)
+        lines = _lines_at_once(members, room)
         if lines is not None:  # they start with the newline that ends the prefix
             yield key[0], prefix[:-1] + lines + _END, members
         else:  # too large for one message, or a record that cannot be encoded
@@ -206,15 +195,19 @@ _ROW_BREAK = b"],["  # between two rows of a compact JSON array of rows
 _LINE_BREAK = b"],\n["
 # Every aligned window of this many bytes holding a newline means no line reaches twice it.
 _WINDOW = MAX_RECORD_BYTES // 2
+# Rows encoded per call: few enough that they never hold the garbage collector's first
+# generation threshold (700 new container objects) while alive, so they are never
+# collected, nor promoted towards full collections that walk the whole heap.
+_CHUNK = 256
 
 
-def _lines_at_once(rows: list[tuple[Any, ...]], room: int) -> bytes | None:
-    """The lines of ``rows``, each after a newline (one record per line, a comma ending
-    all but the last), from one encoder call, when they fit in ``room`` bytes plus that
-    first newline and no line reaches MAX_RECORD_BYTES; else None (``_group_of`` then
-    encodes line by line, splits, and sets bad records apart).
+def _lines_at_once(members: list[CostRecord], room: int) -> bytes | None:
+    """The lines of ``members``, each after a newline (one record per line, a comma
+    ending all but the last), from one encoder call per _CHUNK records, when they fit in
+    ``room`` bytes plus that first newline and no line reaches MAX_RECORD_BYTES; else
+    None (``_group_of`` then encodes line by line, splits, and sets bad records apart).
 
-    The compact encoding of the list is its rows' encodings joined by ``,`` inside ``[]``,
+    The compact encoding of a list is its rows' encodings joined by ``,`` inside ``[]``,
     so the bytes are those of the line-by-line encoding. A row is an array, so each row
     starts with ``[``: when the body holds exactly one ``[`` per row (no ``[`` in a string,
     no nested array), they are where the lines start. Else each boundary between two rows
@@ -222,18 +215,40 @@ def _lines_at_once(rows: list[tuple[Any, ...]], room: int) -> bytes | None:
     string, or between nested arrays) makes the count larger than one per boundary: when
     it is exactly that, the replacement is exact too.
     """
-    try:
-        body = _json.dumps(rows)[1:-1]
-    except (TypeError, ValueError):
-        return None
-    if body.count(_ROW_START) == len(rows):  # one C pass each (memchr): the usual case
-        lines = body.replace(_ROW_START, _LINE_START)
-    elif body.count(_ROW_BREAK) == len(rows) - 1:
-        lines = b"\n" + body.replace(_ROW_BREAK, _LINE_BREAK)
-    else:
-        return None
-    if len(lines) - 1 > room:
-        return None
+    pieces = []
+    size = 0
+    dumps = _json.dumps
+    for start in range(0, len(members), _CHUNK):
+        rows = [
+            (
+                record.trace_id,
+                record.span_id,
+                record.operation,
+                round(record.cost_amount * NANOS_PER_UNIT),  # to_nanos, inlined
+                record.duration_ms,
+                record.timestamp,
+            )
+            if not (
+                record.usage or record.error is not None or record.aggregate or not record.entry
+            )
+            else record_row(record)
+            for record in members[start : start + _CHUNK]
+        ]
+        try:
+            body = dumps(rows)[1:-1]
+        except (TypeError, ValueError):
+            return None
+        if body.count(_ROW_START) == len(rows):  # one C pass each (memchr): the usual case
+            piece = body.replace(_ROW_START, _LINE_START)
+        elif body.count(_ROW_BREAK) == len(rows) - 1:
+            piece = b"\n" + body.replace(_ROW_BREAK, _LINE_BREAK)
+        else:
+            return None
+        size += len(piece) + 1
+        if size - 2 > room:
+            return None
+        pieces.append(piece)
+    lines = b",".join(pieces)
     # JSON escapes newlines in strings: every newline here starts a line. A line of
     # 2 * _WINDOW bytes or more would cover a whole aligned window.
     find = lines.find
