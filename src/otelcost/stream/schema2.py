@@ -25,9 +25,9 @@ lets a consumer dead-letter one bad record with its original bytes.
 from __future__ import annotations
 
 import math
+import pkgutil
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
-from importlib import resources
 from itertools import chain
 from operator import attrgetter, itemgetter, methodcaller
 from types import MappingProxyType
@@ -93,7 +93,11 @@ _group_key = attrgetter(
 
 def json_schema() -> dict[str, Any]:
     """The JSON Schema (draft 2020-12) of a schema-2 message value."""
-    text = resources.files("otelcost").joinpath("data").joinpath(_SCHEMA_FILE).read_bytes()
+    # pkgutil, not importlib.resources: that imports zipfile, tempfile, shutil, lzma and
+    # bz2 into every application that exports to Kafka.
+    text = pkgutil.get_data("otelcost", f"data/{_SCHEMA_FILE}")
+    if text is None:
+        raise FileNotFoundError(f"otelcost/data/{_SCHEMA_FILE} is not in the package")
     doc: dict[str, Any] = _json.loads(text)
     return doc
 
