@@ -186,3 +186,21 @@ def test_naming_keys_are_what_the_rule_reads(
     kind: SpanKind, names: tuple[str, ...], keys: tuple[str, ...]
 ) -> None:
     assert naming_keys(kind, names) == keys
+
+
+def test_spans_named_after_their_raw_path_share_one_layout() -> None:
+    """Plain WSGI middleware names a span after its raw path ("GET /users/7"): each name is
+    a new shape, but what the resource, kind and attribute names decide is worked out once."""
+    coster = _coster()
+    names = set()
+    for i in range(200):
+        attributes = {
+            "http.method": "GET",
+            "http.url": f"http://shop/users/{i}",
+            "http.status_code": 200,
+        }
+        named = coster.named(_span(f"GET /users/{i}", attributes), attributes)
+        names.add((named.service, named.operation))
+    assert names == {("checkout", "GET /users/*")}
+    assert len(coster._layouts) == 1
+    assert len(coster._shapes) == 200

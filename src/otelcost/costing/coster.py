@@ -333,11 +333,40 @@ def cost_record(cost: CostFields, trace_id: int, span_id: int) -> CostRecord:
     )
 
 
+class _Layout:
+    """What the spans of one resource, kind and set of attribute names share, whatever
+    their names: the service (None: the resource names none, spans may), which naming
+    values to read (an itemgetter: one C call), and whether a charge can read more than
+    the duration. Computed once: spans named after their raw path (``GET /users/7``, as
+    plain WSGI middleware names them) make a new shape per request, not a new layout."""
+
+    __slots__ = ("by_route", "deploy", "kind", "plain", "reader", "resource", "service")
+
+    def __init__(self, resource: Resource, kind: SpanKind, names: tuple[str, ...]) -> None:
+        self.resource = resource
+        self.kind = kind
+        from_resource = service_name(resource.attributes, _EMPTY)
+        self.service = None if from_resource == DEFAULT_SERVICE else from_resource
+        keys = naming_keys(kind, names)
+        if self.service is None and "service.name" in names:
+            keys += ("service.name",)
+        self.deploy = deploy_of(resource.attributes)
+        # A usable route names the span, and then only the route and method are read.
+        self.by_route = "http.route" in keys
+        # No naming value: len() is a C call whose result is constant for one shape.
+        self.reader: Callable[[Mapping[str, object]], Hashable] = itemgetter(*keys) if keys else len
+        # No attribute a charge reads beyond the duration (usage, a GenAI response id):
+        # a binding's plan then decides every span of this shape.
+        self.plain = RESPONSE_ID not in names and not any(
+            name.startswith(_FALLBACK_USAGE_PREFIX) for name in names
+        )
+
+
 class _Shape:
-    """What the spans of one resource, kind, name and set of attribute names share: the
-    service (None: the resource names none, spans may), which naming values to read
-    (an itemgetter: one C call) and the Named of each combination of them. ``next``: the
-    shape of the same name and attribute names under another resource or kind."""
+    """What the spans of one resource, kind, name and set of attribute names share: their
+    layout's fields (copied: the hot path reads them from the shape) and the Named of each
+    combination of naming values. ``next``: the shape of the same name and attribute
+    names under another resource or kind."""
 
     __slots__ = (
         "by_route",
@@ -351,31 +380,16 @@ class _Shape:
         "service",
     )
 
-    def __init__(
-        self,
-        resource: Resource,
-        kind: SpanKind,
-        service: str | None,
-        names: tuple[str, ...],
-        keys: tuple[str, ...],
-        *,
-        next_shape: _Shape | None,
-    ) -> None:
-        self.resource = resource
-        self.kind = kind
+    def __init__(self, layout: _Layout, *, next_shape: _Shape | None) -> None:
+        self.resource = layout.resource
+        self.kind = layout.kind
         self.next = next_shape
-        self.service = service
-        self.deploy = deploy_of(resource.attributes)
-        # A usable route names the span, and then only the route and method are read.
-        self.by_route = "http.route" in keys
-        # No naming value: len() is a C call whose result is constant for one shape.
-        self.reader: Callable[[Mapping[str, object]], Hashable] = itemgetter(*keys) if keys else len
+        self.service = layout.service
+        self.deploy = layout.deploy
+        self.by_route = layout.by_route
+        self.reader = layout.reader
+        self.plain = layout.plain
         self.memo: dict[Hashable, Named] = {}
-        # No attribute a charge reads beyond the duration (usage, a GenAI response id):
-        # a binding's plan then decides every span of this shape.
-        self.plain = RESPONSE_ID not in names and not any(
-            name.startswith(_FALLBACK_USAGE_PREFIX) for name in names
-        )
 
 
 class Coster:
@@ -430,6 +444,7 @@ class Coster:
         # (name, attribute names) -> _Shape, whose resource and kind are compared by
         # identity (both hash through Python-level __hash__ methods).
         self._shapes: dict[tuple[str, tuple[str, ...]], _Shape] = {}
+        self._layouts: dict[tuple[int, int, tuple[str, ...]], _Layout] = {}
         self._memo_entries = 0
         self._named_by: dict[tuple[object, ...], Named] = {}
         self.calls = CallDedupe()
@@ -529,16 +544,17 @@ class Coster:
         self, resource: Resource, kind: SpanKind, key: tuple[str, tuple[str, ...]]
     ) -> _Shape:
         names = key[1]
-        from_resource = service_name(resource.attributes, _EMPTY)
-        service = None if from_resource == DEFAULT_SERVICE else from_resource
-        keys = naming_keys(kind, names)
-        if service is None and "service.name" in names:
-            keys += ("service.name",)
+        # Resource and kind by identity (their hashes are Python-level); the layout holds
+        # the resource, so its id is not reused while the entry lives.
+        layout_key = (id(resource), id(kind), names)
+        layout = self._layouts.get(layout_key)
+        if layout is None or layout.resource is not resource or layout.kind is not kind:
+            if len(self._layouts) >= _MEMO_SIZE:
+                self._layouts.clear()
+            layout = self._layouts[layout_key] = _Layout(resource, kind, names)
         self._count_entry()
         shapes = self._shapes
-        shape = shapes[key] = _Shape(
-            resource, kind, service, names, keys, next_shape=shapes.get(key)
-        )
+        shape = shapes[key] = _Shape(layout, next_shape=shapes.get(key))
         return shape
 
     def _count_entry(self) -> None:
