@@ -18,7 +18,12 @@ from opentelemetry.trace import SpanContext, SpanKind, TraceFlags
 
 from otelcost.costing import coster as coster_module
 from otelcost.costing.coster import Coster
-from otelcost.costing.operation import derive_operation, naming_keys, service_name
+from otelcost.costing.operation import (
+    derive_operation,
+    explain_operation,
+    naming_keys,
+    service_name,
+)
 from otelcost.pricing import PricingCache
 
 _START = 1_764_236_400_000_000_000
@@ -105,11 +110,11 @@ def test_a_routed_span_is_named_once_whatever_its_raw_path(
 ) -> None:
     calls: list[str] = []
 
-    def counting(name: str, attributes: Any, **kwargs: Any) -> str:
+    def counting(name: str, attributes: Any, *args: Any, **kwargs: Any) -> tuple[str, str]:
         calls.append(name)
-        return derive_operation(name, attributes, **kwargs)
+        return explain_operation(name, attributes, *args, **kwargs)
 
-    monkeypatch.setattr(coster_module, "derive_operation", counting)
+    monkeypatch.setattr(coster_module, "explain_operation", counting)
     coster = _coster()
     costs = [
         coster.cost(
@@ -188,9 +193,10 @@ def test_naming_keys_are_what_the_rule_reads(
     assert naming_keys(kind, names) == keys
 
 
-def test_spans_named_after_their_raw_path_share_one_layout() -> None:
-    """Plain WSGI middleware names a span after its raw path ("GET /users/7"): each name is
-    a new shape, but what the resource, kind and attribute names decide is worked out once."""
+def test_spans_named_after_their_raw_path_share_one_shape() -> None:
+    """Plain WSGI middleware names a span after its raw path ("GET /users/7"). The name is
+    not what names these spans (the method and the normalized path are), so they share one
+    shape whatever their names; spans that only their name can name are memoised by it."""
     coster = _coster()
     names = set()
     for i in range(200):
@@ -202,5 +208,17 @@ def test_spans_named_after_their_raw_path_share_one_layout() -> None:
         named = coster.named(_span(f"GET /users/{i}", attributes), attributes)
         names.add((named.service, named.operation))
     assert names == {("checkout", "GET /users/*")}
-    assert len(coster._layouts) == 1
-    assert len(coster._shapes) == 200
+    assert len(coster._shapes) == 1
+    (shape,) = coster._shapes.values()
+    assert not shape.by_name
+    for name in ("charge card 4242", "charge card 4243", "refund"):
+        named = coster.named(_span(name, {}), {})
+        again = coster.named(_span(name, {}), {})
+        assert named is again
+    assert {n.operation for n in coster._named_by.values()} >= {"charge card *", "refund"}
+    (empty,) = [s for key, s in coster._shapes.items() if key == ()]
+    assert set(empty.by_name) == {
+        ("charge card 4242", 0),
+        ("charge card 4243", 0),
+        ("refund", 0),
+    }

@@ -31,8 +31,9 @@ from otelcost.costing.normalize import normalize_path
 from otelcost.costing.operation import (
     DEFAULT_SERVICE,
     OTHER,
+    RULE_SPAN_NAME,
     CardinalityGuard,
-    derive_operation,
+    explain_operation,
     naming_keys,
     routed,
     service_name,
@@ -333,42 +334,18 @@ def cost_record(cost: CostFields, trace_id: int, span_id: int) -> CostRecord:
     )
 
 
-class _Layout:
+class _Shape:
     """What the spans of one resource, kind and set of attribute names share, whatever
     their names: the service (None: the resource names none, spans may), which naming
-    values to read (an itemgetter: one C call), and whether a charge can read more than
-    the duration. Computed once: spans named after their raw path (``GET /users/7``, as
-    plain WSGI middleware names them) make a new shape per request, not a new layout."""
-
-    __slots__ = ("by_route", "deploy", "kind", "plain", "reader", "resource", "service")
-
-    def __init__(self, resource: Resource, kind: SpanKind, names: tuple[str, ...]) -> None:
-        self.resource = resource
-        self.kind = kind
-        from_resource = service_name(resource.attributes, _EMPTY)
-        self.service = None if from_resource == DEFAULT_SERVICE else from_resource
-        keys = naming_keys(kind, names)
-        if self.service is None and "service.name" in names:
-            keys += ("service.name",)
-        self.deploy = deploy_of(resource.attributes)
-        # A usable route names the span, and then only the route and method are read.
-        self.by_route = "http.route" in keys
-        # No naming value: len() is a C call whose result is constant for one shape.
-        self.reader: Callable[[Mapping[str, object]], Hashable] = itemgetter(*keys) if keys else len
-        # No attribute a charge reads beyond the duration (usage, a GenAI response id):
-        # a binding's plan then decides every span of this shape.
-        self.plain = RESPONSE_ID not in names and not any(
-            name.startswith(_FALLBACK_USAGE_PREFIX) for name in names
-        )
-
-
-class _Shape:
-    """What the spans of one resource, kind, name and set of attribute names share: their
-    layout's fields (copied: the hot path reads them from the shape) and the Named of each
-    combination of naming values. ``next``: the shape of the same name and attribute
-    names under another resource or kind."""
+    values to read (an itemgetter: one C call), whether a charge can read more than the
+    duration, and the Named of each combination of naming values. ``memo`` holds those
+    whose operation does not depend on the span's name (every rule but the span-name
+    fallback: a plain WSGI app names each span after its raw path, "GET /users/7"),
+    ``by_name`` the others, keyed by (name, values). ``next``: the shape of the same
+    attribute names under another resource or kind."""
 
     __slots__ = (
+        "by_name",
         "by_route",
         "deploy",
         "kind",
@@ -380,16 +357,34 @@ class _Shape:
         "service",
     )
 
-    def __init__(self, layout: _Layout, *, next_shape: _Shape | None) -> None:
-        self.resource = layout.resource
-        self.kind = layout.kind
+    def __init__(
+        self,
+        resource: Resource,
+        kind: SpanKind,
+        names: tuple[str, ...],
+        *,
+        next_shape: _Shape | None,
+    ) -> None:
+        self.resource = resource
+        self.kind = kind
         self.next = next_shape
-        self.service = layout.service
-        self.deploy = layout.deploy
-        self.by_route = layout.by_route
-        self.reader = layout.reader
-        self.plain = layout.plain
+        from_resource = service_name(resource.attributes, _EMPTY)
+        self.service = None if from_resource == DEFAULT_SERVICE else from_resource
+        keys = naming_keys(kind, names)
+        if self.service is None and "service.name" in names:
+            keys += ("service.name",)
+        self.deploy = deploy_of(resource.attributes)
+        # A usable route names the span, and then only the route and method are read.
+        self.by_route = "http.route" in keys
+        # No naming value: len() is a C call whose result is constant for one shape.
+        self.reader: Callable[[Mapping[str, object]], Hashable] = itemgetter(*keys) if keys else len
         self.memo: dict[Hashable, Named] = {}
+        self.by_name: dict[tuple[str, Hashable], Named] = {}
+        # No attribute a charge reads beyond the duration (usage, a GenAI response id):
+        # a binding's plan then decides every span of this shape.
+        self.plain = RESPONSE_ID not in names and not any(
+            name.startswith(_FALLBACK_USAGE_PREFIX) for name in names
+        )
 
 
 class Coster:
@@ -443,8 +438,7 @@ class Coster:
         self.guard = CardinalityGuard(limit=self._max_operations)
         # (name, attribute names) -> _Shape, whose resource and kind are compared by
         # identity (both hash through Python-level __hash__ methods).
-        self._shapes: dict[tuple[str, tuple[str, ...]], _Shape] = {}
-        self._layouts: dict[tuple[int, int, tuple[str, ...]], _Layout] = {}
+        self._shapes: dict[tuple[str, ...], _Shape] = {}
         self._memo_entries = 0
         self._named_by: dict[tuple[object, ...], Named] = {}
         self.calls = CallDedupe()
@@ -517,44 +511,40 @@ class Coster:
     def _named(
         self, resource: Resource, kind: SpanKind, name: str, attributes: Mapping[str, object]
     ) -> Named:
-        # What naming reads (docs/operations.md): the kind, the name and the values of the
-        # attributes its rule reads. Which those are depends only on the kind and on which
-        # attributes the span has, and spans of one instrumentation share those: a repeat
-        # span reads its few naming values with the shape's itemgetter (cost() inlines
-        # this lookup; this is the complete one, misses included).
-        key = (name, tuple(attributes))
-        shape = self._shapes.get(key)
+        # What naming reads (docs/operations.md): the kind, the values of the attributes
+        # its rule reads, and the name only when the rule falls back to it. Which
+        # attributes those are depends only on the kind and on which attributes the span
+        # has, and spans of one instrumentation share those: a repeat span reads its few
+        # naming values with the shape's itemgetter (the ending hook inlines this lookup;
+        # this is the complete one, misses included). Whether the rule falls back to the
+        # name depends on those values alone, so a span is in ``memo`` or ``by_name``.
+        names = tuple(attributes)
+        shape = self._shapes.get(names)
         while shape is not None and (shape.resource is not resource or shape.kind is not kind):
             shape = shape.next
         if shape is None:
-            shape = self._shape(resource, kind, key)
+            shape = self._shape(resource, kind, names)
         try:
             values = shape.reader(attributes)
             found = shape.memo.get(values)
+            if found is None:
+                found = shape.by_name.get((name, values))
         except Exception:  # an unhashable value (a list in a hand-made dict): no memo
-            return self._derive(kind, name, attributes, shape)
+            return self._derive(kind, name, attributes, shape)[0]
         if found is None:
-            found = self._derive(kind, name, attributes, shape)
+            found, by_name = self._derive(kind, name, attributes, shape)
             if not shape.by_route or routed(kind, attributes):
                 self._count_entry()
-                shape.memo[values] = found
+                if by_name:
+                    shape.by_name[name, values] = found
+                else:
+                    shape.memo[values] = found
         return found
 
-    def _shape(
-        self, resource: Resource, kind: SpanKind, key: tuple[str, tuple[str, ...]]
-    ) -> _Shape:
-        names = key[1]
-        # Resource and kind by identity (their hashes are Python-level); the layout holds
-        # the resource, so its id is not reused while the entry lives.
-        layout_key = (id(resource), id(kind), names)
-        layout = self._layouts.get(layout_key)
-        if layout is None or layout.resource is not resource or layout.kind is not kind:
-            if len(self._layouts) >= _MEMO_SIZE:
-                self._layouts.clear()
-            layout = self._layouts[layout_key] = _Layout(resource, kind, names)
+    def _shape(self, resource: Resource, kind: SpanKind, names: tuple[str, ...]) -> _Shape:
         self._count_entry()
         shapes = self._shapes
-        shape = shapes[key] = _Shape(layout, next_shape=shapes.get(key))
+        shape = shapes[names] = _Shape(resource, kind, names, next_shape=shapes.get(names))
         return shape
 
     def _count_entry(self) -> None:
@@ -567,9 +557,12 @@ class Coster:
 
     def _derive(
         self, kind: SpanKind, name: str, attributes: Mapping[str, object], shape: _Shape
-    ) -> Named:
+    ) -> tuple[Named, bool]:
+        """The span's Named, and whether its operation came from its name (the fallback
+        rule). Not memoized here: the shape's memo is the memo (derive_operation's own
+        would keep one entry per raw path for spans without a route)."""
         service = shape.service or service_name(_EMPTY, attributes)
-        derived = derive_operation(name, attributes, normalize=self._normalize, kind=kind)
+        derived, rule = explain_operation(name, attributes, self._normalize, kind=kind)
         operation = self.guard.admit(service, derived)
         entry_kind = id(kind) in _ENTRY_KIND_IDS
         folded = operation == OTHER and derived != OTHER
@@ -582,7 +575,7 @@ class Coster:
             if len(self._named_by) >= _MEMO_SIZE:
                 self._named_by.clear()  # services named by span attributes: bounded too
             self._named_by[key] = named
-        return named
+        return named, rule == RULE_SPAN_NAME
 
     def cost(self, span: ReadableSpan, snap: PricingSnapshot | None = None) -> SpanCost:
         """Price one ended span (``price``'s facts as a SpanCost). Never raises for bad span
@@ -608,7 +601,7 @@ class Coster:
             attributes = span.attributes or _EMPTY
         resource, kind, name = span._resource, span._kind, span._name
         # The naming memo's hit inline (see _named).
-        shape = self._shapes.get((name, tuple(attributes)))
+        shape = self._shapes.get(tuple(attributes))
         named = None
         if shape is not None and shape.resource is resource and shape.kind is kind:
             try:

@@ -292,7 +292,7 @@ class CostSpanProcessor(SpanProcessor):
         # ending_hook_supported() checked): never counted as drops, never evicting one of
         # the span's own attributes.
         inner = span._attributes._dict  # type: ignore[union-attr]
-        shape = coster._shapes.get((span._name, tuple(inner)))
+        shape = coster._shapes.get(tuple(inner))
         if (
             shape is None
             or not shape.plain
@@ -301,7 +301,10 @@ class CostSpanProcessor(SpanProcessor):
         ):
             return False
         try:
-            named = shape.memo.get(shape.reader(inner))
+            values = shape.reader(inner)
+            named = shape.memo.get(values)
+            if named is None:  # named after the span's name (the fallback rule)
+                named = shape.by_name.get((span._name, values))
         except Exception:  # an unhashable value: Coster.price names it without the memo
             return False
         if named is None:
