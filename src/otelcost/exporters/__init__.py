@@ -6,8 +6,9 @@ loads only what pricing spans needs, not Kafka's, Redis's or the budgets' module
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING
+
+from otelcost._lazy import lazy_names
 
 if TYPE_CHECKING:
     from otelcost.exporters.base import (
@@ -53,14 +54,4 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> object:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value  # once: later lookups do not come here
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_names(__name__, _LAZY, __all__)
