@@ -120,9 +120,11 @@ class CostRecord:
         ``from_json``/``from_dict``, which validate every field.
         """
         if cls is not CostRecord:  # a subclass may have slots of its own: one by one
+            # By name, through the subclass: on Python 3.10 a slots dataclass subclass
+            # declares every inherited field again, and its slots hide CostRecord's.
             record = _new(cls)
-            for setter, value in zip(
-                _SETTERS,
+            for name, value in zip(
+                _FIELD_NAMES,
                 (
                     trace_id,
                     span_id,
@@ -144,7 +146,7 @@ class CostRecord:
                 ),
                 strict=True,
             ):
-                setter(record, value)
+                object.__setattr__(record, name, value)
             return record
         return trusted_record(
             trace_id,
@@ -291,7 +293,7 @@ class CostRecord:
 _new = object.__new__
 # The slot descriptors of every field, in declaration order (what ``trusted`` sets on a
 # subclass).
-_SETTERS: tuple[Any, ...] = tuple(getattr(CostRecord, f.name).__set__ for f in fields(CostRecord))
+_FIELD_NAMES: tuple[str, ...] = tuple(f.name for f in fields(CostRecord))
 
 
 class _Trusted(CostRecord):
