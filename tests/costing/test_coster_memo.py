@@ -150,6 +150,48 @@ def test_spans_without_a_route_share_the_named_of_their_operation() -> None:
     assert all(c.named is costs[0].named and c.binding is costs[0].binding for c in costs)
 
 
+def test_spans_without_a_route_keep_one_entry_per_operation_not_per_raw_path(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Each raw path is new, so its values miss the memo; the rules run once per
+    operation, and nothing is kept per raw path (no memo churn, no garbage to collect)."""
+    calls: list[str] = []
+
+    def counting(name: str, attributes: Any, *args: Any, **kwargs: Any) -> tuple[str, str]:
+        calls.append(name)
+        return explain_operation(name, attributes, *args, **kwargs)
+
+    monkeypatch.setattr(coster_module, "explain_operation", counting)
+    coster = _coster()
+    for i in range(300):
+        for kind, attributes in (
+            (
+                SpanKind.SERVER,
+                {"http.method": "GET", "http.url": f"http://shop/users/{i}", "http.flavor": "1.1"},
+            ),
+            (SpanKind.SERVER, {"http.request.method": "POST", "url.path": f"/orders/{i}/items"}),
+            (SpanKind.CLIENT, {"http.request.method": "GET", "url.full": f"http://api/v1/u/{i}"}),
+        ):
+            coster.named(_span("GET", attributes, kind), attributes)
+    assert calls == []
+    shapes = list(coster._shapes.values())
+    assert len(shapes) == 3
+    assert all(not shape.memo and not shape.by_name for shape in shapes)
+    assert sorted(op for shape in shapes for _, op in shape.by_path) == [
+        "GET /users/*",
+        "GET api/v1/u/*",
+        "POST /orders/*/items",
+    ]
+    # A path with nothing volatile repeats: its raw values are memoized too (a plain hit).
+    health = {"http.request.method": "GET", "url.path": "/health"}
+    coster.named(_span("GET", health), health)
+    assert [len(shape.memo) for shape in shapes] == [0, 1, 0]
+    # No usable path: the span name decides, through the complete rules.
+    empty = {"http.method": "GET", "http.url": " ", "http.status_code": 200}
+    assert coster.named(_span("GET /users/1", empty), empty).operation == "GET /users/*"
+    assert calls == ["GET /users/1"]
+
+
 def test_one_name_and_attribute_names_under_two_kinds_and_resources() -> None:
     coster = _coster()
     attributes = {"http.method": "GET", "http.url": "http://api.example.com/users/7"}

@@ -33,8 +33,10 @@ from otelcost.costing.operation import (
     OTHER,
     RULE_SPAN_NAME,
     CardinalityGuard,
+    PathRule,
     explain_operation,
     naming_keys,
+    path_rule,
     routed,
     service_name,
 )
@@ -341,16 +343,21 @@ class _Shape:
     duration, and the Named of each combination of naming values. ``memo`` holds those
     whose operation does not depend on the span's name (every rule but the span-name
     fallback: a plain WSGI app names each span after its raw path, "GET /users/7"),
-    ``by_name`` the others, keyed by (name, values). ``next``: the shape of the same
-    attribute names under another resource or kind."""
+    ``by_name`` the others, keyed by (name, values). Spans a raw path or URL names (a server
+    span without a route, an HTTP client call) have a ``path_rule``: their values differ per
+    request, so ``by_path`` holds the Named of each (service, operation) the rule gives,
+    and a new path costs one run of the rule, not an entry per raw path. ``next``: the
+    shape of the same attribute names under another resource or kind."""
 
     __slots__ = (
         "by_name",
+        "by_path",
         "by_route",
         "deploy",
         "kind",
         "memo",
         "next",
+        "path_rule",
         "plain",
         "reader",
         "resource",
@@ -380,6 +387,8 @@ class _Shape:
         self.reader: Callable[[Mapping[str, object]], Hashable] = itemgetter(*keys) if keys else len
         self.memo: dict[Hashable, Named] = {}
         self.by_name: dict[tuple[str, Hashable], Named] = {}
+        self.path_rule = path_rule(kind, names)
+        self.by_path: dict[tuple[str, str], Named] = {}
         # No attribute a charge reads beyond the duration (usage, a GenAI response id):
         # a binding's plan then decides every span of this shape.
         self.plain = RESPONSE_ID not in names and not any(
@@ -531,6 +540,11 @@ class Coster:
                 found = shape.by_name.get((name, values))
         except Exception:  # an unhashable value (a list in a hand-made dict): no memo
             return self._derive(kind, name, attributes, shape)[0]
+        rule = shape.path_rule
+        if found is None and rule is not None:
+            found = self._by_path(rule, kind, attributes, shape, values)
+            if found is not None:
+                return found
         if found is None:
             found, by_name = self._derive(kind, name, attributes, shape)
             if not shape.by_route or routed(kind, attributes):
@@ -555,6 +569,32 @@ class Coster:
             self._memo_entries = 0
         self._memo_entries += 1
 
+    def _by_path(
+        self,
+        rule: PathRule,
+        kind: SpanKind,
+        attributes: Mapping[str, object],
+        shape: _Shape,
+        values: Hashable,
+    ) -> Named | None:
+        """The Named of a span its raw path or URL names, memoized on the operation the
+        shape's path rule gives (None: too little to go on, the span name decides)."""
+        derived = rule(attributes, self._normalize)
+        if derived is None:
+            return None
+        service = shape.service or service_name(_EMPTY, attributes)
+        found = shape.by_path.get((service, derived))
+        if found is None:
+            found = self._named_for(kind, service, derived, shape)
+            self._count_entry()
+            shape.by_path[service, derived] = found
+        if "*" not in derived:
+            # Nothing volatile in the path ("/health"): its raw values repeat, so memoize
+            # them too and the next such span is a plain memo hit (the ending hook's).
+            self._count_entry()
+            shape.memo[values] = found
+        return found
+
     def _derive(
         self, kind: SpanKind, name: str, attributes: Mapping[str, object], shape: _Shape
     ) -> tuple[Named, bool]:
@@ -563,6 +603,11 @@ class Coster:
         would keep one entry per raw path for spans without a route)."""
         service = shape.service or service_name(_EMPTY, attributes)
         derived, rule = explain_operation(name, attributes, self._normalize, kind=kind)
+        return self._named_for(kind, service, derived, shape), rule == RULE_SPAN_NAME
+
+    def _named_for(self, kind: SpanKind, service: str, derived: str, shape: _Shape) -> Named:
+        """The Named of ``derived`` once the cardinality guard has admitted it (or folded
+        it into OTHER)."""
         operation = self.guard.admit(service, derived)
         entry_kind = id(kind) in _ENTRY_KIND_IDS
         folded = operation == OTHER and derived != OTHER
@@ -575,7 +620,7 @@ class Coster:
             if len(self._named_by) >= _MEMO_SIZE:
                 self._named_by.clear()  # services named by span attributes: bounded too
             self._named_by[key] = named
-        return named, rule == RULE_SPAN_NAME
+        return named
 
     def cost(self, span: ReadableSpan, snap: PricingSnapshot | None = None) -> SpanCost:
         """Price one ended span (``price``'s facts as a SpanCost). Never raises for bad span

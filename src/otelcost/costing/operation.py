@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 import threading
 from collections.abc import Callable, Collection, Container, Mapping
+from typing import TypeAlias
 
 from opentelemetry.trace import SpanKind
 
@@ -31,9 +32,11 @@ __all__ = [
     "RULE_RPC",
     "RULE_SPAN_NAME",
     "CardinalityGuard",
+    "PathRule",
     "derive_operation",
     "explain_operation",
     "naming_keys",
+    "path_rule",
     "routed",
     "service_name",
 ]
@@ -135,8 +138,8 @@ def _normalize_name(name: str, normalize: Callable[[str], str]) -> str:
 def _first(attributes: Mapping[str, object], keys: tuple[str, ...]) -> str | None:
     """The first key's value that is a usable string (stable names come first in ``keys``)."""
     for key in keys:
-        value = _clean(attributes.get(key))
-        if value is not None:
+        value = attributes.get(key)
+        if value is not None and (value := _clean(value)) is not None:
             return value
     return None
 
@@ -287,6 +290,44 @@ def _http_server(attributes: Mapping[str, object], normalize: Callable[[str], st
     if path is None:
         return None
     return _with_method(_method(attributes), normalize(path))
+
+
+PathRule: TypeAlias = Callable[[Mapping[str, object], Callable[[str], str]], str | None]
+"""A naming rule for spans a raw path or URL names (``path_rule``)."""
+
+
+def path_rule(kind: SpanKind | None, names: Collection[str]) -> PathRule | None:
+    """For spans of this kind and these attribute names that a raw path or URL names (a
+    server span without ``http.route``, an HTTP client call with a URL), the rule that
+    names them: ``rule(attributes, normalize)`` is ``derive_operation``'s result, or None
+    when the span has too little (its name decides). None for every other span.
+
+    The raw path differs per request, so a caller memoizing on the values the rule reads
+    would keep an entry per request; it can memoize on this result instead."""
+    client = _is_client(kind, names)
+    if not client and "http.route" in names:
+        return None
+    if not any(key in names for key in _RAW_PATH_KEYS):
+        return None
+    rule = _rule(names, client)[0]
+    if rule == RULE_HTTP_SERVER:
+        return _cut_server
+    if rule == RULE_HTTP_CLIENT:
+        return _cut_client
+    return None
+
+
+_RAW_PATH_KEYS = (*_HTTP_PATH, *_HTTP_URL)
+
+
+def _cut_server(attributes: Mapping[str, object], normalize: Callable[[str], str]) -> str | None:
+    operation = _http_server(attributes, normalize)
+    return None if operation is None else operation[:MAX_OPERATION_CHARS]
+
+
+def _cut_client(attributes: Mapping[str, object], normalize: Callable[[str], str]) -> str | None:
+    operation = _http_client(attributes, normalize)
+    return None if operation is None else operation[:MAX_OPERATION_CHARS]
 
 
 def _port(attributes: Mapping[str, object]) -> int | None:
