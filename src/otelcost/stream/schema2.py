@@ -26,12 +26,12 @@ from __future__ import annotations
 
 import math
 import pkgutil
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from itertools import chain
 from operator import attrgetter, itemgetter, methodcaller
 from types import MappingProxyType
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from otelcost import _json
 from otelcost.errors import InvalidRecordError
@@ -45,6 +45,7 @@ __all__ = [
     "Row",
     "decode_message",
     "decode_rows",
+    "encode_groups",
     "encode_messages",
     "envelope_of",
     "json_schema",
@@ -81,6 +82,8 @@ _SCHEMA_FILE = "cost-records.v2.schema.json"
 #: A record as it stands in a message: [trace_id, span_id, operation, cost_nanos,
 #: duration_ms, timestamp] and, when some field is not at its default, the extras object.
 Row = Sequence[Any]
+
+M = TypeVar("M")  # what a message's rows were made of: CostRecords, or the processor's tuples
 
 # service, currency, region, pricing version, service version, environment
 GroupKey = tuple[str, str, str | None, str | None, str | None, str | None]
@@ -183,14 +186,44 @@ def encode_messages(
         if members is None:
             members = groups[key] = []
         members.append(record)
-    for key, members in groups.items():
+    return encode_groups(groups.items(), max_bytes, _record_rows, record_row)
+
+
+def encode_groups(
+    groups: Iterable[tuple[GroupKey, list[M]]],
+    max_bytes: int,
+    rows_of: Callable[[Sequence[M]], list[tuple[Any, ...]]],
+    row_of: Callable[[M], tuple[Any, ...]],
+) -> Iterator[tuple[str, bytes, list[M]]]:
+    """``encode_messages`` for members already grouped, of any kind: ``rows_of`` makes the
+    rows of up to _CHUNK members at once (the fast path), ``row_of`` the row of one (line
+    by line: large groups, bad members). Both must make the rows ``record_row`` makes of
+    the members' CostRecords, so that every kind of member gets the same bytes."""
+    for key, members in groups:
         prefix = envelope_prefix(key)
         room = max_bytes - len(prefix) - len(_END)
-        lines = _lines_at_once(members, room)
+        lines = _lines_at_once(members, room, rows_of)
         if lines is not None:  # they start with the newline that ends the prefix
             yield key[0], prefix[:-1] + lines + _END, members
-        else:  # too large for one message, or a record that cannot be encoded
-            yield from _group_of(members).messages(key[0], prefix, room)
+        else:  # too large for one message, or a member that cannot be encoded
+            yield from _group_of(members, row_of).messages(key[0], prefix, room)
+
+
+def _record_rows(records: Sequence[CostRecord]) -> list[tuple[Any, ...]]:
+    """``record_row`` of each record, the common case inlined."""
+    return [
+        (
+            record.trace_id,
+            record.span_id,
+            record.operation,
+            round(record.cost_amount * NANOS_PER_UNIT),  # to_nanos, inlined
+            record.duration_ms,
+            record.timestamp,
+        )
+        if not (record.usage or record.error is not None or record.aggregate or not record.entry)
+        else record_row(record)
+        for record in records
+    ]
 
 
 _ROW_START = b"["
@@ -205,7 +238,11 @@ _WINDOW = MAX_RECORD_BYTES // 2
 _CHUNK = 256
 
 
-def _lines_at_once(members: list[CostRecord], room: int) -> bytes | None:
+def _lines_at_once(
+    members: Sequence[M],
+    room: int,
+    rows_of: Callable[[Sequence[M]], list[tuple[Any, ...]]] = _record_rows,  # type: ignore[assignment]
+) -> bytes | None:
     """The lines of ``members``, each after a newline (one record per line, a comma
     ending all but the last), from one encoder call per _CHUNK records, when they fit in
     ``room`` bytes plus that first newline and no line reaches MAX_RECORD_BYTES; else
@@ -223,21 +260,7 @@ def _lines_at_once(members: list[CostRecord], room: int) -> bytes | None:
     size = 0
     dumps = _json.dumps
     for start in range(0, len(members), _CHUNK):
-        rows = [
-            (
-                record.trace_id,
-                record.span_id,
-                record.operation,
-                round(record.cost_amount * NANOS_PER_UNIT),  # to_nanos, inlined
-                record.duration_ms,
-                record.timestamp,
-            )
-            if not (
-                record.usage or record.error is not None or record.aggregate or not record.entry
-            )
-            else record_row(record)
-            for record in members[start : start + _CHUNK]
-        ]
+        rows = rows_of(members[start : start + _CHUNK])
         try:
             body = dumps(rows)[1:-1]
         except (TypeError, ValueError):
@@ -262,13 +285,16 @@ def _lines_at_once(members: list[CostRecord], room: int) -> bytes | None:
     return lines
 
 
-def _group_of(records: list[CostRecord]) -> _Group:
+def _group_of(
+    records: Sequence[M],
+    row_of: Callable[[M], tuple[Any, ...]] = record_row,  # type: ignore[assignment]
+) -> _Group[M]:
     """The records' lines one by one (the slow path: large groups, bad records)."""
-    group = _Group()
+    group: _Group[M] = _Group()
     buffer, ends, members = group.buffer, group.ends, group.members
     for record in records:
         try:
-            line = _json.dumps(record_row(record))
+            line = _json.dumps(row_of(record))
         except (TypeError, ValueError):
             line = b""
         if not line or len(line) > MAX_RECORD_BYTES:
@@ -281,7 +307,7 @@ def _group_of(records: list[CostRecord]) -> _Group:
     return group
 
 
-class _Group:
+class _Group(Generic[M]):
     """The lines of one group, each followed by the separator, and where each ends."""
 
     __slots__ = ("bad", "buffer", "ends", "members")
@@ -289,12 +315,12 @@ class _Group:
     def __init__(self) -> None:
         self.buffer = bytearray()
         self.ends: list[int] = []
-        self.members: list[CostRecord] = []
-        self.bad: list[CostRecord] = []  # records that cannot be encoded
+        self.members: list[M] = []
+        self.bad: list[M] = []  # records that cannot be encoded
 
     def messages(
         self, service: str, prefix: bytes, room: int
-    ) -> Iterator[tuple[str, bytes, list[CostRecord]]]:
+    ) -> Iterator[tuple[str, bytes, list[M]]]:
         """Messages of at most ``room`` bytes of lines each; a line larger than ``room``
         alone, and each record that cannot be encoded, is yielded with an empty value."""
         for record in self.bad:
