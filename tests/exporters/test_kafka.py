@@ -735,3 +735,79 @@ def test_overflow_aggregates_keep_the_deploy_apart() -> None:
         overflow.add(dataclasses.replace(_records(1)[0], service_version=version))
     sealed = sorted(overflow.seal(), key=lambda r: r.service_version or "")
     assert [(r.service_version, r.span_count) for r in sealed] == [("1.0", 2), ("2.0", 1)]
+
+
+@pytest.mark.parametrize("queue", ["roomy", "full"])
+def test_the_processor_streams_what_its_records_say(
+    kafka_broker: KafkaBroker, kafka_topic: str, queue: str
+) -> None:
+    # The export worker hands the Kafka exporter its per-span cost tuples (no CostRecord
+    # each); what lands is what the record path gives every other exporter, to the nano.
+    # A full local queue folds the tuples into aggregates, exact as well.
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+
+    from otelcost import CostSpanProcessor
+    from otelcost.exporters import InMemoryCostExporter
+
+    config: dict[str, Any] = {"queue_buffering_max_messages": 3} if queue == "full" else {}
+    kafka = KafkaCostExporter(kafka_broker.bootstrap, kafka_topic, linger_ms=5, **config)
+    memory = InMemoryCostExporter(max_records=None)
+    pricing = {
+        "version": "v1",
+        "prices": {"checkout:GET /users/{id}": {"per_ms": 2.1e-6, "per_request": 1e-6}},
+    }
+    processor = CostSpanProcessor(pricing, [kafka, memory], max_export_batch_size=64)
+    tracers = []
+    for service in ("checkout", "search", "ünïcode-svc"):
+        provider = TracerProvider(resource=Resource.create({"service.name": service}))
+        provider.add_span_processor(processor)
+        tracers.append(provider.get_tracer("test"))
+    route = {"http.request.method": "GET", "http.route": "/users/{id}"}
+    for i in range(900):
+        tracer = tracers[i % 3]
+        with tracer.start_as_current_span("GET /users/{id}", attributes=route):
+            if i % 4 == 0:
+                tracer.start_span("db query").end()  # nested: entry false
+    assert processor.force_flush(30_000)
+    stats, kafka_stats = processor.stats(), kafka.stats()
+    processor.shutdown()
+
+    received = _decode(read_all(kafka_broker.bootstrap, kafka_topic))
+    records = memory.records
+    assert len(records) == 900 + 225
+    assert _spans_and_nanos(received) == _spans_and_nanos(records)
+    assert stats["exporters"]["KafkaCostExporter"] == {"exported": 1125, "failed": 0}
+    assert kafka_stats["delivered_spans"] == kafka_stats["spans"] == 1125
+    if queue == "roomy":
+        assert sorted(received, key=lambda r: r.span_id) == sorted(records, key=lambda r: r.span_id)
+        assert any(not r.entry for r in received) and any(r.error for r in received)
+    else:
+        assert kafka_stats["overflowed"] > 0 and kafka_stats["aggregates_delivered"] > 0
+
+
+def test_a_subclass_that_overrides_export_sees_every_record() -> None:
+    from otelcost import CostSpanProcessor
+    from otelcost.costing.processor import _export_costs_of
+
+    seen: list[CostRecord] = []
+
+    class Audited(KafkaCostExporter):
+        def export(self, records: Sequence[CostRecord]) -> CostExportResult:
+            seen.extend(records)
+            return super().export(records)
+
+    class Plain(KafkaCostExporter):
+        pass
+
+    assert _export_costs_of(Plain("127.0.0.1:9")) is not None
+    assert _export_costs_of(Audited("127.0.0.1:9")) is None
+    processor = CostSpanProcessor({"version": "v", "prices": {}}, [Audited("127.0.0.1:9")])
+    from opentelemetry.sdk.trace import TracerProvider
+
+    provider = TracerProvider()
+    provider.add_span_processor(processor)
+    provider.get_tracer("t").start_span("x").end()
+    assert processor.force_flush(500) is False  # no broker: never delivered
+    processor.shutdown(100)
+    assert len(seen) == 1 and seen[0].operation == "x"

@@ -34,6 +34,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
+from operator import itemgetter
 from typing import Any, Final, Literal, TypeAlias, cast
 
 from opentelemetry.context import Context
@@ -91,6 +92,7 @@ _MIN_START_NS: Final = (_MIN_TS_MS + 1) * 1_000_000
 # Every priced span carries it; on the ending-hook path its absence in on_end means the
 # span skipped the hook.
 _SOURCE_KEY: Final = "cost.source"
+_CONTEXT: Final = itemgetter(9)  # of a CostFields
 
 
 class CostSpanProcessor(SpanProcessor):
@@ -175,7 +177,7 @@ class CostSpanProcessor(SpanProcessor):
             if isinstance(e, CostSumExporter)
         )
         self._record_exporters = tuple(
-            (e, n)
+            (e, n, _export_costs_of(e))
             for e, n in zip(self._exporters, self._exporter_names, strict=True)
             if not isinstance(e, CostSumExporter)
         )
@@ -657,13 +659,23 @@ class CostSpanProcessor(SpanProcessor):
                 self._export_one(name, spans, sum_exporter.export_sums, batch_sums)
 
     def _export_batch(self, batch: Sequence[CostFields]) -> None:
-        """Export worker: the CostRecords of queued span costs, to every record exporter."""
-        records = [
-            cost_record(cost, context.trace_id, context.span_id)
-            for cost in batch
-            if (context := cost[9]) is not None
-        ]
-        for exporter, name in self._record_exporters:
+        """Export worker: queued span costs to every record exporter, as CostRecords, or as
+        the tuples themselves to those of otelcost's exporters that read them
+        (``_export_costs``: no record built per span)."""
+        costs = batch
+        if None in map(_CONTEXT, batch):  # C loops; a context is missing only on odd spans
+            costs = [cost for cost in batch if cost[9] is not None]
+        records = None
+        for exporter, name, export_costs in self._record_exporters:
+            if export_costs is not None:
+                self._export_one(name, len(batch), export_costs, costs)
+                continue
+            if records is None:
+                records = [
+                    cost_record(cost, context.trace_id, context.span_id)
+                    for cost in costs
+                    if (context := cost[9]) is not None
+                ]
             self._export_one(name, len(batch), exporter.export, records)
 
     def _export_one(
@@ -788,6 +800,18 @@ def _count_apart(totals: dict[Any, int], named: Named, error: str | None) -> Non
     not billable (reason None)."""
     key = (named, None if error is None else error.split(":", 1)[0])
     totals[key] = totals.get(key, 0) + 1
+
+
+def _export_costs_of(exporter: CostExporter) -> Callable[[Sequence[CostFields]], Any] | None:
+    """The exporter's ``_export_costs`` (otelcost's own exporters: export the per-span cost
+    tuples without a CostRecord each), unless a subclass overrides ``export``, which then
+    must see every record."""
+    cls = type(exporter)
+    owner = next((c for c in cls.__mro__ if "_export_costs" in vars(c)), None)
+    if owner is None or cls.export is not owner.export:  # type: ignore[attr-defined]
+        return None
+    export_costs: Callable[[Sequence[CostFields]], Any] = exporter._export_costs  # type: ignore[attr-defined]
+    return export_costs
 
 
 def _names(exporters: tuple[CostExporter, ...]) -> tuple[str, ...]:

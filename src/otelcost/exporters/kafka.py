@@ -23,13 +23,14 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from functools import partial
 from operator import attrgetter
-from typing import Any, Literal, cast
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 from otelcost import _json, environment
 from otelcost.exporters._otlp import encode_otlp_messages
 from otelcost.exporters._overflow import OverflowAggregates
 from otelcost.exporters.base import CostExporter, CostExportResult
 from otelcost.record import CostRecord
+from otelcost.stream._costs import cost_records, encode_cost_messages
 from otelcost.stream._kafka import (
     DEFAULT_OTLP_TOPIC,
     DEFAULT_TOPIC,
@@ -39,6 +40,9 @@ from otelcost.stream._kafka import (
     read_properties,
 )
 from otelcost.stream.schema2 import decode_message, encode_messages
+
+if TYPE_CHECKING:
+    from otelcost.costing.coster import CostFields
 
 __all__ = [
     "BOOTSTRAP_ENV",
@@ -55,7 +59,8 @@ __all__ = [
 _logger = logging.getLogger("otelcost.kafka")  # documented: docs/runbook.md "Loggers"
 
 Encoding = Literal["json", "otlp_json"]
-Message = tuple[str, bytes, list[CostRecord]]  # key (service), value, records in it
+# key (service), value, what it holds: CostRecords, or the processor's cost tuples
+Message = tuple[str, bytes, list[Any]]
 
 BOOTSTRAP_ENV = environment.KAFKA_BOOTSTRAP
 TOPIC_ENV = environment.KAFKA_TOPIC
@@ -228,10 +233,32 @@ class KafkaCostExporter(CostExporter):
 
     def export(self, records: Sequence[CostRecord]) -> CostExportResult:
         """Queue ``records`` in librdkafka; never blocks on the broker, never raises."""
+        # C loops, not a Python one
+        return self._export(records, sum(map(_SPAN_COUNT, records)), list, self._messages)
+
+    def _export_costs(self, costs: Sequence[CostFields]) -> CostExportResult:
+        """``export`` of the costs' CostRecords, from the processor's per-span tuples (each
+        with a span context): schema 2 encodes them without building the records
+        (``stream._costs``). A private opt-in of CostSpanProcessor's export worker."""
+        if self._encoding != "json" or self._schema != 2:
+            return self.export(cost_records(costs))
+        return self._export(costs, len(costs), cost_records, self._cost_messages)
+
+    def _cost_messages(self, costs: Sequence[CostFields]) -> Iterator[Message]:
+        return encode_cost_messages(costs, self._max_value)
+
+    def _export(
+        self,
+        members: Sequence[Any],
+        spans: int,
+        to_records: Callable[[Sequence[Any]], list[CostRecord]],
+        encode: Callable[[Any], Iterator[Message]],
+    ) -> CostExportResult:
+        """``export`` of ``members`` (CostRecords or cost tuples), which hold ``spans``
+        spans: ``encode`` makes their messages, ``to_records`` their records (to fold)."""
         if self._pid != os.getpid():
             self._reset_process_state()
         with self._lock:
-            spans = sum(map(_SPAN_COUNT, records))  # C loops, not a Python one
             if self._closed:
                 self._dropped_spans += spans
                 return CostExportResult.FAILURE
@@ -245,11 +272,11 @@ class KafkaCostExporter(CostExporter):
                 self._serve_retired()
             down = self._down_since
             if down is not None and time.monotonic() - down >= _FOLD_AFTER_S:
-                self._export_while_down(producer, records, down)
+                self._export_while_down(producer, to_records(members), down)
             else:
                 if self._overflow:
                     self._send_overflow(producer)
-                self._produce_all(producer, self._messages(records))
+                self._produce_all(producer, encode(members), to_records)
                 producer.poll(0)
         return CostExportResult.SUCCESS
 
@@ -268,27 +295,46 @@ class KafkaCostExporter(CostExporter):
                 value = b""
             yield record.service, value, [record]
 
-    def _produce_all(self, producer: Any, messages: Iterator[Message]) -> None:
+    def _produce_all(
+        self,
+        producer: Any,
+        messages: Iterator[Message],
+        to_records: Callable[[Sequence[Any]], list[CostRecord]] = list,
+    ) -> None:
         """Produce each message; fold what does not fit in the queue (and everything after
-        it: a queue still full after serving callbacks does not drain within one export)."""
-        for key, value, records in messages:
+        it: a queue still full after serving callbacks does not drain within one export).
+        A message's members are CostRecords, or cost tuples that ``to_records`` turns into
+        records when they must be folded or counted as invalid."""
+        for key, value, members in messages:
             if not value or len(value) > self._max_value:
-                for record in records:
+                for record in to_records(members):
                     self._invalid(record)
                 continue
-            if not self._produce(producer, key, value, records):
-                self._fold_all(records)
+            if to_records is list:
+                spans = sum(map(_SPAN_COUNT, members))
+                aggregates = sum(map(_AGGREGATE, members))
+            else:  # cost tuples: one span each, never an aggregate
+                spans, aggregates = len(members), 0
+            if not self._produce(producer, key, value, members, spans, aggregates, to_records):
+                self._fold_all(to_records(members))
                 for _key, _value, rest in messages:
-                    self._fold_all(rest)
+                    self._fold_all(to_records(rest))
                 return
 
-    def _produce(self, producer: Any, key: str, value: bytes, records: list[CostRecord]) -> bool:
+    def _produce(  # noqa: PLR0917 - once per message
+        self,
+        producer: Any,
+        key: str,
+        value: bytes,
+        members: list[Any],
+        spans: int,
+        aggregates: int,
+        to_records: Callable[[Sequence[Any]], list[CostRecord]],
+    ) -> bool:
         """One message with its delivery callback; False when the queue is full."""
-        spans = sum(map(_SPAN_COUNT, records))
-        aggregates = sum(map(_AGGREGATE, records))
         # The JSON encodings are decoded again if delivery fails, so only OTLP messages
         # keep their records in memory until their delivery report.
-        kept = records if self._encoding == "otlp_json" else None
+        kept = members if self._encoding == "otlp_json" else None
         unreported = self._unreported
         on_delivery = partial(self._on_delivery, unreported, spans, aggregates, kept=kept)
         for retried in (False, True):
@@ -302,7 +348,7 @@ class KafkaCostExporter(CostExporter):
                 producer.poll(0)
             except self._kafka_error as exc:  # refused, e.g. an invalid topic name
                 self._note_failure(f"message refused: {exc}")
-                self._fold_all(records)
+                self._fold_all(to_records(members))
                 return True
             else:
                 self._queued += 1
