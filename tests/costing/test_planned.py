@@ -139,6 +139,12 @@ _ATTRIBUTE_SETS = st.sampled_from(
     [
         {"http.request.method": "GET", "http.route": "/users/{id}", "url.path": "/users/7"},
         {"http.method": "GET", "http.target": "/users/8", "http.status_code": 404},
+        # Named by a raw path or URL (the path rule): new ids, a fixed path, no usable path.
+        {"http.method": "GET", "http.target": "/users/9", "http.status_code": 404},
+        {"http.method": "GET", "http.target": "/health", "http.status_code": 404},
+        {"http.method": "GET", "http.target": " ", "http.status_code": 404},
+        {"http.request.method": "GET", "url.full": "https://api.example.com/v1/items/5"},
+        {"http.request.method": "GET", "url.full": "https://api.example.com/v1/items/6"},
         {"db.system": "postgresql", "db.operation": "SELECT", "db.sql.table": "users"},
         {"db.system": "redis", "db.operation": "GET"},
         {

@@ -307,9 +307,15 @@ class CostSpanProcessor(SpanProcessor):
             named = shape.memo.get(values)
             if named is None:  # named after the span's name (the fallback rule)
                 named = shape.by_name.get((span._name, values))
+            if named is None:
+                rule = shape.path_rule
+                if rule is None:
+                    return False
+                # A raw path or URL names it (new for every id): its rule's operation.
+                named = coster._by_path(rule, span._kind, inner, shape, values)
+                if named is None:
+                    return False
         except Exception:  # an unhashable value: Coster.price names it without the memo
-            return False
-        if named is None:
             return False
         binding = named.binding
         if binding.snapshot is not snap:
