@@ -71,6 +71,26 @@ _ESCAPES = re.compile(r"(?:%[0-9A-Fa-f]{2})+")
 # A segment needs classification only if it holds a digit, '@' or a percent escape.
 _NEEDS_WORK = re.compile(r"[0-9@%]")
 
+# A whole segment of ASCII digits, in a path without authority, query or fragment.
+_ID_SEGMENT = re.compile(r"(?<=/)[0-9]+(?=/|\Z)")
+
+
+def _memo_key(path: str) -> str:
+    """What the result of a printable path (nothing to sanitize) depends on: the path
+    without authority, query and fragment (dropped first anyway), with its integer segments
+    masked as "*" (each becomes "*" anyway, and nothing else changes). So the memo holds
+    one entry for every /users/<id>, whatever the host, port or query."""
+    if "://" in path:
+        authority = _AUTHORITY.match(path)
+        if authority is not None:
+            path = path[authority.end() :]
+    for mark in "?#":
+        cut = path.find(mark)
+        if cut >= 0:
+            path = path[:cut]
+    return _ID_SEGMENT.sub("*", path)
+
+
 _EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,63}")
 
 # Maximal base64url runs: the lookbehind pins the start to the beginning of a run and the
@@ -208,12 +228,15 @@ class PathNormalizer:
     the path after the query string, fragment and ``scheme://authority`` were dropped, e.g.
     ``{r"^/static/.*": "/static"}`` or ``[(r"/tenants/[^/]+", "/tenants/{tenant}")]``.
 
-    ``cache_size``: how many results to memoise (LRU, thread-safe; 0 disables).
+    ``cache_size``: how many results to memoise (LRU, thread-safe; 0 disables). Without
+    user rules the memo is keyed by what the result depends on (the path without
+    authority, query or fragment, its integer segments masked), so ``/users/1`` and
+    ``http://host/users/2?x=1`` share one entry.
     ``max_cached_length``: longer inputs are computed every time and never cached, so the
     memo holds at most ``cache_size`` entries of bounded size.
     """
 
-    __slots__ = ("_call", "_memo", "_rules", "max_cached_length")
+    __slots__ = ("_call", "_mask", "_memo", "_rules", "max_cached_length")
 
     def __init__(
         self,
@@ -230,10 +253,15 @@ class PathNormalizer:
             functools.lru_cache(maxsize=cache_size)(self._normalize) if cache_size else None
         )
         self._call: Callable[[str], str] = self._memo or self._normalize
+        # User rules see the raw path, so ids are masked only without them; and only in
+        # paths short enough never to be cut (masking must not move the cut).
+        self._mask = self._memo is not None and not self._rules
 
     def __call__(self, path: str) -> str:
         """Return the normalized form of ``path`` (see the module docstring)."""
         if len(path) <= self.max_cached_length:
+            if self._mask and len(path) <= MAX_PATH_CHARS and path.isprintable():
+                path = _memo_key(path)
             return self._call(path)
         return self._normalize(path)
 
