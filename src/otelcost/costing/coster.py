@@ -27,7 +27,7 @@ from opentelemetry.trace import SpanContext, SpanKind
 from opentelemetry.util.types import AttributeValue
 
 from otelcost.costing._calls import RESPONSE_ID, CallDedupe
-from otelcost.costing.normalize import normalize_path
+from otelcost.costing.normalize import _DEFAULT as _DEFAULT_NORMALIZER
 from otelcost.costing.operation import (
     DEFAULT_SERVICE,
     OTHER,
@@ -417,7 +417,8 @@ class Coster:
         self._pricing = pricing
         self._currency = currency
         self._region = region
-        self._normalize = normalizer or normalize_path
+        # normalize_path's normalizer itself: one call less per path.
+        self._normalize = normalizer or _DEFAULT_NORMALIZER
         self._max_operations = max_operations_per_service
         self._mismatch_warned: set[tuple[str | None, str]] = set()
         # (table, its snapshot), replaced whole: a racing reader never pairs a table with

@@ -75,22 +75,6 @@ _NEEDS_WORK = re.compile(r"[0-9@%]")
 _ID_SEGMENT = re.compile(r"(?<=/)[0-9]+(?=/|\Z)")
 
 
-def _memo_key(path: str) -> str:
-    """What the result of a printable path (nothing to sanitize) depends on: the path
-    without authority, query and fragment (dropped first anyway), with its integer segments
-    masked as "*" (each becomes "*" anyway, and nothing else changes). So the memo holds
-    one entry for every /users/<id>, whatever the host, port or query."""
-    if "://" in path:
-        authority = _AUTHORITY.match(path)
-        if authority is not None:
-            path = path[authority.end() :]
-    for mark in "?#":
-        cut = path.find(mark)
-        if cut >= 0:
-            path = path[:cut]
-    return _ID_SEGMENT.sub("*", path)
-
-
 _EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,63}")
 
 # Maximal base64url runs: the lookbehind pins the start to the beginning of a run and the
@@ -261,7 +245,21 @@ class PathNormalizer:
         """Return the normalized form of ``path`` (see the module docstring)."""
         if len(path) <= self.max_cached_length:
             if self._mask and len(path) <= MAX_PATH_CHARS and path.isprintable():
-                path = _memo_key(path)
+                # The memo key: what the result of a printable path (nothing to sanitize)
+                # depends on. Authority, query and fragment are dropped first anyway, and
+                # each integer segment becomes "*" with nothing else changed, so every
+                # /users/<id> is one entry, whatever the host, port or query.
+                if "://" in path:
+                    authority = _AUTHORITY.match(path)
+                    if authority is not None:
+                        path = path[authority.end() :]
+                cut = path.find("?")
+                if cut >= 0:
+                    path = path[:cut]
+                cut = path.find("#")
+                if cut >= 0:
+                    path = path[:cut]
+                path = _ID_SEGMENT.sub("*", path)
             return self._call(path)
         return self._normalize(path)
 

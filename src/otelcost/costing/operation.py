@@ -311,7 +311,10 @@ def path_rule(kind: SpanKind | None, names: Collection[str]) -> PathRule | None:
         return None
     rule = _rule(names, client)[0]
     if rule == RULE_HTTP_SERVER:
-        return _cut_server
+        return _server_rule(
+            tuple(key for key in _RAW_PATH_KEYS if key in names),
+            next((key for key in _HTTP_METHOD if key in names), None),
+        )
     if rule == RULE_HTTP_CLIENT:
         return _cut_client
     return None
@@ -320,9 +323,29 @@ def path_rule(kind: SpanKind | None, names: Collection[str]) -> PathRule | None:
 _RAW_PATH_KEYS = (*_HTTP_PATH, *_HTTP_URL)
 
 
-def _cut_server(attributes: Mapping[str, object], normalize: Callable[[str], str]) -> str | None:
-    operation = _http_server(attributes, normalize)
-    return None if operation is None else operation[:MAX_OPERATION_CHARS]
+def _server_rule(path_keys: tuple[str, ...], method_key: str | None) -> PathRule:
+    """``_http_server`` for spans whose attribute names are known: only the path keys
+    present are read, in their order, and the common values (a printable string, a
+    standard method) skip ``_clean``; anything else takes the complete code."""
+
+    def rule(attributes: Mapping[str, object], normalize: Callable[[str], str]) -> str | None:
+        for key in path_keys:
+            path = attributes.get(key)
+            if type(path) is str and len(path) <= MAX_VALUE_CHARS and path.isprintable():
+                path = path.strip()
+            else:
+                path = _clean(path)
+            if path:
+                break
+        else:
+            return None
+        method = None if method_key is None else attributes.get(method_key)
+        if type(method) is not str or method not in _HTTP_METHODS:
+            method = _method(attributes)
+        target = normalize(path)
+        return (target if method is None else f"{method} {target}")[:MAX_OPERATION_CHARS]
+
+    return rule
 
 
 def _cut_client(attributes: Mapping[str, object], normalize: Callable[[str], str]) -> str | None:
