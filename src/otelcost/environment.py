@@ -24,6 +24,9 @@ setting), so secrets need not be in the environment | none | `kafka_exporter_fro
 | `OTELCOST_QUIET` | Any value but `0`/`false`/`no`/`off`: no startup line on stderr \
 (the `install()` summary still goes to the `otelcost.costing.install` logger at INFO) | \
 the line is printed once when logging is not configured | `install()` |
+| `OTELCOST_PURE_PYTHON` | Any value but `0`/`false`/`no`/`off`: price spans with the \
+pure-Python code even where the compiled accelerator is built (same results) | the \
+accelerator when it is built | `CostSpanProcessor`, `install()` |
 
 One rule, everywhere: **an explicit argument wins, then the environment, then the default**.
 A variable that is unset or blank (only whitespace) counts as unset; values are stripped.
@@ -48,6 +51,7 @@ __all__ = [
     "KAFKA_SCHEMA",
     "KAFKA_TOPIC",
     "PRICING",
+    "PURE_PYTHON",
     "QUIET",
     "REDIS_URL",
     "REGION",
@@ -72,6 +76,7 @@ KAFKA_ENCODING: Final = "OTELCOST_KAFKA_ENCODING"
 KAFKA_SCHEMA: Final = "OTELCOST_KAFKA_SCHEMA"
 KAFKA_CONFIG: Final = "OTELCOST_KAFKA_CONFIG"
 QUIET: Final = "OTELCOST_QUIET"
+PURE_PYTHON: Final = "OTELCOST_PURE_PYTHON"
 
 VARIABLES: Final = (
     PRICING,
@@ -85,6 +90,7 @@ VARIABLES: Final = (
     KAFKA_SCHEMA,
     KAFKA_CONFIG,
     QUIET,
+    PURE_PYTHON,
 )
 """Every variable otelcost reads, in the order of the table above."""
 

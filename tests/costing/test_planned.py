@@ -3,7 +3,9 @@
 Most spans are priced without calling Coster.price (CostSpanProcessor._price_planned: a memo
 hit, a fresh table, a charge decided by the table alone). These tests end the same spans on
 two processors, one of them with the planned path switched off, and hold every output equal:
-the span's ``cost.*`` attributes, the sums, the records and the counters.
+the span's ``cost.*`` attributes, the sums, the records and the counters. The planned side
+runs each planner: the compiled one as the SDK calls it (``hook``: ``_on_ending`` in C), the
+compiled ``_price_planned`` under the Python ``_on_ending`` (``planner``), and pure Python.
 """
 
 from __future__ import annotations
@@ -20,10 +22,20 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.trace import SpanKind
 from tests.costing._costing_support import HAS_ENDING_HOOK
 
-from otelcost import CostSpanProcessor, PricingTable
+from otelcost import CostSpanProcessor, PricingTable, environment
+from otelcost.costing import processor as processor_module
 from otelcost.exporters import CostExportResult, CostSumExporter, CostSums, InMemoryCostExporter
 
 pytestmark = pytest.mark.skipif(not HAS_ENDING_HOOK, reason="the SDK has no ending hook")
+
+COMPILED = processor_module._speedups is not None
+NOT_BUILT = "the compiled planner was not built (no C compiler when otelcost was installed)"
+# How the planned side prices: see the module docstring.
+PLANNERS = [
+    pytest.param("hook", marks=pytest.mark.skipif(not COMPILED, reason=NOT_BUILT)),
+    pytest.param("planner", marks=pytest.mark.skipif(not COMPILED, reason=NOT_BUILT)),
+    "python",
+]
 
 _T0 = 1_764_236_400_000_000_000
 TABLE = {
@@ -35,6 +47,17 @@ TABLE = {
         "checkout:postgresql SELECT *": {"per_request": 3e-7},
         "checkout:openai chat *": {"per_unit": {"gen_ai.usage.input_tokens": 1e-6}},
         "*:*": {"per_ms": 5e-7, "per_request": 2e-7},
+    },
+}
+# The service's bare star for entry spans, a `*:` key for its nested redis spans (their
+# records carry the nested binding).
+NESTED_KEYS = {
+    "version": "nested",
+    "currency": "USD",
+    "prices": {
+        "checkout:*": {"per_ms": 1.3e-6, "per_request": 4e-7},
+        "*:redis *": {"per_request": 7e-8},
+        "*:*": {"per_ms": 5e-7},
     },
 }
 ONLY_SOME = {"version": "some", "prices": {"checkout:GET /users/{id}": {"per_ms": 1e-6}}}
@@ -61,22 +84,57 @@ class Sums(CostSumExporter):
 
 
 class Side:
-    """One processor and its provider; ``planned=False`` switches the planned path off."""
+    """One processor and its provider; ``planned=False`` switches the planned path off
+    (pure Python); ``planner``: which planner prices (see the module docstring)."""
 
-    def __init__(self, table: dict[str, Any], *, planned: bool) -> None:
+    def __init__(self, table: dict[str, Any], *, planned: bool, planner: str = "python") -> None:
         self.sums, self.records = Sums(), InMemoryCostExporter(max_records=None)
+        compiled = planned and planner != "python"
         self.processor = CostSpanProcessor(
-            PricingTable.parse(table), [self.sums, self.records], pricing_path="ending_hook"
+            PricingTable.parse(table),
+            [self.sums, self.records],
+            pricing_path="ending_hook",
+            environ={} if compiled else {environment.PURE_PYTHON: "1"},
         )
-        self.planned = 0
-        price_planned = self.processor._price_planned
+        assert self.processor.stats()["compiled"] is compiled
+        if planner == "planner":  # the Python _on_ending, calling the compiled planner
+            del self.processor._on_ending
+        if not planned:
+            self.processor._price_planned = lambda span: False  # type: ignore[method-assign]
+        # Spans not planned are priced by _price_in_place (which the C hook calls too).
+        self.in_place = 0
+        price_in_place = self.processor._price_in_place
 
-        def counted(span: Any) -> bool:
-            done = planned and price_planned(span)
-            self.planned += done
-            return done
+        def counted(span: Any) -> None:
+            self.in_place += 1
+            price_in_place(span)
 
-        self.processor._price_planned = counted  # type: ignore[method-assign]
+        self.processor._price_in_place = counted  # type: ignore[method-assign]
+        # What is queued for the records, as plain values (the Named and Binding objects
+        # are each processor's own; the span context differs).
+        self.queued: list[tuple[Any, ...]] = []
+        put_cost = self.processor._put_cost
+
+        def queued(cost: Any) -> bool:
+            named, binding, nanos, duration_ms, timestamp_ms, *values, _ = cost
+            if (values[1] or "").startswith("invalid_span"):
+                timestamp_ms = None  # the time it was priced
+            match = binding.match
+            self.queued.append(
+                (
+                    named.service,
+                    named.operation,
+                    match and match.key,
+                    binding.error,
+                    nanos,
+                    duration_ms,
+                    timestamp_ms,
+                    *values,
+                )
+            )
+            return put_cost(cost)
+
+        self.processor._put_cost = queued
         self.provider = TracerProvider(
             resource=Resource.create({"service.name": "checkout"}), shutdown_on_exit=False
         )
@@ -104,6 +162,11 @@ class Side:
         span.end(end_time=spec["start"] + spec["duration_ns"])
         self.ended.append(dict(span.attributes or {}))
 
+    @property
+    def planned(self) -> int:
+        """Spans priced by the planned path: every ended one not priced in place."""
+        return len(self.ended) - self.in_place
+
     def outputs(self) -> tuple[Any, ...]:
         assert self.processor.force_flush(10_000)
         stats = self.processor.stats()
@@ -121,15 +184,15 @@ class Side:
             k: stats[k]
             for k in ("spans_seen", "spans_priced", "unpriced", "spans_not_billable", "errors")
         }
-        return self.ended, self.sums.totals(), records, counters
+        return self.ended, self.sums.totals(), records, counters, self.queued
 
     def close(self) -> None:
         self.processor.shutdown()
 
 
-@pytest.fixture
-def sides() -> Iterator[tuple[Side, Side]]:
-    pair = Side(TABLE, planned=True), Side(TABLE, planned=False)
+@pytest.fixture(params=PLANNERS)
+def sides(request: pytest.FixtureRequest) -> Iterator[tuple[Side, Side]]:
+    pair = Side(TABLE, planned=True, planner=request.param), Side(TABLE, planned=False)
     yield pair
     for side in pair:
         side.close()
@@ -193,6 +256,23 @@ def test_planned_path_equals_coster_price(
     assert slow.planned == 0
 
 
+@pytest.mark.parametrize("planner", PLANNERS)
+@settings(max_examples=50, deadline=None)
+@given(specs=st.lists(_SPECS, min_size=1, max_size=12))
+def test_planned_path_equals_coster_price_with_nested_keys(
+    planner: str, specs: list[dict[str, Any]]
+) -> None:
+    fast, slow = Side(NESTED_KEYS, planned=True, planner=planner), Side(NESTED_KEYS, planned=False)
+    try:
+        for spec in specs:
+            fast.end(spec)
+            slow.end(spec)
+        assert fast.outputs() == slow.outputs()
+    finally:
+        fast.close()
+        slow.close()
+
+
 def test_repeat_spans_take_the_planned_path(sides: tuple[Side, Side]) -> None:
     """Not vacuous: after the first span of each kind (a memo miss), repeats are planned,
     entry spans and nested ones (targeted, untargeted, no key) alike."""
@@ -235,8 +315,9 @@ def test_repeat_spans_take_the_planned_path(sides: tuple[Side, Side]) -> None:
     assert "cost.error" not in fast.ended[-1]
 
 
-def test_a_table_without_a_price_leaves_entry_spans_to_coster_price() -> None:
-    fast, slow = Side(ONLY_SOME, planned=True), Side(ONLY_SOME, planned=False)
+@pytest.mark.parametrize("planner", PLANNERS)
+def test_a_table_without_a_price_leaves_entry_spans_to_coster_price(planner: str) -> None:
+    fast, slow = Side(ONLY_SOME, planned=True, planner=planner), Side(ONLY_SOME, planned=False)
     try:
         spec = {
             "name": "POST /orders",
@@ -257,9 +338,10 @@ def test_a_table_without_a_price_leaves_entry_spans_to_coster_price() -> None:
         slow.close()
 
 
-def test_a_stale_table_is_never_planned() -> None:
+@pytest.mark.parametrize("planner", PLANNERS)
+def test_a_stale_table_is_never_planned(planner: str) -> None:
     """The planned path compares the span's end with the table's stale time."""
-    side = Side(TABLE, planned=True)
+    side = Side(TABLE, planned=True, planner=planner)
     try:
         cache = side.processor.pricing
         cache.refresh()

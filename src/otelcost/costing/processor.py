@@ -39,6 +39,7 @@ from typing import Any, Final, Literal, TypeAlias, cast
 
 from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
+from opentelemetry.trace import SpanContext
 
 from otelcost import environment
 from otelcost._fork import in_forked_child
@@ -47,6 +48,7 @@ from otelcost.costing._pipeline import BatchPipeline
 from otelcost.costing._tally import SHIFT, Tally, unpack
 from otelcost.costing.coster import (
     NO_USAGE,
+    Binding,
     Coster,
     CostFields,
     Named,
@@ -65,6 +67,11 @@ from otelcost.money import DEFAULT_CURRENCY, NANOS_PER_UNIT
 from otelcost.pricing import PricingCache
 from otelcost.pricing.sources import SourceLike
 from otelcost.record import _MIN_TS_MS
+
+try:  # the compiled planner (setup.py builds it where a C compiler is); else pure Python
+    from otelcost.costing import _speedups
+except ImportError:
+    _speedups = None  # type: ignore[assignment]
 
 __all__ = ["REGION_ENV", "CostSpanProcessor", "PricingLike", "PricingPath", "prewarm"]
 
@@ -227,9 +234,17 @@ class CostSpanProcessor(SpanProcessor):
                 export_timeout_millis=export_timeout_millis,
             )
             self._put_span = self._spans.put
+        # The compiled planner replaces _price_planned and _on_ending (same results, see
+        # _use_compiled) unless OTELCOST_PURE_PYTHON is set or it was not built.
+        self._compiled = (
+            self._hook
+            and not environment.flag(environment.PURE_PYTHON, environ)
+            and self._use_compiled()
+        )
         _logger.info(
             "otelcost: pricing spans %s",
-            "in the SDK's ending hook (cost.* written into each span; pricing_path=ending_hook)"
+            "in the SDK's ending hook (cost.* written into each span; pricing_path=ending_hook, "
+            + ("compiled planner)" if self._compiled else "pure Python)")
             if self._hook
             else "on a worker, enriched copies to span_processors (no ending hook in this "
             "SDK; pricing_path=copy)",
@@ -279,11 +294,48 @@ class CostSpanProcessor(SpanProcessor):
             except Exception:
                 self._hook_error()
 
+    def _use_compiled(self) -> bool:
+        """Put the compiled planner (``otelcost.costing._speedups``) in place: an instance
+        attribute ``_price_planned`` that does what the method does, and ``_on_ending``
+        around it, so the SDK calls C directly. Both read the same state as the Python code
+        on every span and call it for any value outside their fast path. False (pure
+        Python) when the module is not built or a subclass overrides either method."""
+        cls = type(self)
+        if (
+            _speedups is None
+            or cls._on_ending is not CostSpanProcessor._on_ending
+            or cls._price_planned is not CostSpanProcessor._price_planned
+        ):
+            return False
+        planner = _speedups.Planner(
+            self,
+            self._coster,
+            self._pricing,
+            self._tally,
+            CostSpanProcessor._price_planned,
+            Binding,
+            tuple(
+                Binding._fields.index(field)
+                for field in ("snapshot", "nested", "entry_plan", "nested_plan")
+            ),
+            SpanContext,
+            NO_USAGE,
+            NANOS_PER_UNIT,
+            SHIFT,
+            _MIN_START_NS,
+        )
+        self._price_planned = planner  # type: ignore[method-assign, assignment]
+        self._on_ending = _speedups.EndingHook(  # type: ignore[method-assign, assignment]
+            planner, self, self._on_ending_hooks
+        )
+        return True
+
     def _price_planned(self, span: Span) -> bool:
         """Most spans: Coster.price's result without calling it. A memo hit (the naming
         memo inlined, see Coster._named), a table fresh at the span's end, a plain shape,
         valid times and a binding whose plan decides the charge; False (nothing done)
-        otherwise. tests/costing/test_planned.py holds this equal to Coster.price."""
+        otherwise. tests/costing/test_planned.py holds this equal to Coster.price, and the
+        compiled planner (_use_compiled) equal to this."""
         coster = self._coster
         held, snap, stale_ns = coster.live
         if held is not self._pricing.held:
@@ -515,6 +567,8 @@ class CostSpanProcessor(SpanProcessor):
         """Counters for operators; exact once the pipeline is idle (e.g. after force_flush).
 
         - ``pricing_path``: ``ending_hook`` or ``copy`` (see the module docstring);
+        - ``compiled``: spans are priced by the compiled planner (ending_hook path, where it
+          was built and ``OTELCOST_PURE_PYTHON`` is not set), else in pure Python;
         - ``spans_seen``: spans handed to the processor (all of them, sampled or not);
         - ``spans_priced`` / ``spans_unpriced`` (by reason in ``unpriced``: the text of
           ``cost.error`` before ":", e.g. ``pricing_stale``, ``pricing_not_found``);
@@ -571,6 +625,7 @@ class CostSpanProcessor(SpanProcessor):
         }
         return {
             "pricing_path": self.pricing_path,
+            "compiled": self._compiled,
             "spans_seen": seen,
             "spans_priced": priced,
             "spans_unpriced": sum(unpriced.values()),

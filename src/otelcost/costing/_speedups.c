@@ -1,0 +1,911 @@
+/* otelcost.costing._speedups: the ending hook's planned path in C (optional).
+ *
+ * Planner(span) does exactly what CostSpanProcessor._price_planned does, reading the same
+ * state each call (coster.live, pricing.held, coster._shapes, tally.local ...): True having
+ * priced the span (cost.* written into the span's attribute dict, the cost added to this
+ * thread's totals, the record tuple queued when a record exporter asks), False having done
+ * nothing. Where a value is not of the type the fast path expects (an int time beyond 64
+ * bits, a dict subclass, ...) it calls the Python method instead, before touching anything,
+ * so the two never differ. EndingHook(span) is CostSpanProcessor._on_ending around it, so
+ * the SDK calls C directly. tests/costing/test_planned.py holds both equal to
+ * Coster.price, and the pure-Python path stays the reference and the fallback.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <float.h>
+#include <stddef.h>
+#include <math.h>
+
+/* The arithmetic must round like Python's floats: every operation in double precision,
+ * no fused multiply-add (setup.py passes -ffp-contract=off). x87 extended precision would
+ * differ, so such a build fails and the package runs in pure Python. */
+#if !defined(FLT_EVAL_METHOD) || FLT_EVAL_METHOD != 0
+#error "doubles must be evaluated in double precision"
+#endif
+
+/* Attribute names, interned once. */
+static PyObject *s_live, *s_held, *s__attributes, *s__dict, *s__shapes, *s_plain, *s_resource,
+    *s__resource, *s_kind, *s__kind, *s_reader, *s_memo, *s_by_name, *s__name, *s_binding,
+    *s__parent, *s_is_remote, *s_entry_kind, *s__start_time, *s__end_time, *s_flat_nanos,
+    *s_cost_duration_ms, *s_cost_amount, *s_local, *s_totals, *s_not_billable,
+    *s__queue_records, *s__put_cost, *s__context, *s__pricing_in_hook, *s__price_in_place,
+    *s__pricing_error, *s__hook_error, *s_get, *s_snapshot, *s_nested, *s_entry_plan,
+    *s_nested_plan;
+static PyObject *int_zero, *int_one;
+
+/* Binding's fields, by position (checked against Binding._fields by the caller). */
+enum { B_SNAPSHOT, B_NESTED, B_ENTRY_PLAN, B_NESTED_PLAN, B_COUNT };
+
+typedef struct {
+    PyObject_HEAD
+    vectorcallfunc vectorcall;
+    PyObject *processor;
+    PyObject *coster;
+    PyObject *pricing;
+    PyObject *tally;
+    PyObject *fallback;       /* CostSpanProcessor._price_planned (the function) */
+    PyObject *binding_type;   /* Binding: its fields read by position */
+    PyObject *context_type;   /* SpanContext: is_remote read by position */
+    PyObject *no_usage;
+    PyObject *nanos_per_unit; /* the int NANOS_PER_UNIT */
+    PyObject *shift;          /* the int SHIFT */
+    long long min_start_ns;
+    Py_ssize_t index[B_COUNT];
+    PyObject *names[B_COUNT];
+} Planner;
+
+typedef struct {
+    PyObject_HEAD
+    vectorcallfunc vectorcall;
+    Planner *planner;
+    PyObject *processor;
+    PyObject *hooks; /* tuple: the span processors' own _on_ending hooks */
+} EndingHook;
+
+static PyTypeObject PlannerType;
+static PyTypeObject EndingHookType;
+
+/* -- helpers ----------------------------------------------------------------------------- */
+
+/* Python's round(x) for a float: half to even (float.__round__ without ndigits). */
+static double
+round_half_even(double x)
+{
+    double rounded = round(x);
+    if (fabs(x - rounded) == 0.5) {
+        rounded = 2.0 * round(x / 2.0);
+    }
+    return rounded;
+}
+
+/* d.get(key, default): a new reference, NULL on error. */
+static PyObject *
+mapping_get(PyObject *d, PyObject *key, PyObject *dflt)
+{
+    if (PyDict_CheckExact(d)) {
+        PyObject *found = PyDict_GetItemWithError(d, key);
+        if (found == NULL) {
+            if (PyErr_Occurred()) {
+                return NULL;
+            }
+            found = dflt;
+        }
+        Py_INCREF(found);
+        return found;
+    }
+    PyObject *get = PyObject_GetAttr(d, s_get);
+    if (get == NULL) {
+        return NULL;
+    }
+    PyObject *args[2] = {key, dflt};
+    PyObject *found = PyObject_Vectorcall(get, args, 2, NULL);
+    Py_DECREF(get);
+    return found;
+}
+
+static int
+mapping_set(PyObject *d, PyObject *key, PyObject *value)
+{
+    if (PyDict_CheckExact(d)) {
+        return PyDict_SetItem(d, key, value);
+    }
+    return PyObject_SetItem(d, key, value);
+}
+
+/* binding.<field>: by position for a Binding itself (what the NamedTuple's property does),
+ * by name otherwise. A new reference. */
+static PyObject *
+binding_field(Planner *self, PyObject *binding, int field)
+{
+    if ((PyObject *)Py_TYPE(binding) == self->binding_type) {
+        PyObject *value = PyTuple_GET_ITEM(binding, self->index[field]);
+        Py_INCREF(value);
+        return value;
+    }
+    return PyObject_GetAttr(binding, self->names[field]);
+}
+
+/* Call fn() with the current exception as the one being handled (as inside an `except`
+ * block: the logger's exc_info sees it), then drop it. 0 on success, -1 if fn raised. */
+static int
+call_handling(PyObject *fn_owner, PyObject *fn_name)
+{
+    PyObject *result;
+#if PY_VERSION_HEX >= 0x030C0000
+    PyObject *exc = PyErr_GetRaisedException();
+    PyObject *previous = PyErr_GetHandledException();
+    PyErr_SetHandledException(exc);
+    result = PyObject_CallMethodNoArgs(fn_owner, fn_name);
+    PyErr_SetHandledException(previous);
+    Py_XDECREF(previous);
+    Py_XDECREF(exc);
+#else
+    PyObject *type, *value, *tb, *prev_type, *prev_value, *prev_tb;
+    PyErr_Fetch(&type, &value, &tb);
+    PyErr_NormalizeException(&type, &value, &tb);
+    if (tb != NULL && value != NULL) {
+        PyException_SetTraceback(value, tb);
+    }
+    PyErr_GetExcInfo(&prev_type, &prev_value, &prev_tb);
+    PyErr_SetExcInfo(type, value, tb); /* steals */
+    result = PyObject_CallMethodNoArgs(fn_owner, fn_name);
+    PyErr_SetExcInfo(prev_type, prev_value, prev_tb); /* steals */
+#endif
+    if (result == NULL) {
+        return -1;
+    }
+    Py_DECREF(result);
+    return 0;
+}
+
+/* -- the planned path -------------------------------------------------------------------- */
+
+#define DELEGATE 2
+
+/* _price_planned(span): 1 priced, 0 nothing done, -1 an exception, DELEGATE: a value
+ * outside the fast path's types, nothing done (the caller runs the Python method). */
+static int
+plan_span(Planner *self, PyObject *span)
+{
+    int result = -1;
+    PyObject *live = NULL, *held = NULL, *attrs = NULL, *inner = NULL, *shapes = NULL,
+             *key = NULL, *shape = NULL, *a = NULL, *b = NULL, *values = NULL, *named = NULL,
+             *binding = NULL, *snapshot = NULL, *parent = NULL, *entry = NULL, *plan = NULL,
+             *start_o = NULL, *end_o = NULL, *duration = NULL, *nanos_o = NULL,
+             *totals = NULL, *amount = NULL, *old = NULL, *sum = NULL, *record = NULL;
+
+    live = PyObject_GetAttr(self->coster, s_live);
+    if (live == NULL) {
+        goto done;
+    }
+    if (!PyTuple_CheckExact(live) || PyTuple_GET_SIZE(live) != 3) {
+        result = DELEGATE;
+        goto done;
+    }
+    PyObject *live_held = PyTuple_GET_ITEM(live, 0);
+    PyObject *snap = PyTuple_GET_ITEM(live, 1);
+    PyObject *stale_o = PyTuple_GET_ITEM(live, 2);
+    held = PyObject_GetAttr(self->pricing, s_held);
+    if (held == NULL) {
+        goto done;
+    }
+    if (held != live_held) {
+        result = 0;
+        goto done;
+    }
+    attrs = PyObject_GetAttr(span, s__attributes);
+    if (attrs == NULL) {
+        goto done;
+    }
+    inner = PyObject_GetAttr(attrs, s__dict);
+    if (inner == NULL) {
+        goto done;
+    }
+    shapes = PyObject_GetAttr(self->coster, s__shapes);
+    if (shapes == NULL) {
+        goto done;
+    }
+    if (!PyDict_CheckExact(inner) || !PyDict_CheckExact(shapes)) {
+        result = DELEGATE;
+        goto done;
+    }
+    /* tuple(inner): the attribute names, in order */
+    {
+        Py_ssize_t pos = 0, i = 0;
+        PyObject *k, *v;
+        key = PyTuple_New(PyDict_GET_SIZE(inner));
+        if (key == NULL) {
+            goto done;
+        }
+        while (PyDict_Next(inner, &pos, &k, &v)) {
+            Py_INCREF(k);
+            PyTuple_SET_ITEM(key, i++, k);
+        }
+    }
+    shape = PyDict_GetItemWithError(shapes, key);
+    if (shape == NULL) {
+        result = PyErr_Occurred() ? -1 : 0;
+        goto done;
+    }
+    Py_INCREF(shape);
+    /* shape.plain, then the resource and the kind by identity */
+    {
+        int t;
+        a = PyObject_GetAttr(shape, s_plain);
+        if (a == NULL || (t = PyObject_IsTrue(a)) < 0) {
+            goto done;
+        }
+        Py_CLEAR(a);
+        if (!t) {
+            result = 0;
+            goto done;
+        }
+    }
+    if ((a = PyObject_GetAttr(shape, s_resource)) == NULL ||
+        (b = PyObject_GetAttr(span, s__resource)) == NULL) {
+        goto done;
+    }
+    if (a != b) {
+        result = 0;
+        goto done;
+    }
+    Py_CLEAR(a);
+    Py_CLEAR(b);
+    if ((a = PyObject_GetAttr(shape, s_kind)) == NULL ||
+        (b = PyObject_GetAttr(span, s__kind)) == NULL) {
+        goto done;
+    }
+    if (a != b) {
+        result = 0;
+        goto done;
+    }
+    Py_CLEAR(a);
+    Py_CLEAR(b);
+    /* The naming memo: any Exception (an unhashable value) leaves the span to Python. */
+    {
+        a = PyObject_GetAttr(shape, s_reader);
+        if (a == NULL) {
+            goto memo_failed;
+        }
+        values = PyObject_CallOneArg(a, inner);
+        Py_CLEAR(a);
+        if (values == NULL) {
+            goto memo_failed;
+        }
+        a = PyObject_GetAttr(shape, s_memo);
+        if (a == NULL) {
+            goto memo_failed;
+        }
+        named = mapping_get(a, values, Py_None);
+        Py_CLEAR(a);
+        if (named == NULL) {
+            goto memo_failed;
+        }
+        if (named == Py_None) { /* named after the span's name (the fallback rule) */
+            Py_CLEAR(named);
+            a = PyObject_GetAttr(shape, s_by_name);
+            if (a == NULL) {
+                goto memo_failed;
+            }
+            b = PyObject_GetAttr(span, s__name);
+            if (b == NULL) {
+                goto memo_failed;
+            }
+            PyObject *by_key = PyTuple_Pack(2, b, values);
+            if (by_key == NULL) {
+                goto memo_failed;
+            }
+            named = mapping_get(a, by_key, Py_None);
+            Py_DECREF(by_key);
+            Py_CLEAR(a);
+            Py_CLEAR(b);
+            if (named == NULL) {
+                goto memo_failed;
+            }
+        }
+        goto memo_done;
+    memo_failed:
+        if (PyErr_ExceptionMatches(PyExc_Exception)) {
+            PyErr_Clear();
+            result = 0;
+        }
+        goto done;
+    memo_done:;
+    }
+    if (named == Py_None) {
+        result = 0;
+        goto done;
+    }
+    binding = PyObject_GetAttr(named, s_binding);
+    if (binding == NULL) {
+        goto done;
+    }
+    snapshot = binding_field(self, binding, B_SNAPSHOT);
+    if (snapshot == NULL) {
+        goto done;
+    }
+    if (snapshot != snap) {
+        result = 0;
+        goto done;
+    }
+    parent = PyObject_GetAttr(span, s__parent);
+    if (parent == NULL) {
+        goto done;
+    }
+    /* entry = named.entry_kind or parent is None or parent.is_remote (the object itself:
+     * it goes into the record) */
+    int is_entry;
+    {
+        entry = PyObject_GetAttr(named, s_entry_kind);
+        if (entry == NULL || (is_entry = PyObject_IsTrue(entry)) < 0) {
+            goto done;
+        }
+        if (!is_entry) {
+            Py_CLEAR(entry);
+            if (parent == Py_None) {
+                entry = Py_NewRef(Py_True);
+            }
+            else if ((PyObject *)Py_TYPE(parent) == self->context_type &&
+                     PyTuple_GET_SIZE(parent) > 2) {
+                entry = Py_NewRef(PyTuple_GET_ITEM(parent, 2)); /* the property's self[2] */
+            }
+            else if ((entry = PyObject_GetAttr(parent, s_is_remote)) == NULL) {
+                goto done;
+            }
+            if ((is_entry = PyObject_IsTrue(entry)) < 0) {
+                goto done;
+            }
+        }
+    }
+    plan = binding_field(self, binding, is_entry ? B_ENTRY_PLAN : B_NESTED_PLAN);
+    if (plan == NULL || (start_o = PyObject_GetAttr(span, s__start_time)) == NULL ||
+        (end_o = PyObject_GetAttr(span, s__end_time)) == NULL) {
+        goto done;
+    }
+    if (plan == Py_None) {
+        result = 0;
+        goto done;
+    }
+    /* _MIN_START_NS < start <= end <= stale_ns, in 64-bit ints */
+    long long start, end, stale = 0;
+    int overflow = 0, stale_overflow = 0;
+    if (!PyLong_CheckExact(start_o) || !PyLong_CheckExact(end_o) || !PyLong_CheckExact(stale_o)) {
+        result = DELEGATE;
+        goto done;
+    }
+    start = PyLong_AsLongLongAndOverflow(start_o, &overflow);
+    if (!overflow) {
+        end = PyLong_AsLongLongAndOverflow(end_o, &overflow);
+    }
+    if (overflow) {
+        result = DELEGATE;
+        goto done;
+    }
+    stale = PyLong_AsLongLongAndOverflow(stale_o, &stale_overflow);
+    if (!(self->min_start_ns < start && start <= end &&
+          (stale_overflow > 0 || (stale_overflow == 0 && end <= stale)))) {
+        result = 0;
+        goto done;
+    }
+    /* attributes, per_request, per_ms, price = plan */
+    if (!PyTuple_CheckExact(plan) || PyTuple_GET_SIZE(plan) != 4) {
+        result = DELEGATE;
+        goto done;
+    }
+    PyObject *plan_attributes = PyTuple_GET_ITEM(plan, 0);
+    PyObject *per_request_o = PyTuple_GET_ITEM(plan, 1);
+    PyObject *per_ms_o = PyTuple_GET_ITEM(plan, 2);
+    PyObject *price = PyTuple_GET_ITEM(plan, 3);
+    if (!PyDict_CheckExact(plan_attributes)) {
+        result = DELEGATE;
+        goto done;
+    }
+    /* (end - start) / 1e6: the int difference (below 2**63: both are positive int64) to the
+     * nearest double, as Python converts an int for a float division, then one division. */
+    double duration_ms = (double)(end - start) / 1e6;
+    long long nanos = 0;
+    int billable;
+    if (price == Py_None) {
+        billable = 0;
+    }
+    else {
+        if (!PyFloat_CheckExact(per_request_o) || !PyFloat_CheckExact(per_ms_o)) {
+            result = DELEGATE;
+            goto done;
+        }
+        /* price.flat_nanos(duration_ms), inline: its quick case, else the call */
+        double scaled = (PyFloat_AS_DOUBLE(per_request_o) +
+                         PyFloat_AS_DOUBLE(per_ms_o) * duration_ms) *
+                        1e9;
+        int quick = 0;
+        if (0.0 <= scaled && scaled < 1e7) {
+            double rounded = round_half_even(scaled);
+            double off = scaled - rounded;
+            if (-0.499998 < off && off < 0.499998) {
+                quick = 1;
+                nanos = (long long)rounded;
+            }
+        }
+        if (!quick) {
+            duration = PyFloat_FromDouble(duration_ms);
+            if (duration == NULL) {
+                goto done;
+            }
+            nanos_o = PyObject_CallMethodOneArg(price, s_flat_nanos, duration);
+            if (nanos_o == NULL) {
+                goto done;
+            }
+        }
+        billable = 1;
+    }
+    /* The writes: cost.* into the span, then the totals, then the record. */
+    if (PyDict_Update(inner, plan_attributes) < 0) {
+        goto done;
+    }
+    if (duration == NULL && (duration = PyFloat_FromDouble(duration_ms)) == NULL) {
+        goto done;
+    }
+    if (PyDict_SetItem(inner, s_cost_duration_ms, duration) < 0) {
+        goto done;
+    }
+    a = PyObject_GetAttr(self->tally, s_local);
+    if (a != NULL) {
+        totals = PyObject_GetAttr(a, s_totals);
+        Py_CLEAR(a);
+    }
+    if (totals == NULL) { /* this thread's first span */
+        if (!PyErr_ExceptionMatches(PyExc_AttributeError)) {
+            goto done;
+        }
+        PyErr_Clear();
+        totals = PyObject_CallMethodNoArgs(self->tally, s_totals);
+        if (totals == NULL) {
+            goto done;
+        }
+    }
+    if (billable) {
+        if (nanos_o == NULL) {
+            /* nanos / NANOS_PER_UNIT: both exact doubles, so one correctly rounded division
+             * (what int true division gives) */
+            amount = PyFloat_FromDouble((double)nanos / 1e9);
+            if (amount == NULL || (nanos_o = PyLong_FromLongLong(nanos)) == NULL) {
+                goto done;
+            }
+        }
+        else if ((amount = PyNumber_TrueDivide(nanos_o, self->nanos_per_unit)) == NULL) {
+            goto done;
+        }
+        if (PyDict_SetItem(inner, s_cost_amount, amount) < 0) {
+            goto done;
+        }
+        /* totals[named] = totals.get(named, 0) + (nanos << SHIFT) + 1 */
+        if ((old = mapping_get(totals, named, int_zero)) == NULL ||
+            (a = PyNumber_Lshift(nanos_o, self->shift)) == NULL ||
+            (b = PyNumber_Add(old, a)) == NULL || (sum = PyNumber_Add(b, int_one)) == NULL ||
+            mapping_set(totals, named, sum) < 0) {
+            goto done;
+        }
+        Py_CLEAR(a);
+        Py_CLEAR(b);
+    }
+    else {
+        nanos_o = Py_NewRef(int_zero);
+        a = PyObject_GetAttr(named, s_not_billable);
+        if (a == NULL || (old = mapping_get(totals, a, int_zero)) == NULL ||
+            (sum = PyNumber_Add(old, int_one)) == NULL || mapping_set(totals, a, sum) < 0) {
+            goto done;
+        }
+        Py_CLEAR(a);
+    }
+    {
+        int queue;
+        a = PyObject_GetAttr(self->processor, s__queue_records);
+        if (a == NULL || (queue = PyObject_IsTrue(a)) < 0) {
+            goto done;
+        }
+        Py_CLEAR(a);
+        if (queue) {
+            PyObject *record_binding = binding;
+            if (!is_entry) {
+                b = binding_field(self, binding, B_NESTED);
+                if (b == NULL) {
+                    goto done;
+                }
+                if (b != Py_None) {
+                    record_binding = b;
+                }
+            }
+            PyObject *put = PyObject_GetAttr(self->processor, s__put_cost);
+            if (put == NULL) {
+                goto done;
+            }
+            PyObject *timestamp = PyLong_FromLongLong(end / 1000000); /* end > 0: floor */
+            PyObject *context = timestamp ? PyObject_GetAttr(span, s__context) : NULL;
+            if (context != NULL) {
+                record = PyTuple_Pack(10, named, record_binding, nanos_o, duration, timestamp,
+                                      self->no_usage, Py_None, entry,
+                                      billable ? Py_True : Py_False, context);
+            }
+            Py_XDECREF(timestamp);
+            Py_XDECREF(context);
+            if (record == NULL) {
+                Py_DECREF(put);
+                goto done;
+            }
+            PyObject *queued = PyObject_CallOneArg(put, record);
+            Py_DECREF(put);
+            if (queued == NULL) {
+                goto done;
+            }
+            Py_DECREF(queued);
+        }
+    }
+    result = 1;
+done:
+    Py_XDECREF(live);
+    Py_XDECREF(held);
+    Py_XDECREF(attrs);
+    Py_XDECREF(inner);
+    Py_XDECREF(shapes);
+    Py_XDECREF(key);
+    Py_XDECREF(shape);
+    Py_XDECREF(a);
+    Py_XDECREF(b);
+    Py_XDECREF(values);
+    Py_XDECREF(named);
+    Py_XDECREF(binding);
+    Py_XDECREF(snapshot);
+    Py_XDECREF(parent);
+    Py_XDECREF(entry);
+    Py_XDECREF(plan);
+    Py_XDECREF(start_o);
+    Py_XDECREF(end_o);
+    Py_XDECREF(duration);
+    Py_XDECREF(nanos_o);
+    Py_XDECREF(totals);
+    Py_XDECREF(amount);
+    Py_XDECREF(old);
+    Py_XDECREF(sum);
+    Py_XDECREF(record);
+    return result;
+}
+
+/* plan_span, with the Python method run where it delegates: 1, 0 or -1. */
+static int
+plan_or_delegate(Planner *self, PyObject *span)
+{
+    int done = plan_span(self, span);
+    if (done != DELEGATE) {
+        return done;
+    }
+    PyObject *args[2] = {self->processor, span};
+    PyObject *priced = PyObject_Vectorcall(self->fallback, args, 2, NULL);
+    if (priced == NULL) {
+        return -1;
+    }
+    done = PyObject_IsTrue(priced);
+    Py_DECREF(priced);
+    return done;
+}
+
+static PyObject *
+planner_vectorcall(PyObject *op, PyObject *const *args, size_t nargsf, PyObject *kwnames)
+{
+    Planner *self = (Planner *)op;
+    if (PyVectorcall_NARGS(nargsf) != 1 || (kwnames != NULL && PyTuple_GET_SIZE(kwnames))) {
+        PyErr_SetString(PyExc_TypeError, "Planner takes one argument: the span");
+        return NULL;
+    }
+    int done = plan_span(self, args[0]);
+    if (done == DELEGATE) {
+        PyObject *fargs[2] = {self->processor, args[0]};
+        return PyObject_Vectorcall(self->fallback, fargs, 2, NULL);
+    }
+    if (done < 0) {
+        return NULL;
+    }
+    return Py_NewRef(done ? Py_True : Py_False);
+}
+
+static PyObject *
+planner_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
+{
+    PyObject *processor, *coster, *pricing, *tally, *fallback, *binding_type, *fields,
+        *context_type, *no_usage, *nanos_per_unit, *shift;
+    long long min_start_ns;
+    static char *kwlist[] = {"processor", "coster", "pricing", "tally", "fallback",
+                             "binding_type", "binding_fields", "context_type", "no_usage",
+                             "nanos_per_unit", "shift", "min_start_ns", NULL};
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOOOOOO!OOO!O!L:Planner", kwlist,
+                                     &processor, &coster, &pricing, &tally, &fallback,
+                                     &binding_type, &PyTuple_Type, &fields, &context_type,
+                                     &no_usage, &PyLong_Type, &nanos_per_unit, &PyLong_Type,
+                                     &shift, &min_start_ns)) {
+        return NULL;
+    }
+    if (!PyType_Check(binding_type) || !PyType_IsSubtype((PyTypeObject *)binding_type,
+                                                         &PyTuple_Type)) {
+        PyErr_SetString(PyExc_TypeError, "binding_type must be a tuple subclass");
+        return NULL;
+    }
+    if (PyTuple_GET_SIZE(fields) != B_COUNT) {
+        PyErr_SetString(PyExc_ValueError,
+                        "binding_fields: the positions of snapshot, nested, entry_plan and "
+                        "nested_plan");
+        return NULL;
+    }
+    Planner *self = (Planner *)type->tp_alloc(type, 0);
+    if (self == NULL) {
+        return NULL;
+    }
+    self->vectorcall = planner_vectorcall;
+    self->names[B_SNAPSHOT] = s_snapshot;
+    self->names[B_NESTED] = s_nested;
+    self->names[B_ENTRY_PLAN] = s_entry_plan;
+    self->names[B_NESTED_PLAN] = s_nested_plan;
+    for (int i = 0; i < B_COUNT; i++) {
+        Py_ssize_t index = PyLong_AsSsize_t(PyTuple_GET_ITEM(fields, i));
+        if (index < 0) {
+            if (!PyErr_Occurred()) {
+                PyErr_SetString(PyExc_ValueError, "binding_fields must be positions");
+            }
+            Py_DECREF(self);
+            return NULL;
+        }
+        self->index[i] = index;
+    }
+    self->processor = Py_NewRef(processor);
+    self->coster = Py_NewRef(coster);
+    self->pricing = Py_NewRef(pricing);
+    self->tally = Py_NewRef(tally);
+    self->fallback = Py_NewRef(fallback);
+    self->binding_type = Py_NewRef(binding_type);
+    self->context_type = Py_NewRef(context_type);
+    self->no_usage = Py_NewRef(no_usage);
+    self->nanos_per_unit = Py_NewRef(nanos_per_unit);
+    self->shift = Py_NewRef(shift);
+    self->min_start_ns = min_start_ns;
+    return (PyObject *)self;
+}
+
+static int
+planner_traverse(Planner *self, visitproc visit, void *arg)
+{
+    Py_VISIT(self->processor);
+    Py_VISIT(self->coster);
+    Py_VISIT(self->pricing);
+    Py_VISIT(self->tally);
+    Py_VISIT(self->fallback);
+    Py_VISIT(self->binding_type);
+    Py_VISIT(self->context_type);
+    Py_VISIT(self->no_usage);
+    Py_VISIT(self->nanos_per_unit);
+    Py_VISIT(self->shift);
+    return 0;
+}
+
+static int
+planner_clear(Planner *self)
+{
+    Py_CLEAR(self->processor);
+    Py_CLEAR(self->coster);
+    Py_CLEAR(self->pricing);
+    Py_CLEAR(self->tally);
+    Py_CLEAR(self->fallback);
+    Py_CLEAR(self->binding_type);
+    Py_CLEAR(self->context_type);
+    Py_CLEAR(self->no_usage);
+    Py_CLEAR(self->nanos_per_unit);
+    Py_CLEAR(self->shift);
+    return 0;
+}
+
+static void
+planner_dealloc(Planner *self)
+{
+    PyObject_GC_UnTrack(self);
+    planner_clear(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyTypeObject PlannerType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "otelcost.costing._speedups.Planner",
+    .tp_doc = PyDoc_STR("Planner(processor, ...)(span) -> bool: "
+                        "CostSpanProcessor._price_planned in C."),
+    .tp_basicsize = sizeof(Planner),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL,
+    .tp_new = planner_new,
+    .tp_dealloc = (destructor)planner_dealloc,
+    .tp_traverse = (traverseproc)planner_traverse,
+    .tp_clear = (inquiry)planner_clear,
+    .tp_vectorcall_offset = offsetof(Planner, vectorcall),
+    .tp_call = PyVectorcall_Call,
+};
+
+/* -- the ending hook --------------------------------------------------------------------- */
+
+static PyObject *
+hook_vectorcall(PyObject *op, PyObject *const *args, size_t nargsf, PyObject *kwnames)
+{
+    EndingHook *self = (EndingHook *)op;
+    if (PyVectorcall_NARGS(nargsf) != 1 || (kwnames != NULL && PyTuple_GET_SIZE(kwnames))) {
+        PyErr_SetString(PyExc_TypeError, "EndingHook takes one argument: the span");
+        return NULL;
+    }
+    PyObject *span = args[0];
+    PyObject *flag = PyObject_GetAttr(self->processor, s__pricing_in_hook);
+    if (flag == NULL) {
+        return NULL;
+    }
+    int pricing = PyObject_IsTrue(flag);
+    Py_DECREF(flag);
+    if (pricing < 0) {
+        return NULL;
+    }
+    if (pricing) {
+        int done = plan_or_delegate(self->planner, span);
+        if (done == 0) {
+            PyObject *r = PyObject_CallMethodOneArg(self->processor, s__price_in_place, span);
+            if (r == NULL) {
+                done = -1;
+            }
+            else {
+                Py_DECREF(r);
+            }
+        }
+        if (done < 0) {
+            if (!PyErr_ExceptionMatches(PyExc_Exception) ||
+                call_handling(self->processor, s__pricing_error) < 0) {
+                return NULL;
+            }
+        }
+    }
+    Py_ssize_t n = PyTuple_GET_SIZE(self->hooks);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *r = PyObject_CallOneArg(PyTuple_GET_ITEM(self->hooks, i), span);
+        if (r == NULL) {
+            if (!PyErr_ExceptionMatches(PyExc_Exception) ||
+                call_handling(self->processor, s__hook_error) < 0) {
+                return NULL;
+            }
+        }
+        else {
+            Py_DECREF(r);
+        }
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+hook_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
+{
+    PyObject *planner, *processor, *hooks;
+    static char *kwlist[] = {"planner", "processor", "hooks", NULL};
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O!OO!:EndingHook", kwlist, &PlannerType,
+                                     &planner, &processor, &PyTuple_Type, &hooks)) {
+        return NULL;
+    }
+    EndingHook *self = (EndingHook *)type->tp_alloc(type, 0);
+    if (self == NULL) {
+        return NULL;
+    }
+    self->vectorcall = hook_vectorcall;
+    self->planner = (Planner *)Py_NewRef(planner);
+    self->processor = Py_NewRef(processor);
+    self->hooks = Py_NewRef(hooks);
+    return (PyObject *)self;
+}
+
+static int
+hook_traverse(EndingHook *self, visitproc visit, void *arg)
+{
+    Py_VISIT(self->planner);
+    Py_VISIT(self->processor);
+    Py_VISIT(self->hooks);
+    return 0;
+}
+
+static int
+hook_clear(EndingHook *self)
+{
+    Py_CLEAR(self->planner);
+    Py_CLEAR(self->processor);
+    Py_CLEAR(self->hooks);
+    return 0;
+}
+
+static void
+hook_dealloc(EndingHook *self)
+{
+    PyObject_GC_UnTrack(self);
+    hook_clear(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyTypeObject EndingHookType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "otelcost.costing._speedups.EndingHook",
+    .tp_doc = PyDoc_STR("EndingHook(planner, processor, hooks)(span): "
+                        "CostSpanProcessor._on_ending in C."),
+    .tp_basicsize = sizeof(EndingHook),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL,
+    .tp_new = hook_new,
+    .tp_dealloc = (destructor)hook_dealloc,
+    .tp_traverse = (traverseproc)hook_traverse,
+    .tp_clear = (inquiry)hook_clear,
+    .tp_vectorcall_offset = offsetof(EndingHook, vectorcall),
+    .tp_call = PyVectorcall_Call,
+};
+
+/* -- the module -------------------------------------------------------------------------- */
+
+static struct PyModuleDef speedups_module = {
+    PyModuleDef_HEAD_INIT,
+    .m_name = "otelcost.costing._speedups",
+    .m_doc = PyDoc_STR("The ending hook's planned path in C (optional; see "
+                       "otelcost.costing.processor)."),
+    .m_size = -1,
+};
+
+#define INTERN(var, text)                                                                  \
+    if ((var = PyUnicode_InternFromString(text)) == NULL) {                                \
+        return NULL;                                                                       \
+    }
+
+PyMODINIT_FUNC
+PyInit__speedups(void)
+{
+    INTERN(s_live, "live");
+    INTERN(s_held, "held");
+    INTERN(s__attributes, "_attributes");
+    INTERN(s__dict, "_dict");
+    INTERN(s__shapes, "_shapes");
+    INTERN(s_plain, "plain");
+    INTERN(s_resource, "resource");
+    INTERN(s__resource, "_resource");
+    INTERN(s_kind, "kind");
+    INTERN(s__kind, "_kind");
+    INTERN(s_reader, "reader");
+    INTERN(s_memo, "memo");
+    INTERN(s_by_name, "by_name");
+    INTERN(s__name, "_name");
+    INTERN(s_binding, "binding");
+    INTERN(s__parent, "_parent");
+    INTERN(s_is_remote, "is_remote");
+    INTERN(s_entry_kind, "entry_kind");
+    INTERN(s__start_time, "_start_time");
+    INTERN(s__end_time, "_end_time");
+    INTERN(s_flat_nanos, "flat_nanos");
+    INTERN(s_cost_duration_ms, "cost.duration_ms");
+    INTERN(s_cost_amount, "cost.amount");
+    INTERN(s_local, "local");
+    INTERN(s_totals, "totals");
+    INTERN(s_not_billable, "not_billable");
+    INTERN(s__queue_records, "_queue_records");
+    INTERN(s__put_cost, "_put_cost");
+    INTERN(s__context, "_context");
+    INTERN(s__pricing_in_hook, "_pricing_in_hook");
+    INTERN(s__price_in_place, "_price_in_place");
+    INTERN(s__pricing_error, "_pricing_error");
+    INTERN(s__hook_error, "_hook_error");
+    INTERN(s_get, "get");
+    INTERN(s_snapshot, "snapshot");
+    INTERN(s_nested, "nested");
+    INTERN(s_entry_plan, "entry_plan");
+    INTERN(s_nested_plan, "nested_plan");
+    if ((int_zero = PyLong_FromLong(0)) == NULL || (int_one = PyLong_FromLong(1)) == NULL) {
+        return NULL;
+    }
+    if (PyType_Ready(&PlannerType) < 0 || PyType_Ready(&EndingHookType) < 0) {
+        return NULL;
+    }
+    PyObject *module = PyModule_Create(&speedups_module);
+    if (module == NULL) {
+        return NULL;
+    }
+    if (PyModule_AddObjectRef(module, "Planner", (PyObject *)&PlannerType) < 0 ||
+        PyModule_AddObjectRef(module, "EndingHook", (PyObject *)&EndingHookType) < 0) {
+        Py_DECREF(module);
+        return NULL;
+    }
+    return module;
+}
