@@ -70,6 +70,7 @@ PUBLIC = {
         "KAFKA_SCHEMA",
         "KAFKA_TOPIC",
         "PRICING",
+        "PURE_PYTHON",
         "QUIET",
         "REDIS_URL",
         "REGION",

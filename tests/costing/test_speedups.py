@@ -1,0 +1,365 @@
+"""The compiled planner (otelcost.costing._speedups): in use where it is built, off with
+OTELCOST_PURE_PYTHON, the Python ``_on_ending``'s duties kept (hooks, errors, shutdown,
+table swaps), no reference or memory leak.
+
+tests/costing/test_planned.py holds what it computes equal to the pure-Python path.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import logging
+import shutil
+import sys
+import sysconfig
+import tracemalloc
+import weakref
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import Span, SpanProcessor, TracerProvider
+from opentelemetry.trace import SpanKind, Tracer
+from tests.costing._costing_support import HAS_ENDING_HOOK
+
+from otelcost import CostSpanProcessor, PricingCache, environment
+from otelcost.costing import processor as processor_module
+from otelcost.costing.coster import NO_USAGE
+from otelcost.exporters import CostExporter, CostExportResult
+from otelcost.record import CostRecord
+
+pytestmark = pytest.mark.skipif(not HAS_ENDING_HOOK, reason="the SDK has no ending hook")
+
+_speedups = processor_module._speedups
+_T0 = 1_764_236_400_000_000_000
+TABLE = {
+    "version": "v1",
+    "currency": "USD",
+    "prices": {
+        "checkout:GET /users/{id}": {"per_ms": 2.1e-6, "per_request": 1e-6},
+        "*:*": {"per_request": 2e-7},
+    },
+}
+ROUTE = {"http.request.method": "GET", "http.route": "/users/{id}"}
+NOT_BUILT = "the compiled planner was not built (no C compiler when otelcost was installed)"
+needs_compiled = pytest.mark.skipif(_speedups is None, reason=NOT_BUILT)
+# Each test that is about the hook's duties runs on both implementations.
+BOTH = [pytest.param(True, marks=needs_compiled, id="compiled"), pytest.param(False, id="python")]
+
+
+def _could_build() -> bool:
+    """Whether this interpreter has what building the extension needs."""
+    compiler = (sysconfig.get_config_var("CC") or "cc").split()[0]
+    headers = Path(sysconfig.get_paths()["include"], "Python.h")
+    return shutil.which(compiler) is not None and headers.exists()
+
+
+class Dropping(CostExporter):
+    """A record exporter that keeps nothing (the records path runs, memory stays flat)."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def export(self, records: Sequence[CostRecord]) -> CostExportResult:
+        self.count += len(records)
+        return CostExportResult.SUCCESS
+
+
+class Ending(SpanProcessor):
+    """A user processor with its own ending hook (``span_processors=``)."""
+
+    def __init__(self, fail: bool = False) -> None:
+        self.seen: list[dict[str, Any]] = []
+        self.fail = fail
+
+    def _on_ending(self, span: Span) -> None:
+        self.seen.append(dict(span._attributes._dict))  # type: ignore[union-attr]
+        if self.fail:
+            raise RuntimeError("user hook failed")
+
+
+def _processor(compiled: bool, pricing: Any = None, **kwargs: Any) -> CostSpanProcessor:
+    environ = {} if compiled else {environment.PURE_PYTHON: "1"}
+    made = CostSpanProcessor(
+        TABLE if pricing is None else pricing,
+        pricing_path="ending_hook",
+        environ=environ,
+        **kwargs,
+    )
+    assert made.stats()["compiled"] is compiled
+    return made
+
+
+def _tracer(processor: CostSpanProcessor) -> Tracer:
+    provider = TracerProvider(
+        resource=Resource.create({"service.name": "checkout"}), shutdown_on_exit=False
+    )
+    provider.add_span_processor(processor)
+    return provider.get_tracer("test")
+
+
+def _end(tracer: Tracer, start: int | float = _T0, end: int | float | None = None) -> Any:
+    span = tracer.start_span(
+        "GET /users/{id}", kind=SpanKind.SERVER, attributes=ROUTE, start_time=start
+    )  # type: ignore[arg-type]
+    span.end(end_time=start + 2_500_000 if end is None else end)  # type: ignore[arg-type]
+    return span
+
+
+@pytest.fixture
+def processors() -> Iterator[list[CostSpanProcessor]]:
+    made: list[CostSpanProcessor] = []
+    yield made
+    for processor in made:
+        processor.shutdown()
+
+
+def test_the_compiled_planner_is_used_where_it_is_built(
+    processors: list[CostSpanProcessor], caplog: pytest.LogCaptureFixture
+) -> None:
+    if _speedups is None:
+        if _could_build():
+            pytest.fail(
+                "a C compiler and Python.h are here but otelcost.costing._speedups is not "
+                "built: reinstall (pip install -e .) to build it"
+            )
+        pytest.skip(NOT_BUILT)
+    with caplog.at_level(logging.INFO, logger="otelcost.costing.processor"):
+        processor = CostSpanProcessor(TABLE, pricing_path="ending_hook", environ={})
+    processors.append(processor)
+    assert processor.stats()["compiled"] is True
+    assert isinstance(processor._on_ending, _speedups.EndingHook)
+    assert isinstance(processor._price_planned, _speedups.Planner)
+    assert "compiled planner" in caplog.text
+    in_place = []
+    processor._price_in_place = in_place.append  # type: ignore[method-assign]
+    tracer = _tracer(processor)
+    _end(tracer)  # a memo miss, which the hook hands to _price_in_place
+    second = _end(tracer)
+    assert len(in_place) == 1
+    assert second.attributes["cost.amount"] == pytest.approx(1e-6 + 2.1e-6 * 2.5)
+
+
+@pytest.mark.parametrize("value", ["1", "true", "yes"])
+def test_otelcost_pure_python_switches_it_off(
+    value: str,
+    monkeypatch: pytest.MonkeyPatch,
+    processors: list[CostSpanProcessor],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    monkeypatch.setenv(environment.PURE_PYTHON, value)
+    with caplog.at_level(logging.INFO, logger="otelcost.costing.processor"):
+        processor = CostSpanProcessor(TABLE, pricing_path="ending_hook")
+    processors.append(processor)
+    assert processor.stats()["compiled"] is False
+    assert "_on_ending" not in vars(processor)
+    assert "pure Python" in caplog.text
+    span = _end(_tracer(processor))
+    assert span.attributes["cost.price_key"] == "checkout:GET /users/{id}"
+
+
+@needs_compiled
+def test_off_values_and_the_copy_path_keep_it_off_or_on(
+    monkeypatch: pytest.MonkeyPatch, processors: list[CostSpanProcessor]
+) -> None:
+    monkeypatch.setenv(environment.PURE_PYTHON, "0")
+    on = CostSpanProcessor(TABLE, pricing_path="ending_hook")
+    copy = CostSpanProcessor(TABLE, pricing_path="copy")  # priced on a worker: no hook
+    processors.extend([on, copy])
+    assert on.stats()["compiled"] is True
+    assert copy.stats()["compiled"] is False
+
+
+@needs_compiled
+def test_a_subclass_that_overrides_the_hook_keeps_python(
+    processors: list[CostSpanProcessor],
+) -> None:
+    class Custom(CostSpanProcessor):
+        def _on_ending(self, span: Span) -> None:
+            span._attributes._dict["custom"] = True  # type: ignore[union-attr]
+            super()._on_ending(span)
+
+    processor = Custom(TABLE, pricing_path="ending_hook", environ={})
+    processors.append(processor)
+    assert processor.stats()["compiled"] is False
+    span = _end(_tracer(processor))
+    assert span.attributes["custom"] is True
+    assert "cost.amount" in span.attributes
+
+
+@pytest.mark.parametrize("compiled", BOTH)
+def test_errors_are_counted_and_logged_with_their_traceback(
+    compiled: bool, processors: list[CostSpanProcessor], caplog: pytest.LogCaptureFixture
+) -> None:
+    user = Ending(fail=True)
+    processor = _processor(compiled, span_processors=[user])
+    processors.append(processor)
+
+    def broken(span: Any) -> None:
+        raise ValueError("pricing broke")
+
+    processor._price_in_place = broken  # type: ignore[method-assign]
+    tracer = _tracer(processor)
+    with caplog.at_level(logging.ERROR, logger="otelcost.costing.processor"):
+        _end(tracer)  # the memo miss goes to _price_in_place, which raises
+        _end(tracer)
+    assert len(user.seen) == 2  # the user's hook runs after a pricing error
+    assert processor.stats()["errors"] == 3  # one pricing error, two hook errors
+    failures = {str(r.exc_info[1]) for r in caplog.records if r.exc_info}
+    assert failures == {"pricing broke", "user hook failed"}
+
+
+class Interrupt(BaseException):
+    pass
+
+
+@pytest.mark.parametrize("compiled", BOTH)
+def test_a_base_exception_is_not_swallowed(
+    compiled: bool, processors: list[CostSpanProcessor]
+) -> None:
+    processor = _processor(compiled)
+    processors.append(processor)
+
+    def interrupted(span: Any) -> None:
+        raise Interrupt
+
+    processor._price_in_place = interrupted  # type: ignore[method-assign]
+    with pytest.raises(Interrupt):
+        _end(_tracer(processor))
+    assert processor.stats()["errors"] == 0
+
+
+@pytest.mark.parametrize("compiled", BOTH)
+def test_after_shutdown_spans_are_not_priced_but_hooks_run(compiled: bool) -> None:
+    user = Ending()
+    processor = _processor(compiled, span_processors=[user])
+    tracer = _tracer(processor)
+    _end(tracer)
+    _end(tracer)
+    processor.shutdown()
+    late = _end(tracer)
+    assert "cost.amount" not in late.attributes
+    assert len(user.seen) == 3
+    assert processor.stats()["spans_priced"] == 2
+
+
+@pytest.mark.parametrize("compiled", BOTH)
+def test_a_new_table_prices_the_next_span(
+    compiled: bool, tmp_path: Path, processors: list[CostSpanProcessor]
+) -> None:
+    path = tmp_path / "prices.json"
+    path.write_text(json.dumps(TABLE))
+    cache = PricingCache(str(path))
+    cache.refresh()
+    processor = _processor(compiled, pricing=cache)
+    processors.append(processor)
+    tracer = _tracer(processor)
+    for _ in range(3):
+        before = _end(tracer)
+    assert before.attributes["cost.pricing_version"] == "v1"
+    doubled = {
+        "version": "v2",
+        "currency": "USD",
+        "prices": {"checkout:GET /users/{id}": {"per_ms": 4.2e-6, "per_request": 2e-6}},
+    }
+    path.write_text(json.dumps(doubled))
+    cache.refresh()
+    after = [_end(tracer) for _ in range(3)]
+    for span in after:  # the first through Coster.price, the others planned
+        assert span.attributes["cost.pricing_version"] == "v2"
+        assert span.attributes["cost.amount"] == pytest.approx(2 * before.attributes["cost.amount"])
+
+
+@needs_compiled
+def test_times_outside_the_fast_path_give_what_python_gives(
+    processors: list[CostSpanProcessor],
+) -> None:
+    """Float times and ints beyond 64 bits: the compiled planner calls the Python method."""
+    compiled, python = _processor(True), _processor(False)
+    processors.extend([compiled, python])
+    runs = []
+    for processor in (compiled, python):
+        tracer = _tracer(processor)
+        _end(tracer)  # the memo miss
+        runs.append(
+            [
+                dict(_end(tracer, start, end).attributes)
+                for start, end in [
+                    (float(_T0), float(_T0 + 3_000_000)),
+                    (_T0, float(_T0 + 1_000_000)),
+                    (2**64, 2**64 + 5),
+                    (_T0, _T0 + 2**63),
+                ]
+            ]
+        )
+    assert runs[0] == runs[1]
+    assert "cost.amount" in runs[0][0]  # float times are priced
+    assert runs[0][2]["cost.error"].startswith("invalid_span")
+
+
+@needs_compiled
+def test_no_reference_or_memory_leaks() -> None:
+    """Spans through the compiled hook, entry and nested, with records queued: the shared
+    objects' reference counts and the traced memory end where they started."""
+    processor = _processor(True, exporters=[Dropping()])
+    tracer = _tracer(processor)
+    parent = tracer.start_span("parent", kind=SpanKind.SERVER, start_time=_T0)
+    from opentelemetry import trace
+
+    inside = trace.set_span_in_context(parent)
+
+    def burst(count: int) -> None:
+        for i in range(count):
+            _end(tracer, _T0 + i)
+            nested = tracer.start_span(
+                "SELECT", context=inside, kind=SpanKind.CLIENT, start_time=_T0 + i
+            )
+            nested.set_attribute("db.system", "redis")
+            nested.end(end_time=_T0 + i + 1_000)
+        assert processor.force_flush(10_000)
+
+    try:
+        burst(200)  # memos, threads, queues in place
+        shared = [
+            processor._coster.live[1],
+            *{named for named in processor._tally.totals() if type(named) is not tuple},
+            NO_USAGE,
+        ]
+        shared += [named.binding for named in shared[1:-1]]
+        before = [sys.getrefcount(obj) for obj in shared]
+        gc.collect()
+        objects = len(gc.get_objects())
+        tracemalloc.start()
+        try:
+            start = tracemalloc.get_traced_memory()[0]
+            burst(5_000)
+            gc.collect()
+            grown = tracemalloc.get_traced_memory()[0] - start
+        finally:
+            tracemalloc.stop()
+        # A reference lost per span would add 5,000 (the export worker may still hold a
+        # batch from before: a few either way).
+        grew = [sys.getrefcount(obj) - count for obj, count in zip(shared, before, strict=True)]
+        assert max(grew) < 10, grew
+        assert len(gc.get_objects()) - objects < 100
+        # One leaked float per span would be 240 kB; a leaked record tuple 1.4 MB.
+        assert grown < 100_000, grown
+        assert processor.stats()["spans_priced"] == 5_200  # the nested ones: not billable
+        assert processor.stats()["spans_not_billable"] == 5_200
+    finally:
+        processor.shutdown()
+
+
+@pytest.mark.parametrize("compiled", BOTH)
+def test_a_processor_is_collected_once_dropped(compiled: bool) -> None:
+    """The compiled hook refers to its processor (a cycle the collector breaks)."""
+    processor = _processor(compiled)
+    _end(_tracer(processor))
+    processor.shutdown()
+    ref = weakref.ref(processor)
+    del processor
+    gc.collect()
+    assert ref() is None
