@@ -15,6 +15,10 @@
 #include <float.h>
 #include <stddef.h>
 #include <math.h>
+#ifndef Py_T_OBJECT_EX
+#include <structmember.h> /* T_OBJECT_EX before 3.12 */
+#define Py_T_OBJECT_EX T_OBJECT_EX
+#endif
 
 /* The arithmetic must round like Python's floats: every operation in double precision,
  * no fused multiply-add (setup.py passes -ffp-contract=off). x87 extended precision would
@@ -32,6 +36,18 @@ static PyObject *s_live, *s_held, *s__attributes, *s__dict, *s__shapes, *s_plain
     *s__pricing_error, *s__hook_error, *s_get, *s_snapshot, *s_nested, *s_entry_plan,
     *s_nested_plan;
 static PyObject *int_zero, *int_one;
+
+/* A __slots__ attribute of Named or the naming shape, read at its offset in the object
+ * (what its member descriptor does) when the object is of that exact class; any other
+ * object, or a class whose attribute is not such a slot, by a normal attribute read. */
+typedef struct {
+    PyObject *type;
+    Py_ssize_t offset; /* -1: read by name */
+    PyObject *name;
+} Slot;
+
+enum { S_PLAIN, S_RESOURCE, S_KIND, S_READER, S_MEMO, S_BY_NAME, SHAPE_SLOTS };
+enum { N_BINDING, N_ENTRY_KIND, N_NOT_BILLABLE, NAMED_SLOTS };
 
 /* Binding's fields, by position (checked against Binding._fields by the caller). */
 enum { B_SNAPSHOT, B_NESTED, B_ENTRY_PLAN, B_NESTED_PLAN, B_COUNT };
@@ -52,6 +68,8 @@ typedef struct {
     long long min_start_ns;
     Py_ssize_t index[B_COUNT];
     PyObject *names[B_COUNT];
+    Slot shape_slots[SHAPE_SLOTS];
+    Slot named_slots[NAMED_SLOTS];
 } Planner;
 
 typedef struct {
@@ -123,6 +141,39 @@ binding_field(Planner *self, PyObject *binding, int field)
         return value;
     }
     return PyObject_GetAttr(binding, self->names[field]);
+}
+
+static inline PyObject *
+slot_get(const Slot *slot, PyObject *obj)
+{
+    if (slot->offset >= 0 && (PyObject *)Py_TYPE(obj) == slot->type) {
+        PyObject *value = *(PyObject **)((char *)obj + slot->offset);
+        if (value != NULL) {
+            return Py_NewRef(value);
+        }
+    }
+    return PyObject_GetAttr(obj, slot->name);
+}
+
+/* Where `name` is a plain object slot of `type`: its offset, else -1. */
+static int
+slot_init(Slot *slot, PyObject *type, PyObject *name)
+{
+    slot->type = Py_NewRef(type);
+    slot->name = name;
+    slot->offset = -1;
+    PyObject *descr = PyObject_GetAttr(type, name);
+    if (descr == NULL) {
+        return -1;
+    }
+    if (Py_IS_TYPE(descr, &PyMemberDescr_Type)) {
+        PyMemberDef *member = ((PyMemberDescrObject *)descr)->d_member;
+        if (member->type == Py_T_OBJECT_EX) {
+            slot->offset = member->offset;
+        }
+    }
+    Py_DECREF(descr);
+    return 0;
 }
 
 /* Call fn() with the current exception as the one being handled (as inside an `except`
@@ -231,7 +282,7 @@ plan_span(Planner *self, PyObject *span)
     /* shape.plain, then the resource and the kind by identity */
     {
         int t;
-        a = PyObject_GetAttr(shape, s_plain);
+        a = slot_get(&self->shape_slots[S_PLAIN], shape);
         if (a == NULL || (t = PyObject_IsTrue(a)) < 0) {
             goto done;
         }
@@ -241,7 +292,7 @@ plan_span(Planner *self, PyObject *span)
             goto done;
         }
     }
-    if ((a = PyObject_GetAttr(shape, s_resource)) == NULL ||
+    if ((a = slot_get(&self->shape_slots[S_RESOURCE], shape)) == NULL ||
         (b = PyObject_GetAttr(span, s__resource)) == NULL) {
         goto done;
     }
@@ -251,7 +302,7 @@ plan_span(Planner *self, PyObject *span)
     }
     Py_CLEAR(a);
     Py_CLEAR(b);
-    if ((a = PyObject_GetAttr(shape, s_kind)) == NULL ||
+    if ((a = slot_get(&self->shape_slots[S_KIND], shape)) == NULL ||
         (b = PyObject_GetAttr(span, s__kind)) == NULL) {
         goto done;
     }
@@ -263,7 +314,7 @@ plan_span(Planner *self, PyObject *span)
     Py_CLEAR(b);
     /* The naming memo: any Exception (an unhashable value) leaves the span to Python. */
     {
-        a = PyObject_GetAttr(shape, s_reader);
+        a = slot_get(&self->shape_slots[S_READER], shape);
         if (a == NULL) {
             goto memo_failed;
         }
@@ -272,7 +323,7 @@ plan_span(Planner *self, PyObject *span)
         if (values == NULL) {
             goto memo_failed;
         }
-        a = PyObject_GetAttr(shape, s_memo);
+        a = slot_get(&self->shape_slots[S_MEMO], shape);
         if (a == NULL) {
             goto memo_failed;
         }
@@ -283,7 +334,7 @@ plan_span(Planner *self, PyObject *span)
         }
         if (named == Py_None) { /* named after the span's name (the fallback rule) */
             Py_CLEAR(named);
-            a = PyObject_GetAttr(shape, s_by_name);
+            a = slot_get(&self->shape_slots[S_BY_NAME], shape);
             if (a == NULL) {
                 goto memo_failed;
             }
@@ -316,7 +367,7 @@ plan_span(Planner *self, PyObject *span)
         result = 0;
         goto done;
     }
-    binding = PyObject_GetAttr(named, s_binding);
+    binding = slot_get(&self->named_slots[N_BINDING], named);
     if (binding == NULL) {
         goto done;
     }
@@ -336,7 +387,7 @@ plan_span(Planner *self, PyObject *span)
      * it goes into the record) */
     int is_entry;
     {
-        entry = PyObject_GetAttr(named, s_entry_kind);
+        entry = slot_get(&self->named_slots[N_ENTRY_KIND], named);
         if (entry == NULL || (is_entry = PyObject_IsTrue(entry)) < 0) {
             goto done;
         }
@@ -490,7 +541,7 @@ plan_span(Planner *self, PyObject *span)
     }
     else {
         nanos_o = Py_NewRef(int_zero);
-        a = PyObject_GetAttr(named, s_not_billable);
+        a = slot_get(&self->named_slots[N_NOT_BILLABLE], named);
         if (a == NULL || (old = mapping_get(totals, a, int_zero)) == NULL ||
             (sum = PyNumber_Add(old, int_one)) == NULL || mapping_set(totals, a, sum) < 0) {
             goto done;
@@ -611,16 +662,18 @@ static PyObject *
 planner_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
 {
     PyObject *processor, *coster, *pricing, *tally, *fallback, *binding_type, *fields,
-        *context_type, *no_usage, *nanos_per_unit, *shift;
+        *context_type, *no_usage, *nanos_per_unit, *shift, *shape_type, *named_type;
     long long min_start_ns;
-    static char *kwlist[] = {"processor", "coster", "pricing", "tally", "fallback",
-                             "binding_type", "binding_fields", "context_type", "no_usage",
-                             "nanos_per_unit", "shift", "min_start_ns", NULL};
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOOOOOO!OOO!O!L:Planner", kwlist,
+    static char *kwlist[] = {"processor",  "coster",         "pricing",      "tally",
+                             "fallback",   "binding_type",   "binding_fields",
+                             "context_type", "no_usage",     "nanos_per_unit", "shift",
+                             "min_start_ns", "shape_type",   "named_type",   NULL};
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOOOOOO!OOO!O!LO!O!:Planner", kwlist,
                                      &processor, &coster, &pricing, &tally, &fallback,
                                      &binding_type, &PyTuple_Type, &fields, &context_type,
                                      &no_usage, &PyLong_Type, &nanos_per_unit, &PyLong_Type,
-                                     &shift, &min_start_ns)) {
+                                     &shift, &min_start_ns, &PyType_Type, &shape_type,
+                                     &PyType_Type, &named_type)) {
         return NULL;
     }
     if (!PyType_Check(binding_type) || !PyType_IsSubtype((PyTypeObject *)binding_type,
@@ -665,6 +718,21 @@ planner_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
     self->nanos_per_unit = Py_NewRef(nanos_per_unit);
     self->shift = Py_NewRef(shift);
     self->min_start_ns = min_start_ns;
+    PyObject *shape_names[SHAPE_SLOTS] = {s_plain, s_resource, s_kind, s_reader, s_memo,
+                                          s_by_name};
+    PyObject *named_names[NAMED_SLOTS] = {s_binding, s_entry_kind, s_not_billable};
+    for (int i = 0; i < SHAPE_SLOTS; i++) {
+        if (slot_init(&self->shape_slots[i], shape_type, shape_names[i]) < 0) {
+            Py_DECREF(self);
+            return NULL;
+        }
+    }
+    for (int i = 0; i < NAMED_SLOTS; i++) {
+        if (slot_init(&self->named_slots[i], named_type, named_names[i]) < 0) {
+            Py_DECREF(self);
+            return NULL;
+        }
+    }
     return (PyObject *)self;
 }
 
@@ -681,6 +749,12 @@ planner_traverse(Planner *self, visitproc visit, void *arg)
     Py_VISIT(self->no_usage);
     Py_VISIT(self->nanos_per_unit);
     Py_VISIT(self->shift);
+    for (int i = 0; i < SHAPE_SLOTS; i++) {
+        Py_VISIT(self->shape_slots[i].type);
+    }
+    for (int i = 0; i < NAMED_SLOTS; i++) {
+        Py_VISIT(self->named_slots[i].type);
+    }
     return 0;
 }
 
@@ -697,6 +771,14 @@ planner_clear(Planner *self)
     Py_CLEAR(self->no_usage);
     Py_CLEAR(self->nanos_per_unit);
     Py_CLEAR(self->shift);
+    for (int i = 0; i < SHAPE_SLOTS; i++) {
+        self->shape_slots[i].offset = -1;
+        Py_CLEAR(self->shape_slots[i].type);
+    }
+    for (int i = 0; i < NAMED_SLOTS; i++) {
+        self->named_slots[i].offset = -1;
+        Py_CLEAR(self->named_slots[i].type);
+    }
     return 0;
 }
 

@@ -23,6 +23,8 @@ class Planner:
         nanos_per_unit: int,
         shift: int,
         min_start_ns: int,
+        shape_type: type,
+        named_type: type,
     ) -> None: ...
     def __call__(self, span: Any, /) -> bool: ...
 

@@ -52,6 +52,7 @@ from otelcost.costing.coster import (
     Coster,
     CostFields,
     Named,
+    _Shape,
     cost_record,
     plain_attributes,
 )
@@ -323,6 +324,8 @@ class CostSpanProcessor(SpanProcessor):
             NANOS_PER_UNIT,
             SHIFT,
             _MIN_START_NS,
+            _Shape,
+            Named,
         )
         self._price_planned = planner  # type: ignore[method-assign, assignment]
         self._on_ending = _speedups.EndingHook(  # type: ignore[method-assign, assignment]
