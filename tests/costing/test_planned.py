@@ -315,6 +315,26 @@ def test_repeat_spans_take_the_planned_path(sides: tuple[Side, Side]) -> None:
     assert "cost.error" not in fast.ended[-1]
 
 
+def test_spans_a_raw_path_names_take_the_planned_path(sides: tuple[Side, Side]) -> None:
+    """A new id in every span's path: the path rule names it, still planned after the first
+    span of the shape (its memo miss)."""
+    fast, slow = sides
+    for user in range(4):
+        spec = {
+            "name": "GET",
+            "kind": SpanKind.SERVER,
+            "attributes": {"http.method": "GET", "http.target": f"/users/{user}"},
+            "parent": "none",
+            "start": _T0 + user,
+            "duration_ns": 2_000_000,
+        }
+        fast.end(spec)
+        slow.end(spec)
+    assert fast.planned == 3
+    assert fast.outputs() == slow.outputs()
+    assert {span["cost.operation"] for span in fast.ended} == {"GET /users/*"}
+
+
 @pytest.mark.parametrize("planner", PLANNERS)
 def test_a_table_without_a_price_leaves_entry_spans_to_coster_price(planner: str) -> None:
     fast, slow = Side(ONLY_SOME, planned=True, planner=planner), Side(ONLY_SOME, planned=False)

@@ -34,7 +34,7 @@ static PyObject *s_live, *s_held, *s__attributes, *s__dict, *s__shapes, *s_plain
     *s_cost_duration_ms, *s_cost_amount, *s_local, *s_totals, *s_not_billable,
     *s__queue_records, *s__put_cost, *s__context, *s__pricing_in_hook, *s__price_in_place,
     *s__pricing_error, *s__hook_error, *s_get, *s_snapshot, *s_nested, *s_entry_plan,
-    *s_nested_plan;
+    *s_nested_plan, *s_path_rule, *s__by_path;
 static PyObject *int_zero, *int_one;
 
 /* A __slots__ attribute of Named or the naming shape, read at its offset in the object
@@ -46,7 +46,7 @@ typedef struct {
     PyObject *name;
 } Slot;
 
-enum { S_PLAIN, S_RESOURCE, S_KIND, S_READER, S_MEMO, S_BY_NAME, SHAPE_SLOTS };
+enum { S_PLAIN, S_RESOURCE, S_KIND, S_READER, S_MEMO, S_BY_NAME, S_PATH_RULE, SHAPE_SLOTS };
 enum { N_BINDING, N_ENTRY_KIND, N_NOT_BILLABLE, NAMED_SLOTS };
 
 /* Binding's fields, by position (checked against Binding._fields by the caller). */
@@ -348,6 +348,32 @@ plan_span(Planner *self, PyObject *span)
             }
             named = mapping_get(a, by_key, Py_None);
             Py_DECREF(by_key);
+            Py_CLEAR(a);
+            Py_CLEAR(b);
+            if (named == NULL) {
+                goto memo_failed;
+            }
+        }
+        if (named == Py_None) { /* a raw path or URL names it: its rule's operation */
+            a = slot_get(&self->shape_slots[S_PATH_RULE], shape);
+            if (a == NULL) {
+                goto memo_failed;
+            }
+            if (a == Py_None) {
+                result = 0;
+                goto done;
+            }
+            b = PyObject_GetAttr(span, s__kind);
+            if (b == NULL) {
+                goto memo_failed;
+            }
+            PyObject *by_path = PyObject_GetAttr(self->coster, s__by_path);
+            if (by_path == NULL) {
+                goto memo_failed;
+            }
+            PyObject *path_args[5] = {a, b, inner, shape, values};
+            Py_SETREF(named, PyObject_Vectorcall(by_path, path_args, 5, NULL));
+            Py_DECREF(by_path);
             Py_CLEAR(a);
             Py_CLEAR(b);
             if (named == NULL) {
@@ -718,8 +744,8 @@ planner_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
     self->nanos_per_unit = Py_NewRef(nanos_per_unit);
     self->shift = Py_NewRef(shift);
     self->min_start_ns = min_start_ns;
-    PyObject *shape_names[SHAPE_SLOTS] = {s_plain, s_resource, s_kind, s_reader, s_memo,
-                                          s_by_name};
+    PyObject *shape_names[SHAPE_SLOTS] = {s_plain,  s_resource, s_kind,     s_reader,
+                                          s_memo,   s_by_name,  s_path_rule};
     PyObject *named_names[NAMED_SLOTS] = {s_binding, s_entry_kind, s_not_billable};
     for (int i = 0; i < SHAPE_SLOTS; i++) {
         if (slot_init(&self->shape_slots[i], shape_type, shape_names[i]) < 0) {
@@ -974,6 +1000,8 @@ PyInit__speedups(void)
     INTERN(s_nested, "nested");
     INTERN(s_entry_plan, "entry_plan");
     INTERN(s_nested_plan, "nested_plan");
+    INTERN(s_path_rule, "path_rule");
+    INTERN(s__by_path, "_by_path");
     if ((int_zero = PyLong_FromLong(0)) == NULL || (int_one = PyLong_FromLong(1)) == NULL) {
         return NULL;
     }
