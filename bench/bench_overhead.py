@@ -74,10 +74,11 @@ ATTRIBUTES = {
     "url.path": "/users/123",
     "http.response.status_code": 200,
 }
-SETUPS = ("bsp", "enrich", "budgets", "kafka")
+SETUPS = ("bsp", "enrich", "enrich-py", "budgets", "kafka")
 LABELS = {
     "bsp": "BatchSpanProcessor(no-op exporter) alone (baseline)",
     "enrich": "+ `otelcost.install(...)`, no cost exporter (spans enriched only)",
+    "enrich-py": "+ the same in pure Python (`OTELCOST_PURE_PYTHON=1`: no compiled planner)",
     "budgets": "+ install + RedisBudgetExporter + MetricsCostExporter",
     "kafka": "+ install + KafkaCostExporter (per-span records)",
 }
@@ -141,8 +142,11 @@ class _Setup:
             spans.inspect = False
             if spans.priced:
                 self.provider, self.spans, self.processor = provider, spans, processor
-                named = processor.stats().get("pricing_path")  # newer otelcost names it
+                stats = processor.stats()
+                named = stats.get("pricing_path")  # newer otelcost names it
                 self.path = named or ("in place" if in_place else "copy (span_exporter=)")
+                if "compiled" in stats:
+                    self.path += " (compiled)" if stats["compiled"] else " (pure Python)"
                 return
             provider.shutdown()
         raise RuntimeError("the user's span exporter never received a priced span")
@@ -206,7 +210,7 @@ def _cost_exporters(setup: str, params: dict[str, Any]) -> list[Any]:
     from otelcost.budget import Budget
     from otelcost.exporters import KafkaCostExporter, MetricsCostExporter, RedisBudgetExporter
 
-    if setup == "enrich":
+    if setup in ("enrich", "enrich-py"):
         return []
     if setup == "budgets":
         return [
@@ -224,6 +228,8 @@ def worker(setup: str, params: dict[str, Any]) -> None:
         os.sched_setaffinity(0, {params["cpu"]})  # before any thread starts: all inherit it
     for name in [n for n in os.environ if n.startswith("OTELCOST_")]:
         del os.environ[name]  # only what the setup names
+    if setup == "enrich-py":
+        os.environ["OTELCOST_PURE_PYTHON"] = "1"
     built = _Setup(setup, params)
     commands: dict[str, Callable[[int], object]] = {
         "cpu": built.cpu_round,
@@ -302,7 +308,9 @@ def run(quick: bool) -> Result:
     from bench._support import backends
 
     with backends(server_cpu, "bench-overhead") as servers:
-        setups = [s for s in SETUPS if s in ("bsp", "enrich") or isinstance(servers, dict)]
+        setups = [
+            s for s in SETUPS if s in ("bsp", "enrich", "enrich-py") or isinstance(servers, dict)
+        ]
         params = servers if isinstance(servers, dict) else {}
         workers = {s: _Worker(s, params, worker_cpu) for s in setups}
         try:
