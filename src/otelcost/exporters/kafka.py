@@ -23,6 +23,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from functools import partial
 from operator import attrgetter
+from types import ModuleType
 from typing import TYPE_CHECKING, Any, Literal, cast
 
 from otelcost import _json, environment
@@ -140,9 +141,9 @@ class KafkaCostExporter(CostExporter):
     underscores for dots (``sasl_password=...``). An ``error_cb`` is called after the
     exporter's own. Messages are split so that none exceeds ``message.max.bytes``.
 
-    The producer is created at the first export in each process, so an exporter built
-    before ``fork()`` works in the children; a child starts with empty counters and
-    never re-sends the parent's pending aggregates.
+    confluent-kafka is imported here; the producer is created at the first export in each
+    process, so an exporter built before ``fork()`` works in the children; a child starts
+    with empty counters and never re-sends the parent's pending aggregates.
 
     ``max_overflow_services`` bounds the overflow aggregates (one per service and
     currency); spans of further services are dropped and counted while the queue is full.
@@ -185,6 +186,16 @@ class KafkaCostExporter(CostExporter):
         self._max_value = int(config.get("message.max.bytes", _MESSAGE_MAX_BYTES)) - _HEADROOM
         self._max_overflow_services = max_overflow_services
         self._closed = False
+        # confluent_kafka now, at startup: importing it takes 40-200 ms of CPU (asyncio and
+        # more come with it), which the first export would spend on the export worker,
+        # contending for the GIL with the application. Only the producer waits for the
+        # first export (its threads do not survive fork). Without the extra, the first
+        # export logs what to install, as before.
+        self._confluent: ModuleType | None
+        try:
+            self._confluent = import_confluent()
+        except ImportError:
+            self._confluent = None
         self._reset_process_state()
 
     def __repr__(self) -> str:
@@ -512,7 +523,7 @@ class KafkaCostExporter(CostExporter):
                 unreported.spans = 0
         if self._producer is None and self._unusable is None:
             try:
-                confluent = import_confluent()
+                confluent = self._confluent or import_confluent()
                 self._producer = confluent.Producer(self._config)
                 self._kafka_error = confluent.KafkaException
                 self._timed_out = confluent.KafkaError._MSG_TIMED_OUT
