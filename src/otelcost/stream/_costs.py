@@ -15,7 +15,7 @@ public ``CostExporter.export`` still receives CostRecords.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from itertools import repeat
 from operator import attrgetter, itemgetter
 from typing import TYPE_CHECKING, Any
@@ -42,6 +42,10 @@ _SPAN_HEX = "%016x".__mod__
 _TRACE_ID = attrgetter("trace_id")
 _SPAN_ID = attrgetter("span_id")
 _SPAN_CONTEXTS = {SpanContext}
+# Up to this many costs, their rows are made in one call; more, and the rows of each group
+# are made chunk by chunk as they are encoded (while still in the CPU's caches): measured
+# faster from about a thousand costs on.
+_ROWS_AT_ONCE = 512
 
 
 def encode_cost_messages(
@@ -49,7 +53,28 @@ def encode_cost_messages(
 ) -> Iterator[tuple[str, bytes, list[CostFields]]]:
     """``encode_messages`` of the costs' CostRecords, without building them: (service,
     value, the costs in it) per message. Every cost must have a span context."""
-    return encode_groups(_groups(costs), max_bytes, _rows, row_of)
+    groups = _groups(costs)
+    if len(costs) > _ROWS_AT_ONCE:  # rows group by group, each chunk encoded at once
+        return encode_groups(
+            (
+                (key, list(costs) if indexes is None else [costs[i] for i in indexes], None)
+                for key, indexes in groups
+            ),
+            max_bytes,
+            _rows,
+            row_of,
+        )
+    # A small batch (the export worker's slices are sized to ~1 ms): the rows of all its
+    # costs in one call, then split by group, so the fixed cost of making rows is paid
+    # once, not once per service.
+    rows = _rows(costs)
+    split = [
+        (key, list(costs), rows)
+        if indexes is None
+        else (key, [costs[i] for i in indexes], [rows[i] for i in indexes])
+        for key, indexes in groups
+    ]
+    return encode_groups(split, max_bytes, _rows, row_of)
 
 
 def _key(named: Named, snap: PricingSnapshot) -> GroupKey:
@@ -57,13 +82,14 @@ def _key(named: Named, snap: PricingSnapshot) -> GroupKey:
     return (named.service, snap.currency, snap.region, snap.version, service_version, environment)
 
 
-def _groups(costs: Sequence[CostFields]) -> Iterable[tuple[GroupKey, list[CostFields]]]:
-    """The costs by GroupKey, in the order of each key's first cost, each group in order
-    (``encode_messages``'s grouping). The key is found once per distinct Named (and
-    snapshot: both hash by identity), and each cost appended to its group's list."""
+def _groups(costs: Sequence[CostFields]) -> list[tuple[GroupKey, list[int] | None]]:
+    """The indexes of the costs by GroupKey, in the order of each key's first cost (that
+    of ``encode_messages``). The key is found once per distinct Named (and snapshot: both
+    hash by identity), and each index appended to its group's list; None when all the
+    costs make one group."""
     nameds = list(map(_NAMED, costs))
     snaps = list(map(_SNAPSHOT, map(_BINDING, costs)))
-    groups: dict[GroupKey, list[CostFields]] = {}
+    groups: dict[GroupKey, list[int] | None] = {}
     keys: list[Any]
     if snaps.count(snaps[0]) == len(snaps):  # one pricing table: the usual case
         keys, snap = nameds, snaps[0]
@@ -74,10 +100,10 @@ def _groups(costs: Sequence[CostFields]) -> Iterable[tuple[GroupKey, list[CostFi
         keys = list(zip(nameds, snaps, strict=True))
         members_of = {pair: groups.setdefault(_key(*pair), []) for pair in dict.fromkeys(keys)}
     if len(groups) == 1:
-        return [(next(iter(groups)), list(costs))]
-    for members, cost in zip(map(members_of.__getitem__, keys), costs, strict=True):
-        members.append(cost)
-    return groups.items()
+        return [(next(iter(groups)), None)]
+    for i, members in enumerate(map(members_of.__getitem__, keys)):
+        members.append(i)  # type: ignore[union-attr]  # a list: groups of several
+    return list(groups.items())
 
 
 def _hex(ids: Sequence[int], size: int, spelled: Callable[[int], str]) -> list[str]:

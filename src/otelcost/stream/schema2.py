@@ -144,6 +144,26 @@ def _extra(record: CostRecord) -> dict[str, Any]:
 
 def envelope_prefix(key: GroupKey) -> bytes:
     """The first line of a message for ``key``: everything before the first record."""
+    global _prefixes_by  # noqa: PLW0603 - one cache per encoder, swapped whole
+    if _prefixes_by is not _json.dumps:  # another encoder (the tests switch to the stdlib)
+        _prefixes.clear()
+        _prefixes_by = _json.dumps
+    prefix = _prefixes.get(key)
+    if prefix is None:
+        if len(_prefixes) >= _MAX_PREFIXES:
+            _prefixes.clear()
+        prefix = _prefixes[key] = _envelope_prefix(key)
+    return prefix
+
+
+# Envelope prefixes by GroupKey: a few per service, needed once per message. Bounded;
+# a racing thread at worst computes one again.
+_prefixes: dict[GroupKey, bytes] = {}
+_prefixes_by: Callable[[Any], bytes] | None = None
+_MAX_PREFIXES = 4096
+
+
+def _envelope_prefix(key: GroupKey) -> bytes:
     service, currency, region, version, service_version, environment = key
     envelope: dict[str, Any] = {
         "schema": SCHEMA_VERSION_2,
@@ -186,27 +206,41 @@ def encode_messages(
         if members is None:
             members = groups[key] = []
         members.append(record)
-    return encode_groups(groups.items(), max_bytes, _record_rows, record_row)
+    return encode_groups(
+        ((key, members, None) for key, members in groups.items()),
+        max_bytes,
+        _record_rows,
+        record_row,
+    )
 
 
 def encode_groups(
-    groups: Iterable[tuple[GroupKey, list[M]]],
+    groups: Iterable[tuple[GroupKey, list[M], list[tuple[Any, ...]] | None]],
     max_bytes: int,
     rows_of: Callable[[Sequence[M]], list[tuple[Any, ...]]],
     row_of: Callable[[M], tuple[Any, ...]],
 ) -> Iterator[tuple[str, bytes, list[M]]]:
-    """``encode_messages`` for members already grouped, of any kind: ``rows_of`` makes the
-    rows of up to _CHUNK members at once (the fast path), ``row_of`` the row of one (line
-    by line: large groups, bad members). Both must make the rows ``record_row`` makes of
-    the members' CostRecords, so that every kind of member gets the same bytes."""
-    for key, members in groups:
+    """``encode_messages`` for members already grouped, of any kind, with their rows when
+    they are made already: else ``rows_of`` makes the rows of up to _CHUNK members at once
+    (the fast path). ``row_of`` makes the row of one (line by line: large groups, bad
+    members). Rows must be those ``record_row`` makes of the members' CostRecords, so that
+    every kind of member gets the same bytes."""
+    for key, members, rows in groups:
         prefix = envelope_prefix(key)
         room = max_bytes - len(prefix) - len(_END)
-        lines = _lines_at_once(members, room, rows_of)
+        if rows is None:
+            lines = _lines_at_once(members, room, rows_of)
+        else:
+            lines = _lines_at_once(rows, room, _made)
         if lines is not None:  # they start with the newline that ends the prefix
             yield key[0], prefix[:-1] + lines + _END, members
         else:  # too large for one message, or a member that cannot be encoded
             yield from _group_of(members, row_of).messages(key[0], prefix, room)
+
+
+def _made(rows: Sequence[tuple[Any, ...]]) -> Sequence[tuple[Any, ...]]:
+    """``rows_of`` of rows made already: themselves."""
+    return rows
 
 
 def _record_rows(records: Sequence[CostRecord]) -> list[tuple[Any, ...]]:
@@ -241,7 +275,7 @@ _CHUNK = 256
 def _lines_at_once(
     members: Sequence[M],
     room: int,
-    rows_of: Callable[[Sequence[M]], list[tuple[Any, ...]]] = _record_rows,  # type: ignore[assignment]
+    rows_of: Callable[[Sequence[M]], Sequence[tuple[Any, ...]]] = _record_rows,  # type: ignore[assignment]
 ) -> bytes | None:
     """The lines of ``members``, each after a newline (one record per line, a comma
     ending all but the last), from one encoder call per _CHUNK records, when they fit in
