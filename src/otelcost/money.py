@@ -1,7 +1,11 @@
 """Conversions between currency units (floats on spans and records) and integer nano-units (stores).
 
 Stores and totals use integers so that sums reconcile exactly; a float amount is always
-derived from its nano-unit integer, so ``to_nanos(from_nanos(n)) == n`` for every n < 2**53.
+derived from its nano-unit integer, so ``to_nanos(from_nanos(n)) == n`` for every
+|n| < 2**51 (2.25 million currency units): the division and the multiplication each err by
+at most half an ulp, under half a nano-unit below 2**51. Above it the round trip can be off
+by one nano-unit, so exact paths carry the integer itself (the per-span sums, Kafka's
+``cost_nanos``).
 """
 
 from __future__ import annotations

@@ -26,8 +26,9 @@ MAX_RECORD_BYTES = 64 * 1024
 _MIN_TS_MS = 10**12  # exclusive bounds: anything outside is seconds, microseconds or garbage
 _MAX_TS_MS = 10**13
 _MAX_TEXT = 4096
-# Above 2**53 nano-units an amount no longer converts to an exact integer (money.py), and the
-# stores' int64 counters are not far beyond: such a record is garbage, not a big bill.
+# Above 2**53 nano-units a float amount no longer holds every integer (and from 2**51 its
+# round trip can be off by one: money.py), and the stores' int64 counters are not far
+# beyond: such a record is garbage, not a big bill.
 _MAX_COST = 2**53 / NANOS_PER_UNIT
 _INT64_END = 2**63
 _UINT64_END = 2**64  # JSON integers from here on decode as doubles (orjson, and _json's stdlib)
