@@ -105,16 +105,20 @@ def test_memo_hits_and_misses_name_every_span_as_derive_operation_does(
             assert cost.service == service_name(resource.attributes, attributes)
 
 
-def test_a_routed_span_is_named_once_whatever_its_raw_path(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    calls: list[str] = []
+@pytest.fixture
+def calls(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The span names the Coster runs the complete naming rules for."""
+    names: list[str] = []
 
     def counting(name: str, attributes: Any, *args: Any, **kwargs: Any) -> tuple[str, str]:
-        calls.append(name)
+        names.append(name)
         return explain_operation(name, attributes, *args, **kwargs)
 
     monkeypatch.setattr(coster_module, "explain_operation", counting)
+    return names
+
+
+def test_a_routed_span_is_named_once_whatever_its_raw_path(calls: list[str]) -> None:
     coster = _coster()
     costs = [
         coster.cost(
@@ -151,17 +155,10 @@ def test_spans_without_a_route_share_the_named_of_their_operation() -> None:
 
 
 def test_spans_without_a_route_keep_one_entry_per_operation_not_per_raw_path(
-    monkeypatch: pytest.MonkeyPatch,
+    calls: list[str],
 ) -> None:
     """Each raw path is new, so its values miss the memo; the rules run once per
     operation, and nothing is kept per raw path (no memo churn, no garbage to collect)."""
-    calls: list[str] = []
-
-    def counting(name: str, attributes: Any, *args: Any, **kwargs: Any) -> tuple[str, str]:
-        calls.append(name)
-        return explain_operation(name, attributes, *args, **kwargs)
-
-    monkeypatch.setattr(coster_module, "explain_operation", counting)
     coster = _coster()
     for i in range(300):
         for kind, attributes in (

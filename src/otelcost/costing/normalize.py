@@ -176,6 +176,21 @@ def _sanitize(text: str) -> str:
     return text
 
 
+def _path_part(path: str) -> str:
+    """``path`` without any ``scheme://authority``, query and fragment."""
+    if "://" in path:
+        authority = _AUTHORITY.match(path)
+        if authority is not None:
+            path = path[authority.end() :]
+    cut = path.find("?")
+    if cut >= 0:
+        path = path[:cut]
+    cut = path.find("#")
+    if cut >= 0:
+        path = path[:cut]
+    return path
+
+
 def _compile_rules(
     rules: Mapping[str | re.Pattern[str], str] | Iterable[Rule],
 ) -> tuple[tuple[re.Pattern[str], str], ...]:
@@ -249,32 +264,12 @@ class PathNormalizer:
                 # depends on. Authority, query and fragment are dropped first anyway, and
                 # each integer segment becomes "*" with nothing else changed, so every
                 # /users/<id> is one entry, whatever the host, port or query.
-                if "://" in path:
-                    authority = _AUTHORITY.match(path)
-                    if authority is not None:
-                        path = path[authority.end() :]
-                cut = path.find("?")
-                if cut >= 0:
-                    path = path[:cut]
-                cut = path.find("#")
-                if cut >= 0:
-                    path = path[:cut]
-                path = _ID_SEGMENT.sub("*", path)
+                path = _ID_SEGMENT.sub("*", _path_part(path))
             return self._call(path)
         return self._normalize(path)
 
     def _normalize(self, path: str) -> str:
-        path = _sanitize(path)
-        if "://" in path:
-            authority = _AUTHORITY.match(path)
-            if authority is not None:
-                path = path[authority.end() :]
-        cut = path.find("?")
-        if cut >= 0:
-            path = path[:cut]
-        cut = path.find("#")
-        if cut >= 0:
-            path = path[:cut]
+        path = _path_part(_sanitize(path))
         truncated = len(path) > MAX_PATH_CHARS
         if truncated:
             # Cut at a segment boundary and leave room for "/" + "/*", so the result is
