@@ -359,16 +359,5 @@ def test_result_shape(path: str) -> None:
 @settings(max_examples=500, deadline=None)
 @given(st.one_of(_PATHISH, _ANY_TEXT))
 def test_uncached_and_cached_results_agree(path: str) -> None:
-    """The memo keys on the path with its integer segments masked: never another result."""
     assert PathNormalizer(cache_size=0)(path) == normalize_path(path)
     assert PathNormalizer()(path) == PathNormalizer(cache_size=0)(path)
-
-
-def test_paths_that_differ_only_in_integer_ids_share_one_memo_entry() -> None:
-    normalize = PathNormalizer(cache_size=64)
-    for i in range(100):
-        assert normalize(f"/users/{i}/orders/{i * 7}?page={i}") == "/users/*/orders/*"
-        assert normalize(f"http://shop:{8000 + i}/v2/items/{i}") == "/v2/items/*"
-    assert normalize.cache_info()["misses"] < 10
-    ruled = PathNormalizer([(r"/users/1$", "/users/one")], cache_size=64)
-    assert [ruled("/users/1"), ruled("/users/2")] == ["/users/one", "/users/*"]

@@ -71,10 +71,6 @@ _ESCAPES = re.compile(r"(?:%[0-9A-Fa-f]{2})+")
 # A segment needs classification only if it holds a digit, '@' or a percent escape.
 _NEEDS_WORK = re.compile(r"[0-9@%]")
 
-# A whole segment of ASCII digits, in a path without authority, query or fragment.
-_ID_SEGMENT = re.compile(r"(?<=/)[0-9]+(?=/|\Z)")
-
-
 _EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,63}")
 
 # Maximal base64url runs: the lookbehind pins the start to the beginning of a run and the
@@ -227,15 +223,12 @@ class PathNormalizer:
     the path after the query string, fragment and ``scheme://authority`` were dropped, e.g.
     ``{r"^/static/.*": "/static"}`` or ``[(r"/tenants/[^/]+", "/tenants/{tenant}")]``.
 
-    ``cache_size``: how many results to memoise (LRU, thread-safe; 0 disables). Without
-    user rules the memo is keyed by what the result depends on (the path without
-    authority, query or fragment, its integer segments masked), so ``/users/1`` and
-    ``http://host/users/2?x=1`` share one entry.
+    ``cache_size``: how many results to memoise (LRU, thread-safe; 0 disables).
     ``max_cached_length``: longer inputs are computed every time and never cached, so the
     memo holds at most ``cache_size`` entries of bounded size.
     """
 
-    __slots__ = ("_call", "_mask", "_memo", "_rules", "max_cached_length")
+    __slots__ = ("_call", "_memo", "_rules", "max_cached_length")
 
     def __init__(
         self,
@@ -252,19 +245,10 @@ class PathNormalizer:
             functools.lru_cache(maxsize=cache_size)(self._normalize) if cache_size else None
         )
         self._call: Callable[[str], str] = self._memo or self._normalize
-        # User rules see the raw path, so ids are masked only without them; and only in
-        # paths short enough never to be cut (masking must not move the cut).
-        self._mask = self._memo is not None and not self._rules
 
     def __call__(self, path: str) -> str:
         """Return the normalized form of ``path`` (see the module docstring)."""
         if len(path) <= self.max_cached_length:
-            if self._mask and len(path) <= MAX_PATH_CHARS and path.isprintable():
-                # The memo key: what the result of a printable path (nothing to sanitize)
-                # depends on. Authority, query and fragment are dropped first anyway, and
-                # each integer segment becomes "*" with nothing else changed, so every
-                # /users/<id> is one entry, whatever the host, port or query.
-                path = _ID_SEGMENT.sub("*", _path_part(path))
             return self._call(path)
         return self._normalize(path)
 
