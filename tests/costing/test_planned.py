@@ -335,6 +335,34 @@ def test_spans_a_raw_path_names_take_the_planned_path(sides: tuple[Side, Side]) 
     assert {span["cost.operation"] for span in fast.ended} == {"GET /users/*"}
 
 
+def test_shapes_of_other_resources_and_kinds_take_the_planned_path(
+    sides: tuple[Side, Side],
+) -> None:
+    """The same attribute names under two resources (two providers sharing the processor)
+    and two kinds: each combination has its own shape in one chain, and repeats of every
+    one are planned, not only those of the chain's first shape."""
+    fast, slow = sides
+    for side in sides:
+        provider = TracerProvider(
+            resource=Resource.create({"service.name": "payment-svc"}), shutdown_on_exit=False
+        )
+        provider.add_span_processor(side.processor)
+        side.other = provider.get_tracer("test")  # type: ignore[attr-defined]
+    attributes = {"http.request.method": "GET", "http.route": "/users/{id}"}
+    for round_ in range(3):
+        for kind in (SpanKind.SERVER, SpanKind.INTERNAL):
+            for side in sides:
+                for tracer in (side.tracer, side.other):  # type: ignore[attr-defined]
+                    span = tracer.start_span(
+                        "GET /users/{id}", kind=kind, attributes=attributes, start_time=_T0
+                    )
+                    span.end(end_time=_T0 + 1_500_000 + round_)
+                    side.ended.append(dict(span.attributes or {}))
+    assert fast.planned == 8  # 12 spans, the first of each of the 4 shapes a memo miss
+    assert fast.outputs() == slow.outputs()
+    assert all("cost.amount" in span and "cost.error" not in span for span in fast.ended)
+
+
 @pytest.mark.parametrize("planner", PLANNERS)
 def test_a_table_without_a_price_leaves_entry_spans_to_coster_price(planner: str) -> None:
     fast, slow = Side(ONLY_SOME, planned=True, planner=planner), Side(ONLY_SOME, planned=False)

@@ -34,7 +34,7 @@ static PyObject *s_live, *s_held, *s__attributes, *s__dict, *s__shapes, *s_plain
     *s_cost_duration_ms, *s_cost_amount, *s_local, *s_totals, *s_not_billable,
     *s__queue_records, *s__put_cost, *s__context, *s__pricing_in_hook, *s__price_in_place,
     *s__pricing_error, *s__hook_error, *s_get, *s_snapshot, *s_nested, *s_entry_plan,
-    *s_nested_plan, *s_path_rule, *s__by_path;
+    *s_nested_plan, *s_path_rule, *s__by_path, *s_next;
 static PyObject *int_zero, *int_one;
 
 /* A __slots__ attribute of Named or the naming shape, read at its offset in the object
@@ -46,7 +46,7 @@ typedef struct {
     PyObject *name;
 } Slot;
 
-enum { S_PLAIN, S_RESOURCE, S_KIND, S_READER, S_MEMO, S_BY_NAME, S_PATH_RULE, SHAPE_SLOTS };
+enum { S_PLAIN, S_RESOURCE, S_KIND, S_READER, S_MEMO, S_BY_NAME, S_PATH_RULE, S_NEXT, SHAPE_SLOTS };
 enum { N_BINDING, N_ENTRY_KIND, N_NOT_BILLABLE, NAMED_SLOTS };
 
 /* Binding's fields, by position (checked against Binding._fields by the caller). */
@@ -220,7 +220,7 @@ plan_span(Planner *self, PyObject *span)
 {
     int result = -1;
     PyObject *live = NULL, *held = NULL, *attrs = NULL, *inner = NULL, *shapes = NULL,
-             *key = NULL, *shape = NULL, *a = NULL, *b = NULL, *values = NULL, *named = NULL,
+             *key = NULL, *shape = NULL, *a = NULL, *b = NULL, *c = NULL, *values = NULL, *named = NULL,
              *binding = NULL, *snapshot = NULL, *parent = NULL, *entry = NULL, *plan = NULL,
              *start_o = NULL, *end_o = NULL, *duration = NULL, *nanos_o = NULL,
              *totals = NULL, *amount = NULL, *old = NULL, *sum = NULL, *record = NULL;
@@ -279,7 +279,43 @@ plan_span(Planner *self, PyObject *span)
         goto done;
     }
     Py_INCREF(shape);
-    /* shape.plain, then the resource and the kind by identity */
+    /* The shape of the span's resource and kind, by identity: the head of the chain of
+       shapes with these attribute names, or one further on (another provider's resource,
+       another kind); none yet, and Python makes it. */
+    if ((b = PyObject_GetAttr(span, s__resource)) == NULL ||
+        (c = PyObject_GetAttr(span, s__kind)) == NULL) {
+        goto done;
+    }
+    for (;;) {
+        int same;
+        if ((a = slot_get(&self->shape_slots[S_RESOURCE], shape)) == NULL) {
+            goto done;
+        }
+        same = a == b;
+        Py_CLEAR(a);
+        if (same) {
+            if ((a = slot_get(&self->shape_slots[S_KIND], shape)) == NULL) {
+                goto done;
+            }
+            same = a == c;
+            Py_CLEAR(a);
+            if (same) {
+                break;
+            }
+        }
+        if ((a = slot_get(&self->shape_slots[S_NEXT], shape)) == NULL) {
+            goto done;
+        }
+        Py_SETREF(shape, a);
+        a = NULL;
+        if (shape == Py_None) {
+            result = 0;
+            goto done;
+        }
+    }
+    Py_CLEAR(b);
+    Py_CLEAR(c);
+    /* shape.plain */
     {
         int t;
         a = slot_get(&self->shape_slots[S_PLAIN], shape);
@@ -292,26 +328,6 @@ plan_span(Planner *self, PyObject *span)
             goto done;
         }
     }
-    if ((a = slot_get(&self->shape_slots[S_RESOURCE], shape)) == NULL ||
-        (b = PyObject_GetAttr(span, s__resource)) == NULL) {
-        goto done;
-    }
-    if (a != b) {
-        result = 0;
-        goto done;
-    }
-    Py_CLEAR(a);
-    Py_CLEAR(b);
-    if ((a = slot_get(&self->shape_slots[S_KIND], shape)) == NULL ||
-        (b = PyObject_GetAttr(span, s__kind)) == NULL) {
-        goto done;
-    }
-    if (a != b) {
-        result = 0;
-        goto done;
-    }
-    Py_CLEAR(a);
-    Py_CLEAR(b);
     /* The naming memo: any Exception (an unhashable value) leaves the span to Python. */
     {
         a = slot_get(&self->shape_slots[S_READER], shape);
@@ -628,6 +644,7 @@ done:
     Py_XDECREF(shape);
     Py_XDECREF(a);
     Py_XDECREF(b);
+    Py_XDECREF(c);
     Py_XDECREF(values);
     Py_XDECREF(named);
     Py_XDECREF(binding);
@@ -744,8 +761,8 @@ planner_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
     self->nanos_per_unit = Py_NewRef(nanos_per_unit);
     self->shift = Py_NewRef(shift);
     self->min_start_ns = min_start_ns;
-    PyObject *shape_names[SHAPE_SLOTS] = {s_plain,  s_resource, s_kind,     s_reader,
-                                          s_memo,   s_by_name,  s_path_rule};
+    PyObject *shape_names[SHAPE_SLOTS] = {s_plain, s_resource, s_kind,      s_reader,
+                                          s_memo,  s_by_name,  s_path_rule, s_next};
     PyObject *named_names[NAMED_SLOTS] = {s_binding, s_entry_kind, s_not_billable};
     for (int i = 0; i < SHAPE_SLOTS; i++) {
         if (slot_init(&self->shape_slots[i], shape_type, shape_names[i]) < 0) {
@@ -1001,6 +1018,7 @@ PyInit__speedups(void)
     INTERN(s_entry_plan, "entry_plan");
     INTERN(s_nested_plan, "nested_plan");
     INTERN(s_path_rule, "path_rule");
+    INTERN(s_next, "next");
     INTERN(s__by_path, "_by_path");
     if ((int_zero = PyLong_FromLong(0)) == NULL || (int_one = PyLong_FromLong(1)) == NULL) {
         return NULL;

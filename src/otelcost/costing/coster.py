@@ -648,8 +648,10 @@ class Coster:
         resource, kind, name = span._resource, span._kind, span._name
         # The naming memo's hit inline (see _named).
         shape = self._shapes.get(tuple(attributes))
+        while shape is not None and (shape.resource is not resource or shape.kind is not kind):
+            shape = shape.next
         named = None
-        if shape is not None and shape.resource is resource and shape.kind is kind:
+        if shape is not None:
             try:
                 named = shape.memo.get(shape.reader(attributes))
             except Exception:  # unhashable: _named derives it without the memo

@@ -350,12 +350,12 @@ class CostSpanProcessor(SpanProcessor):
         # the span's own attributes.
         inner = span._attributes._dict  # type: ignore[union-attr]
         shape = coster._shapes.get(tuple(inner))
-        if (
-            shape is None
-            or not shape.plain
-            or shape.resource is not span._resource
-            or shape.kind is not span._kind
-        ):
+        # The shape of this resource and kind (another provider's, another kind's, further
+        # on in the chain): compared by identity.
+        resource, kind = span._resource, span._kind
+        while shape is not None and (shape.resource is not resource or shape.kind is not kind):
+            shape = shape.next
+        if shape is None or not shape.plain:
             return False
         try:
             values = shape.reader(inner)
@@ -367,7 +367,7 @@ class CostSpanProcessor(SpanProcessor):
                 if rule is None:
                     return False
                 # A raw path or URL names it (new for every id): its rule's operation.
-                named = coster._by_path(rule, span._kind, inner, shape, values)
+                named = coster._by_path(rule, kind, inner, shape, values)
                 if named is None:
                     return False
         except Exception:  # an unhashable value: Coster.price names it without the memo
