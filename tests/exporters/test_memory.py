@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
-import pytest
+from collections.abc import Sequence
 
-from otelcost import CostRecord
-from otelcost.exporters import CostExportResult, InMemoryCostExporter
+import pytest
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.trace import SpanKind
+
+from otelcost import CostRecord, CostSpanProcessor
+from otelcost.exporters import CostExporter, CostExportResult, InMemoryCostExporter
 from otelcost.money import to_nanos
+
+_T0 = 1_764_236_400_000_000_000
 
 
 def record(n: int, *, service: str = "shop", amount: float = 1e-9, **extra: object) -> CostRecord:
@@ -71,3 +78,85 @@ def test_after_shutdown_exports_are_refused_and_counted() -> None:
 def test_a_negative_bound_is_rejected() -> None:
     with pytest.raises(ValueError, match="max_records"):
         InMemoryCostExporter(max_records=-1)
+
+
+class _Records(CostExporter):
+    """A plain record exporter: the processor builds a CostRecord per span for it."""
+
+    def __init__(self) -> None:
+        self.records: list[CostRecord] = []
+
+    def export(self, records: Sequence[CostRecord]) -> CostExportResult:
+        self.records.extend(records)
+        return CostExportResult.SUCCESS
+
+
+def test_the_processors_cost_tuples_become_the_same_records_when_read() -> None:
+    """Fed by CostSpanProcessor, the exporter keeps the per-span cost tuples and builds their
+    records when ``records`` is read: the same records, totals and counts as a record
+    exporter beside it gets, in order with records exported directly, and bounded alike."""
+    memory, plain = InMemoryCostExporter(max_records=25), _Records()
+    processor = CostSpanProcessor(
+        {
+            "version": "v1",
+            "currency": "USD",
+            "prices": {"shop:GET /users/{id}": {"per_ms": 2.1e-6, "per_request": 1e-6}},
+        },
+        [memory, plain],
+        pricing_path="ending_hook",
+    )
+    provider = TracerProvider(
+        resource=Resource.create({"service.name": "shop"}), shutdown_on_exit=False
+    )
+    provider.add_span_processor(processor)
+    tracer = provider.get_tracer("test")
+    try:
+        assert memory.export([record(0)]) is CostExportResult.SUCCESS
+        for i in range(30):
+            route = "/users/{id}" if i % 3 else "/unpriced"
+            span = tracer.start_span(
+                f"GET {route}",
+                kind=SpanKind.SERVER,
+                attributes={"http.request.method": "GET", "http.route": route},
+                start_time=_T0 + i,
+            )
+            span.end(end_time=_T0 + i + 1_500_000 * (i + 1))
+        assert processor.force_flush(10_000)
+        assert memory._unbuilt  # nothing built on the export worker
+        assert memory.records == plain.records[-25:]
+        assert not memory._unbuilt
+        assert memory.records == plain.records[-25:]  # built once, kept
+        totals = {key: (t.spans, t.unpriced, t.nanos) for key, t in memory.totals().items()}
+        expected: dict[tuple[str, str], list[int]] = {}
+        for r in [record(0), *plain.records]:
+            counts = expected.setdefault((r.service, r.operation), [0, 0, 0])
+            counts[0] += 1
+            counts[1] += r.error is not None
+            counts[2] += r.cost_nanos
+        assert totals == {key: tuple(v) for key, v in expected.items()}
+        assert memory.stats() == {"exported": 31, "evicted": 6, "refused": 0}
+    finally:
+        processor.shutdown()
+    assert memory.export([record(1)]) is CostExportResult.FAILURE
+
+
+def test_records_exported_and_cost_tuples_keep_their_order() -> None:
+    memory = InMemoryCostExporter(max_records=None)
+    processor = CostSpanProcessor(
+        {"version": "v1", "currency": "USD", "prices": {"*:*": {"per_ms": 1e-6}}},
+        [memory],
+        pricing_path="ending_hook",
+    )
+    provider = TracerProvider(resource=Resource.create({"service.name": "shop"}))
+    provider.add_span_processor(processor)
+    try:
+        memory.export([record(1)])
+        provider.get_tracer("t").start_span("work").end()
+        assert processor.force_flush(10_000)
+        memory.export([record(2)])
+        provider.get_tracer("t").start_span("work").end()
+        assert processor.force_flush(10_000)
+        kinds = [r.operation if r.operation == "work" else r.timestamp % 10 for r in memory.records]
+        assert kinds == [1, "work", 2, "work"]
+    finally:
+        processor.shutdown()

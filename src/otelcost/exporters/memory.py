@@ -6,11 +6,15 @@ import collections
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from otelcost._fork import in_forked_child
 from otelcost.exporters.base import CostExporter, CostExportResult
 from otelcost.money import from_nanos
 from otelcost.record import CostRecord
+
+if TYPE_CHECKING:
+    from otelcost.costing.coster import CostFields
 
 __all__ = ["DEFAULT_MAX_RECORDS", "CostTotals", "InMemoryCostExporter"]
 
@@ -45,7 +49,9 @@ class InMemoryCostExporter(CostExporter):
     def __init__(self, max_records: int | None = DEFAULT_MAX_RECORDS) -> None:
         if max_records is not None and max_records < 0:
             raise ValueError(f"max_records must be >= 0 or None, got {max_records}")
-        self._records: collections.deque[CostRecord] = collections.deque(maxlen=max_records)
+        # CostRecords, and the processor's per-span cost tuples until ``records`` is read.
+        self._records: collections.deque[Any] = collections.deque(maxlen=max_records)
+        self._unbuilt = False
         self._max_records = max_records
         self._totals: dict[tuple[str, str], list[int]] = {}
         self._exported = 0
@@ -60,6 +66,9 @@ class InMemoryCostExporter(CostExporter):
     def records(self) -> list[CostRecord]:
         """The records kept, oldest first (a copy)."""
         with self._lock:
+            if self._unbuilt:  # built once, here, rather than per span on the export worker
+                self._records = collections.deque(_built(self._records), maxlen=self._max_records)
+                self._unbuilt = False
             return list(self._records)
 
     def totals(self) -> dict[tuple[str, str], CostTotals]:
@@ -75,12 +84,8 @@ class InMemoryCostExporter(CostExporter):
 
     def export(self, records: Sequence[CostRecord]) -> CostExportResult:
         with self._lock:
-            if self._shutdown:
-                self._refused += len(records)
+            if not self._keep(records):
                 return CostExportResult.FAILURE
-            if self._max_records is not None:
-                self._evicted += max(len(self._records) + len(records) - self._max_records, 0)
-            self._records.extend(records)
             totals = self._totals
             for record in records:
                 key = (record.service, record.operation)
@@ -91,8 +96,39 @@ class InMemoryCostExporter(CostExporter):
                 if record.error is not None:
                     counts[1] += record.span_count
                 counts[2] += record.cost_nanos
-            self._exported += len(records)
         return CostExportResult.SUCCESS
+
+    def _export_costs(self, costs: Sequence[CostFields]) -> CostExportResult:
+        """``export`` of the costs' CostRecords, from the processor's per-span tuples (each
+        with a span context): kept as they are, their records built when ``records`` is
+        read, so the export worker builds none. A private opt-in of CostSpanProcessor's
+        export worker; the totals add each span's own integer nano-units."""
+        with self._lock:
+            if not self._keep(costs):
+                return CostExportResult.FAILURE
+            self._unbuilt = True
+            totals = self._totals
+            for named, _, nanos, _, _, _, error, _, _, _ in costs:
+                key = (named.service, named.operation)
+                counts = totals.get(key)
+                if counts is None:
+                    counts = totals[key] = [0, 0, 0]
+                counts[0] += 1
+                if error is not None:
+                    counts[1] += 1
+                counts[2] += nanos
+        return CostExportResult.SUCCESS
+
+    def _keep(self, items: Sequence[Any]) -> bool:
+        """Keep ``items`` (under the lock), evicting the oldest; False after shutdown."""
+        if self._shutdown:
+            self._refused += len(items)
+            return False
+        if self._max_records is not None:
+            self._evicted += max(len(self._records) + len(items) - self._max_records, 0)
+        self._records.extend(items)
+        self._exported += len(items)
+        return True
 
     def shutdown(self, timeout_millis: int = 30_000) -> None:
         with self._lock:
@@ -102,6 +138,23 @@ class InMemoryCostExporter(CostExporter):
         """``exported`` records, ``evicted`` from ``records``, ``refused`` after shutdown."""
         with self._lock:
             return {"exported": self._exported, "evicted": self._evicted, "refused": self._refused}
+
+
+def _built(items: Sequence[Any]) -> list[CostRecord]:
+    """The items' CostRecords, in order: records as they are, cost tuples built."""
+    from otelcost.stream._costs import cost_records  # loaded: the tuples come from there
+
+    out: list[CostRecord] = []
+    run: list[Any] = []
+    for item in items:
+        if isinstance(item, CostRecord):
+            out.extend(cost_records(run))
+            run.clear()
+            out.append(item)
+        else:
+            run.append(item)
+    out.extend(cost_records(run))
+    return out
 
 
 def _new_lock(exporter: InMemoryCostExporter) -> None:
