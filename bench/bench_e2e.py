@@ -432,7 +432,7 @@ def breakdown(count: int, params: dict[str, Any]) -> list[tuple[str, float, bool
     from otelcost.costing.coster import Coster
     from otelcost.costing.enrich import enriched_copy
     from otelcost.costing.operation import derive_operation, service_name
-    from otelcost.costing.processor import CostSpanProcessor
+    from otelcost.costing.processor import CostSpanProcessor, _export_costs_of
     from otelcost.exporters.base import CostSumExporter, CostSums
     from otelcost.pricing import PricingCache
 
@@ -446,8 +446,11 @@ def breakdown(count: int, params: dict[str, Any]) -> list[tuple[str, float, bool
     as_dicts = [(span.name, dict(span.attributes)) for span in spans]
     costs = [(span, coster.cost(span, snap)) for span in spans]
     records = [cost.record(span.context.trace_id, span.context.span_id) for span, cost in costs]
+    # What the ending hook queues for the record exporters: the cost tuples, with contexts.
+    fields = [(*coster.price(span, snap)[:9], span.context) for span in spans]
     batch = 512
     batches = [records[i : i + batch] for i in range(0, len(records) - batch + 1, batch)]
+    field_batches = [fields[i : i + batch] for i in range(0, len(fields) - batch + 1, batch)]
     sums = [CostSums.from_records(records) for records in batches]
     probe = CostSpanProcessor(PRICING)
     path = probe.pricing_path
@@ -477,9 +480,10 @@ def breakdown(count: int, params: dict[str, Any]) -> list[tuple[str, float, bool
         ),
         (
             "`SpanCost.record`: the CostRecord, built on the export worker only for record "
-            "exporters (in-memory, Kafka here)",
+            "exporters that do not take the cost tuples (none here: in-memory builds its "
+            "records when they are read, Kafka encodes the tuples)",
             _per_item_us(lambda pair: pair[1].record(pair[0].context.trace_id, 1), costs),
-            True,
+            False,
         ),
         (
             "`enriched_copy`: a copy of the span with cost.* attributes (copy path only)",
@@ -493,6 +497,15 @@ def breakdown(count: int, params: dict[str, Any]) -> list[tuple[str, float, bool
                 (
                     f"`{type(exporter).__name__}.export_sums`, per span, the sums of {batch} spans",
                     _per_item_us(exporter.export_sums, sums, per=batch),
+                    True,
+                )
+            )
+        elif (export_costs := _export_costs_of(exporter)) is not None:
+            rows.append(
+                (
+                    f"`{type(exporter).__name__}`, per span, the cost tuples of {batch} spans "
+                    "(what the processor hands it)",
+                    _per_item_us(export_costs, field_batches, per=batch),
                     True,
                 )
             )
