@@ -6,17 +6,20 @@ import collections
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 from otelcost._fork import in_forked_child
 from otelcost.exporters.base import CostExporter, CostExportResult
 from otelcost.money import from_nanos
-from otelcost.record import CostRecord
+from otelcost.record import CostRecord, trusted_record
 
 if TYPE_CHECKING:
     from otelcost.costing.coster import CostFields
 
 __all__ = ["DEFAULT_MAX_RECORDS", "CostTotals", "InMemoryCostExporter"]
+
+_NO_USAGE: Mapping[str, float] = MappingProxyType({})
 
 DEFAULT_MAX_RECORDS = 10_000
 """Records kept by default (about 4 MB); the oldest are evicted first and counted."""
@@ -100,16 +103,43 @@ class InMemoryCostExporter(CostExporter):
 
     def _export_costs(self, costs: Sequence[CostFields]) -> CostExportResult:
         """``export`` of the costs' CostRecords, from the processor's per-span tuples (each
-        with a span context): kept as they are, their records built when ``records`` is
-        read, so the export worker builds none. A private opt-in of CostSpanProcessor's
-        export worker; the totals add each span's own integer nano-units."""
+        with a span context). A private opt-in of CostSpanProcessor's export worker.
+
+        Each cost is kept as a row of its records' plain values (ints, floats, strings;
+        the usage only when there is one) and made a CostRecord when ``records`` is read:
+        the export worker builds no record per span, and rows of plain values are left
+        alone by the garbage collector (a tuple holding only such values is untracked at
+        its first collection), where 10,000 records or cost tuples would be walked by every
+        full collection: pauses of the whole application. Totals add each span's integer.
+        """
         with self._lock:
-            if not self._keep(costs):
+            if self._shutdown:
+                self._refused += len(costs)
                 return CostExportResult.FAILURE
-            self._unbuilt = True
+            rows = []
             totals = self._totals
-            for named, _, nanos, _, _, _, error, _, _, _ in costs:
-                key = (named.service, named.operation)
+            for named, binding, nanos, duration_ms, end_ms, usage, error, entry, _, ctx in costs:
+                snap = binding.snapshot
+                service, operation = named.service, named.operation
+                rows.append(
+                    (
+                        ctx.trace_id,  # type: ignore[union-attr]  # the processor's: never None
+                        ctx.span_id,  # type: ignore[union-attr]
+                        service,
+                        operation,
+                        nanos,
+                        snap.currency,
+                        duration_ms,
+                        end_ms,
+                        snap.region,
+                        snap.version,
+                        usage or None,
+                        error,
+                        entry,
+                        *named.deploy,
+                    )
+                )
+                key = (service, operation)
                 counts = totals.get(key)
                 if counts is None:
                     counts = totals[key] = [0, 0, 0]
@@ -117,6 +147,8 @@ class InMemoryCostExporter(CostExporter):
                 if error is not None:
                     counts[1] += 1
                 counts[2] += nanos
+            self._keep(rows)
+            self._unbuilt = True
         return CostExportResult.SUCCESS
 
     def _keep(self, items: Sequence[Any]) -> bool:
@@ -141,20 +173,30 @@ class InMemoryCostExporter(CostExporter):
 
 
 def _built(items: Sequence[Any]) -> list[CostRecord]:
-    """The items' CostRecords, in order: records as they are, cost tuples built."""
-    from otelcost.stream._costs import cost_records  # loaded: the tuples come from there
+    """The items' CostRecords, in order: records as they are, rows built."""
+    return [item if isinstance(item, CostRecord) else _record_of(item) for item in items]
 
-    out: list[CostRecord] = []
-    run: list[Any] = []
-    for item in items:
-        if isinstance(item, CostRecord):
-            out.extend(cost_records(run))
-            run.clear()
-            out.append(item)
-        else:
-            run.append(item)
-    out.extend(cost_records(run))
-    return out
+
+def _record_of(row: tuple[Any, ...]) -> CostRecord:
+    """The CostRecord of a row ``_export_costs`` kept: ``cost_record`` of its cost tuple."""
+    trace_id, span_id, service, operation, nanos, *rest = row
+    currency, duration_ms, end_ms, region, version, usage, error, entry, *deploy = rest
+    return trusted_record(
+        "%032x" % trace_id,  # noqa: UP031 - as cost_record spells them
+        "%016x" % span_id,  # noqa: UP031
+        service,
+        operation,
+        nanos / 1_000_000_000,
+        currency,
+        duration_ms,
+        end_ms,
+        region,
+        version,
+        _NO_USAGE if usage is None else usage,
+        error,
+        entry,
+        *deploy,
+    )
 
 
 def _new_lock(exporter: InMemoryCostExporter) -> None:
