@@ -36,7 +36,6 @@ SCRIPTS = (
     "bench_kafka",
     "bench_rollup",
     "bench_memory",
-    "bench_instructions",
 )
 _TAIL_LINES = 30
 
