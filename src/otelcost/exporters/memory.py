@@ -52,7 +52,7 @@ class InMemoryCostExporter(CostExporter):
     def __init__(self, max_records: int | None = DEFAULT_MAX_RECORDS) -> None:
         if max_records is not None and max_records < 0:
             raise ValueError(f"max_records must be >= 0 or None, got {max_records}")
-        # CostRecords, and the processor's per-span cost tuples until ``records`` is read.
+        # CostRecords, and rows of the processor's costs until ``records`` reads them.
         self._records: collections.deque[Any] = collections.deque(maxlen=max_records)
         self._unbuilt = False
         self._max_records = max_records
