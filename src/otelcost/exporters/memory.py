@@ -46,7 +46,9 @@ class InMemoryCostExporter(CostExporter):
     ``stats()["evicted"]``); ``None`` keeps every record, for tests and short runs only.
     ``totals()`` never evicts: it has one entry per (service, operation), which the
     processor's cardinality guard bounds. An aggregate record counts ``span_count`` spans.
-    Records exported after ``shutdown`` are refused (FAILURE) and counted.
+    Records exported after ``shutdown`` are refused (FAILURE) and counted. Fed by a
+    ``CostSpanProcessor``, it keeps each span's values and builds the records when
+    ``records`` is first read, not per span on the processor's export worker.
     """
 
     def __init__(self, max_records: int | None = DEFAULT_MAX_RECORDS) -> None:
