@@ -440,7 +440,12 @@ def breakdown(count: int, params: dict[str, Any]) -> list[tuple[str, float, bool
     cache = PricingCache(PRICING)
     cache.refresh()
     coster = Coster(
-        cache, currency="USD", region=None, max_operations_per_service=1000, normalizer=None
+        cache,
+        currency="USD",
+        region=None,
+        max_operations_per_service=1000,
+        normalizer=None,
+        compiled=True,  # as the processor makes it where the extension is built
     )
     snap = coster.snapshot()
     as_dicts = [(span.name, dict(span.attributes)) for span in spans]

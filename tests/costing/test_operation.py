@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Mapping
+from types import MappingProxyType
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from opentelemetry.trace import SpanKind
 
+from otelcost.costing import normalize as normalize_module
+from otelcost.costing import operation
 from otelcost.costing.normalize import PathNormalizer
 from otelcost.costing.operation import (
     DEFAULT_OPERATION,
@@ -383,6 +386,163 @@ def test_a_repeat_is_a_memo_hit() -> None:
     assert derive_operation("x", {"db.system": "redis", "db.statement": ["GET"]}) == "redis"
     route_first = {"http.route": "/a", "http.method": ["GET"], "gen_ai.operation.name": "chat"}
     assert derive_operation("x", route_first) == "/a"
+
+
+# -- the path rule: Python and compiled ---------------------------------------------------
+
+_PATH_KEYS = ("url.path", "http.target", "url.full", "http.url")
+_SEGMENTS = st.one_of(
+    st.sampled_from(
+        [
+            "users",
+            "v2",
+            "42",
+            "0007",
+            "550e8400-e29b-41d4-a716-446655440000",
+            "a@b.com",
+            "Jos%C3%A9",
+            "%2F",
+            "%EA%AF",
+            "caf%e9",
+            "a%",
+            "deadbeef12",
+            "user123",
+            "v1.2",
+            "x" * 70,
+            "1" * 70,
+            "a1" * 40,
+            "José",
+            "a b",
+            "\x00",
+            "",
+        ]
+    ),
+    st.text(st.characters(codec="ascii"), max_size=12),
+    st.text(max_size=6),
+)
+_PATHS = st.builds(
+    lambda prefix, segments, suffix: prefix + "/".join(segments) + suffix,
+    st.sampled_from(
+        [
+            *("/", "", "//", " /", "http://h:8080/", "HTTPS://a.b", "x://", "mailto:x/"),
+            # At most 31 scheme characters, the first a letter.
+            *("a" * 31 + "://h/", "a" * 32 + "://h/", "1a://h/"),
+        ]
+    ),
+    st.lists(_SEGMENTS, max_size=6),
+    st.sampled_from(["", "/", " ", "?q=1/2", "#f/3", "?a#b", "?"]),
+)
+_PATH_VALUES = st.one_of(
+    _PATHS, st.sampled_from(["", " ", "/" + "ab/" * 400, "/" + "7/" * 900, 7, None])
+)
+_NORMALIZERS = {
+    "default": PathNormalizer(),
+    "no memo": PathNormalizer(cache_size=0),
+    "user rules": PathNormalizer(rules=[(r"/tenants/[^/]+", "/tenants/{tenant}")]),
+    "not a PathNormalizer": str.lower,
+}
+
+
+@pytest.mark.skipif(operation._speedups is None, reason="the extension was not built")
+@settings(max_examples=400, deadline=None)
+@given(
+    keys=st.lists(st.sampled_from(_PATH_KEYS), min_size=1, max_size=4, unique=True),
+    values=st.lists(_PATH_VALUES, min_size=4, max_size=4),
+    method_key=st.sampled_from(["http.request.method", "http.method", "http.method", None]),
+    # Half the examples in the compiled rule's common case (a method, no user rules).
+    method=st.one_of(st.just("GET"), st.sampled_from(["POST", "get", "BREW", "", 3, None])),
+    normalizer=st.one_of(st.just("default"), st.sampled_from(sorted(_NORMALIZERS))),
+    exact_dict=st.booleans(),
+)
+def test_the_compiled_server_rule_names_as_the_python_rule(
+    *,
+    keys: list[str],
+    values: list[object],
+    method_key: str | None,
+    method: object,
+    normalizer: str,
+    exact_dict: bool,
+) -> None:
+    """Spans a raw path names (a server span without a route): the compiled rule gives what
+    the Python rule gives, whether it takes the value or hands it to the Python rule."""
+    attributes: dict[str, object] = {
+        key: value for key, value in zip(keys, values, strict=False) if value is not None
+    }
+    names = list(attributes)
+    if method_key is not None:
+        names.append(method_key)
+        if method is not None:
+            attributes[method_key] = method
+    python = operation.path_rule(SpanKind.SERVER, names, compiled=False)
+    compiled = operation.path_rule(SpanKind.SERVER, names, compiled=True)
+    if python is None:  # no raw path key left: no rule either way
+        assert compiled is None
+        return
+    assert isinstance(compiled, operation._speedups.ServerRule)
+    given_attributes: Mapping[str, object] = (
+        attributes if exact_dict else MappingProxyType(attributes)
+    )
+    normalize = _NORMALIZERS[normalizer]
+    assert compiled(given_attributes, normalize) == python(given_attributes, normalize)
+
+
+@pytest.mark.skipif(operation._speedups is None, reason="the extension was not built")
+@settings(max_examples=500, deadline=None)
+@given(path=_PATHS, key=st.sampled_from(_PATH_KEYS))
+def test_the_compiled_server_rule_normalizes_as_python(path: str, key: str) -> None:
+    """The compiled rule's own case, only the path varying."""
+    names = ("http.method", key)
+    python = operation.path_rule(SpanKind.SERVER, names, compiled=False)
+    compiled = operation.path_rule(SpanKind.SERVER, names, compiled=True)
+    assert python is not None and compiled is not None
+    attributes = {"http.method": "GET", key: path}
+    normalize = _NORMALIZERS["default"]
+    assert compiled(attributes, normalize) == python(attributes, normalize)
+
+
+@pytest.mark.skipif(operation._speedups is None, reason="the extension was not built")
+def test_the_compiled_server_rule_takes_common_paths_itself() -> None:
+    """The e2e bench's paths never reach the Python rule (its fallback)."""
+    names = ["http.method", "http.url", "http.target"]
+    rule = operation.path_rule(SpanKind.SERVER, names, compiled=True)
+    assert isinstance(rule, operation._speedups.ServerRule)
+    fallback_calls: list[object] = []
+    python = operation.path_rule(SpanKind.SERVER, names, compiled=False)
+    assert python is not None
+
+    def fallback(attributes: Mapping[str, object], normalize: object) -> str | None:
+        fallback_calls.append(attributes)
+        return python(attributes, normalize)  # type: ignore[arg-type]
+
+    watched = operation._speedups.ServerRule(
+        fallback,
+        ("http.target", "http.url"),
+        "http.method",
+        operation._HTTP_METHODS,
+        PathNormalizer,
+        normalize_module._cached_segment,
+        MAX_VALUE_CHARS,
+        MAX_OPERATION_CHARS,
+        normalize_module._MAX_CACHED_SEGMENT,
+    )
+    normalize = PathNormalizer()
+    cases = {
+        "http://127.0.0.1/users/42": "GET /users/*",
+        "/users/42?expand=1#x": "GET /users/*",
+        "/api/v2/users/42/orders/550e8400-e29b-41d4-a716-446655440000": (
+            "GET /api/v2/users/*/orders/*"
+        ),
+        "//health/": "GET /health",
+        "https://shop.example:8443": "GET /",
+    }
+    for path, expected in cases.items():
+        attributes = {"http.method": "GET", "http.url": path}
+        assert watched(attributes, normalize) == expected == rule(attributes, normalize)
+    assert fallback_calls == []
+    # Outside the common case: the Python rule decides.
+    odd = {"http.method": "GET", "http.url": " /users/José/1 "}
+    assert watched(odd, normalize) == "GET /users/José/*"
+    assert fallback_calls == [odd]
 
 
 # -- CardinalityGuard ----------------------------------------------------------------------

@@ -206,6 +206,10 @@ _ATTRIBUTE_SETS = st.sampled_from(
         {"http.method": "GET", "http.target": "/users/9", "http.status_code": 404},
         {"http.method": "GET", "http.target": "/health", "http.status_code": 404},
         {"http.method": "GET", "http.target": " ", "http.status_code": 404},
+        # The WSGI middleware's: a full URL, no target (the compiled server rule's case).
+        {"http.method": "GET", "http.url": "http://127.0.0.1/users/10", "http.status_code": 200},
+        {"http.method": "GET", "http.url": "http://127.0.0.1/users/11?x=1", "net.host.port": 80},
+        {"http.method": "POST", "http.url": "http://127.0.0.1/Users/Jos%C3%A9/1"},
         {"http.request.method": "GET", "url.full": "https://api.example.com/v1/items/5"},
         {"http.request.method": "GET", "url.full": "https://api.example.com/v1/items/6"},
         {"db.system": "postgresql", "db.operation": "SELECT", "db.sql.table": "users"},

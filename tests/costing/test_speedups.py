@@ -161,6 +161,30 @@ def test_otelcost_pure_python_switches_it_off(
     assert span.attributes["cost.price_key"] == "checkout:GET /users/{id}"
 
 
+@pytest.mark.parametrize("compiled", BOTH)
+def test_spans_a_raw_path_names_use_the_compiled_server_rule_unless_pure_python(
+    compiled: bool, processors: list[CostSpanProcessor]
+) -> None:
+    processor = _processor(compiled)
+    processors.append(processor)
+    tracer = _tracer(processor)
+    for user in (7, 8):
+        span = tracer.start_span(
+            "GET",
+            kind=SpanKind.SERVER,
+            attributes={"http.method": "GET", "http.url": f"http://h/users/{user}"},
+        )
+        span.end()
+        assert span.attributes["cost.operation"] == "GET /users/*"
+    rules = [
+        shape.path_rule
+        for shape in processor._coster._shapes.values()
+        if shape.path_rule is not None
+    ]
+    assert len(rules) == 1
+    assert isinstance(rules[0], _speedups.ServerRule) is compiled
+
+
 @needs_compiled
 def test_off_values_and_the_copy_path_keep_it_off_or_on(
     monkeypatch: pytest.MonkeyPatch, processors: list[CostSpanProcessor]

@@ -1,4 +1,5 @@
-/* otelcost.costing._speedups: the ending hook's planned path in C (optional).
+/* otelcost.costing._speedups: the ending hook's planned path in C (optional), and the
+ * server path rule (ServerRule, below).
  *
  * Planner(span) does exactly what CostSpanProcessor._price_planned does, reading the same
  * state each call (coster.live, pricing.held, coster._shapes, tally.local ...): True having
@@ -14,6 +15,7 @@
 #include <Python.h>
 #include <float.h>
 #include <stddef.h>
+#include <string.h>
 #include <math.h>
 #ifndef Py_T_OBJECT_EX
 #include <structmember.h> /* T_OBJECT_EX before 3.12 */
@@ -34,7 +36,7 @@ static PyObject *s_live, *s_held, *s__attributes, *s__dict, *s__shapes, *s_plain
     *s_cost_duration_ms, *s_cost_amount, *s_local, *s_totals, *s_not_billable,
     *s__queue_records, *s__put_cost, *s__context, *s__pricing_in_hook, *s__price_in_place,
     *s__pricing_error, *s__hook_error, *s_get, *s_snapshot, *s_nested, *s_entry_plan,
-    *s_nested_plan, *s_path_rule, *s__by_path, *s_next;
+    *s_nested_plan, *s_path_rule, *s__by_path, *s_next, *s__rules;
 static PyObject *int_zero, *int_one;
 
 /* A __slots__ attribute of Named or the naming shape, read at its offset in the object
@@ -208,6 +210,322 @@ call_handling(PyObject *fn_owner, PyObject *fn_name)
     Py_DECREF(result);
     return 0;
 }
+
+/* -- the server path rule ---------------------------------------------------------------- */
+
+/* ServerRule(attributes, normalize) is operation._server_rule's rule for the spans a raw path
+ * names (a server span without a route: its method and path, the ids made stars). A new
+ * id per request makes it the one naming step that runs per span; in Python it is seven
+ * frames (the rule, PathNormalizer, _normalize, _sanitize, _path_part, a comprehension).
+ * Here the common case: the attribute dict itself, the first path or URL present a
+ * printable ASCII string without surrounding blanks, a standard method, and a normalizer
+ * without user rules (so only normalize.py's own rules apply). Anything else is the Python
+ * rule's (`fallback`); tests/costing/test_speedups.py holds the two equal on random paths. */
+
+typedef struct {
+    PyObject_HEAD
+    vectorcallfunc vectorcall;
+    PyObject *fallback;        /* the Python rule */
+    PyObject *path_keys;       /* tuple of str */
+    PyObject *method_key;      /* str or None */
+    PyObject *methods;         /* frozenset: the standard methods */
+    PyObject *normalizer_type; /* PathNormalizer */
+    PyObject *segment;         /* normalize._cached_segment */
+    Py_ssize_t max_value;      /* MAX_VALUE_CHARS */
+    Py_ssize_t max_operation;  /* MAX_OPERATION_CHARS */
+    Py_ssize_t max_segment;    /* normalize._MAX_CACHED_SEGMENT */
+} ServerRule;
+
+static PyTypeObject ServerRuleType;
+
+/* Longer paths (past the query) are left to Python: they fit the stack buffer below. */
+#define PLAIN_PATH_MAX 2048
+
+static inline int
+ascii_letter(char c)
+{
+    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z');
+}
+
+/* normalize.py's _normalize(path) without user rules, for a non-empty printable ASCII path
+ * (nothing to sanitize): any scheme://authority, the query and fragment cut, empty
+ * segments dropped, all-digit segments "*", segments without a digit, "@" or "%" kept, the
+ * others through `segment` (the memoized per-segment rules) as Python does. A new
+ * reference; Py_None where Python must decide; NULL on error. */
+static PyObject *
+plain_path(ServerRule *self, PyObject *path)
+{
+    const char *data = (const char *)PyUnicode_1BYTE_DATA(path);
+    Py_ssize_t n = PyUnicode_GET_LENGTH(path);
+    /* A leading scheme://authority (normalize._AUTHORITY: a letter, at most 30 more scheme
+       characters, "://", then anything up to "/", "?" or "#") is dropped. */
+    if (ascii_letter(data[0])) {
+        Py_ssize_t i = 1;
+        while (i < n && i <= 31 &&
+               (ascii_letter(data[i]) || (data[i] >= '0' && data[i] <= '9') || data[i] == '+' ||
+                data[i] == '.' || data[i] == '-')) {
+            i++;
+        }
+        if (i <= 31 && i + 2 < n && data[i] == ':' && data[i + 1] == '/' && data[i + 2] == '/') {
+            for (i += 3; i < n && data[i] != '/' && data[i] != '?' && data[i] != '#'; i++) {
+            }
+            data += i;
+            n -= i;
+        }
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (data[i] == '?' || data[i] == '#') {
+            n = i;
+            break;
+        }
+    }
+    if (n > PLAIN_PATH_MAX) {
+        Py_RETURN_NONE;
+    }
+    char out[PLAIN_PATH_MAX * 2];
+    Py_ssize_t size = 0;
+    Py_ssize_t start = 0;
+    while (start < n) {
+        Py_ssize_t end = start;
+        int digits = 0, other = 0, special = 0;
+        while (end < n && data[end] != '/') {
+            char c = data[end];
+            if (c >= '0' && c <= '9') {
+                digits = 1;
+            }
+            else {
+                other = 1;
+                special |= c == '@' || c == '%';
+            }
+            end++;
+        }
+        Py_ssize_t length = end - start;
+        if (length > 0) {
+            if (size + 1 + length > (Py_ssize_t)sizeof(out)) {
+                Py_RETURN_NONE;
+            }
+            out[size++] = '/';
+            if (!other) { /* digits only: an id */
+                out[size++] = '*';
+            }
+            else if (!digits && !special) { /* nothing volatile can be in it */
+                memcpy(out + size, data + start, length);
+                size += length;
+            }
+            else if (length > self->max_segment) {
+                Py_RETURN_NONE;
+            }
+            else {
+                PyObject *text = PyUnicode_FromStringAndSize(data + start, length);
+                if (text == NULL) {
+                    return NULL;
+                }
+                PyObject *done = PyObject_CallOneArg(self->segment, text);
+                Py_DECREF(text);
+                if (done == NULL) {
+                    return NULL;
+                }
+                Py_ssize_t got = PyUnicode_CheckExact(done) && PyUnicode_IS_ASCII(done)
+                                     ? PyUnicode_GET_LENGTH(done)
+                                     : -1;
+                if (got < 0 || size + got > (Py_ssize_t)sizeof(out)) {
+                    Py_DECREF(done);
+                    Py_RETURN_NONE;
+                }
+                memcpy(out + size, PyUnicode_1BYTE_DATA(done), got);
+                size += got;
+                Py_DECREF(done);
+            }
+        }
+        start = end + 1;
+    }
+    if (size == 0) {
+        out[size++] = '/';
+    }
+    return PyUnicode_FromStringAndSize(out, size);
+}
+
+/* A path value the fast path takes: a str of printable ASCII, neither starting nor ending
+ * with a blank, at most max_value long (what the Python rule uses unchanged, stripped). */
+static int
+plain_value(ServerRule *self, PyObject *value)
+{
+    if (!PyUnicode_CheckExact(value) || !PyUnicode_IS_ASCII(value)) {
+        return 0;
+    }
+    Py_ssize_t n = PyUnicode_GET_LENGTH(value);
+    const char *data = (const char *)PyUnicode_1BYTE_DATA(value);
+    if (n == 0 || n > self->max_value || data[0] == ' ' || data[n - 1] == ' ') {
+        return 0;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (data[i] < 0x20 || data[i] > 0x7e) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+/* The operation, a new reference; Py_None where the Python rule must decide; NULL on error. */
+static PyObject *
+server_rule_fast(ServerRule *self, PyObject *attributes, PyObject *normalize)
+{
+    if (!PyDict_CheckExact(attributes) || (PyObject *)Py_TYPE(normalize) != self->normalizer_type ||
+        self->method_key == Py_None) {
+        Py_RETURN_NONE;
+    }
+    PyObject *rules = PyObject_GetAttr(normalize, s__rules);
+    if (rules == NULL) {
+        return NULL;
+    }
+    int plain = PyTuple_CheckExact(rules) && PyTuple_GET_SIZE(rules) == 0;
+    Py_DECREF(rules);
+    if (!plain) {
+        Py_RETURN_NONE;
+    }
+    PyObject *path = NULL; /* borrowed */
+    Py_ssize_t keys = PyTuple_GET_SIZE(self->path_keys);
+    for (Py_ssize_t i = 0; i < keys && path == NULL; i++) {
+        path = PyDict_GetItemWithError(attributes, PyTuple_GET_ITEM(self->path_keys, i));
+        if (path == NULL && PyErr_Occurred()) {
+            return NULL;
+        }
+    }
+    if (path == NULL || !plain_value(self, path)) {
+        Py_RETURN_NONE;
+    }
+    PyObject *method = PyDict_GetItemWithError(attributes, self->method_key);
+    if (method == NULL) {
+        if (PyErr_Occurred()) {
+            return NULL;
+        }
+        Py_RETURN_NONE;
+    }
+    if (!PyUnicode_CheckExact(method)) {
+        Py_RETURN_NONE;
+    }
+    int standard = PySet_Contains(self->methods, method);
+    if (standard <= 0) {
+        return standard < 0 ? NULL : Py_NewRef(Py_None);
+    }
+    PyObject *target = plain_path(self, path);
+    if (target == NULL || target == Py_None) {
+        return target;
+    }
+    PyObject *operation = PyUnicode_FromFormat("%U %U", method, target);
+    Py_DECREF(target);
+    if (operation != NULL && PyUnicode_GET_LENGTH(operation) > self->max_operation) {
+        Py_SETREF(operation, Py_NewRef(Py_None));
+    }
+    return operation;
+}
+
+static PyObject *
+server_rule_vectorcall(PyObject *op, PyObject *const *args, size_t nargsf, PyObject *kwnames)
+{
+    ServerRule *self = (ServerRule *)op;
+    if (PyVectorcall_NARGS(nargsf) != 2 || (kwnames != NULL && PyTuple_GET_SIZE(kwnames))) {
+        PyErr_SetString(PyExc_TypeError, "ServerRule takes two arguments: attributes, normalize");
+        return NULL;
+    }
+    PyObject *operation = server_rule_fast(self, args[0], args[1]);
+    if (operation != Py_None) {
+        return operation;
+    }
+    Py_DECREF(operation);
+    return PyObject_Vectorcall(self->fallback, args, 2, NULL);
+}
+
+static PyObject *
+server_rule_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
+{
+    PyObject *fallback, *path_keys, *method_key, *methods, *normalizer_type, *segment;
+    Py_ssize_t max_value, max_operation, max_segment;
+    static char *kwlist[] = {"fallback",        "path_keys", "method_key",    "methods",
+                             "normalizer_type", "segment",   "max_value",     "max_operation",
+                             "max_segment",     NULL};
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OO!OO!O!Onnn:ServerRule", kwlist, &fallback,
+                                     &PyTuple_Type, &path_keys, &method_key, &PyFrozenSet_Type,
+                                     &methods, &PyType_Type, &normalizer_type, &segment,
+                                     &max_value, &max_operation, &max_segment)) {
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(path_keys); i++) {
+        if (!PyUnicode_CheckExact(PyTuple_GET_ITEM(path_keys, i))) {
+            PyErr_SetString(PyExc_TypeError, "path_keys must be strings");
+            return NULL;
+        }
+    }
+    if (method_key != Py_None && !PyUnicode_CheckExact(method_key)) {
+        PyErr_SetString(PyExc_TypeError, "method_key must be a string or None");
+        return NULL;
+    }
+    if (max_segment < 0 || max_segment > PLAIN_PATH_MAX) {
+        PyErr_SetString(PyExc_ValueError, "max_segment out of range");
+        return NULL;
+    }
+    ServerRule *self = (ServerRule *)type->tp_alloc(type, 0);
+    if (self == NULL) {
+        return NULL;
+    }
+    self->vectorcall = server_rule_vectorcall;
+    self->fallback = Py_NewRef(fallback);
+    self->path_keys = Py_NewRef(path_keys);
+    self->method_key = Py_NewRef(method_key);
+    self->methods = Py_NewRef(methods);
+    self->normalizer_type = Py_NewRef(normalizer_type);
+    self->segment = Py_NewRef(segment);
+    self->max_value = max_value;
+    self->max_operation = max_operation;
+    self->max_segment = max_segment;
+    return (PyObject *)self;
+}
+
+static int
+server_rule_traverse(ServerRule *self, visitproc visit, void *arg)
+{
+    Py_VISIT(self->fallback);
+    Py_VISIT(self->path_keys);
+    Py_VISIT(self->method_key);
+    Py_VISIT(self->methods);
+    Py_VISIT(self->normalizer_type);
+    Py_VISIT(self->segment);
+    return 0;
+}
+
+static int
+server_rule_clear(ServerRule *self)
+{
+    Py_CLEAR(self->fallback);
+    Py_CLEAR(self->path_keys);
+    Py_CLEAR(self->method_key);
+    Py_CLEAR(self->methods);
+    Py_CLEAR(self->normalizer_type);
+    Py_CLEAR(self->segment);
+    return 0;
+}
+
+static void
+server_rule_dealloc(ServerRule *self)
+{
+    PyObject_GC_UnTrack(self);
+    server_rule_clear(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyTypeObject ServerRuleType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "otelcost.costing._speedups.ServerRule",
+    .tp_doc = PyDoc_STR("ServerRule(fallback, path_keys, ...)(attributes, normalize): "
+                        "operation._server_rule's rule in C for common paths."),
+    .tp_basicsize = sizeof(ServerRule),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL,
+    .tp_new = server_rule_new,
+    .tp_dealloc = (destructor)server_rule_dealloc,
+    .tp_traverse = (traverseproc)server_rule_traverse,
+    .tp_clear = (inquiry)server_rule_clear,
+    .tp_vectorcall_offset = offsetof(ServerRule, vectorcall),
+    .tp_call = PyVectorcall_Call,
+};
 
 /* -- the planned path -------------------------------------------------------------------- */
 
@@ -966,8 +1284,8 @@ static PyTypeObject EndingHookType = {
 static struct PyModuleDef speedups_module = {
     PyModuleDef_HEAD_INIT,
     .m_name = "otelcost.costing._speedups",
-    .m_doc = PyDoc_STR("The ending hook's planned path in C (optional; see "
-                       "otelcost.costing.processor)."),
+    .m_doc = PyDoc_STR("The ending hook's planned path and the server path rule in C "
+                       "(optional; see otelcost.costing.processor and .operation)."),
     .m_size = -1,
 };
 
@@ -1020,10 +1338,12 @@ PyInit__speedups(void)
     INTERN(s_path_rule, "path_rule");
     INTERN(s_next, "next");
     INTERN(s__by_path, "_by_path");
+    INTERN(s__rules, "_rules");
     if ((int_zero = PyLong_FromLong(0)) == NULL || (int_one = PyLong_FromLong(1)) == NULL) {
         return NULL;
     }
-    if (PyType_Ready(&PlannerType) < 0 || PyType_Ready(&EndingHookType) < 0) {
+    if (PyType_Ready(&PlannerType) < 0 || PyType_Ready(&EndingHookType) < 0 ||
+        PyType_Ready(&ServerRuleType) < 0) {
         return NULL;
     }
     PyObject *module = PyModule_Create(&speedups_module);
@@ -1031,7 +1351,8 @@ PyInit__speedups(void)
         return NULL;
     }
     if (PyModule_AddObjectRef(module, "Planner", (PyObject *)&PlannerType) < 0 ||
-        PyModule_AddObjectRef(module, "EndingHook", (PyObject *)&EndingHookType) < 0) {
+        PyModule_AddObjectRef(module, "EndingHook", (PyObject *)&EndingHookType) < 0 ||
+        PyModule_AddObjectRef(module, "ServerRule", (PyObject *)&ServerRuleType) < 0) {
         Py_DECREF(module);
         return NULL;
     }

@@ -1,9 +1,10 @@
-"""The ending hook's planned path in C (optional: built by setup.py where a compiler is)."""
+"""The ending hook's planned path and the server path rule in C (optional: built by setup.py
+where a compiler is)."""
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
-__all__ = ["EndingHook", "Planner"]
+__all__ = ["EndingHook", "Planner", "ServerRule"]
 
 class Planner:
     """``CostSpanProcessor._price_planned`` in C: True having priced the span, False having
@@ -35,3 +36,23 @@ class EndingHook:
         self, planner: Planner, processor: Any, hooks: tuple[Callable[[Any], object], ...]
     ) -> None: ...
     def __call__(self, span: Any, /) -> None: ...
+
+class ServerRule:
+    """``operation._server_rule``'s rule in C for common paths; ``fallback`` (that rule) for
+    the rest."""
+
+    def __init__(
+        self,
+        fallback: Callable[[Mapping[str, object], Callable[[str], str]], str | None],
+        path_keys: tuple[str, ...],
+        method_key: str | None,
+        methods: frozenset[str],
+        normalizer_type: type,
+        segment: Callable[[str], str],
+        max_value: int,
+        max_operation: int,
+        max_segment: int,
+    ) -> None: ...
+    def __call__(
+        self, attributes: Mapping[str, object], normalize: Callable[[str], str], /
+    ) -> str | None: ...

@@ -15,7 +15,18 @@ from typing import TypeAlias
 
 from opentelemetry.trace import SpanKind
 
-from otelcost.costing.normalize import normalize_path, normalize_segment
+from otelcost.costing.normalize import (
+    _MAX_CACHED_SEGMENT,
+    PathNormalizer,
+    _cached_segment,
+    normalize_path,
+    normalize_segment,
+)
+
+try:  # the compiled server rule (setup.py builds it where a C compiler is); else Python
+    from otelcost.costing import _speedups
+except ImportError:
+    _speedups = None  # type: ignore[assignment]
 
 __all__ = [
     "DEFAULT_OPERATION",
@@ -296,14 +307,17 @@ PathRule: TypeAlias = Callable[[Mapping[str, object], Callable[[str], str]], str
 """A naming rule for spans a raw path or URL names (``path_rule``)."""
 
 
-def path_rule(kind: SpanKind | None, names: Collection[str]) -> PathRule | None:
+def path_rule(
+    kind: SpanKind | None, names: Collection[str], *, compiled: bool = False
+) -> PathRule | None:
     """For spans of this kind and these attribute names that a raw path or URL names (a
     server span without ``http.route``, an HTTP client call with a URL), the rule that
     names them: ``rule(attributes, normalize)`` is ``derive_operation``'s result, or None
     when the span has too little (its name decides). None for every other span.
 
     The raw path differs per request, so a caller memoizing on the values the rule reads
-    would keep an entry per request; it can memoize on this result instead."""
+    would keep an entry per request; it can memoize on this result instead. ``compiled``:
+    the server rule in C where it is built (same results, see ``_server_rule``)."""
     client = _is_client(kind, names)
     if not client and "http.route" in names:
         return None
@@ -314,6 +328,7 @@ def path_rule(kind: SpanKind | None, names: Collection[str]) -> PathRule | None:
         return _server_rule(
             tuple(key for key in _RAW_PATH_KEYS if key in names),
             next((key for key in _HTTP_METHOD if key in names), None),
+            compiled=compiled,
         )
     if rule == RULE_HTTP_CLIENT:
         return _cut_client
@@ -323,10 +338,15 @@ def path_rule(kind: SpanKind | None, names: Collection[str]) -> PathRule | None:
 _RAW_PATH_KEYS = (*_HTTP_PATH, *_HTTP_URL)
 
 
-def _server_rule(path_keys: tuple[str, ...], method_key: str | None) -> PathRule:
+def _server_rule(path_keys: tuple[str, ...], method_key: str | None, *, compiled: bool) -> PathRule:
     """``_http_server`` for spans whose attribute names are known: only the path keys
     present are read, in their order, and the common values (a printable string, a
-    standard method) skip ``_clean``; anything else takes the complete code."""
+    standard method) skip ``_clean``; anything else takes the complete code.
+
+    ``compiled``: where the extension is built, ``_speedups.ServerRule`` around this rule:
+    a new raw path per request makes it the naming step that runs per span, and in C the
+    common case (a printable ASCII path, a standard method, a normalizer without user
+    rules) costs no Python frame; it calls this rule for everything else."""
 
     def rule(attributes: Mapping[str, object], normalize: Callable[[str], str]) -> str | None:
         for key in path_keys:
@@ -345,7 +365,19 @@ def _server_rule(path_keys: tuple[str, ...], method_key: str | None) -> PathRule
         target = normalize(path)
         return (target if method is None else f"{method} {target}")[:MAX_OPERATION_CHARS]
 
-    return rule
+    if not compiled or _speedups is None:
+        return rule
+    return _speedups.ServerRule(
+        rule,
+        path_keys,
+        method_key,
+        _HTTP_METHODS,
+        PathNormalizer,
+        _cached_segment,
+        MAX_VALUE_CHARS,
+        MAX_OPERATION_CHARS,
+        _MAX_CACHED_SEGMENT,
+    )
 
 
 def _cut_client(attributes: Mapping[str, object], normalize: Callable[[str], str]) -> str | None:

@@ -195,12 +195,15 @@ class CostSpanProcessor(SpanProcessor):
             for hook in (getattr(p, "_on_ending", None) for p in self._span_processors)
             if hook is not None
         )
+        # OTELCOST_PURE_PYTHON: no compiled code, where it is built (the same results).
+        pure = environment.flag(environment.PURE_PYTHON, environ)
         self._coster = Coster(
             self._pricing,
             currency=currency,
             region=environment.choose(region, environment.REGION, None, environ),
             max_operations_per_service=max_operations_per_service,
             normalizer=normalizer,
+            compiled=not pure,
         )
         self._shutdown = False
         # Pricing in the ending hook until shutdown (one attribute read per span).
@@ -237,11 +240,7 @@ class CostSpanProcessor(SpanProcessor):
             self._put_span = self._spans.put
         # The compiled planner replaces _price_planned and _on_ending (same results, see
         # _use_compiled) unless OTELCOST_PURE_PYTHON is set or it was not built.
-        self._compiled = (
-            self._hook
-            and not environment.flag(environment.PURE_PYTHON, environ)
-            and self._use_compiled()
-        )
+        self._compiled = self._hook and not pure and self._use_compiled()
         _logger.info(
             "otelcost: pricing spans %s",
             "in the SDK's ending hook (cost.* written into each span; pricing_path=ending_hook, "
