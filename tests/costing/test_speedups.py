@@ -185,6 +185,44 @@ def test_spans_a_raw_path_names_use_the_compiled_server_rule_unless_pure_python(
     assert isinstance(rules[0], _speedups.ServerRule) is compiled
 
 
+@pytest.mark.parametrize("compiled", BOTH)
+def test_the_compiled_planner_names_new_paths_without_python(
+    compiled: bool, processors: list[CostSpanProcessor]
+) -> None:
+    """A new id in every path: once the shape and its operation are known, the compiled
+    planner finds the operation's Named itself (Coster._by_path's memo hit); a new
+    operation, or a path with nothing volatile, goes to Python."""
+    processor = _processor(compiled)
+    processors.append(processor)
+    coster = processor._coster
+    asked: list[str] = []
+    by_path = coster._by_path
+
+    def counted(rule: Any, kind: Any, attributes: Any, *rest: Any) -> Any:
+        asked.append(attributes["http.url"])
+        return by_path(rule, kind, attributes, *rest)
+
+    coster._by_path = counted  # type: ignore[method-assign]
+    tracer = _tracer(processor)
+    urls = [f"http://h/users/{user}" for user in range(5)] + ["http://h/health"] * 2
+    urls += ["http://h/orders/1", "http://h/orders/2"]
+    operations = []
+    for url in urls:
+        span = tracer.start_span(
+            "GET", kind=SpanKind.SERVER, attributes={"http.method": "GET", "http.url": url}
+        )
+        span.end()
+        operations.append(span.attributes["cost.operation"])
+    assert operations == ["GET /users/*"] * 5 + ["GET /health"] * 2 + ["GET /orders/*"] * 2
+    # A new operation is asked twice: by the planner, then by Coster.price for its first
+    # span (its binding is made there). /health's values are memoized after the first.
+    first = [urls[0], urls[5], urls[7], urls[7]]
+    if compiled:
+        assert asked == first
+    else:
+        assert asked == [*urls[:6], urls[7], *urls[7:]]
+
+
 @needs_compiled
 def test_off_values_and_the_copy_path_keep_it_off_or_on(
     monkeypatch: pytest.MonkeyPatch, processors: list[CostSpanProcessor]

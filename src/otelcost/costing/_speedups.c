@@ -36,7 +36,8 @@ static PyObject *s_live, *s_held, *s__attributes, *s__dict, *s__shapes, *s_plain
     *s_cost_duration_ms, *s_cost_amount, *s_local, *s_totals, *s_not_billable,
     *s__queue_records, *s__put_cost, *s__context, *s__pricing_in_hook, *s__price_in_place,
     *s__pricing_error, *s__hook_error, *s_get, *s_snapshot, *s_nested, *s_entry_plan,
-    *s_nested_plan, *s_path_rule, *s__by_path, *s_next, *s__rules;
+    *s_nested_plan, *s_path_rule, *s__by_path, *s_next, *s__rules, *s__normalize, *s_service,
+    *s_by_path;
 static PyObject *int_zero, *int_one;
 
 /* A __slots__ attribute of Named or the naming shape, read at its offset in the object
@@ -48,7 +49,19 @@ typedef struct {
     PyObject *name;
 } Slot;
 
-enum { S_PLAIN, S_RESOURCE, S_KIND, S_READER, S_MEMO, S_BY_NAME, S_PATH_RULE, S_NEXT, SHAPE_SLOTS };
+enum {
+    S_PLAIN,
+    S_RESOURCE,
+    S_KIND,
+    S_READER,
+    S_MEMO,
+    S_BY_NAME,
+    S_PATH_RULE,
+    S_NEXT,
+    S_SERVICE,
+    S_BY_PATH,
+    SHAPE_SLOTS
+};
 enum { N_BINDING, N_ENTRY_KIND, N_NOT_BILLABLE, NAMED_SLOTS };
 
 /* Binding's fields, by position (checked against Binding._fields by the caller). */
@@ -231,6 +244,7 @@ typedef struct {
     PyObject *methods;         /* frozenset: the standard methods */
     PyObject *normalizer_type; /* PathNormalizer */
     PyObject *segment;         /* normalize._cached_segment */
+    PyObject *plain_normalizer; /* the last normalizer seen without user rules, or NULL */
     Py_ssize_t max_value;      /* MAX_VALUE_CHARS */
     Py_ssize_t max_operation;  /* MAX_OPERATION_CHARS */
     Py_ssize_t max_segment;    /* normalize._MAX_CACHED_SEGMENT */
@@ -238,7 +252,7 @@ typedef struct {
 
 static PyTypeObject ServerRuleType;
 
-/* Longer paths (past the query) are left to Python: they fit the stack buffer below. */
+/* Longer paths (past the query) are left to Python; the rest fit plain_operation's buffer. */
 #define PLAIN_PATH_MAX 2048
 
 static inline int
@@ -247,16 +261,25 @@ ascii_letter(char c)
     return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z');
 }
 
-/* normalize.py's _normalize(path) without user rules, for a non-empty printable ASCII path
- * (nothing to sanitize): any scheme://authority, the query and fragment cut, empty
- * segments dropped, all-digit segments "*", segments without a digit, "@" or "%" kept, the
- * others through `segment` (the memoized per-segment rules) as Python does. A new
- * reference; Py_None where Python must decide; NULL on error. */
+/* f"{method} {normalize(path)}" for normalize.py's _normalize without user rules, for a
+ * non-empty printable ASCII path and a method of ASCII letters (nothing to sanitize): any
+ * scheme://authority, the query and fragment cut, empty segments dropped, all-digit
+ * segments "*", segments without a digit, "@" or "%" kept, the others through `segment`
+ * (the memoized per-segment rules) as Python does. A new reference; Py_None where Python
+ * must decide (an operation longer than max_operation, which Python cuts); NULL on error. */
 static PyObject *
-plain_path(ServerRule *self, PyObject *path)
+plain_operation(ServerRule *self, PyObject *method, PyObject *path)
 {
+    char out[PLAIN_PATH_MAX * 2];
+    Py_ssize_t size = PyUnicode_GET_LENGTH(method);
     const char *data = (const char *)PyUnicode_1BYTE_DATA(path);
     Py_ssize_t n = PyUnicode_GET_LENGTH(path);
+    if (size + 2 > (Py_ssize_t)sizeof(out)) {
+        Py_RETURN_NONE;
+    }
+    memcpy(out, PyUnicode_1BYTE_DATA(method), size);
+    out[size++] = ' ';
+    Py_ssize_t target = size;
     /* A leading scheme://authority (normalize._AUTHORITY: a letter, at most 30 more scheme
        characters, "://", then anything up to "/", "?" or "#") is dropped. */
     if (ascii_letter(data[0])) {
@@ -282,8 +305,6 @@ plain_path(ServerRule *self, PyObject *path)
     if (n > PLAIN_PATH_MAX) {
         Py_RETURN_NONE;
     }
-    char out[PLAIN_PATH_MAX * 2];
-    Py_ssize_t size = 0;
     Py_ssize_t start = 0;
     while (start < n) {
         Py_ssize_t end = start;
@@ -339,8 +360,11 @@ plain_path(ServerRule *self, PyObject *path)
         }
         start = end + 1;
     }
-    if (size == 0) {
+    if (size == target) {
         out[size++] = '/';
+    }
+    if (size > self->max_operation) {
+        Py_RETURN_NONE;
     }
     return PyUnicode_FromStringAndSize(out, size);
 }
@@ -374,14 +398,17 @@ server_rule_fast(ServerRule *self, PyObject *attributes, PyObject *normalize)
         self->method_key == Py_None) {
         Py_RETURN_NONE;
     }
-    PyObject *rules = PyObject_GetAttr(normalize, s__rules);
-    if (rules == NULL) {
-        return NULL;
-    }
-    int plain = PyTuple_CheckExact(rules) && PyTuple_GET_SIZE(rules) == 0;
-    Py_DECREF(rules);
-    if (!plain) {
-        Py_RETURN_NONE;
+    if (normalize != self->plain_normalizer) { /* a PathNormalizer's rules are set once */
+        PyObject *rules = PyObject_GetAttr(normalize, s__rules);
+        if (rules == NULL) {
+            return NULL;
+        }
+        int plain = PyTuple_CheckExact(rules) && PyTuple_GET_SIZE(rules) == 0;
+        Py_DECREF(rules);
+        if (!plain) {
+            Py_RETURN_NONE;
+        }
+        Py_XSETREF(self->plain_normalizer, Py_NewRef(normalize));
     }
     PyObject *path = NULL; /* borrowed */
     Py_ssize_t keys = PyTuple_GET_SIZE(self->path_keys);
@@ -401,23 +428,14 @@ server_rule_fast(ServerRule *self, PyObject *attributes, PyObject *normalize)
         }
         Py_RETURN_NONE;
     }
-    if (!PyUnicode_CheckExact(method)) {
+    if (!PyUnicode_CheckExact(method) || !PyUnicode_IS_ASCII(method)) {
         Py_RETURN_NONE;
     }
     int standard = PySet_Contains(self->methods, method);
     if (standard <= 0) {
         return standard < 0 ? NULL : Py_NewRef(Py_None);
     }
-    PyObject *target = plain_path(self, path);
-    if (target == NULL || target == Py_None) {
-        return target;
-    }
-    PyObject *operation = PyUnicode_FromFormat("%U %U", method, target);
-    Py_DECREF(target);
-    if (operation != NULL && PyUnicode_GET_LENGTH(operation) > self->max_operation) {
-        Py_SETREF(operation, Py_NewRef(Py_None));
-    }
-    return operation;
+    return plain_operation(self, method, path);
 }
 
 static PyObject *
@@ -490,6 +508,7 @@ server_rule_traverse(ServerRule *self, visitproc visit, void *arg)
     Py_VISIT(self->methods);
     Py_VISIT(self->normalizer_type);
     Py_VISIT(self->segment);
+    Py_VISIT(self->plain_normalizer);
     return 0;
 }
 
@@ -502,6 +521,7 @@ server_rule_clear(ServerRule *self)
     Py_CLEAR(self->methods);
     Py_CLEAR(self->normalizer_type);
     Py_CLEAR(self->segment);
+    Py_CLEAR(self->plain_normalizer);
     return 0;
 }
 
@@ -528,6 +548,59 @@ static PyTypeObject ServerRuleType = {
 };
 
 /* -- the planned path -------------------------------------------------------------------- */
+
+/* Coster._by_path's memo hit with the compiled server rule, no Python frame: the Named of
+ * a volatile operation ("*" in it) under the shape's own service. A new reference; Py_None
+ * for anything else (a miss, no service, nothing volatile: _by_path then memoizes the
+ * values too), which the caller leaves to _by_path; NULL on error. */
+static PyObject *
+by_path_hit(Planner *self, ServerRule *rule, PyObject *shape, PyObject *inner)
+{
+    PyObject *normalize = PyObject_GetAttr(self->coster, s__normalize);
+    if (normalize == NULL) {
+        return NULL;
+    }
+    PyObject *derived = server_rule_fast(rule, inner, normalize);
+    Py_DECREF(normalize);
+    if (derived == NULL || derived == Py_None) {
+        return derived;
+    }
+    PyObject *found = Py_NewRef(Py_None), *service = NULL, *by_path = NULL, *key = NULL;
+    Py_ssize_t star = PyUnicode_FindChar(derived, '*', 0, PyUnicode_GET_LENGTH(derived), 1);
+    if (star == -2) {
+        goto error;
+    }
+    if (star < 0) {
+        goto out;
+    }
+    if ((service = slot_get(&self->shape_slots[S_SERVICE], shape)) == NULL ||
+        (by_path = slot_get(&self->shape_slots[S_BY_PATH], shape)) == NULL) {
+        goto error;
+    }
+    if (!PyUnicode_CheckExact(service) || PyUnicode_GET_LENGTH(service) == 0 ||
+        !PyDict_CheckExact(by_path)) {
+        goto out;
+    }
+    if ((key = PyTuple_Pack(2, service, derived)) == NULL) {
+        goto error;
+    }
+    PyObject *named = PyDict_GetItemWithError(by_path, key);
+    if (named != NULL) {
+        Py_SETREF(found, Py_NewRef(named));
+    }
+    else if (PyErr_Occurred()) {
+        goto error;
+    }
+out:
+    Py_DECREF(derived);
+    Py_XDECREF(service);
+    Py_XDECREF(by_path);
+    Py_XDECREF(key);
+    return found;
+error:
+    Py_CLEAR(found);
+    goto out;
+}
 
 #define DELEGATE 2
 
@@ -696,6 +769,18 @@ plan_span(Planner *self, PyObject *span)
             if (a == Py_None) {
                 result = 0;
                 goto done;
+            }
+            if (Py_IS_TYPE(a, &ServerRuleType)) {
+                PyObject *hit = by_path_hit(self, (ServerRule *)a, shape, inner);
+                if (hit == NULL) {
+                    goto memo_failed;
+                }
+                if (hit != Py_None) {
+                    Py_SETREF(named, hit);
+                    Py_CLEAR(a);
+                    goto memo_done;
+                }
+                Py_DECREF(hit);
             }
             b = PyObject_GetAttr(span, s__kind);
             if (b == NULL) {
@@ -1079,8 +1164,9 @@ planner_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
     self->nanos_per_unit = Py_NewRef(nanos_per_unit);
     self->shift = Py_NewRef(shift);
     self->min_start_ns = min_start_ns;
-    PyObject *shape_names[SHAPE_SLOTS] = {s_plain, s_resource, s_kind,      s_reader,
-                                          s_memo,  s_by_name,  s_path_rule, s_next};
+    PyObject *shape_names[SHAPE_SLOTS] = {s_plain,     s_resource, s_kind,    s_reader,
+                                          s_memo,      s_by_name,  s_path_rule, s_next,
+                                          s_service,   s_by_path};
     PyObject *named_names[NAMED_SLOTS] = {s_binding, s_entry_kind, s_not_billable};
     for (int i = 0; i < SHAPE_SLOTS; i++) {
         if (slot_init(&self->shape_slots[i], shape_type, shape_names[i]) < 0) {
@@ -1339,6 +1425,9 @@ PyInit__speedups(void)
     INTERN(s_next, "next");
     INTERN(s__by_path, "_by_path");
     INTERN(s__rules, "_rules");
+    INTERN(s__normalize, "_normalize");
+    INTERN(s_service, "service");
+    INTERN(s_by_path, "by_path");
     if ((int_zero = PyLong_FromLong(0)) == NULL || (int_one = PyLong_FromLong(1)) == NULL) {
         return NULL;
     }
