@@ -19,8 +19,13 @@ and measured in turns (the order rotating every round) so machine load hits them
   Left out, and said so, when those servers cannot be started.
 
 Overhead = 1 - (requests/s of a configuration / requests/s of ``otel`` in the same round),
-median over rounds; target <= 5% with every exporter on. At the end every server reports
-what it priced: a configuration that dropped spans (to keep up) would be flagged.
+median over rounds. The host's speed drifts between windows by more than that difference,
+so each otelcost server is also driven at the same time as the baseline (the paired phase,
+with an A/A control): requests/s lost at capacity = 1 - the baseline's CPU per request /
+otelcost's, median over rounds; target <= 5% with every exporter on. Then both serve a
+fixed load, for latency (p99 pooled over rounds, with a bootstrap interval) and full GC
+pauses. At the end every server reports what it priced: a configuration that dropped spans
+(to keep up) would be flagged.
 
 Run ``python -m bench.bench_e2e [--quick]``; it rewrites the ``e2e`` section of
 docs/performance.md.
@@ -29,9 +34,11 @@ docs/performance.md.
 from __future__ import annotations
 
 import argparse
+import gc
 import itertools
 import json
 import os
+import random
 import re
 import selectors
 import socket
@@ -71,8 +78,11 @@ PRICING = {
     },
 }
 CONFIGS = ("bare", "otel", "otelcost", "otelcost-all")
+TWIN = "otel-twin"  # a second baseline server: the paired phase's A/A control
+PAIRED = (TWIN, "otelcost", "otelcost-all")
 LATENCY_CONFIGS = ("otel", "otelcost", "otelcost-all")
 LABELS = {
+    TWIN: "a second baseline server (A/A control)",
     "bare": "app alone, no OpenTelemetry",
     "otel": "OpenTelemetry: middleware + BatchSpanProcessor (baseline)",
     "otelcost": "+ otelcost: InMemory, Budget (in-memory store), Metrics",
@@ -93,6 +103,24 @@ _REQUEST_THREADS_CPU: list[float] = []
 # coordinator's) and how long it waited while being served: wall minus its thread's CPU,
 # i.e. for the GIL (other threads of the server) or for the CPU (other processes).
 _REQUEST_WAITS: list[tuple[float, float]] = []
+# Full collections (generation 2): when each ended (perf_counter) and how long it stopped
+# every thread of the server. They set the tail at a fixed load: see _latency_rows.
+_FULL_COLLECTIONS: list[tuple[float, float]] = []
+
+
+def _time_full_collections() -> None:
+    started = [0.0]
+
+    def callback(phase: str, info: dict[str, Any]) -> None:
+        if info["generation"] != 2:
+            return
+        now = time.perf_counter()
+        if phase == "start":
+            started[0] = now
+        else:
+            _FULL_COLLECTIONS.append((now, now - started[0]))
+
+    gc.callbacks.append(callback)
 
 
 class _KeepAliveRequestHandler(WSGIRequestHandler):
@@ -212,6 +240,7 @@ def _cost_exporters(config: str, params: dict[str, Any]) -> list[Any]:
 def serve(config: str, params: dict[str, Any]) -> None:
     """Serve ``config`` until standard input closes, then print what was served as JSON."""
     os.sched_setaffinity(0, {params["cpu"]})  # before any thread starts: all inherit it
+    _time_full_collections()
     counter = itertools.count()
     wsgi, provider, processor = _instrument(_app(counter), config, params)
     server = _ThreadingServer(("127.0.0.1", 0), _KeepAliveRequestHandler)
@@ -229,6 +258,9 @@ def serve(config: str, params: dict[str, Any]) -> None:
         "requests": served,
         "request_threads_cpu_us": sum(_REQUEST_THREADS_CPU) / max(served, 1) * 1e6,
         "paced_waits": [w for t, w in _REQUEST_WAITS if any(a <= t <= b for a, b in windows)],
+        "paced_full_collections": [
+            d for t, d in _FULL_COLLECTIONS if any(a <= t <= b for a, b in windows)
+        ],
     }
     if processor is not None:
         report["flushed"] = processor.force_flush(60_000)
@@ -383,6 +415,30 @@ def drive(port: int, pid: int, requests: Sequence[bytes], seconds: float) -> dic
         raise RuntimeError(f"load generator: {errors[0]!r}") from errors[0]
     total = sum(counts)
     return {"rps": total / elapsed, "cpu_us": cpu / total * 1e6, "util": cpu / elapsed}
+
+
+def drive_together(
+    ports: dict[str, tuple[int, int]], requests: Sequence[bytes], seconds: float
+) -> dict[str, dict[str, float]]:
+    """``drive`` every server of ``ports`` (name -> port, pid) at the same time: each gets
+    its own ``CONNECTIONS`` connections, and the servers share the server CPU."""
+    results: dict[str, dict[str, float]] = {}
+    errors: list[BaseException] = []
+
+    def one(name: str) -> None:
+        try:
+            results[name] = drive(*ports[name], requests, seconds)
+        except BaseException as exc:  # reported by the caller
+            errors.append(exc)
+
+    threads = [threading.Thread(target=one, args=(name,)) for name in ports]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if errors:
+        raise errors[0]
+    return results
 
 
 # -- where otelcost's CPU goes --------------------------------------------------------------
@@ -584,6 +640,7 @@ def run(quick: bool) -> Result:
         raise SystemExit("needs two CPUs: one for the server, one for the load generator")
     client_cpu, server_cpu = cpus[0], cpus[1]
     rounds, seconds = (2, 1.0) if quick else (14, 3.0)
+    paired_seconds = 1.0 if quick else 2.0
     requests = _requests(50_000)
     os.sched_setaffinity(0, {client_cpu})
     try:
@@ -591,6 +648,8 @@ def run(quick: bool) -> Result:
             configs = [c for c in CONFIGS if c != "otelcost-all" or isinstance(backends, dict)]
             params = backends if isinstance(backends, dict) else {}
             servers = {c: _ServerProcess(c, server_cpu, params) for c in configs}
+            # A second baseline, for the paired phase's A/A control.
+            servers[TWIN] = _ServerProcess("otel", server_cpu, params)
             try:
                 for server in servers.values():
                     server.wait_ready()
@@ -604,6 +663,18 @@ def run(quick: bool) -> Result:
                         samples[config].append(
                             drive(server.port, server.proc.pid, requests, seconds)
                         )
+                pairs: dict[str, list[dict[str, dict[str, float]]]] = {
+                    c: [] for c in (TWIN, *configs) if c in PAIRED
+                }
+                for round_index in range(rounds):
+                    order = list(pairs)
+                    shift = round_index % len(order)
+                    for config in order[shift:] + order[:shift]:
+                        together = {
+                            name: (servers[name].port, servers[name].proc.pid)
+                            for name in ("otel", config)
+                        }
+                        pairs[config].append(drive_together(together, requests, paired_seconds))
                 rate = statistics.median(r["rps"] for r in samples["otel"]) / 2
                 latencies: dict[str, list[list[float]]] = {
                     c: [] for c in configs if c in LATENCY_CONFIGS
@@ -618,7 +689,7 @@ def run(quick: bool) -> Result:
                             paced(servers[config].port, requests, rate, seconds)
                         )
                         windows[config].append((started, time.perf_counter()))
-                reports = {c: s.finish(windows[c]) for c, s in servers.items()}
+                reports = {c: s.finish(windows.get(c, [])) for c, s in servers.items()}
             finally:
                 for server in servers.values():
                     server.kill()
@@ -637,6 +708,8 @@ def run(quick: bool) -> Result:
         steps_spans=steps_spans,
         rate=rate,
         latencies=latencies,
+        pairs=pairs,
+        paired_seconds=paired_seconds,
     )
 
 
@@ -652,6 +725,8 @@ def _result(
     steps_spans: int,
     rate: float,
     latencies: dict[str, list[list[float]]],
+    pairs: dict[str, list[dict[str, dict[str, float]]]],
+    paired_seconds: float,
 ) -> Result:
     base = samples["otel"]
 
@@ -667,12 +742,9 @@ def _result(
 
     rows = []
     overhead: dict[str, float] = {}
-    cpu_added: dict[str, float] = {}
     for config, runs in samples.items():
         rps = [r["rps"] for r in runs]
         rps_ratio = statistics.median(ratios(config, "rps"))
-        cpu_ratio = statistics.median(ratios(config, "cpu_us"))
-        cpu_added[config] = (cpu_ratio - 1) * 100
         overhead[config] = (1 - rps_ratio) * 100
         report = reports[config]
         if "priced" in report:
@@ -696,10 +768,11 @@ def _result(
             ]
         )
     headline = "otelcost-all" if "otelcost-all" in samples else "otelcost"
+    paired_rows, capacity_lost = _paired_rows(pairs)
     latency_rows, p99_added = _latency_rows(latencies, reports)
     added_steps = sum(us for _, us, adds in steps if adds)
     added_cpu = statistics.median(
-        s["cpu_us"] - b["cpu_us"] for s, b in zip(samples[headline], base, strict=True)
+        r[headline]["cpu_us"] - r["otel"]["cpu_us"] for r in pairs[headline]
     )
     missing = (
         ""
@@ -742,6 +815,28 @@ def _result(
             "exporters, librdkafka); the request threads' own CPU (thread CPU clock, over "
             "the whole run) is shown beside it.",
             "",
+            "### Paired: the baseline and otelcost served at the same time",
+            "",
+            "This host's speed drifts from one window to the next by more than the "
+            "difference measured (the interleaved ratios above spread over ±10%). So each "
+            "otelcost server is also driven *at the same time* as the baseline server, "
+            f"{CONNECTIONS} connections each, both on the server CPU, for {paired_seconds:g} s, "
+            f"{rounds} rounds per pair, the pairs' order rotating: whatever slows the host "
+            "slows both. A CPU-bound server's capacity is its CPU over its CPU per request, "
+            "so requests/s lost at capacity = 1 - baseline's CPU per request / otelcost's. "
+            "The A/A row pairs the baseline with a second, identical baseline server: the "
+            "method's own bias and spread.",
+            "",
+            table(
+                [
+                    "paired with the baseline",
+                    "CPU per request vs baseline, median (IQR over rounds)",
+                    "requests/s lost at capacity",
+                    "CPU µs/request, this server / the baseline (medians)",
+                ],
+                paired_rows,
+            ),
+            "",
             "### Request latency at a fixed offered load",
             "",
             f"Open loop at {rate:,.0f} requests/s, half the baseline's median capacity "
@@ -750,8 +845,12 @@ def _result(
             f"{PACED_CONNECTIONS} keep-alive connections (a single-threaded selector loop); "
             "latency runs from the *scheduled* time to the complete response, so a stall "
             "is charged to every request that should have been sent during it (no "
-            "coordinated omission). Percentiles over all requests of all rounds; the ratio "
-            "is the median over rounds of p99 / the baseline's p99 in the same round.",
+            "coordinated omission). Percentiles over all requests of all rounds. The p99 "
+            "ratio is the pooled p99 over the baseline's pooled p99, with a 95% interval "
+            f"from {_BOOTSTRAP} resamplings of the rounds (the same rounds drawn for both, "
+            "since they ran side by side in time): a round's own p99 rests on its few "
+            "slowest requests, and its ratio to the baseline's spread over 0.4-7x on this "
+            "host.",
             "",
             table(
                 [
@@ -761,12 +860,18 @@ def _result(
                     "p90 ms",
                     "p99 ms",
                     "p99.9 ms",
-                    "p99 vs baseline (IQR over rounds)",
+                    "p99 vs baseline (95% interval)",
                     "server wait p99 ms",
                     "server wait p99.9 ms",
+                    "full GCs in the rounds: count, median / max ms",
                 ],
                 latency_rows,
             ),
+            "",
+            "Full GCs: CPython's generation-2 collections, which stop every thread of the "
+            "server; at half load they come every few seconds and last tens of ms, longer "
+            "the more objects the process holds (imported modules included), so they set "
+            "p99 and p99.9.",
             "",
             "Server wait: how long a request waited while the server handled it (from its "
             "request line to its last byte written: wall time minus its thread's CPU), for "
@@ -783,22 +888,27 @@ def _result(
             table(["step", "CPU µs/span"], [[name, f"{us:.2f}"] for name, us, _ in steps]),
             "",
             f"Sum of the steps otelcost adds on this pricing path: "
-            f"{added_steps:.0f} µs/span; measured in the server: {added_cpu:+.0f} µs of CPU per "
-            f"request with every exporter on (the rest: queue hand-offs, worker wake-ups, "
-            "GIL switches, librdkafka's threads, the BatchSpanProcessor exporting larger spans).",
+            f"{added_steps:.0f} µs/span; measured in the server (paired): {added_cpu:+.0f} µs of "
+            "CPU per request with every exporter on. The rest: the same steps run cold in the "
+            "server (between two spans the request's own work has evicted otelcost's data "
+            "from the CPU caches), queue hand-offs, worker wake-ups, GIL switches, "
+            "librdkafka's threads, the BatchSpanProcessor exporting larger spans.",
         ]
     )
     metric = Metric(
         "End to end: requests/s lost with otelcost, all exporters on",
-        overhead[headline],
+        capacity_lost[headline],
         "%",
         target=5.0,
-        vs_baseline=f"{1 - overhead[headline] / 100:.3f}x instrumented app without otelcost",
+        vs_baseline=(
+            f"paired with the baseline (A/A control {capacity_lost[TWIN]:+.1f}%); "
+            f"interleaved rounds: {overhead[headline]:.1f}%"
+        ),
         fmt=".1f",
     )
     cpu_metric = Metric(
         "End to end: server CPU per request added by otelcost, all exporters on",
-        cpu_added[headline],
+        (1 / (1 - capacity_lost[headline] / 100) - 1) * 100,
         "%",
         vs_baseline=f"{added_cpu:+.0f} µs per request; sum of the steps {added_steps:.0f} µs",
         fmt="+.1f",
@@ -814,6 +924,49 @@ def _result(
     return Result("e2e", body, [metric, latency_metric, cpu_metric])
 
 
+def _paired_rows(
+    pairs: dict[str, list[dict[str, dict[str, float]]]],
+) -> tuple[list[list[str]], dict[str, float]]:
+    """Table rows of the paired phase, and requests/s lost at capacity (%) per config."""
+    rows, lost = [], {}
+    for config, runs in pairs.items():
+        q1, ratio, q3 = quartiles([r[config]["cpu_us"] / r["otel"]["cpu_us"] for r in runs])
+        lost[config] = (1 - 1 / ratio) * 100
+        rows.append(
+            [
+                LABELS[config],
+                f"{ratio:.3f} ({q1:.3f}-{q3:.3f})",
+                f"{lost[config]:+.1f}%",
+                f"{statistics.median(r[config]['cpu_us'] for r in runs):.0f} / "
+                f"{statistics.median(r['otel']['cpu_us'] for r in runs):.0f}",
+            ]
+        )
+    return rows, lost
+
+
+_BOOTSTRAP = 400
+
+
+def _p99_ratio(
+    runs: Sequence[Sequence[float]], base: Sequence[Sequence[float]]
+) -> tuple[float, float, float]:
+    """Pooled p99 over the baseline's pooled p99, and a 95% bootstrap interval: rounds drawn
+    with replacement, the same draw for both (each round ran beside the baseline's)."""
+    draw = random.Random(0)
+    ratios = []
+    for _ in range(_BOOTSTRAP):
+        picked = [draw.randrange(len(runs)) for _ in runs]
+        ratios.append(
+            percentile([x for i in picked for x in runs[i]], 0.99)
+            / percentile([x for i in picked for x in base[i]], 0.99)
+        )
+    ratios.sort()
+    pooled = percentile([x for run in runs for x in run], 0.99) / percentile(
+        [x for run in base for x in run], 0.99
+    )
+    return pooled, ratios[int(0.025 * _BOOTSTRAP)], ratios[int(0.975 * _BOOTSTRAP) - 1]
+
+
 def _latency_rows(
     latencies: dict[str, list[list[float]]], reports: dict[str, dict[str, Any]]
 ) -> tuple[list[list[str]], dict[str, float]]:
@@ -822,13 +975,10 @@ def _latency_rows(
     rows, added = [], {}
     for config, runs in latencies.items():
         pooled = [latency for run in runs for latency in run]
-        ratios = [
-            percentile(own, 0.99) / percentile(theirs, 0.99)
-            for own, theirs in zip(runs, base, strict=True)
-        ]
-        q1, ratio, q3 = quartiles(ratios)
+        ratio, low, high = _p99_ratio(runs, base)
         added[config] = (ratio - 1) * 100
         waits = reports[config]["paced_waits"]
+        pauses = reports[config]["paced_full_collections"]
         rows.append(
             [
                 LABELS[config],
@@ -836,8 +986,11 @@ def _latency_rows(
                 *(f"{percentile(pooled, q) * 1e3:.2f}" for q in (0.5, 0.9, 0.99, 0.999)),
                 ""
                 if config == "otel"
-                else f"{ratio:.3f} ({q1:.2f}-{q3:.2f}), {added[config]:+.1f}%",
+                else f"{ratio:.3f} ({low:.2f}-{high:.2f}), {added[config]:+.1f}%",
                 *(f"{percentile(waits, q) * 1e3:.2f}" if waits else "—" for q in (0.99, 0.999)),
+                f"{len(pauses)}, {statistics.median(pauses) * 1e3:.0f} / {max(pauses) * 1e3:.0f}"
+                if pauses
+                else "0",
             ]
         )
     return rows, added

@@ -12,7 +12,10 @@ import pytest
 from bench._report import percentile, quartiles
 from bench.bench_e2e import (
     _REQUEST_WAITS,
+    TWIN,
     _KeepAliveRequestHandler,
+    _p99_ratio,
+    _paired_rows,
     _requests,
     _ThreadingServer,
     paced,
@@ -31,6 +34,32 @@ def test_quartiles_of_one_value_and_of_many() -> None:
     assert quartiles([2.0]) == (2.0, 2.0, 2.0)
     q1, median, q3 = quartiles([1.0, 2.0, 3.0, 4.0, 5.0])
     assert q1 < median == 3.0 < q3
+
+
+def test_p99_ratio_pools_the_rounds_and_brackets_them() -> None:
+    base = [[0.001 * (1 + i % 10) for i in range(1000)] for _ in range(8)]
+    assert _p99_ratio(base, base) == (1.0, 1.0, 1.0)
+    # One round with a 50 ms stall among 10% of its requests: the pooled p99 moves, and
+    # the interval says how much that rests on the one round.
+    stalled = [list(run) for run in base]
+    stalled[3] = [0.05 if i % 10 == 0 else x for i, x in enumerate(stalled[3])]
+    ratio, low, high = _p99_ratio(stalled, base)
+    assert ratio > 1.0
+    assert low <= 1.0 < ratio <= high
+
+
+def test_paired_rows_give_the_capacity_lost() -> None:
+    def pair(config: str, cpu: float) -> dict[str, dict[str, float]]:
+        return {"otel": {"cpu_us": 400.0}, config: {"cpu_us": cpu}}
+
+    pairs = {
+        TWIN: [pair(TWIN, 400.0)] * 3,
+        "otelcost": [pair("otelcost", 480.0), pair("otelcost", 500.0), pair("otelcost", 520.0)],
+    }
+    rows, lost = _paired_rows(pairs)
+    assert lost[TWIN] == 0.0
+    assert lost["otelcost"] == pytest.approx(20.0)  # 1 - 400 / 500
+    assert rows[1][3] == "500 / 400"
 
 
 @pytest.fixture
