@@ -364,8 +364,9 @@ def test_times_outside_the_fast_path_give_what_python_gives(
 
 @needs_compiled
 def test_no_reference_or_memory_leaks() -> None:
-    """Spans through the compiled hook, entry and nested, with records queued: the shared
-    objects' reference counts and the traced memory end where they started."""
+    """Spans through the compiled hook, entry, nested and named by a new raw path each,
+    with records queued: the shared objects' reference counts and the traced memory end
+    where they started."""
     processor = _processor(True, exporters=[Dropping()])
     tracer = _tracer(processor)
     parent = tracer.start_span("parent", kind=SpanKind.SERVER, start_time=_T0)
@@ -381,6 +382,14 @@ def test_no_reference_or_memory_leaks() -> None:
             )
             nested.set_attribute("db.system", "redis")
             nested.end(end_time=_T0 + i + 1_000)
+            # A new id in every path: the compiled server rule and the planner's by_path hit.
+            unrouted = tracer.start_span(
+                "GET",
+                kind=SpanKind.SERVER,
+                attributes={"http.method": "GET", "http.url": f"http://h/users/{i}?q=v2"},
+                start_time=_T0 + i,
+            )
+            unrouted.end(end_time=_T0 + i + 2_000_000)
         assert processor.force_flush(10_000)
 
     try:
@@ -391,6 +400,7 @@ def test_no_reference_or_memory_leaks() -> None:
             NO_USAGE,
         ]
         shared += [named.binding for named in shared[1:-1]]
+        shared += [processor._coster._normalize, "GET"]
         before = [sys.getrefcount(obj) for obj in shared]
         gc.collect()
         objects = len(gc.get_objects())
@@ -409,7 +419,8 @@ def test_no_reference_or_memory_leaks() -> None:
         assert len(gc.get_objects()) - objects < 100
         # One leaked float per span would be 240 kB; a leaked record tuple 1.4 MB.
         assert grown < 100_000, grown
-        assert processor.stats()["spans_priced"] == 5_200  # the nested ones: not billable
+        # The entry and the unrouted spans; the nested ones are not billable.
+        assert processor.stats()["spans_priced"] == 10_400
         assert processor.stats()["spans_not_billable"] == 5_200
     finally:
         processor.shutdown()

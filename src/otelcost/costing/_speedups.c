@@ -233,7 +233,7 @@ call_handling(PyObject *fn_owner, PyObject *fn_name)
  * Here the common case: the attribute dict itself, the first path or URL present a
  * printable ASCII string without surrounding blanks, a standard method, and a normalizer
  * without user rules (so only normalize.py's own rules apply). Anything else is the Python
- * rule's (`fallback`); tests/costing/test_speedups.py holds the two equal on random paths. */
+ * rule's (`fallback`); tests/costing/test_operation.py holds the two equal on random paths. */
 
 typedef struct {
     PyObject_HEAD
