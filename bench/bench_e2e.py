@@ -50,7 +50,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from socketserver import ThreadingMixIn
-from typing import IO, Any
+from typing import IO, Any, TypeVar
 from wsgiref.simple_server import ServerHandler, WSGIRequestHandler, WSGIServer
 
 from bench import _support
@@ -65,6 +65,9 @@ from bench._report import (
     quartiles,
     table,
 )
+
+T = TypeVar("T")
+R = TypeVar("R")
 
 CONNECTIONS = 4
 PACED_CONNECTIONS = 8  # headroom: at half capacity about two requests are in flight
@@ -390,29 +393,42 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def drive(port: int, pid: int, requests: Sequence[bytes], seconds: float) -> dict[str, float]:
-    """``CONNECTIONS`` keep-alive connections for ``seconds``: requests/s and server CPU."""
-    counts = [0] * CONNECTIONS
+def _each_in_a_thread(function: Callable[[T], R], items: Iterable[T]) -> list[R]:
+    """``function(item)`` for every item, each on its own thread, all at once; the results
+    in order, or the first exception once every thread has finished."""
+    items = list(items)
+    results: list[R | None] = [None] * len(items)
     errors: list[BaseException] = []
-    until = time.perf_counter() + seconds
 
-    def one(slot: int) -> None:
+    def one(index: int) -> None:
         try:
-            counts[slot] = _connection(port, requests, slot * 997, until)
-        except BaseException as exc:  # reported by the caller
+            results[index] = function(items[index])
+        except BaseException as exc:  # raised below, in the caller's thread
             errors.append(exc)
 
-    cpu = _cpu_seconds(pid)
-    started = time.perf_counter()
-    threads = [threading.Thread(target=one, args=(slot,)) for slot in range(CONNECTIONS)]
+    threads = [threading.Thread(target=one, args=(index,)) for index in range(len(items))]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
+    if errors:
+        raise errors[0]
+    return results  # type: ignore[return-value]  # every slot was filled
+
+
+def drive(port: int, pid: int, requests: Sequence[bytes], seconds: float) -> dict[str, float]:
+    """``CONNECTIONS`` keep-alive connections for ``seconds``: requests/s and server CPU."""
+    until = time.perf_counter() + seconds
+    cpu = _cpu_seconds(pid)
+    started = time.perf_counter()
+    try:
+        counts = _each_in_a_thread(
+            lambda slot: _connection(port, requests, slot * 997, until), range(CONNECTIONS)
+        )
+    except BaseException as exc:
+        raise RuntimeError(f"load generator: {exc!r}") from exc
     elapsed = time.perf_counter() - started
     cpu = _cpu_seconds(pid) - cpu
-    if errors:
-        raise RuntimeError(f"load generator: {errors[0]!r}") from errors[0]
     total = sum(counts)
     return {"rps": total / elapsed, "cpu_us": cpu / total * 1e6, "util": cpu / elapsed}
 
@@ -422,23 +438,9 @@ def drive_together(
 ) -> dict[str, dict[str, float]]:
     """``drive`` every server of ``ports`` (name -> port, pid) at the same time: each gets
     its own ``CONNECTIONS`` connections, and the servers share the server CPU."""
-    results: dict[str, dict[str, float]] = {}
-    errors: list[BaseException] = []
-
-    def one(name: str) -> None:
-        try:
-            results[name] = drive(*ports[name], requests, seconds)
-        except BaseException as exc:  # reported by the caller
-            errors.append(exc)
-
-    threads = [threading.Thread(target=one, args=(name,)) for name in ports]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    if errors:
-        raise errors[0]
-    return results
+    names = list(ports)
+    results = _each_in_a_thread(lambda name: drive(*ports[name], requests, seconds), names)
+    return dict(zip(names, results, strict=True))
 
 
 # -- where otelcost's CPU goes --------------------------------------------------------------
