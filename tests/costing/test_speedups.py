@@ -274,6 +274,72 @@ def test_errors_are_counted_and_logged_with_their_traceback(
     assert failures == {"pricing broke", "user hook failed"}
 
 
+class Forwarded(SpanProcessor):
+    """A user processor behind ``span_processors=``: what it was handed, or an error."""
+
+    def __init__(self, fail: bool = False) -> None:
+        self.started: list[Any] = []
+        self.ended: list[Any] = []
+        self.fail = fail
+
+    def on_start(self, span: Span, parent_context: Any = None) -> None:
+        self.started.append((span, parent_context))
+        if self.fail:
+            raise RuntimeError("user on_start failed")
+
+    def on_end(self, span: Any) -> None:
+        self.ended.append(span)
+        if self.fail:
+            raise RuntimeError("user on_end failed")
+
+
+@pytest.mark.parametrize("compiled", BOTH)
+def test_on_start_and_on_end_forward_each_span_once_and_count_errors(
+    compiled: bool, processors: list[CostSpanProcessor], caplog: pytest.LogCaptureFixture
+) -> None:
+    good, bad = Forwarded(), Forwarded(fail=True)
+    processor = _processor(compiled, span_processors=[bad, good])
+    processors.append(processor)
+    if compiled:  # no Python frame of otelcost's per span
+        assert isinstance(processor.on_start, _speedups.Forwarder)
+        assert isinstance(processor.on_end, _speedups.Forwarder)
+    tracer = _tracer(processor)
+    with caplog.at_level(logging.ERROR, logger="otelcost.costing.processor"):
+        spans = [_end(tracer) for _ in range(3)]
+    for user in (good, bad):
+        assert [span for span, _ in user.started] == spans
+        assert all(context is None for _, context in user.started)
+        # Once each, as the SDK hands them to on_end (its read-only view), priced.
+        assert [span.context for span in user.ended] == [span.context for span in spans]
+        assert all("cost.amount" in span.attributes for span in user.ended)
+    # The failing processor's on_start and on_end, three spans each; the good one still ran.
+    assert processor.stats()["errors"] == 6
+    failures = {str(r.exc_info[1]) for r in caplog.records if r.exc_info}
+    assert failures == {"user on_start failed", "user on_end failed"}
+
+
+@pytest.mark.parametrize("compiled", BOTH)
+def test_on_end_prices_a_span_the_hook_did_not_see(
+    compiled: bool, processors: list[CostSpanProcessor]
+) -> None:
+    """Handed to on_end directly (another provider's span): priced there, and the
+    processors get an enriched copy; after shutdown, counted as late and not forwarded."""
+    user = Forwarded()
+    processor = _processor(compiled, span_processors=[user])
+    processors.append(processor)
+    other = TracerProvider(resource=Resource.create({"service.name": "checkout"}))
+    span = _end(other.get_tracer("test"))
+    processor.on_end(span)
+    assert "cost.amount" not in span.attributes
+    (copy,) = user.ended
+    assert copy is not span and copy.context == span.context
+    assert copy.attributes["cost.amount"] == pytest.approx(1e-6 + 2.1e-6 * 2.5)
+    assert processor.stats()["spans_priced"] == 1
+    processor.shutdown()
+    processor.on_end(_end(other.get_tracer("test")))
+    assert len(user.ended) == 1
+
+
 class Interrupt(BaseException):
     pass
 
@@ -367,7 +433,8 @@ def test_no_reference_or_memory_leaks() -> None:
     """Spans through the compiled hook, entry, nested and named by a new raw path each,
     with records queued: the shared objects' reference counts and the traced memory end
     where they started."""
-    processor = _processor(True, exporters=[Dropping()])
+    # A span processor too: the compiled on_start and on_end forward to it.
+    processor = _processor(True, exporters=[Dropping()], span_processors=[SpanProcessor()])
     tracer = _tracer(processor)
     parent = tracer.start_span("parent", kind=SpanKind.SERVER, start_time=_T0)
     from opentelemetry import trace

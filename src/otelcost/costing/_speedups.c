@@ -9,7 +9,8 @@
  * bits, a dict subclass, ...) it calls the Python method instead, before touching anything,
  * so the two never differ. EndingHook(span) is CostSpanProcessor._on_ending around it, so
  * the SDK calls C directly. tests/costing/test_planned.py holds both equal to
- * Coster.price, and the pure-Python path stays the reference and the fallback.
+ * Coster.price, and the pure-Python path stays the reference and the fallback. Forwarder is
+ * the processor's on_start and on_end, handing spans to span_processors.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -34,7 +35,8 @@ static PyObject *s_live, *s_held, *s__attributes, *s__dict, *s__shapes, *s_plain
     *s__resource, *s_kind, *s__kind, *s_reader, *s_memo, *s_by_name, *s__name, *s_binding,
     *s__parent, *s_is_remote, *s_entry_kind, *s__start_time, *s__end_time, *s_flat_nanos,
     *s_cost_duration_ms, *s_cost_amount, *s_local, *s_totals, *s_not_billable,
-    *s__queue_records, *s__put_cost, *s__context, *s__pricing_in_hook, *s__price_in_place,
+    *s__queue_records, *s__put_cost, *s_on_start, *s_on_end, *s__shutdown, *s__forward_error,
+    *s_cost_source, *s__context, *s__pricing_in_hook, *s__price_in_place,
     *s__pricing_error, *s__hook_error, *s_get, *s_snapshot, *s_nested, *s_entry_plan,
     *s_nested_plan, *s_path_rule, *s__by_path, *s_next, *s__rules, *s__normalize, *s_service,
     *s_by_path;
@@ -97,6 +99,7 @@ typedef struct {
 
 static PyTypeObject PlannerType;
 static PyTypeObject EndingHookType;
+static PyTypeObject ForwarderType;
 
 /* -- helpers ----------------------------------------------------------------------------- */
 
@@ -1028,6 +1031,9 @@ plan_span(Planner *self, PyObject *span)
                 Py_DECREF(put);
                 goto done;
             }
+            /* Nothing it holds can refer back to it, so it is never part of a cycle; untracked,
+             * the collections it lives through while queued (up to a second) skip it. */
+            PyObject_GC_UnTrack(record);
             PyObject *queued = PyObject_CallOneArg(put, record);
             Py_DECREF(put);
             if (queued == NULL) {
@@ -1365,6 +1371,176 @@ static PyTypeObject EndingHookType = {
     .tp_call = PyVectorcall_Call,
 };
 
+/* -- forwarding to span_processors ------------------------------------------------------- */
+
+/* Forwarder(processor, processors, python_on_end): on the ending-hook path, the processor's
+ * on_start (python_on_end None) or on_end, forwarding to `processors` as
+ * CostSpanProcessor.on_start and .on_end do, without a Python frame of otelcost's own per
+ * span. on_end leaves to the Python method every span it would do more than forward (after
+ * shutdown, or one the ending hook did not price). */
+typedef struct {
+    PyObject_HEAD
+    vectorcallfunc vectorcall;
+    PyObject *processor;
+    PyObject *processors; /* a tuple */
+    PyObject *python_on_end;
+} Forwarder;
+
+/* Call `method` on every processor with (args, kwnames); an Exception is counted by the
+ * processor's `on_error` method, anything else propagates. 0, or -1 with an exception. */
+static int
+forward_all(Forwarder *self, PyObject *method, PyObject *on_error, PyObject *const *args,
+            Py_ssize_t nargs, PyObject *kwnames)
+{
+    Py_ssize_t n = PyTuple_GET_SIZE(self->processors);
+    Py_ssize_t nkw = kwnames == NULL ? 0 : PyTuple_GET_SIZE(kwnames);
+    PyObject *stack[8];
+    if (n == 0) {
+        return 0;
+    }
+    if (1 + nargs + nkw > 8) {
+        PyErr_SetString(PyExc_TypeError, "too many arguments");
+        return -1;
+    }
+    for (Py_ssize_t j = 0; j < nargs + nkw; j++) {
+        stack[1 + j] = args[j];
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        stack[0] = PyTuple_GET_ITEM(self->processors, i);
+        PyObject *r = PyObject_VectorcallMethod(method, stack, (size_t)(1 + nargs), kwnames);
+        if (r != NULL) {
+            Py_DECREF(r);
+        }
+        else if (!PyErr_ExceptionMatches(PyExc_Exception) ||
+                 call_handling(self->processor, on_error) < 0) {
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* Whether the ending hook priced the span: "cost.source" in span._attributes._dict (1), not
+ * (0), or a span the fast path leaves alone (DELEGATE: not the SDK's attributes); -1 only
+ * for an exception that is not an Exception. */
+static int
+priced_in_hook(PyObject *span)
+{
+    int found = DELEGATE;
+    PyObject *inner = NULL, *attrs = PyObject_GetAttr(span, s__attributes);
+    if (attrs != NULL && (inner = PyObject_GetAttr(attrs, s__dict)) != NULL &&
+        PyDict_CheckExact(inner)) {
+        found = PyDict_Contains(inner, s_cost_source);
+    }
+    Py_XDECREF(attrs);
+    Py_XDECREF(inner);
+    if (PyErr_Occurred()) { /* a hand-made span: the Python method decides */
+        if (!PyErr_ExceptionMatches(PyExc_Exception)) {
+            return -1;
+        }
+        PyErr_Clear();
+        return DELEGATE;
+    }
+    return found;
+}
+
+static PyObject *
+forwarder_vectorcall(PyObject *op, PyObject *const *args, size_t nargsf, PyObject *kwnames)
+{
+    Forwarder *self = (Forwarder *)op;
+    Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
+    if (self->python_on_end == Py_None) { /* on_start(span, parent_context=None) */
+        if (forward_all(self, s_on_start, s__hook_error, args, nargs, kwnames) < 0) {
+            return NULL;
+        }
+        Py_RETURN_NONE;
+    }
+    if (nargs != 1 || (kwnames != NULL && PyTuple_GET_SIZE(kwnames))) {
+        PyErr_SetString(PyExc_TypeError, "on_end takes one argument: the span");
+        return NULL;
+    }
+    PyObject *flag = PyObject_GetAttr(self->processor, s__shutdown);
+    if (flag == NULL) {
+        return NULL;
+    }
+    int closed = PyObject_IsTrue(flag);
+    Py_DECREF(flag);
+    if (closed < 0) {
+        return NULL;
+    }
+    int priced = closed ? 0 : priced_in_hook(args[0]);
+    if (priced < 0) {
+        return NULL;
+    }
+    if (priced != 1) {
+        PyObject *call[2] = {self->processor, args[0]};
+        return PyObject_Vectorcall(self->python_on_end, call, 2, NULL);
+    }
+    if (forward_all(self, s_on_end, s__forward_error, args, 1, NULL) < 0) {
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+forwarder_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
+{
+    PyObject *processor, *processors, *python_on_end;
+    static char *kwlist[] = {"processor", "processors", "python_on_end", NULL};
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OO!O:Forwarder", kwlist, &processor,
+                                     &PyTuple_Type, &processors, &python_on_end)) {
+        return NULL;
+    }
+    Forwarder *self = (Forwarder *)type->tp_alloc(type, 0);
+    if (self == NULL) {
+        return NULL;
+    }
+    self->vectorcall = forwarder_vectorcall;
+    self->processor = Py_NewRef(processor);
+    self->processors = Py_NewRef(processors);
+    self->python_on_end = Py_NewRef(python_on_end);
+    return (PyObject *)self;
+}
+
+static int
+forwarder_traverse(Forwarder *self, visitproc visit, void *arg)
+{
+    Py_VISIT(self->processor);
+    Py_VISIT(self->processors);
+    Py_VISIT(self->python_on_end);
+    return 0;
+}
+
+static int
+forwarder_clear(Forwarder *self)
+{
+    Py_CLEAR(self->processor);
+    Py_CLEAR(self->processors);
+    Py_CLEAR(self->python_on_end);
+    return 0;
+}
+
+static void
+forwarder_dealloc(Forwarder *self)
+{
+    PyObject_GC_UnTrack(self);
+    forwarder_clear(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyTypeObject ForwarderType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "otelcost.costing._speedups.Forwarder",
+    .tp_doc = PyDoc_STR("Forwarder(processor, processors, python_on_end): CostSpanProcessor's "
+                        "on_start (python_on_end None) or on_end on the ending-hook path, in C."),
+    .tp_basicsize = sizeof(Forwarder),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL,
+    .tp_new = forwarder_new,
+    .tp_dealloc = (destructor)forwarder_dealloc,
+    .tp_traverse = (traverseproc)forwarder_traverse,
+    .tp_clear = (inquiry)forwarder_clear,
+    .tp_vectorcall_offset = offsetof(Forwarder, vectorcall),
+    .tp_call = PyVectorcall_Call,
+};
+
 /* -- the module -------------------------------------------------------------------------- */
 
 static struct PyModuleDef speedups_module = {
@@ -1428,10 +1604,16 @@ PyInit__speedups(void)
     INTERN(s__normalize, "_normalize");
     INTERN(s_service, "service");
     INTERN(s_by_path, "by_path");
+    INTERN(s_on_start, "on_start");
+    INTERN(s_on_end, "on_end");
+    INTERN(s__shutdown, "_shutdown");
+    INTERN(s__forward_error, "_forward_error");
+    INTERN(s_cost_source, "cost.source");
     if ((int_zero = PyLong_FromLong(0)) == NULL || (int_one = PyLong_FromLong(1)) == NULL) {
         return NULL;
     }
     if (PyType_Ready(&PlannerType) < 0 || PyType_Ready(&EndingHookType) < 0 ||
+        PyType_Ready(&ForwarderType) < 0 ||
         PyType_Ready(&ServerRuleType) < 0) {
         return NULL;
     }
@@ -1441,6 +1623,7 @@ PyInit__speedups(void)
     }
     if (PyModule_AddObjectRef(module, "Planner", (PyObject *)&PlannerType) < 0 ||
         PyModule_AddObjectRef(module, "EndingHook", (PyObject *)&EndingHookType) < 0 ||
+        PyModule_AddObjectRef(module, "Forwarder", (PyObject *)&ForwarderType) < 0 ||
         PyModule_AddObjectRef(module, "ServerRule", (PyObject *)&ServerRuleType) < 0) {
         Py_DECREF(module);
         return NULL;

@@ -4,7 +4,7 @@ where a compiler is)."""
 from collections.abc import Callable, Mapping
 from typing import Any
 
-__all__ = ["EndingHook", "Planner", "ServerRule"]
+__all__ = ["EndingHook", "Forwarder", "Planner", "ServerRule"]
 
 class Planner:
     """``CostSpanProcessor._price_planned`` in C: True having priced the span, False having
@@ -36,6 +36,19 @@ class EndingHook:
         self, planner: Planner, processor: Any, hooks: tuple[Callable[[Any], object], ...]
     ) -> None: ...
     def __call__(self, span: Any, /) -> None: ...
+
+class Forwarder:
+    """``CostSpanProcessor.on_start`` (``python_on_end`` None) or ``on_end`` in C on the
+    ending-hook path: forwards to ``processors``; on_end calls ``python_on_end`` for any
+    span it would do more than forward."""
+
+    def __init__(
+        self,
+        processor: Any,
+        processors: tuple[Any, ...],
+        python_on_end: Callable[[Any, Any], None] | None,
+    ) -> None: ...
+    def __call__(self, span: Any, /, *args: Any, **kwargs: Any) -> None: ...
 
 class ServerRule:
     """``operation._server_rule``'s rule in C for common paths; ``fallback`` (that rule) for

@@ -299,7 +299,8 @@ class CostSpanProcessor(SpanProcessor):
         attribute ``_price_planned`` that does what the method does, and ``_on_ending``
         around it, so the SDK calls C directly. Both read the same state as the Python code
         on every span and call it for any value outside their fast path. False (pure
-        Python) when the module is not built or a subclass overrides either method."""
+        Python) when the module is not built or a subclass overrides either method. Also
+        ``on_start`` and ``on_end`` in C, unless a subclass overrides them."""
         cls = type(self)
         if (
             _speedups is None
@@ -330,6 +331,16 @@ class CostSpanProcessor(SpanProcessor):
         self._on_ending = _speedups.EndingHook(  # type: ignore[method-assign, assignment]
             planner, self, self._on_ending_hooks
         )
+        # on_start and on_end forward to span_processors without a Python frame per span
+        # (on_end calls the method for any span it would do more than forward).
+        if cls.on_start is CostSpanProcessor.on_start:
+            self.on_start = _speedups.Forwarder(  # type: ignore[method-assign, assignment]
+                self, self._span_processors, None
+            )
+        if cls.on_end is CostSpanProcessor.on_end:
+            self.on_end = _speedups.Forwarder(  # type: ignore[method-assign, assignment]
+                self, self._span_processors, CostSpanProcessor.on_end
+            )
         return True
 
     def _price_planned(self, span: Span) -> bool:
@@ -688,9 +699,12 @@ class CostSpanProcessor(SpanProcessor):
             try:
                 processor.on_end(span)
             except Exception:
-                self._forward_errors += 1
-                if self._forward_errors == 1:
-                    _logger.exception("otelcost: a span processor failed in on_end")
+                self._forward_error()
+
+    def _forward_error(self) -> None:
+        self._forward_errors += 1
+        if self._forward_errors == 1:
+            _logger.exception("otelcost: a span processor failed in on_end")
 
     def _collect_sums(self) -> None:
         """Export worker: what every pricing thread's totals grew by since the last call,
