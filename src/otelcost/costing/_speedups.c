@@ -1020,6 +1020,18 @@ plan_span(Planner *self, PyObject *span)
             }
             PyObject *timestamp = PyLong_FromLongLong(end / 1000000); /* end > 0: floor */
             PyObject *context = timestamp ? PyObject_GetAttr(span, s__context) : NULL;
+            if (context != NULL && (PyObject *)Py_TYPE(context) == self->context_type &&
+                PyTuple_GET_SIZE(context) >= 2) {
+                /* Its (trace_id, span_id) rather than the context: queued for up to a
+                 * second, a context would stay tracked by the collector (and alive) long
+                 * after its span; two ints are never part of a cycle. */
+                PyObject *ids = PyTuple_Pack(2, PyTuple_GET_ITEM(context, 0),
+                                             PyTuple_GET_ITEM(context, 1));
+                if (ids != NULL) {
+                    PyObject_GC_UnTrack(ids);
+                }
+                Py_SETREF(context, ids);
+            }
             if (context != NULL) {
                 record = PyTuple_Pack(10, named, record_binding, nanos_o, duration, timestamp,
                                       self->no_usage, Py_None, entry,
@@ -1032,7 +1044,7 @@ plan_span(Planner *self, PyObject *span)
                 goto done;
             }
             /* Nothing it holds can refer back to it, so it is never part of a cycle; untracked,
-             * the collections it lives through while queued (up to a second) skip it. */
+             * the collections it lives through while queued skip it. */
             PyObject_GC_UnTrack(record);
             PyObject *queued = PyObject_CallOneArg(put, record);
             Py_DECREF(put);

@@ -305,9 +305,21 @@ class SpanCost(NamedTuple):
 
 
 CostFields: TypeAlias = tuple[
-    Named, Binding, int, float, int, Mapping[str, float], str | None, bool, bool, SpanContext | None
+    Named,
+    Binding,
+    int,
+    float,
+    int,
+    Mapping[str, float],
+    str | None,
+    bool,
+    bool,
+    SpanContext | tuple[int, int] | None,
 ]
-"""A SpanCost's fields in a plain tuple: what the ending hook queues (one allocation)."""
+"""A SpanCost's fields in a plain tuple: what the ending hook queues (one allocation). The
+last is the span's context, or just its ``(trace_id, span_id)`` (the compiled planner's: a
+queued context would keep a collector-tracked object alive per span);
+``otelcost.stream._costs.span_ids`` reads either."""
 
 
 def cost_record(cost: CostFields, trace_id: int, span_id: int) -> CostRecord:

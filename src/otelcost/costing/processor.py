@@ -68,6 +68,7 @@ from otelcost.money import DEFAULT_CURRENCY, NANOS_PER_UNIT
 from otelcost.pricing import PricingCache
 from otelcost.pricing.sources import SourceLike
 from otelcost.record import _MIN_TS_MS
+from otelcost.stream._costs import span_ids
 
 try:  # the compiled planner (setup.py builds it where a C compiler is); else pure Python
     from otelcost.costing import _speedups
@@ -748,11 +749,7 @@ class CostSpanProcessor(SpanProcessor):
                 self._export_one(name, len(batch), export_costs, costs)
                 continue
             if records is None:
-                records = [
-                    cost_record(cost, context.trace_id, context.span_id)
-                    for cost in costs
-                    if (context := cost[9]) is not None
-                ]
+                records = [cost_record(cost, *span_ids(cost[9])) for cost in costs]
             self._export_one(name, len(batch), exporter.export, records)
 
     def _export_one(

@@ -13,6 +13,7 @@ from otelcost._fork import in_forked_child
 from otelcost.exporters.base import CostExporter, CostExportResult
 from otelcost.money import from_nanos
 from otelcost.record import CostRecord, trusted_record
+from otelcost.stream._costs import span_ids
 
 if TYPE_CHECKING:
     from otelcost.costing.coster import CostFields
@@ -123,10 +124,12 @@ class InMemoryCostExporter(CostExporter):
             for named, binding, nanos, duration_ms, end_ms, usage, error, entry, _, ctx in costs:
                 snap = binding.snapshot
                 service, operation = named.service, named.operation
+                # The compiled planner's (trace_id, span_id), else a span context.
+                trace_id, span_id = ctx if type(ctx) is tuple else span_ids(ctx)  # type: ignore[misc]
                 rows.append(
                     (
-                        ctx.trace_id,  # type: ignore[union-attr]  # the processor's: never None
-                        ctx.span_id,  # type: ignore[union-attr]
+                        trace_id,
+                        span_id,
                         service,
                         operation,
                         nanos,

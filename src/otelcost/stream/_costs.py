@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from otelcost.costing.coster import CostFields, Named, PricingSnapshot
     from otelcost.record import CostRecord
 
-__all__ = ["cost_records", "encode_cost_messages", "row_of"]
+__all__ = ["cost_records", "encode_cost_messages", "row_of", "span_ids"]
 
 _NAMED = itemgetter(0)
 _SNAPSHOT = attrgetter("snapshot")  # of a Binding
@@ -41,11 +41,22 @@ _TRACE_HEX = "%032x".__mod__  # what format_trace_id returns, without its Python
 _SPAN_HEX = "%016x".__mod__
 _TRACE_ID = attrgetter("trace_id")
 _SPAN_ID = attrgetter("span_id")
-_SPAN_CONTEXTS = {SpanContext}
+# Contexts whose first two items are the ids: the SDK's, and the compiled planner's
+# (trace_id, span_id).
+_ID_TUPLES = {SpanContext, tuple}
 # Up to this many costs, their rows are made in one call; more, and the rows of each group
 # are made chunk by chunk as they are encoded (while still in the CPU's caches): measured
 # faster from about a thousand costs on.
 _ROWS_AT_ONCE = 512
+
+
+def span_ids(context: Any) -> tuple[int, int]:
+    """(trace_id, span_id) of a cost's context: the SDK's SpanContext and the compiled
+    planner's ``(trace_id, span_id)`` are tuples that start with them; a hand-built span's
+    context has them as attributes."""
+    if type(context) in _ID_TUPLES:
+        return context[0], context[1]
+    return context.trace_id, context.span_id
 
 
 def encode_cost_messages(
@@ -123,7 +134,7 @@ def _rows(costs: Sequence[CostFields]) -> list[tuple[Any, ...]]:
     nameds, _, nanos, durations, ends, usages, errors, entries, _, contexts = zip(
         *costs, strict=True
     )
-    if set(map(type, contexts)) == _SPAN_CONTEXTS:  # a tuple: its items are the ids
+    if set(map(type, contexts)) <= _ID_TUPLES:
         traces, spans = map(_IDS, contexts), map(_SPAN_IDS, contexts)
     else:
         traces, spans = map(_TRACE_ID, contexts), map(_SPAN_ID, contexts)
@@ -148,9 +159,10 @@ def _rows(costs: Sequence[CostFields]) -> list[tuple[Any, ...]]:
 def row_of(cost: CostFields) -> tuple[Any, ...]:
     """The schema-2 row of one cost: ``record_row`` of its CostRecord."""
     named, _, nanos, duration_ms, end_ms, usage, error, entry, _, context = cost
+    trace_id, span_id = span_ids(context)
     row: tuple[Any, ...] = (
-        _TRACE_HEX(context.trace_id),  # type: ignore[union-attr]  # never None here
-        _SPAN_HEX(context.span_id),  # type: ignore[union-attr]
+        _TRACE_HEX(trace_id),
+        _SPAN_HEX(span_id),
         named.operation,
         nanos,
         duration_ms,
@@ -179,7 +191,5 @@ def cost_records(costs: Sequence[CostFields]) -> list[CostRecord]:
     from otelcost.costing.coster import cost_record  # loaded: the costs come from there
 
     return [
-        cost_record(cost, context.trace_id, context.span_id)
-        for cost in costs
-        if (context := cost[9]) is not None
+        cost_record(cost, *span_ids(context)) for cost in costs if (context := cost[9]) is not None
     ]
