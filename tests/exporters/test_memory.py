@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import gc
 from collections.abc import Sequence
+from types import MappingProxyType
+from typing import Any
 
 import pytest
+from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.trace import SpanKind
 
-from otelcost import CostRecord, CostSpanProcessor
+from otelcost import CostRecord, CostSpanProcessor, PricingCache, environment
+from otelcost.costing.coster import Coster
 from otelcost.exporters import CostExporter, CostExportResult, InMemoryCostExporter
+from otelcost.exporters import memory as memory_module
 from otelcost.money import to_nanos
 
 _T0 = 1_764_236_400_000_000_000
@@ -166,3 +171,94 @@ def test_records_exported_and_cost_tuples_keep_their_order() -> None:
         assert kinds == [1, "work", 2, "work"]
     finally:
         processor.shutdown()
+
+
+class _HandMadeContext:
+    """A span context that is not the SDK's (a hand-built span's): ids as attributes."""
+
+    def __init__(self, trace_id: int, span_id: int) -> None:
+        self.trace_id, self.span_id = trace_id, span_id
+
+
+@pytest.mark.skipif(memory_module._speedups is None, reason="the extension is not built")
+def test_the_compiled_rows_equal_the_python_rows() -> None:
+    """Priced, unpriced, nested and usage-priced spans of two services and two deploys,
+    with each kind of context a cost can carry: ``memory_rows`` makes the rows and totals
+    ``_python_rows`` makes, and leaves untracked exactly the rows of plain values."""
+    cache = PricingCache(
+        {
+            "version": "v1",
+            "currency": "USD",
+            "region": "eu-west-1",
+            "prices": {
+                "shop:GET /users/{id}": {"per_ms": 2.1e-6, "per_request": 1e-6},
+                "shop:chat m": {"per_unit": {"gen_ai.usage.input_tokens": 1e-6}},
+            },
+        }
+    )
+    cache.refresh()
+    coster = Coster(
+        cache, currency="USD", region=None, max_operations_per_service=10, normalizer=None
+    )
+    costs: list[Any] = []
+    for deploy in ("1.0", "2.0"):
+        provider = TracerProvider(
+            resource=Resource.create({"service.name": "shop", "service.version": deploy})
+        )
+        tracer = provider.get_tracer("test")
+        for i in range(12):
+            route = "/users/{id}" if i % 4 else "/unpriced"
+            parent = tracer.start_span(
+                f"GET {route}",
+                kind=SpanKind.SERVER,
+                attributes={"http.request.method": "GET", "http.route": route},
+                start_time=_T0 + i,
+            )
+            chat = tracer.start_span(
+                "chat m",
+                context=trace.set_span_in_context(parent),
+                kind=SpanKind.CLIENT,
+                attributes={
+                    "gen_ai.operation.name": "chat",
+                    "gen_ai.request.model": "m",
+                    "gen_ai.usage.input_tokens": 100 + i,
+                },
+                start_time=_T0 + i,
+            )
+            chat.end(end_time=_T0 + i + 1_000_000)
+            parent.end(end_time=_T0 + i + 2_500_000)
+            for span in (parent, chat):
+                cost = coster.price(span)
+                context = span.get_span_context()
+                # The SDK's context, the compiled planner's ids, or a hand-made context.
+                ids = (context.trace_id, context.span_id)
+                ctx = (context, ids, _HandMadeContext(*ids))[len(costs) % 3]
+                costs.append((*cost[:9], ctx))
+    # A usage mapping the collector tracks (any Mapping may come from a hand-built span).
+    costs[1] = (*costs[1][:5], MappingProxyType({"gen_ai.usage.input_tokens": 5.0}), *costs[1][6:])
+    assert any(cost[6] is not None for cost in costs)  # unpriced
+    assert any(cost[5] for cost in costs)  # usage-priced
+    assert not all(cost[7] for cost in costs)  # nested
+    python_totals: dict[tuple[str, str], list[int]] = {}
+    compiled_totals = {("shop", "GET /users/{id}"): [1, 0, 5]}  # adds to what is there
+    python_totals.update({key: list(value) for key, value in compiled_totals.items()})
+    python_rows = memory_module._python_rows(costs, python_totals)
+    compiled_rows = memory_module._speedups.memory_rows(costs, compiled_totals)
+    assert compiled_rows == python_rows
+    assert compiled_totals == python_totals
+    # Untracked from the start unless holding something tracked (here: the mapping proxy).
+    assert [gc.is_tracked(row) for row in compiled_rows] == [i == 1 for i in range(len(costs))]
+    records = [memory_module._record_of(row) for row in compiled_rows]
+    assert [(r.trace_id, r.span_id, r.service_version) for r in records[:2]] == [
+        (f"{c[9].trace_id:032x}", f"{c[9].span_id:016x}", "1.0") for c in costs[:1]
+    ] + [(f"{costs[1][9][0]:032x}", f"{costs[1][9][1]:016x}", "1.0")]
+
+
+def test_pure_python_rows_where_asked() -> None:
+    pure = InMemoryCostExporter(environ={environment.PURE_PYTHON: "1"})
+    assert pure._rows is memory_module._python_rows
+    compiled = InMemoryCostExporter(environ={})
+    expected = memory_module._python_rows
+    if memory_module._speedups is not None:
+        expected = memory_module._speedups.memory_rows
+    assert compiled._rows is expected

@@ -36,7 +36,8 @@ static PyObject *s_live, *s_held, *s__attributes, *s__dict, *s__shapes, *s_plain
     *s__parent, *s_is_remote, *s_entry_kind, *s__start_time, *s__end_time, *s_flat_nanos,
     *s_cost_duration_ms, *s_cost_amount, *s_local, *s_totals, *s_not_billable,
     *s__queue_records, *s__put_cost, *s_on_start, *s_on_end, *s__shutdown, *s__forward_error,
-    *s_cost_source, *s__context, *s__pricing_in_hook, *s__price_in_place,
+    *s_cost_source, *s_operation, *s_deploy, *s_currency, *s_region, *s_version,
+    *s_trace_id, *s_span_id, *s__context, *s__pricing_in_hook, *s__price_in_place,
     *s__pricing_error, *s__hook_error, *s_get, *s_snapshot, *s_nested, *s_entry_plan,
     *s_nested_plan, *s_path_rule, *s__by_path, *s_next, *s__rules, *s__normalize, *s_service,
     *s_by_path;
@@ -1553,6 +1554,196 @@ static PyTypeObject ForwarderType = {
     .tp_call = PyVectorcall_Call,
 };
 
+/* -- InMemoryCostExporter's rows --------------------------------------------------------- */
+
+/* Add `by` to counts[index] (a list of ints). */
+static int
+list_add(PyObject *counts, Py_ssize_t index, PyObject *by)
+{
+    PyObject *sum = PyNumber_Add(PyList_GET_ITEM(counts, index), by);
+    if (sum == NULL) {
+        return -1;
+    }
+    return PyList_SetItem(counts, index, sum);
+}
+
+/* memory_rows(costs, totals): otelcost.exporters.memory._rows in C. Each cost's row of plain
+ * values, the same tuple the Python loop builds, left untracked by the collector when it
+ * holds nothing tracked (a tuple of plain values would be at its first collection: here it
+ * never is walked at all); and every cost added to totals[(service, operation)], a list
+ * [spans, errors, nanos]. Consecutive costs of one Named share one lookup. */
+static PyObject *
+memory_rows(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    (void)module;
+    if (nargs != 2 || !PyDict_CheckExact(args[1])) {
+        PyErr_SetString(PyExc_TypeError, "memory_rows(costs, totals: dict)");
+        return NULL;
+    }
+    PyObject *totals = args[1];
+    PyObject *seq = PySequence_Fast(args[0], "costs must be a sequence");
+    if (seq == NULL) {
+        return NULL;
+    }
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+    PyObject **items = PySequence_Fast_ITEMS(seq);
+    PyObject *rows = PyList_New(n);
+    /* The last Named and Binding seen, and what was read from them (borrowed from them:
+     * the costs hold both alive until the end). */
+    PyObject *last_named = NULL, *last_binding = NULL, *counts = NULL;
+    PyObject *named_values = NULL, *snap_values = NULL; /* (service, operation, v, env) */
+    PyObject *trace_id = NULL, *span_id = NULL;
+    if (rows == NULL) {
+        goto error;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *cost = items[i];
+        if (!PyTuple_CheckExact(cost) || PyTuple_GET_SIZE(cost) != 10) {
+            PyErr_SetString(PyExc_TypeError, "a cost is a tuple of 10");
+            goto error;
+        }
+        PyObject *named = PyTuple_GET_ITEM(cost, 0), *binding = PyTuple_GET_ITEM(cost, 1);
+        PyObject *nanos = PyTuple_GET_ITEM(cost, 2), *usage = PyTuple_GET_ITEM(cost, 5);
+        PyObject *error = PyTuple_GET_ITEM(cost, 6), *ctx = PyTuple_GET_ITEM(cost, 9);
+        if (named != last_named) {
+            PyObject *service = NULL, *operation = NULL, *deploy = NULL, *key = NULL;
+            Py_CLEAR(named_values);
+            if ((service = PyObject_GetAttr(named, s_service)) != NULL &&
+                (operation = PyObject_GetAttr(named, s_operation)) != NULL &&
+                (deploy = PyObject_GetAttr(named, s_deploy)) != NULL) {
+                if (!PyTuple_CheckExact(deploy) || PyTuple_GET_SIZE(deploy) != 2) {
+                    PyErr_SetString(PyExc_TypeError, "Named.deploy is a pair");
+                }
+                else {
+                    named_values = PyTuple_Pack(4, service, operation,
+                                                PyTuple_GET_ITEM(deploy, 0),
+                                                PyTuple_GET_ITEM(deploy, 1));
+                    key = PyTuple_Pack(2, service, operation);
+                }
+            }
+            Py_XDECREF(service);
+            Py_XDECREF(operation);
+            Py_XDECREF(deploy);
+            if (named_values == NULL || key == NULL) {
+                Py_XDECREF(key);
+                goto error;
+            }
+            counts = PyDict_GetItemWithError(totals, key); /* borrowed: totals keeps it */
+            if (counts == NULL && !PyErr_Occurred()) {
+                counts = Py_BuildValue("[iii]", 0, 0, 0);
+                if (counts != NULL) {
+                    int set = PyDict_SetItem(totals, key, counts);
+                    Py_DECREF(counts);
+                    if (set < 0) {
+                        counts = NULL;
+                    }
+                }
+            }
+            Py_DECREF(key);
+            if (counts == NULL) {
+                goto error;
+            }
+            if (!PyList_CheckExact(counts) || PyList_GET_SIZE(counts) != 3) {
+                PyErr_SetString(PyExc_TypeError, "a total is a list of 3");
+                goto error;
+            }
+            last_named = named;
+        }
+        if (binding != last_binding) {
+            PyObject *snap = PyObject_GetAttr(binding, s_snapshot);
+            Py_CLEAR(snap_values);
+            if (snap != NULL) {
+                PyObject *currency = PyObject_GetAttr(snap, s_currency);
+                PyObject *region = currency ? PyObject_GetAttr(snap, s_region) : NULL;
+                PyObject *version = region ? PyObject_GetAttr(snap, s_version) : NULL;
+                if (version != NULL) {
+                    snap_values = PyTuple_Pack(3, currency, region, version);
+                }
+                Py_XDECREF(currency);
+                Py_XDECREF(region);
+                Py_XDECREF(version);
+                Py_DECREF(snap);
+            }
+            if (snap_values == NULL) {
+                goto error;
+            }
+            last_binding = binding;
+        }
+        /* The compiled planner's (trace_id, span_id), else a span context's attributes. */
+        if (PyTuple_CheckExact(ctx) && PyTuple_GET_SIZE(ctx) == 2) {
+            trace_id = Py_NewRef(PyTuple_GET_ITEM(ctx, 0));
+            span_id = Py_NewRef(PyTuple_GET_ITEM(ctx, 1));
+        }
+        else if ((trace_id = PyObject_GetAttr(ctx, s_trace_id)) == NULL ||
+                 (span_id = PyObject_GetAttr(ctx, s_span_id)) == NULL) {
+            goto error;
+        }
+        int has_usage = PyObject_IsTrue(usage);
+        if (has_usage < 0) {
+            goto error;
+        }
+        PyObject *values[15] = {
+            trace_id,
+            span_id,
+            PyTuple_GET_ITEM(named_values, 0),
+            PyTuple_GET_ITEM(named_values, 1),
+            nanos,
+            PyTuple_GET_ITEM(snap_values, 0),
+            PyTuple_GET_ITEM(cost, 3), /* duration_ms */
+            PyTuple_GET_ITEM(cost, 4), /* end_ms */
+            PyTuple_GET_ITEM(snap_values, 1),
+            PyTuple_GET_ITEM(snap_values, 2),
+            has_usage ? usage : Py_None,
+            error,
+            PyTuple_GET_ITEM(cost, 7), /* entry */
+            PyTuple_GET_ITEM(named_values, 2),
+            PyTuple_GET_ITEM(named_values, 3),
+        };
+        PyObject *row = PyTuple_New(15);
+        if (row == NULL) {
+            goto error;
+        }
+        int plain = 1;
+        for (int j = 0; j < 15; j++) {
+            PyObject *v = values[j];
+            if (PyObject_IS_GC(v) && PyObject_GC_IsTracked(v)) {
+                plain = 0;
+            }
+            PyTuple_SET_ITEM(row, j, Py_NewRef(v));
+        }
+        if (plain) {
+            PyObject_GC_UnTrack(row);
+        }
+        PyList_SET_ITEM(rows, i, row);
+        Py_CLEAR(trace_id);
+        Py_CLEAR(span_id);
+        if (list_add(counts, 0, int_one) < 0 ||
+            (error != Py_None && list_add(counts, 1, int_one) < 0) ||
+            list_add(counts, 2, nanos) < 0) {
+            goto error;
+        }
+    }
+    Py_DECREF(seq);
+    Py_XDECREF(named_values);
+    Py_XDECREF(snap_values);
+    return rows;
+error:
+    Py_DECREF(seq);
+    Py_XDECREF(rows);
+    Py_XDECREF(named_values);
+    Py_XDECREF(snap_values);
+    Py_XDECREF(trace_id);
+    Py_XDECREF(span_id);
+    return NULL;
+}
+
+static PyMethodDef speedups_methods[] = {
+    {"memory_rows", (PyCFunction)(void (*)(void))memory_rows, METH_FASTCALL,
+     PyDoc_STR("memory_rows(costs, totals): InMemoryCostExporter's rows of the costs, their "
+               "totals added.")},
+    {NULL, NULL, 0, NULL},
+};
+
 /* -- the module -------------------------------------------------------------------------- */
 
 static struct PyModuleDef speedups_module = {
@@ -1561,6 +1752,7 @@ static struct PyModuleDef speedups_module = {
     .m_doc = PyDoc_STR("The ending hook's planned path and the server path rule in C "
                        "(optional; see otelcost.costing.processor and .operation)."),
     .m_size = -1,
+    .m_methods = speedups_methods,
 };
 
 #define INTERN(var, text)                                                                  \
@@ -1621,6 +1813,13 @@ PyInit__speedups(void)
     INTERN(s__shutdown, "_shutdown");
     INTERN(s__forward_error, "_forward_error");
     INTERN(s_cost_source, "cost.source");
+    INTERN(s_operation, "operation");
+    INTERN(s_deploy, "deploy");
+    INTERN(s_currency, "currency");
+    INTERN(s_region, "region");
+    INTERN(s_version, "version");
+    INTERN(s_trace_id, "trace_id");
+    INTERN(s_span_id, "span_id");
     if ((int_zero = PyLong_FromLong(0)) == NULL || (int_one = PyLong_FromLong(1)) == NULL) {
         return NULL;
     }

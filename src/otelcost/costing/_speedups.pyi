@@ -1,10 +1,10 @@
 """The ending hook's planned path and the server path rule in C (optional: built by setup.py
 where a compiler is)."""
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-__all__ = ["EndingHook", "Forwarder", "Planner", "ServerRule"]
+__all__ = ["EndingHook", "Forwarder", "Planner", "ServerRule", "memory_rows"]
 
 class Planner:
     """``CostSpanProcessor._price_planned`` in C: True having priced the span, False having
@@ -69,3 +69,7 @@ class ServerRule:
     def __call__(
         self, attributes: Mapping[str, object], normalize: Callable[[str], str], /
     ) -> str | None: ...
+
+def memory_rows(costs: Sequence[Any], totals: dict[tuple[str, str], list[int]], /) -> list[Any]:
+    """``otelcost.exporters.memory._python_rows`` in C: the rows, untracked by the collector
+    when they hold only plain values."""

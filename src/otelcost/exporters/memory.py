@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
+from otelcost import environment
 from otelcost._fork import in_forked_child
 from otelcost.exporters.base import CostExporter, CostExportResult
 from otelcost.money import from_nanos
@@ -17,6 +18,11 @@ from otelcost.stream._costs import span_ids
 
 if TYPE_CHECKING:
     from otelcost.costing.coster import CostFields
+
+try:  # InMemoryCostExporter's rows in C, where the extension is built
+    from otelcost.costing import _speedups
+except ImportError:
+    _speedups = None  # type: ignore[assignment]
 
 __all__ = ["DEFAULT_MAX_RECORDS", "CostTotals", "InMemoryCostExporter"]
 
@@ -50,9 +56,16 @@ class InMemoryCostExporter(CostExporter):
     Records exported after ``shutdown`` are refused (FAILURE) and counted. Fed by a
     ``CostSpanProcessor``, it keeps each span's values and builds the records when
     ``records`` is first read, not per span on the processor's export worker.
+    ``environ``: where ``OTELCOST_PURE_PYTHON`` is read, once, here (default
+    ``os.environ``): set, the rows are made in Python rather than in C.
     """
 
-    def __init__(self, max_records: int | None = DEFAULT_MAX_RECORDS) -> None:
+    def __init__(
+        self,
+        max_records: int | None = DEFAULT_MAX_RECORDS,
+        *,
+        environ: environment.Environ | None = None,
+    ) -> None:
         if max_records is not None and max_records < 0:
             raise ValueError(f"max_records must be >= 0 or None, got {max_records}")
         # CostRecords, and rows of the processor's costs until ``records`` reads them.
@@ -65,6 +78,9 @@ class InMemoryCostExporter(CostExporter):
         self._refused = 0
         self._shutdown = False
         self._lock = threading.Lock()
+        # OTELCOST_PURE_PYTHON: no compiled code, where it is built (the same rows).
+        pure = environment.flag(environment.PURE_PYTHON, environ)
+        self._rows = _python_rows if _speedups is None or pure else _speedups.memory_rows
         # The lock may have been held by the parent's worker.
         in_forked_child(self, _new_lock)
 
@@ -111,48 +127,16 @@ class InMemoryCostExporter(CostExporter):
         Each cost is kept as a row of its records' plain values (ints, floats, strings;
         the usage only when there is one) and made a CostRecord when ``records`` is read:
         the export worker builds no record per span, and rows of plain values are left
-        alone by the garbage collector (a tuple holding only such values is untracked at
-        its first collection), where 10,000 records or cost tuples would be walked by every
-        full collection: pauses of the whole application. Totals add each span's integer.
+        alone by the garbage collector (the compiled ``memory_rows`` makes them untracked;
+        a tuple holding only such values is untracked at its first collection), where
+        10,000 records or cost tuples would be walked by every full collection: pauses of
+        the whole application. Totals add each span's integer.
         """
         with self._lock:
             if self._shutdown:
                 self._refused += len(costs)
                 return CostExportResult.FAILURE
-            rows = []
-            totals = self._totals
-            for named, binding, nanos, duration_ms, end_ms, usage, error, entry, _, ctx in costs:
-                snap = binding.snapshot
-                service, operation = named.service, named.operation
-                # The compiled planner's (trace_id, span_id), else a span context.
-                trace_id, span_id = ctx if type(ctx) is tuple else span_ids(ctx)  # type: ignore[misc]
-                rows.append(
-                    (
-                        trace_id,
-                        span_id,
-                        service,
-                        operation,
-                        nanos,
-                        snap.currency,
-                        duration_ms,
-                        end_ms,
-                        snap.region,
-                        snap.version,
-                        usage or None,
-                        error,
-                        entry,
-                        *named.deploy,
-                    )
-                )
-                key = (service, operation)
-                counts = totals.get(key)
-                if counts is None:
-                    counts = totals[key] = [0, 0, 0]
-                counts[0] += 1
-                if error is not None:
-                    counts[1] += 1
-                counts[2] += nanos
-            self._keep(rows)
+            self._keep(self._rows(costs, self._totals))
             self._unbuilt = True
         return CostExportResult.SUCCESS
 
@@ -175,6 +159,46 @@ class InMemoryCostExporter(CostExporter):
         """``exported`` records, ``evicted`` from ``records``, ``refused`` after shutdown."""
         with self._lock:
             return {"exported": self._exported, "evicted": self._evicted, "refused": self._refused}
+
+
+def _python_rows(
+    costs: Sequence[CostFields], totals: dict[tuple[str, str], list[int]]
+) -> list[Any]:
+    """The rows ``_export_costs`` keeps for ``costs``, each cost added to ``totals``
+    (``_speedups.memory_rows`` does the same in C)."""
+    rows = []
+    for named, binding, nanos, duration_ms, end_ms, usage, error, entry, _, ctx in costs:
+        snap = binding.snapshot
+        service, operation = named.service, named.operation
+        # The compiled planner's (trace_id, span_id), else a span context.
+        trace_id, span_id = ctx if type(ctx) is tuple else span_ids(ctx)  # type: ignore[misc]
+        rows.append(
+            (
+                trace_id,
+                span_id,
+                service,
+                operation,
+                nanos,
+                snap.currency,
+                duration_ms,
+                end_ms,
+                snap.region,
+                snap.version,
+                usage or None,
+                error,
+                entry,
+                *named.deploy,
+            )
+        )
+        key = (service, operation)
+        counts = totals.get(key)
+        if counts is None:
+            counts = totals[key] = [0, 0, 0]
+        counts[0] += 1
+        if error is not None:
+            counts[1] += 1
+        counts[2] += nanos
+    return rows
 
 
 def _built(items: Sequence[Any]) -> list[CostRecord]:
