@@ -143,6 +143,30 @@ def test_the_compiled_planner_is_used_where_it_is_built(
     assert second.attributes["cost.amount"] == pytest.approx(1e-6 + 2.1e-6 * 2.5)
 
 
+@needs_compiled
+def test_spans_of_two_providers_with_the_same_attribute_names_stay_in_c(
+    processors: list[CostSpanProcessor],
+) -> None:
+    """The planner finds a shape again from the last attribute names it saw; a span of
+    another resource with the same names still finds its own shape (made after the one it
+    remembers), in C, once Python has made it."""
+    processor = _processor(True)
+    processors.append(processor)
+    in_place: list[Any] = []
+    price_in_place = processor._price_in_place
+
+    def counted(span: Any) -> None:
+        in_place.append(span)
+        price_in_place(span)
+
+    processor._price_in_place = counted  # type: ignore[method-assign]
+    first, second = _tracer(processor), _tracer(processor)  # two providers, two resources
+    spans = [_end(tracer) for _ in range(5) for tracer in (first, second)]
+    assert len(in_place) == 2  # each resource's first span: a memo miss
+    assert all(span.attributes["cost.amount"] > 0 for span in spans)
+    assert processor.stats()["spans_priced"] == 10
+
+
 @pytest.mark.parametrize("value", ["1", "true", "yes"])
 def test_otelcost_pure_python_switches_it_off(
     value: str,

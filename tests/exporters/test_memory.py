@@ -14,7 +14,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.trace import SpanKind
 
 from otelcost import CostRecord, CostSpanProcessor, PricingCache, environment
-from otelcost.costing.coster import Coster
+from otelcost.costing.coster import Coster, SpanCost
 from otelcost.exporters import CostExporter, CostExportResult, InMemoryCostExporter
 from otelcost.exporters import memory as memory_module
 from otelcost.money import to_nanos
@@ -236,6 +236,7 @@ def test_the_compiled_rows_equal_the_python_rows() -> None:
                 costs.append((*cost[:9], ctx))
     # A usage mapping the collector tracks (any Mapping may come from a hand-built span).
     costs[1] = (*costs[1][:5], MappingProxyType({"gen_ai.usage.input_tokens": 5.0}), *costs[1][6:])
+    costs[2] = SpanCost(*costs[2])  # what the copy path queues: a NamedTuple of the fields
     assert any(cost[6] is not None for cost in costs)  # unpriced
     assert any(cost[5] for cost in costs)  # usage-priced
     assert not all(cost[7] for cost in costs)  # nested
@@ -243,7 +244,7 @@ def test_the_compiled_rows_equal_the_python_rows() -> None:
     compiled_totals = {("shop", "GET /users/{id}"): [1, 0, 5]}  # adds to what is there
     python_totals.update({key: list(value) for key, value in compiled_totals.items()})
     python_rows = memory_module._python_rows(costs, python_totals)
-    compiled_rows = memory_module._speedups.memory_rows(costs, compiled_totals)
+    compiled_rows = memory_module._compiled_rows(costs, compiled_totals)
     assert compiled_rows == python_rows
     assert compiled_totals == python_totals
     # Untracked from the start unless holding something tracked (here: the mapping proxy).
@@ -260,5 +261,5 @@ def test_pure_python_rows_where_asked() -> None:
     compiled = InMemoryCostExporter(environ={})
     expected = memory_module._python_rows
     if memory_module._speedups is not None:
-        expected = memory_module._speedups.memory_rows
+        expected = memory_module._compiled_rows
     assert compiled._rows is expected

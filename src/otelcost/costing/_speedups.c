@@ -88,6 +88,13 @@ typedef struct {
     PyObject *names[B_COUNT];
     Slot shape_slots[SHAPE_SLOTS];
     Slot named_slots[NAMED_SLOTS];
+    /* The last shape lookup: coster._shapes, the key (the attribute names) and the head
+     * found. A span whose attribute names are the very same objects, in the same order,
+     * finds that head again without building and hashing its key; the shapes dict is held
+     * so that a new one is never mistaken for it. */
+    PyObject *last_shapes;
+    PyObject *last_key;
+    PyObject *last_head;
 } Planner;
 
 typedef struct {
@@ -608,6 +615,50 @@ error:
 
 #define DELEGATE 2
 
+/* Whether the dict's keys are the items of `names` (a tuple or NULL), the same objects in
+ * the same order. */
+static int
+same_names(PyObject *dict, PyObject *names)
+{
+    if (names == NULL || PyDict_GET_SIZE(dict) != PyTuple_GET_SIZE(names)) {
+        return 0;
+    }
+    Py_ssize_t pos = 0, i = 0;
+    PyObject *k, *v;
+    while (PyDict_Next(dict, &pos, &k, &v)) {
+        if (k != PyTuple_GET_ITEM(names, i++)) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+/* shapes.get(tuple(inner)): the head of the chain of shapes with these attribute names, a
+ * new reference; NULL, with or without an exception. A hit becomes the last lookup. */
+static PyObject *
+shapes_lookup(Planner *self, PyObject *shapes, PyObject *inner)
+{
+    Py_ssize_t pos = 0, i = 0;
+    PyObject *k, *v;
+    PyObject *key = PyTuple_New(PyDict_GET_SIZE(inner));
+    if (key == NULL) {
+        return NULL;
+    }
+    while (PyDict_Next(inner, &pos, &k, &v)) {
+        PyTuple_SET_ITEM(key, i++, Py_NewRef(k));
+    }
+    PyObject *head = PyDict_GetItemWithError(shapes, key);
+    if (head != NULL) {
+        Py_INCREF(head);
+        Py_XSETREF(self->last_shapes, Py_NewRef(shapes));
+        Py_XSETREF(self->last_head, Py_NewRef(head));
+        Py_XSETREF(self->last_key, key);
+        return head;
+    }
+    Py_DECREF(key);
+    return NULL;
+}
+
 /* _price_planned(span): 1 priced, 0 nothing done, -1 an exception, DELEGATE: a value
  * outside the fast path's types, nothing done (the caller runs the Python method). */
 static int
@@ -615,7 +666,7 @@ plan_span(Planner *self, PyObject *span)
 {
     int result = -1;
     PyObject *live = NULL, *held = NULL, *attrs = NULL, *inner = NULL, *shapes = NULL,
-             *key = NULL, *shape = NULL, *a = NULL, *b = NULL, *c = NULL, *values = NULL, *named = NULL,
+             *shape = NULL, *a = NULL, *b = NULL, *c = NULL, *values = NULL, *named = NULL,
              *binding = NULL, *snapshot = NULL, *parent = NULL, *entry = NULL, *plan = NULL,
              *start_o = NULL, *end_o = NULL, *duration = NULL, *nanos_o = NULL,
              *totals = NULL, *amount = NULL, *old = NULL, *sum = NULL, *record = NULL;
@@ -655,31 +706,24 @@ plan_span(Planner *self, PyObject *span)
         result = DELEGATE;
         goto done;
     }
-    /* tuple(inner): the attribute names, in order */
-    {
-        Py_ssize_t pos = 0, i = 0;
-        PyObject *k, *v;
-        key = PyTuple_New(PyDict_GET_SIZE(inner));
-        if (key == NULL) {
-            goto done;
-        }
-        while (PyDict_Next(inner, &pos, &k, &v)) {
-            Py_INCREF(k);
-            PyTuple_SET_ITEM(key, i++, k);
-        }
-    }
-    shape = PyDict_GetItemWithError(shapes, key);
-    if (shape == NULL) {
-        result = PyErr_Occurred() ? -1 : 0;
-        goto done;
-    }
-    Py_INCREF(shape);
     /* The shape of the span's resource and kind, by identity: the head of the chain of
        shapes with these attribute names, or one further on (another provider's resource,
        another kind); none yet, and Python makes it. */
     if ((b = PyObject_GetAttr(span, s__resource)) == NULL ||
         (c = PyObject_GetAttr(span, s__kind)) == NULL) {
         goto done;
+    }
+    int cached = shapes == self->last_shapes && same_names(inner, self->last_key);
+    if (cached) {
+        shape = Py_NewRef(self->last_head);
+    }
+    else {
+    lookup:
+        shape = shapes_lookup(self, shapes, inner);
+        if (shape == NULL) {
+            result = PyErr_Occurred() ? -1 : 0;
+            goto done;
+        }
     }
     for (;;) {
         int same;
@@ -704,6 +748,11 @@ plan_span(Planner *self, PyObject *span)
         Py_SETREF(shape, a);
         a = NULL;
         if (shape == Py_None) {
+            Py_CLEAR(shape);
+            if (cached) { /* a head made since: look the names up again */
+                cached = 0;
+                goto lookup;
+            }
             result = 0;
             goto done;
         }
@@ -1062,7 +1111,6 @@ done:
     Py_XDECREF(attrs);
     Py_XDECREF(inner);
     Py_XDECREF(shapes);
-    Py_XDECREF(key);
     Py_XDECREF(shape);
     Py_XDECREF(a);
     Py_XDECREF(b);
@@ -1215,6 +1263,9 @@ planner_traverse(Planner *self, visitproc visit, void *arg)
     Py_VISIT(self->no_usage);
     Py_VISIT(self->nanos_per_unit);
     Py_VISIT(self->shift);
+    Py_VISIT(self->last_shapes);
+    Py_VISIT(self->last_key);
+    Py_VISIT(self->last_head);
     for (int i = 0; i < SHAPE_SLOTS; i++) {
         Py_VISIT(self->shape_slots[i].type);
     }
@@ -1237,6 +1288,9 @@ planner_clear(Planner *self)
     Py_CLEAR(self->no_usage);
     Py_CLEAR(self->nanos_per_unit);
     Py_CLEAR(self->shift);
+    Py_CLEAR(self->last_shapes);
+    Py_CLEAR(self->last_key);
+    Py_CLEAR(self->last_head);
     for (int i = 0; i < SHAPE_SLOTS; i++) {
         self->shape_slots[i].offset = -1;
         Py_CLEAR(self->shape_slots[i].type);
@@ -1567,7 +1621,7 @@ list_add(PyObject *counts, Py_ssize_t index, PyObject *by)
     return PyList_SetItem(counts, index, sum);
 }
 
-/* memory_rows(costs, totals): otelcost.exporters.memory._rows in C. Each cost's row of plain
+/* memory_rows(costs, totals, SpanContext): otelcost.exporters.memory._python_rows in C. Each cost's row of plain
  * values, the same tuple the Python loop builds, left untracked by the collector when it
  * holds nothing tracked (a tuple of plain values would be at its first collection: here it
  * never is walked at all); and every cost added to totals[(service, operation)], a list
@@ -1576,11 +1630,12 @@ static PyObject *
 memory_rows(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
     (void)module;
-    if (nargs != 2 || !PyDict_CheckExact(args[1])) {
-        PyErr_SetString(PyExc_TypeError, "memory_rows(costs, totals: dict)");
+    if (nargs != 3 || !PyDict_CheckExact(args[1]) || !PyType_Check(args[2])) {
+        PyErr_SetString(PyExc_TypeError, "memory_rows(costs, totals: dict, context_type)");
         return NULL;
     }
     PyObject *totals = args[1];
+    PyObject *context_type = args[2];
     PyObject *seq = PySequence_Fast(args[0], "costs must be a sequence");
     if (seq == NULL) {
         return NULL;
@@ -1598,7 +1653,7 @@ memory_rows(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     }
     for (Py_ssize_t i = 0; i < n; i++) {
         PyObject *cost = items[i];
-        if (!PyTuple_CheckExact(cost) || PyTuple_GET_SIZE(cost) != 10) {
+        if (!PyTuple_Check(cost) || PyTuple_GET_SIZE(cost) != 10) { /* or a SpanCost */
             PyErr_SetString(PyExc_TypeError, "a cost is a tuple of 10");
             goto error;
         }
@@ -1669,8 +1724,10 @@ memory_rows(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
             }
             last_binding = binding;
         }
-        /* The compiled planner's (trace_id, span_id), else a span context's attributes. */
-        if (PyTuple_CheckExact(ctx) && PyTuple_GET_SIZE(ctx) == 2) {
+        /* The compiled planner's (trace_id, span_id) and the SDK's SpanContext start with
+         * the ids; another span context has them as attributes (stream._costs.span_ids). */
+        if ((PyTuple_CheckExact(ctx) || (PyObject *)Py_TYPE(ctx) == context_type) &&
+            PyTuple_GET_SIZE(ctx) >= 2) {
             trace_id = Py_NewRef(PyTuple_GET_ITEM(ctx, 0));
             span_id = Py_NewRef(PyTuple_GET_ITEM(ctx, 1));
         }
@@ -1739,8 +1796,8 @@ error:
 
 static PyMethodDef speedups_methods[] = {
     {"memory_rows", (PyCFunction)(void (*)(void))memory_rows, METH_FASTCALL,
-     PyDoc_STR("memory_rows(costs, totals): InMemoryCostExporter's rows of the costs, their "
-               "totals added.")},
+     PyDoc_STR("memory_rows(costs, totals, context_type): InMemoryCostExporter's rows of the "
+               "costs, their totals added.")},
     {NULL, NULL, 0, NULL},
 };
 

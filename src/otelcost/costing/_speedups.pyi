@@ -70,6 +70,8 @@ class ServerRule:
         self, attributes: Mapping[str, object], normalize: Callable[[str], str], /
     ) -> str | None: ...
 
-def memory_rows(costs: Sequence[Any], totals: dict[tuple[str, str], list[int]], /) -> list[Any]:
+def memory_rows(
+    costs: Sequence[Any], totals: dict[tuple[str, str], list[int]], context_type: type, /
+) -> list[Any]:
     """``otelcost.exporters.memory._python_rows`` in C: the rows, untracked by the collector
     when they hold only plain values."""

@@ -9,6 +9,8 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
+from opentelemetry.trace import SpanContext
+
 from otelcost import environment
 from otelcost._fork import in_forked_child
 from otelcost.exporters.base import CostExporter, CostExportResult
@@ -80,7 +82,7 @@ class InMemoryCostExporter(CostExporter):
         self._lock = threading.Lock()
         # OTELCOST_PURE_PYTHON: no compiled code, where it is built (the same rows).
         pure = environment.flag(environment.PURE_PYTHON, environ)
-        self._rows = _python_rows if _speedups is None or pure else _speedups.memory_rows
+        self._rows = _python_rows if _speedups is None or pure else _compiled_rows
         # The lock may have been held by the parent's worker.
         in_forked_child(self, _new_lock)
 
@@ -199,6 +201,13 @@ def _python_rows(
             counts[1] += 1
         counts[2] += nanos
     return rows
+
+
+def _compiled_rows(
+    costs: Sequence[CostFields], totals: dict[tuple[str, str], list[int]]
+) -> list[Any]:
+    """``_python_rows`` in C (``_speedups.memory_rows``)."""
+    return _speedups.memory_rows(costs, totals, SpanContext)
 
 
 def _built(items: Sequence[Any]) -> list[CostRecord]:
