@@ -24,9 +24,10 @@ setting), so secrets need not be in the environment | none | `kafka_exporter_fro
 | `OTELCOST_QUIET` | Any value but `0`/`false`/`no`/`off`: no startup line on stderr \
 (the `install()` summary still goes to the `otelcost.costing.install` logger at INFO) | \
 the line is printed once when logging is not configured | `install()` |
-| `OTELCOST_PURE_PYTHON` | Any value but `0`/`false`/`no`/`off`: price spans with the \
-pure-Python code even where the compiled accelerator is built (same results) | the \
-accelerator when it is built | `CostSpanProcessor`, `install()` |
+| `OTELCOST_PURE_PYTHON` | Any value but `0`/`false`/`no`/`off`: price spans (and make \
+`InMemoryCostExporter`'s rows) with the pure-Python code even where the compiled \
+accelerator is built (same results) | the accelerator when it is built | \
+`CostSpanProcessor`, `install()`, `InMemoryCostExporter` |
 
 One rule, everywhere: **an explicit argument wins, then the environment, then the default**.
 A variable that is unset or blank (only whitespace) counts as unset; values are stripped.

@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable, Hashable, Mapping
 from operator import itemgetter
 from types import MappingProxyType
-from typing import Final, NamedTuple, TypeAlias
+from typing import Any, Final, NamedTuple, TypeAlias
 
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan
@@ -63,6 +63,7 @@ __all__ = [
     "SpanCost",
     "cost_record",
     "deploy_of",
+    "span_ids",
 ]
 
 _logger = logging.getLogger(__name__)
@@ -319,7 +320,16 @@ CostFields: TypeAlias = tuple[
 """A SpanCost's fields in a plain tuple: what the ending hook queues (one allocation). The
 last is the span's context, or just its ``(trace_id, span_id)`` (the compiled planner's: a
 queued context would keep a collector-tracked object alive per span);
-``otelcost.stream._costs.span_ids`` reads either."""
+``span_ids`` reads either."""
+
+
+def span_ids(context: Any) -> tuple[int, int]:
+    """(trace_id, span_id) of a cost's context: the SDK's SpanContext and the compiled
+    planner's ``(trace_id, span_id)`` are tuples that start with them; a hand-built span's
+    context has them as attributes."""
+    if type(context) is tuple or type(context) is SpanContext:
+        return context[0], context[1]
+    return context.trace_id, context.span_id
 
 
 def cost_record(cost: CostFields, trace_id: int, span_id: int) -> CostRecord:

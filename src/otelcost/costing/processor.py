@@ -55,6 +55,7 @@ from otelcost.costing.coster import (
     _Shape,
     cost_record,
     plain_attributes,
+    span_ids,
 )
 from otelcost.costing.enrich import enriched_copy
 from otelcost.exporters.base import (
@@ -68,7 +69,6 @@ from otelcost.money import DEFAULT_CURRENCY, NANOS_PER_UNIT
 from otelcost.pricing import PricingCache
 from otelcost.pricing.sources import SourceLike
 from otelcost.record import _MIN_TS_MS
-from otelcost.stream._costs import span_ids
 
 try:  # the compiled planner (setup.py builds it where a C compiler is); else pure Python
     from otelcost.costing import _speedups

@@ -13,10 +13,10 @@ from opentelemetry.trace import SpanContext
 
 from otelcost import environment
 from otelcost._fork import in_forked_child
+from otelcost.costing.coster import span_ids
 from otelcost.exporters.base import CostExporter, CostExportResult
 from otelcost.money import from_nanos
 from otelcost.record import CostRecord, trusted_record
-from otelcost.stream._costs import span_ids
 
 if TYPE_CHECKING:
     from otelcost.costing.coster import CostFields

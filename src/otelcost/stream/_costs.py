@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from otelcost.costing.coster import CostFields, Named, PricingSnapshot
     from otelcost.record import CostRecord
 
-__all__ = ["cost_records", "encode_cost_messages", "row_of", "span_ids"]
+__all__ = ["cost_records", "encode_cost_messages", "row_of"]
 
 _NAMED = itemgetter(0)
 _SNAPSHOT = attrgetter("snapshot")  # of a Binding
@@ -48,15 +48,6 @@ _ID_TUPLES = {SpanContext, tuple}
 # are made chunk by chunk as they are encoded (while still in the CPU's caches): measured
 # faster from about a thousand costs on.
 _ROWS_AT_ONCE = 512
-
-
-def span_ids(context: Any) -> tuple[int, int]:
-    """(trace_id, span_id) of a cost's context: the SDK's SpanContext and the compiled
-    planner's ``(trace_id, span_id)`` are tuples that start with them; a hand-built span's
-    context has them as attributes."""
-    if type(context) in _ID_TUPLES:
-        return context[0], context[1]
-    return context.trace_id, context.span_id
 
 
 def encode_cost_messages(
@@ -158,6 +149,8 @@ def _rows(costs: Sequence[CostFields]) -> list[tuple[Any, ...]]:
 
 def row_of(cost: CostFields) -> tuple[Any, ...]:
     """The schema-2 row of one cost: ``record_row`` of its CostRecord."""
+    from otelcost.costing.coster import span_ids  # loaded: the costs come from there
+
     named, _, nanos, duration_ms, end_ms, usage, error, entry, _, context = cost
     trace_id, span_id = span_ids(context)
     row: tuple[Any, ...] = (
@@ -188,7 +181,7 @@ def _extra(usage: Mapping[str, float], error: str | None, entry: bool) -> dict[s
 def cost_records(costs: Sequence[CostFields]) -> list[CostRecord]:
     """The CostRecords of costs (with span contexts), for the rare paths that keep or fold
     records: a full local queue, a message that cannot be sent."""
-    from otelcost.costing.coster import cost_record  # loaded: the costs come from there
+    from otelcost.costing.coster import cost_record, span_ids  # loaded: the costs come from there
 
     return [
         cost_record(cost, *span_ids(context)) for cost in costs if (context := cost[9]) is not None
