@@ -11,7 +11,7 @@ import pytest
 from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.trace import SpanKind
+from opentelemetry.trace import Span, SpanKind, Tracer
 
 from otelcost import CostRecord, CostSpanProcessor, PricingCache, environment
 from otelcost.costing.coster import Coster, SpanCost
@@ -86,6 +86,16 @@ def test_a_negative_bound_is_rejected() -> None:
         InMemoryCostExporter(max_records=-1)
 
 
+def _server_span(tracer: Tracer, route: str, start: int) -> Span:
+    """A started server span of ``route`` (the stable HTTP conventions)."""
+    return tracer.start_span(
+        f"GET {route}",
+        kind=SpanKind.SERVER,
+        attributes={"http.request.method": "GET", "http.route": route},
+        start_time=start,
+    )
+
+
 class _Records(CostExporter):
     """A plain record exporter: the processor builds a CostRecord per span for it."""
 
@@ -119,13 +129,7 @@ def test_the_processors_cost_tuples_become_the_same_records_when_read() -> None:
     try:
         assert memory.export([record(0)]) is CostExportResult.SUCCESS
         for i in range(30):
-            route = "/users/{id}" if i % 3 else "/unpriced"
-            span = tracer.start_span(
-                f"GET {route}",
-                kind=SpanKind.SERVER,
-                attributes={"http.request.method": "GET", "http.route": route},
-                start_time=_T0 + i,
-            )
+            span = _server_span(tracer, "/users/{id}" if i % 3 else "/unpriced", _T0 + i)
             span.end(end_time=_T0 + i + 1_500_000 * (i + 1))
         assert processor.force_flush(10_000)
         assert memory._unbuilt  # nothing built on the export worker
@@ -207,13 +211,7 @@ def test_the_compiled_rows_equal_the_python_rows() -> None:
         )
         tracer = provider.get_tracer("test")
         for i in range(12):
-            route = "/users/{id}" if i % 4 else "/unpriced"
-            parent = tracer.start_span(
-                f"GET {route}",
-                kind=SpanKind.SERVER,
-                attributes={"http.request.method": "GET", "http.route": route},
-                start_time=_T0 + i,
-            )
+            parent = _server_span(tracer, "/users/{id}" if i % 4 else "/unpriced", _T0 + i)
             chat = tracer.start_span(
                 "chat m",
                 context=trace.set_span_in_context(parent),
