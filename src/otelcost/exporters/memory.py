@@ -172,8 +172,7 @@ def _python_rows(
     for named, binding, nanos, duration_ms, end_ms, usage, error, entry, _, ctx in costs:
         snap = binding.snapshot
         service, operation = named.service, named.operation
-        # The compiled planner's (trace_id, span_id), else a span context.
-        trace_id, span_id = ctx if type(ctx) is tuple else span_ids(ctx)  # type: ignore[misc]
+        trace_id, span_id = span_ids(ctx)
         rows.append(
             (
                 trace_id,
