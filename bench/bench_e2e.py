@@ -48,6 +48,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from socketserver import ThreadingMixIn
 from typing import IO, Any, TypeVar
@@ -397,23 +398,8 @@ def _each_in_a_thread(function: Callable[[T], R], items: Iterable[T]) -> list[R]
     """``function(item)`` for every item, each on its own thread, all at once; the results
     in order, or the first exception once every thread has finished."""
     items = list(items)
-    results: list[R | None] = [None] * len(items)
-    errors: list[BaseException] = []
-
-    def one(index: int) -> None:
-        try:
-            results[index] = function(items[index])
-        except BaseException as exc:  # raised below, in the caller's thread
-            errors.append(exc)
-
-    threads = [threading.Thread(target=one, args=(index,)) for index in range(len(items))]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    if errors:
-        raise errors[0]
-    return results  # type: ignore[return-value]  # every slot was filled
+    with ThreadPoolExecutor(max_workers=max(len(items), 1)) as pool:
+        return list(pool.map(function, items))
 
 
 def drive(port: int, pid: int, requests: Sequence[bytes], seconds: float) -> dict[str, float]:
