@@ -14,6 +14,7 @@ from bench.bench_e2e import (
     _REQUEST_WAITS,
     TWIN,
     _KeepAliveRequestHandler,
+    _median_interval,
     _p99_ratio,
     _paired_rows,
     _requests,
@@ -46,6 +47,16 @@ def test_p99_ratio_pools_the_rounds_and_brackets_them() -> None:
     ratio, low, high = _p99_ratio(stalled, base)
     assert ratio > 1.0
     assert low <= 1.0 < ratio <= high
+
+
+def test_median_interval_brackets_the_median_of_the_rounds() -> None:
+    assert _median_interval([0.95] * 12) == (0.95, 0.95, 0.95)
+    rounds = [0.90, 0.97, 0.93, 0.96, 0.94, 0.99, 0.92, 0.95, 0.91, 0.98, 0.96, 0.94]
+    median, low, high = _median_interval(rounds)
+    assert median == 0.945
+    assert min(rounds) <= low < median < high <= max(rounds)
+    # A wild round (a GC pause, another job) counts as any round above the median would.
+    assert _median_interval([*rounds[:-1], 1.6]) == _median_interval([*rounds[:-1], 0.99])
 
 
 def test_paired_rows_give_the_capacity_lost() -> None:
