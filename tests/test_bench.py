@@ -3,6 +3,8 @@ generator that must not hide a server's stall (coordinated omission)."""
 
 from __future__ import annotations
 
+import contextlib
+import os
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -13,12 +15,14 @@ from bench._report import percentile, quartiles
 from bench.bench_e2e import (
     _REQUEST_WAITS,
     TWIN,
+    _capacity_interval,
     _KeepAliveRequestHandler,
-    _median_interval,
     _p99_ratio,
     _paired_rows,
     _requests,
     _ThreadingServer,
+    _totals,
+    alternate,
     paced,
 )
 
@@ -49,14 +53,20 @@ def test_p99_ratio_pools_the_rounds_and_brackets_them() -> None:
     assert low <= 1.0 < ratio <= high
 
 
-def test_median_interval_brackets_the_median_of_the_rounds() -> None:
-    assert _median_interval([0.95] * 12) == (0.95, 0.95, 0.95)
-    rounds = [0.90, 0.97, 0.93, 0.96, 0.94, 0.99, 0.92, 0.95, 0.91, 0.98, 0.96, 0.94]
-    median, low, high = _median_interval(rounds)
-    assert median == 0.945
-    assert min(rounds) <= low < median < high <= max(rounds)
-    # A wild round (a GC pause, another job) counts as any round above the median would.
-    assert _median_interval([*rounds[:-1], 1.6]) == _median_interval([*rounds[:-1], 0.99])
+def test_capacity_interval_compares_cpu_per_request_block_by_block() -> None:
+    # (responses, CPU seconds, seconds in turns): the host's speed differs per block.
+    base = [(1000, 0.40, 0.5), (1000, 0.50, 0.6), (1000, 0.45, 0.55)] * 4
+    assert _capacity_interval(base, base) == (1.0, 1.0, 1.0)
+    # 5% more CPU per request in every block: 1/1.05 of the baseline's capacity.
+    costlier = [(done, cpu * 1.05, seconds) for done, cpu, seconds in base]
+    ratio, low, high = _capacity_interval(costlier, base)
+    assert ratio == pytest.approx(1 / 1.05)
+    assert low == pytest.approx(1 / 1.05) and high == pytest.approx(1 / 1.05)
+    # Noise in some blocks widens the interval around the ratio over all blocks.
+    noisy = [(d, c * (1.15 if i % 5 == 0 else 1.02), s) for i, (d, c, s) in enumerate(base)]
+    ratio, low, high = _capacity_interval(noisy, base)
+    assert ratio == pytest.approx(_totals(base)[1] / _totals(noisy)[1])
+    assert low < ratio < high
 
 
 def test_paired_rows_give_the_capacity_lost() -> None:
@@ -73,6 +83,31 @@ def test_paired_rows_give_the_capacity_lost() -> None:
     assert rows[1][3] == "500 / 400"
 
 
+@contextlib.contextmanager
+def _serving(app: Callable[..., Iterable[bytes]]) -> Iterator[int]:
+    """A keep-alive WSGI server (the bench's own) for ``app`` on loopback; its port."""
+    server = _ThreadingServer(("127.0.0.1", 0), _KeepAliveRequestHandler)
+    server.set_app(app)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server.server_port
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def _counting_app(counter: list[int], delay: float = 0.0) -> Callable[..., Iterable[bytes]]:
+    def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        if delay:
+            time.sleep(delay)
+        counter.append(1)
+        start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "2")])
+        return [b"ok"]
+
+    return app
+
+
 @pytest.fixture
 def stalling_server() -> Iterator[tuple[int, threading.Event]]:
     """A keep-alive WSGI server whose requests all wait while ``stall`` is set."""
@@ -84,16 +119,36 @@ def stalling_server() -> Iterator[tuple[int, threading.Event]]:
         start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "2")])
         return [b"ok"]
 
-    server = _ThreadingServer(("127.0.0.1", 0), _KeepAliveRequestHandler)
-    server.set_app(app)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
     try:
-        yield server.server_port, resume
+        with _serving(app) as port:
+            yield port, resume
     finally:
         resume.set()
-        server.shutdown()
-        server.server_close()
+
+
+def test_alternate_gives_each_server_its_turns_and_counts_every_response() -> None:
+    fast: list[int] = []
+    slow: list[int] = []
+    with (
+        _serving(_counting_app(fast)) as fast_port,
+        _serving(_counting_app(slow, delay=0.002)) as slow_port,
+    ):
+        pid = os.getpid()
+        blocks = alternate(
+            {"fast": (fast_port, pid), "slow": (slow_port, pid)},
+            _requests(100),
+            cycles=6,
+            turn_seconds=0.02,
+        )
+    # Every response counted for the server that gave it; each turn lasts its 20 ms at
+    # least (until its last response is in).
+    assert blocks["fast"][0] == len(fast)
+    assert blocks["slow"][0] == len(slow)
+    assert blocks["slow"][2] >= 6 * 0.02
+    # Four connections, 2 ms a request: the slow server answers at most ~2,000/s.
+    assert _totals([blocks["slow"]])[0] < 2_100 < _totals([blocks["fast"]])[0]
+    # Both are this process: its CPU over the whole call, counted for each.
+    assert blocks["fast"][1] == pytest.approx(blocks["slow"][1], abs=0.02)
 
 
 def test_paced_load_charges_a_stall_to_every_request_due_during_it(
