@@ -383,21 +383,30 @@ def paced(port: int, requests: Sequence[bytes], rate: float, seconds: float) -> 
                 sent[sock] = start + issued / rate
                 issued += 1
             timeout = max(0.0, start + due / rate - clock()) if due < total else 1.0
-            for key, _ in selector.select(timeout):
-                sock = key.fileobj  # type: ignore[assignment]
-                chunk = sock.recv(65536)
-                if not chunk:
-                    raise RuntimeError("the server closed the connection")
-                buffers[sock] += chunk
-                if _complete(buffers[sock]):
-                    latencies.append(clock() - sent.pop(sock))
-                    buffers[sock] = b""
-                    idle.append(sock)
+            for sock in _answered(selector, buffers, timeout):
+                latencies.append(clock() - sent.pop(sock))
+                idle.append(sock)
     finally:
         selector.close()
         for sock in socks:
             sock.close()
     return latencies
+
+
+def _answered(
+    selector: selectors.BaseSelector, buffers: dict[socket.socket, bytes], timeout: float
+) -> Iterator[socket.socket]:
+    """Read what the connections ready within ``timeout`` received; yield each one as its
+    response completes (its buffer emptied for the next), while reading the others."""
+    for key, _ in selector.select(timeout):
+        sock: socket.socket = key.fileobj  # type: ignore[assignment]
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise RuntimeError("the server closed the connection")
+        buffers[sock] += chunk
+        if _complete(buffers[sock]):
+            buffers[sock] = b""
+            yield sock
 
 
 def _cpu_seconds(pid: int) -> float:
@@ -506,23 +515,15 @@ def _turn(
         index += 1
     done, busy = 0, len(socks)
     while busy:
-        events = selector.select(10.0)
-        if not events:
+        if clock() > until + 10:
             raise RuntimeError("the server did not answer within 10 s")
-        for key, _ in events:
-            sock = key.fileobj  # type: ignore[assignment]
-            chunk = sock.recv(65536)
-            if not chunk:
-                raise RuntimeError("the server closed the connection")
-            buffers[sock] += chunk
-            if _complete(buffers[sock]):
-                buffers[sock] = b""
-                done += 1
-                if clock() < until:
-                    sock.sendall(requests[index % len(requests)])
-                    index += 1
-                else:
-                    busy -= 1
+        for sock in _answered(selector, buffers, 1.0):
+            done += 1
+            if clock() < until:
+                sock.sendall(requests[index % len(requests)])
+                index += 1
+            else:
+                busy -= 1
     return done, clock() - started, index
 
 
