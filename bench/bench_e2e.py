@@ -897,7 +897,12 @@ def _result(
             "Requests/s in its turns: responses over the time of the server's own turns, "
             "for scale; its background threads partly ran in the others' turns. The "
             "request threads' own CPU (thread CPU clock, over the whole run) is shown "
-            "beside the server's.",
+            "beside the server's. One bias of the turns: work a server does per second "
+            "rather than per request (timers, the metrics reader, the export worker's "
+            "wake-up, librdkafka's polling) is spread over only its share of the requests, "
+            "one turn in five; idle, the servers used 0.5 (baseline), 1.0 (embedded "
+            "exporters) and 1.5 ms (every exporter) of CPU a second (2026-12-03), so this "
+            "charges otelcost at most 0.2-0.4 points more than full load would.",
             "",
             "### Paired: the baseline and otelcost sharing the server CPU",
             "",
@@ -909,10 +914,10 @@ def _result(
             "capacity = 1 - baseline's CPU per request / otelcost's. The A/A row pairs the "
             "baseline with a second, identical baseline server. This is a different operating "
             "point from the turns above: the two processes take turns on one CPU and "
-            "evict each other's data from its caches between requests, so every request "
-            "costs more than with the CPU to itself (compare the CPU per request here with "
-            "the table above), and otelcost, whose added cost is mostly such misses, more "
-            "than the baseline. It is the view for hosts where a service's processes share "
+            "evict each other's data from its caches between requests, which costs "
+            "otelcost, whose added cost is mostly such misses, more than the baseline (0-3 "
+            "points more than in the turns in the runs of 2026-12-03). It is the view for "
+            "hosts where a service's processes share "
             "cores; the target is judged on the turns above, the issue's server with its CPU "
             "to itself.",
             "",
