@@ -131,7 +131,7 @@ def test_alternate_gives_each_server_its_turns_and_counts_every_response() -> No
     slow: list[int] = []
     with (
         _serving(_counting_app(fast)) as fast_port,
-        _serving(_counting_app(slow, delay=0.002)) as slow_port,
+        _serving(_counting_app(slow, delay=0.01)) as slow_port,
     ):
         pid = os.getpid()
         blocks = alternate(
@@ -145,10 +145,11 @@ def test_alternate_gives_each_server_its_turns_and_counts_every_response() -> No
     assert blocks["fast"][0] == len(fast)
     assert blocks["slow"][0] == len(slow)
     assert blocks["slow"][2] >= 6 * 0.02
-    # Four connections, 2 ms a request: the slow server answers at most ~2,000/s.
-    assert _totals([blocks["slow"]])[0] < 2_100 < _totals([blocks["fast"]])[0]
+    # Four connections, at least 10 ms a request: the slow server answers 400/s at most
+    # (the fast one gave 1,850/s in a CI run with the whole suite beside it).
+    assert _totals([blocks["slow"]])[0] <= 400 < _totals([blocks["fast"]])[0]
     # Both are this process: its CPU over the whole call, counted for each.
-    assert blocks["fast"][1] == pytest.approx(blocks["slow"][1], abs=0.02)
+    assert blocks["fast"][1] == pytest.approx(blocks["slow"][1], abs=0.05)
 
 
 def test_paced_load_charges_a_stall_to_every_request_due_during_it(
