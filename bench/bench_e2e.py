@@ -26,14 +26,14 @@ they are due, in any server's turn, so what is compared is each process's own CP
 request (all its threads): requests/s lost at capacity = 1 - the baseline's CPU per
 request / a configuration's, with a 95% bootstrap interval over blocks of cycles and an
 A/A control (a second, identical baseline server); target <= 5% with every exporter on.
-Each otelcost server is also driven at the
-same time as the baseline (the paired phase, with its own A/A control): two processes
-sharing one CPU evict each other's data from the CPU caches between requests, which
-costs otelcost (whose added cost is mostly such misses) more than the baseline, so the
-paired figure is the view for hosts where processes share cores, and larger. Then both
-serve a fixed load, for latency (p99 pooled over rounds, with a bootstrap interval) and
-full GC pauses. At the end every server reports what it priced: a configuration that
-dropped spans (to keep up) would be flagged.
+Each otelcost server is also driven at the same time as the baseline (the paired phase,
+with its own A/A control): two processes sharing one CPU evict each other's data from
+the CPU caches between requests, which costs otelcost (whose added cost is mostly such
+misses) more than the baseline, so the paired figure is the view for hosts where
+processes share cores, and larger. Then both serve a fixed load, for latency (p99
+pooled over rounds, with a bootstrap interval) and full GC pauses. At the end every
+server reports what it priced: a configuration that dropped spans (to keep up) would be
+flagged.
 
 Run ``python -m bench.bench_e2e [--quick]``; it rewrites the ``e2e`` section of
 docs/performance.md.
@@ -42,6 +42,7 @@ docs/performance.md.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import itertools
 import json
@@ -356,11 +357,17 @@ def paced(port: int, requests: Sequence[bytes], rate: float, seconds: float) -> 
     request with none idle waits, and that wait is part of its latency. One thread, one
     selector: the client adds no thread switches of its own.
     """
-    socks = [_connect(port) for _ in range(PACED_CONNECTIONS)]
-    selector = selectors.DefaultSelector()
-    for sock in socks:
-        sock.setblocking(False)
-        selector.register(sock, selectors.EVENT_READ)
+    with _watched(port, PACED_CONNECTIONS) as (socks, selector):
+        return _paced(socks, selector, requests, rate, seconds)
+
+
+def _paced(
+    socks: list[socket.socket],
+    selector: selectors.BaseSelector,
+    requests: Sequence[bytes],
+    rate: float,
+    seconds: float,
+) -> list[float]:
     idle = list(socks)
     sent: dict[socket.socket, float] = {}  # connection -> scheduled time of its request
     buffers = dict.fromkeys(socks, b"")
@@ -370,27 +377,39 @@ def paced(port: int, requests: Sequence[bytes], rate: float, seconds: float) -> 
     start = clock() + 0.01
     due = 0  # requests whose scheduled time has come
     issued = 0
+    while len(latencies) < total:
+        now = clock()
+        if now > start + seconds + 30:
+            raise RuntimeError(f"the server answered {len(latencies)} of {total} requests")
+        while due < total and start + due / rate <= now:
+            due += 1
+        while issued < due and idle:
+            sock = idle.pop()
+            sock.sendall(requests[issued % len(requests)])  # small: fits the send buffer
+            sent[sock] = start + issued / rate
+            issued += 1
+        timeout = max(0.0, start + due / rate - clock()) if due < total else 1.0
+        for sock in _answered(selector, buffers, timeout):
+            latencies.append(clock() - sent.pop(sock))
+            idle.append(sock)
+    return latencies
+
+
+@contextlib.contextmanager
+def _watched(port: int, count: int) -> Iterator[tuple[list[socket.socket], selectors.BaseSelector]]:
+    """``count`` non-blocking keep-alive connections to ``port`` and a selector watching
+    them for reading; all closed on exit."""
+    socks = [_connect(port) for _ in range(count)]
+    selector = selectors.DefaultSelector()
     try:
-        while len(latencies) < total:
-            now = clock()
-            if now > start + seconds + 30:
-                raise RuntimeError(f"the server answered {len(latencies)} of {total} requests")
-            while due < total and start + due / rate <= now:
-                due += 1
-            while issued < due and idle:
-                sock = idle.pop()
-                sock.sendall(requests[issued % len(requests)])  # small: fits the send buffer
-                sent[sock] = start + issued / rate
-                issued += 1
-            timeout = max(0.0, start + due / rate - clock()) if due < total else 1.0
-            for sock in _answered(selector, buffers, timeout):
-                latencies.append(clock() - sent.pop(sock))
-                idle.append(sock)
+        for sock in socks:
+            sock.setblocking(False)
+            selector.register(sock, selectors.EVENT_READ)
+        yield socks, selector
     finally:
         selector.close()
         for sock in socks:
             sock.close()
-    return latencies
 
 
 def _answered(
@@ -461,26 +480,19 @@ def alternate(
     is in. Per server: (responses, its process CPU seconds from the first turn to the
     last, all its threads, whenever they ran, seconds in its turns)."""
     names = list(servers)
-    connections = {
-        name: [_connect(port) for _ in range(CONNECTIONS)] for name, (port, _) in servers.items()
-    }
-    selectors_of = {}
-    for name, socks in connections.items():
-        selectors_of[name] = selectors.DefaultSelector()
-        for sock in socks:
-            sock.setblocking(False)
-            selectors_of[name].register(sock, selectors.EVENT_READ)
     done = dict.fromkeys(names, 0)
     seconds = dict.fromkeys(names, 0.0)
-    cpu = {name: _cpu_seconds(pid) for name, (_, pid) in servers.items()}
-    index = 0
-    try:
+    with contextlib.ExitStack() as stack:
+        watched = {
+            name: stack.enter_context(_watched(port, CONNECTIONS))
+            for name, (port, _) in servers.items()
+        }
+        cpu = {name: _cpu_seconds(pid) for name, (_, pid) in servers.items()}
+        index = 0
         for cycle in range(cycles):
-            shift = cycle % len(names)
-            for name in names[shift:] + names[:shift]:
-                answered, elapsed, index = _turn(
-                    selectors_of[name], connections[name], requests, index, turn_seconds
-                )
+            for name in _rotated(names, cycle):
+                socks, selector = watched[name]
+                answered, elapsed, index = _turn(selector, socks, requests, index, turn_seconds)
                 done[name] += answered
                 seconds[name] += elapsed
         # The servers' background threads (exporters, the BatchSpanProcessor) run whenever
@@ -489,11 +501,12 @@ def alternate(
             name: (done[name], _cpu_seconds(pid) - cpu[name], seconds[name])
             for name, (_, pid) in servers.items()
         }
-    finally:
-        for name, socks in connections.items():
-            selectors_of[name].close()
-            for sock in socks:
-                sock.close()
+
+
+def _rotated(names: Sequence[str], index: int) -> list[str]:
+    """``names`` starting at ``index`` (modulo their number): round ``index``'s order."""
+    shift = index % len(names)
+    return [*names[shift:], *names[:shift]]
 
 
 def _turn(
@@ -751,13 +764,8 @@ def run(quick: bool) -> Result:
                     c: [] for c in configs if c in PAIRED
                 }
                 for round_index in range(rounds):
-                    order = list(pairs)
-                    shift = round_index % len(order)
-                    for config in order[shift:] + order[:shift]:
-                        together = {
-                            name: (servers[name].port, servers[name].proc.pid)
-                            for name in ("otel", config)
-                        }
+                    for config in _rotated(list(pairs), round_index):
+                        together = {name: ports[name] for name in ("otel", config)}
                         pairs[config].append(drive_together(together, requests, paired_seconds))
                 # Half the baseline's capacity: its CPU, all of it, over its CPU per request.
                 rate = 1e6 / _totals(turns["otel"])[1] / 2
@@ -766,9 +774,7 @@ def run(quick: bool) -> Result:
                 }
                 windows: dict[str, list[tuple[float, float]]] = {c: [] for c in configs}
                 for round_index in range(rounds):
-                    order = list(latencies)
-                    shift = round_index % len(order)
-                    for config in order[shift:] + order[:shift]:
+                    for config in _rotated(list(latencies), round_index):
                         started = time.perf_counter()
                         latencies[config].append(
                             paced(servers[config].port, requests, rate, seconds)
