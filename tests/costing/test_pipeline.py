@@ -13,7 +13,11 @@ from opentelemetry import context
 
 from _processes import in_forked_child
 from _wait import wait_for
+from otelcost.costing import _pipeline
 from otelcost.costing._pipeline import SLICE_CPU_SECONDS, BatchPipeline
+
+# put() in Python, and in C where the module is built: the same behaviour.
+PUTS = [False, True] if _pipeline._speedups is not None else [False]
 
 
 class Recorder:
@@ -74,15 +78,19 @@ def make(
     max_queue_size: int = 1000,
     max_batch_size: int = 10,
     schedule_delay_millis: float = 60_000,
+    compiled: bool = False,
 ) -> BatchPipeline[int]:
-    return BatchPipeline(
+    pipeline: BatchPipeline[int] = BatchPipeline(
         handler,
         name="test-pipeline",
         max_queue_size=max_queue_size,
         max_batch_size=max_batch_size,
         schedule_delay_millis=schedule_delay_millis,
         export_timeout_millis=5_000,
+        compiled=compiled,
     )
+    assert (type(pipeline.put).__name__ == "QueuePut") is compiled
+    return pipeline
 
 
 @pytest.fixture
@@ -185,8 +193,11 @@ def test_a_drain_nobody_waits_for_leaves_the_application_gaps_between_slices() -
     assert len(seen) >= 2 * slices
 
 
-def test_a_full_batch_wakes_the_worker_before_the_schedule_delay(handler: Recorder) -> None:
-    pipeline = make(handler, max_batch_size=10, schedule_delay_millis=60_000)
+@pytest.mark.parametrize("compiled", PUTS)
+def test_a_full_batch_wakes_the_worker_before_the_schedule_delay(
+    handler: Recorder, compiled: bool
+) -> None:
+    pipeline = make(handler, max_batch_size=10, schedule_delay_millis=60_000, compiled=compiled)
     for i in range(11):
         pipeline.put(i)
     wait_for(lambda: len(handler.items) == 11)
@@ -200,9 +211,10 @@ def test_the_schedule_delay_drains_a_partial_batch(handler: Recorder) -> None:
     pipeline.shutdown()
 
 
-def test_a_full_queue_drops_new_items_and_counts_each(handler: Recorder) -> None:
+@pytest.mark.parametrize("compiled", PUTS)
+def test_a_full_queue_drops_new_items_and_counts_each(handler: Recorder, compiled: bool) -> None:
     handler.gate.clear()
-    pipeline = make(handler, max_queue_size=50, max_batch_size=10)
+    pipeline = make(handler, max_queue_size=50, max_batch_size=10, compiled=compiled)
     pipeline.put(-1)
     pipeline.force_flush(0)
     handler.entered.wait(5)  # the worker now holds item -1 and blocks
@@ -233,8 +245,9 @@ def test_force_flush_returns_false_at_its_deadline_when_the_handler_is_stuck(
     pipeline.shutdown()
 
 
-def test_shutdown_drains_closes_and_refuses_later_items(handler: Recorder) -> None:
-    pipeline = make(handler)
+@pytest.mark.parametrize("compiled", PUTS)
+def test_shutdown_drains_closes_and_refuses_later_items(handler: Recorder, compiled: bool) -> None:
+    pipeline = make(handler, compiled=compiled)
     for i in range(25):
         pipeline.put(i)
     assert pipeline.shutdown(10_000)
@@ -287,9 +300,12 @@ def test_instrumentation_is_suppressed_on_the_worker(handler: Recorder) -> None:
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
-def test_a_forked_child_gets_a_fresh_worker_and_not_the_parents_queue(handler: Recorder) -> None:
+@pytest.mark.parametrize("compiled", PUTS)
+def test_a_forked_child_gets_a_fresh_worker_and_not_the_parents_queue(
+    handler: Recorder, compiled: bool
+) -> None:
     handler.gate.clear()
-    pipeline = make(handler, max_batch_size=5)
+    pipeline = make(handler, max_batch_size=5, compiled=compiled)
     pipeline.put(-1)
     pipeline.force_flush(0)
     handler.entered.wait(5)  # parent's worker is stuck holding -1; 3 more wait in the queue

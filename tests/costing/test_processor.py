@@ -21,7 +21,13 @@ from opentelemetry.trace import Tracer
 from _processes import in_forked_child
 from _wsgi import App, Served
 from otelcost import CostRecord, CostSpanProcessor, PricingCache
-from otelcost.exporters import CostExporter, CostExportResult, InMemoryCostExporter
+from otelcost.exporters import (
+    CostExporter,
+    CostExportResult,
+    CostSumExporter,
+    CostSums,
+    InMemoryCostExporter,
+)
 from otelcost.money import to_nanos
 
 VERSION = "2026-11-27.1"
@@ -570,6 +576,48 @@ def test_a_forked_child_keeps_exporting_its_own_spans_only() -> None:
     finally:
         gate.open.set()
         harness.processor.shutdown()
+
+
+class _Sums(CostSumExporter):
+    def __init__(self) -> None:
+        self.spans = 0
+
+    def export_sums(self, sums: CostSums) -> CostExportResult:
+        self.spans += sum(total.spans for total in sums.costs.values())
+        return CostExportResult.SUCCESS
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+@pytest.mark.skipif("ending_hook" not in PATHS, reason="this SDK has no ending hook")
+def test_a_forked_child_sums_the_spans_its_threads_price_in_the_hook() -> None:
+    # The thread that forks has priced spans: in the child it prices into the child's
+    # tally, not into the dict it added to before the fork (which only the parent reads).
+    sums = _Sums()
+    processor = CostSpanProcessor(PRICES, [sums], pricing_path="ending_hook")
+    provider = TracerProvider(
+        resource=Resource.create({"service.name": "batch"}), shutdown_on_exit=False
+    )
+    provider.add_span_processor(processor)
+    tracer = provider.get_tracer("tests")
+    try:
+        for _ in range(5):
+            end_span(tracer, "job")
+        assert processor.force_flush(10_000)
+        assert sums.spans == 5
+
+        def child() -> str:
+            sums.spans = 0
+            for _ in range(7):
+                end_span(tracer, "job")
+            flushed = processor.force_flush(10_000)
+            return json.dumps({"flushed": flushed, "spans": sums.spans})
+
+        assert json.loads(in_forked_child(child)) == {"flushed": True, "spans": 7}
+        end_span(tracer, "job")
+        assert processor.force_flush(10_000)
+        assert sums.spans == 6
+    finally:
+        processor.shutdown()
 
 
 def test_records_hold_no_reference_to_the_span(harness: Harness) -> None:

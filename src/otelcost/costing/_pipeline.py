@@ -4,8 +4,9 @@ Modelled on the SDK's ``BatchProcessor`` (opentelemetry/sdk/_shared_internal), w
 parts that matter for a cost pipeline done differently:
 
 - ``put`` is the only thing the application thread runs: a length check and a deque append,
-  no lock, no ``os.getpid()``. A full queue refuses the *new* item and counts it; memory is
-  bounded by ``max_queue_size`` (plus at most one item per racing application thread).
+  no lock, no ``os.getpid()``, and in C where built (``compiled=True``). A full queue
+  refuses the *new* item and counts it; memory is bounded by ``max_queue_size`` (plus at
+  most one item per racing application thread).
 - ``force_flush(timeout)`` and ``shutdown(timeout)`` return within their timeout even when the
   handler is stuck: the export runs on the worker, callers only wait on an event with a
   deadline. A flush covers exactly the items queued before it was requested, so it finishes
@@ -41,6 +42,11 @@ from typing import Generic, Protocol, TypeVar
 from opentelemetry import context
 
 from otelcost._fork import in_forked_child
+
+try:  # put() in C (setup.py builds it where a C compiler is)
+    from otelcost.costing import _speedups
+except ImportError:
+    _speedups = None  # type: ignore[assignment]
 
 __all__ = ["BatchHandler", "BatchPipeline", "PipelineStats"]
 
@@ -117,6 +123,8 @@ class BatchPipeline(Generic[T]):
         schedule_delay_millis: the longest an item waits before the worker drains the queue.
         export_timeout_millis: budget of the handler's ``flush`` when flushing on shutdown,
             and the duration above which one ``process`` call is logged as slow.
+        compiled: ``put`` in C where it is built (the same behaviour, no Python frame per
+            item on the application's threads).
     """
 
     def __init__(
@@ -128,6 +136,7 @@ class BatchPipeline(Generic[T]):
         max_batch_size: int,
         schedule_delay_millis: float,
         export_timeout_millis: float,
+        compiled: bool = False,
     ) -> None:
         if max_queue_size <= 0:
             raise ValueError("max_queue_size must be a positive integer")
@@ -148,6 +157,14 @@ class BatchPipeline(Generic[T]):
         self._capacity = max_queue_size
         self._shutdown_deadline = 0.0
         self._closing = False
+        self._compiled_put: _speedups.QueuePut | None = None
+        if compiled and _speedups is not None:
+            # Its capacity follows _capacity (shutdown sets both); wake and drop are methods,
+            # so a forked child's new event and lock are the ones used.
+            self._compiled_put = _speedups.QueuePut(
+                self._queue, max_queue_size, max_batch_size, self._wake_worker, self._drop
+            )
+            self.put = self._compiled_put  # type: ignore[method-assign, assignment]
         self._init_process_state()
         in_forked_child(self, BatchPipeline._after_fork_in_child)
 
@@ -192,6 +209,9 @@ class BatchPipeline(Generic[T]):
             return True
         self._drop(1)
         return False
+
+    def _wake_worker(self) -> None:
+        self._wake.set()
 
     def put_many(self, items: Sequence[T]) -> int:
         """Queue as many of ``items`` as fit; the rest are dropped and counted. Returns the
@@ -251,6 +271,8 @@ class BatchPipeline(Generic[T]):
             if first:
                 self._closing = True
                 self._capacity = 0
+                if self._compiled_put is not None:
+                    self._compiled_put.capacity = 0
                 self._shutdown_deadline = time.monotonic() + timeout
         if first:
             self._wake.set()

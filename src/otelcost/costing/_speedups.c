@@ -19,8 +19,9 @@
 #include <string.h>
 #include <math.h>
 #ifndef Py_T_OBJECT_EX
-#include <structmember.h> /* T_OBJECT_EX before 3.12 */
+#include <structmember.h> /* T_OBJECT_EX, T_PYSSIZET before 3.12 */
 #define Py_T_OBJECT_EX T_OBJECT_EX
+#define Py_T_PYSSIZET T_PYSSIZET
 #endif
 
 /* The arithmetic must round like Python's floats: every operation in double precision,
@@ -70,6 +71,18 @@ enum { N_BINDING, N_ENTRY_KIND, N_NOT_BILLABLE, NAMED_SLOTS };
 /* Binding's fields, by position (checked against Binding._fields by the caller). */
 enum { B_SNAPSHOT, B_NESTED, B_ENTRY_PLAN, B_NESTED_PLAN, B_COUNT };
 
+/* An object whose attributes are read every span, with its instance dict: read there, a
+ * dict lookup skips the type's attribute lookup (the type's method cache and MRO, cold
+ * in a server between spans). Only where its type reads attributes generically and
+ * defines none of the names read, so the dict holds the answer; else dict is NULL and
+ * every read is PyObject_GetAttr. */
+typedef struct {
+    PyObject *obj;
+    PyObject *dict;
+} Owner;
+
+#define TOTALS_CACHE 8
+
 typedef struct {
     PyObject_HEAD
     vectorcallfunc vectorcall;
@@ -77,6 +90,9 @@ typedef struct {
     PyObject *coster;
     PyObject *pricing;
     PyObject *tally;
+    Owner of_processor;       /* _queue_records, _put_cost */
+    Owner of_coster;          /* live, _shapes, _normalize */
+    Owner of_pricing;         /* held */
     PyObject *fallback;       /* CostSpanProcessor._price_planned (the function) */
     PyObject *binding_type;   /* Binding: its fields read by position */
     PyObject *context_type;   /* SpanContext: is_remote read by position */
@@ -95,6 +111,14 @@ typedef struct {
     PyObject *last_shapes;
     PyObject *last_key;
     PyObject *last_head;
+    /* The last threads' totals dicts (tally.local.totals), by thread state id: a thread
+     * found here skips two attribute reads of a threading.local, which in a server, cold
+     * in the CPU caches, cost more than the rest of the charge. Ids are never reused, so
+     * an entry is never another thread's; forget_threads() empties it in a forked child,
+     * where the tally starts a new local. */
+    uint64_t totals_ids[TOTALS_CACHE];
+    PyObject *totals_dicts[TOTALS_CACHE];
+    int totals_next;
 } Planner;
 
 typedef struct {
@@ -102,6 +126,7 @@ typedef struct {
     vectorcallfunc vectorcall;
     Planner *planner;
     PyObject *processor;
+    Owner of_processor; /* _pricing_in_hook */
     PyObject *hooks; /* tuple: the span processors' own _on_ending hooks */
 } EndingHook;
 
@@ -200,6 +225,71 @@ slot_init(Slot *slot, PyObject *type, PyObject *name)
     }
     Py_DECREF(descr);
     return 0;
+}
+
+static int
+owner_init(Owner *owner, PyObject *obj, PyObject *const *names, int count)
+{
+    owner->obj = Py_NewRef(obj);
+    owner->dict = NULL;
+    PyTypeObject *type = Py_TYPE(obj);
+    if (type->tp_getattro != PyObject_GenericGetAttr) {
+        return 0;
+    }
+    for (int i = 0; i < count; i++) {
+        PyObject *found = PyObject_GetAttr((PyObject *)type, names[i]);
+        if (found != NULL) {
+            Py_DECREF(found);
+            return 0;
+        }
+        if (!PyErr_ExceptionMatches(PyExc_AttributeError)) {
+            return -1;
+        }
+        PyErr_Clear();
+    }
+    PyObject *dict = PyObject_GenericGetDict(obj, NULL);
+    if (dict == NULL) {
+        PyErr_Clear(); /* no instance dict: generic reads */
+        return 0;
+    }
+    if (PyDict_CheckExact(dict)) {
+        owner->dict = dict;
+    }
+    else {
+        Py_DECREF(dict);
+    }
+    return 0;
+}
+
+/* getattr(owner.obj, name): a new reference, or NULL with an exception. */
+static PyObject *
+owner_get(const Owner *owner, PyObject *name)
+{
+    if (owner->dict != NULL) {
+        PyObject *value = PyDict_GetItemWithError(owner->dict, name);
+        if (value != NULL) {
+            return Py_NewRef(value);
+        }
+        if (PyErr_Occurred()) {
+            return NULL;
+        }
+    }
+    return PyObject_GetAttr(owner->obj, name); /* absent: its AttributeError */
+}
+
+static int
+owner_traverse(Owner *owner, visitproc visit, void *arg)
+{
+    Py_VISIT(owner->obj);
+    Py_VISIT(owner->dict);
+    return 0;
+}
+
+static void
+owner_clear(Owner *owner)
+{
+    Py_CLEAR(owner->obj);
+    Py_CLEAR(owner->dict);
 }
 
 /* Call fn() with the current exception as the one being handled (as inside an `except`
@@ -567,7 +657,7 @@ static PyTypeObject ServerRuleType = {
 static PyObject *
 by_path_hit(Planner *self, ServerRule *rule, PyObject *shape, PyObject *inner)
 {
-    PyObject *normalize = PyObject_GetAttr(self->coster, s__normalize);
+    PyObject *normalize = owner_get(&self->of_coster, s__normalize);
     if (normalize == NULL) {
         return NULL;
     }
@@ -614,6 +704,47 @@ error:
 }
 
 #define DELEGATE 2
+
+/* This thread's totals dict: tally.local.totals, or tally.totals() on its first span. A
+ * new reference, or NULL with an exception. */
+static PyObject *
+thread_totals(Planner *self)
+{
+    uint64_t id = PyThreadState_GetID(PyThreadState_Get());
+    for (int i = 0; i < TOTALS_CACHE; i++) {
+        if (self->totals_ids[i] == id && self->totals_dicts[i] != NULL) {
+            return Py_NewRef(self->totals_dicts[i]);
+        }
+    }
+    PyObject *totals = NULL, *local = PyObject_GetAttr(self->tally, s_local);
+    if (local != NULL) {
+        totals = PyObject_GetAttr(local, s_totals);
+        Py_DECREF(local);
+    }
+    if (totals == NULL) { /* this thread's first span */
+        if (!PyErr_ExceptionMatches(PyExc_AttributeError)) {
+            return NULL;
+        }
+        PyErr_Clear();
+        if ((totals = PyObject_CallMethodNoArgs(self->tally, s_totals)) == NULL) {
+            return NULL;
+        }
+    }
+    int slot = self->totals_next;
+    self->totals_next = (slot + 1) % TOTALS_CACHE;
+    self->totals_ids[slot] = id;
+    Py_XSETREF(self->totals_dicts[slot], Py_NewRef(totals));
+    return totals;
+}
+
+static void
+forget_threads(Planner *self)
+{
+    for (int i = 0; i < TOTALS_CACHE; i++) {
+        self->totals_ids[i] = 0;
+        Py_CLEAR(self->totals_dicts[i]);
+    }
+}
 
 /* Whether the dict's keys are the items of `names` (a tuple or NULL), the same objects in
  * the same order. */
@@ -671,7 +802,7 @@ plan_span(Planner *self, PyObject *span)
              *start_o = NULL, *end_o = NULL, *duration = NULL, *nanos_o = NULL,
              *totals = NULL, *amount = NULL, *old = NULL, *sum = NULL, *record = NULL;
 
-    live = PyObject_GetAttr(self->coster, s_live);
+    live = owner_get(&self->of_coster, s_live);
     if (live == NULL) {
         goto done;
     }
@@ -682,7 +813,7 @@ plan_span(Planner *self, PyObject *span)
     PyObject *live_held = PyTuple_GET_ITEM(live, 0);
     PyObject *snap = PyTuple_GET_ITEM(live, 1);
     PyObject *stale_o = PyTuple_GET_ITEM(live, 2);
-    held = PyObject_GetAttr(self->pricing, s_held);
+    held = owner_get(&self->of_pricing, s_held);
     if (held == NULL) {
         goto done;
     }
@@ -698,7 +829,7 @@ plan_span(Planner *self, PyObject *span)
     if (inner == NULL) {
         goto done;
     }
-    shapes = PyObject_GetAttr(self->coster, s__shapes);
+    shapes = owner_get(&self->of_coster, s__shapes);
     if (shapes == NULL) {
         goto done;
     }
@@ -839,7 +970,7 @@ plan_span(Planner *self, PyObject *span)
             if (b == NULL) {
                 goto memo_failed;
             }
-            PyObject *by_path = PyObject_GetAttr(self->coster, s__by_path);
+            PyObject *by_path = PyObject_GetAttr(self->of_coster.obj, s__by_path);
             if (by_path == NULL) {
                 goto memo_failed;
             }
@@ -997,20 +1128,8 @@ plan_span(Planner *self, PyObject *span)
     if (PyDict_SetItem(inner, s_cost_duration_ms, duration) < 0) {
         goto done;
     }
-    a = PyObject_GetAttr(self->tally, s_local);
-    if (a != NULL) {
-        totals = PyObject_GetAttr(a, s_totals);
-        Py_CLEAR(a);
-    }
-    if (totals == NULL) { /* this thread's first span */
-        if (!PyErr_ExceptionMatches(PyExc_AttributeError)) {
-            goto done;
-        }
-        PyErr_Clear();
-        totals = PyObject_CallMethodNoArgs(self->tally, s_totals);
-        if (totals == NULL) {
-            goto done;
-        }
+    if ((totals = thread_totals(self)) == NULL) {
+        goto done;
     }
     if (billable) {
         if (nanos_o == NULL) {
@@ -1048,7 +1167,7 @@ plan_span(Planner *self, PyObject *span)
     }
     {
         int queue;
-        a = PyObject_GetAttr(self->processor, s__queue_records);
+        a = owner_get(&self->of_processor, s__queue_records);
         if (a == NULL || (queue = PyObject_IsTrue(a)) < 0) {
             goto done;
         }
@@ -1064,7 +1183,7 @@ plan_span(Planner *self, PyObject *span)
                     record_binding = b;
                 }
             }
-            PyObject *put = PyObject_GetAttr(self->processor, s__put_cost);
+            PyObject *put = owner_get(&self->of_processor, s__put_cost);
             if (put == NULL) {
                 goto done;
             }
@@ -1231,6 +1350,14 @@ planner_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
     self->nanos_per_unit = Py_NewRef(nanos_per_unit);
     self->shift = Py_NewRef(shift);
     self->min_start_ns = min_start_ns;
+    PyObject *processor_names[] = {s__queue_records, s__put_cost};
+    PyObject *coster_names[] = {s_live, s__shapes, s__normalize};
+    if (owner_init(&self->of_processor, processor, processor_names, 2) < 0 ||
+        owner_init(&self->of_coster, coster, coster_names, 3) < 0 ||
+        owner_init(&self->of_pricing, pricing, &s_held, 1) < 0) {
+        Py_DECREF(self);
+        return NULL;
+    }
     PyObject *shape_names[SHAPE_SLOTS] = {s_plain,     s_resource, s_kind,    s_reader,
                                           s_memo,      s_by_name,  s_path_rule, s_next,
                                           s_service,   s_by_path};
@@ -1257,6 +1384,11 @@ planner_traverse(Planner *self, visitproc visit, void *arg)
     Py_VISIT(self->coster);
     Py_VISIT(self->pricing);
     Py_VISIT(self->tally);
+    if (owner_traverse(&self->of_processor, visit, arg) < 0 ||
+        owner_traverse(&self->of_coster, visit, arg) < 0 ||
+        owner_traverse(&self->of_pricing, visit, arg) < 0) {
+        return -1;
+    }
     Py_VISIT(self->fallback);
     Py_VISIT(self->binding_type);
     Py_VISIT(self->context_type);
@@ -1266,6 +1398,9 @@ planner_traverse(Planner *self, visitproc visit, void *arg)
     Py_VISIT(self->last_shapes);
     Py_VISIT(self->last_key);
     Py_VISIT(self->last_head);
+    for (int i = 0; i < TOTALS_CACHE; i++) {
+        Py_VISIT(self->totals_dicts[i]);
+    }
     for (int i = 0; i < SHAPE_SLOTS; i++) {
         Py_VISIT(self->shape_slots[i].type);
     }
@@ -1282,6 +1417,9 @@ planner_clear(Planner *self)
     Py_CLEAR(self->coster);
     Py_CLEAR(self->pricing);
     Py_CLEAR(self->tally);
+    owner_clear(&self->of_processor);
+    owner_clear(&self->of_coster);
+    owner_clear(&self->of_pricing);
     Py_CLEAR(self->fallback);
     Py_CLEAR(self->binding_type);
     Py_CLEAR(self->context_type);
@@ -1291,6 +1429,7 @@ planner_clear(Planner *self)
     Py_CLEAR(self->last_shapes);
     Py_CLEAR(self->last_key);
     Py_CLEAR(self->last_head);
+    forget_threads(self);
     for (int i = 0; i < SHAPE_SLOTS; i++) {
         self->shape_slots[i].offset = -1;
         Py_CLEAR(self->shape_slots[i].type);
@@ -1310,6 +1449,20 @@ planner_dealloc(Planner *self)
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
+static PyObject *
+planner_forget_threads(PyObject *op, PyObject *Py_UNUSED(arg))
+{
+    forget_threads((Planner *)op);
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef planner_methods[] = {
+    {"forget_threads", planner_forget_threads, METH_NOARGS,
+     PyDoc_STR("Forget the threads' totals dicts it keeps (a forked child's tally has new "
+               "ones).")},
+    {NULL, NULL, 0, NULL},
+};
+
 static PyTypeObject PlannerType = {
     PyVarObject_HEAD_INIT(NULL, 0).tp_name = "otelcost.costing._speedups.Planner",
     .tp_doc = PyDoc_STR("Planner(processor, ...)(span) -> bool: "
@@ -1317,6 +1470,7 @@ static PyTypeObject PlannerType = {
     .tp_basicsize = sizeof(Planner),
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL,
     .tp_new = planner_new,
+    .tp_methods = planner_methods,
     .tp_dealloc = (destructor)planner_dealloc,
     .tp_traverse = (traverseproc)planner_traverse,
     .tp_clear = (inquiry)planner_clear,
@@ -1335,7 +1489,7 @@ hook_vectorcall(PyObject *op, PyObject *const *args, size_t nargsf, PyObject *kw
         return NULL;
     }
     PyObject *span = args[0];
-    PyObject *flag = PyObject_GetAttr(self->processor, s__pricing_in_hook);
+    PyObject *flag = owner_get(&self->of_processor, s__pricing_in_hook);
     if (flag == NULL) {
         return NULL;
     }
@@ -1395,6 +1549,10 @@ hook_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
     self->planner = (Planner *)Py_NewRef(planner);
     self->processor = Py_NewRef(processor);
     self->hooks = Py_NewRef(hooks);
+    if (owner_init(&self->of_processor, processor, &s__pricing_in_hook, 1) < 0) {
+        Py_DECREF(self);
+        return NULL;
+    }
     return (PyObject *)self;
 }
 
@@ -1404,7 +1562,7 @@ hook_traverse(EndingHook *self, visitproc visit, void *arg)
     Py_VISIT(self->planner);
     Py_VISIT(self->processor);
     Py_VISIT(self->hooks);
-    return 0;
+    return owner_traverse(&self->of_processor, visit, arg);
 }
 
 static int
@@ -1413,6 +1571,7 @@ hook_clear(EndingHook *self)
     Py_CLEAR(self->planner);
     Py_CLEAR(self->processor);
     Py_CLEAR(self->hooks);
+    owner_clear(&self->of_processor);
     return 0;
 }
 
@@ -1449,6 +1608,7 @@ typedef struct {
     PyObject_HEAD
     vectorcallfunc vectorcall;
     PyObject *processor;
+    Owner of_processor;   /* _shutdown */
     PyObject *processors; /* a tuple */
     PyObject *python_on_end;
 } Forwarder;
@@ -1525,7 +1685,7 @@ forwarder_vectorcall(PyObject *op, PyObject *const *args, size_t nargsf, PyObjec
         PyErr_SetString(PyExc_TypeError, "on_end takes one argument: the span");
         return NULL;
     }
-    PyObject *flag = PyObject_GetAttr(self->processor, s__shutdown);
+    PyObject *flag = owner_get(&self->of_processor, s__shutdown);
     if (flag == NULL) {
         return NULL;
     }
@@ -1565,6 +1725,10 @@ forwarder_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
     self->processor = Py_NewRef(processor);
     self->processors = Py_NewRef(processors);
     self->python_on_end = Py_NewRef(python_on_end);
+    if (owner_init(&self->of_processor, processor, &s__shutdown, 1) < 0) {
+        Py_DECREF(self);
+        return NULL;
+    }
     return (PyObject *)self;
 }
 
@@ -1574,7 +1738,7 @@ forwarder_traverse(Forwarder *self, visitproc visit, void *arg)
     Py_VISIT(self->processor);
     Py_VISIT(self->processors);
     Py_VISIT(self->python_on_end);
-    return 0;
+    return owner_traverse(&self->of_processor, visit, arg);
 }
 
 static int
@@ -1583,6 +1747,7 @@ forwarder_clear(Forwarder *self)
     Py_CLEAR(self->processor);
     Py_CLEAR(self->processors);
     Py_CLEAR(self->python_on_end);
+    owner_clear(&self->of_processor);
     return 0;
 }
 
@@ -1605,6 +1770,133 @@ static PyTypeObject ForwarderType = {
     .tp_traverse = (traverseproc)forwarder_traverse,
     .tp_clear = (inquiry)forwarder_clear,
     .tp_vectorcall_offset = offsetof(Forwarder, vectorcall),
+    .tp_call = PyVectorcall_Call,
+};
+
+/* -- BatchPipeline.put ------------------------------------------------------------------- */
+
+/* BatchPipeline.put without a Python frame: queue the item unless the queue holds
+ * `capacity` items (0 once shut down), calling wake() when it reaches a batch; else
+ * drop(1). True if queued. */
+typedef struct {
+    PyObject_HEAD
+    vectorcallfunc vectorcall;
+    PyObject *queue; /* a deque */
+    PyObject *append; /* queue.append */
+    PyObject *wake;
+    PyObject *drop;
+    Py_ssize_t capacity;
+    Py_ssize_t batch;
+} QueuePut;
+
+static PyObject *
+queue_put_vectorcall(PyObject *op, PyObject *const *args, size_t nargsf, PyObject *kwnames)
+{
+    QueuePut *self = (QueuePut *)op;
+    if (PyVectorcall_NARGS(nargsf) != 1 || (kwnames != NULL && PyTuple_GET_SIZE(kwnames))) {
+        PyErr_SetString(PyExc_TypeError, "QueuePut takes one argument: the item");
+        return NULL;
+    }
+    Py_ssize_t n = PyObject_Size(self->queue);
+    if (n < 0) {
+        return NULL;
+    }
+    PyObject *r;
+    if (n < self->capacity) {
+        if ((r = PyObject_CallOneArg(self->append, args[0])) == NULL) {
+            return NULL;
+        }
+        Py_DECREF(r);
+        if (n == self->batch) {
+            if ((r = PyObject_CallNoArgs(self->wake)) == NULL) {
+                return NULL;
+            }
+            Py_DECREF(r);
+        }
+        Py_RETURN_TRUE;
+    }
+    if ((r = PyObject_CallOneArg(self->drop, int_one)) == NULL) {
+        return NULL;
+    }
+    Py_DECREF(r);
+    Py_RETURN_FALSE;
+}
+
+static PyObject *
+queue_put_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
+{
+    PyObject *queue, *wake, *drop;
+    Py_ssize_t capacity, batch;
+    static char *kwlist[] = {"queue", "capacity", "batch", "wake", "drop", NULL};
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OnnOO:QueuePut", kwlist, &queue, &capacity,
+                                     &batch, &wake, &drop)) {
+        return NULL;
+    }
+    PyObject *append = PyObject_GetAttrString(queue, "append");
+    if (append == NULL) {
+        return NULL;
+    }
+    QueuePut *self = (QueuePut *)type->tp_alloc(type, 0);
+    if (self == NULL) {
+        Py_DECREF(append);
+        return NULL;
+    }
+    self->vectorcall = queue_put_vectorcall;
+    self->queue = Py_NewRef(queue);
+    self->append = append;
+    self->wake = Py_NewRef(wake);
+    self->drop = Py_NewRef(drop);
+    self->capacity = capacity;
+    self->batch = batch;
+    return (PyObject *)self;
+}
+
+static int
+queue_put_traverse(QueuePut *self, visitproc visit, void *arg)
+{
+    Py_VISIT(self->queue);
+    Py_VISIT(self->append);
+    Py_VISIT(self->wake);
+    Py_VISIT(self->drop);
+    return 0;
+}
+
+static int
+queue_put_clear(QueuePut *self)
+{
+    Py_CLEAR(self->queue);
+    Py_CLEAR(self->append);
+    Py_CLEAR(self->wake);
+    Py_CLEAR(self->drop);
+    return 0;
+}
+
+static void
+queue_put_dealloc(QueuePut *self)
+{
+    PyObject_GC_UnTrack(self);
+    queue_put_clear(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyMemberDef queue_put_members[] = {
+    {"capacity", Py_T_PYSSIZET, offsetof(QueuePut, capacity), 0,
+     PyDoc_STR("Items the queue may hold (0: refuse every item).")},
+    {NULL, 0, 0, 0, NULL},
+};
+
+static PyTypeObject QueuePutType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "otelcost.costing._speedups.QueuePut",
+    .tp_doc = PyDoc_STR("QueuePut(queue, capacity, batch, wake, drop)(item) -> bool: "
+                        "BatchPipeline.put in C."),
+    .tp_basicsize = sizeof(QueuePut),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL,
+    .tp_new = queue_put_new,
+    .tp_members = queue_put_members,
+    .tp_dealloc = (destructor)queue_put_dealloc,
+    .tp_traverse = (traverseproc)queue_put_traverse,
+    .tp_clear = (inquiry)queue_put_clear,
+    .tp_vectorcall_offset = offsetof(QueuePut, vectorcall),
     .tp_call = PyVectorcall_Call,
 };
 
@@ -1881,7 +2173,7 @@ PyInit__speedups(void)
         return NULL;
     }
     if (PyType_Ready(&PlannerType) < 0 || PyType_Ready(&EndingHookType) < 0 ||
-        PyType_Ready(&ForwarderType) < 0 ||
+        PyType_Ready(&ForwarderType) < 0 || PyType_Ready(&QueuePutType) < 0 ||
         PyType_Ready(&ServerRuleType) < 0) {
         return NULL;
     }
@@ -1892,6 +2184,7 @@ PyInit__speedups(void)
     if (PyModule_AddObjectRef(module, "Planner", (PyObject *)&PlannerType) < 0 ||
         PyModule_AddObjectRef(module, "EndingHook", (PyObject *)&EndingHookType) < 0 ||
         PyModule_AddObjectRef(module, "Forwarder", (PyObject *)&ForwarderType) < 0 ||
+        PyModule_AddObjectRef(module, "QueuePut", (PyObject *)&QueuePutType) < 0 ||
         PyModule_AddObjectRef(module, "ServerRule", (PyObject *)&ServerRuleType) < 0) {
         Py_DECREF(module);
         return NULL;

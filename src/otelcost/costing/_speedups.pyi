@@ -4,7 +4,7 @@ where a compiler is)."""
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-__all__ = ["EndingHook", "Forwarder", "Planner", "ServerRule", "memory_rows"]
+__all__ = ["EndingHook", "Forwarder", "Planner", "QueuePut", "ServerRule", "memory_rows"]
 
 class Planner:
     """``CostSpanProcessor._price_planned`` in C: True having priced the span, False having
@@ -28,6 +28,8 @@ class Planner:
         named_type: type,
     ) -> None: ...
     def __call__(self, span: Any, /) -> bool: ...
+    def forget_threads(self) -> None:
+        """Forget the threads' totals dicts it keeps (a forked child's tally has new ones)."""
 
 class EndingHook:
     """``CostSpanProcessor._on_ending`` in C around a Planner."""
@@ -49,6 +51,21 @@ class Forwarder:
         python_on_end: Callable[[Any, Any], None] | None,
     ) -> None: ...
     def __call__(self, span: Any, /, *args: Any, **kwargs: Any) -> None: ...
+
+class QueuePut:
+    """``BatchPipeline.put`` in C: queue ``item`` unless ``queue`` holds ``capacity`` items,
+    calling ``wake()`` when it reaches ``batch``; else ``drop(1)``. True if queued."""
+
+    capacity: int
+    def __init__(
+        self,
+        queue: Any,
+        capacity: int,
+        batch: int,
+        wake: Callable[[], object],
+        drop: Callable[[int], object],
+    ) -> None: ...
+    def __call__(self, item: Any, /) -> bool: ...
 
 class ServerRule:
     """``operation._server_rule``'s rule in C for common paths; ``fallback`` (that rule) for

@@ -226,8 +226,10 @@ class CostSpanProcessor(SpanProcessor):
             max_batch_size=max_export_batch_size,
             schedule_delay_millis=schedule_delay_millis,
             export_timeout_millis=export_timeout_millis,
+            compiled=not pure,
         )
         self._put_cost = self._costs.put
+        self._planner: _speedups.Planner | None = None
         self._spans: BatchPipeline[ReadableSpan] | None = None
         if not self._hook:
             self._spans = BatchPipeline(
@@ -237,6 +239,7 @@ class CostSpanProcessor(SpanProcessor):
                 max_batch_size=min(_SPAN_BATCH_SIZE, max_span_queue_size),
                 schedule_delay_millis=_SPAN_SCHEDULE_DELAY_MILLIS,
                 export_timeout_millis=export_timeout_millis,
+                compiled=not pure,
             )
             self._put_span = self._spans.put
         # The compiled planner replaces _price_planned and _on_ending (same results, see
@@ -270,6 +273,8 @@ class CostSpanProcessor(SpanProcessor):
         self._reset_counters()
         # The parent's threads may have held the guard's lock at fork time.
         self._coster.reset_guard()
+        if self._planner is not None:  # it keeps the parent's threads' totals dicts
+            self._planner.forget_threads()
 
     # -- SpanProcessor, on the application threads --------------------------------------
 
@@ -328,6 +333,7 @@ class CostSpanProcessor(SpanProcessor):
             _Shape,
             Named,
         )
+        self._planner = planner
         self._price_planned = planner  # type: ignore[method-assign, assignment]
         self._on_ending = _speedups.EndingHook(  # type: ignore[method-assign, assignment]
             planner, self, self._on_ending_hooks
