@@ -11,16 +11,17 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 import pytest
-from _costing_support import PATHS
+from _costing_support import HAS_ENDING_HOOK, PATHS
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import Tracer
 
 from _processes import in_forked_child
 from _wsgi import App, Served
 from otelcost import CostRecord, CostSpanProcessor, PricingCache
+from otelcost.costing.processor import _empty
 from otelcost.exporters import (
     CostExporter,
     CostExportResult,
@@ -576,6 +577,83 @@ def test_a_forked_child_keeps_exporting_its_own_spans_only() -> None:
     finally:
         gate.open.set()
         harness.processor.shutdown()
+
+
+class _Calls(SpanProcessor):
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    def on_start(self, span: Any, parent_context: Any = None) -> None:
+        self.calls.append(f"start {span.name}")
+
+    def _on_ending(self, span: Any) -> None:
+        self.calls.append(f"ending {span.name} priced={'cost.amount' in span.attributes}")
+
+    def on_end(self, span: ReadableSpan) -> None:
+        self.calls.append(f"end {span.name}")
+
+
+class _Quiet(SpanProcessor):
+    def on_start(self, span: Any, parent_context: Any = None) -> None:
+        """Nothing at span start."""
+
+    def _on_ending(self, span: Any) -> None:
+        return None
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_span_processors_get_their_calls_and_empty_methods_are_skipped(path: str) -> None:
+    calls, quiet, batch = _Calls(), _Quiet(), BatchSpanProcessor(InMemorySpanExporter())
+    processor = CostSpanProcessor(
+        PRICES, [], span_processors=[quiet, calls, batch], pricing_path=path
+    )
+    try:
+        assert processor._starting == (calls,)
+        assert processor._on_ending_hooks == (calls._on_ending,)
+        provider = TracerProvider(
+            resource=Resource.create({"service.name": "batch"}), shutdown_on_exit=False
+        )
+        provider.add_span_processor(processor)
+        end_span(provider.get_tracer("tests"), "job")
+        assert processor.force_flush(10_000)
+        expected = ["start job", "end job"]
+        if HAS_ENDING_HOOK:  # priced by then on the hook's path; the copy is priced later
+            expected.insert(1, f"ending job priced={path == 'ending_hook'}")
+        assert calls.calls == expected
+    finally:
+        processor.shutdown()
+
+
+def test_empty_tells_a_body_that_does_nothing() -> None:
+    class Methods:
+        def passes(self) -> None:
+            pass
+
+        def documented(self) -> None:
+            """Only a docstring."""
+
+        def returns_none(self) -> None:
+            return None
+
+        def returns_a_value(self) -> int:
+            return 5
+
+        def calls(self) -> None:
+            print(self)
+
+        def generates(self) -> Iterator[None]:
+            yield
+
+    methods = Methods()
+    empty = [name for name in dir(Methods) if not name.startswith("_")]
+    assert [name for name in empty if _empty(getattr(methods, name))] == [
+        "documented",
+        "passes",
+        "returns_none",
+    ]
+    assert _empty(lambda: None)
+    assert not _empty(print)
+    assert _empty(BatchSpanProcessor(InMemorySpanExporter()).on_start)
 
 
 class _Sums(CostSumExporter):

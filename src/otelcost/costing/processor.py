@@ -29,12 +29,15 @@ add, to the nano-unit.
 
 from __future__ import annotations
 
+import dis
 import functools
+import inspect
 import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
 from operator import itemgetter
+from types import CodeType
 from typing import Any, Final, Literal, TypeAlias, cast
 
 from opentelemetry.context import Context
@@ -191,10 +194,13 @@ class CostSpanProcessor(SpanProcessor):
             if not isinstance(e, CostSumExporter)
         )
         self._span_processors = tuple(span_processors)
+        # The processors' span-start and span-ending calls that do something: the SDK's
+        # own processors' are empty methods, and a call is a Python frame per span.
+        self._starting = tuple(p for p in self._span_processors if not _empty(p.on_start))
         self._on_ending_hooks = tuple(
             hook
             for hook in (getattr(p, "_on_ending", None) for p in self._span_processors)
-            if hook is not None
+            if hook is not None and not _empty(hook)
         )
         # OTELCOST_PURE_PYTHON: no compiled code, where it is built (the same results).
         pure = environment.flag(environment.PURE_PYTHON, environ)
@@ -280,7 +286,7 @@ class CostSpanProcessor(SpanProcessor):
 
     def on_start(self, span: Span, parent_context: Context | None = None) -> None:
         """Forward to ``span_processors`` (nothing else happens at span start)."""
-        for processor in self._span_processors:
+        for processor in self._starting:
             try:
                 processor.on_start(span, parent_context=parent_context)
             except Exception:
@@ -342,7 +348,7 @@ class CostSpanProcessor(SpanProcessor):
         # (on_end calls the method for any span it would do more than forward).
         if cls.on_start is CostSpanProcessor.on_start:
             self.on_start = _speedups.Forwarder(  # type: ignore[method-assign, assignment]
-                self, self._span_processors, None
+                self, self._starting, None
             )
         if cls.on_end is CostSpanProcessor.on_end:
             self.on_end = _speedups.Forwarder(  # type: ignore[method-assign, assignment]
@@ -880,6 +886,24 @@ def _count_apart(totals: dict[Any, int], named: Named, error: str | None) -> Non
     not billable (reason None)."""
     key = (named, None if error is None else error.split(":", 1)[0])
     totals[key] = totals.get(key, 0) + 1
+
+
+def _empty(method: Callable[..., object]) -> bool:
+    """Whether ``method`` is a Python function or method whose body does nothing (only
+    ``pass``, a docstring or ``return None``): calling it can be skipped."""
+    code = getattr(getattr(method, "__func__", method), "__code__", None)
+    if not isinstance(code, CodeType) or code.co_flags & _GENERATOR_FLAGS:
+        return False
+    for instruction in dis.get_instructions(code):
+        if instruction.opname in ("RESUME", "NOP", "RETURN_VALUE") or (
+            instruction.opname in ("LOAD_CONST", "RETURN_CONST") and instruction.argval is None
+        ):
+            continue
+        return False
+    return True
+
+
+_GENERATOR_FLAGS = inspect.CO_GENERATOR | inspect.CO_COROUTINE | inspect.CO_ASYNC_GENERATOR
 
 
 def _export_costs_of(exporter: CostExporter) -> Callable[[Sequence[CostFields]], Any] | None:
