@@ -93,6 +93,20 @@ PRICING = {
         "*:*": {"per_ms": 5e-7},
     },
 }
+REQUEST_THREAD = "request"  # the OS name of the server's connection threads
+ENDED = "(ended threads)"
+# The server's threads by OS name (15 bytes of the Python name), for the turns' breakdown;
+# a block's connection threads have ended when it is read.
+THREAD_GROUPS = {
+    REQUEST_THREAD: "request threads",
+    ENDED: "request threads",
+    "OtelBatchSpanPr": "BatchSpanProcessor",
+    "otelcost-export": "otelcost's export worker",
+    "otelcost-budget": "RedisBudgetExporter's flusher",
+    "librdkafka": "librdkafka",
+}
+IDLE_SECONDS = 6.0  # no load: what each server does per second rather than per request
+SETTLE_SECONDS = 6.0
 TWIN = "otel-twin"  # a second baseline server: the A/A control of both phases
 CONFIGS = ("bare", "otel", TWIN, "otelcost", "otelcost-all")
 PAIRED = (TWIN, "otelcost", "otelcost-all")
@@ -137,6 +151,22 @@ def _time_full_collections() -> None:
             _FULL_COLLECTIONS.append((now, now - started[0]))
 
     gc.callbacks.append(callback)
+
+
+def _name_os_threads() -> None:
+    """From here on, each thread started takes its Python name as its OS name (Linux's
+    comm, 15 bytes), so the coordinator can tell the server's threads apart in /proc."""
+    start = threading.Thread.start
+
+    def named_start(thread: threading.Thread) -> None:
+        start(thread)
+        name = thread.name
+        if name.endswith("(process_request_thread)"):  # socketserver's name, numbered
+            name = REQUEST_THREAD
+        with contextlib.suppress(OSError):
+            Path(f"/proc/self/task/{thread.native_id}/comm").write_text(name[:15])
+
+    threading.Thread.start = named_start  # type: ignore[method-assign]
 
 
 class _KeepAliveRequestHandler(WSGIRequestHandler):
@@ -256,6 +286,7 @@ def _cost_exporters(config: str, params: dict[str, Any]) -> list[Any]:
 def serve(config: str, params: dict[str, Any]) -> None:
     """Serve ``config`` until standard input closes, then print what was served as JSON."""
     os.sched_setaffinity(0, {params["cpu"]})  # before any thread starts: all inherit it
+    _name_os_threads()
     _time_full_collections()
     counter = itertools.count()
     wsgi, provider, processor = _instrument(_app(counter), config, params)
@@ -429,8 +460,42 @@ def _answered(
 
 
 def _cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    """``pid``'s CPU seconds, every thread's (ended ones too): Linux's CPU clock of another
+    process, to the nanosecond, where /proc counts 10 ms ticks."""
+    with contextlib.suppress(OSError):
+        return time.clock_gettime(((~pid) << 3) | 2)  # MAKE_PROCESS_CPUCLOCK(pid, SCHED)
+    return _ticks(Path(f"/proc/{pid}/stat").read_text())
+
+
+def _ticks(stat: str) -> float:
+    """User + system CPU seconds of a /proc stat line (10 ms ticks)."""
+    fields = stat.rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _thread_cpu(pid: int) -> dict[str, float]:
+    """CPU seconds of ``pid``'s threads, summed by OS name (in 10 ms ticks: Linux reads
+    no other process's thread clocks); what threads that have ended used is under
+    ``ENDED``."""
+    by_name: dict[str, float] = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError):  # ended since listed
+            text = (task / "stat").read_text()
+            name = text[text.index("(") + 1 : text.rindex(")")]
+            group = "librdkafka" if name.startswith("rdk:") else name
+            by_name[group] = by_name.get(group, 0.0) + _ticks(text)
+    by_name[ENDED] = _cpu_seconds(pid) - sum(by_name.values())
+    return by_name
+
+
+def _idle_cpu(servers: dict[str, tuple[int, int]], seconds: float) -> dict[str, float]:
+    """Each server's CPU seconds per second with no load at all: its timers (the export
+    worker's schedule, the metrics reader, librdkafka's polling)."""
+    started = time.perf_counter()
+    cpu = {name: _cpu_seconds(pid) for name, (_, pid) in servers.items()}
+    time.sleep(seconds)
+    elapsed = time.perf_counter() - started
+    return {name: (_cpu_seconds(pid) - cpu[name]) / elapsed for name, (_, pid) in servers.items()}
 
 
 def _each_in_a_thread(function: Callable[[T], R], items: Iterable[T]) -> list[R]:
@@ -753,13 +818,31 @@ def run(quick: bool) -> Result:
             try:
                 for server in servers.values():
                     server.wait_ready()
+                ports = {c: (servers[c].port, servers[c].proc.pid) for c in configs}
+                idle_seconds = IDLE_SECONDS / (3 if quick else 1)
+                idle_before = _idle_cpu(ports, idle_seconds)
                 for server in servers.values():  # warm up: connections, memos, lazy setup
                     drive(server.port, server.proc.pid, requests, 0.5)
-                ports = {c: (servers[c].port, servers[c].proc.pid) for c in configs}
+                # Past the BatchSpanProcessor's schedule (5 s): nothing deferred is left.
+                time.sleep(SETTLE_SECONDS)
+                idle_after = _idle_cpu(ports, idle_seconds)
+                # The smaller: work left over from the warm-up is not per-second work.
+                idle = {c: min(idle_before[c], idle_after[c]) for c in configs}
+                raw: dict[str, list[Block]] = {c: [] for c in configs}
                 turns: dict[str, list[Block]] = {c: [] for c in configs}
+                threads: dict[str, dict[str, float]] = {c: {} for c in configs}
                 for _ in range(blocks):
-                    for config, block in alternate(ports, requests, cycles).items():
-                        turns[config].append(block)
+                    before = {c: _thread_cpu(pid) for c, (_, pid) in ports.items()}
+                    cycle = alternate(ports, requests, cycles)
+                    _add_threads(
+                        threads, before, {c: _thread_cpu(p) for c, (_, p) in ports.items()}
+                    )
+                    wall = sum(block[2] for block in cycle.values())
+                    for config, (done, cpu, own) in cycle.items():
+                        raw[config].append((done, cpu, own))
+                        # At capacity a server is never idle: what it does per second is
+                        # spread over all of its requests, not over its turns' alone.
+                        turns[config].append((done, cpu - idle[config] * (wall - own), own))
                 pairs: dict[str, list[dict[str, dict[str, float]]]] = {
                     c: [] for c in configs if c in PAIRED
                 }
@@ -793,6 +876,9 @@ def run(quick: bool) -> Result:
         rounds=rounds,
         seconds=seconds,
         turns=turns,
+        raw=raw,
+        idle=idle,
+        threads=threads,
         cycles=cycles,
         reports=reports,
         backends=backends,
@@ -805,12 +891,36 @@ def run(quick: bool) -> Result:
     )
 
 
+def _thread_groups(threads: dict[str, dict[str, float]]) -> list[str]:
+    """The thread groups any server used, in THREAD_GROUPS' order, "other" last."""
+    used = {group for groups in threads.values() for group, spent in groups.items() if spent}
+    order = [*dict.fromkeys(THREAD_GROUPS.values()), "other"]
+    return [group for group in order if group in used]
+
+
+def _add_threads(
+    threads: dict[str, dict[str, float]],
+    before: dict[str, dict[str, float]],
+    after: dict[str, dict[str, float]],
+) -> None:
+    """Add each server's CPU seconds between two ``_thread_cpu`` readings, by thread group."""
+    for config, now in after.items():
+        groups = threads[config]
+        for name in set(now) | set(before[config]):
+            group = THREAD_GROUPS.get(name, "other")
+            spent = now.get(name, 0.0) - before[config].get(name, 0.0)
+            groups[group] = groups.get(group, 0.0) + spent
+
+
 def _result(
     *,
     quick: bool,
     rounds: int,
     seconds: float,
     turns: dict[str, list[Block]],
+    raw: dict[str, list[Block]],
+    idle: dict[str, float],
+    threads: dict[str, dict[str, float]],
     cycles: int,
     reports: dict[str, dict[str, Any]],
     backends: dict[str, Any] | str,
@@ -823,12 +933,14 @@ def _result(
 ) -> Result:
     base = turns["otel"]
     _, base_cpu = _totals(base)
+    served = {config: sum(block[0] for block in blocks) for config, blocks in turns.items()}
     rows = []
     overhead: dict[str, tuple[float, float, float]] = {}  # %: estimate, 95% interval
     for config, runs in turns.items():
         rps, cpu_us = _totals(runs)
         ratio, low, high = _capacity_interval(runs, base)
         overhead[config] = ((1 - ratio) * 100, (1 - high) * 100, (1 - low) * 100)
+        uncorrected = (1 - _totals(raw["otel"])[1] / _totals(raw[config])[1]) * 100
         report = reports[config]
         if "priced" in report:
             lost = report["dropped"] + report["export_failures"]
@@ -845,6 +957,8 @@ def _result(
                 ""
                 if config == "otel"
                 else "{:+.1f}% ({:+.1f} to {:+.1f})".format(*overhead[config]),
+                "" if config == "otel" else f"{uncorrected:+.1f}%",
+                f"{idle[config] * 1e3:.2f}",
                 f"{rps:,.0f}",
                 f"{report['request_threads_cpu_us']:.0f}",
                 check,
@@ -893,6 +1007,8 @@ def _result(
                     "server CPU µs/request",
                     "requests/s at capacity vs baseline (95% interval)",
                     "overhead (95% interval)",
+                    "overhead before the idle correction",
+                    "idle CPU ms/s",
                     "requests/s in its turns",
                     "CPU µs/request on request threads",
                     "spans priced",
@@ -900,15 +1016,34 @@ def _result(
                 rows,
             ),
             "",
+            "The idle correction: work a server does per second rather than per request "
+            "(timers: the export worker's schedule, the metrics reader, librdkafka's "
+            "polling) would, in the turns, be spread over only its share of the requests, "
+            f"one turn in {len(turns)}, where at capacity it is spread over all of them. "
+            "Each server's CPU with no load at all is measured twice, for "
+            f"{IDLE_SECONDS / (3 if quick else 1):g} s before the warm-up (its exporters "
+            f"not yet connected) and {SETTLE_SECONDS:g} s after it, the smaller taken "
+            "(the idle CPU column), and a block's CPU is counted without that rate over "
+            "the time of the other servers' turns. Under load that work is at least as large "
+            "(an export wake-up has sums to send), so the correction is short of the "
+            "whole bias, never past it; the uncorrected figure is beside it. "
             "Requests/s in its turns: responses over the time of the server's own turns, "
-            "for scale; its background threads partly ran in the others' turns. The "
-            "request threads' own CPU (thread CPU clock, over the whole run) is shown "
-            "beside the server's. One bias of the turns: work a server does per second "
-            "rather than per request (timers, the metrics reader, the export worker's "
-            "wake-up, librdkafka's polling) is spread over only its share of the requests, "
-            "one turn in five; idle, the servers used 0.5 (baseline), 1.0 (embedded "
-            "exporters) and 1.5 ms (every exporter) of CPU a second (2026-12-03), so this "
-            "charges otelcost at most 0.2-0.4 points more than full load would.",
+            "for scale. The request threads' own CPU (thread CPU clock, over the whole run, "
+            "all phases) is shown beside the server's.",
+            "",
+            "Where each server's CPU went in the turns, µs per request by thread (the "
+            "process's threads read from /proc by name; uncorrected):",
+            "",
+            table(
+                ["thread", *(LABELS[c] for c in turns)],
+                [
+                    [
+                        group,
+                        *(f"{threads[c].get(group, 0.0) / served[c] * 1e6:.1f}" for c in turns),
+                    ]
+                    for group in _thread_groups(threads)
+                ],
+            ),
             "",
             "### Paired: the baseline and otelcost sharing the server CPU",
             "",

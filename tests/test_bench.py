@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -14,12 +16,18 @@ import pytest
 from bench._report import percentile, quartiles
 from bench.bench_e2e import (
     _REQUEST_WAITS,
+    ENDED,
+    REQUEST_THREAD,
     TWIN,
+    _add_threads,
     _capacity_interval,
+    _cpu_seconds,
+    _idle_cpu,
     _KeepAliveRequestHandler,
     _p99_ratio,
     _paired_rows,
     _requests,
+    _thread_groups,
     _ThreadingServer,
     _totals,
     alternate,
@@ -150,6 +158,36 @@ def test_alternate_gives_each_server_its_turns_and_counts_every_response() -> No
     assert _totals([blocks["slow"]])[0] <= 400 < _totals([blocks["fast"]])[0]
     # Both are this process: its CPU over the whole call, counted for each.
     assert blocks["fast"][1] == pytest.approx(blocks["slow"][1], abs=0.05)
+
+
+def test_idle_cpu_reads_other_processes_to_well_below_a_tick() -> None:
+    # /proc counts 10 ms ticks: a sleeping process reads 0 and a busy one ~1 s/s only
+    # through the process CPU clock.
+    sleeping = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(0.3)  # both started
+        before = _cpu_seconds(sleeping.pid)
+        rates = _idle_cpu({"sleeping": (0, sleeping.pid), "busy": (0, busy.pid)}, 0.5)
+        assert rates["sleeping"] < 0.005
+        assert rates["busy"] > 0.2  # shares two CPUs with the rest of the suite
+        assert _cpu_seconds(sleeping.pid) - before < 0.005
+        assert _cpu_seconds(sleeping.pid) % 0.01 > 0  # not a count of ticks
+    finally:
+        for process in (sleeping, busy):
+            process.kill()
+            process.wait()
+
+
+def test_thread_cpu_is_grouped_with_ended_connections_among_the_request_threads() -> None:
+    threads: dict[str, dict[str, float]] = {"a": {}}
+    before = {"a": {REQUEST_THREAD: 1.0, "OtelBatchSpanPr": 0.5, "librdkafka": 0.0}}
+    after = {"a": {REQUEST_THREAD: 1.5, ENDED: 0.25, "OtelBatchSpanPr": 0.75, "mystery": 0.1}}
+    _add_threads(threads, before, after)
+    assert threads["a"] == pytest.approx(
+        {"request threads": 0.75, "BatchSpanProcessor": 0.25, "librdkafka": 0.0, "other": 0.1}
+    )
+    assert _thread_groups(threads) == ["request threads", "BatchSpanProcessor", "other"]
 
 
 def test_paced_load_charges_a_stall_to_every_request_due_during_it(
