@@ -10,7 +10,8 @@
  * so the two never differ. EndingHook(span) is CostSpanProcessor._on_ending around it, so
  * the SDK calls C directly. tests/costing/test_planned.py holds both equal to
  * Coster.price, and the pure-Python path stays the reference and the fallback. Forwarder is
- * the processor's on_start and on_end, handing spans to span_processors.
+ * the processor's on_start and on_end, handing spans to span_processors; QueuePut is
+ * BatchPipeline.put.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -87,8 +88,6 @@ typedef struct {
     PyObject_HEAD
     vectorcallfunc vectorcall;
     PyObject *processor;
-    PyObject *coster;
-    PyObject *pricing;
     PyObject *tally;
     Owner of_processor;       /* _queue_records, _put_cost */
     Owner of_coster;          /* live, _shapes, _normalize */
@@ -1340,8 +1339,6 @@ planner_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
         self->index[i] = index;
     }
     self->processor = Py_NewRef(processor);
-    self->coster = Py_NewRef(coster);
-    self->pricing = Py_NewRef(pricing);
     self->tally = Py_NewRef(tally);
     self->fallback = Py_NewRef(fallback);
     self->binding_type = Py_NewRef(binding_type);
@@ -1381,8 +1378,6 @@ static int
 planner_traverse(Planner *self, visitproc visit, void *arg)
 {
     Py_VISIT(self->processor);
-    Py_VISIT(self->coster);
-    Py_VISIT(self->pricing);
     Py_VISIT(self->tally);
     if (owner_traverse(&self->of_processor, visit, arg) < 0 ||
         owner_traverse(&self->of_coster, visit, arg) < 0 ||
@@ -1414,8 +1409,6 @@ static int
 planner_clear(Planner *self)
 {
     Py_CLEAR(self->processor);
-    Py_CLEAR(self->coster);
-    Py_CLEAR(self->pricing);
     Py_CLEAR(self->tally);
     owner_clear(&self->of_processor);
     owner_clear(&self->of_coster);
