@@ -102,7 +102,7 @@ THREAD_GROUPS = {
     ENDED: "request threads",
     "OtelBatchSpanPr": "BatchSpanProcessor",
     "otelcost-export": "otelcost's export worker",
-    "otelcost-budget": "RedisBudgetExporter's flusher",
+    "otelcost-budget": "budget exporters' flusher and gauge poller",
     "librdkafka": "librdkafka",
 }
 IDLE_SECONDS = 6.0  # no load: what each server does per second rather than per request
