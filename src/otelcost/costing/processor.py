@@ -196,7 +196,9 @@ class CostSpanProcessor(SpanProcessor):
         self._span_processors = tuple(span_processors)
         # The processors' span-start and span-ending calls that do something: the SDK's
         # own processors' are empty methods, and a call is a Python frame per span.
-        self._starting = tuple(p for p in self._span_processors if not _empty(p.on_start))
+        self._starting = tuple(
+            p for p in self._span_processors if not _empty(getattr(p, "on_start", None))
+        )
         self._on_ending_hooks = tuple(
             hook
             for hook in (getattr(p, "_on_ending", None) for p in self._span_processors)
@@ -888,7 +890,7 @@ def _count_apart(totals: dict[Any, int], named: Named, error: str | None) -> Non
     totals[key] = totals.get(key, 0) + 1
 
 
-def _empty(method: Callable[..., object]) -> bool:
+def _empty(method: Callable[..., object] | None) -> bool:
     """Whether ``method`` is a Python function or method whose body does nothing (only
     ``pass``, a docstring or ``return None``): calling it can be skipped."""
     code = getattr(getattr(method, "__func__", method), "__code__", None)
