@@ -166,7 +166,7 @@ def _name_os_threads() -> None:
         with contextlib.suppress(OSError):
             Path(f"/proc/self/task/{thread.native_id}/comm").write_text(name[:15])
 
-    threading.Thread.start = named_start  # type: ignore[method-assign]
+    threading.Thread.start = named_start  # type: ignore[method-assign, assignment]
 
 
 class _KeepAliveRequestHandler(WSGIRequestHandler):
