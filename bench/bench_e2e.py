@@ -23,9 +23,12 @@ server in turns of ``TURN_SECONDS`` (30 ms), the order rotating every cycle, for
 hundreds of cycles. This host's speed swings by ±10% from one 100 ms to the next, and
 by 2x over hours; turns this short see the same host. Background threads run whenever
 they are due, in any server's turn, so what is compared is each process's own CPU per
-request (all its threads): requests/s lost at capacity = 1 - the baseline's CPU per
-request / a configuration's, with a 95% bootstrap interval over blocks of cycles and an
-A/A control (a second, identical baseline server); target <= 5% with every exporter on.
+request (all its threads, from the process's CPU clock), less what the server does per
+second with no load over the other servers' turns (at capacity that work is spread over
+all its requests): requests/s lost at capacity = 1 - the baseline's CPU per request / a
+configuration's, with a 95% bootstrap interval over blocks of cycles and an A/A control
+(a second, identical baseline server); target <= 5% with every exporter on. The CPU is
+also shown by thread (request threads, exporters' threads, librdkafka).
 Each otelcost server is also driven at the same time as the baseline (the paired phase,
 with its own A/A control): two processes sharing one CPU evict each other's data from
 the CPU caches between requests, which costs otelcost (whose added cost is mostly such
