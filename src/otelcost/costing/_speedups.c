@@ -87,9 +87,8 @@ typedef struct {
 typedef struct {
     PyObject_HEAD
     vectorcallfunc vectorcall;
-    PyObject *processor;
     PyObject *tally;
-    Owner of_processor;       /* _queue_records, _put_cost */
+    Owner of_processor;       /* the processor; reads _queue_records, _put_cost */
     Owner of_coster;          /* live, _shapes, _normalize */
     Owner of_pricing;         /* held */
     PyObject *fallback;       /* CostSpanProcessor._price_planned (the function) */
@@ -124,8 +123,7 @@ typedef struct {
     PyObject_HEAD
     vectorcallfunc vectorcall;
     Planner *planner;
-    PyObject *processor;
-    Owner of_processor; /* _pricing_in_hook */
+    Owner of_processor; /* the processor; reads _pricing_in_hook */
     PyObject *hooks; /* tuple: the span processors' own _on_ending hooks */
 } EndingHook;
 
@@ -1260,7 +1258,7 @@ plan_or_delegate(Planner *self, PyObject *span)
     if (done != DELEGATE) {
         return done;
     }
-    PyObject *args[2] = {self->processor, span};
+    PyObject *args[2] = {self->of_processor.obj, span};
     PyObject *priced = PyObject_Vectorcall(self->fallback, args, 2, NULL);
     if (priced == NULL) {
         return -1;
@@ -1280,7 +1278,7 @@ planner_vectorcall(PyObject *op, PyObject *const *args, size_t nargsf, PyObject 
     }
     int done = plan_span(self, args[0]);
     if (done == DELEGATE) {
-        PyObject *fargs[2] = {self->processor, args[0]};
+        PyObject *fargs[2] = {self->of_processor.obj, args[0]};
         return PyObject_Vectorcall(self->fallback, fargs, 2, NULL);
     }
     if (done < 0) {
@@ -1338,7 +1336,6 @@ planner_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
         }
         self->index[i] = index;
     }
-    self->processor = Py_NewRef(processor);
     self->tally = Py_NewRef(tally);
     self->fallback = Py_NewRef(fallback);
     self->binding_type = Py_NewRef(binding_type);
@@ -1377,7 +1374,6 @@ planner_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
 static int
 planner_traverse(Planner *self, visitproc visit, void *arg)
 {
-    Py_VISIT(self->processor);
     Py_VISIT(self->tally);
     if (owner_traverse(&self->of_processor, visit, arg) < 0 ||
         owner_traverse(&self->of_coster, visit, arg) < 0 ||
@@ -1408,7 +1404,6 @@ planner_traverse(Planner *self, visitproc visit, void *arg)
 static int
 planner_clear(Planner *self)
 {
-    Py_CLEAR(self->processor);
     Py_CLEAR(self->tally);
     owner_clear(&self->of_processor);
     owner_clear(&self->of_coster);
@@ -1494,7 +1489,7 @@ hook_vectorcall(PyObject *op, PyObject *const *args, size_t nargsf, PyObject *kw
     if (pricing) {
         int done = plan_or_delegate(self->planner, span);
         if (done == 0) {
-            PyObject *r = PyObject_CallMethodOneArg(self->processor, s__price_in_place, span);
+            PyObject *r = PyObject_CallMethodOneArg(self->of_processor.obj, s__price_in_place, span);
             if (r == NULL) {
                 done = -1;
             }
@@ -1504,7 +1499,7 @@ hook_vectorcall(PyObject *op, PyObject *const *args, size_t nargsf, PyObject *kw
         }
         if (done < 0) {
             if (!PyErr_ExceptionMatches(PyExc_Exception) ||
-                call_handling(self->processor, s__pricing_error) < 0) {
+                call_handling(self->of_processor.obj, s__pricing_error) < 0) {
                 return NULL;
             }
         }
@@ -1514,7 +1509,7 @@ hook_vectorcall(PyObject *op, PyObject *const *args, size_t nargsf, PyObject *kw
         PyObject *r = PyObject_CallOneArg(PyTuple_GET_ITEM(self->hooks, i), span);
         if (r == NULL) {
             if (!PyErr_ExceptionMatches(PyExc_Exception) ||
-                call_handling(self->processor, s__hook_error) < 0) {
+                call_handling(self->of_processor.obj, s__hook_error) < 0) {
                 return NULL;
             }
         }
@@ -1540,7 +1535,6 @@ hook_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
     }
     self->vectorcall = hook_vectorcall;
     self->planner = (Planner *)Py_NewRef(planner);
-    self->processor = Py_NewRef(processor);
     self->hooks = Py_NewRef(hooks);
     if (owner_init(&self->of_processor, processor, &s__pricing_in_hook, 1) < 0) {
         Py_DECREF(self);
@@ -1553,7 +1547,6 @@ static int
 hook_traverse(EndingHook *self, visitproc visit, void *arg)
 {
     Py_VISIT(self->planner);
-    Py_VISIT(self->processor);
     Py_VISIT(self->hooks);
     return owner_traverse(&self->of_processor, visit, arg);
 }
@@ -1562,7 +1555,6 @@ static int
 hook_clear(EndingHook *self)
 {
     Py_CLEAR(self->planner);
-    Py_CLEAR(self->processor);
     Py_CLEAR(self->hooks);
     owner_clear(&self->of_processor);
     return 0;
@@ -1600,8 +1592,7 @@ static PyTypeObject EndingHookType = {
 typedef struct {
     PyObject_HEAD
     vectorcallfunc vectorcall;
-    PyObject *processor;
-    Owner of_processor;   /* _shutdown */
+    Owner of_processor;   /* the processor; reads _shutdown */
     PyObject *processors; /* a tuple */
     PyObject *python_on_end;
 } Forwarder;
@@ -1632,7 +1623,7 @@ forward_all(Forwarder *self, PyObject *method, PyObject *on_error, PyObject *con
             Py_DECREF(r);
         }
         else if (!PyErr_ExceptionMatches(PyExc_Exception) ||
-                 call_handling(self->processor, on_error) < 0) {
+                 call_handling(self->of_processor.obj, on_error) < 0) {
             return -1;
         }
     }
@@ -1692,7 +1683,7 @@ forwarder_vectorcall(PyObject *op, PyObject *const *args, size_t nargsf, PyObjec
         return NULL;
     }
     if (priced != 1) {
-        PyObject *call[2] = {self->processor, args[0]};
+        PyObject *call[2] = {self->of_processor.obj, args[0]};
         return PyObject_Vectorcall(self->python_on_end, call, 2, NULL);
     }
     if (forward_all(self, s_on_end, s__forward_error, args, 1, NULL) < 0) {
@@ -1715,7 +1706,6 @@ forwarder_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
         return NULL;
     }
     self->vectorcall = forwarder_vectorcall;
-    self->processor = Py_NewRef(processor);
     self->processors = Py_NewRef(processors);
     self->python_on_end = Py_NewRef(python_on_end);
     if (owner_init(&self->of_processor, processor, &s__shutdown, 1) < 0) {
@@ -1728,7 +1718,6 @@ forwarder_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
 static int
 forwarder_traverse(Forwarder *self, visitproc visit, void *arg)
 {
-    Py_VISIT(self->processor);
     Py_VISIT(self->processors);
     Py_VISIT(self->python_on_end);
     return owner_traverse(&self->of_processor, visit, arg);
@@ -1737,7 +1726,6 @@ forwarder_traverse(Forwarder *self, visitproc visit, void *arg)
 static int
 forwarder_clear(Forwarder *self)
 {
-    Py_CLEAR(self->processor);
     Py_CLEAR(self->processors);
     Py_CLEAR(self->python_on_end);
     owner_clear(&self->of_processor);
