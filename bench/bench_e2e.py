@@ -139,13 +139,24 @@ _REQUEST_WAITS: list[tuple[float, float]] = []
 # Full collections (generation 2): when each ended (perf_counter) and how long it stopped
 # every thread of the server. They set the tail at a fixed load: see _latency_rows.
 _FULL_COLLECTIONS: list[tuple[float, float]] = []
+# CPU seconds of the collecting thread in collections, by generation (a collection runs on
+# the thread whose allocation crossed the threshold: otelcost's or the application's).
+_COLLECTIONS_CPU = [0.0, 0.0, 0.0]
 
 
-def _time_full_collections() -> None:
-    started = [0.0]
+def _time_collections() -> Callable[[str, dict[str, Any]], None]:
+    """Time every collection from here on (``_COLLECTIONS_CPU``, ``_FULL_COLLECTIONS``);
+    returns the callback installed in ``gc.callbacks``."""
+    started = [0.0, 0.0]
 
     def callback(phase: str, info: dict[str, Any]) -> None:
-        if info["generation"] != 2:
+        generation = info["generation"]
+        cpu = time.thread_time()
+        if phase == "start":
+            started[1] = cpu
+        else:
+            _COLLECTIONS_CPU[generation] += cpu - started[1]
+        if generation != 2:
             return
         now = time.perf_counter()
         if phase == "start":
@@ -154,6 +165,7 @@ def _time_full_collections() -> None:
             _FULL_COLLECTIONS.append((now, now - started[0]))
 
     gc.callbacks.append(callback)
+    return callback
 
 
 def _name_os_threads() -> None:
@@ -290,7 +302,7 @@ def serve(config: str, params: dict[str, Any]) -> None:
     """Serve ``config`` until standard input closes, then print what was served as JSON."""
     os.sched_setaffinity(0, {params["cpu"]})  # before any thread starts: all inherit it
     _name_os_threads()
-    _time_full_collections()
+    _time_collections()
     counter = itertools.count()
     wsgi, provider, processor = _instrument(_app(counter), config, params)
     server = _ThreadingServer(("127.0.0.1", 0), _KeepAliveRequestHandler)
@@ -307,6 +319,7 @@ def serve(config: str, params: dict[str, Any]) -> None:
     report: dict[str, Any] = {
         "requests": served,
         "request_threads_cpu_us": sum(_REQUEST_THREADS_CPU) / max(served, 1) * 1e6,
+        "collections_cpu_us": [cpu / max(served, 1) * 1e6 for cpu in _COLLECTIONS_CPU],
         "paced_waits": [w for t, w in _REQUEST_WAITS if any(a <= t <= b for a, b in windows)],
         "paced_full_collections": [
             d for t, d in _FULL_COLLECTIONS if any(a <= t <= b for a, b in windows)
@@ -964,6 +977,7 @@ def _result(
                 f"{idle[config] * 1e3:.2f}",
                 f"{rps:,.0f}",
                 f"{report['request_threads_cpu_us']:.0f}",
+                "{:.1f} / {:.1f} / {:.1f}".format(*report["collections_cpu_us"]),
                 check,
             ]
         )
@@ -1014,6 +1028,7 @@ def _result(
                     "idle CPU ms/s",
                     "requests/s in its turns",
                     "CPU µs/request on request threads",
+                    "of the server's: garbage collection µs/request, generations 0 / 1 / 2",
                     "spans priced",
                 ],
                 rows,
@@ -1032,7 +1047,9 @@ def _result(
             "whole bias, never past it; the uncorrected figure is beside it. "
             "Requests/s in its turns: responses over the time of the server's own turns, "
             "for scale. The request threads' own CPU (thread CPU clock, over the whole run, "
-            "all phases) is shown beside the server's.",
+            "all phases) is shown beside the server's, and so is the CPU its garbage "
+            "collections took, on whichever thread ran them (the one whose allocation "
+            "crossed the threshold), by generation, over the whole run.",
             "",
             "Where each server's CPU went in the turns, µs per request by thread (the "
             "process's threads read from /proc by name; uncorrected):",

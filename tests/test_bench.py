@@ -4,6 +4,7 @@ generator that must not hide a server's stall (coordinated omission)."""
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
 import subprocess
 import sys
@@ -15,6 +16,8 @@ from typing import Any
 import pytest
 from bench._report import percentile, quartiles
 from bench.bench_e2e import (
+    _COLLECTIONS_CPU,
+    _FULL_COLLECTIONS,
     _REQUEST_WAITS,
     ENDED,
     REQUEST_THREAD,
@@ -29,6 +32,7 @@ from bench.bench_e2e import (
     _requests,
     _thread_groups,
     _ThreadingServer,
+    _time_collections,
     _totals,
     alternate,
     paced,
@@ -188,6 +192,27 @@ def test_thread_cpu_is_grouped_with_ended_connections_among_the_request_threads(
         {"request threads": 0.75, "BatchSpanProcessor": 0.25, "librdkafka": 0.0, "other": 0.1}
     )
     assert _thread_groups(threads) == ["request threads", "BatchSpanProcessor", "other"]
+
+
+def test_collections_are_timed_by_generation() -> None:
+    held = [[i] for i in range(200_000)]  # a full collection walks them all
+    callback = _time_collections()
+    enabled = gc.isenabled()
+    gc.disable()  # only the collections below
+    before = list(_COLLECTIONS_CPU)
+    try:
+        cpu = time.thread_time()
+        gc.collect(2)
+        spent = time.thread_time() - cpu
+    finally:
+        gc.callbacks.remove(callback)
+        if enabled:
+            gc.enable()
+    full = _COLLECTIONS_CPU[2] - before[2]
+    assert 0 < full <= spent
+    assert _FULL_COLLECTIONS[-1][1] > 0
+    assert _COLLECTIONS_CPU[:2] == before[:2]
+    del held
 
 
 def test_paced_load_charges_a_stall_to_every_request_due_during_it(
