@@ -648,9 +648,9 @@ static PyTypeObject ServerRuleType = {
 /* -- the planned path -------------------------------------------------------------------- */
 
 /* Coster._by_path's memo hit with the compiled server rule, no Python frame: the Named of
- * a volatile operation ("*" in it) under the shape's own service. A new reference; Py_None
- * for anything else (a miss, no service, nothing volatile: _by_path then memoizes the
- * values too), which the caller leaves to _by_path; NULL on error. */
+ * the operation under the shape's own service. A new reference; Py_None for anything else
+ * (a miss, no service), which the caller leaves to the memo and then _by_path; NULL on
+ * error. */
 static PyObject *
 by_path_hit(Planner *self, ServerRule *rule, PyObject *shape, PyObject *inner)
 {
@@ -664,13 +664,6 @@ by_path_hit(Planner *self, ServerRule *rule, PyObject *shape, PyObject *inner)
         return derived;
     }
     PyObject *found = Py_NewRef(Py_None), *service = NULL, *by_path = NULL, *key = NULL;
-    Py_ssize_t star = PyUnicode_FindChar(derived, '*', 0, PyUnicode_GET_LENGTH(derived), 1);
-    if (star == -2) {
-        goto error;
-    }
-    if (star < 0) {
-        goto out;
-    }
     if ((service = slot_get(&self->shape_slots[S_SERVICE], shape)) == NULL ||
         (by_path = slot_get(&self->shape_slots[S_BY_PATH], shape)) == NULL) {
         goto error;
@@ -902,6 +895,29 @@ plan_span(Planner *self, PyObject *span)
     }
     /* The naming memo: any Exception (an unhashable value) leaves the span to Python. */
     {
+        /* A shape a raw path names (a server span without a route): its naming values hold
+         * the path, new with each id, so memo and by_name miss but for repeated paths. The
+         * operation its rule gives, found in by_path, is the Named they would hold (Python's
+         * _by_path fills both from it), so by_path is tried first: a new id then costs no
+         * values tuple and no probe of either dict. */
+        int path_tried = 0;
+        a = slot_get(&self->shape_slots[S_PATH_RULE], shape);
+        if (a == NULL) {
+            goto memo_failed;
+        }
+        if (Py_IS_TYPE(a, &ServerRuleType)) {
+            named = by_path_hit(self, (ServerRule *)a, shape, inner);
+            if (named == NULL) {
+                goto memo_failed;
+            }
+            if (named != Py_None) {
+                Py_CLEAR(a);
+                goto memo_done;
+            }
+            Py_CLEAR(named);
+            path_tried = 1;
+        }
+        Py_CLEAR(a);
         a = slot_get(&self->shape_slots[S_READER], shape);
         if (a == NULL) {
             goto memo_failed;
@@ -951,7 +967,7 @@ plan_span(Planner *self, PyObject *span)
                 result = 0;
                 goto done;
             }
-            if (Py_IS_TYPE(a, &ServerRuleType)) {
+            if (Py_IS_TYPE(a, &ServerRuleType) && !path_tried) {
                 PyObject *hit = by_path_hit(self, (ServerRule *)a, shape, inner);
                 if (hit == NULL) {
                     goto memo_failed;
