@@ -654,22 +654,28 @@ static PyTypeObject ServerRuleType = {
 static PyObject *
 by_path_hit(Planner *self, ServerRule *rule, PyObject *shape, PyObject *inner)
 {
-    PyObject *normalize = owner_get(&self->of_coster, s__normalize);
-    if (normalize == NULL) {
-        return NULL;
-    }
-    PyObject *derived = server_rule_fast(rule, inner, normalize);
-    Py_DECREF(normalize);
-    if (derived == NULL || derived == Py_None) {
-        return derived;
-    }
-    PyObject *found = Py_NewRef(Py_None), *service = NULL, *by_path = NULL, *key = NULL;
+    /* The service and dict first: a shape whose resource names no service (the span's
+     * attributes may) is Python's, and then the rule need not run here. */
+    PyObject *found = Py_NewRef(Py_None), *service = NULL, *by_path = NULL, *derived = NULL,
+             *key = NULL;
     if ((service = slot_get(&self->shape_slots[S_SERVICE], shape)) == NULL ||
         (by_path = slot_get(&self->shape_slots[S_BY_PATH], shape)) == NULL) {
         goto error;
     }
     if (!PyUnicode_CheckExact(service) || PyUnicode_GET_LENGTH(service) == 0 ||
         !PyDict_CheckExact(by_path)) {
+        goto out;
+    }
+    PyObject *normalize = owner_get(&self->of_coster, s__normalize);
+    if (normalize == NULL) {
+        goto error;
+    }
+    derived = server_rule_fast(rule, inner, normalize);
+    Py_DECREF(normalize);
+    if (derived == NULL) {
+        goto error;
+    }
+    if (derived == Py_None) {
         goto out;
     }
     if ((key = PyTuple_Pack(2, service, derived)) == NULL) {
@@ -683,9 +689,9 @@ by_path_hit(Planner *self, ServerRule *rule, PyObject *shape, PyObject *inner)
         goto error;
     }
 out:
-    Py_DECREF(derived);
     Py_XDECREF(service);
     Py_XDECREF(by_path);
+    Py_XDECREF(derived);
     Py_XDECREF(key);
     return found;
 error:
