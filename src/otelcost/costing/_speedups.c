@@ -906,7 +906,6 @@ plan_span(Planner *self, PyObject *span)
          * operation its rule gives, found in by_path, is the Named they would hold (Python's
          * _by_path fills both from it), so by_path is tried first: a new id then costs no
          * values tuple and no probe of either dict. */
-        int path_tried = 0;
         a = slot_get(&self->shape_slots[S_PATH_RULE], shape);
         if (a == NULL) {
             goto memo_failed;
@@ -920,8 +919,7 @@ plan_span(Planner *self, PyObject *span)
                 Py_CLEAR(a);
                 goto memo_done;
             }
-            Py_CLEAR(named);
-            path_tried = 1;
+            Py_CLEAR(named); /* by_path_hit said nothing: Python's _by_path decides below */
         }
         Py_CLEAR(a);
         a = slot_get(&self->shape_slots[S_READER], shape);
@@ -964,7 +962,8 @@ plan_span(Planner *self, PyObject *span)
                 goto memo_failed;
             }
         }
-        if (named == Py_None) { /* a raw path or URL names it: its rule's operation */
+        if (named == Py_None) { /* a raw path or URL names it: its rule's operation
+                                  * (a compiled ServerRule was tried above) */
             a = slot_get(&self->shape_slots[S_PATH_RULE], shape);
             if (a == NULL) {
                 goto memo_failed;
@@ -972,18 +971,6 @@ plan_span(Planner *self, PyObject *span)
             if (a == Py_None) {
                 result = 0;
                 goto done;
-            }
-            if (Py_IS_TYPE(a, &ServerRuleType) && !path_tried) {
-                PyObject *hit = by_path_hit(self, (ServerRule *)a, shape, inner);
-                if (hit == NULL) {
-                    goto memo_failed;
-                }
-                if (hit != Py_None) {
-                    Py_SETREF(named, hit);
-                    Py_CLEAR(a);
-                    goto memo_done;
-                }
-                Py_DECREF(hit);
             }
             b = PyObject_GetAttr(span, s__kind);
             if (b == NULL) {
