@@ -16,6 +16,7 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <float.h>
+#include <limits.h>
 #include <stddef.h>
 #include <string.h>
 #include <math.h>
@@ -72,14 +73,17 @@ enum { N_BINDING, N_ENTRY_KIND, N_NOT_BILLABLE, NAMED_SLOTS };
 /* Binding's fields, by position (checked against Binding._fields by the caller). */
 enum { B_SNAPSHOT, B_NESTED, B_ENTRY_PLAN, B_NESTED_PLAN, B_COUNT };
 
-/* An object whose attributes are read every span, with its instance dict: read there, a
- * dict lookup skips the type's attribute lookup (the type's method cache and MRO, cold
- * in a server between spans). Only where its type reads attributes generically and
- * defines none of the names read, so the dict holds the answer; else dict is NULL and
- * every read is PyObject_GetAttr. */
+/* An object whose attributes are read every span: each read where its class keeps it, as a
+ * __slots__ member at a fixed offset in the object (the hot attributes of the processor,
+ * the coster and the pricing cache are such members), else by name. A member read touches
+ * the object and the value; an instance dict lookup touches the dict, its keys, an index
+ * line, an entry and the values, all cold in a server between spans. */
+#define OWNER_FIELDS 3
+
 typedef struct {
     PyObject *obj;
-    PyObject *dict;
+    int count;
+    Slot fields[OWNER_FIELDS];
 } Owner;
 
 #define TOTALS_CACHE 8
@@ -96,7 +100,6 @@ typedef struct {
     PyObject *context_type;   /* SpanContext: is_remote read by position */
     PyObject *no_usage;
     PyObject *nanos_per_unit; /* the int NANOS_PER_UNIT */
-    PyObject *shift;          /* the int SHIFT */
     long long min_start_ns;
     Py_ssize_t index[B_COUNT];
     PyObject *names[B_COUNT];
@@ -211,8 +214,12 @@ slot_init(Slot *slot, PyObject *type, PyObject *name)
     slot->name = name;
     slot->offset = -1;
     PyObject *descr = PyObject_GetAttr(type, name);
-    if (descr == NULL) {
-        return -1;
+    if (descr == NULL) { /* an instance attribute only: read by name */
+        if (!PyErr_ExceptionMatches(PyExc_AttributeError)) {
+            return -1;
+        }
+        PyErr_Clear();
+        return 0;
     }
     if (Py_IS_TYPE(descr, &PyMemberDescr_Type)) {
         PyMemberDef *member = ((PyMemberDescrObject *)descr)->d_member;
@@ -228,57 +235,74 @@ static int
 owner_init(Owner *owner, PyObject *obj, PyObject *const *names, int count)
 {
     owner->obj = Py_NewRef(obj);
-    owner->dict = NULL;
-    PyTypeObject *type = Py_TYPE(obj);
-    if (type->tp_getattro != PyObject_GenericGetAttr) {
-        return 0;
-    }
+    owner->count = 0;
     for (int i = 0; i < count; i++) {
-        PyObject *found = PyObject_GetAttr((PyObject *)type, names[i]);
-        if (found != NULL) {
-            Py_DECREF(found);
-            return 0;
-        }
-        if (!PyErr_ExceptionMatches(PyExc_AttributeError)) {
+        if (slot_init(&owner->fields[i], (PyObject *)Py_TYPE(obj), names[i]) < 0) {
             return -1;
         }
-        PyErr_Clear();
-    }
-    PyObject *dict = PyObject_GenericGetDict(obj, NULL);
-    if (dict == NULL) {
-        PyErr_Clear(); /* no instance dict: generic reads */
-        return 0;
-    }
-    if (PyDict_CheckExact(dict)) {
-        owner->dict = dict;
-    }
-    else {
-        Py_DECREF(dict);
+        owner->count++;
     }
     return 0;
+}
+
+static const Slot *
+owner_field(const Owner *owner, PyObject *name)
+{
+    for (int i = 0; i < owner->count; i++) {
+        if (owner->fields[i].name == name) {
+            return &owner->fields[i];
+        }
+    }
+    return NULL;
 }
 
 /* getattr(owner.obj, name): a new reference, or NULL with an exception. */
 static PyObject *
 owner_get(const Owner *owner, PyObject *name)
 {
-    if (owner->dict != NULL) {
-        PyObject *value = PyDict_GetItemWithError(owner->dict, name);
-        if (value != NULL) {
-            return Py_NewRef(value);
-        }
-        if (PyErr_Occurred()) {
-            return NULL;
-        }
+    const Slot *field = owner_field(owner, name);
+    return field != NULL ? slot_get(field, owner->obj) : PyObject_GetAttr(owner->obj, name);
+}
+
+/* The member itself, borrowed and not touched, where the class keeps it at an offset and it
+ * is set; else NULL (read it with owner_get). Only for a value used before any Python code
+ * can run (an identity or a bool test). */
+static PyObject *
+owner_peek(const Owner *owner, PyObject *name)
+{
+    const Slot *field = owner_field(owner, name);
+    if (field != NULL && field->offset >= 0 && (PyObject *)Py_TYPE(owner->obj) == field->type) {
+        return *(PyObject **)((char *)owner->obj + field->offset);
     }
-    return PyObject_GetAttr(owner->obj, name); /* absent: its AttributeError */
+    return NULL;
+}
+
+/* bool(getattr(owner.obj, name)): 1, 0, or -1 with an exception. */
+static int
+owner_flag(const Owner *owner, PyObject *name)
+{
+    PyObject *value = owner_peek(owner, name);
+    if (value == Py_True) {
+        return 1;
+    }
+    if (value == Py_False) {
+        return 0;
+    }
+    if ((value = owner_get(owner, name)) == NULL) {
+        return -1;
+    }
+    int flag = PyObject_IsTrue(value);
+    Py_DECREF(value);
+    return flag;
 }
 
 static int
 owner_traverse(Owner *owner, visitproc visit, void *arg)
 {
     Py_VISIT(owner->obj);
-    Py_VISIT(owner->dict);
+    for (int i = 0; i < owner->count; i++) {
+        Py_VISIT(owner->fields[i].type);
+    }
     return 0;
 }
 
@@ -286,7 +310,11 @@ static void
 owner_clear(Owner *owner)
 {
     Py_CLEAR(owner->obj);
-    Py_CLEAR(owner->dict);
+    for (int i = 0; i < owner->count; i++) {
+        owner->fields[i].offset = -1;
+        Py_CLEAR(owner->fields[i].type);
+    }
+    owner->count = 0;
 }
 
 /* Call fn() with the current exception as the one being handled (as inside an `except`
@@ -701,6 +729,52 @@ error:
 
 #define DELEGATE 2
 
+/* A priced total plus one span of `nanos`: (nanos, spans) + (nanos, 1), or (nanos, 1) for
+ * `old` None. A new pair, untracked (two ints are never part of a cycle); in 64-bit ints
+ * where they fit, else as Python adds them. NULL with an exception. */
+static PyObject *
+add_to_total(PyObject *old, PyObject *nanos)
+{
+    if (old == Py_None) {
+        PyObject *pair = PyTuple_Pack(2, nanos, int_one);
+        if (pair != NULL) {
+            PyObject_GC_UnTrack(pair);
+        }
+        return pair;
+    }
+    if (!PyTuple_CheckExact(old) || PyTuple_GET_SIZE(old) != 2) {
+        PyErr_SetString(PyExc_TypeError, "a priced total is a (nanos, spans) tuple");
+        return NULL;
+    }
+    PyObject *old_nanos = PyTuple_GET_ITEM(old, 0), *old_spans = PyTuple_GET_ITEM(old, 1);
+    PyObject *sum = NULL, *spans = NULL, *pair = NULL;
+    long long a = 0, b = 0, n = 0;
+    int overflow = 1, o1 = 0, o2 = 0;
+    if (PyLong_CheckExact(old_nanos) && PyLong_CheckExact(old_spans) && PyLong_CheckExact(nanos)) {
+        a = PyLong_AsLongLongAndOverflow(old_nanos, &overflow);
+        if (!overflow) {
+            b = PyLong_AsLongLongAndOverflow(nanos, &o1);
+            n = PyLong_AsLongLongAndOverflow(old_spans, &o2);
+            overflow = o1 || o2 || n == LLONG_MAX || (b > 0 && a > LLONG_MAX - b) ||
+                       (b < 0 && a < LLONG_MIN - b);
+        }
+    }
+    if (!overflow) {
+        sum = PyLong_FromLongLong(a + b);
+        spans = PyLong_FromLongLong(n + 1);
+    }
+    else {
+        sum = PyNumber_Add(old_nanos, nanos);
+        spans = sum != NULL ? PyNumber_Add(old_spans, int_one) : NULL;
+    }
+    if (sum != NULL && spans != NULL && (pair = PyTuple_Pack(2, sum, spans)) != NULL) {
+        PyObject_GC_UnTrack(pair);
+    }
+    Py_XDECREF(sum);
+    Py_XDECREF(spans);
+    return pair;
+}
+
 /* This thread's totals dict: tally.local.totals, or tally.totals() on its first span. A
  * new reference, or NULL with an exception. */
 static PyObject *
@@ -809,11 +883,14 @@ plan_span(Planner *self, PyObject *span)
     PyObject *live_held = PyTuple_GET_ITEM(live, 0);
     PyObject *snap = PyTuple_GET_ITEM(live, 1);
     PyObject *stale_o = PyTuple_GET_ITEM(live, 2);
-    held = owner_get(&self->of_pricing, s_held);
-    if (held == NULL) {
-        goto done;
+    PyObject *held_now = owner_peek(&self->of_pricing, s_held); /* compared, not touched */
+    if (held_now == NULL) {
+        if ((held = owner_get(&self->of_pricing, s_held)) == NULL) {
+            goto done;
+        }
+        held_now = held;
     }
-    if (held != live_held) {
+    if (held_now != live_held) {
         result = 0;
         goto done;
     }
@@ -1152,15 +1229,11 @@ plan_span(Planner *self, PyObject *span)
         if (PyDict_SetItem(inner, s_cost_amount, amount) < 0) {
             goto done;
         }
-        /* totals[named] = totals.get(named, 0) + (nanos << SHIFT) + 1 */
-        if ((old = mapping_get(totals, named, int_zero)) == NULL ||
-            (a = PyNumber_Lshift(nanos_o, self->shift)) == NULL ||
-            (b = PyNumber_Add(old, a)) == NULL || (sum = PyNumber_Add(b, int_one)) == NULL ||
-            mapping_set(totals, named, sum) < 0) {
+        /* totals[named] = (nanos, spans) plus this span's, or (nanos, 1) */
+        if ((old = mapping_get(totals, named, Py_None)) == NULL ||
+            (sum = add_to_total(old, nanos_o)) == NULL || mapping_set(totals, named, sum) < 0) {
             goto done;
         }
-        Py_CLEAR(a);
-        Py_CLEAR(b);
     }
     else {
         nanos_o = Py_NewRef(int_zero);
@@ -1172,12 +1245,10 @@ plan_span(Planner *self, PyObject *span)
         Py_CLEAR(a);
     }
     {
-        int queue;
-        a = owner_get(&self->of_processor, s__queue_records);
-        if (a == NULL || (queue = PyObject_IsTrue(a)) < 0) {
+        int queue = owner_flag(&self->of_processor, s__queue_records);
+        if (queue < 0) {
             goto done;
         }
-        Py_CLEAR(a);
         if (queue) {
             PyObject *record_binding = binding;
             if (!is_entry) {
@@ -1300,17 +1371,17 @@ static PyObject *
 planner_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
 {
     PyObject *processor, *coster, *pricing, *tally, *fallback, *binding_type, *fields,
-        *context_type, *no_usage, *nanos_per_unit, *shift, *shape_type, *named_type;
+        *context_type, *no_usage, *nanos_per_unit, *shape_type, *named_type;
     long long min_start_ns;
     static char *kwlist[] = {"processor",  "coster",         "pricing",      "tally",
                              "fallback",   "binding_type",   "binding_fields",
-                             "context_type", "no_usage",     "nanos_per_unit", "shift",
+                             "context_type", "no_usage",     "nanos_per_unit",
                              "min_start_ns", "shape_type",   "named_type",   NULL};
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOOOOOO!OOO!O!LO!O!:Planner", kwlist,
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOOOOOO!OOO!LO!O!:Planner", kwlist,
                                      &processor, &coster, &pricing, &tally, &fallback,
                                      &binding_type, &PyTuple_Type, &fields, &context_type,
-                                     &no_usage, &PyLong_Type, &nanos_per_unit, &PyLong_Type,
-                                     &shift, &min_start_ns, &PyType_Type, &shape_type,
+                                     &no_usage, &PyLong_Type, &nanos_per_unit,
+                                     &min_start_ns, &PyType_Type, &shape_type,
                                      &PyType_Type, &named_type)) {
         return NULL;
     }
@@ -1351,7 +1422,6 @@ planner_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
     self->context_type = Py_NewRef(context_type);
     self->no_usage = Py_NewRef(no_usage);
     self->nanos_per_unit = Py_NewRef(nanos_per_unit);
-    self->shift = Py_NewRef(shift);
     self->min_start_ns = min_start_ns;
     PyObject *processor_names[] = {s__queue_records, s__put_cost};
     PyObject *coster_names[] = {s_live, s__shapes, s__normalize};
@@ -1394,7 +1464,6 @@ planner_traverse(Planner *self, visitproc visit, void *arg)
     Py_VISIT(self->context_type);
     Py_VISIT(self->no_usage);
     Py_VISIT(self->nanos_per_unit);
-    Py_VISIT(self->shift);
     Py_VISIT(self->last_shapes);
     Py_VISIT(self->last_key);
     Py_VISIT(self->last_head);
@@ -1422,7 +1491,6 @@ planner_clear(Planner *self)
     Py_CLEAR(self->context_type);
     Py_CLEAR(self->no_usage);
     Py_CLEAR(self->nanos_per_unit);
-    Py_CLEAR(self->shift);
     Py_CLEAR(self->last_shapes);
     Py_CLEAR(self->last_key);
     Py_CLEAR(self->last_head);
@@ -1486,12 +1554,7 @@ hook_vectorcall(PyObject *op, PyObject *const *args, size_t nargsf, PyObject *kw
         return NULL;
     }
     PyObject *span = args[0];
-    PyObject *flag = owner_get(&self->of_processor, s__pricing_in_hook);
-    if (flag == NULL) {
-        return NULL;
-    }
-    int pricing = PyObject_IsTrue(flag);
-    Py_DECREF(flag);
+    int pricing = owner_flag(&self->of_processor, s__pricing_in_hook);
     if (pricing < 0) {
         return NULL;
     }
@@ -1678,12 +1741,7 @@ forwarder_vectorcall(PyObject *op, PyObject *const *args, size_t nargsf, PyObjec
         PyErr_SetString(PyExc_TypeError, "on_end takes one argument: the span");
         return NULL;
     }
-    PyObject *flag = owner_get(&self->of_processor, s__shutdown);
-    if (flag == NULL) {
-        return NULL;
-    }
-    int closed = PyObject_IsTrue(flag);
-    Py_DECREF(flag);
+    int closed = owner_flag(&self->of_processor, s__shutdown);
     if (closed < 0) {
         return NULL;
     }

@@ -22,7 +22,6 @@ class Planner:
         context_type: type,
         no_usage: object,
         nanos_per_unit: int,
-        shift: int,
         min_start_ns: int,
         shape_type: type,
         named_type: type,

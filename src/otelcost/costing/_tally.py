@@ -4,14 +4,14 @@ Sum-only exporters (budgets, metrics) need totals per operation, not spans, so n
 span is queued for them: each pricing thread adds into its own dict, with no lock, and the
 export worker reads every dict and exports what grew since its last read.
 
-One writer per dict makes this exact under the GIL without a lock. A total is one int that
-packs the nano-units and the span count (``pack``), so it is replaced by one store and a
-reader never sees a span's amount without its count. The reader copies each dict in one
-C call (``dict.copy``, which runs no Python code on these keys: they hash by identity or
-are tuples of strings) and keeps what it read last to compute deltas; it never resets a
-writer's dict. A thread's dict is read one last time after the thread has ended, then
-dropped (thread-per-request servers start threads all the time); its totals stay in the
-grand totals.
+One writer per dict makes this exact under the GIL without a lock. A priced total is one
+tuple ``(nanos, spans)``, replaced whole by one store, so a reader never sees a span's
+amount without its count; a count alone (spans that add no money) is an int. The reader
+copies each dict in one C call (``dict.copy``, which runs no Python code on these keys:
+they hash by identity or are tuples of strings) and keeps what it read last to compute
+deltas; it never resets a writer's dict. A thread's dict is read one last time after the
+thread has ended, then dropped (thread-per-request servers start threads all the time);
+its totals stay in the grand totals.
 """
 
 from __future__ import annotations
@@ -19,26 +19,34 @@ from __future__ import annotations
 import threading
 import weakref
 from collections.abc import Hashable
+from typing import cast
 
 from otelcost._fork import in_forked_child
 
-__all__ = ["COUNT", "SHIFT", "Tally", "pack", "unpack"]
+__all__ = ["Tally", "Total", "minus", "plus"]
 
-SHIFT = 64
-"""A packed total is ``nanos << SHIFT`` plus the span count (below 2**64 spans)."""
-COUNT = (1 << SHIFT) - 1
-
-Totals = dict[Hashable, int]
+Total = tuple[int, int] | int
+"""``(nanos, spans)`` of priced spans, or the count of spans that add no money."""
+Totals = dict[Hashable, Total]
 
 
-def pack(nanos: int, spans: int = 1) -> int:
-    """One total of ``spans`` spans costing ``nanos`` in all (nanos may be negative)."""
-    return (nanos << SHIFT) + spans
+def plus(a: Total, b: Total) -> Total:
+    """The sum of two totals of one key."""
+    if isinstance(a, int) and isinstance(b, int):
+        return a + b
+    x, y = cast(tuple[int, int], a), cast(tuple[int, int], b)
+    return (x[0] + y[0], x[1] + y[1])
 
 
-def unpack(total: int) -> tuple[int, int]:
-    """(nanos, spans) of a packed total or a difference of two."""
-    return total >> SHIFT, total & COUNT
+def minus(a: Total, b: Total | None) -> Total | None:
+    """What ``a`` grew by since ``b`` (None: since nothing); None where it did not."""
+    if b is None:
+        return a
+    if isinstance(a, int) and isinstance(b, int):
+        return (a - b) or None
+    x, y = cast(tuple[int, int], a), cast(tuple[int, int], b)
+    delta = (x[0] - y[0], x[1] - y[1])
+    return delta if delta != (0, 0) else None
 
 
 class _Writer:
@@ -55,7 +63,8 @@ class Tally:
     and read by one thread with :meth:`harvest`.
 
     A writer gets its thread's dict from :meth:`totals` (the hot path reads it from
-    ``local.totals`` directly) and adds with ``totals[key] = totals.get(key, 0) + pack(n)``.
+    ``local.totals`` directly) and stores a new total per span: ``(nanos, spans)`` plus
+    the span's, or the count plus one.
     """
 
     def __init__(self) -> None:
@@ -95,9 +104,13 @@ class Tally:
             now = writer.totals.copy()
             last = writer.last
             for key, total in now.items():
-                delta = total - last.get(key, 0)
-                if delta:
-                    out[key] = out.get(key, 0) + delta
+                before = last.get(key)
+                if total is before:  # a writer stores a new object per change
+                    continue
+                delta = minus(total, before)
+                if delta is not None:
+                    grown = out.get(key)
+                    out[key] = delta if grown is None else plus(grown, delta)
             writer.last = now
             if not alive:
                 ended.append(writer)
@@ -107,7 +120,8 @@ class Tally:
                 retired = self._retired
                 for writer in ended:
                     for key, total in writer.last.items():
-                        retired[key] = retired.get(key, 0) + total
+                        kept = retired.get(key)
+                        retired[key] = total if kept is None else plus(kept, total)
         return out
 
     def grand_totals(self) -> Totals:
@@ -117,7 +131,8 @@ class Tally:
             writers = list(self._writers)
         for writer in writers:
             for key, total in writer.totals.copy().items():
-                out[key] = out.get(key, 0) + total
+                kept = out.get(key)
+                out[key] = total if kept is None else plus(kept, total)
         return out
 
     @property

@@ -429,6 +429,10 @@ class Coster:
     server rule where it is built (``operation.path_rule``; the same names).
     """
 
+    # What the compiled ending hook reads per span, as members (one line of this object
+    # rather than the instance dict's five or six); everything else in the instance dict.
+    __slots__ = ("__dict__", "__weakref__", "_normalize", "_shapes", "live")
+
     def __init__(
         self,
         pricing: PricingCache,

@@ -48,7 +48,7 @@ from otelcost import environment
 from otelcost._fork import in_forked_child
 from otelcost.costing._ending import ending_hook_supported
 from otelcost.costing._pipeline import BatchPipeline
-from otelcost.costing._tally import SHIFT, Tally, unpack
+from otelcost.costing._tally import Tally, Total, plus
 from otelcost.costing.coster import (
     NO_USAGE,
     Binding,
@@ -155,6 +155,12 @@ class CostSpanProcessor(SpanProcessor):
         environ: where ``OTELCOST_REGION`` and ``OTELCOST_CURRENCY`` are read, once, here
             (default ``os.environ``; see ``otelcost.environment``).
     """
+
+    # Read by the compiled ending hook per span: as members at fixed offsets they cost it
+    # one line of this object each, where the instance dict costs five or six lines, all
+    # cold in a server between spans (docs/design-decisions.md §1). The rest stays in the
+    # instance dict (the SDK's SpanProcessor has one).
+    __slots__ = ("_pricing_in_hook", "_put_cost", "_queue_records", "_shutdown")
 
     def __init__(
         self,
@@ -336,7 +342,6 @@ class CostSpanProcessor(SpanProcessor):
             SpanContext,
             NO_USAGE,
             NANOS_PER_UNIT,
-            SHIFT,
             _MIN_START_NS,
             _Shape,
             Named,
@@ -430,7 +435,8 @@ class CostSpanProcessor(SpanProcessor):
             totals = self._tally.totals()
         if billable:
             inner["cost.amount"] = nanos / NANOS_PER_UNIT  # from_nanos(), inline
-            totals[named] = totals.get(named, 0) + (nanos << SHIFT) + 1  # pack(), inline
+            total = totals.get(named)  # (nanos, spans), replaced whole: see _tally
+            totals[named] = (nanos, 1) if total is None else (total[0] + nanos, total[1] + 1)
         else:
             key = named.not_billable
             totals[key] = totals.get(key, 0) + 1
@@ -499,12 +505,12 @@ class CostSpanProcessor(SpanProcessor):
         self._account(self._tally.totals(), cost)
         return enriched_copy(span, cost.attributes())
 
-    def _account(self, totals: dict[Any, int], cost: CostFields) -> None:
+    def _account(self, totals: dict[Any, Total], cost: CostFields) -> None:
         """Add one span's cost to ``totals`` (this thread's) and queue it for the record
         exporters if there are any (the ending hook does the same inline)."""
         named, _, nanos, _, _, _, error, _, billable, _ = cost
         if error is None and billable:
-            totals[named] = totals.get(named, 0) + (nanos << SHIFT) + 1
+            totals[named] = plus(totals[named], (nanos, 1)) if named in totals else (nanos, 1)
         else:
             _count_apart(totals, named, error)
         if self._queue_records:
@@ -622,10 +628,10 @@ class CostSpanProcessor(SpanProcessor):
         unpriced: dict[str, int] = {}
         for key, total in self._tally.grand_totals().items():
             if type(key) is Named:
-                named, count = key, unpack(total)[1]
+                named, count = key, cast(tuple[int, int], total)[1]
                 priced += count
             else:
-                (named, reason), count = cast(_Apart, key), total
+                (named, reason), count = cast(_Apart, key), cast(int, total)
                 if reason is None:
                     not_billable += count
                 else:
@@ -734,12 +740,12 @@ class CostSpanProcessor(SpanProcessor):
         spans = 0
         for key, delta in grown.items():
             if type(key) is Named:
-                nanos, count = unpack(delta)
+                nanos, count = cast(tuple[int, int], delta)
                 total = sums.setdefault((key.service, key.operation, currency), [0, 0])
                 total[0] += nanos
                 total[1] += count
             else:
-                (named, reason), count = cast(_Apart, key), delta
+                (named, reason), count = cast(_Apart, key), cast(int, delta)
                 if reason is not None:
                     where = (named.service, reason)
                     unpriced[where] = unpriced.get(where, 0) + count
@@ -883,11 +889,11 @@ _Apart: TypeAlias = tuple[Named, str | None]
 """A tally key of spans outside the sums: (Named, reason of the error; None: not billable)."""
 
 
-def _count_apart(totals: dict[Any, int], named: Named, error: str | None) -> None:
+def _count_apart(totals: dict[Any, Total], named: Named, error: str | None) -> None:
     """Count a span that adds nothing to the sums: unpriced (by the reason of its error) or
     not billable (reason None)."""
     key = (named, None if error is None else error.split(":", 1)[0])
-    totals[key] = totals.get(key, 0) + 1
+    totals[key] = cast(int, totals.get(key, 0)) + 1
 
 
 def _empty(method: Callable[..., object] | None) -> bool:

@@ -69,6 +69,9 @@ class PricingCache:
     seconds, doubling per consecutive failure up to ``refresh_interval / 2``.
     """
 
+    # ``held`` is read per span by the compiled ending hook: a member, not a dict entry.
+    __slots__ = ("__dict__", "__weakref__", "held")
+
     def __init__(
         self,
         source: SourceLike,
