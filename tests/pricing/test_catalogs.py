@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextvars
+import decimal
 import importlib.util
 import os
 import signal
@@ -266,6 +268,40 @@ def test_exact_at_half_nano_ties() -> None:
         got = match.charge(entry=True, duration_ms=0, attributes={"t": tokens}, end_ms=END_MS)
         assert got is not None
         assert got.nanos == decimal_to_nanos(Decimal("1.5E-7") * tokens)
+
+
+def _priced_in_a_fresh_context(precision: int | None) -> tuple[list[int], bool]:
+    """Exact ties and a catalog price, computed in a context of their own (as in a new
+    thread or task), with the application's decimal precision set to ``precision``
+    first; the nanos, and whether pricing left a decimal context among the context's
+    variables."""
+    if precision is not None:
+        decimal.getcontext().prec = precision
+    table = PricingTable.parse({"prices": {"*:*": {"per_unit": {"t": 1.5e-10}}}})
+    match = table.match("s", "o")
+    assert match is not None
+    nanos = []
+    for tokens in (10, 30, 123_456_789):
+        got = match.charge(entry=True, duration_ms=0, attributes={"t": tokens}, end_ms=END_MS)
+        assert got is not None
+        nanos.append(got.nanos)
+    if importlib.util.find_spec("genai_prices") is not None:
+        attrs = span("gpt-4o-mini", "openai", input_tokens=12_345, output_tokens=678)
+        nanos.append(charge(PricingTable.parse(CATALOG_DOC), attrs).nanos)
+    left = any(var.name == "decimal_context" for var in contextvars.copy_context())
+    return nanos, left
+
+
+def test_pricing_leaves_the_callers_decimal_context_alone() -> None:
+    """Pricing runs on the application's threads: its decimals use a context of its own,
+    so it creates none among the caller's context variables (each would slow every later
+    lookup, OpenTelemetry's current context included) and an application's decimal
+    settings do not change a price."""
+    nanos, left = contextvars.Context().run(_priced_in_a_fresh_context, None)
+    assert not left
+    assert nanos[:3] == [2, 4, 18_518_518]  # 1.5 and 4.5 (exact ties, to even), 18,518,518.35
+    low_precision, _ = contextvars.Context().run(_priced_in_a_fresh_context, 3)
+    assert low_precision == nanos
 
 
 # --- reading GenAI usage ----------------------------------------------------------------

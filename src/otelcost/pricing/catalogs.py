@@ -12,12 +12,13 @@ it, never a silent $0.
 
 from __future__ import annotations
 
+import contextvars
 import os
 import threading
 from collections.abc import Mapping
 from datetime import datetime, timezone
-from decimal import ROUND_HALF_EVEN, Decimal
-from typing import TYPE_CHECKING, Final, Protocol
+from decimal import ROUND_HALF_EVEN, Context, Decimal
+from typing import TYPE_CHECKING, Final, Protocol, cast
 
 from cachetools import LRUCache
 
@@ -26,19 +27,29 @@ from otelcost.money import NANOS_PER_UNIT
 from otelcost.pricing._genai import GenAIUsage, model_of, provider_of, require_usage
 
 if TYPE_CHECKING:
+    from genai_prices.data_snapshot import DataSnapshot
     from genai_prices.types import ModelInfo, Provider
 
-__all__ = ["CATALOGS", "Catalog", "GenAIPricesCatalog", "catalog", "decimal_to_nanos"]
+__all__ = ["CATALOGS", "EXACT", "Catalog", "GenAIPricesCatalog", "catalog", "decimal_to_nanos"]
 
 _MEMO_SIZE: Final = 4096
 # Providers named by the semantic conventions that genai-prices knows by another id.
 _PROVIDER_ALIASES: Final = {"gcp.gen_ai": "google", "x_ai": "x-ai", "azure.ai.inference": "azure"}
-_NANOS: Final = Decimal(NANOS_PER_UNIT)
+EXACT: Final = Context()
+"""The context of otelcost's decimal arithmetic: decimal's defaults, whatever the application
+set in its own. Decimal operations without one use the calling thread's context, which
+decimal creates on first use and stores in the caller's context variables: in the
+application's threads and tasks (where pricing runs), every later context-variable lookup
+(OpenTelemetry's current context is one) would walk past it."""
+_NANOS: Final = Decimal(NANOS_PER_UNIT, context=EXACT)
 
 
 def decimal_to_nanos(amount: Decimal) -> int:
     """An exact decimal amount in whole nano-units (half to even)."""
-    return int((amount * _NANOS).to_integral_value(rounding=ROUND_HALF_EVEN))
+    whole = EXACT.multiply(amount, _NANOS).to_integral_value(ROUND_HALF_EVEN, EXACT)
+    sign, digits, exponent = whole.as_tuple()  # int(whole) would use the thread's context
+    nanos = int("".join(map(str, digits)) + "0" * cast(int, exponent))  # exponent >= 0
+    return -nanos if sign else nanos
 
 
 class Catalog(Protocol):
@@ -71,14 +82,12 @@ class GenAIPricesCatalog:
     name: Final[str] = "genai-prices"
 
     def __init__(self, memo_size: int = _MEMO_SIZE) -> None:
-        try:
-            from genai_prices import __version__, data_snapshot
+        try:  # in a context of its own: loading makes decimals (see EXACT)
+            self.version, self._snapshot = contextvars.Context().run(_load_snapshot)
         except ImportError:
             raise PricingError(
                 "catalog 'genai-prices' needs the genai-prices library: pip install 'otelcost[llm]'"
             ) from None
-        self.version: str = __version__
-        self._snapshot = data_snapshot.get_snapshot()
         self._memo: LRUCache[tuple[str | None, str], tuple[Provider, ModelInfo] | str] = LRUCache(
             memo_size
         )
@@ -132,13 +141,23 @@ class GenAIPricesCatalog:
             )
         provider_info, model_info = self.lookup(provider_of(attributes), model)
         when = datetime.fromtimestamp(end_ms / 1000, tz=timezone.utc)
-        try:
-            calc = model_info.calc_price(
-                _catalog_usage(usage), provider_info, genai_request_timestamp=when
+        try:  # in a context of its own: the library's decimals use the thread's
+            calc = contextvars.Context().run(
+                model_info.calc_price,
+                _catalog_usage(usage),
+                provider_info,
+                genai_request_timestamp=when,
             )
         except ValueError as exc:  # usage the catalog rejects (a part above its total)
             raise PricingError(f"model {model!r}: {exc}") from None
         return decimal_to_nanos(calc.total_price), usage.as_attributes()
+
+
+def _load_snapshot() -> tuple[str, DataSnapshot]:
+    """genai-prices' version and its installed data."""
+    from genai_prices import __version__, data_snapshot
+
+    return __version__, data_snapshot.get_snapshot()
 
 
 def _catalog_usage(usage: GenAIUsage) -> object:

@@ -26,7 +26,7 @@ from cachetools import FIFOCache
 from otelcost.errors import PricingError, PricingNotFoundError
 from otelcost.money import NANOS_PER_UNIT
 from otelcost.pricing import _genai
-from otelcost.pricing.catalogs import CATALOGS, Catalog, catalog, decimal_to_nanos
+from otelcost.pricing.catalogs import CATALOGS, EXACT, Catalog, catalog, decimal_to_nanos
 
 # One lock serialises memo inserts of every table. It is module-level so that a forked
 # child can replace it: a child that inherited it held by the parent's worker would hang.
@@ -389,14 +389,16 @@ class Price:
         return self.cost_nanos(duration_ms, _EMPTY_UNITS)
 
     def _exact_nanos(self, base: float, usage: Mapping[str, float]) -> int:
-        total = Decimal(repr(base))
+        total = Decimal(repr(base), EXACT)
         for attr, rate, parts, tiers in self._terms:
             amount = usage.get(attr)
             if amount:
                 if tiers is not None:
                     rate = tiers.rate(rate, usage.get(tiers.by or attr, 0.0))  # noqa: PLW2901
                 net = _net(attr, amount, parts, usage)
-                total += Decimal(repr(rate)) * Decimal(repr(net))
+                total = EXACT.add(
+                    total, EXACT.multiply(Decimal(repr(rate), EXACT), Decimal(repr(net), EXACT))
+                )
         return decimal_to_nanos(total)
 
     def catalog_charge(
