@@ -47,6 +47,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import gc
+import importlib
 import itertools
 import json
 import os
@@ -111,13 +112,25 @@ THREAD_GROUPS = {
 IDLE_SECONDS = 6.0  # no load: what each server does per second rather than per request
 SETTLE_SECONDS = 6.0
 TWIN = "otel-twin"  # a second baseline server: the A/A control of both phases
+# The baseline with every module otelcost-all imports loaded and unused: the fixed-load
+# phase's control for what those modules alone add to full collections (their objects).
+IMPORTS = "otel-imports"
+IMPORTED = (
+    "otelcost.budget",
+    "otelcost.exporters",
+    "otelcost.exporters.kafka",
+    "opentelemetry.sdk.metrics",
+    "redis",
+    "confluent_kafka",
+)
 CONFIGS = ("bare", "otel", TWIN, "otelcost", "otelcost-all")
 PAIRED = (TWIN, "otelcost", "otelcost-all")
-LATENCY_CONFIGS = ("otel", "otelcost", "otelcost-all")
+LATENCY_CONFIGS = ("otel", IMPORTS, "otelcost", "otelcost-all")
 LABELS = {
     TWIN: "a second baseline server (A/A control)",
     "bare": "app alone, no OpenTelemetry",
     "otel": "OpenTelemetry: middleware + BatchSpanProcessor (baseline)",
+    IMPORTS: "the baseline with otelcost-all's modules imported, unused (control)",
     "otelcost": "+ otelcost: InMemory, Budget (in-memory store), Metrics",
     "otelcost-all": "+ otelcost: all of those + RedisBudgetExporter + KafkaCostExporter",
 }
@@ -257,6 +270,9 @@ def _instrument(app: Any, config: str, params: dict[str, Any]) -> tuple[Any, Any
     """The WSGI callable for ``config``, its TracerProvider and CostSpanProcessor (or None)."""
     if config == "bare":
         return app, None, None
+    if config == IMPORTS:
+        for module in IMPORTED:
+            importlib.import_module(module)
     from opentelemetry.instrumentation.wsgi import OpenTelemetryMiddleware
     from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.trace import TracerProvider
@@ -266,7 +282,7 @@ def _instrument(app: Any, config: str, params: dict[str, Any]) -> tuple[Any, Any
         resource=Resource.create({"service.name": "shop"}), shutdown_on_exit=False
     )
     processor = None
-    if config == "otel":
+    if config in ("otel", IMPORTS):
         provider.add_span_processor(BatchSpanProcessor(_support.NoopSpanExporter()))
     else:
         import otelcost
@@ -316,7 +332,9 @@ def serve(config: str, params: dict[str, Any]) -> None:
     server.shutdown()
     server.server_close()
     served = next(counter)
+    gc.collect()
     report: dict[str, Any] = {
+        "tracked": len(gc.get_objects()),
         "requests": served,
         "request_threads_cpu_us": sum(_REQUEST_THREADS_CPU) / max(served, 1) * 1e6,
         "collections_cpu_us": [cpu / max(served, 1) * 1e6 for cpu in _COLLECTIONS_CPU],
@@ -829,11 +847,13 @@ def run(quick: bool) -> Result:
             configs = [c for c in CONFIGS if c != "otelcost-all" or isinstance(backends, dict)]
             params = backends if isinstance(backends, dict) else {}
             servers = {
-                c: _ServerProcess("otel" if c == TWIN else c, server_cpu, params) for c in configs
+                c: _ServerProcess("otel" if c == TWIN else c, server_cpu, params)
+                for c in ([*configs, IMPORTS] if "otelcost-all" in configs else configs)
             }
             try:
                 for server in servers.values():
                     server.wait_ready()
+                # The turns' servers (the fixed-load phase's control takes no turns).
                 ports = {c: (servers[c].port, servers[c].proc.pid) for c in configs}
                 idle_seconds = IDLE_SECONDS / (3 if quick else 1)
                 idle_before = _idle_cpu(ports, idle_seconds)
@@ -869,9 +889,9 @@ def run(quick: bool) -> Result:
                 # Half the baseline's capacity: its CPU, all of it, over its CPU per request.
                 rate = 1e6 / _totals(turns["otel"])[1] / 2
                 latencies: dict[str, list[list[float]]] = {
-                    c: [] for c in configs if c in LATENCY_CONFIGS
+                    c: [] for c in LATENCY_CONFIGS if c in servers
                 }
-                windows: dict[str, list[tuple[float, float]]] = {c: [] for c in configs}
+                windows: dict[str, list[tuple[float, float]]] = {c: [] for c in servers}
                 for round_index in range(rounds):
                     for config in _rotated(list(latencies), round_index):
                         started = time.perf_counter()
@@ -1119,14 +1139,19 @@ def _result(
                     "server wait p99 ms",
                     "server wait p99.9 ms",
                     "full GCs in the rounds: count, median / max ms",
+                    "objects the collector tracks",
                 ],
                 latency_rows,
             ),
             "",
             "Full GCs: CPython's generation-2 collections, which stop every thread of the "
             "server; at half load they come every few seconds and last tens of ms, longer "
-            "the more objects the process holds (imported modules included), so they set "
-            "p99 and p99.9.",
+            "the more objects the collector tracks (counted in each server at the end, "
+            "after a collection: the imported modules' functions, classes and dicts are "
+            "most of them), so they set p99 and p99.9. The control row is the baseline "
+            "server with every module the all-exporters server imports (otelcost, redis-py, "
+            "confluent-kafka, the metrics SDK) imported and never used: what those "
+            "objects alone do to the tail.",
             "",
             "Server wait: how long a request waited while the server handled it (from its "
             "request line to its last byte written: wall time minus its thread's CPU), for "
@@ -1176,7 +1201,12 @@ def _result(
         p99_added[headline],
         "%",
         target=5.0,
-        vs_baseline=f"open loop at {rate:,.0f} requests/s",
+        vs_baseline=f"open loop at {rate:,.0f} requests/s"
+        + (
+            f"; the baseline with the same modules imported, unused: {p99_added[IMPORTS]:+.1f}%"
+            if IMPORTS in p99_added and headline == "otelcost-all"
+            else ""
+        ),
         fmt="+.1f",
     )
     return Result("e2e", body, [metric, latency_metric, cpu_metric])
@@ -1277,6 +1307,7 @@ def _latency_rows(
                 f"{len(pauses)}, {statistics.median(pauses) * 1e3:.0f} / {max(pauses) * 1e3:.0f}"
                 if pauses
                 else "0",
+                f"{reports[config]['tracked']:,}",
             ]
         )
     return rows, added
