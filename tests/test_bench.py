@@ -14,12 +14,15 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import pytest
+from bench import bench_overhead
 from bench._report import percentile, quartiles
 from bench.bench_e2e import (
     _COLLECTIONS_CPU,
     _FULL_COLLECTIONS,
     _REQUEST_WAITS,
     ENDED,
+    IMPORTS,
+    LABELS,
     REQUEST_THREAD,
     TWIN,
     _add_threads,
@@ -27,6 +30,7 @@ from bench.bench_e2e import (
     _cpu_seconds,
     _idle_cpu,
     _KeepAliveRequestHandler,
+    _latency_rows,
     _p99_ratio,
     _paired_rows,
     _requests,
@@ -63,6 +67,57 @@ def test_p99_ratio_pools_the_rounds_and_brackets_them() -> None:
     ratio, low, high = _p99_ratio(stalled, base)
     assert ratio > 1.0
     assert low <= 1.0 < ratio <= high
+
+
+def test_latency_rows_show_each_servers_tracked_objects_and_the_imports_control() -> None:
+    base = [[0.001 * (1 + i % 10) for i in range(1000)] for _ in range(4)]
+    slower = [[x * 2 for x in run] for run in base]
+    report = {"paced_waits": [], "paced_full_collections": [0.03, 0.05]}
+    reports = {
+        "otel": {**report, "tracked": 30_342},
+        IMPORTS: {**report, "tracked": 44_929},
+    }
+    rows, added = _latency_rows({"otel": base, IMPORTS: slower}, reports)
+    assert [row[0] for row in rows] == [LABELS["otel"], LABELS[IMPORTS]]
+    assert [row[-1] for row in rows] == ["30,342", "44,929"]
+    assert rows[1][-2] == "2, 40 / 50"  # full collections: count, median / max ms
+    assert added == {"otel": 0.0, IMPORTS: pytest.approx(100.0)}
+
+
+def test_overhead_result_reads_the_twin_as_an_a_a_control_not_as_otelcost() -> None:
+    spans = 1_000
+    # (process CPU ns, ending thread ns, spans missed) per round: the twin is 2% slower.
+    cpu = {
+        "bsp": [(10_000_000, 9_000_000, 0)] * 5,
+        bench_overhead.TWIN: [(10_200_000, 9_100_000, 0)] * 5,
+        "enrich": [(10_900_000, 9_800_000, 0)] * 5,
+    }
+    # Thread CPU and wall ns per span.end(): the twin has the worst tail, otelcost does not.
+    ends = {
+        "bsp": [[[3_000, 4_000]] * 100],
+        bench_overhead.TWIN: [[[9_000, 9_500]] * 100],
+        "enrich": [[[4_000, 5_000]] * 100],
+    }
+    check = {"path": "ending_hook (compiled)", "ended": 1, "exported": 1, "priced": 1}
+    checks = {name: dict(check) for name in cpu}
+    result = bench_overhead._result(
+        quick=True,
+        rounds=5,
+        spans=spans,
+        end_rounds=1,
+        cpu=cpu,
+        ends=ends,
+        checks=checks,
+        missing="",
+    )
+    by_name = {metric.name: metric for metric in result.metrics}
+    enriched = next(m for name, m in by_name.items() if "enriched only" in name)
+    assert enriched.value == pytest.approx(1.09)
+    assert "A/A control 1.020" in enriched.vs_baseline
+    p50 = next(m for name, m in by_name.items() if "p50" in name)
+    assert p50.value == pytest.approx(1.0)  # enrich's +1 µs, not the twin's +6
+    assert "worst setup: enrich" in p50.vs_baseline
+    assert bench_overhead.LABELS[bench_overhead.TWIN] in result.markdown
 
 
 def test_capacity_interval_compares_cpu_per_request_block_by_block() -> None:
