@@ -60,6 +60,7 @@ import subprocess
 import sys
 import threading
 import time
+from array import array
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -145,10 +146,21 @@ class _Http11Handler(ServerHandler):
 
 # CPU seconds each connection's thread used, appended when it ends (list.append is atomic).
 _REQUEST_THREADS_CPU: list[float] = []
-# Per request: when it was answered (perf_counter: CLOCK_MONOTONIC, the same clock as the
-# coordinator's) and how long it waited while being served: wall minus its thread's CPU,
-# i.e. for the GIL (other threads of the server) or for the CPU (other processes).
-_REQUEST_WAITS: list[tuple[float, float]] = []
+# Per request, a pair of C doubles: when it was answered (perf_counter: CLOCK_MONOTONIC,
+# the same clock as the coordinator's) and how long it waited while being served: wall
+# minus its thread's CPU, i.e. for the GIL (other threads of the server) or for the CPU
+# (other processes). Not a list of tuples: a tuple kept per request (hundreds of thousands
+# over a run) would reach the oldest generation, bring full collections sooner and make
+# each walk them all, and full collections set the tail the fixed-load phase measures.
+_REQUEST_WAITS = array("d")
+
+
+def _request_waits(since: float = 0.0) -> list[tuple[float, float]]:
+    """(answered at, waited) of each request answered at ``since`` or later."""
+    pairs = zip(_REQUEST_WAITS[::2], _REQUEST_WAITS[1::2], strict=True)
+    return [(at, waited) for at, waited in pairs if at >= since]
+
+
 # Full collections (generation 2): when each ended (perf_counter) and how long it stopped
 # every thread of the server. They set the tail at a fixed load: see _latency_rows.
 _FULL_COLLECTIONS: list[tuple[float, float]] = []
@@ -232,7 +244,8 @@ class _KeepAliveRequestHandler(WSGIRequestHandler):
             handler.request_handler = self  # type: ignore[attr-defined]  # as wsgiref does
             handler.run(self.server.get_app())  # type: ignore[attr-defined]
             now = time.perf_counter()
-            _REQUEST_WAITS.append((now, now - wall - (time.thread_time() - cpu)))
+            # One C call under the GIL: another thread's pair cannot come between the two.
+            _REQUEST_WAITS.extend((now, now - wall - (time.thread_time() - cpu)))
 
     def log_message(self, format: str, *args: Any) -> None:
         pass
@@ -338,7 +351,7 @@ def serve(config: str, params: dict[str, Any]) -> None:
         "requests": served,
         "request_threads_cpu_us": sum(_REQUEST_THREADS_CPU) / max(served, 1) * 1e6,
         "collections_cpu_us": [cpu / max(served, 1) * 1e6 for cpu in _COLLECTIONS_CPU],
-        "paced_waits": [w for t, w in _REQUEST_WAITS if any(a <= t <= b for a, b in windows)],
+        "paced_waits": [w for t, w in _request_waits() if any(a <= t <= b for a, b in windows)],
         "paced_full_collections": [
             d for t, d in _FULL_COLLECTIONS if any(a <= t <= b for a, b in windows)
         ],
