@@ -336,6 +336,8 @@ def serve(config: str, params: dict[str, Any]) -> None:
     wsgi, provider, processor = _instrument(_app(counter), config, params)
     server = _ThreadingServer(("127.0.0.1", 0), _KeepAliveRequestHandler)
     server.set_app(wsgi)
+    if params.get("freeze"):
+        gc.freeze()  # docs/deployment.md's advice: start-up's objects out of every collection
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     print(server.server_port, flush=True)
@@ -348,6 +350,7 @@ def serve(config: str, params: dict[str, Any]) -> None:
     gc.collect()
     report: dict[str, Any] = {
         "tracked": len(gc.get_objects()),
+        "frozen": gc.get_freeze_count(),
         "requests": served,
         "request_threads_cpu_us": sum(_REQUEST_THREADS_CPU) / max(served, 1) * 1e6,
         "collections_cpu_us": [cpu / max(served, 1) * 1e6 for cpu in _COLLECTIONS_CPU],
@@ -806,7 +809,7 @@ def breakdown(count: int, params: dict[str, Any]) -> list[tuple[str, float, bool
 
 
 class _ServerProcess:
-    def __init__(self, config: str, cpu: int, params: dict[str, Any]) -> None:
+    def __init__(self, config: str, cpu: int, params: dict[str, Any], freeze: bool) -> None:
         self.config = config
         self.proc = subprocess.Popen(
             [
@@ -815,7 +818,7 @@ class _ServerProcess:
                 "bench.bench_e2e",
                 "--serve",
                 config,
-                json.dumps({**params, "cpu": cpu}),
+                json.dumps({**params, "cpu": cpu, "freeze": freeze}),
             ],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
@@ -845,7 +848,8 @@ class _ServerProcess:
             self.proc.wait()
 
 
-def run(quick: bool) -> Result:
+def run(quick: bool, freeze: bool = False) -> Result:
+    """The three phases; ``freeze``: every server calls ``gc.freeze()`` once set up."""
     cpus = sorted(os.sched_getaffinity(0))
     if len(cpus) < 2:
         raise SystemExit("needs two CPUs: one for the server, one for the load generator")
@@ -860,7 +864,7 @@ def run(quick: bool) -> Result:
             configs = [c for c in CONFIGS if c != "otelcost-all" or isinstance(backends, dict)]
             params = backends if isinstance(backends, dict) else {}
             servers = {
-                c: _ServerProcess("otel" if c == TWIN else c, server_cpu, params)
+                c: _ServerProcess("otel" if c == TWIN else c, server_cpu, params, freeze)
                 for c in ([*configs, IMPORTS] if "otelcost-all" in configs else configs)
             }
             try:
@@ -937,6 +941,7 @@ def run(quick: bool) -> Result:
         latencies=latencies,
         pairs=pairs,
         paired_seconds=paired_seconds,
+        freeze=freeze,
     )
 
 
@@ -979,6 +984,7 @@ def _result(
     latencies: dict[str, list[list[float]]],
     pairs: dict[str, list[dict[str, dict[str, float]]]],
     paired_seconds: float,
+    freeze: bool = False,
 ) -> Result:
     base = turns["otel"]
     _, base_cpu = _totals(base)
@@ -1029,7 +1035,13 @@ def _result(
         [
             "## End to end: an instrumented WSGI app",
             "",
-            f"{command('bench_e2e', quick)} — {environment()}.",
+            f"{command('bench_e2e', quick)} — {environment()}."
+            + (
+                " Every server called `gc.freeze()` once set up (docs/deployment.md's advice):"
+                " what start-up created is out of every later collection."
+                if freeze
+                else ""
+            ),
             "examples/wsgi_app.py's app behind OpenTelemetry's WSGI middleware, on wsgiref "
             "with HTTP/1.1 keep-alive and a thread per connection; every configuration in its "
             "own server process pinned to one CPU, all served at once. The load generator "
@@ -1329,11 +1341,18 @@ def _latency_rows(
 def main(argv: Sequence[str] | None = None) -> None:
     parser = bench_parser(__doc__)
     parser.add_argument("--serve", nargs=2, help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--freeze",
+        action="store_true",
+        help="every server calls gc.freeze() once set up, as docs/deployment.md advises "
+        "(never rewrites docs/performance.md)",
+    )
     args = parser.parse_args(argv)
     if args.serve:
         serve(args.serve[0], json.loads(args.serve[1]))
         return
-    finish(run(args.quick), args)
+    args.no_write = args.no_write or args.freeze
+    finish(run(args.quick, args.freeze), args)
 
 
 if __name__ == "__main__":

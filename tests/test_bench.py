@@ -36,6 +36,7 @@ from bench.bench_e2e import (
     _paired_rows,
     _request_waits,
     _requests,
+    _ServerProcess,
     _thread_groups,
     _ThreadingServer,
     _time_collections,
@@ -271,6 +272,22 @@ def test_the_server_keeps_no_object_per_request() -> None:
         kept = sys.getallocatedblocks() - blocks
     assert len(_request_waits(started)) == count
     assert kept < count / 2
+
+
+def test_a_frozen_server_keeps_its_start_up_out_of_the_collections() -> None:
+    cpu = min(os.sched_getaffinity(0))
+    servers = [_ServerProcess("otel", cpu, {}, freeze) for freeze in (False, True)]
+    try:
+        for server in servers:
+            server.wait_ready()
+        plain, frozen = (server.finish([]) for server in servers)
+    finally:
+        for server in servers:
+            server.kill()
+    # Frozen: the SDK's, the middleware's and the server's objects at start-up.
+    assert plain["frozen"] == 0
+    assert frozen["frozen"] > 10_000
+    assert frozen["tracked"] < plain["tracked"] / 2
 
 
 def test_collections_are_timed_by_generation() -> None:
