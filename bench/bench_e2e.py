@@ -149,9 +149,9 @@ _REQUEST_THREADS_CPU: list[float] = []
 # Per request, a pair of C doubles: when it was answered (perf_counter: CLOCK_MONOTONIC,
 # the same clock as the coordinator's) and how long it waited while being served: wall
 # minus its thread's CPU, i.e. for the GIL (other threads of the server) or for the CPU
-# (other processes). Not a list of tuples: a tuple kept per request (hundreds of thousands
-# over a run) would reach the oldest generation, bring full collections sooner and make
-# each walk them all, and full collections set the tail the fixed-load phase measures.
+# (other processes). Not a list of tuples: every full collection would walk a tuple per
+# request (hundreds of thousands over a run), and full collections set the tail the
+# fixed-load phase measures.
 _REQUEST_WAITS = array("d")
 
 
@@ -406,6 +406,17 @@ def _connect(port: int) -> socket.socket:
     return sock
 
 
+def _round_trip(sock: socket.socket, request: bytes) -> None:
+    """Send ``request`` on a blocking keep-alive connection and read its whole response."""
+    sock.sendall(request)
+    buffer = b""
+    while not _complete(buffer):
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise RuntimeError("the server closed the connection")
+        buffer += chunk
+
+
 def _connection(port: int, requests: Sequence[bytes], start: int, until: float) -> int:
     """Send requests one after the other on one keep-alive connection until ``until``."""
     sock = _connect(port)
@@ -414,14 +425,8 @@ def _connection(port: int, requests: Sequence[bytes], start: int, until: float) 
     try:
         index = start
         while clock() < until:
-            sock.sendall(requests[index % len(requests)])
+            _round_trip(sock, requests[index % len(requests)])
             index += 1
-            buffer = b""
-            while not _complete(buffer):
-                chunk = sock.recv(65536)
-                if not chunk:
-                    raise RuntimeError("the server closed the connection")
-                buffer += chunk
             done += 1
     finally:
         sock.close()

@@ -26,7 +26,6 @@ from bench.bench_e2e import (
     TWIN,
     _add_threads,
     _capacity_interval,
-    _complete,
     _connect,
     _cpu_seconds,
     _idle_cpu,
@@ -36,6 +35,7 @@ from bench.bench_e2e import (
     _paired_rows,
     _request_waits,
     _requests,
+    _round_trip,
     _ServerProcess,
     _thread_groups,
     _ThreadingServer,
@@ -254,8 +254,8 @@ def test_thread_cpu_is_grouped_with_ended_connections_among_the_request_threads(
 
 def test_the_server_keeps_no_object_per_request() -> None:
     # What it records per request are C doubles: objects kept per request would make the
-    # collector's full collections, which set the tail measured at a fixed load, sooner
-    # and longer in every server alike (a tuple and two floats: 3 blocks a request).
+    # collector's full collections, which set the tail measured at a fixed load, longer in
+    # every server alike (a tuple and two floats: 3 blocks a request).
     def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "2")])
         return [b"ok"]
@@ -265,10 +265,7 @@ def test_the_server_keeps_no_object_per_request() -> None:
         started = time.perf_counter()
         blocks = sys.getallocatedblocks()
         for request in _requests(count):
-            sock.sendall(request)
-            buffer = b""
-            while not _complete(buffer):
-                buffer += sock.recv(65536)
+            _round_trip(sock, request)
         kept = sys.getallocatedblocks() - blocks
     assert len(_request_waits(started)) == count
     assert kept < count / 2
