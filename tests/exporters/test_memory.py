@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import collections
 import gc
+import random
 from collections.abc import Sequence
 from types import MappingProxyType
 from typing import Any
@@ -42,6 +44,24 @@ def test_records_are_bounded_oldest_first_and_evictions_counted() -> None:
     assert exporter.export([record(n) for n in range(5)]) is CostExportResult.SUCCESS
     assert [r.timestamp % 1000 for r in exporter.records] == [2, 3, 4]
     assert exporter.stats() == {"exported": 5, "evicted": 2, "refused": 0}
+
+
+@pytest.mark.parametrize("limit", [0, 1, 7, 50, None])
+def test_the_bound_holds_exactly_across_exports_of_any_size(limit: int | None) -> None:
+    """Kept in chunks of one export each, the records are those a deque(maxlen=limit)
+    would keep, with the evictions counted, whatever the exports' sizes."""
+    exporter = InMemoryCostExporter(max_records=limit)
+    expected: collections.deque[CostRecord] = collections.deque(maxlen=limit)
+    sizes = random.Random(7).choices([0, 1, 2, 3, 6, 9, 20, 60], k=40)
+    n = 0
+    for size in sizes:
+        batch = [record(n + i) for i in range(size)]
+        n += size
+        exporter.export(batch)
+        expected.extend(batch)
+        assert exporter.records == list(expected)
+    evicted = n - len(expected)
+    assert exporter.stats() == {"exported": n, "evicted": evicted, "refused": 0}
 
 
 def test_totals_are_exact_and_never_evicted() -> None:
@@ -133,11 +153,13 @@ def test_the_processors_cost_tuples_become_the_same_records_when_read() -> None:
             span.end(end_time=_T0 + i + 1_500_000 * (i + 1))
         assert processor.force_flush(10_000)
         assert memory._unbuilt  # nothing built on the export worker
-        # Rows of plain values: the garbage collector stops walking them (records and
-        # cost tuples it would walk in every full collection: pauses of the application).
+        # Rows of plain values in untracked chunks: a full collection (a pause of the
+        # application) walks neither the rows nor the chunks' items, only the few chunks.
         gc.collect()
-        assert not any(gc.is_tracked(row) for row in memory._records if type(row) is tuple)
-        assert sum(type(row) is tuple for row in memory._records) == 25
+        rows = [row for chunk in memory._chunks for row in chunk if type(row) is tuple]
+        assert len(rows) == 25 and not any(gc.is_tracked(row) for row in rows)
+        assert not any(gc.is_tracked(chunk) for chunk in memory._chunks)
+        assert len(gc.get_referents(memory._chunks)) == len(memory._chunks) < 25
         assert memory.records == plain.records[-25:]
         assert not memory._unbuilt
         assert memory.records == plain.records[-25:]  # built once, kept

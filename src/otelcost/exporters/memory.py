@@ -70,8 +70,14 @@ class InMemoryCostExporter(CostExporter):
     ) -> None:
         if max_records is not None and max_records < 0:
             raise ValueError(f"max_records must be >= 0 or None, got {max_records}")
-        # CostRecords, and rows of the processor's costs until ``records`` reads them.
-        self._records: collections.deque[Any] = collections.deque(maxlen=max_records)
+        # CostRecords, and rows of the processor's costs until ``records`` reads them, in
+        # chunks (one per export call) of ``_kept`` items in all. A full collection walks a
+        # container's every item, tracked or not: 10,000 rows in one deque are 10,000 cold
+        # object headers read per full collection, a pause of the whole application; in
+        # chunks, the rows' tuples are untracked at their first collection and the deque
+        # holds a few hundred of them.
+        self._chunks: collections.deque[tuple[Any, ...]] = collections.deque()
+        self._kept = 0
         self._unbuilt = False
         self._max_records = max_records
         self._totals: dict[tuple[str, str], list[int]] = {}
@@ -90,10 +96,12 @@ class InMemoryCostExporter(CostExporter):
     def records(self) -> list[CostRecord]:
         """The records kept, oldest first (a copy)."""
         with self._lock:
+            items = [item for chunk in self._chunks for item in chunk]
             if self._unbuilt:  # built once, here, rather than per span on the export worker
-                self._records = collections.deque(_built(self._records), maxlen=self._max_records)
+                items = _built(items)
+                self._chunks = collections.deque([tuple(items)] if items else ())
                 self._unbuilt = False
-            return list(self._records)
+            return items
 
     def totals(self) -> dict[tuple[str, str], CostTotals]:
         """Totals per (service, operation) of everything exported since the last clear()."""
@@ -103,7 +111,8 @@ class InMemoryCostExporter(CostExporter):
     def clear(self) -> None:
         """Forget the records and totals (counters in ``stats()`` are kept)."""
         with self._lock:
-            self._records.clear()
+            self._chunks.clear()
+            self._kept = 0
             self._totals.clear()
 
     def export(self, records: Sequence[CostRecord]) -> CostExportResult:
@@ -147,10 +156,20 @@ class InMemoryCostExporter(CostExporter):
         if self._shutdown:
             self._refused += len(items)
             return False
-        if self._max_records is not None:
-            self._evicted += max(len(self._records) + len(items) - self._max_records, 0)
-        self._records.extend(items)
         self._exported += len(items)
+        if items:
+            self._chunks.append(tuple(items))
+            self._kept += len(items)
+        limit = self._max_records
+        if limit is not None and self._kept > limit:
+            over = self._kept - limit
+            self._evicted += over
+            self._kept = limit
+            chunks = self._chunks
+            while chunks and over >= len(chunks[0]):
+                over -= len(chunks.popleft())
+            if over:
+                chunks[0] = chunks[0][over:]
         return True
 
     def shutdown(self, timeout_millis: int = 30_000) -> None:
