@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import itertools
 import os
 import subprocess
 import sys
@@ -24,6 +25,7 @@ from bench.bench_e2e import (
     LABELS,
     REQUEST_THREAD,
     TWIN,
+    Paced,
     _add_threads,
     _capacity_interval,
     _connect,
@@ -31,6 +33,7 @@ from bench.bench_e2e import (
     _idle_cpu,
     _KeepAliveRequestHandler,
     _latency_rows,
+    _outside_collections,
     _p99_ratio,
     _paired_rows,
     _request_waits,
@@ -72,19 +75,42 @@ def test_p99_ratio_pools_the_rounds_and_brackets_them() -> None:
     assert low <= 1.0 < ratio <= high
 
 
+def _rounds(latencies: list[list[float]], start: float = 100.0) -> list[Paced]:
+    """Rounds of requests due every millisecond from ``start``, with these latencies."""
+    return [
+        Paced([start + i * 10 + k * 1e-3 for k in range(len(run))], list(run))
+        for i, run in enumerate(latencies)
+    ]
+
+
 def test_latency_rows_show_each_servers_tracked_objects_and_the_imports_control() -> None:
     base = [[0.001 * (1 + i % 10) for i in range(1000)] for _ in range(4)]
     slower = [[x * 2 for x in run] for run in base]
-    report = {"paced_waits": [], "paced_full_collections": [0.03, 0.05]}
+    # Two pauses in the first round: 30 ms ending at 100.2 s, 50 ms ending at 100.6 s.
+    report = {"paced_waits": [], "paced_full_collections": [(100.2, 0.03), (100.6, 0.05)]}
     reports = {
         "otel": {**report, "tracked": 30_342},
         IMPORTS: {**report, "tracked": 44_929},
     }
-    rows, added = _latency_rows({"otel": base, IMPORTS: slower}, reports)
+    rows, added = _latency_rows({"otel": _rounds(base), IMPORTS: _rounds(slower)}, reports)
     assert [row[0] for row in rows] == [LABELS["otel"], LABELS[IMPORTS]]
     assert [row[-1] for row in rows] == ["30,342", "44,929"]
     assert rows[1][-2] == "2, 40 / 50"  # full collections: count, median / max ms
-    assert added == {"otel": 0.0, IMPORTS: pytest.approx(100.0)}
+    assert added["otel"] == (0.0, 0.0)
+    assert added[IMPORTS] == (pytest.approx(100.0), pytest.approx(100.0))
+    # The pauses overlapped the baseline's requests due from 100.165 to 100.2 s and from
+    # 100.545 to 100.6 s (the earlier ones answered during them): 90 of 4,000.
+    assert rows[0][7] == f"10.00 ({90 / 4000:.1%})"
+
+
+def test_the_requests_a_full_collection_overlapped_are_set_apart() -> None:
+    run = Paced([1.0, 2.0, 3.0, 4.0], [0.5, 0.2, 0.05, 0.1])
+    # A pause from 2.1 to 2.15 s overlaps the second request (due at 2.0, answered at 2.2)
+    # only; one from 3.9 to 4.0 ends as the fourth is due: no overlap.
+    assert _outside_collections(run, [(2.15, 0.05), (4.0, 0.1)]) == [0.5, 0.05, 0.1]
+    assert _outside_collections(run, []) == run.latencies
+    # A pause inside the first request's wait (1.0-1.5 s) sets it apart too.
+    assert _outside_collections(run, [(1.3, 0.1)]) == [0.2, 0.05, 0.1]
 
 
 def test_overhead_result_reads_the_twin_as_an_a_a_control_not_as_otelcost() -> None:
@@ -323,8 +349,12 @@ def test_paced_load_charges_a_stall_to_every_request_due_during_it(
     staller = threading.Thread(target=stall_once)
     staller.start()
     started = time.perf_counter()
-    latencies = paced(port, _requests(1_000), rate, seconds)
+    scheduled, latencies = paced(port, _requests(1_000), rate, seconds)
     staller.join()
+
+    due = sorted(scheduled)  # the schedule, whatever order the responses came in
+    assert len(due) == len(latencies)
+    assert all(abs(b - a - 1 / rate) < 1e-6 for a, b in itertools.pairwise(due))
 
     assert len(latencies) == int(rate * seconds)
     # Requests due during the stall waited for its end: about rate * stall of them, their
