@@ -120,8 +120,8 @@ IMPORTED = (
     "otelcost.budget",
     "otelcost.exporters",
     "otelcost.exporters.kafka",
+    "otelcost.budget.redis_store",
     "opentelemetry.sdk.metrics",
-    "redis",
     "confluent_kafka",
 )
 CONFIGS = ("bare", "otel", TWIN, "otelcost", "otelcost-all")
@@ -1191,8 +1191,8 @@ def _result(
             "the more objects the collector tracks (counted in each server at the end, "
             "after a collection: the imported modules' functions, classes and dicts are "
             "most of them), so they set p99 and p99.9. The control row is the baseline "
-            "server with every module the all-exporters server imports (otelcost, redis-py, "
-            "confluent-kafka, the metrics SDK) imported and never used: what those "
+            "server with every module the all-exporters server imports (otelcost and its Redis "
+            "client, confluent-kafka, the metrics SDK) imported and never used: what those "
             "objects alone do to the tail. The requests no full GC overlapped are those "
             "during which (from the time each was due to its response) the server never "
             "stopped for one: their p99 is what otelcost's own threads and CPU do to the "

@@ -10,6 +10,11 @@
   ``rediss+sentinel://``): the current master of ``master-name`` via Redis Sentinel; the
   credentials are the master's.
 
+``budget_client`` is what the budget store and guard use inside the application: for a
+plain ``redis://`` or ``unix://`` URL without options, otelcost's own client
+(``otelcost._resp``), which leaves redis-py and its objects out of the process; for
+anything else ``connect``.
+
 The ``redis`` package is imported only here, so ``import otelcost`` works without it.
 Credentials never appear in messages: use ``redact`` on any URL that is shown or logged.
 """
@@ -20,6 +25,7 @@ import re
 from typing import TYPE_CHECKING, TypeAlias, Union
 from urllib.parse import unquote, urlsplit
 
+from otelcost._resp import RespClient
 from otelcost.errors import MissingExtraError
 
 if TYPE_CHECKING:
@@ -28,9 +34,11 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFAULT_OPTIONS",
+    "BudgetClient",
     "RedisClient",
     "RedisLike",
     "RedisOption",
+    "budget_client",
     "connect",
     "database",
     "redact",
@@ -38,6 +46,9 @@ __all__ = [
 
 RedisClient: TypeAlias = Union["Redis", "RedisCluster"]
 """A redis-py client: ``Redis`` (also what a Sentinel master is) or ``RedisCluster``."""
+
+BudgetClient: TypeAlias = RedisClient | RespClient
+"""What ``budget_client`` returns: otelcost's own client or a redis-py one."""
 
 RedisLike: TypeAlias = str | RedisClient
 """A Redis URL (``redis://``, ``rediss://``, ``unix://``, ``redis+cluster://``,
@@ -126,6 +137,47 @@ def connect(target: RedisLike, **options: RedisOption) -> RedisClient:
         f"unsupported Redis URL {redact(target)!r}: expected redis://, rediss://, unix://, "
         "redis+cluster:// or redis+sentinel://"
     )
+
+
+def budget_client(target: RedisLike, **options: RedisOption) -> BudgetClient:
+    """``connect(target, **options)``, except that a ``redis://`` or ``unix://`` URL with no
+    query but ``db`` and only DEFAULT_OPTIONS' options gets otelcost's own client
+    (``otelcost._resp.RespClient``), which needs no redis-py in the process. TLS
+    (``rediss://``), cluster and sentinel URLs, URL options and clients passed in keep
+    redis-py. Raises as ``connect`` does for a bad URL.
+    """
+    if not isinstance(target, str) or not set(options) <= set(DEFAULT_OPTIONS):
+        return connect(target, **options)
+    parts = urlsplit(target)
+    scheme = parts.scheme.lower()
+    plain = all(
+        name == "db"
+        for name, _, _ in (item.partition("=") for item in parts.query.split("&") if item)
+    )
+    if scheme not in ("redis", "unix") or not plain or (scheme == "unix" and not parts.path):
+        return connect(target, **options)
+    settings = {**DEFAULT_OPTIONS, **options}
+    number = database(target)  # ValueError naming the URL for a bad one
+    retries = settings["retries"]
+    if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
+        raise TypeError(f"retries must be an int >= 0, got {retries!r}")
+    return RespClient(
+        target,
+        database=number,
+        socket_timeout=_seconds("socket_timeout", settings["socket_timeout"]),
+        socket_connect_timeout=_seconds(
+            "socket_connect_timeout", settings["socket_connect_timeout"]
+        ),
+        health_check_interval=_seconds("health_check_interval", settings["health_check_interval"]),
+        retries=retries,
+        shown=redact(target),
+    )
+
+
+def _seconds(name: str, value: RedisOption) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+        raise TypeError(f"{name} must be a positive number of seconds, got {value!r}")
+    return float(value)
 
 
 def _sentinel_master(url: str, *, tls: bool, settings: dict[str, object]) -> RedisClient:

@@ -12,6 +12,7 @@
     ├── SchemaError                   the rollup database has no or an unknown schema
     ├── StoreUnavailableError         PostgreSQL failed a rollup transaction (retried)
     ├── BrokerUnreachableError        no Kafka broker answered within the connect timeout
+    ├── RedisReplyError               Redis answered otelcost's own client with an error
     ├── RetryLaterError               a consumer's batch cannot complete now (kept pending)
     ├── DeadLetterError               the dead-letter topic did not take every letter
     ├── FocusError                    a FOCUS bill cannot be used (row and column named)
@@ -37,6 +38,7 @@ __all__ = [
     "PricingError",
     "PricingNotFoundError",
     "PricingStaleError",
+    "RedisReplyError",
     "RetryLaterError",
     "SchemaError",
     "StoreUnavailableError",
@@ -98,6 +100,12 @@ class StoreUnavailableError(OtelCostError):
 
 class BrokerUnreachableError(OtelCostError):
     """No Kafka broker answered within the connect timeout; the message names the address."""
+
+
+class RedisReplyError(OtelCostError):
+    """Redis answered a command of otelcost's own client (plain ``redis://`` and ``unix://``
+    URLs in the budget store) with an error; the message is the server's (``WRONGPASS
+    ...``, ``NOPERM ...``). Connection failures raise ``ConnectionError``/``TimeoutError``."""
 
 
 class RetryLaterError(OtelCostError):

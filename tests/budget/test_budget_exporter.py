@@ -78,7 +78,9 @@ def test_bad_options_are_rejected() -> None:
         BudgetExporter(store, early_fraction=2)
 
 
-def test_everything_but_redis_works_without_redis_py() -> None:
+def test_without_redis_py_only_what_needs_it_fails() -> None:
+    """Plain redis:// URLs run otelcost's own client; TLS, cluster and sentinel URLs and
+    ``RedisBudgetStore.client`` need the redis extra, and say so."""
     script = textwrap.dedent(
         """
         import sys
@@ -87,17 +89,20 @@ def test_everything_but_redis_works_without_redis_py() -> None:
         from otelcost.budget import Budget, BudgetExporter, InMemoryBudgetStore, RedisBudgetStore
         store = InMemoryBudgetStore([Budget("s", 1)])
         assert store.apply("s", 2 * 10**9).throttled
-        try:
-            RedisBudgetStore("redis://127.0.0.1:1/0")
-        except ImportError as exc:
-            print(exc)
+        plain = RedisBudgetStore("redis://127.0.0.1:1/0")
+        for make in (lambda: RedisBudgetStore("rediss://127.0.0.1:1/0"), lambda: plain.client):
+            try:
+                make()
+            except ImportError as exc:
+                print(exc)
         """
     )
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
     out = subprocess.run(
         [sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True
     ).stdout
-    assert out.strip() == "Redis support needs the redis package: pip install 'otelcost[redis]'"
+    needs = "Redis support needs the redis package: pip install 'otelcost[redis]'"
+    assert out.splitlines() == [needs, needs]
 
 
 def test_a_service_the_store_rejects_does_not_hold_up_the_others() -> None:

@@ -2,7 +2,8 @@
 
 The policy is described in ``otelcost.budget.policy``; RedisBudgetStore runs it inside
 Redis (one Lua script call per service per flush), InMemoryBudgetStore in this process.
-The ``redis`` package is only needed once a Redis store, exporter or guard is created.
+Plain ``redis://`` and ``unix://`` URLs are served by otelcost's own client; the ``redis``
+package is needed for TLS, cluster and sentinel URLs and for ``RedisBudgetStore.client``.
 Each name is imported on first use (PEP 562 ``__getattr__``), so that ``import otelcost``
 and installing without budgets load none of this package's modules.
 """
@@ -29,7 +30,7 @@ if TYPE_CHECKING:
     )
     from otelcost.budget.redis_store import RedisBudgetStore
     from otelcost.budget.status import BudgetStatus, BudgetUsage
-    from otelcost.errors import BudgetConfigError
+    from otelcost.errors import BudgetConfigError, RedisReplyError
     from otelcost.exporters.budget import BudgetExporter, budget_exporter
 
 __all__ = [
@@ -50,6 +51,7 @@ __all__ = [
     "FenceOverlapError",
     "InMemoryBudgetStore",
     "RedisBudgetStore",
+    "RedisReplyError",
     "Throttle",
     "budget_exporter",
     "load_budgets",
@@ -74,6 +76,7 @@ _LAZY = {
     "FenceOverlapError": "otelcost.budget.fence",
     "InMemoryBudgetStore": "otelcost.budget.memory_store",
     "RedisBudgetStore": "otelcost.budget.redis_store",
+    "RedisReplyError": "otelcost.errors",
     "Throttle": "otelcost.budget.guard",
     "budget_exporter": "otelcost.exporters.budget",
     "load_budgets": "otelcost.budget.model",

@@ -70,7 +70,7 @@ class BudgetGuard:
         if callable(store_read_flag):
             self._read_flag = store_read_flag
         else:
-            client = _redis.connect(
+            client = _redis.budget_client(
                 cast(RedisLike, source),  # no read_flag: a URL or a redis-py client
                 socket_timeout=timeout,
                 socket_connect_timeout=timeout,

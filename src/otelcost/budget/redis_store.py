@@ -24,7 +24,8 @@ import pkgutil
 from collections.abc import Callable, Mapping, Sequence
 
 from otelcost import _redis
-from otelcost._redis import RedisClient
+from otelcost._redis import BudgetClient, RedisClient
+from otelcost._resp import RespClient
 from otelcost.budget import _keys
 from otelcost.budget.fence import Fence, FenceOverlapError
 from otelcost.budget.model import (
@@ -57,12 +58,15 @@ _PER_BUDGET = 6  # values per budget in the script's reply
 
 
 class RedisBudgetStore:
-    """Budgets kept in Redis; every method may raise ``redis.RedisError`` (callers fail open).
+    """Budgets kept in Redis; every method may raise the client's errors (callers fail open).
 
     ``redis`` is a URL (see ``otelcost._redis.connect``) or a redis-py client (``Redis``, a
-    Sentinel master, ``RedisCluster``). ``budgets`` is anything ``load_budgets`` accepts.
-    ``clock`` returns UTC epoch milliseconds; None uses the Redis server's clock.
-    Thread-safe (redis-py clients are).
+    Sentinel master, ``RedisCluster``). A plain ``redis://`` or ``unix://`` URL without
+    options is served by otelcost's own client (``otelcost._redis.budget_client``: no
+    redis-py objects in the application), which raises ``RedisReplyError``,
+    ``ConnectionError`` and ``TimeoutError``; anything else by redis-py, which raises
+    ``redis.RedisError``. ``budgets`` is anything ``load_budgets`` accepts. ``clock``
+    returns UTC epoch milliseconds; None uses the Redis server's clock. Thread-safe.
     """
 
     def __init__(
@@ -73,7 +77,14 @@ class RedisBudgetStore:
         clock: Callable[[], int] | None = None,
         fence_ttl: float = 7 * 86_400.0,
     ) -> None:
-        self._redis = _redis.connect(redis)
+        self._redis: BudgetClient = _redis.budget_client(redis)
+        # For ``client``: the redis-py client in use, or the URL to make one from.
+        self._url: str | None = None
+        self._redis_py: RedisClient | None = None
+        if isinstance(self._redis, RespClient):
+            self._url = str(redis)
+        else:
+            self._redis_py = self._redis
         self.budgets: BudgetSet = load_budgets(budgets)
         self._clock = clock
         self._fence_ttl_ms = round(fence_ttl * 1000)
@@ -83,8 +94,13 @@ class RedisBudgetStore:
 
     @property
     def client(self) -> RedisClient:
-        """The redis-py client in use."""
-        return self._redis
+        """A redis-py client of this store's Redis: the one in use, or, where the store runs
+        otelcost's own client, one for the same URL made on first access (redis-py is
+        imported then)."""
+        if self._redis_py is None:
+            assert self._url is not None
+            self._redis_py = _redis.connect(self._url)
+        return self._redis_py
 
     def apply(self, service: str, delta_nanos: int, fence: Fence | None = None) -> BudgetStatus:
         """Add ``delta_nanos`` to every budget of ``service`` and evaluate them (one script call).
@@ -199,7 +215,7 @@ def _check_service(service: object) -> None:
         )
 
 
-def read_flag(client: RedisClient, service: str) -> tuple[str | None, int | None]:
+def read_flag(client: BudgetClient, service: str) -> tuple[str | None, int | None]:
     """``service``'s throttle flag in Redis and its remaining TTL in ms (None, None: unset);
     one round trip. ``BudgetGuard`` reads it with its own short-timeout client."""
     pipe = client.pipeline(transaction=False)

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, ClassVar
 import redis
 
 from otelcost.budget.store import BudgetStore
+from otelcost.errors import RedisReplyError
 from otelcost.stream._consume import DeadLetterError
 from otelcost.stream._enforce_batch import Batch, apply_group
 from otelcost.stream._kafka import DEFAULT_GROUP, import_confluent
@@ -32,7 +33,7 @@ if TYPE_CHECKING:
 
 __all__ = ["DEFAULT_GROUP", "Enforcer"]
 
-_STORE_ERRORS: tuple[type[Exception], ...] = (redis.RedisError, OSError)
+_STORE_ERRORS: tuple[type[Exception], ...] = (redis.RedisError, RedisReplyError, OSError)
 
 
 class Enforcer(StreamConsumer[Batch]):
