@@ -7,6 +7,7 @@ unix socket) for what stops, pauses or kills connections.
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -210,6 +211,20 @@ def test_a_forked_child_opens_its_own_connection(redis_server: RedisServer) -> N
     os.waitpid(pid, 0)
     assert child != parent
     assert _client_id(client) == parent  # the parent's connection was left alone
+
+
+def test_a_child_forked_while_the_lock_is_held_does_not_wait_for_it(
+    redis_server: RedisServer,
+) -> None:
+    client = _own(redis_server.url)
+    assert client.ping()
+    with client._lock:  # as a parent's thread is, mid round trip, when another forks
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - the child reports through its exit code
+            signal.alarm(10)  # a child stuck on the parent's lock dies of SIGALRM
+            os._exit(0 if client.ping() else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
 
 
 def test_threads_share_one_client(redis_server: RedisServer, redis_client: redis.Redis) -> None:

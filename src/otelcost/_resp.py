@@ -14,7 +14,7 @@ What it keeps of redis-py's behaviour: connect and socket timeouts; AUTH (with a
 ACL) and SELECT on each new connection; a PING first when the connection sat idle past
 ``health_check_interval``; ``retries`` retries on connection errors and timeouts, with
 exponential backoff and jitter, on a new connection (a retried script may then run twice:
-the store's fences make that harmless); a new connection in a forked child; thread safety
+the store's fences make that harmless); a new connection and lock in a forked child; thread safety
 (a lock around each round trip: the budget threads share one client). Error replies raise
 ``RedisReplyError`` with the server's message; connection failures raise the built-in
 ``ConnectionError`` and ``TimeoutError`` (both ``OSError``). Credentials never appear in
@@ -24,7 +24,6 @@ its repr or its messages.
 from __future__ import annotations
 
 import hashlib
-import os
 import random
 import socket
 import threading
@@ -33,6 +32,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
+from otelcost._fork import in_forked_child
 from otelcost.errors import RedisReplyError
 
 __all__ = ["RespClient", "RespPipeline", "RespScript"]
@@ -156,8 +156,8 @@ class RespClient:
         self._lock = threading.Lock()
         self._sock: socket.socket | None = None
         self._reader: _Reader | None = None
-        self._pid = 0
         self._used = 0.0
+        in_forked_child(self, _after_fork)
 
     def __repr__(self) -> str:
         return f"RespClient({self._shown!r})"
@@ -226,13 +226,10 @@ class RespClient:
                     attempt += 1
 
     def _ready(self) -> tuple[socket.socket, _Reader]:
-        """A live connection: a new one if there is none (or it is the parent's, after
-        fork), else the current one, checked with a PING if it sat idle."""
+        """A live connection: a new one if there is none, else the current one, checked
+        with a PING if it sat idle."""
         sock, reader = self._sock, self._reader
-        if sock is None or reader is None or self._pid != os.getpid():
-            # A parent's socket in a forked child: closed here, which leaves the parent's
-            # connection open (the parent still holds it), never used or shut down.
-            self._drop()
+        if sock is None or reader is None:
             return self._connect()
         if time.monotonic() - self._used > self._health_check_interval:
             sock.sendall(b"*1\r\n$4\r\nPING\r\n")
@@ -261,7 +258,7 @@ class RespClient:
         except BaseException:
             sock.close()
             raise
-        self._sock, self._reader, self._pid = sock, reader, os.getpid()
+        self._sock, self._reader = sock, reader
         self._used = time.monotonic()
         return sock, reader
 
@@ -269,6 +266,14 @@ class RespClient:
         sock, self._sock, self._reader = self._sock, None, None
         if sock is not None:
             sock.close()
+
+
+def _after_fork(client: RespClient) -> None:
+    """In a forked child: a lock no parent's thread can hold, and no parent's connection.
+    Closing the child's copy of the socket leaves the parent's connection open (the parent
+    still holds it); it is never written to or shut down here."""
+    client._lock = threading.Lock()
+    client._drop()
 
 
 class RespPipeline:
