@@ -6,17 +6,21 @@ unix socket) for what stops, pauses or kills connections.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
+import ssl
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any, TypeVar
 
 import pytest
 import redis
+import trustme
 from redis.cluster import RedisCluster
 
 from _servers import RedisServer, find_redis_binary, free_port
@@ -38,18 +42,67 @@ class _SocketServer(RedisServer):
         return [*super()._argv(), "--unixsocket", str(self.socket_path)]
 
 
-@pytest.fixture
-def own_server(tmp_path: Path) -> Iterator[_SocketServer]:
+class _TlsServer(RedisServer):
+    """A private redis-server answering only in TLS, with a certificate for "localhost"
+    from a certificate authority of the test's own (its PEM file: ``ca_file``)."""
+
+    def __init__(self, binary: str, workdir: Path) -> None:
+        super().__init__(binary, workdir)
+        authority = trustme.CA()
+        self.ca_file = workdir / "ca.pem"
+        authority.cert_pem.write_to_path(str(self.ca_file))
+        issued = authority.issue_cert("localhost")
+        issued.private_key_pem.write_to_path(str(workdir / "key.pem"))
+        issued.cert_chain_pems[0].write_to_path(str(workdir / "cert.pem"))
+
+    @property
+    def url(self) -> str:
+        return f"rediss://localhost:{self.port}/0"
+
+    def _argv(self) -> list[str]:
+        argv = super()._argv()
+        argv[argv.index("--port") + 1] = "0"  # no plain port
+        return [
+            *argv,
+            *("--tls-port", str(self.port), "--tls-auth-clients", "no"),
+            *("--tls-cert-file", str(self.workdir / "cert.pem")),
+            *("--tls-key-file", str(self.workdir / "key.pem")),
+            *("--tls-ca-cert-file", str(self.ca_file)),
+        ]
+
+    def client(self, **kwargs: Any) -> redis.Redis:
+        options = {"host": "localhost", "ssl": True, "ssl_ca_certs": str(self.ca_file)}
+        return super().client(**{**options, **kwargs})
+
+
+S = TypeVar("S", bound=RedisServer)
+
+
+@contextlib.contextmanager
+def _running(make: Callable[[str], S]) -> Iterator[S]:
+    """The server ``make(binary)`` builds, started, and stopped on exit."""
     try:
         binary = find_redis_binary()
     except Exception as exc:
         pytest.skip(f"no redis-server: {exc}")
-    server = _SocketServer(binary, tmp_path)
+    server = make(binary)
     server.start()
     try:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture
+def own_server(tmp_path: Path) -> Iterator[_SocketServer]:
+    with _running(lambda binary: _SocketServer(binary, tmp_path)) as server:
+        yield server
+
+
+@pytest.fixture
+def tls_server(tmp_path: Path) -> Iterator[_TlsServer]:
+    with _running(lambda binary: _TlsServer(binary, tmp_path)) as server:
+        yield server
 
 
 def _own(url: str, **options: _redis.RedisOption) -> RespClient:
@@ -189,6 +242,26 @@ def test_an_idle_connection_is_checked_with_a_ping_first(own_server: _SocketServ
     stats.close()
 
 
+def test_rediss_urls_verify_the_certificate_and_the_host_name(
+    tls_server: _TlsServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Not yet trusted: the system's certificate authorities do not know the test's.
+    untrusted = _own(tls_server.url, retries=0)
+    with pytest.raises(ssl.SSLCertVerificationError, match="certificate verify failed"):
+        untrusted.ping()
+    # Trusted as redis-py's defaults would trust it: through OpenSSL's SSL_CERT_FILE.
+    monkeypatch.setenv("SSL_CERT_FILE", str(tls_server.ca_file))
+    client = _own(tls_server.url)
+    client.execute_command("SET", "over", "tls")
+    assert tls_server.client().get("over") == b"tls"
+    store = RedisBudgetStore(tls_server.url, [Budget("svc", 1.0, "1h")])
+    assert store.apply("svc", 5).budgets[0].spend_nanos == 5
+    # The certificate names "localhost", not the address.
+    by_address = _own(tls_server.url.replace("localhost", "127.0.0.1"), retries=0)
+    with pytest.raises(ssl.SSLCertVerificationError, match="IP address mismatch"):
+        by_address.ping()
+
+
 def test_unix_socket_urls(own_server: _SocketServer) -> None:
     client = _own(f"unix://{own_server.socket_path}?db=2")
     client.execute_command("SET", "where", "unix")
@@ -249,7 +322,7 @@ def test_threads_share_one_client(redis_server: RedisServer, redis_client: redis
 @pytest.mark.parametrize(
     "url",
     [
-        "rediss://127.0.0.1:1/0",
+        "rediss://127.0.0.1:1/0?ssl_ca_certs=/ca.pem",
         "redis://127.0.0.1:1/0?ssl_cert_reqs=none",
         "redis://127.0.0.1:1/0?socket_timeout=3",
         "redis+sentinel://127.0.0.1:1/primary",
@@ -263,6 +336,7 @@ def test_anything_but_a_plain_url_keeps_redis_py(url: str) -> None:
 def test_budget_client_routes_plain_urls_and_checks_them(redis_client: redis.Redis) -> None:
     assert isinstance(_redis.budget_client("redis://h:1/2?db=2"), RespClient)
     assert isinstance(_redis.budget_client("unix:///run/redis.sock"), RespClient)
+    assert isinstance(_redis.budget_client("rediss://:pw@h:1/0"), RespClient)
     assert _redis.budget_client(redis_client) is redis_client
     # An option redis-py has and this client has not: redis-py.
     assert isinstance(_redis.budget_client("redis://h:1/0", client_name="x"), redis.Redis)

@@ -11,7 +11,7 @@
   credentials are the master's.
 
 ``budget_client`` is what the budget store and guard use inside the application: for a
-plain ``redis://`` or ``unix://`` URL without options, otelcost's own client
+plain ``redis://``, ``rediss://`` or ``unix://`` URL without options, otelcost's own client
 (``otelcost._resp``), which leaves redis-py and its objects out of the process; for
 anything else ``connect``.
 
@@ -140,11 +140,11 @@ def connect(target: RedisLike, **options: RedisOption) -> RedisClient:
 
 
 def budget_client(target: RedisLike, **options: RedisOption) -> BudgetClient:
-    """``connect(target, **options)``, except that a ``redis://`` or ``unix://`` URL with no
-    query but ``db`` and only DEFAULT_OPTIONS' options gets otelcost's own client
-    (``otelcost._resp.RespClient``), which needs no redis-py in the process. TLS
-    (``rediss://``), cluster and sentinel URLs, URL options and clients passed in keep
-    redis-py. Raises as ``connect`` does for a bad URL.
+    """``connect(target, **options)``, except that a ``redis://``, ``rediss://`` or
+    ``unix://`` URL with no query but ``db`` and only DEFAULT_OPTIONS' options gets
+    otelcost's own client (``otelcost._resp.RespClient``), which needs no redis-py in the
+    process. Cluster and sentinel URLs, URL options (a CA file, client certificates...) and
+    clients passed in keep redis-py. Raises as ``connect`` does for a bad URL.
     """
     if not isinstance(target, str) or not set(options) <= set(DEFAULT_OPTIONS):
         return connect(target, **options)
@@ -154,7 +154,11 @@ def budget_client(target: RedisLike, **options: RedisOption) -> BudgetClient:
         name == "db"
         for name, _, _ in (item.partition("=") for item in parts.query.split("&") if item)
     )
-    if scheme not in ("redis", "unix") or not plain or (scheme == "unix" and not parts.path):
+    if (
+        scheme not in ("redis", "rediss", "unix")
+        or not plain
+        or (scheme == "unix" and not parts.path)
+    ):
         return connect(target, **options)
     settings = {**DEFAULT_OPTIONS, **options}
     number = database(target)  # ValueError naming the URL for a bad one

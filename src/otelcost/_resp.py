@@ -6,11 +6,13 @@ walks them, a pause of every thread. In the end-to-end bench that was 1.4 points
 capacity lost with every exporter, and full collections of 28 ms against 19
 (docs/design-decisions.md §1). The budget store sends a handful of commands: EVALSHA (the
 script loaded once with SCRIPT LOAD), GET, PTTL, HGETALL, TIME and SCAN. This client
-speaks them in RESP2 over one connection per client, for plain ``redis://`` and
-``unix://`` URLs; ``_redis.budget_client`` decides, and everything else (TLS, cluster,
-sentinel, URL options, clients passed in) stays with redis-py.
+speaks them in RESP2 over one connection per client, for plain ``redis://``, ``rediss://``
+and ``unix://`` URLs; ``_redis.budget_client`` decides, and everything else (cluster,
+sentinel, URL options such as a CA file, clients passed in) stays with redis-py.
 
-What it keeps of redis-py's behaviour: connect and socket timeouts; AUTH (with a user:
+What it keeps of redis-py's behaviour: connect and socket timeouts; for ``rediss://``, TLS
+as redis-py sets it up by default (``ssl.create_default_context()``: the system's CA
+certificates, or ``SSL_CERT_FILE``; the certificate and the host name verified); AUTH (with a user:
 ACL) and SELECT on each new connection; a PING first when the connection sat idle past
 ``health_check_interval``; ``retries`` retries on connection errors and timeouts, with
 exponential backoff and jitter, on a new connection (a retried script may then run twice:
@@ -26,6 +28,7 @@ from __future__ import annotations
 import hashlib
 import random
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -136,9 +139,12 @@ class RespClient:
         shown: str,
     ) -> None:
         parts = urlsplit(url)
-        # A unix socket's path, or None and the TCP address.
-        self._path = parts.path if parts.scheme.lower() == "unix" else None
+        # A unix socket's path, or None and the TCP address, in TLS for rediss://.
+        scheme = parts.scheme.lower()
+        self._path = parts.path if scheme == "unix" else None
         self._address = (parts.hostname or "localhost", parts.port or 6379)
+        self._tls = scheme == "rediss"
+        self._context: ssl.SSLContext | None = None
         handshake: list[tuple[object, ...]] = []
         if parts.password is not None:
             user = unquote(parts.username) if parts.username else None
@@ -248,6 +254,8 @@ class RespClient:
         else:
             sock = socket.create_connection(self._address, timeout=self._connect_timeout)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if self._tls:
+                sock = self._wrapped(sock)
         sock.settimeout(self._timeout)
         reader = _Reader(sock)
         try:
@@ -261,6 +269,16 @@ class RespClient:
         self._sock, self._reader = sock, reader
         self._used = time.monotonic()
         return sock, reader
+
+    def _wrapped(self, sock: socket.socket) -> socket.socket:
+        """``sock`` in TLS (the handshake within the connect timeout), closed on failure."""
+        try:
+            if self._context is None:  # once per client: it reads the CA certificates
+                self._context = ssl.create_default_context()
+            return self._context.wrap_socket(sock, server_hostname=self._address[0])
+        except BaseException:
+            sock.close()
+            raise
 
     def _drop(self) -> None:
         sock, self._sock, self._reader = self._sock, None, None

@@ -79,8 +79,8 @@ def test_bad_options_are_rejected() -> None:
 
 
 def test_without_redis_py_only_what_needs_it_fails() -> None:
-    """Plain redis:// URLs run otelcost's own client; TLS, cluster and sentinel URLs and
-    ``RedisBudgetStore.client`` need the redis extra, and say so."""
+    """Plain redis://, rediss:// and unix:// URLs run otelcost's own client; cluster and
+    sentinel URLs and ``RedisBudgetStore.client`` need the redis extra, and say so."""
     script = textwrap.dedent(
         """
         import sys
@@ -90,7 +90,8 @@ def test_without_redis_py_only_what_needs_it_fails() -> None:
         store = InMemoryBudgetStore([Budget("s", 1)])
         assert store.apply("s", 2 * 10**9).throttled
         plain = RedisBudgetStore("redis://127.0.0.1:1/0")
-        for make in (lambda: RedisBudgetStore("rediss://127.0.0.1:1/0"), lambda: plain.client):
+        cluster = "redis+cluster://127.0.0.1:1"
+        for make in (lambda: RedisBudgetStore(cluster), lambda: plain.client):
             try:
                 make()
             except ImportError as exc:
