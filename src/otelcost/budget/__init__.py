@@ -2,8 +2,9 @@
 
 The policy is described in ``otelcost.budget.policy``; RedisBudgetStore runs it inside
 Redis (one Lua script call per service per flush), InMemoryBudgetStore in this process.
-Plain ``redis://`` and ``unix://`` URLs are served by otelcost's own client; the ``redis``
-package is needed for TLS, cluster and sentinel URLs and for ``RedisBudgetStore.client``.
+Plain ``redis://``, ``rediss://`` and ``unix://`` URLs are served by otelcost's own client;
+the ``redis`` package is needed for cluster and sentinel URLs, URLs with options and
+``RedisBudgetStore.client``.
 Each name is imported on first use (PEP 562 ``__getattr__``), so that ``import otelcost``
 and installing without budgets load none of this package's modules.
 """
