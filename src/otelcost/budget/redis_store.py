@@ -61,12 +61,13 @@ class RedisBudgetStore:
     """Budgets kept in Redis; every method may raise the client's errors (callers fail open).
 
     ``redis`` is a URL (see ``otelcost._redis.connect``) or a redis-py client (``Redis``, a
-    Sentinel master, ``RedisCluster``). A plain ``redis://``, ``rediss://`` or ``unix://`` URL without
-    options is served by otelcost's own client (``otelcost._redis.budget_client``: no
-    redis-py objects in the application), which raises ``RedisReplyError``,
-    ``ConnectionError`` and ``TimeoutError``; anything else by redis-py, which raises
-    ``redis.RedisError``. ``budgets`` is anything ``load_budgets`` accepts. ``clock``
-    returns UTC epoch milliseconds; None uses the Redis server's clock. Thread-safe.
+    Sentinel master, ``RedisCluster``). A plain ``redis://``, ``rediss://`` or ``unix://``
+    URL without options is served by otelcost's own client
+    (``otelcost._redis.budget_client``: no redis-py objects in the application), which
+    raises ``RedisReplyError``, ``ConnectionError`` and ``TimeoutError``; anything else by
+    redis-py, which raises ``redis.RedisError``. ``budgets`` is anything ``load_budgets``
+    accepts. ``clock`` returns UTC epoch milliseconds; None uses the Redis server's clock.
+    Thread-safe.
     """
 
     def __init__(
