@@ -126,7 +126,8 @@ IMPORTED = (
 )
 CONFIGS = ("bare", "otel", TWIN, "otelcost", "otelcost-all")
 PAIRED = (TWIN, "otelcost", "otelcost-all")
-LATENCY_CONFIGS = ("otel", IMPORTS, "otelcost", "otelcost-all")
+# The twin too: what the p99 reads between two processes of the same code.
+LATENCY_CONFIGS = ("otel", TWIN, IMPORTS, "otelcost", "otelcost-all")
 LABELS = {
     TWIN: "a second baseline server (A/A control)",
     "bare": "app alone, no OpenTelemetry",
@@ -1190,14 +1191,15 @@ def _result(
             "server; at half load they come every few seconds and last tens of ms, longer "
             "the more objects the collector tracks (counted in each server at the end, "
             "after a collection: the imported modules' functions, classes and dicts are "
-            "most of them), so they set p99 and p99.9. The control row is the baseline "
-            "server with every module the all-exporters server imports (otelcost and its Redis "
-            "client, confluent-kafka, the metrics SDK) imported and never used: what those "
-            "objects alone do to the tail. The requests no full GC overlapped are those "
-            "during which (from the time each was due to its response) the server never "
-            "stopped for one: their p99 is what otelcost's own threads and CPU do to the "
-            "tail, the pauses set aside (each server's own pauses, on the clock the load "
-            "generator uses).",
+            "most of them), so they set p99 and p99.9. The A/A row is the second baseline "
+            "server: what the p99 reads between two processes of the same code. The control "
+            "row is the baseline server with every module the all-exporters server imports "
+            "(otelcost and its Redis client, confluent-kafka, the metrics SDK) imported and "
+            "never used: what those objects alone do to the tail. The requests no full GC "
+            "overlapped are those during which (from the time each was due to its "
+            "response) the server never stopped for one: their p99 is what otelcost's own "
+            "threads and CPU do to the tail, the pauses set aside (each server's own "
+            "pauses, on the clock the load generator uses).",
             "",
             "Server wait: how long a request waited while the server handled it (from its "
             "request line to its last byte written: wall time minus its thread's CPU), for "
@@ -1248,6 +1250,7 @@ def _result(
         "%",
         target=5.0,
         vs_baseline=f"open loop at {rate:,.0f} requests/s"
+        + (f"; A/A control {p99_added[TWIN][0]:+.1f}%" if TWIN in p99_added else "")
         + (
             f"; the baseline with the same modules imported, unused: {p99_added[IMPORTS][0]:+.1f}%"
             if IMPORTS in p99_added and headline == "otelcost-all"
