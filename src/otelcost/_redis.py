@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import re
 from typing import TYPE_CHECKING, TypeAlias, Union
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 from otelcost._resp import RespClient
 from otelcost.errors import MissingExtraError
@@ -150,10 +150,7 @@ def budget_client(target: RedisLike, **options: RedisOption) -> BudgetClient:
         return connect(target, **options)
     parts = urlsplit(target)
     scheme = parts.scheme.lower()
-    plain = all(
-        name == "db"
-        for name, _, _ in (item.partition("=") for item in parts.query.split("&") if item)
-    )
+    plain = {name for name, _ in parse_qsl(parts.query, keep_blank_values=True)} <= {"db"}
     if (
         scheme not in ("redis", "rediss", "unix")
         or not plain

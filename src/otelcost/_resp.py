@@ -153,7 +153,6 @@ class RespClient:
         if database:
             handshake.append(("SELECT", database))
         self._handshake = tuple(_encode(command) for command in handshake)
-        self._handshakes = len(handshake)
         self._timeout = socket_timeout
         self._connect_timeout = socket_connect_timeout
         self._health_check_interval = health_check_interval
@@ -259,9 +258,9 @@ class RespClient:
         sock.settimeout(self._timeout)
         reader = _Reader(sock)
         try:
-            if self._handshakes:
+            if self._handshake:
                 sock.sendall(b"".join(self._handshake))
-                for _ in range(self._handshakes):
+                for _ in self._handshake:
                     _raised(reader.reply())
         except BaseException:
             sock.close()
