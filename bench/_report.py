@@ -95,6 +95,11 @@ class Metric:
     is reported without one; ``higher_is_better`` says which side of the target passes.
     ``vs_baseline`` states the same number against the run's baseline (e.g. "1.03x
     BatchSpanProcessor alone"); ``fmt`` formats value and target.
+
+    ``control`` is what the same method reads between two identical processes (an A/A
+    control) for a number that is an amount added, 0 for no difference: when the control
+    reads further from 0 than the target, this run cannot tell whether the target is met,
+    and the status says so instead of met or missed.
     """
 
     name: str
@@ -104,12 +109,18 @@ class Metric:
     higher_is_better: bool = False
     vs_baseline: str = ""
     fmt: str = ",.0f"
+    control: float | None = None
 
     @property
     def met(self) -> bool | None:
         if self.target is None:
             return None
         return self.value >= self.target if self.higher_is_better else self.value <= self.target
+
+    @property
+    def resolved(self) -> bool:
+        """False when the A/A control reads a larger difference than the target."""
+        return self.control is None or self.target is None or abs(self.control) <= self.target
 
     def measured_text(self) -> str:
         return self._with_unit(f"{self.value:{self.fmt}}")
@@ -125,6 +136,9 @@ class Metric:
         return f"{number}{self.unit}" if self.unit in ("x", "%") else f"{number} {self.unit}"
 
     def status(self) -> str:
+        if not self.resolved:
+            control = self._with_unit(f"{self.control:{self.fmt}}")
+            return f"**not resolved** here (the A/A control reads {control})"
         return {None: "(reported)", True: "met", False: "**missed**"}[self.met]
 
 

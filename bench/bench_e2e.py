@@ -1236,6 +1236,7 @@ def _result(
             f"(paired): {capacity_lost[headline]:.1f}% (A/A {capacity_lost[TWIN]:+.1f}%)"
         ),
         fmt=".1f",
+        control=overhead[TWIN][0],
     )
     cpu_metric = Metric(
         "End to end: server CPU per request added by otelcost, all exporters on",
@@ -1258,6 +1259,7 @@ def _result(
         )
         + f"; of the requests no full collection overlapped: {p99_added[headline][1]:+.1f}%",
         fmt="+.1f",
+        control=p99_added[TWIN][0] if TWIN in p99_added else None,
     )
     return Result("e2e", body, [metric, latency_metric, cpu_metric])
 

@@ -23,7 +23,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from bench._report import Result, environment, table, write_section
+from bench._report import Metric, Result, environment, table, write_section
 
 ROOT = Path(__file__).resolve().parent.parent
 # Micro-benchmarks first (they want a quiet process), servers last.
@@ -69,15 +69,24 @@ def _load() -> str:
     return f"{one:.2f} (1 min), {five:.2f} (5 min)"
 
 
+_UNRESOLVED = (
+    " A status *not resolved*: the row's A/A control, two identical processes measured the "
+    "same way in the same run, reads further apart than the target allows, so this run "
+    "cannot tell whether otelcost meets it."
+)
+
+
 def summary(
     results: dict[str, Result | None], seconds: dict[str, float], quick: bool, load: str
 ) -> str:
     """The ``summary`` section: one row per headline number, with target and verdict."""
     rows = []
+    metrics: list[Metric] = []
     for script, result in results.items():
         if result is None:
             rows.append([f"`{script}` failed", "—", "—", "—", "**error**"])
             continue
+        metrics.extend(result.metrics)
         for metric in result.metrics:
             rows.append(
                 [
@@ -102,7 +111,8 @@ def summary(
             "",
             table(["measurement", "measured", "target", "vs baseline", "status"], rows),
             "",
-            "The method, baseline and spread behind every row are in the sections below.",
+            "The method, baseline and spread behind every row are in the sections below."
+            + ("" if all(metric.resolved for metric in metrics) else _UNRESOLVED),
         ]
     )
 

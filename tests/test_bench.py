@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 from bench import bench_overhead
-from bench._report import percentile, quartiles
+from bench._report import Metric, Result, percentile, quartiles
 from bench.bench_e2e import (
     _COLLECTIONS_CPU,
     _FULL_COLLECTIONS,
@@ -47,6 +47,7 @@ from bench.bench_e2e import (
     alternate,
     paced,
 )
+from bench.run import summary
 
 
 def test_percentile_is_the_value_at_or_above_the_rank() -> None:
@@ -61,6 +62,25 @@ def test_quartiles_of_one_value_and_of_many() -> None:
     assert quartiles([2.0]) == (2.0, 2.0, 2.0)
     q1, median, q3 = quartiles([1.0, 2.0, 3.0, 4.0, 5.0])
     assert q1 < median == 3.0 < q3
+
+
+def test_a_target_the_a_a_control_reads_beyond_is_not_resolved() -> None:
+    def status(value: float, control: float | None) -> str:
+        return Metric("p99 added", value, "%", target=5.0, fmt="+.1f", control=control).status()
+
+    assert status(3.0, 1.2) == "met"
+    assert status(23.2, -4.9) == "**missed**"
+    # Two identical processes read 38.8% apart: neither 3% nor 23% tells the target.
+    assert status(3.0, -38.8) == status(23.2, -38.8)
+    assert status(23.2, -38.8) == "**not resolved** here (the A/A control reads -38.8%)"
+    assert status(23.2, None) == "**missed**"
+    # The control travels with the metric from the benchmark's process to the summary.
+    result = Result("e2e", "", [Metric("x", 23.2, "%", target=5.0, control=-38.8)])
+    assert Result.from_json(result.to_json()).metrics[0].control == -38.8
+    # The summary says what the status means only when a row has it.
+    judged = Result("e2e", "", [Metric("x", 23.2, "%", target=5.0, control=1.0)])
+    assert "*not resolved*" in summary({"bench_e2e": result}, {"bench_e2e": 1.0}, False, "0")
+    assert "not resolved" not in summary({"bench_e2e": judged}, {"bench_e2e": 1.0}, False, "0")
 
 
 def test_p99_ratio_pools_the_rounds_and_brackets_them() -> None:
