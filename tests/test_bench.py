@@ -38,6 +38,7 @@ from bench.bench_e2e import (
     _paired_rows,
     _request_waits,
     _requests,
+    _round_p99_ratio,
     _round_trip,
     _ServerProcess,
     _thread_groups,
@@ -95,6 +96,16 @@ def test_p99_ratio_pools_the_rounds_and_brackets_them() -> None:
     assert low <= 1.0 < ratio <= high
 
 
+def test_the_median_of_the_rounds_ratios_is_not_set_by_one_stalled_round() -> None:
+    base = [[0.001 * (1 + i % 10) for i in range(1000)] for _ in range(8)]
+    stalled = [list(run) for run in base]
+    stalled[3] = [0.05 if i % 10 == 0 else x for i, x in enumerate(stalled[3])]
+    assert _p99_ratio(stalled, base)[0] == pytest.approx(5.0)  # 50 ms over 10 ms
+    assert _round_p99_ratio(stalled, base) == (1.0, 1.0, 1.0)
+    slower = [[x * 1.2 for x in run] for run in base]
+    assert _round_p99_ratio(slower, base) == pytest.approx((1.2, 1.2, 1.2))
+
+
 def _rounds(latencies: list[list[float]], start: float = 100.0) -> list[Paced]:
     """Rounds of requests due every millisecond from ``start``, with these latencies."""
     return [
@@ -116,11 +127,12 @@ def test_latency_rows_show_each_servers_tracked_objects_and_the_imports_control(
     assert [row[0] for row in rows] == [LABELS["otel"], LABELS[IMPORTS]]
     assert [row[-1] for row in rows] == ["30,342", "44,929"]
     assert rows[1][-2] == "2, 40 / 50"  # full collections: count, median / max ms
-    assert added["otel"] == (0.0, 0.0)
-    assert added[IMPORTS] == (pytest.approx(100.0), pytest.approx(100.0))
+    assert added["otel"] == (0.0, 0.0, 0.0)
+    assert added[IMPORTS] == (pytest.approx(100.0),) * 3
+    assert rows[1][7] == "2.000 (2.00-2.00), +100.0%"  # the median of the rounds
     # The pauses overlapped the baseline's requests due from 100.165 to 100.2 s and from
     # 100.545 to 100.6 s (the earlier ones answered during them): 90 of 4,000.
-    assert rows[0][7] == f"10.00 ({90 / 4000:.1%})"
+    assert rows[0][8] == f"10.00 ({90 / 4000:.1%})"
 
 
 def test_the_requests_a_full_collection_overlapped_are_set_apart() -> None:
