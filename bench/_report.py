@@ -97,9 +97,9 @@ class Metric:
     BatchSpanProcessor alone"); ``fmt`` formats value and target.
 
     ``control`` is what the same method reads between two identical processes (an A/A
-    control) for a number that is an amount added, 0 for no difference: when the control
-    reads further from 0 than the target, this run cannot tell whether the target is met,
-    and the status says so instead of met or missed.
+    control), for a number that is an amount added (0 for no difference): the reading and
+    its 95% interval. When that interval reaches further from 0 than the target, this run
+    cannot tell whether the target is met, and the status says so instead of met or missed.
     """
 
     name: str
@@ -109,7 +109,7 @@ class Metric:
     higher_is_better: bool = False
     vs_baseline: str = ""
     fmt: str = ",.0f"
-    control: float | None = None
+    control: Sequence[float] | None = None  # (reading, low, high)
 
     @property
     def met(self) -> bool | None:
@@ -119,8 +119,11 @@ class Metric:
 
     @property
     def resolved(self) -> bool:
-        """False when the A/A control reads a larger difference than the target."""
-        return self.control is None or self.target is None or abs(self.control) <= self.target
+        """False when the A/A control's interval reaches beyond the target either way."""
+        if self.control is None or self.target is None:
+            return True
+        _, low, high = self.control
+        return -self.target <= low and high <= self.target
 
     def measured_text(self) -> str:
         return self._with_unit(f"{self.value:{self.fmt}}")
@@ -137,8 +140,8 @@ class Metric:
 
     def status(self) -> str:
         if not self.resolved:
-            control = self._with_unit(f"{self.control:{self.fmt}}")
-            return f"**not resolved** here (the A/A control reads {control})"
+            reading, low, high = (self._with_unit(f"{x:{self.fmt}}") for x in self.control or ())
+            return f"**not resolved** here (the A/A control reads {reading}, {low} to {high})"
         return {None: "(reported)", True: "met", False: "**missed**"}[self.met]
 
 

@@ -443,6 +443,17 @@ class Paced(NamedTuple):
     latencies: list[float]
 
 
+class P99Added(NamedTuple):
+    """What a server adds to the baseline's p99 at the fixed load, in %: pooled over all
+    requests (and its 95% interval), of the requests no full collection overlapped, and
+    the median of the rounds' ratios."""
+
+    pooled: float
+    outside: float
+    median: float
+    interval: tuple[float, float]
+
+
 def paced(port: int, requests: Sequence[bytes], rate: float, seconds: float) -> Paced:
     """Open-loop load: request k is due at ``start + k / rate``, whatever came back before.
 
@@ -1240,7 +1251,7 @@ def _result(
             f"(paired): {capacity_lost[headline]:.1f}% (A/A {capacity_lost[TWIN]:+.1f}%)"
         ),
         fmt=".1f",
-        control=overhead[TWIN][0],
+        control=overhead[TWIN],
     )
     cpu_metric = Metric(
         "End to end: server CPU per request added by otelcost, all exporters on",
@@ -1251,21 +1262,22 @@ def _result(
     )
     latency_metric = Metric(
         "End to end: p99 latency added at half the baseline's capacity, all exporters on",
-        p99_added[headline][0],
+        p99_added[headline].pooled,
         "%",
         target=5.0,
         vs_baseline=f"open loop at {rate:,.0f} requests/s"
-        + (f"; A/A control {p99_added[TWIN][0]:+.1f}%" if TWIN in p99_added else "")
+        + (f"; A/A control {p99_added[TWIN].pooled:+.1f}%" if TWIN in p99_added else "")
         + (
-            f"; the baseline with the same modules imported, unused: {p99_added[IMPORTS][0]:+.1f}%"
+            "; the baseline with the same modules imported, unused: "
+            f"{p99_added[IMPORTS].pooled:+.1f}%"
             if IMPORTS in p99_added and headline == "otelcost-all"
             else ""
         )
-        + f"; of the requests no full collection overlapped: {p99_added[headline][1]:+.1f}%"
-        + f"; median of the rounds' ratios: {p99_added[headline][2]:+.1f}%"
-        + (f" (A/A {p99_added[TWIN][2]:+.1f}%)" if TWIN in p99_added else ""),
+        + f"; of the requests no full collection overlapped: {p99_added[headline].outside:+.1f}%"
+        + f"; median of the rounds' ratios: {p99_added[headline].median:+.1f}%"
+        + (f" (A/A {p99_added[TWIN].median:+.1f}%)" if TWIN in p99_added else ""),
         fmt="+.1f",
-        control=p99_added[TWIN][0] if TWIN in p99_added else None,
+        control=(p99_added[TWIN].pooled, *p99_added[TWIN].interval) if TWIN in p99_added else None,
     )
     return Result("e2e", body, [metric, latency_metric, cpu_metric])
 
@@ -1374,9 +1386,13 @@ def _outside_collections(run: Paced, pauses: Sequence[Sequence[float]]) -> list[
     ]
 
 
+def _ratio_cell(ratio: float, low: float, high: float) -> str:
+    return f"{ratio:.3f} ({low:.2f}-{high:.2f}), {(ratio - 1) * 100:+.1f}%"
+
+
 def _latency_rows(
     latencies: dict[str, list[Paced]], reports: dict[str, dict[str, Any]]
-) -> tuple[list[list[str]], dict[str, tuple[float, float, float]]]:
+) -> tuple[list[list[str]], dict[str, P99Added]]:
     """Table rows of the fixed-load phase, and per configuration the p99 added (%): of all
     requests, of those no full collection overlapped, and the median of the rounds'."""
     runs = {config: [run.latencies for run in rounds] for config, rounds in latencies.items()}
@@ -1386,31 +1402,33 @@ def _latency_rows(
         ]
         for config, rounds in latencies.items()
     }
-    rows, added = [], {}
+    rows: list[list[str]] = []
+    added: dict[str, P99Added] = {}
     for config in latencies:
         pooled = [latency for run in runs[config] for latency in run]
         kept = [latency for run in outside[config] for latency in run]
-        ratio, low, high = _p99_ratio(runs[config], runs["otel"])
-        apart, apart_low, apart_high = _p99_ratio(outside[config], outside["otel"])
-        median, median_low, median_high = _round_p99_ratio(runs[config], runs["otel"])
-        added[config] = ((ratio - 1) * 100, (apart - 1) * 100, (median - 1) * 100)
+        pooled_ratio = _p99_ratio(runs[config], runs["otel"])
+        apart = _p99_ratio(outside[config], outside["otel"])
+        median = _round_p99_ratio(runs[config], runs["otel"])
+        ratio, low, high = pooled_ratio
+        added[config] = P99Added(
+            (ratio - 1) * 100,
+            (apart[0] - 1) * 100,
+            (median[0] - 1) * 100,
+            ((low - 1) * 100, (high - 1) * 100),
+        )
         waits = reports[config]["paced_waits"]
         pauses = [lasted for _, lasted in reports[config]["paced_full_collections"]]
+        baseline = config == "otel"
         rows.append(
             [
                 LABELS[config],
                 f"{len(pooled):,}",
                 *(f"{percentile(pooled, q) * 1e3:.2f}" for q in (0.5, 0.9, 0.99, 0.999)),
-                ""
-                if config == "otel"
-                else f"{ratio:.3f} ({low:.2f}-{high:.2f}), {added[config][0]:+.1f}%",
-                ""
-                if config == "otel"
-                else f"{median:.3f} ({median_low:.2f}-{median_high:.2f}), {added[config][2]:+.1f}%",
+                "" if baseline else _ratio_cell(*pooled_ratio),
+                "" if baseline else _ratio_cell(*median),
                 f"{percentile(kept, 0.99) * 1e3:.2f} ({1 - len(kept) / len(pooled):.1%})",
-                ""
-                if config == "otel"
-                else f"{apart:.3f} ({apart_low:.2f}-{apart_high:.2f}), {added[config][1]:+.1f}%",
+                "" if baseline else _ratio_cell(*apart),
                 *(f"{percentile(waits, q) * 1e3:.2f}" if waits else "—" for q in (0.99, 0.999)),
                 f"{len(pauses)}, {statistics.median(pauses) * 1e3:.0f} / {max(pauses) * 1e3:.0f}"
                 if pauses

@@ -71,8 +71,8 @@ def _load() -> str:
 
 _UNRESOLVED = (
     " A status *not resolved*: the row's A/A control, two identical processes measured the "
-    "same way in the same run, reads further apart than the target allows, so this run "
-    "cannot tell whether otelcost meets it."
+    "same way in the same run, could read further apart than the target allows (its 95% "
+    "interval reaches past the target), so this run cannot tell whether otelcost meets it."
 )
 
 
