@@ -140,7 +140,8 @@ class Metric:
 
     def status(self) -> str:
         if not self.resolved:
-            reading, low, high = (self._with_unit(f"{x:{self.fmt}}") for x in self.control or ())
+            signed = self.fmt if self.fmt.startswith("+") else f"+{self.fmt}"
+            reading, low, high = (self._with_unit(f"{x:{signed}}") for x in self.control or ())
             return f"**not resolved** here (the A/A control reads {reading}, {low} to {high})"
         return {None: "(reported)", True: "met", False: "**missed**"}[self.met]
 

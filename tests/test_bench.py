@@ -79,6 +79,10 @@ def test_a_target_the_a_a_control_reaches_beyond_is_not_resolved() -> None:
         "**not resolved** here (the A/A control reads +4.8%, -41.0% to +110.0%)"
     )
     assert status(23.2, None) == "**missed**"
+    capacity = Metric("lost", 7.3, "%", target=5.0, fmt=".1f", control=(3.3, -1.6, 8.7))
+    assert (
+        capacity.status() == "**not resolved** here (the A/A control reads +3.3%, -1.6% to +8.7%)"
+    )
     # The control travels with the metric from the benchmark's process to the summary.
     result = Result("e2e", "", [Metric("x", 23.2, "%", target=5.0, control=(4.8, -41, 110))])
     assert Result.from_json(result.to_json()).metrics[0].control == [4.8, -41, 110]
