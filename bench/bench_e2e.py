@@ -1312,45 +1312,48 @@ def _totals(blocks: Sequence[Block]) -> tuple[float, float]:
     return done / sum(block[2] for block in blocks), cpu / done * 1e6
 
 
+def _bootstrap(
+    count: int, statistic: Callable[[Sequence[int]], float]
+) -> tuple[float, float, float]:
+    """``statistic`` of all ``count`` units (blocks, rounds), and a 95% interval from
+    _BOOTSTRAP resamplings: the units' indexes drawn with replacement. ``statistic`` reads
+    the same indexes of every server compared, whose units ran side by side in time."""
+    draw = random.Random(0)
+    values = sorted(
+        statistic([draw.randrange(count) for _ in range(count)]) for _ in range(_BOOTSTRAP)
+    )
+    return (
+        statistic(range(count)),
+        values[int(0.025 * _BOOTSTRAP)],
+        values[int(0.975 * _BOOTSTRAP) - 1],
+    )
+
+
 def _capacity_interval(
     blocks: Sequence[Block], base: Sequence[Block]
 ) -> tuple[float, float, float]:
     """Requests/s at capacity over the baseline's (the baseline's CPU per request over
-    this server's), and a 95% bootstrap interval: blocks drawn with replacement, the same
-    draw for both (their turns were side by side)."""
-    draw = random.Random(0)
-    ratios = []
-    for _ in range(_BOOTSTRAP):
-        picked = [draw.randrange(len(blocks)) for _ in blocks]
-        ratios.append(
+    this server's), and a 95% bootstrap interval over the blocks."""
+    return _bootstrap(
+        len(blocks),
+        lambda picked: (
             _totals([base[i] for i in picked])[1] / _totals([blocks[i] for i in picked])[1]
-        )
-    ratios.sort()
-    return (
-        _totals(base)[1] / _totals(blocks)[1],
-        ratios[int(0.025 * _BOOTSTRAP)],
-        ratios[int(0.975 * _BOOTSTRAP) - 1],
+        ),
     )
 
 
 def _p99_ratio(
     runs: Sequence[Sequence[float]], base: Sequence[Sequence[float]]
 ) -> tuple[float, float, float]:
-    """Pooled p99 over the baseline's pooled p99, and a 95% bootstrap interval: rounds drawn
-    with replacement, the same draw for both (each round ran beside the baseline's)."""
-    draw = random.Random(0)
-    ratios = []
-    for _ in range(_BOOTSTRAP):
-        picked = [draw.randrange(len(runs)) for _ in runs]
-        ratios.append(
+    """Pooled p99 over the baseline's pooled p99, and a 95% bootstrap interval over the
+    rounds (each round ran beside the baseline's)."""
+    return _bootstrap(
+        len(runs),
+        lambda picked: (
             percentile([x for i in picked for x in runs[i]], 0.99)
             / percentile([x for i in picked for x in base[i]], 0.99)
-        )
-    ratios.sort()
-    pooled = percentile([x for run in runs for x in run], 0.99) / percentile(
-        [x for run in base for x in run], 0.99
+        ),
     )
-    return pooled, ratios[int(0.025 * _BOOTSTRAP)], ratios[int(0.975 * _BOOTSTRAP) - 1]
 
 
 def _round_p99_ratio(
@@ -1363,15 +1366,7 @@ def _round_p99_ratio(
         percentile(run, 0.99) / percentile(other, 0.99)
         for run, other in zip(runs, base, strict=True)
     ]
-    draw = random.Random(0)
-    medians = sorted(
-        statistics.median(draw.choice(ratios) for _ in ratios) for _ in range(_BOOTSTRAP)
-    )
-    return (
-        statistics.median(ratios),
-        medians[int(0.025 * _BOOTSTRAP)],
-        medians[int(0.975 * _BOOTSTRAP) - 1],
-    )
+    return _bootstrap(len(ratios), lambda picked: statistics.median(ratios[i] for i in picked))
 
 
 def _outside_collections(run: Paced, pauses: Sequence[Sequence[float]]) -> list[float]:
