@@ -24,8 +24,9 @@ hundreds of cycles. This host's speed swings by ±10% from one 100 ms to the nex
 by 2x over hours; turns this short see the same host. Background threads run whenever
 they are due, in any server's turn, so what is compared is each process's own CPU per
 request (all its threads, from the process's CPU clock), less what the server does per
-second with no load over the other servers' turns (at capacity that work is spread over
-all its requests): requests/s lost at capacity = 1 - the baseline's CPU per request / a
+second rather than per request (its timers' work, measured under light load: at
+capacity that work is spread over all its requests) over the other servers' turns:
+requests/s lost at capacity = 1 - the baseline's CPU per request / a
 configuration's, with a 95% bootstrap interval over blocks of cycles and an A/A control
 (a second, identical baseline server); target <= 5% with every exporter on. The CPU is
 also shown by thread (request threads, exporters' threads, librdkafka).
@@ -105,12 +106,17 @@ ENDED = "(ended threads)"
 THREAD_GROUPS = {
     REQUEST_THREAD: "request threads",
     ENDED: "request threads",
-    "OtelBatchSpanPr": "BatchSpanProcessor",
+    "OtelBatchSpanPr": "BatchSpanProcessor",  # OtelBatchSpanProcessor (older SDKs)
+    "OtelBatchSpanRe": "BatchSpanProcessor",  # OtelBatchSpanRecordProcessor
+    "OtelPeriodicExp": "the metrics SDK's reader",  # OtelPeriodicExportingMetricReader
     "otelcost-export": "otelcost's export worker",
     "otelcost-budget": "budget exporters' flusher and gauge poller",
     "librdkafka": "librdkafka",
 }
 IDLE_SECONDS = 6.0  # no load: what each server does per second rather than per request
+# Light load (requests/s per server, all at once), for the same under load: per_second_work.
+LIGHT_RATES = (4.0, 24.0)
+LIGHT_SECONDS = 5.0
 SETTLE_SECONDS = 6.0
 TWIN = "otel-twin"  # a second baseline server: the A/A control of both phases
 # The baseline with every module otelcost-all imports loaded and unused: the fixed-load
@@ -577,6 +583,47 @@ def _idle_cpu(servers: dict[str, tuple[int, int]], seconds: float) -> dict[str, 
     return {name: (_cpu_seconds(pid) - cpu[name]) / elapsed for name, (_, pid) in servers.items()}
 
 
+def per_second_work(
+    servers: dict[str, tuple[int, int]], requests: Sequence[bytes], seconds: float
+) -> dict[str, tuple[float, float]]:
+    """Each server's CPU seconds per second that do not scale with its requests, under
+    load (timers with something to do: the export worker's wake-up with sums to send,
+    the budget flush, librdkafka's produce requests), and its CPU seconds per request at
+    light load (cold: a request every 40-250 ms).
+
+    Every server is driven at once, open loop, at ``LIGHT_RATES`` requests/s in turn,
+    twice each (low, high, low, high; ``seconds`` each), on two keep-alive connections
+    opened once; its process CPU per second is a line of its requests per second, whose
+    intercept is the first value and slope the second. Light load, because the requests'
+    own CPU (cold at these rates, several times what it is at capacity) is what the line
+    takes out: the lower the rates, the less of it there is to take out."""
+    totals = {name: {rate: [0.0, 0, 0.0] for rate in LIGHT_RATES} for name in servers}
+    with contextlib.ExitStack() as stack:
+        watched = {
+            name: stack.enter_context(_watched(port, 2)) for name, (port, _) in servers.items()
+        }
+        for rate in (*LIGHT_RATES, *LIGHT_RATES):
+
+            def answered(name: str, rate: float = rate) -> int:
+                return len(_paced(*watched[name], requests, rate, seconds).latencies)
+
+            cpu = {name: _cpu_seconds(pid) for name, (_, pid) in servers.items()}
+            started = time.perf_counter()
+            done = _each_in_a_thread(answered, servers)
+            elapsed = time.perf_counter() - started
+            for (name, (_, pid)), count in zip(servers.items(), done, strict=True):
+                total = totals[name][rate]
+                total[0] += _cpu_seconds(pid) - cpu[name]
+                total[1] += count
+                total[2] += elapsed
+    work = {}
+    for name, by_rate in totals.items():
+        (cpu_low, n_low, t_low), (cpu_high, n_high, t_high) = (by_rate[r] for r in LIGHT_RATES)
+        per_request = (cpu_high / t_high - cpu_low / t_low) / (n_high / t_high - n_low / t_low)
+        work[name] = (cpu_low / t_low - per_request * n_low / t_low, per_request)
+    return work
+
+
 def _each_in_a_thread(function: Callable[[T], R], items: Iterable[T]) -> list[R]:
     """``function(item)`` for every item, each on its own thread, all at once; the results
     in order, or the first exception once every thread has finished."""
@@ -910,6 +957,9 @@ def run(quick: bool, freeze: bool = False) -> Result:
                 idle_after = _idle_cpu(ports, idle_seconds)
                 # The smaller: work left over from the warm-up is not per-second work.
                 idle = {c: min(idle_before[c], idle_after[c]) for c in configs}
+                light = per_second_work(ports, requests, LIGHT_SECONDS / (5 if quick else 1))
+                # At least the idle work, which goes on under load too.
+                timers = {c: max(idle[c], light[c][0]) for c in configs}
                 raw: dict[str, list[Block]] = {c: [] for c in configs}
                 turns: dict[str, list[Block]] = {c: [] for c in configs}
                 threads: dict[str, dict[str, float]] = {c: {} for c in configs}
@@ -924,7 +974,7 @@ def run(quick: bool, freeze: bool = False) -> Result:
                         raw[config].append((done, cpu, own))
                         # At capacity a server is never idle: what it does per second is
                         # spread over all of its requests, not over its turns' alone.
-                        turns[config].append((done, cpu - idle[config] * (wall - own), own))
+                        turns[config].append((done, cpu - timers[config] * (wall - own), own))
                 pairs: dict[str, list[dict[str, dict[str, float]]]] = {
                     c: [] for c in configs if c in PAIRED
                 }
@@ -958,6 +1008,7 @@ def run(quick: bool, freeze: bool = False) -> Result:
         turns=turns,
         raw=raw,
         idle=idle,
+        light=light,
         threads=threads,
         cycles=cycles,
         reports=reports,
@@ -1001,6 +1052,7 @@ def _result(
     turns: dict[str, list[Block]],
     raw: dict[str, list[Block]],
     idle: dict[str, float],
+    light: dict[str, tuple[float, float]],
     threads: dict[str, dict[str, float]],
     cycles: int,
     reports: dict[str, dict[str, Any]],
@@ -1040,7 +1092,8 @@ def _result(
                 if config == "otel"
                 else "{:+.1f}% ({:+.1f} to {:+.1f})".format(*overhead[config]),
                 "" if config == "otel" else f"{uncorrected:+.1f}%",
-                f"{idle[config] * 1e3:.2f}",
+                f"{idle[config] * 1e3:.2f} / {light[config][0] * 1e3:.2f}",
+                f"{light[config][1] * 1e6:.0f}",
                 f"{rps:,.0f}",
                 f"{report['request_threads_cpu_us']:.0f}",
                 "{:.1f} / {:.1f} / {:.1f}".format(*report["collections_cpu_us"]),
@@ -1096,8 +1149,9 @@ def _result(
                     "server CPU µs/request",
                     "requests/s at capacity vs baseline (95% interval)",
                     "overhead (95% interval)",
-                    "overhead before the idle correction",
-                    "idle CPU ms/s",
+                    "overhead before the per-second correction",
+                    "per-second CPU ms/s: idle / under light load",
+                    "CPU µs/request at light load (cold)",
                     "requests/s in its turns",
                     "CPU µs/request on request threads",
                     "of the server's: garbage collection µs/request, generations 0 / 1 / 2",
@@ -1106,17 +1160,24 @@ def _result(
                 rows,
             ),
             "",
-            "The idle correction: work a server does per second rather than per request "
-            "(timers: the export worker's schedule, the metrics reader, librdkafka's "
-            "polling) would, in the turns, be spread over only its share of the requests, "
-            f"one turn in {len(turns)}, where at capacity it is spread over all of them. "
-            "Each server's CPU with no load at all is measured twice, for "
+            "The per-second correction: work a server does per second rather than per "
+            "request (timers: the export worker's wake-up, the budget flush, the metrics "
+            "reader, librdkafka's produce requests) would, in the turns, be spread over "
+            f"only its share of the requests, one turn in {len(turns)}, where at capacity "
+            "it is spread over all of them; so a block's CPU is counted without that rate "
+            "over the time of the other servers' turns. The rate: each server's CPU with no "
+            "load at all, measured twice, for "
             f"{IDLE_SECONDS / (3 if quick else 1):g} s before the warm-up (its exporters "
-            f"not yet connected) and {SETTLE_SECONDS:g} s after it, the smaller taken "
-            "(the idle CPU column), and a block's CPU is counted without that rate over "
-            "the time of the other servers' turns. Under load that work is at least as large "
-            "(an export wake-up has sums to send), so the correction is short of the "
-            "whole bias, never past it; the uncorrected figure is beside it. "
+            f"not yet connected) and {SETTLE_SECONDS:g} s after it, the smaller taken; "
+            "and under light load, where the timers have something to do (sums to flush, "
+            "records to send): every server driven at once, open loop, at "
+            + " and ".join(f"{rate:g}" for rate in LIGHT_RATES)
+            + " requests/s in turn, twice each for "
+            f"{LIGHT_SECONDS / (5 if quick else 1):g} s, its CPU per second a line of its "
+            "requests per second, whose intercept is the per-second work and slope the "
+            "CPU per request at light load (cold: several times what it is at capacity, "
+            "and taken out by the line). The larger of the two rates is used; the "
+            "uncorrected figure is beside it. "
             "Requests/s in its turns: responses over the time of the server's own turns, "
             "for scale. The request threads' own CPU (thread CPU clock, over the whole run, "
             "all phases) is shown beside the server's, and so is the CPU its garbage "

@@ -47,6 +47,7 @@ from bench.bench_e2e import (
     _totals,
     alternate,
     paced,
+    per_second_work,
 )
 from bench.run import summary
 
@@ -305,6 +306,65 @@ def test_idle_cpu_reads_other_processes_to_well_below_a_tick() -> None:
         for process in (sleeping, busy):
             process.kill()
             process.wait()
+
+
+# A keep-alive server in its own process: each request burns 2 ms of CPU, and with TIMER
+# set a thread burns 5 ms every 100 ms (50 ms of CPU per second, whatever the load).
+_BURNING_SERVER = """
+import os, sys, threading, time
+from bench.bench_e2e import _KeepAliveRequestHandler, _ThreadingServer
+
+def burn(seconds):
+    until = time.thread_time() + seconds
+    while time.thread_time() < until:
+        pass
+
+def app(environ, start_response):
+    burn(0.002)
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "2")])
+    return [b"ok"]
+
+def timer():
+    while True:
+        time.sleep(0.1)
+        burn(0.005)
+
+if os.environ.get("TIMER"):
+    threading.Thread(target=timer, daemon=True).start()
+server = _ThreadingServer(("127.0.0.1", 0), _KeepAliveRequestHandler)
+server.set_app(app)
+threading.Thread(target=server.serve_forever, daemon=True).start()
+print(server.server_port, flush=True)
+sys.stdin.read()
+"""
+
+
+def test_per_second_work_is_told_apart_from_the_requests_cpu() -> None:
+    servers = {}
+    processes = []
+    try:
+        for name, timer in (("plain", ""), ("timer", "1")):
+            process = subprocess.Popen(
+                [sys.executable, "-c", _BURNING_SERVER],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                text=True,
+                env={**os.environ, "TIMER": timer},
+            )
+            processes.append(process)
+            assert process.stdout is not None
+            servers[name] = (int(process.stdout.readline()), process.pid)
+        work = per_second_work(servers, _requests(100), 1.0)
+    finally:
+        for process in processes:
+            process.kill()
+            process.wait()
+    # Intercepts: 0 and 50 ms of CPU per second; slopes: 2 ms per request and the
+    # server's own handling (a fraction of a ms), whatever the timer does.
+    assert work["plain"][0] == pytest.approx(0.0, abs=0.012)
+    assert work["timer"][0] == pytest.approx(0.05, abs=0.015)
+    for _, per_request in work.values():
+        assert 0.0019 < per_request < 0.0035
 
 
 def test_thread_cpu_is_grouped_with_ended_connections_among_the_request_threads() -> None:
