@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan
@@ -398,6 +398,9 @@ _TIMES = st.one_of(
     start=_TIMES,
     end=_TIMES,
 )
+# Found in CI: a span of 285 years cost just over 2**53 nano-units, which pricing allowed and
+# every consumer rejects.
+@example(name="", attributes={}, resource={}, start=0, end=9_007_199_254_740_893_184)
 def test_hostile_spans_always_make_valid_records(
     name: str, attributes: dict[str, Any], resource: dict[str, Any], start: int, end: int
 ) -> None:

@@ -139,10 +139,18 @@ def test_flat_nanos_leaves_half_nano_units_to_the_exact_sum() -> None:
         Price(per_ms=1.0).flat_nanos(-1.0)
 
 
-def test_largest_cost_fits_a_signed_64_bit_integer() -> None:
-    assert Price(per_request=9_223_372_036.0).cost_nanos(0.0, {}) < 2**63
-    with pytest.raises(PricingError, match="out of range"):
-        Price(per_request=9_223_372_037.0).cost_nanos(0.0, {})
+def test_largest_cost_is_one_a_record_can_carry() -> None:
+    # Below 2**53 nano-units: CostRecord.from_json and schema 2 both accept it. The largest
+    # float amount under that bound is 9007199.25474099; the next one is out of range.
+    assert Price(per_request=9_007_199.25474099).cost_nanos(0.0, {}) == 2**53 - 2
+    assert Price(per_ms=1e-6).flat_nanos(9_007_199_254_740.99) == 2**53 - 2
+    for price, duration_ms in [
+        (Price(per_request=9_007_199.254740993), 0.0),
+        (Price(per_request=9_223_372_036.0), 0.0),  # the old bound (int64), garbage as a record
+        (Price(per_ms=1e-6, per_request=1e-7), 9_007_199_254_740.893),  # 285 years: the fuzz test
+    ]:
+        with pytest.raises(PricingError, match="out of range"):
+            price.flat_nanos(duration_ms)
 
 
 @pytest.mark.parametrize(

@@ -55,10 +55,12 @@ __all__ = [
 DEFAULT_MEMO_SIZE: Final = 16_384
 """Resolved (service, operation) pairs remembered per table (bounded; FIFO eviction)."""
 
-# Largest amount of one cost (currency units): its nano-units stay below 2**63, so they fit
-# a signed 64-bit integer (Redis INCRBY) even after float rounding.
-_MAX_AMOUNT: Final = 9_223_372_036.0
-_MAX_NANOS: Final = round(_MAX_AMOUNT * NANOS_PER_UNIT)
+# Largest cost of one span, in nano-units: below 2**53, where a float amount still holds
+# every integer, so its record is valid in both schemas (CostRecord's cost_amount, schema
+# 2's nanos) rather than priced here and dead-lettered downstream; and the stores' int64
+# counters hold a thousand of them.
+_MAX_NANOS: Final = 2**53 - 1
+_MAX_AMOUNT: Final = _MAX_NANOS / NANOS_PER_UNIT
 _WILDCARD: Final = "*"
 _GENAI_OPERATION: Final = "gen_ai.operation.name"
 _CURRENCY: Final = re.compile(r"[A-Z]{3}")
@@ -371,6 +373,11 @@ class Price:
             # Close to a half nano-unit, where float error could round the other way:
             # the exact decimal sum of the prices as written decides.
             nanos = self._exact_nanos(base, usage)
+        if nanos > _MAX_NANOS:  # a total at _MAX_AMOUNT can round up to 2**53
+            raise PricingError(
+                f"cost out of range ({nanos} nano-units) for duration_ms={duration_ms!r}, "
+                f"usage={usage!r}"
+            )
         return nanos
 
     def flat_nanos(self, duration_ms: float) -> int:
