@@ -16,6 +16,11 @@ __all__ = ["DEFAULT_CURRENCY", "NANOS_PER_UNIT", "from_nanos", "to_nanos"]
 
 NANOS_PER_UNIT = 1_000_000_000
 
+NANOS_BOUND: Final = 2**53
+"""Every cost of one record is below this many nano-units (about 9.007 million currency
+units): pricing refuses more, and both record schemas reject it. Beyond it a float amount
+no longer holds every integer, and a sum of such costs nears the stores' int64 counters."""
+
 DEFAULT_CURRENCY: Final = "USD"
 """The currency of a pricing table that declares none (the flat form never does), and the
 one a service accounts in unless ``currency=`` or ``OTELCOST_CURRENCY`` says otherwise."""

@@ -17,7 +17,7 @@ from typing import Any
 
 from otelcost import _json
 from otelcost.errors import InvalidRecordError
-from otelcost.money import NANOS_PER_UNIT, to_nanos
+from otelcost.money import NANOS_BOUND, NANOS_PER_UNIT, to_nanos
 
 __all__ = ["MAX_RECORD_BYTES", "SCHEMA_VERSION", "CostRecord"]
 
@@ -29,7 +29,7 @@ _MAX_TEXT = 4096
 # Above 2**53 nano-units a float amount no longer holds every integer (and from 2**51 its
 # round trip can be off by one: money.py), and the stores' int64 counters are not far
 # beyond: such a record is garbage, not a big bill.
-_MAX_COST = 2**53 / NANOS_PER_UNIT
+_MAX_COST = NANOS_BOUND / NANOS_PER_UNIT
 _INT64_END = 2**63
 _UINT64_END = 2**64  # JSON integers from here on decode as doubles (orjson, and _json's stdlib)
 

@@ -24,7 +24,7 @@ from typing import Final, NamedTuple
 from cachetools import FIFOCache
 
 from otelcost.errors import PricingError, PricingNotFoundError
-from otelcost.money import NANOS_PER_UNIT
+from otelcost.money import NANOS_BOUND, NANOS_PER_UNIT
 from otelcost.pricing import _genai
 from otelcost.pricing.catalogs import CATALOGS, EXACT, Catalog, catalog, decimal_to_nanos
 
@@ -55,11 +55,9 @@ __all__ = [
 DEFAULT_MEMO_SIZE: Final = 16_384
 """Resolved (service, operation) pairs remembered per table (bounded; FIFO eviction)."""
 
-# Largest cost of one span, in nano-units: below 2**53, where a float amount still holds
-# every integer, so its record is valid in both schemas (CostRecord's cost_amount, schema
-# 2's nanos) rather than priced here and dead-lettered downstream; and the stores' int64
-# counters hold a thousand of them.
-_MAX_NANOS: Final = 2**53 - 1
+# Largest cost of one span: its record is valid in both schemas (money.NANOS_BOUND) rather
+# than priced here and refused downstream.
+_MAX_NANOS: Final = NANOS_BOUND - 1
 _MAX_AMOUNT: Final = _MAX_NANOS / NANOS_PER_UNIT
 _WILDCARD: Final = "*"
 _GENAI_OPERATION: Final = "gen_ai.operation.name"

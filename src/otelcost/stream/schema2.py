@@ -35,7 +35,7 @@ from typing import Any, Generic, TypeVar
 
 from otelcost import _json
 from otelcost.errors import InvalidRecordError
-from otelcost.money import NANOS_PER_UNIT, from_nanos
+from otelcost.money import NANOS_BOUND, NANOS_PER_UNIT, from_nanos
 from otelcost.record import MAX_RECORD_BYTES, CostRecord
 
 __all__ = [
@@ -56,7 +56,6 @@ SCHEMA_VERSION_2 = 2
 _MAX_TEXT = 4096
 _MIN_TS_MS = 10**12
 _MAX_TS_MS = 10**13
-_MAX_NANOS = 2**53
 _INT64_END = 2**63
 _UINT64_END = 2**64
 _HEX = "0123456789abcdef"
@@ -506,7 +505,7 @@ def _all_valid(rows: list[Any]) -> bool:
     sizes = set(map(len, operations))
     if min(sizes) < 1 or max(sizes) > _MAX_TEXT:
         return False
-    if set(map(type, nanos)) != _INT or min(nanos) < 0 or max(nanos) >= _MAX_NANOS:
+    if set(map(type, nanos)) != _INT or min(nanos) < 0 or max(nanos) >= NANOS_BOUND:
         return False
     if set(map(type, timestamps)) != _INT:
         return False
@@ -575,7 +574,7 @@ def _check(row: Any) -> None:
         raise InvalidRecordError("span_id", "must be lowercase hex of 16 digits")
     if type(operation) is not str or not 0 < len(operation) <= _MAX_TEXT:
         raise InvalidRecordError("operation", f"must be a non-empty string of <= {_MAX_TEXT}")
-    if type(nanos) is not int or not 0 <= nanos < _MAX_NANOS:
+    if type(nanos) is not int or not 0 <= nanos < NANOS_BOUND:
         raise InvalidRecordError("cost_nanos", "must be an integer in [0, 2**53)")
     if type(duration) is float:
         if not (duration >= 0 and duration != math.inf):  # also false for NaN
