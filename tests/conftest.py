@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, NoReturn, TypeVar
 
 import pytest
 import redis
+from hypothesis import settings
 
 if TYPE_CHECKING:
     from _postgres import TestDatabase
@@ -33,6 +34,14 @@ from _servers import (
     find_redis_binary,
     find_tansu_binary,
 )
+
+# Property tests try the same examples on every run (seeded from each test), so a run that
+# lands or fails is reproducible anywhere. Searching for new examples is a deliberate act:
+# `python -m pytest --hypothesis-profile=explore` (random, 1,000 examples per test), or
+# scripts/fuzz.py for long runs.
+settings.register_profile("default", derandomize=True)
+settings.register_profile("explore", derandomize=False, max_examples=1_000)
+settings.load_profile("default")
 
 _MARKERS = {
     "integration": "needs a real redis-server or Kafka-protocol broker (started by fixtures)",

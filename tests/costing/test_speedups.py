@@ -342,6 +342,38 @@ def test_on_start_and_on_end_forward_each_span_once_and_count_errors(
     assert failures == {"user on_start failed", "user on_end failed"}
 
 
+@needs_compiled
+def test_on_end_knows_the_span_the_planner_just_priced(
+    processors: list[CostSpanProcessor],
+) -> None:
+    """The SDK hands on_end a view sharing the attributes the hook just priced: on_end
+    forwards it on that alone, without looking at them; a span whose attributes are not
+    the last priced is looked at, and priced if it is not."""
+    user = Forwarded()
+    processor = _processor(True, span_processors=[user])
+    processors.append(processor)
+    tracer = _tracer(processor)
+    _end(tracer)  # the first of its shape: named and priced in Python, which memoizes it
+    span = _end(tracer)  # priced by the planner
+    assert processor.stats()["spans_priced"] == 2
+    view = user.ended[-1]
+    # Take cost.source away: looked at, the view would read as unpriced and be priced again.
+    del span._attributes._dict["cost.source"]
+    processor.on_end(view)
+    assert user.ended[-2:] == [view, view]
+    assert processor.stats()["spans_priced"] == 2
+    other = TracerProvider(resource=Resource.create({"service.name": "checkout"}))
+    unpriced = _end(other.get_tracer("test"))
+    processor.on_end(unpriced)
+    assert user.ended[-1] is not unpriced and "cost.amount" in user.ended[-1].attributes
+    assert processor.stats()["spans_priced"] == 3
+    _end(tracer)
+    # The view of a span priced before the last one: looked at, and priced again.
+    processor.on_end(view)
+    assert user.ended[-1] is not view and "cost.amount" in user.ended[-1].attributes
+    assert processor.stats()["spans_priced"] == 5
+
+
 @pytest.mark.parametrize("compiled", BOTH)
 def test_on_end_prices_a_span_the_hook_did_not_see(
     compiled: bool, processors: list[CostSpanProcessor]

@@ -112,6 +112,12 @@ typedef struct {
     PyObject *last_shapes;
     PyObject *last_key;
     PyObject *last_head;
+    /* The attributes (span._attributes) of the last span priced here. The SDK hands on_end
+     * a ReadableSpan sharing them, right after the hook on the same thread; the on_end
+     * Forwarder that finds them here knows the span is priced without looking up
+     * cost.source in its attribute dict. Held, so never another span's: a span whose
+     * attributes are not these (another thread's came between) is looked up. */
+    PyObject *last_priced;
     /* The last threads' totals dicts (tally.local.totals), by thread state id: a thread
      * found here skips two attribute reads of a threading.local, which in a server, cold
      * in the CPU caches, cost more than the rest of the charge. Ids are never reused, so
@@ -1300,6 +1306,7 @@ plan_span(Planner *self, PyObject *span)
             Py_DECREF(queued);
         }
     }
+    Py_XSETREF(self->last_priced, Py_NewRef(attrs));
     result = 1;
 done:
     Py_XDECREF(live);
@@ -1467,6 +1474,7 @@ planner_traverse(Planner *self, visitproc visit, void *arg)
     Py_VISIT(self->last_shapes);
     Py_VISIT(self->last_key);
     Py_VISIT(self->last_head);
+    Py_VISIT(self->last_priced);
     for (int i = 0; i < TOTALS_CACHE; i++) {
         Py_VISIT(self->totals_dicts[i]);
     }
@@ -1494,6 +1502,7 @@ planner_clear(Planner *self)
     Py_CLEAR(self->last_shapes);
     Py_CLEAR(self->last_key);
     Py_CLEAR(self->last_head);
+    Py_CLEAR(self->last_priced);
     forget_threads(self);
     for (int i = 0; i < SHAPE_SLOTS; i++) {
         self->shape_slots[i].offset = -1;
@@ -1656,8 +1665,8 @@ static PyTypeObject EndingHookType = {
 
 /* -- forwarding to span_processors ------------------------------------------------------- */
 
-/* Forwarder(processor, processors, python_on_end): on the ending-hook path, the processor's
- * on_start (python_on_end None) or on_end, forwarding to `processors` as
+/* Forwarder(processor, processors, python_on_end, planner=None): on the ending-hook path,
+ * the processor's on_start (python_on_end None) or on_end, forwarding to `processors` as
  * CostSpanProcessor.on_start and .on_end do, without a Python frame of otelcost's own per
  * span. on_end leaves to the Python method every span it would do more than forward (after
  * shutdown, or one the ending hook did not price). */
@@ -1667,6 +1676,7 @@ typedef struct {
     Owner of_processor;   /* the processor; reads _shutdown */
     PyObject *processors; /* a tuple */
     PyObject *python_on_end;
+    PyObject *planner;    /* on_end: the Planner whose last_priced it reads, or None */
 } Forwarder;
 
 /* Call `method` on every processor with (args, kwnames); an Exception is counted by the
@@ -1702,16 +1712,21 @@ forward_all(Forwarder *self, PyObject *method, PyObject *on_error, PyObject *con
     return 0;
 }
 
-/* Whether the ending hook priced the span: "cost.source" in span._attributes._dict (1), not
- * (0), or a span the fast path leaves alone (DELEGATE: not the SDK's attributes); -1 only
- * for an exception that is not an Exception. */
+/* Whether the ending hook priced the span: its attributes the planner's last priced, or
+ * "cost.source" in span._attributes._dict (1), not (0), or a span the fast path leaves
+ * alone (DELEGATE: not the SDK's attributes); -1 only for an exception that is not an
+ * Exception. */
 static int
-priced_in_hook(PyObject *span)
+priced_in_hook(PyObject *planner, PyObject *span)
 {
     int found = DELEGATE;
     PyObject *inner = NULL, *attrs = PyObject_GetAttr(span, s__attributes);
-    if (attrs != NULL && (inner = PyObject_GetAttr(attrs, s__dict)) != NULL &&
-        PyDict_CheckExact(inner)) {
+    if (attrs != NULL && Py_IS_TYPE(planner, &PlannerType) &&
+        attrs == ((Planner *)planner)->last_priced) {
+        found = 1;
+    }
+    else if (attrs != NULL && (inner = PyObject_GetAttr(attrs, s__dict)) != NULL &&
+             PyDict_CheckExact(inner)) {
         found = PyDict_Contains(inner, s_cost_source);
     }
     Py_XDECREF(attrs);
@@ -1745,7 +1760,7 @@ forwarder_vectorcall(PyObject *op, PyObject *const *args, size_t nargsf, PyObjec
     if (closed < 0) {
         return NULL;
     }
-    int priced = closed ? 0 : priced_in_hook(args[0]);
+    int priced = closed ? 0 : priced_in_hook(self->planner, args[0]);
     if (priced < 0) {
         return NULL;
     }
@@ -1762,10 +1777,14 @@ forwarder_vectorcall(PyObject *op, PyObject *const *args, size_t nargsf, PyObjec
 static PyObject *
 forwarder_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
 {
-    PyObject *processor, *processors, *python_on_end;
-    static char *kwlist[] = {"processor", "processors", "python_on_end", NULL};
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OO!O:Forwarder", kwlist, &processor,
-                                     &PyTuple_Type, &processors, &python_on_end)) {
+    PyObject *processor, *processors, *python_on_end, *planner = Py_None;
+    static char *kwlist[] = {"processor", "processors", "python_on_end", "planner", NULL};
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OO!O|O:Forwarder", kwlist, &processor,
+                                     &PyTuple_Type, &processors, &python_on_end, &planner)) {
+        return NULL;
+    }
+    if (planner != Py_None && !Py_IS_TYPE(planner, &PlannerType)) {
+        PyErr_SetString(PyExc_TypeError, "Forwarder: planner must be a Planner or None");
         return NULL;
     }
     Forwarder *self = (Forwarder *)type->tp_alloc(type, 0);
@@ -1775,6 +1794,7 @@ forwarder_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
     self->vectorcall = forwarder_vectorcall;
     self->processors = Py_NewRef(processors);
     self->python_on_end = Py_NewRef(python_on_end);
+    self->planner = Py_NewRef(planner);
     if (owner_init(&self->of_processor, processor, &s__shutdown, 1) < 0) {
         Py_DECREF(self);
         return NULL;
@@ -1787,6 +1807,7 @@ forwarder_traverse(Forwarder *self, visitproc visit, void *arg)
 {
     Py_VISIT(self->processors);
     Py_VISIT(self->python_on_end);
+    Py_VISIT(self->planner);
     return owner_traverse(&self->of_processor, visit, arg);
 }
 
@@ -1795,6 +1816,7 @@ forwarder_clear(Forwarder *self)
 {
     Py_CLEAR(self->processors);
     Py_CLEAR(self->python_on_end);
+    Py_CLEAR(self->planner);
     owner_clear(&self->of_processor);
     return 0;
 }
@@ -1809,8 +1831,9 @@ forwarder_dealloc(Forwarder *self)
 
 static PyTypeObject ForwarderType = {
     PyVarObject_HEAD_INIT(NULL, 0).tp_name = "otelcost.costing._speedups.Forwarder",
-    .tp_doc = PyDoc_STR("Forwarder(processor, processors, python_on_end): CostSpanProcessor's "
-                        "on_start (python_on_end None) or on_end on the ending-hook path, in C."),
+    .tp_doc = PyDoc_STR("Forwarder(processor, processors, python_on_end, planner=None): "
+                        "CostSpanProcessor's on_start (python_on_end None) or on_end on the "
+                        "ending-hook path, in C."),
     .tp_basicsize = sizeof(Forwarder),
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL,
     .tp_new = forwarder_new,

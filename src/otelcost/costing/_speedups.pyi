@@ -41,13 +41,15 @@ class EndingHook:
 class Forwarder:
     """``CostSpanProcessor.on_start`` (``python_on_end`` None) or ``on_end`` in C on the
     ending-hook path: forwards to ``processors``; on_end calls ``python_on_end`` for any
-    span it would do more than forward."""
+    span it would do more than forward; a span whose attributes are ``planner``'s last
+    priced is known priced without a look at them."""
 
     def __init__(
         self,
         processor: Any,
         processors: tuple[Any, ...],
         python_on_end: Callable[[Any, Any], None] | None,
+        planner: Planner | None = None,
     ) -> None: ...
     def __call__(self, span: Any, /, *args: Any, **kwargs: Any) -> None: ...
 

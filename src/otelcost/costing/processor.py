@@ -359,7 +359,7 @@ class CostSpanProcessor(SpanProcessor):
             )
         if cls.on_end is CostSpanProcessor.on_end:
             self.on_end = _speedups.Forwarder(  # type: ignore[method-assign, assignment]
-                self, self._span_processors, CostSpanProcessor.on_end
+                self, self._span_processors, CostSpanProcessor.on_end, planner
             )
         return True
 
