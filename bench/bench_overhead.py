@@ -44,7 +44,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, TypeVar
 
 from bench._report import (
     Metric,
@@ -87,6 +87,12 @@ LABELS = {
 }
 TARGETS = {"enrich": 1.10, "budgets": 1.15, "kafka": 1.35}
 BURST = 400  # below the BatchSpanProcessor's 512-span wake-up
+# Worker processes per setup in a full run. One process's memory layout (the addresses that
+# decide which lookups collide in the interpreter's type attribute cache) moves its CPU per
+# span by a few percent for as long as it lives: four baseline processes measured in the
+# same rounds read 11.16-11.52 µs/span, four enriched ones 12.47-12.70, so one pair's ratio
+# could read anything from 1.08x to 1.14x. Each round sums every process of a setup.
+REPLICAS = 3
 P50_TARGET_US, P99_TARGET_US = 5.0, 20.0
 
 
@@ -290,12 +296,15 @@ class _Worker:
             self.proc.wait()
 
 
+_Key = TypeVar("_Key")
+
+
 def _interleaved(
-    workers: dict[str, _Worker], rounds: int, ask: Callable[[_Worker], Any]
-) -> dict[str, list[Any]]:
+    workers: dict[_Key, _Worker], rounds: int, ask: Callable[[_Worker], Any]
+) -> dict[_Key, list[Any]]:
     """Every setup once per round, the order rotating, so load hits them alike."""
     names = list(workers)
-    samples: dict[str, list[Any]] = {name: [] for name in names}
+    samples: dict[_Key, list[Any]] = {name: [] for name in names}
     for index in range(rounds):
         shift = index % len(names)
         for name in names[shift:] + names[:shift]:
@@ -306,6 +315,7 @@ def _interleaved(
 def run(quick: bool) -> Result:
     rounds, spans = (6, 2_000) if quick else (30, 10_000)
     end_rounds = 5 if quick else 30
+    replicas = 1 if quick else REPLICAS
     cpus = sorted(os.sched_getaffinity(0))
     server_cpu, worker_cpu = (cpus[0], cpus[1]) if len(cpus) >= 2 else (None, None)
     from bench._support import backends
@@ -317,29 +327,52 @@ def run(quick: bool) -> Result:
             if s in (*BASELINES, "enrich", "enrich-py") or isinstance(servers, dict)
         ]
         params = servers if isinstance(servers, dict) else {}
-        workers = {s: _Worker(s, params, worker_cpu) for s in setups}
+        workers = {(s, i): _Worker(s, params, worker_cpu) for i in range(replicas) for s in setups}
         try:
             for w in workers.values():
                 w.ask("")  # ready
             for w in workers.values():  # warm up: memos, connections, lazy imports
                 w.ask("cpu", spans // 4)
                 w.ask("end", BURST)
-            cpu = _interleaved(workers, rounds, lambda w: w.ask("cpu", spans))
-            ends = _interleaved(workers, end_rounds, lambda w: w.ask("end", BURST))
-            checks = {name: w.ask("check", 0) for name, w in workers.items()}
+            cpu_by = _interleaved(workers, rounds, lambda w: w.ask("cpu", spans))
+            ends_by = _interleaved(workers, end_rounds, lambda w: w.ask("end", BURST))
+            checks_by = {key: w.ask("check", 0) for key, w in workers.items()}
         finally:
             for w in workers.values():
                 w.close()
+    each = {s: [(s, i) for i in range(replicas)] for s in setups}
     return _result(
         quick=quick,
         rounds=rounds,
         spans=spans,
         end_rounds=end_rounds,
-        cpu=cpu,
-        ends=ends,
-        checks=checks,
+        cpu={
+            s: [_summed(cpu_by[key][r] for key in keys) for r in range(rounds)]
+            for s, keys in each.items()
+        },
+        ends={s: [burst for key in keys for burst in ends_by[key]] for s, keys in each.items()},
+        checks={s: _merged([checks_by[key] for key in keys]) for s, keys in each.items()},
         missing=servers if isinstance(servers, str) else "",
+        replicas=replicas,
     )
+
+
+def _summed(samples: Any) -> tuple[int, int, int]:
+    """One round of a setup: its processes' (process CPU, ending thread, missed) added."""
+    cpu = own = missed = 0
+    for c, o, m in samples:
+        cpu, own, missed = cpu + c, own + o, missed + m
+    return cpu, own, missed
+
+
+def _merged(checks: list[dict[str, Any]]) -> dict[str, Any]:
+    """A setup's processes' checks: their counts added, the pricing path of the first."""
+    merged = dict(checks[0])
+    for check in checks[1:]:
+        for key, value in check.items():
+            if isinstance(value, int) and not isinstance(value, bool):
+                merged[key] = merged.get(key, 0) + value
+    return merged
 
 
 def _result(
@@ -352,6 +385,7 @@ def _result(
     ends: dict[str, list[list[list[int]]]],
     checks: dict[str, dict[str, Any]],
     missing: str,
+    replicas: int = 1,
 ) -> Result:
     base = [cpu_ns for cpu_ns, _, _ in cpu["bsp"]]
     twin = quartiles(
@@ -362,8 +396,8 @@ def _result(
     for name, measured in cpu.items():
         runs = [cpu_ns for cpu_ns, _, _ in measured]
         missed = sum(lost for _, _, lost in measured)
-        per_span = statistics.median(runs) / spans / 1e3
-        ending = statistics.median(own for _, own, _ in measured) / spans / 1e3
+        per_span = statistics.median(runs) / (spans * replicas) / 1e3
+        ending = statistics.median(own for _, own, _ in measured) / (spans * replicas) / 1e3
         ratios = [r / b for r, b in zip(runs, base, strict=True)]
         q1, ratio, q3 = quartiles(ratios)
         target = TARGETS.get(name)
@@ -389,7 +423,8 @@ def _result(
                     ratio,
                     "x",
                     target=target,
-                    vs_baseline=f"{per_span:.1f} vs {statistics.median(base) / spans / 1e3:.1f}"
+                    vs_baseline=f"{per_span:.1f} vs "
+                    f"{statistics.median(base) / (spans * replicas) / 1e3:.1f}"
                     f" µs/span; IQR of per-round ratios {q1:.3f}-{q3:.3f}; A/A control "
                     f"{twin:.3f}",
                     fmt=".3f",
@@ -441,16 +476,19 @@ def _result(
             f"otelcost pricing path: {', '.join(paths)}.{left_out}",
             "",
             "Create and end a server span with 4 attributes on a TracerProvider whose user "
-            "processor is a BatchSpanProcessor with a no-op exporter. Each setup in its own "
-            "worker process (provider built once, memos warm), all workers pinned to one "
-            "CPU, redis-server and the Tansu broker to the other. "
-            f"{rounds} interleaved rounds (order rotating) of {spans:,} spans per setup; "
-            "process CPU (all threads) with `force_flush()` inside the timed region; ratio "
-            "= this setup's CPU / the baseline's in the same round, median and IQR over "
-            "rounds. The A/A control is a second baseline process: two processes of the "
-            "same code differ by their memory layout (addresses, hash seeds), which moves "
-            "CPU per span by a few percent; its ratio shows how far the method reads a "
-            "difference where there is none. Missed spans: the user's BatchSpanProcessor "
+            "processor is a BatchSpanProcessor with a no-op exporter. Each setup in "
+            f"{_processes(replicas)} (provider built once, memos warm), all workers pinned "
+            "to one CPU, redis-server and the Tansu broker to the other. "
+            f"{rounds} interleaved rounds (order rotating) of {spans:,} spans per process; "
+            "process CPU (all threads) with `force_flush()` inside the timed region, a "
+            "setup's processes added; ratio = this setup's CPU / the baseline's in the same "
+            "round, median and IQR over rounds. Two processes of the same code differ by "
+            "their memory layout (addresses, hash seeds; it decides, among others, which "
+            "attribute lookups collide in the interpreter's type cache), which moves CPU "
+            "per span by a few percent for the life of a process: hence several processes "
+            "per setup. The A/A control is a second baseline (as many processes): its "
+            "ratio shows how far the method reads a difference where there is none. "
+            "Missed spans: the user's BatchSpanProcessor "
             "(SDK defaults: queue of 2,048) dropped them because its worker fell behind the "
             "burst.",
             "",
@@ -462,14 +500,14 @@ def _result(
                     "target",
                     "status",
                     "spans the user's exporter missed in timed rounds",
-                    "priced of exported of ended (1,000-span check)",
+                    "priced of exported of ended (1,000-span check in each process)",
                 ],
                 cpu_rows,
             ),
             "",
             "### Ending thread: `span.end()`",
             "",
-            f"{end_rounds} interleaved rounds of {BURST}-span bursts per setup, each burst "
+            f"{end_rounds} interleaved rounds of {BURST}-span bursts per process, each burst "
             "after a flush (workers idle); `span.end()` alone timed by the ending thread's "
             "CPU clock (`time.thread_time_ns`) and by the wall clock (`perf_counter_ns`), "
             "percentiles over all spans of all rounds, added = minus the baseline's same "
@@ -493,6 +531,10 @@ def _result(
         ]
     )
     return Result("overhead", body, metrics)
+
+
+def _processes(replicas: int) -> str:
+    return "its own worker process" if replicas == 1 else f"{replicas} worker processes"
 
 
 def profile(setup: str, spans: int = 20_000) -> None:

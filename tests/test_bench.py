@@ -190,6 +190,33 @@ def test_overhead_result_reads_the_twin_as_an_a_a_control_not_as_otelcost() -> N
     assert bench_overhead.LABELS[bench_overhead.TWIN] in result.markdown
 
 
+def test_overhead_adds_a_setups_processes_round_by_round() -> None:
+    # Two processes per setup: each round's CPU is theirs added, CPU per span halved.
+    rounds = [[(10_000_000, 9_000_000, 0), (12_000_000, 9_500_000, 2)]] * 5
+    summed = [bench_overhead._summed(processes) for processes in rounds]
+    assert summed[0] == (22_000_000, 18_500_000, 2)
+    check = {"path": "ending_hook (compiled)", "ended": 1_000, "exported": 1_000, "priced": 1_000}
+    merged = bench_overhead._merged([check, {**check, "dropped": 3}])
+    assert merged == {**check, "ended": 2_000, "exported": 2_000, "priced": 2_000, "dropped": 3}
+    cpu = {"bsp": summed, "enrich": [(24_200_000, 20_000_000, 0)] * 5}
+    ends = {name: [[[3_000, 4_000]] * 10] for name in cpu}
+    result = bench_overhead._result(
+        quick=False,
+        rounds=5,
+        spans=1_000,
+        end_rounds=1,
+        cpu=cpu,
+        ends=ends,
+        checks=dict.fromkeys(cpu, merged),
+        missing="",
+        replicas=2,
+    )
+    enriched = next(m for m in result.metrics if "enriched only" in m.name)
+    assert enriched.value == pytest.approx(1.1)
+    assert enriched.vs_baseline.startswith("12.1 vs 11.0 µs/span")
+    assert "2 worker processes" in result.markdown
+
+
 def test_capacity_interval_compares_cpu_per_request_block_by_block() -> None:
     # (responses, CPU seconds, seconds in turns): the host's speed differs per block.
     base = [(1000, 0.40, 0.5), (1000, 0.50, 0.6), (1000, 0.45, 0.55)] * 4
