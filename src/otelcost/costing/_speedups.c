@@ -35,7 +35,7 @@
 
 /* Attribute names, interned once. */
 static PyObject *s_live, *s_held, *s__attributes, *s__dict, *s__shapes, *s_plain, *s_resource,
-    *s__resource, *s_kind, *s__kind, *s_reader, *s_memo, *s_by_name, *s__name, *s_binding,
+    *s__resource, *s_kind, *s__kind, *s_reader, *s_keys, *s_memo, *s_by_name, *s__name, *s_binding,
     *s__parent, *s_is_remote, *s_entry_kind, *s__start_time, *s__end_time, *s_flat_nanos,
     *s_cost_duration_ms, *s_cost_amount, *s_local, *s_totals, *s_not_billable,
     *s__queue_records, *s__put_cost, *s_on_start, *s_on_end, *s__shutdown, *s__forward_error,
@@ -60,6 +60,7 @@ enum {
     S_RESOURCE,
     S_KIND,
     S_READER,
+    S_KEYS,
     S_MEMO,
     S_BY_NAME,
     S_PATH_RULE,
@@ -781,6 +782,35 @@ add_to_total(PyObject *old, PyObject *nanos)
     return pair;
 }
 
+/* itemgetter(*keys)(d) for a dict d (exact) and a non-empty tuple of keys: the value of a
+ * single key, else a tuple of them; NULL with KeyError for a missing key. A new reference;
+ * no Python frame, no call through the itemgetter. */
+static PyObject *
+read_values(PyObject *keys, PyObject *d)
+{
+    Py_ssize_t n = PyTuple_GET_SIZE(keys);
+    PyObject *values = n == 1 ? NULL : PyTuple_New(n);
+    if (n != 1 && values == NULL) {
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *key = PyTuple_GET_ITEM(keys, i);
+        PyObject *value = PyDict_GetItemWithError(d, key);
+        if (value == NULL) {
+            if (!PyErr_Occurred()) {
+                PyErr_SetObject(PyExc_KeyError, key);
+            }
+            Py_XDECREF(values);
+            return NULL;
+        }
+        if (n == 1) {
+            return Py_NewRef(value);
+        }
+        PyTuple_SET_ITEM(values, i, Py_NewRef(value));
+    }
+    return values;
+}
+
 /* This thread's totals dict: tally.local.totals, or tally.totals() on its first span. A
  * new reference, or NULL with an exception. */
 static PyObject *
@@ -1005,11 +1035,18 @@ plan_span(Planner *self, PyObject *span)
             Py_CLEAR(named); /* by_path_hit said nothing: Python's _by_path decides below */
         }
         Py_CLEAR(a);
-        a = slot_get(&self->shape_slots[S_READER], shape);
+        /* shape.reader(inner): itemgetter(*shape.keys), read here without the call */
+        a = slot_get(&self->shape_slots[S_KEYS], shape);
         if (a == NULL) {
             goto memo_failed;
         }
-        values = PyObject_CallOneArg(a, inner);
+        if (PyTuple_CheckExact(a) && PyTuple_GET_SIZE(a) > 0) {
+            values = read_values(a, inner);
+        }
+        else {
+            Py_SETREF(a, slot_get(&self->shape_slots[S_READER], shape));
+            values = a == NULL ? NULL : PyObject_CallOneArg(a, inner);
+        }
         Py_CLEAR(a);
         if (values == NULL) {
             goto memo_failed;
@@ -1438,9 +1475,9 @@ planner_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
         Py_DECREF(self);
         return NULL;
     }
-    PyObject *shape_names[SHAPE_SLOTS] = {s_plain,     s_resource, s_kind,    s_reader,
-                                          s_memo,      s_by_name,  s_path_rule, s_next,
-                                          s_service,   s_by_path};
+    PyObject *shape_names[SHAPE_SLOTS] = {s_plain,   s_resource, s_kind,      s_reader,
+                                          s_keys,    s_memo,     s_by_name,   s_path_rule,
+                                          s_next,    s_service,  s_by_path};
     PyObject *named_names[NAMED_SLOTS] = {s_binding, s_entry_kind, s_not_billable};
     for (int i = 0; i < SHAPE_SLOTS; i++) {
         if (slot_init(&self->shape_slots[i], shape_type, shape_names[i]) < 0) {
@@ -2194,6 +2231,7 @@ PyInit__speedups(void)
     INTERN(s_kind, "kind");
     INTERN(s__kind, "_kind");
     INTERN(s_reader, "reader");
+    INTERN(s_keys, "keys");
     INTERN(s_memo, "memo");
     INTERN(s_by_name, "by_name");
     INTERN(s__name, "_name");

@@ -376,6 +376,7 @@ class _Shape:
         "by_path",
         "by_route",
         "deploy",
+        "keys",
         "kind",
         "memo",
         "next",
@@ -408,6 +409,7 @@ class _Shape:
         self.by_route = "http.route" in keys
         # No naming value: len() is a C call whose result is constant for one shape.
         self.reader: Callable[[Mapping[str, object]], Hashable] = itemgetter(*keys) if keys else len
+        self.keys = keys  # what the reader reads (the compiled planner reads them itself)
         self.memo: dict[Hashable, Named] = {}
         self.by_name: dict[tuple[str, Hashable], Named] = {}
         self.path_rule = path_rule(kind, names, compiled=compiled)
