@@ -485,6 +485,63 @@ def test_times_outside_the_fast_path_give_what_python_gives(
 
 
 @needs_compiled
+def test_the_planner_adds_into_a_cell_in_place_and_python_reads_it_as_a_pair() -> None:
+    """A priced total becomes a Cell the planner adds every span into (no object per span);
+    the Python paths add to it as to a pair, the harvest and the statistics read it as one,
+    and a total past 64 bits goes on in Python ints, exact."""
+    processor = _processor(True, exporters=[Dropping()])
+    tracer = _tracer(processor)
+    try:
+        _end(tracer)  # the first of its shape: named and priced in Python, a pair
+        totals = processor._tally.totals()
+        (named,) = (key for key in totals if type(key) is Named)
+        first = totals[named]
+        assert type(first) is tuple
+        _end(tracer)  # the planner: the pair becomes a cell holding both spans
+        cell = totals[named]
+        assert type(cell) is _speedups.Cell
+        nanos = first[0]
+        assert (len(cell), cell[0], cell[1]) == (2, 2 * nanos, 2)
+        for _ in range(3):
+            _end(tracer)
+        assert totals[named] is cell and tuple(cell) == (5 * nanos, 5)  # added in place
+        assert processor._tally.harvest() == {named: (5 * nanos, 5)}
+        # A Python path adds to it as to a pair, storing a pair; the planner's next span
+        # makes a cell of it again.
+        processor._account(totals, (named, None, nanos, 0.0, 0, NO_USAGE, None, True, True, None))
+        assert totals[named] == (6 * nanos, 6)
+        _end(tracer)
+        assert type(totals[named]) is _speedups.Cell and tuple(totals[named]) == (7 * nanos, 7)
+        assert processor._tally.harvest() == {named: (2 * nanos, 2)}
+        assert processor.stats()["spans_priced"] == 7
+        # Past 64 bits: a pair of Python ints, exact, and so on after.
+        big = 2**63 - 1 - nanos // 2
+        totals[named] = _speedups.Cell(big, 10)
+        _end(tracer)
+        assert totals[named] == (big + nanos, 11)
+        _end(tracer)
+        assert totals[named] == (big + 2 * nanos, 12)
+    finally:
+        processor.shutdown()
+
+
+@needs_compiled
+def test_a_snapshot_reads_each_cell_as_its_pair_and_keeps_the_rest() -> None:
+    cell = _speedups.Cell(nanos=7, spans=2)
+    assert repr(cell) == "Cell(nanos=7, spans=2)"
+    with pytest.raises(IndexError):
+        cell[2]
+    key = object()
+    totals: dict[object, object] = {key: cell, "apart": 3, "pair": (4, 1)}
+    snap = _speedups.snapshot(totals)
+    assert snap == {key: (7, 2), "apart": 3, "pair": (4, 1)}
+    assert snap is not totals and totals[key] is cell
+    assert snap["pair"] is totals["pair"]
+    with pytest.raises(TypeError):
+        _speedups.snapshot([])  # type: ignore[arg-type]
+
+
+@needs_compiled
 def test_no_reference_or_memory_leaks() -> None:
     """Spans through the compiled hook, entry, nested and named by a new raw path each,
     with records queued: the shared objects' reference counts and the traced memory end

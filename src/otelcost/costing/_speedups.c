@@ -138,6 +138,7 @@ typedef struct {
 } EndingHook;
 
 static PyTypeObject PlannerType;
+static PyTypeObject CellType;
 static PyTypeObject EndingHookType;
 static PyTypeObject ForwarderType;
 
@@ -736,6 +737,128 @@ error:
 
 #define DELEGATE 2
 
+/* -- the totals' cells ------------------------------------------------------------------- */
+
+/* Cell(nanos, spans): a priced total in a pricing thread's totals dict that the planner
+ * adds a span into in place, so a span makes no object: a new (nanos, spans) pair per span
+ * would be a tuple and two ints made, and the last ones freed. Only the thread that owns
+ * the dict writes it, under the GIL, both fields in one step; snapshot() reads a dict's
+ * cells as pairs, each read in one step too. Reads as the pair it holds (len 2, [0], [1]),
+ * so the Python paths add a span to it as to a pair, storing a pair in its place. */
+typedef struct {
+    PyObject_HEAD
+    long long nanos;
+    long long spans;
+} Cell;
+
+static PyObject *
+cell_make(long long nanos, long long spans)
+{
+    Cell *cell = PyObject_New(Cell, &CellType);
+    if (cell != NULL) {
+        cell->nanos = nanos;
+        cell->spans = spans;
+    }
+    return (PyObject *)cell;
+}
+
+static PyObject *
+cell_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
+{
+    (void)type;
+    long long nanos, spans;
+    static char *kwlist[] = {"nanos", "spans", NULL};
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "LL:Cell", kwlist, &nanos, &spans)) {
+        return NULL;
+    }
+    return cell_make(nanos, spans);
+}
+
+/* (nanos, spans), untracked (two ints are never part of a cycle). A new reference. */
+static PyObject *
+pair_of(long long nanos, long long spans)
+{
+    PyObject *a = PyLong_FromLongLong(nanos), *b = a ? PyLong_FromLongLong(spans) : NULL;
+    PyObject *pair = b ? PyTuple_Pack(2, a, b) : NULL;
+    if (pair != NULL) {
+        PyObject_GC_UnTrack(pair);
+    }
+    Py_XDECREF(a);
+    Py_XDECREF(b);
+    return pair;
+}
+
+static Py_ssize_t
+cell_length(PyObject *op)
+{
+    (void)op;
+    return 2;
+}
+
+static PyObject *
+cell_item(PyObject *op, Py_ssize_t i)
+{
+    Cell *cell = (Cell *)op;
+    if (i < 0 || i > 1) {
+        PyErr_SetString(PyExc_IndexError, "Cell index out of range");
+        return NULL;
+    }
+    return PyLong_FromLongLong(i == 0 ? cell->nanos : cell->spans);
+}
+
+static PyObject *
+cell_repr(PyObject *op)
+{
+    Cell *cell = (Cell *)op;
+    return PyUnicode_FromFormat("Cell(nanos=%lld, spans=%lld)", cell->nanos, cell->spans);
+}
+
+static PySequenceMethods cell_as_sequence = {
+    .sq_length = cell_length,
+    .sq_item = cell_item,
+};
+
+static PyTypeObject CellType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "otelcost.costing._speedups.Cell",
+    .tp_doc = PyDoc_STR("Cell(nanos, spans): a priced total the compiled planner adds into in "
+                        "place; reads as the pair (nanos, spans)."),
+    .tp_basicsize = sizeof(Cell),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_new = cell_new,
+    .tp_repr = cell_repr,
+    .tp_as_sequence = &cell_as_sequence,
+};
+
+/* snapshot(totals): a copy of a totals dict with each Cell read as its pair: what harvest
+ * and grand totals read, so nothing they keep changes after. */
+static PyObject *
+snapshot(PyObject *module, PyObject *totals)
+{
+    (void)module;
+    if (!PyDict_CheckExact(totals)) {
+        PyErr_SetString(PyExc_TypeError, "snapshot(totals): a dict");
+        return NULL;
+    }
+    PyObject *copy = PyDict_Copy(totals), *key, *value;
+    Py_ssize_t pos = 0;
+    while (copy != NULL && PyDict_Next(copy, &pos, &key, &value)) {
+        if (Py_IS_TYPE(value, &CellType)) {
+            /* both fields before anything is allocated: a collection could run Python code,
+             * and another thread add a span, between two reads */
+            long long nanos = ((Cell *)value)->nanos, spans = ((Cell *)value)->spans;
+            PyObject *pair = pair_of(nanos, spans);
+            /* a value replaced, no key added: the iteration stays valid */
+            if (pair == NULL || PyDict_SetItem(copy, key, pair) < 0) {
+                Py_XDECREF(pair);
+                Py_CLEAR(copy);
+                break;
+            }
+            Py_DECREF(pair);
+        }
+    }
+    return copy;
+}
+
 /* A priced total plus one span of `nanos`: (nanos, spans) + (nanos, 1), or (nanos, 1) for
  * `old` None. A new pair, untracked (two ints are never part of a cycle); in 64-bit ints
  * where they fit, else as Python adds them. NULL with an exception. */
@@ -780,6 +903,62 @@ add_to_total(PyObject *old, PyObject *nanos)
     Py_XDECREF(sum);
     Py_XDECREF(spans);
     return pair;
+}
+
+/* totals[key] plus one span of `nanos` (an int): its Cell added to in place; a first span
+ * makes one, and so does a pair (a Python path stored it) that fits. Past 64 bits, pairs
+ * of Python ints, as Python adds them. 0, or -1 with an exception. */
+static int
+add_span(PyObject *totals, PyObject *key, PyObject *nanos_o)
+{
+    PyObject *old = mapping_get(totals, key, Py_None), *sum = NULL;
+    if (old == NULL) {
+        return -1;
+    }
+    int overflow = 1;
+    long long nanos = PyLong_CheckExact(nanos_o) ? PyLong_AsLongLongAndOverflow(nanos_o, &overflow)
+                                                 : 0;
+    int fits = !overflow && nanos >= 0;
+    if (Py_IS_TYPE(old, &CellType)) {
+        Cell *cell = (Cell *)old;
+        if (fits && cell->nanos <= LLONG_MAX - nanos && cell->spans < LLONG_MAX) {
+            cell->nanos += nanos;
+            cell->spans += 1;
+            Py_DECREF(old);
+            return 0;
+        }
+        Py_SETREF(old, pair_of(cell->nanos, cell->spans));
+        if (old == NULL) {
+            return -1;
+        }
+        fits = 0; /* past 64 bits from here on */
+    }
+    if (fits && old == Py_None) {
+        sum = cell_make(nanos, 1);
+    }
+    else if (fits && PyTuple_CheckExact(old) && PyTuple_GET_SIZE(old) == 2 &&
+             PyLong_CheckExact(PyTuple_GET_ITEM(old, 0)) &&
+             PyLong_CheckExact(PyTuple_GET_ITEM(old, 1))) {
+        int o1 = 0, o2 = 0;
+        long long a = PyLong_AsLongLongAndOverflow(PyTuple_GET_ITEM(old, 0), &o1);
+        long long n = PyLong_AsLongLongAndOverflow(PyTuple_GET_ITEM(old, 1), &o2);
+        if (!o1 && !o2 && a >= 0 && a <= LLONG_MAX - nanos && n >= 0 && n < LLONG_MAX) {
+            sum = cell_make(a + nanos, n + 1);
+        }
+        else {
+            sum = add_to_total(old, nanos_o);
+        }
+    }
+    else {
+        sum = add_to_total(old, nanos_o);
+    }
+    Py_DECREF(old);
+    if (sum == NULL) {
+        return -1;
+    }
+    int stored = mapping_set(totals, key, sum);
+    Py_DECREF(sum);
+    return stored;
 }
 
 /* itemgetter(*keys)(d) for a dict d (exact) and a non-empty tuple of keys: the value of a
@@ -1272,9 +1451,7 @@ plan_span(Planner *self, PyObject *span)
         if (PyDict_SetItem(inner, s_cost_amount, amount) < 0) {
             goto done;
         }
-        /* totals[named] = (nanos, spans) plus this span's, or (nanos, 1) */
-        if ((old = mapping_get(totals, named, Py_None)) == NULL ||
-            (sum = add_to_total(old, nanos_o)) == NULL || mapping_set(totals, named, sum) < 0) {
+        if (add_span(totals, named, nanos_o) < 0) {
             goto done;
         }
     }
@@ -2195,6 +2372,8 @@ error:
 }
 
 static PyMethodDef speedups_methods[] = {
+    {"snapshot", snapshot, METH_O,
+     PyDoc_STR("snapshot(totals): a copy of a totals dict, each Cell read as its pair.")},
     {"memory_rows", (PyCFunction)(void (*)(void))memory_rows, METH_FASTCALL,
      PyDoc_STR("memory_rows(costs, totals, context_type): InMemoryCostExporter's rows of the "
                "costs, their totals added.")},
@@ -2283,7 +2462,7 @@ PyInit__speedups(void)
     }
     if (PyType_Ready(&PlannerType) < 0 || PyType_Ready(&EndingHookType) < 0 ||
         PyType_Ready(&ForwarderType) < 0 || PyType_Ready(&QueuePutType) < 0 ||
-        PyType_Ready(&ServerRuleType) < 0) {
+        PyType_Ready(&ServerRuleType) < 0 || PyType_Ready(&CellType) < 0) {
         return NULL;
     }
     PyObject *module = PyModule_Create(&speedups_module);
@@ -2294,7 +2473,8 @@ PyInit__speedups(void)
         PyModule_AddObjectRef(module, "EndingHook", (PyObject *)&EndingHookType) < 0 ||
         PyModule_AddObjectRef(module, "Forwarder", (PyObject *)&ForwarderType) < 0 ||
         PyModule_AddObjectRef(module, "QueuePut", (PyObject *)&QueuePutType) < 0 ||
-        PyModule_AddObjectRef(module, "ServerRule", (PyObject *)&ServerRuleType) < 0) {
+        PyModule_AddObjectRef(module, "ServerRule", (PyObject *)&ServerRuleType) < 0 ||
+        PyModule_AddObjectRef(module, "Cell", (PyObject *)&CellType) < 0) {
         Py_DECREF(module);
         return NULL;
     }

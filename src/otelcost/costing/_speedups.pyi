@@ -4,7 +4,16 @@ where a compiler is)."""
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-__all__ = ["EndingHook", "Forwarder", "Planner", "QueuePut", "ServerRule", "memory_rows"]
+__all__ = [
+    "Cell",
+    "EndingHook",
+    "Forwarder",
+    "Planner",
+    "QueuePut",
+    "ServerRule",
+    "memory_rows",
+    "snapshot",
+]
 
 class Planner:
     """``CostSpanProcessor._price_planned`` in C: True having priced the span, False having
@@ -93,3 +102,14 @@ def memory_rows(
 ) -> list[Any]:
     """``otelcost.exporters.memory._python_rows`` in C: the rows, untracked by the collector
     when they hold only plain values."""
+
+class Cell:
+    """A priced total ``(nanos, spans)`` the planner adds a span into in place; reads as that
+    pair (``len`` 2, ``[0]``, ``[1]``)."""
+
+    def __init__(self, nanos: int, spans: int) -> None: ...
+    def __len__(self) -> int: ...
+    def __getitem__(self, index: int) -> int: ...
+
+def snapshot(totals: dict[Any, Any], /) -> dict[Any, Any]:
+    """A copy of a totals dict, each :class:`Cell` read as its pair."""

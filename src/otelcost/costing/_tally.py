@@ -6,9 +6,12 @@ export worker reads every dict and exports what grew since its last read.
 
 One writer per dict makes this exact under the GIL without a lock. A priced total is one
 tuple ``(nanos, spans)``, replaced whole by one store, so a reader never sees a span's
-amount without its count; a count alone (spans that add no money) is an int. The reader
-copies each dict in one C call (``dict.copy``, which runs no Python code on these keys:
-they hash by identity or are tuples of strings) and keeps what it read last to compute
+amount without its count; a count alone (spans that add no money) is an int. The compiled
+planner keeps a priced total in a ``Cell`` instead, which it adds a span into in place
+(both fields in one step of C: no object made per span); a Cell reads as its pair. The
+reader copies each dict in one C call (``snapshot``: ``dict.copy``, which runs no Python
+code on these keys: they hash by identity or are tuples of strings, or the compiled
+module's, which also reads each Cell as its pair) and keeps what it read last to compute
 deltas; it never resets a writer's dict. A thread's dict is read one last time after the
 thread has ended, then dropped (thread-per-request servers start threads all the time);
 its totals stay in the grand totals.
@@ -18,7 +21,7 @@ from __future__ import annotations
 
 import threading
 import weakref
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from typing import cast
 
 from otelcost._fork import in_forked_child
@@ -67,7 +70,8 @@ class Tally:
     the span's, or the count plus one.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, snapshot: Callable[[Totals], Totals] = dict.copy) -> None:
+        self._snapshot = snapshot  # a writer's dict, copied in one C call (see above)
         self._init_process_state()
         in_forked_child(self, Tally._init_process_state)
 
@@ -101,11 +105,11 @@ class Tally:
             # Liveness before the copy: an ended thread writes nothing more, so this copy
             # is its last.
             alive = thread is not None and thread.is_alive()
-            now = writer.totals.copy()
+            now = self._snapshot(writer.totals)
             last = writer.last
             for key, total in now.items():
                 before = last.get(key)
-                if total is before:  # a writer stores a new object per change
+                if total is before:  # unchanged since (a snapshot keeps a pair it saw)
                     continue
                 delta = minus(total, before)
                 if delta is not None:
@@ -130,7 +134,7 @@ class Tally:
             out = dict(self._retired)
             writers = list(self._writers)
         for writer in writers:
-            for key, total in writer.totals.copy().items():
+            for key, total in self._snapshot(writer.totals).items():
                 kept = out.get(key)
                 out[key] = total if kept is None else plus(kept, total)
         return out

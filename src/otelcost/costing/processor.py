@@ -225,8 +225,9 @@ class CostSpanProcessor(SpanProcessor):
         self._pricing_in_hook = self._hook
         self._shutdown_lock = threading.Lock()
         # Each pricing thread's running totals: keys are a Named (priced and billable:
-        # packed nanos and spans) or (Named, reason) (unpriced; reason None: not billable).
-        self._tally = Tally()
+        # nanos and spans) or (Named, reason) (unpriced; reason None: not billable). The
+        # compiled planner adds into cells, which the C snapshot reads.
+        self._tally = Tally(snapshot=dict.copy if pure or _speedups is None else _speedups.snapshot)
         # Per-span costs are queued only for record exporters.
         self._queue_records = bool(self._record_exporters)
         self._reset_counters()
