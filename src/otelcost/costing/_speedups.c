@@ -905,19 +905,25 @@ add_to_total(PyObject *old, PyObject *nanos)
     return pair;
 }
 
-/* totals[key] plus one span of `nanos` (an int): its Cell added to in place; a first span
- * makes one, and so does a pair (a Python path stored it) that fits. Past 64 bits, pairs
- * of Python ints, as Python adds them. 0, or -1 with an exception. */
+/* totals[key] plus one span of `nanos` (*nanos_o NULL: the quick charge's, below 1e7), or
+ * of *nanos_o (an int; made from `nanos` where a pair of Python ints needs it): its Cell
+ * added to in place; a first span makes one, and so does a pair (a Python path stored it)
+ * that fits. Past 64 bits, pairs of Python ints, as Python adds them. 0, or -1 with an
+ * exception. */
 static int
-add_span(PyObject *totals, PyObject *key, PyObject *nanos_o)
+add_span(PyObject *totals, PyObject *key, long long nanos, PyObject **nanos_o)
 {
     PyObject *old = mapping_get(totals, key, Py_None), *sum = NULL;
     if (old == NULL) {
         return -1;
     }
-    int overflow = 1;
-    long long nanos = PyLong_CheckExact(nanos_o) ? PyLong_AsLongLongAndOverflow(nanos_o, &overflow)
-                                                 : 0;
+    int overflow = 0;
+    if (*nanos_o != NULL) {
+        overflow = 1;
+        if (PyLong_CheckExact(*nanos_o)) {
+            nanos = PyLong_AsLongLongAndOverflow(*nanos_o, &overflow);
+        }
+    }
     int fits = !overflow && nanos >= 0;
     if (Py_IS_TYPE(old, &CellType)) {
         Cell *cell = (Cell *)old;
@@ -945,12 +951,13 @@ add_span(PyObject *totals, PyObject *key, PyObject *nanos_o)
         if (!o1 && !o2 && a >= 0 && a <= LLONG_MAX - nanos && n >= 0 && n < LLONG_MAX) {
             sum = cell_make(a + nanos, n + 1);
         }
-        else {
-            sum = add_to_total(old, nanos_o);
-        }
     }
-    else {
-        sum = add_to_total(old, nanos_o);
+    if (sum == NULL && !PyErr_Occurred()) {
+        if (*nanos_o == NULL && (*nanos_o = PyLong_FromLongLong(nanos)) == NULL) {
+            Py_DECREF(old);
+            return -1;
+        }
+        sum = add_to_total(old, *nanos_o);
     }
     Py_DECREF(old);
     if (sum == NULL) {
@@ -1441,7 +1448,7 @@ plan_span(Planner *self, PyObject *span)
             /* nanos / NANOS_PER_UNIT: both exact doubles, so one correctly rounded division
              * (what int true division gives) */
             amount = PyFloat_FromDouble((double)nanos / 1e9);
-            if (amount == NULL || (nanos_o = PyLong_FromLongLong(nanos)) == NULL) {
+            if (amount == NULL) {
                 goto done;
             }
         }
@@ -1451,7 +1458,7 @@ plan_span(Planner *self, PyObject *span)
         if (PyDict_SetItem(inner, s_cost_amount, amount) < 0) {
             goto done;
         }
-        if (add_span(totals, named, nanos_o) < 0) {
+        if (add_span(totals, named, nanos, &nanos_o) < 0) {
             goto done;
         }
     }
@@ -1467,6 +1474,9 @@ plan_span(Planner *self, PyObject *span)
     {
         int queue = owner_flag(&self->of_processor, s__queue_records);
         if (queue < 0) {
+            goto done;
+        }
+        if (queue && nanos_o == NULL && (nanos_o = PyLong_FromLongLong(nanos)) == NULL) {
             goto done;
         }
         if (queue) {
