@@ -154,6 +154,29 @@ def test_spans_without_a_route_share_the_named_of_their_operation() -> None:
     assert all(c.named is costs[0].named and c.binding is costs[0].binding for c in costs)
 
 
+def test_spans_naming_their_own_service_keep_an_entry_per_service_and_operation() -> None:
+    """A resource that names no service: each span's own service.name does, so the same
+    operation under two services is two entries of the shape, keyed by both."""
+    coster = _coster()
+    nameless = Resource.create({})
+
+    def attributes(service: str, i: int) -> dict[str, Any]:
+        return {"http.request.method": "GET", "url.path": f"/users/{i}", "service.name": service}
+
+    costs = {
+        service: [
+            coster.cost(_span("GET", attributes(service, i), resource=nameless)) for i in range(3)
+        ]
+        for service in ("checkout", "billing")
+    }
+    for service, each in costs.items():
+        assert {(c.service, c.operation) for c in each} == {(service, "GET /users/*")}
+        assert all(c.named is each[0].named for c in each)
+    assert costs["checkout"][0].named is not costs["billing"][0].named
+    (shape,) = coster._shapes.values()
+    assert sorted(shape.by_path) == [("billing", "GET /users/*"), ("checkout", "GET /users/*")]
+
+
 def test_spans_without_a_route_keep_one_entry_per_operation_not_per_raw_path(
     calls: list[str],
 ) -> None:
@@ -174,7 +197,8 @@ def test_spans_without_a_route_keep_one_entry_per_operation_not_per_raw_path(
     shapes = list(coster._shapes.values())
     assert len(shapes) == 3
     assert all(not shape.memo and not shape.by_name for shape in shapes)
-    assert sorted(op for shape in shapes for _, op in shape.by_path) == [
+    # Keyed by the operation alone: the resource names the service of every span.
+    assert sorted(op for shape in shapes for op in shape.by_path) == [
         "GET /users/*",
         "GET api/v1/u/*",
         "POST /orders/*/items",

@@ -692,8 +692,7 @@ by_path_hit(Planner *self, ServerRule *rule, PyObject *shape, PyObject *inner)
 {
     /* The service and dict first: a shape whose resource names no service (the span's
      * attributes may) is Python's, and then the rule need not run here. */
-    PyObject *found = Py_NewRef(Py_None), *service = NULL, *by_path = NULL, *derived = NULL,
-             *key = NULL;
+    PyObject *found = Py_NewRef(Py_None), *service = NULL, *by_path = NULL, *derived = NULL;
     if ((service = slot_get(&self->shape_slots[S_SERVICE], shape)) == NULL ||
         (by_path = slot_get(&self->shape_slots[S_BY_PATH], shape)) == NULL) {
         goto error;
@@ -714,10 +713,8 @@ by_path_hit(Planner *self, ServerRule *rule, PyObject *shape, PyObject *inner)
     if (derived == Py_None) {
         goto out;
     }
-    if ((key = PyTuple_Pack(2, service, derived)) == NULL) {
-        goto error;
-    }
-    PyObject *named = PyDict_GetItemWithError(by_path, key);
+    /* by_path is keyed by the operation alone under the shape's own service */
+    PyObject *named = PyDict_GetItemWithError(by_path, derived);
     if (named != NULL) {
         Py_SETREF(found, Py_NewRef(named));
     }
@@ -728,7 +725,6 @@ out:
     Py_XDECREF(service);
     Py_XDECREF(by_path);
     Py_XDECREF(derived);
-    Py_XDECREF(key);
     return found;
 error:
     Py_CLEAR(found);

@@ -367,8 +367,9 @@ class _Shape:
     fallback: a plain WSGI app names each span after its raw path, "GET /users/7"),
     ``by_name`` the others, keyed by (name, values). Spans a raw path or URL names (a server
     span without a route, an HTTP client call) have a ``path_rule``: their values differ per
-    request, so ``by_path`` holds the Named of each (service, operation) the rule gives,
-    and a new path costs one run of the rule, not an entry per raw path. ``next``: the
+    request, so ``by_path`` holds the Named of each operation the rule gives (keyed by the
+    operation where the resource names the service, else by (service, operation)), and a
+    new path costs one run of the rule, not an entry per raw path. ``next``: the
     shape of the same attribute names under another resource or kind."""
 
     __slots__ = (
@@ -413,7 +414,7 @@ class _Shape:
         self.memo: dict[Hashable, Named] = {}
         self.by_name: dict[tuple[str, Hashable], Named] = {}
         self.path_rule = path_rule(kind, names, compiled=compiled)
-        self.by_path: dict[tuple[str, str], Named] = {}
+        self.by_path: dict[str | tuple[str, str], Named] = {}
         # No attribute a charge reads beyond the duration (usage, a GenAI response id):
         # a binding's plan then decides every span of this shape.
         self.plain = RESPONSE_ID not in names and not any(
@@ -618,12 +619,16 @@ class Coster:
         derived = rule(attributes, self._normalize)
         if derived is None:
             return None
+        # The shape's own service, the same for all its spans, needs no place in the key:
+        # a str key is found by the dict code every request runs (the compiled planner's
+        # lookup of it too), with no tuple made, hashed and compared per span.
         service = shape.service or service_name(_EMPTY, attributes)
-        found = shape.by_path.get((service, derived))
+        key = derived if shape.service else (service, derived)
+        found = shape.by_path.get(key)
         if found is None:
             found = self._named_for(kind, service, derived, shape)
             self._count_entry()
-            shape.by_path[service, derived] = found
+            shape.by_path[key] = found
         if "*" not in derived:
             # Nothing volatile in the path ("/health"): its raw values repeat, so memoize
             # them too and the next such span is a plain memo hit (the ending hook's).
