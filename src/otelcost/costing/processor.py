@@ -436,7 +436,7 @@ class CostSpanProcessor(SpanProcessor):
             totals = self._tally.totals()
         if billable:
             inner["cost.amount"] = nanos / NANOS_PER_UNIT  # from_nanos(), inline
-            total = totals.get(named)  # (nanos, spans), replaced whole: see _tally
+            total = totals.get(named)  # (nanos, spans) or a Cell read as one: see _tally
             totals[named] = (nanos, 1) if total is None else (total[0] + nanos, total[1] + 1)
         else:
             key = named.not_billable
