@@ -855,43 +855,23 @@ snapshot(PyObject *module, PyObject *totals)
     return copy;
 }
 
-/* A priced total plus one span of `nanos`: (nanos, spans) + (nanos, 1), or (nanos, 1) for
- * `old` None. A new pair, untracked (two ints are never part of a cycle); in 64-bit ints
- * where they fit, else as Python adds them. NULL with an exception. */
+/* A priced total plus one span of `nanos` as Python adds them, where add_span's 64-bit
+ * cell does not apply: (nanos, spans) + (nanos, 1), or (nanos, 1) for `old` None. A new
+ * pair, untracked (two ints are never part of a cycle); NULL with an exception. */
 static PyObject *
 add_to_total(PyObject *old, PyObject *nanos)
 {
+    PyObject *sum = NULL, *spans = NULL, *pair = NULL;
     if (old == Py_None) {
-        PyObject *pair = PyTuple_Pack(2, nanos, int_one);
-        if (pair != NULL) {
-            PyObject_GC_UnTrack(pair);
-        }
-        return pair;
+        sum = Py_NewRef(nanos);
+        spans = Py_NewRef(int_one);
     }
-    if (!PyTuple_CheckExact(old) || PyTuple_GET_SIZE(old) != 2) {
+    else if (!PyTuple_CheckExact(old) || PyTuple_GET_SIZE(old) != 2) {
         PyErr_SetString(PyExc_TypeError, "a priced total is a (nanos, spans) tuple");
         return NULL;
     }
-    PyObject *old_nanos = PyTuple_GET_ITEM(old, 0), *old_spans = PyTuple_GET_ITEM(old, 1);
-    PyObject *sum = NULL, *spans = NULL, *pair = NULL;
-    long long a = 0, b = 0, n = 0;
-    int overflow = 1, o1 = 0, o2 = 0;
-    if (PyLong_CheckExact(old_nanos) && PyLong_CheckExact(old_spans) && PyLong_CheckExact(nanos)) {
-        a = PyLong_AsLongLongAndOverflow(old_nanos, &overflow);
-        if (!overflow) {
-            b = PyLong_AsLongLongAndOverflow(nanos, &o1);
-            n = PyLong_AsLongLongAndOverflow(old_spans, &o2);
-            overflow = o1 || o2 || n == LLONG_MAX || (b > 0 && a > LLONG_MAX - b) ||
-                       (b < 0 && a < LLONG_MIN - b);
-        }
-    }
-    if (!overflow) {
-        sum = PyLong_FromLongLong(a + b);
-        spans = PyLong_FromLongLong(n + 1);
-    }
-    else {
-        sum = PyNumber_Add(old_nanos, nanos);
-        spans = sum != NULL ? PyNumber_Add(old_spans, int_one) : NULL;
+    else if ((sum = PyNumber_Add(PyTuple_GET_ITEM(old, 0), nanos)) != NULL) {
+        spans = PyNumber_Add(PyTuple_GET_ITEM(old, 1), int_one);
     }
     if (sum != NULL && spans != NULL && (pair = PyTuple_Pack(2, sum, spans)) != NULL) {
         PyObject_GC_UnTrack(pair);
