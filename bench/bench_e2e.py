@@ -35,7 +35,10 @@ with its own A/A control): two processes sharing one CPU evict each other's data
 the CPU caches between requests, which costs otelcost (whose added cost is mostly such
 misses) more than the baseline, so the paired figure is the view for hosts where
 processes share cores, and larger. Then both serve a fixed load, for latency (p99
-pooled over rounds, with a bootstrap interval) and full GC pauses. At the end every
+pooled over rounds, with a bootstrap interval) and full GC pauses, beside three
+controls: a second baseline (A/A), the baseline with otelcost's modules imported and
+unused, and the baseline spending as much CPU per request as otelcost added (what that
+CPU alone does to the tail: the queueing at that load). At the end every
 server reports what it priced: a configuration that dropped spans (to keep up) would be
 flagged.
 
@@ -130,15 +133,22 @@ IMPORTED = (
     "opentelemetry.sdk.metrics",
     "confluent_kafka",
 )
+# The baseline whose request threads also spend, per request, the CPU otelcost added per
+# request in the turns (with every exporter where the brokers run; set once the turns are
+# over): the fixed-load phase's control for what that much CPU alone, with no thread, queue
+# or object of otelcost's, does to the tail at that load.
+BURN = "otel-burn"
+BURN_PATH = "/__burn/"  # GET /__burn/<ns>: sets the CPU ns the burn server spends per request
 CONFIGS = ("bare", "otel", TWIN, "otelcost", "otelcost-all")
 PAIRED = (TWIN, "otelcost", "otelcost-all")
 # The twin too: what the p99 reads between two processes of the same code.
-LATENCY_CONFIGS = ("otel", TWIN, IMPORTS, "otelcost", "otelcost-all")
+LATENCY_CONFIGS = ("otel", TWIN, IMPORTS, BURN, "otelcost", "otelcost-all")
 LABELS = {
     TWIN: "a second baseline server (A/A control)",
     "bare": "app alone, no OpenTelemetry",
     "otel": "OpenTelemetry: middleware + BatchSpanProcessor (baseline)",
     IMPORTS: "the baseline with otelcost-all's modules imported, unused (control)",
+    BURN: "the baseline spending otelcost's added CPU per request on its request threads (control)",
     "otelcost": "+ otelcost: InMemory, Budget (in-memory store), Metrics",
     "otelcost-all": "+ otelcost: all of those + RedisBudgetExporter + KafkaCostExporter",
 }
@@ -302,7 +312,7 @@ def _instrument(app: Any, config: str, params: dict[str, Any]) -> tuple[Any, Any
         resource=Resource.create({"service.name": "shop"}), shutdown_on_exit=False
     )
     processor = None
-    if config in ("otel", IMPORTS):
+    if config in ("otel", IMPORTS, BURN):
         provider.add_span_processor(BatchSpanProcessor(_support.NoopSpanExporter()))
     else:
         import otelcost
@@ -313,7 +323,36 @@ def _instrument(app: Any, config: str, params: dict[str, Any]) -> tuple[Any, Any
             span_exporter=_support.NoopSpanExporter(),
             tracer_provider=provider,
         )
-    return OpenTelemetryMiddleware(app, tracer_provider=provider), provider, processor
+    wsgi = OpenTelemetryMiddleware(app, tracer_provider=provider)
+    return (_Burner(wsgi) if config == BURN else wsgi), provider, processor
+
+
+class _Burner:
+    """A WSGI app that spends ``ns`` of its thread's CPU before each request it passes on;
+    ``GET /__burn/<ns>`` sets ``ns`` (no span: it never reaches the middleware)."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+        self.ns = 0
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+        path = environ.get("PATH_INFO", "")
+        if path.startswith(BURN_PATH):
+            self.ns = int(path[len(BURN_PATH) :])
+            start_response("200 OK", [("Content-Length", "0")])
+            return [b""]
+        if self.ns:
+            clock = time.thread_time_ns
+            until = clock() + self.ns
+            while clock() < until:
+                pass
+        return self.app(environ, start_response)
+
+
+def set_burn(port: int, ns: int) -> None:
+    """Tell the burn server how much CPU to spend per request."""
+    with contextlib.closing(_connect(port)) as sock:
+        _round_trip(sock, f"GET {BURN_PATH}{ns} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
 
 
 def _cost_exporters(config: str, params: dict[str, Any]) -> list[Any]:
@@ -941,7 +980,7 @@ def run(quick: bool, freeze: bool = False) -> Result:
             params = backends if isinstance(backends, dict) else {}
             servers = {
                 c: _ServerProcess("otel" if c == TWIN else c, server_cpu, params, freeze)
-                for c in ([*configs, IMPORTS] if "otelcost-all" in configs else configs)
+                for c in [*configs, *([IMPORTS] if "otelcost-all" in configs else []), BURN]
             }
             try:
                 for server in servers.values():
@@ -984,6 +1023,9 @@ def run(quick: bool, freeze: bool = False) -> Result:
                         pairs[config].append(drive_together(together, requests, paired_seconds))
                 # Half the baseline's capacity: its CPU, all of it, over its CPU per request.
                 rate = 1e6 / _totals(turns["otel"])[1] / 2
+                headline = "otelcost-all" if "otelcost-all" in configs else "otelcost"
+                burn_us = max(0.0, _totals(turns[headline])[1] - _totals(turns["otel"])[1])
+                set_burn(servers[BURN].port, round(burn_us * 1e3))
                 latencies: dict[str, list[Paced]] = {c: [] for c in LATENCY_CONFIGS if c in servers}
                 windows: dict[str, list[tuple[float, float]]] = {c: [] for c in servers}
                 for round_index in range(rounds):
@@ -1106,6 +1148,7 @@ def _result(
     added_steps = sum(us for _, us, adds in steps if adds)
     cpu_ratio = _totals(turns[headline])[1] / base_cpu
     added_cpu = _totals(turns[headline])[1] - base_cpu
+    exporters = "every exporter" if headline == "otelcost-all" else "the embedded exporters"
     missing = (
         ""
         if isinstance(backends, dict)
@@ -1268,14 +1311,24 @@ def _result(
             "the more objects the collector tracks (counted in each server at the end, "
             "after a collection: the imported modules' functions, classes and dicts are "
             "most of them), so they set p99 and p99.9. The A/A row is the second baseline "
-            "server: what the p99 reads between two processes of the same code. The control "
-            "row is the baseline server with every module the all-exporters server imports "
+            "server: what the p99 reads between two processes of the same code. The imports "
+            "control is the baseline server with every module the all-exporters server imports "
             "(otelcost and its Redis client, confluent-kafka, the metrics SDK) imported and "
             "never used: what those objects alone do to the tail. The requests no full GC "
             "overlapped are those during which (from the time each was due to its "
             "response) the server never stopped for one: their p99 is what otelcost's own "
             "threads and CPU do to the tail, the pauses set aside (each server's own "
             "pauses, on the clock the load generator uses).",
+            "",
+            f"The burn row is the baseline server spending {added_cpu:.1f} µs of its request "
+            "thread's CPU before each request (a loop on the thread's CPU clock): what "
+            f"otelcost with {exporters} "
+            "added per request in the turns above. It has no thread, "
+            "queue or object of otelcost's, so its p99 is what that much CPU per request "
+            "alone does to the tail at this load: a busier server keeps a request waiting "
+            "behind the others longer, and near half load the wait grows about twice as "
+            "fast as the CPU per request (an M/M/1 queue's p99 at utilization 0.5 grows "
+            "by about 2x the relative service time added).",
             "",
             "Server wait: how long a request waited while the server handled it (from its "
             "request line to its last byte written: wall time minus its thread's CPU), for "
@@ -1332,6 +1385,11 @@ def _result(
             "; the baseline with the same modules imported, unused: "
             f"{p99_added[IMPORTS].pooled:+.1f}%"
             if IMPORTS in p99_added and headline == "otelcost-all"
+            else ""
+        )
+        + (
+            f"; the baseline spending the same CPU per request: {p99_added[BURN].pooled:+.1f}%"
+            if BURN in p99_added
             else ""
         )
         + f"; of the requests no full collection overlapped: {p99_added[headline].outside:+.1f}%"

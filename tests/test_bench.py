@@ -27,6 +27,7 @@ from bench.bench_e2e import (
     TWIN,
     Paced,
     _add_threads,
+    _Burner,
     _capacity_interval,
     _connect,
     _cpu_seconds,
@@ -48,6 +49,7 @@ from bench.bench_e2e import (
     alternate,
     paced,
     per_second_work,
+    set_burn,
 )
 from bench.run import summary
 
@@ -259,6 +261,24 @@ def _serving(app: Callable[..., Iterable[bytes]]) -> Iterator[int]:
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_the_burn_control_spends_the_cpu_it_is_told_before_each_request() -> None:
+    served: list[int] = []
+    burner = _Burner(_counting_app(served))
+    request = b"GET /users/1 HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+    with _serving(burner) as port, contextlib.closing(_connect(port)) as sock:
+        _round_trip(sock, request)
+        assert burner.ns == 0 and served == [1]
+        set_burn(port, 30_000_000)  # 30 ms of CPU per request
+        assert burner.ns == 30_000_000
+        assert served == [1]  # the control request never reaches the app (no span)
+        started = time.thread_time_ns()
+        burner({"PATH_INFO": "/users/2"}, lambda *args: None)  # on this thread: its CPU
+        spent = time.thread_time_ns() - started
+        _round_trip(sock, request)
+    assert served == [1, 1, 1]
+    assert 30_000_000 <= spent < 300_000_000
 
 
 def _counting_app(counter: list[int], delay: float = 0.0) -> Callable[..., Iterable[bytes]]:
