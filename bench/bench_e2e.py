@@ -1023,9 +1023,7 @@ def run(quick: bool, freeze: bool = False) -> Result:
                         pairs[config].append(drive_together(together, requests, paired_seconds))
                 # Half the baseline's capacity: its CPU, all of it, over its CPU per request.
                 rate = 1e6 / _totals(turns["otel"])[1] / 2
-                headline = "otelcost-all" if "otelcost-all" in configs else "otelcost"
-                burn_us = max(0.0, _totals(turns[headline])[1] - _totals(turns["otel"])[1])
-                set_burn(servers[BURN].port, round(burn_us * 1e3))
+                set_burn(servers[BURN].port, round(_burn_us(turns) * 1e3))
                 latencies: dict[str, list[Paced]] = {c: [] for c in LATENCY_CONFIGS if c in servers}
                 windows: dict[str, list[tuple[float, float]]] = {c: [] for c in servers}
                 for round_index in range(rounds):
@@ -1063,6 +1061,16 @@ def run(quick: bool, freeze: bool = False) -> Result:
         paired_seconds=paired_seconds,
         freeze=freeze,
     )
+
+
+def _headline(configs: Iterable[str]) -> str:
+    """The configuration the targets are judged on: every exporter where the brokers ran."""
+    return "otelcost-all" if "otelcost-all" in configs else "otelcost"
+
+
+def _burn_us(turns: dict[str, list[Block]]) -> float:
+    """The CPU µs per request the burn control spends: what the headline added in the turns."""
+    return max(0.0, _totals(turns[_headline(turns)])[1] - _totals(turns["otel"])[1])
 
 
 def _thread_groups(threads: dict[str, dict[str, float]]) -> list[str]:
@@ -1142,7 +1150,7 @@ def _result(
                 check,
             ]
         )
-    headline = "otelcost-all" if "otelcost-all" in turns else "otelcost"
+    headline = _headline(turns)
     paired_rows, capacity_lost = _paired_rows(pairs)
     latency_rows, p99_added = _latency_rows(latencies, reports)
     added_steps = sum(us for _, us, adds in steps if adds)
@@ -1320,7 +1328,7 @@ def _result(
             "threads and CPU do to the tail, the pauses set aside (each server's own "
             "pauses, on the clock the load generator uses).",
             "",
-            f"The burn row is the baseline server spending {added_cpu:.1f} µs of its request "
+            f"The burn row is the baseline server spending {_burn_us(turns):.1f} µs of its request "
             "thread's CPU before each request (a loop on the thread's CPU clock): what "
             f"otelcost with {exporters} "
             "added per request in the turns above. It has no thread, "
