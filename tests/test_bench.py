@@ -7,6 +7,7 @@ import contextlib
 import gc
 import itertools
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -25,7 +26,10 @@ from bench.bench_e2e import (
     LABELS,
     REQUEST_THREAD,
     TWIN,
+    Added,
+    P99Added,
     Paced,
+    _Sentinel,
     _add_threads,
     _Burner,
     _capacity_interval,
@@ -34,7 +38,6 @@ from bench.bench_e2e import (
     _idle_cpu,
     _KeepAliveRequestHandler,
     _latency_rows,
-    _outside_collections,
     _p99_ratio,
     _paired_rows,
     _request_waits,
@@ -46,6 +49,7 @@ from bench.bench_e2e import (
     _ThreadingServer,
     _time_collections,
     _totals,
+    _undisturbed,
     alternate,
     paced,
     per_second_work,
@@ -134,26 +138,65 @@ def test_latency_rows_show_each_servers_tracked_objects_and_the_imports_control(
         "otel": {**report, "tracked": 30_342},
         IMPORTS: {**report, "tracked": 44_929},
     }
-    rows, added = _latency_rows({"otel": _rounds(base), IMPORTS: _rounds(slower)}, reports)
+    rows, added = _latency_rows({"otel": _rounds(base), IMPORTS: _rounds(slower)}, reports, [])
     assert [row[0] for row in rows] == [LABELS["otel"], LABELS[IMPORTS]]
     assert [row[-1] for row in rows] == ["30,342", "44,929"]
     assert rows[1][-2] == "2, 40 / 50"  # full collections: count, median / max ms
-    assert added["otel"] == (0.0, 0.0, 0.0, (0.0, 0.0))
-    assert list(added[IMPORTS][:3]) == pytest.approx([100.0] * 3)
+    assert added["otel"] == P99Added(*[Added(0.0, 0.0, 0.0)] * 3)
+    assert [a.percent for a in added[IMPORTS]] == pytest.approx([100.0] * 3)
     assert rows[1][7] == "2.000 (2.00-2.00), +100.0%"  # the median of the rounds
-    # The pauses overlapped the baseline's requests due from 100.165 to 100.2 s and from
-    # 100.545 to 100.6 s (the earlier ones answered during them): 90 of 4,000.
-    assert rows[0][8] == f"10.00 ({90 / 4000:.1%})"
+    # Each pause and the catch-up after it (as long again), 100.17-100.23 s and
+    # 100.55-100.65 s, disturbed the baseline's requests due from 100.165 to 100.229 s and
+    # from 100.545 to 100.649 s (the earlier ones still waiting for their response): 170.
+    assert rows[0][8] == f"10.00 ({170 / 4000:.1%})"
 
 
-def test_the_requests_a_full_collection_overlapped_are_set_apart() -> None:
+def test_a_stall_of_the_host_sets_apart_the_requests_of_every_server_it_met() -> None:
+    base = [[0.001] * 1000]
+    reports = {
+        config: {"paced_waits": [], "paced_full_collections": [], "tracked": 1}
+        for config in ("otel", TWIN)
+    }
+    slowed = [[0.001] * 500 + [0.02] * 20 + [0.001] * 480]  # due at 100.5-100.52 s
+    rows, added = _latency_rows(
+        {"otel": _rounds(base), TWIN: _rounds(slowed)}, reports, [(100.4905, 100.5305)]
+    )
+    assert added[TWIN].pooled.percent == pytest.approx(1900.0)  # 20 ms over 1 ms
+    assert added[TWIN].undisturbed.percent == pytest.approx(0.0)  # the stall set aside
+    # 100.4905-100.5705 s with the catch-up: the requests due from 100.490 to 100.570 s.
+    assert rows[0][8] == rows[1][8] == f"1.00 ({81 / 1000:.1%})"
+
+
+def test_the_requests_a_stop_or_its_catch_up_met_are_set_apart() -> None:
     run = Paced([1.0, 2.0, 3.0, 4.0], [0.5, 0.2, 0.05, 0.1])
-    # A pause from 2.1 to 2.15 s overlaps the second request (due at 2.0, answered at 2.2)
-    # only; one from 3.9 to 4.0 ends as the fourth is due: no overlap.
-    assert _outside_collections(run, [(2.15, 0.05), (4.0, 0.1)]) == [0.5, 0.05, 0.1]
-    assert _outside_collections(run, []) == run.latencies
-    # A pause inside the first request's wait (1.0-1.5 s) sets it apart too.
-    assert _outside_collections(run, [(1.3, 0.1)]) == [0.2, 0.05, 0.1]
+    # A stop from 2.1 to 2.15 s (and its catch-up to 2.2 s) meets the second request (due
+    # at 2.0, answered at 2.2) only; one from 3.8 to 3.9 s, caught up at 4.0 s as the
+    # fourth is due, meets none.
+    assert _undisturbed(run, [(2.1, 2.15), (3.8, 3.9)]) == [0.5, 0.05, 0.1]
+    assert _undisturbed(run, []) == run.latencies
+    # A stop inside the first request's wait (1.2-1.3 s) sets it apart too.
+    assert _undisturbed(run, [(1.2, 1.3)]) == [0.2, 0.05, 0.1]
+    # The catch-up: a stop from 2.5 to 2.75 s is caught up at 3.0 s, when the third is due.
+    assert _undisturbed(run, [(2.5, 2.75)]) == [0.5, 0.2, 0.05, 0.1]
+    assert _undisturbed(run, [(2.5, 2.76)]) == [0.5, 0.2, 0.1]
+    # Overlapping stops merge; one that ends inside another's window does not hide it.
+    assert _undisturbed(run, [(0.2, 0.9), (0.5, 0.6), (3.96, 3.99)]) == [0.2, 0.05]
+
+
+def test_the_sentinel_sees_the_time_it_could_not_run() -> None:
+    sentinel = _Sentinel(sorted(os.sched_getaffinity(0))[0])
+    try:
+        time.sleep(0.05)
+        os.kill(sentinel.proc.pid, signal.SIGSTOP)  # as a host that runs nothing of ours
+        stopped = time.perf_counter()
+        time.sleep(0.1)
+        os.kill(sentinel.proc.pid, signal.SIGCONT)
+        stalls = sentinel.stalls()
+    finally:
+        sentinel.proc.kill()
+        sentinel.proc.wait()
+    # The stop's 100 ms fall in one stall of at least 100 ms less the sleep it was in.
+    assert any(began <= stopped + 0.01 and ended - began >= 0.09 for began, ended in stalls)
 
 
 def test_overhead_result_reads_the_twin_as_an_a_a_control_not_as_otelcost() -> None:
