@@ -1378,9 +1378,9 @@ def _result(
             "met one decides its p99, so two identical servers' pooled p99 differ by tens "
             "of percent (the A/A row). The host's stalls are seen by a sentinel process "
             f"pinned to the server CPU that sleeps {SENTINEL_SLEEP * 1e3:g} ms over and "
-            f"over and notes each wake-up more than {STALL_SECONDS * 1e3:g} ms late: "
-            f"{len(stalls)} stalls in this phase, {sum(e - b for b, e in stalls) * 1e3:,.0f} ms "
-            f"in all, the longest {max((e - b for b, e in stalls), default=0) * 1e3:.0f} ms. "
+            f"over and notes each wake-up more than {STALL_SECONDS * 1e3:g} ms late: it "
+            f"saw {len(stalls)} in this phase, {sum(e - b for b, e in stalls) * 1e3:,.0f} ms in "
+            f"all, the longest {max((e - b for b, e in stalls), default=0) * 1e3:.0f} ms. "
             "The *undisturbed* requests are those in flight during neither kind of stop, "
             "nor while the server caught up on the requests it held after one (at half load, "
             "about as long again). Their p99 is what a server's own threads, GIL hand-offs "
@@ -1423,10 +1423,11 @@ def _result(
             f"otelcost with {exporters} "
             "added per request in the turns above. It has no thread, "
             "queue or object of otelcost's, so its p99 is what that much CPU per request "
-            "alone does to the tail at this load: a busier server keeps a request waiting "
-            "behind the others longer, and near half load the wait grows about twice as "
-            "fast as the CPU per request (an M/M/1 queue's p99 at utilization 0.5 grows "
-            "by about 2x the relative service time added).",
+            "alone does to the tail at this load. The requests arrive evenly spaced, not at "
+            "random: at a true half load a request seldom finds another in the server, and "
+            "the tail grows about as the CPU per request does (an M/M/1 queue's would grow "
+            "twice as fast); near saturation, which a rate set once made of a slower host, "
+            "it grows many times faster.",
             "",
             "Server wait: how long a request waited while the server handled it (from its "
             "request line to its last byte written: wall time minus its thread's CPU), for "

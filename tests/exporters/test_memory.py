@@ -153,12 +153,15 @@ def test_the_processors_cost_tuples_become_the_same_records_when_read() -> None:
             span.end(end_time=_T0 + i + 1_500_000 * (i + 1))
         assert processor.force_flush(10_000)
         assert memory._unbuilt  # nothing built on the export worker
-        # Rows of plain values in untracked chunks: a full collection (a pause of the
-        # application) walks neither the rows nor the chunks' items, only the few chunks.
+        # Rows of plain values, a batch's in one flat untracked tuple: a full collection (a
+        # pause of the application) walks none of their values, only the few chunks.
         gc.collect()
-        rows = [row for chunk in memory._chunks for row in chunk if type(row) is tuple]
-        assert len(rows) == 25 and not any(gc.is_tracked(row) for row in rows)
-        assert not any(gc.is_tracked(chunk) for chunk in memory._chunks)
+        rows = [chunk for width, chunk in memory._chunks if width == memory_module._ROW_WIDTH]
+        assert sum(len(chunk) for chunk in rows) == 25 * memory_module._ROW_WIDTH
+        assert not any(gc.is_tracked(chunk) for chunk in rows)
+        assert all(
+            width == memory_module._ROW_WIDTH for width, _ in memory._chunks
+        )  # record(0) evicted
         # (From Python 3.12 deque is a heap type: its traverse also visits the type.)
         items = [r for r in gc.get_referents(memory._chunks) if r is not collections.deque]
         assert items == list(memory._chunks) and len(items) < 25
@@ -269,9 +272,14 @@ def test_the_compiled_rows_equal_the_python_rows() -> None:
     compiled_rows = memory_module._compiled_rows(costs, compiled_totals)
     assert compiled_rows == python_rows
     assert compiled_totals == python_totals
-    # Untracked from the start unless holding something tracked (here: the mapping proxy).
-    assert [gc.is_tracked(row) for row in compiled_rows] == [i == 1 for i in range(len(costs))]
-    records = [memory_module._record_of(row) for row in compiled_rows]
+    width = memory_module._ROW_WIDTH
+    assert len(compiled_rows) == len(costs) * width
+    # One tuple for the batch, untracked from the start unless it holds something tracked
+    # (here: the mapping proxy).
+    assert gc.is_tracked(compiled_rows)
+    assert not gc.is_tracked(memory_module._compiled_rows(costs[2:], {}))
+    rows = [compiled_rows[i : i + width] for i in range(0, len(compiled_rows), width)]
+    records = [memory_module._record_of(row) for row in rows]
     assert [(r.trace_id, r.span_id, r.service_version) for r in records[:2]] == [
         (f"{c[9].trace_id:032x}", f"{c[9].span_id:016x}", "1.0") for c in costs[:1]
     ] + [(f"{costs[1][9][0]:032x}", f"{costs[1][9][1]:016x}", "1.0")]

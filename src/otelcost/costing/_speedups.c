@@ -2184,11 +2184,14 @@ list_add(PyObject *counts, Py_ssize_t index, PyObject *by)
     return PyList_SetItem(counts, index, sum);
 }
 
-/* memory_rows(costs, totals, SpanContext): otelcost.exporters.memory._python_rows in C. Each cost's row of plain
- * values, the same tuple the Python loop builds, left untracked by the collector when it
- * holds nothing tracked (a tuple of plain values would be at its first collection: here it
- * never is walked at all); and every cost added to totals[(service, operation)], a list
- * [spans, errors, nanos]. Consecutive costs of one Named share one lookup. */
+/* memory_rows(costs, totals, SpanContext): otelcost.exporters.memory._python_rows in C. The
+ * costs' rows of plain values, ROW_WIDTH each, one after another in one tuple: one object
+ * allocated per batch, not one per span (every container allocated counts towards the
+ * collector's next young collection, untracked or not). The tuple is left untracked when
+ * it holds nothing tracked (a full collection never walks it); and every cost is added to
+ * totals[(service, operation)], a list [spans, errors, nanos]. Consecutive costs of one
+ * Named share one lookup. */
+#define ROW_WIDTH 15
 static PyObject *
 memory_rows(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
@@ -2205,7 +2208,8 @@ memory_rows(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     }
     Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
     PyObject **items = PySequence_Fast_ITEMS(seq);
-    PyObject *rows = PyList_New(n);
+    PyObject *rows = PyTuple_New(n * ROW_WIDTH);
+    int plain = 1;
     /* The last Named and Binding seen, and what was read from them (borrowed from them:
      * the costs hold both alive until the end). */
     PyObject *last_named = NULL, *last_binding = NULL, *counts = NULL;
@@ -2302,7 +2306,7 @@ memory_rows(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         if (has_usage < 0) {
             goto error;
         }
-        PyObject *values[15] = {
+        PyObject *values[ROW_WIDTH] = {
             trace_id,
             span_id,
             PyTuple_GET_ITEM(named_values, 0),
@@ -2319,22 +2323,13 @@ memory_rows(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
             PyTuple_GET_ITEM(named_values, 2),
             PyTuple_GET_ITEM(named_values, 3),
         };
-        PyObject *row = PyTuple_New(15);
-        if (row == NULL) {
-            goto error;
-        }
-        int plain = 1;
-        for (int j = 0; j < 15; j++) {
+        for (int j = 0; j < ROW_WIDTH; j++) {
             PyObject *v = values[j];
             if (PyObject_IS_GC(v) && PyObject_GC_IsTracked(v)) {
                 plain = 0;
             }
-            PyTuple_SET_ITEM(row, j, Py_NewRef(v));
+            PyTuple_SET_ITEM(rows, i * ROW_WIDTH + j, Py_NewRef(v));
         }
-        if (plain) {
-            PyObject_GC_UnTrack(row);
-        }
-        PyList_SET_ITEM(rows, i, row);
         Py_CLEAR(trace_id);
         Py_CLEAR(span_id);
         if (list_add(counts, 0, int_one) < 0 ||
@@ -2346,6 +2341,9 @@ memory_rows(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     Py_DECREF(seq);
     Py_XDECREF(named_values);
     Py_XDECREF(snap_values);
+    if (plain) {
+        PyObject_GC_UnTrack(rows);
+    }
     return rows;
 error:
     Py_DECREF(seq);
@@ -2362,7 +2360,7 @@ static PyMethodDef speedups_methods[] = {
      PyDoc_STR("snapshot(totals): a copy of a totals dict, each Cell read as its pair.")},
     {"memory_rows", (PyCFunction)(void (*)(void))memory_rows, METH_FASTCALL,
      PyDoc_STR("memory_rows(costs, totals, context_type): InMemoryCostExporter's rows of the "
-               "costs, their totals added.")},
+               "costs in one flat tuple, their totals added.")},
     {NULL, NULL, 0, NULL},
 };
 

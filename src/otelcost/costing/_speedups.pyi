@@ -99,9 +99,9 @@ class ServerRule:
 
 def memory_rows(
     costs: Sequence[Any], totals: dict[tuple[str, str], list[int]], context_type: type, /
-) -> list[Any]:
-    """``otelcost.exporters.memory._python_rows`` in C: the rows, untracked by the collector
-    when they hold only plain values."""
+) -> tuple[Any, ...]:
+    """``otelcost.exporters.memory._python_rows`` in C: the rows one after another in one
+    tuple, untracked by the collector when it holds only plain values."""
 
 class Cell:
     """A priced total ``(nanos, spans)`` the planner adds a span into in place; reads as that

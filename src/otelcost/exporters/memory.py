@@ -33,6 +33,10 @@ _NO_USAGE: Mapping[str, float] = MappingProxyType({})
 DEFAULT_MAX_RECORDS = 10_000
 """Records kept by default (about 4 MB); the oldest are evicted first and counted."""
 
+# Values in a row of ``_export_costs`` (``_record_of`` reads them); a chunk of CostRecords
+# has one per record.
+_ROW_WIDTH = 15
+
 
 @dataclass(frozen=True, slots=True)
 class CostTotals:
@@ -71,12 +75,15 @@ class InMemoryCostExporter(CostExporter):
         if max_records is not None and max_records < 0:
             raise ValueError(f"max_records must be >= 0 or None, got {max_records}")
         # CostRecords, and rows of the processor's costs until ``records`` reads them, in
-        # chunks (one per export call) of ``_kept`` items in all. A full collection walks a
-        # container's every item, tracked or not: 10,000 rows in one deque are 10,000 cold
-        # object headers read per full collection, a pause of the whole application; in
-        # chunks, the rows' tuples are untracked at their first collection and the deque
-        # holds a few hundred of them.
-        self._chunks: collections.deque[tuple[Any, ...]] = collections.deque()
+        # chunks (one per export call) of ``_kept`` records in all: (width, values), a row
+        # being ``width`` consecutive values. A full collection walks a container's every
+        # item, tracked or not: 10,000 rows in one deque are 10,000 cold object headers
+        # read per full collection, a pause of the whole application. A chunk of rows is
+        # one flat tuple of plain values, untracked (at once in C, at its first collection
+        # in Python): the deque holds a few hundred chunks, no collection walks the values,
+        # and a batch of spans allocates one container, not one per span (each counts
+        # towards the next young collection, tracked or not).
+        self._chunks: collections.deque[tuple[int, tuple[Any, ...]]] = collections.deque()
         self._kept = 0
         self._unbuilt = False
         self._max_records = max_records
@@ -96,12 +103,17 @@ class InMemoryCostExporter(CostExporter):
     def records(self) -> list[CostRecord]:
         """The records kept, oldest first (a copy)."""
         with self._lock:
-            items = [item for chunk in self._chunks for item in chunk]
-            if self._unbuilt:  # built once, here, rather than per span on the export worker
-                items = _built(items)
-                self._chunks = collections.deque([tuple(items)] if items else ())
-                self._unbuilt = False
-            return items
+            if not self._unbuilt:
+                return [record for _, chunk in self._chunks for record in chunk]
+            # Built once, here, rather than per span on the export worker.
+            records = [
+                chunk[i] if width == 1 else _record_of(chunk[i : i + width])
+                for width, chunk in self._chunks
+                for i in range(0, len(chunk), width)
+            ]
+            self._chunks = collections.deque([(1, tuple(records))] if records else ())
+            self._unbuilt = False
+            return records
 
     def totals(self) -> dict[tuple[str, str], CostTotals]:
         """Totals per (service, operation) of everything exported since the last clear()."""
@@ -117,7 +129,7 @@ class InMemoryCostExporter(CostExporter):
 
     def export(self, records: Sequence[CostRecord]) -> CostExportResult:
         with self._lock:
-            if not self._keep(records):
+            if not self._keep(tuple(records), 1):
                 return CostExportResult.FAILURE
             totals = self._totals
             for record in records:
@@ -136,40 +148,46 @@ class InMemoryCostExporter(CostExporter):
         with a span context). A private opt-in of CostSpanProcessor's export worker.
 
         Each cost is kept as a row of its records' plain values (ints, floats, strings;
-        the usage only when there is one) and made a CostRecord when ``records`` is read:
-        the export worker builds no record per span, and rows of plain values are left
-        alone by the garbage collector (the compiled ``memory_rows`` makes them untracked;
-        a tuple holding only such values is untracked at its first collection), where
-        10,000 records or cost tuples would be walked by every full collection: pauses of
-        the whole application. Totals add each span's integer.
+        the usage only when there is one), the batch's rows one after another in one
+        tuple, and made a CostRecord when ``records`` is read: the export worker builds
+        no object per span, and a tuple of plain values is left alone by the garbage
+        collector (the compiled ``memory_rows`` makes it untracked; Python's collector
+        untracks it at its first collection), where 10,000 records or cost tuples would
+        be walked by every full collection (pauses of the whole application) and would
+        bring every young collection 10,000 allocations nearer. Totals add each span's
+        integer.
         """
         with self._lock:
             if self._shutdown:
                 self._refused += len(costs)
                 return CostExportResult.FAILURE
-            self._keep(self._rows(costs, self._totals))
+            self._keep(self._rows(costs, self._totals), _ROW_WIDTH)
             self._unbuilt = True
         return CostExportResult.SUCCESS
 
-    def _keep(self, items: Sequence[Any]) -> bool:
-        """Keep ``items`` (under the lock), evicting the oldest; False after shutdown."""
+    def _keep(self, chunk: tuple[Any, ...], width: int) -> bool:
+        """Keep the records of ``chunk``, ``width`` values each (under the lock), evicting
+        the oldest; False after shutdown."""
+        count = len(chunk) // width
         if self._shutdown:
-            self._refused += len(items)
+            self._refused += count
             return False
-        self._exported += len(items)
-        if items:
-            self._chunks.append(tuple(items))
-            self._kept += len(items)
+        self._exported += count
+        if chunk:
+            self._chunks.append((width, chunk))
+            self._kept += count
         limit = self._max_records
         if limit is not None and self._kept > limit:
             over = self._kept - limit
             self._evicted += over
             self._kept = limit
             chunks = self._chunks
-            while chunks and over >= len(chunks[0]):
-                over -= len(chunks.popleft())
+            while chunks and over * chunks[0][0] >= len(chunks[0][1]):
+                width, oldest = chunks.popleft()
+                over -= len(oldest) // width
             if over:
-                chunks[0] = chunks[0][over:]
+                width, oldest = chunks[0]
+                chunks[0] = (width, oldest[over * width :])
         return True
 
     def shutdown(self, timeout_millis: int = 30_000) -> None:
@@ -184,15 +202,16 @@ class InMemoryCostExporter(CostExporter):
 
 def _python_rows(
     costs: Sequence[CostFields], totals: dict[tuple[str, str], list[int]]
-) -> list[Any]:
-    """The rows ``_export_costs`` keeps for ``costs``, each cost added to ``totals``
-    (``_speedups.memory_rows`` does the same in C)."""
-    rows = []
+) -> tuple[Any, ...]:
+    """The rows ``_export_costs`` keeps for ``costs``, one after another in one tuple
+    (``_ROW_WIDTH`` values each), each cost added to ``totals`` (``_speedups.memory_rows``
+    does the same in C)."""
+    rows: list[Any] = []
     for named, binding, nanos, duration_ms, end_ms, usage, error, entry, _, ctx in costs:
         snap = binding.snapshot
         service, operation = named.service, named.operation
         trace_id, span_id = span_ids(ctx)
-        rows.append(
+        rows.extend(
             (
                 trace_id,
                 span_id,
@@ -218,19 +237,14 @@ def _python_rows(
         if error is not None:
             counts[1] += 1
         counts[2] += nanos
-    return rows
+    return tuple(rows)
 
 
 def _compiled_rows(
     costs: Sequence[CostFields], totals: dict[tuple[str, str], list[int]]
-) -> list[Any]:
+) -> tuple[Any, ...]:
     """``_python_rows`` in C (``_speedups.memory_rows``)."""
     return _speedups.memory_rows(costs, totals, SpanContext)
-
-
-def _built(items: Sequence[Any]) -> list[CostRecord]:
-    """The items' CostRecords, in order: records as they are, rows built."""
-    return [item if isinstance(item, CostRecord) else _record_of(item) for item in items]
 
 
 def _record_of(row: tuple[Any, ...]) -> CostRecord:
