@@ -293,3 +293,73 @@ def test_pure_python_rows_where_asked() -> None:
     if memory_module._speedups is not None:
         expected = memory_module._compiled_rows
     assert compiled._rows is expected
+
+
+def _costs(count: int) -> list[Any]:
+    """The cost tuples of ``count`` ended server spans, priced (one in four unpriced), each
+    with the SDK's span context: what the processor's export worker hands the exporter."""
+    cache = PricingCache(
+        {
+            "version": "v1",
+            "currency": "USD",
+            "prices": {"shop:GET /users/{id}": {"per_ms": 2.1e-6, "per_request": 1e-6}},
+        }
+    )
+    cache.refresh()
+    coster = Coster(
+        cache, currency="USD", region=None, max_operations_per_service=10, normalizer=None
+    )
+    tracer = TracerProvider(resource=Resource.create({"service.name": "shop"})).get_tracer("t")
+    costs = []
+    for i in range(count):
+        span = _server_span(tracer, "/users/{id}" if i % 4 else "/unpriced", _T0 + i)
+        span.end(end_time=_T0 + i + 1_000_000 * (i % 7 + 1))
+        costs.append((*coster.price(span)[:9], span.get_span_context()))
+    return costs
+
+
+@pytest.mark.parametrize("pure", [False, True], ids=["compiled", "python"])
+def test_a_batch_of_costs_allocates_one_container_not_one_per_span(pure: bool) -> None:
+    """Every container allocated, tracked or not, brings the collector's next young
+    collection nearer until it is freed; the kept rows live for thousands of spans."""
+    memory = InMemoryCostExporter(environ={environment.PURE_PYTHON: "1"} if pure else {})
+    costs = _costs(512)
+    memory._export_costs(costs[:8])  # the totals' entries exist, as in a running service
+    gc.collect()
+    gc.disable()
+    try:
+        before = gc.get_count()[0]
+        assert memory._export_costs(costs) is CostExportResult.SUCCESS
+        allocated = gc.get_count()[0] - before
+    finally:
+        gc.enable()
+    assert allocated <= 16  # a handful per batch (its tuple, its chunk), not one per span
+    assert len(memory.records) == 520
+
+
+@pytest.mark.parametrize("limit", [0, 1, 7, 50, None])
+def test_the_bound_holds_exactly_across_records_and_rows(limit: int | None) -> None:
+    """Chunks of records (``export``) and of the costs' flat rows (``_export_costs``),
+    mixed in any sizes, keep what a deque(maxlen=limit) of their records would keep."""
+    exporter = InMemoryCostExporter(max_records=limit)
+    model = InMemoryCostExporter(max_records=None)  # every record, in order
+    costs = iter(_costs(400))
+    sizes = random.Random(11).choices([0, 1, 2, 3, 6, 9, 20, 33], k=30)
+    for n, size in enumerate(sizes):
+        if n % 2:
+            batch: list[Any] = [record(1000 * n + i) for i in range(size)]
+            exporter.export(batch)
+            model.export(batch)
+        else:
+            batch = [next(costs) for _ in range(size)]
+            exporter._export_costs(batch)
+            model._export_costs(batch)
+        if n % 7 == 3:  # reading builds the rows kept so far into records
+            assert exporter.records == model.records[len(model.records) - len(exporter.records) :]
+    expected = collections.deque(model.records, maxlen=limit)
+    assert exporter.records == list(expected)
+    assert exporter.stats() == {
+        "exported": sum(sizes),
+        "evicted": sum(sizes) - len(expected),
+        "refused": 0,
+    }
