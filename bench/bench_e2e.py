@@ -34,11 +34,13 @@ Each otelcost server is also driven at the same time as the baseline (the paired
 with its own A/A control): two processes sharing one CPU evict each other's data from
 the CPU caches between requests, which costs otelcost (whose added cost is mostly such
 misses) more than the baseline, so the paired figure is the view for hosts where
-processes share cores, and larger. Then both serve a fixed load, for latency (p99
-pooled over rounds, with a bootstrap interval) and full GC pauses, beside three
-controls: a second baseline (A/A), the baseline with otelcost's modules imported and
-unused, and the baseline spending as much CPU per request as otelcost added (what that
-CPU alone does to the tail: the queueing at that load). At the end every
+processes share cores, and larger. Then every server serves a fixed load, for latency:
+half the baseline's capacity, measured anew before each cycle of 1 s rounds, the p99
+judged on the requests that neither a stall of the host (seen by a sentinel process on
+the server CPU) nor the server's own full collection disturbed, with the pooled p99 and
+the full collections beside it; and three controls: a second baseline (A/A), the
+baseline with otelcost's modules imported and unused, and the baseline spending as much
+CPU per request as otelcost added (what that CPU alone does to the tail). At the end every
 server reports what it priced: a configuration that dropped spans (to keep up) would be
 flagged.
 
@@ -1493,6 +1495,9 @@ def _latency_metric(
     ]
     if twin:
         notes.append(f"A/A control {twin.undisturbed.percent:+.1f}%")
+    if IMPORTS in p99_added and headline == "otelcost-all":
+        imported = p99_added[IMPORTS].undisturbed.percent
+        notes.append(f"the baseline with the same modules imported, unused: {imported:+.1f}%")
     if BURN in p99_added:
         burn = p99_added[BURN].undisturbed.percent
         notes.append(f"the baseline spending the same CPU per request: {burn:+.1f}%")
@@ -1623,8 +1628,8 @@ def _undisturbed(run: Paced, stops: Iterable[tuple[float, float]]) -> list[float
     ends = [ended for _, ended in merged]
     kept = []
     for due, latency in zip(run.scheduled, run.latencies, strict=True):
-        # The first window that ends after the request was due is the only one that can
-        # begin before its response: the windows are apart and in order.
+        # Only the first window that ends after the request was due needs a look: the
+        # windows are apart and in order, so any later one begins later still.
         k = bisect.bisect_right(ends, due)
         if k == len(merged) or merged[k][0] >= due + latency:
             kept.append(latency)
