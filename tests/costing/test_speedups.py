@@ -626,3 +626,36 @@ def test_a_processor_is_collected_once_dropped(compiled: bool) -> None:
     del processor
     gc.collect()
     assert ref() is None
+
+
+@needs_compiled
+def test_a_queued_cost_holds_the_spans_own_context_and_is_untracked(
+    processors: list[CostSpanProcessor],
+) -> None:
+    """The cost the hook queues for a record exporter carries the span's own SpanContext,
+    not a new (trace_id, span_id) tuple: every container allocated brings the collector's
+    next young collection nearer, tracked or not, and the context lives as long as the
+    span does anyway (in the user's BatchSpanProcessor)."""
+    kept: list[Any] = []
+
+    class Keeping(InMemoryCostExporter):
+        def _export_costs(self, costs: Sequence[Any]) -> CostExportResult:
+            kept.extend(costs)
+            return super()._export_costs(costs)
+
+    exporter = Keeping()
+    processor = _processor(True, exporters=[exporter])
+    processors.append(processor)
+    tracer = _tracer(processor)
+    _end(tracer)  # a memo miss: priced in Python, which makes the shape the planner keeps
+    span = _end(tracer)
+    assert processor.force_flush(10_000)
+    assert len(kept) == 2
+    assert kept[1][9] is span.get_span_context()
+    assert not gc.is_tracked(kept[1])  # its collections skip it while it waits in the queue
+    context = span.get_span_context()
+    record = exporter.records[1]
+    assert (record.trace_id, record.span_id) == (
+        f"{context.trace_id:032x}",
+        f"{context.span_id:016x}",
+    )
