@@ -1654,20 +1654,19 @@ def _latency_rows(
     requests, of the undisturbed ones (no stall of the host, none of its own full
     collections), and the median of the rounds'."""
     runs = {config: [run.latencies for run in rounds] for config, rounds in latencies.items()}
-    undisturbed = {
+    # Each server's stops: the host's stalls (every server's) and its own full collections.
+    stops = {
         config: [
-            _undisturbed(
-                run,
-                [
-                    *stalls,
-                    *(
-                        (ended - lasted, ended)
-                        for ended, lasted in reports[config]["paced_full_collections"]
-                    ),
-                ],
-            )
-            for run in rounds
+            *stalls,
+            *(
+                (ended - lasted, ended)
+                for ended, lasted in reports[config]["paced_full_collections"]
+            ),
         ]
+        for config in latencies
+    }
+    undisturbed = {
+        config: [_undisturbed(run, stops[config]) for run in rounds]
         for config, rounds in latencies.items()
     }
     rows: list[list[str]] = []
