@@ -165,6 +165,7 @@ def work_pipeline(bootstrap: str, topic: str, spans: int, exporter_kind: str) ->
 
 
 def work_export(bootstrap: str, topic: str, spans: int, encoding: str) -> dict[str, Any]:
+    from otelcost.costing.processor import DEFAULT_MAX_EXPORT_BATCH_SIZE
     from otelcost.exporters import KafkaCostExporter
     from otelcost.money import from_nanos
     from otelcost.record import CostRecord
@@ -186,8 +187,9 @@ def work_export(bootstrap: str, topic: str, spans: int, encoding: str) -> dict[s
     ]
     exporter = KafkaCostExporter(bootstrap, topic, encoding=encoding)  # type: ignore[arg-type]
     wall, cpu = time.perf_counter(), time.process_time()
-    for start in range(0, spans, 4096):  # the processor's default export batch
-        exporter.export(records[start : start + 4096])
+    batch = DEFAULT_MAX_EXPORT_BATCH_SIZE
+    for start in range(0, spans, batch):
+        exporter.export(records[start : start + batch])
     if not exporter.force_flush(300_000):
         raise RuntimeError("force_flush timed out")
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
