@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gc
 import json
 import logging
 import os
@@ -15,12 +14,7 @@ import pytest
 from _costing_support import HAS_ENDING_HOOK, PATHS
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
-from opentelemetry.sdk.trace.export import (
-    BatchSpanProcessor,
-    SimpleSpanProcessor,
-    SpanExporter,
-    SpanExportResult,
-)
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import Tracer
 
@@ -711,49 +705,6 @@ def test_records_hold_no_reference_to_the_span(harness: Harness) -> None:
         value = getattr(record, name)
         assert not isinstance(value, ReadableSpan)
         assert isinstance(value, str | int | float | bool | type(None)) or name == "usage"
-
-
-@pytest.mark.skipif("ending_hook" not in PATHS, reason="this SDK has no ending hook")
-def test_costs_queued_for_a_record_exporter_bring_few_young_collections() -> None:
-    """Spans ended in bursts, the user's BatchSpanProcessor holding them, the export worker
-    woken by its backlog: the costs queued for a record exporter are tuples the worker
-    freed before (CPython keeps 2,000 of a size), so the collector runs about as many young
-    collections as with nothing queued (here 2% fewer). A backlog past that free list
-    (4,096, the old default batch) made 5% more here, 6% more per request in the WSGI
-    bench."""
-    spans = 20_000
-
-    class Dropping(SpanExporter):
-        def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-            return SpanExportResult.SUCCESS
-
-    def young_collections(exporters: list[CostExporter]) -> int:
-        processor = CostSpanProcessor(
-            PRICES, exporters, span_processors=[BatchSpanProcessor(Dropping())]
-        )
-        provider = TracerProvider(
-            resource=Resource.create({"service.name": "batch"}), shutdown_on_exit=False
-        )
-        provider.add_span_processor(processor)
-        tracer = provider.get_tracer("tests")
-        try:
-            for _ in range(2_000):  # memos made, free lists filled
-                end_span(tracer, "job")
-            assert processor.force_flush(30_000)
-            gc.collect()
-            before = gc.get_stats()[0]["collections"]
-            for i in range(spans):
-                end_span(tracer, "job")
-                if i % 100 == 99:
-                    time.sleep(0.001)  # a woken worker drains now
-            assert processor.force_flush(30_000)
-            return int(gc.get_stats()[0]["collections"] - before)
-        finally:
-            processor.shutdown()
-
-    queued = young_collections([InMemoryCostExporter()])
-    alone = young_collections([])
-    assert queued <= alone * 1.02, (queued, alone)
 
 
 def test_spans_ended_concurrently_are_all_accounted_for(harness: Harness) -> None:

@@ -90,12 +90,11 @@ PricingPath = Literal["auto", "ending_hook", "copy"]
 
 REGION_ENV: Final = environment.REGION
 DEFAULT_MAX_QUEUE_SIZE: Final = 65_536
-# Also the backlog that wakes the export worker (as the SDK's BatchSpanProcessor, whose
-# default it is). Kept well under CPython's free list of 2,000 tuples of a size, every
-# queued cost tuple is one the export worker freed before: none counts as a new container
-# towards the next young collection. A backlog past the free list (4,096, or 1 s of costs
-# at 2,000 spans/s) made 2,000 new ones per drain: 6% more young collections per request.
-DEFAULT_MAX_EXPORT_BATCH_SIZE: Final = 512
+# Also the backlog that wakes the export worker. 512 (the SDK BatchSpanProcessor's) kept
+# every queued cost tuple on CPython's free list, the young collections the SDK's own, but
+# woke the worker four times as often and read a worse p99 at half load with every exporter
+# (docs/design-decisions.md §1, "The export worker's backlog").
+DEFAULT_MAX_EXPORT_BATCH_SIZE: Final = 4_096
 DEFAULT_SCHEDULE_DELAY_MILLIS: Final = 1_000
 DEFAULT_EXPORT_TIMEOUT_MILLIS: Final = 30_000
 DEFAULT_MAX_SPAN_QUEUE_SIZE: Final = 16_384
