@@ -650,10 +650,10 @@ def test_a_queued_cost_holds_the_spans_own_context_and_is_untracked(
     _end(tracer)  # a memo miss: priced in Python, which makes the shape the planner keeps
     span = _end(tracer)
     assert processor.force_flush(10_000)
-    assert len(kept) == 2
-    assert kept[1][9] is span.get_span_context()
-    assert not gc.is_tracked(kept[1])  # its collections skip it while it waits in the queue
     context = span.get_span_context()
+    assert len(kept) == 2
+    assert kept[1][9] is context
+    assert not gc.is_tracked(kept[1])  # its collections skip it while it waits in the queue
     record = exporter.records[1]
     assert (record.trace_id, record.span_id) == (
         f"{context.trace_id:032x}",

@@ -1473,8 +1473,8 @@ plan_span(Planner *self, PyObject *span)
             PyObject *timestamp = PyLong_FromLongLong(end / 1000000); /* end > 0: floor */
             /* The span's own context, not a new (trace_id, span_id) pair: every container
              * allocated brings the next young collection nearer, tracked or not (one per
-             * span was 7% more of them, the bench's WSGI app in one process), and the context is
-             * alive while the span waits in the user's BatchSpanProcessor anyway. */
+             * span was 7% more of them in the bench's WSGI app in one process), and the
+             * context is alive while the span waits in the user's BatchSpanProcessor. */
             PyObject *context = timestamp ? PyObject_GetAttr(span, s__context) : NULL;
             if (context != NULL) {
                 record = PyTuple_Pack(10, named, record_binding, nanos_o, duration, timestamp,
