@@ -5,10 +5,10 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from otelcost.money import from_nanos, to_nanos
+from otelcost.money import ROUND_TRIP_BOUND, from_nanos, to_nanos
 
 
-@given(st.integers(-(2**51) + 1, 2**51 - 1))
+@given(st.integers(-ROUND_TRIP_BOUND + 1, ROUND_TRIP_BOUND - 1))
 def test_nanos_survive_the_float_round_trip_below_2_51(nanos: int) -> None:
     assert to_nanos(from_nanos(nanos)) == nanos
 

@@ -21,6 +21,11 @@ NANOS_BOUND: Final = 2**53
 units): pricing refuses more, and both record schemas reject it. Beyond it a float amount
 no longer holds every integer, and a sum of such costs nears the stores' int64 counters."""
 
+ROUND_TRIP_BOUND: Final = 2**51
+"""``to_nanos(from_nanos(n)) == n`` for every |n| below this (about 2.25 million currency
+units): a record whose only exact form is its float amount (an overflow aggregate) stays
+below it."""
+
 DEFAULT_CURRENCY: Final = "USD"
 """The currency of a pricing table that declares none (the flat form never does), and the
 one a service accounts in unless ``currency=`` or ``OTELCOST_CURRENCY`` says otherwise."""

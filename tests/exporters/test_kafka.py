@@ -38,7 +38,7 @@ from otelcost.exporters.kafka import (
     TOPIC_ENV,
     kafka_exporter_from_env,
 )
-from otelcost.money import from_nanos
+from otelcost.money import ROUND_TRIP_BOUND, from_nanos
 from otelcost.record import CostRecord
 from otelcost.stream.schema2 import json_schema
 
@@ -174,6 +174,32 @@ def test_full_queue_folds_into_exact_aggregates_without_blocking(
     assert stats["delivered_spans"] == 3003
     assert stats["aggregates_delivered"] == len(_SERVICES)
     assert stats["overflow_pending_spans"] == stats["dropped_spans"] == 0
+
+
+def test_folds_worth_millions_land_to_the_nano(kafka_broker: KafkaBroker, kafka_topic: str) -> None:
+    # A full local queue through an expensive stretch: the folded records pass 2**53
+    # nano-units in all, yet each aggregate is one every consumer accepts, and the sum of
+    # what lands is exact.
+    records = _large(20)
+    exporter = KafkaCostExporter(
+        kafka_broker.bootstrap, kafka_topic, queue_buffering_max_messages=1, linger_ms=2000
+    )
+    try:
+        for record in records:  # a message each: the first fills the queue
+            assert exporter.export([record]) is CostExportResult.SUCCESS
+        assert exporter.stats()["overflowed"] == 19
+        assert exporter.force_flush(30_000)
+        stats = exporter.stats()
+    finally:
+        exporter.shutdown()
+
+    received = _decode(read_all(kafka_broker.bootstrap, kafka_topic))
+    assert _spans_and_nanos(received) == _spans_and_nanos(records)
+    aggregates = [r for r in received if r.aggregate]
+    assert [r.span_count for r in aggregates] == [3] * 6 + [1]
+    assert all(r.cost_nanos < ROUND_TRIP_BOUND for r in aggregates)
+    assert stats["delivered_spans"] == 20
+    assert stats["invalid_spans"] == stats["dropped_spans"] == stats["overflow_pending_spans"] == 0
 
 
 @pytest.mark.slow
@@ -735,6 +761,52 @@ def test_overflow_aggregates_keep_the_deploy_apart() -> None:
         overflow.add(dataclasses.replace(_records(1)[0], service_version=version))
     sealed = sorted(overflow.seal(), key=lambda r: r.service_version or "")
     assert [(r.service_version, r.span_count) for r in sealed] == [("1.0", 2), ("2.0", 1)]
+
+
+def _large(count: int, *, seed: int = 9) -> list[CostRecord]:
+    """Records of one service, each between a quarter and a third of ROUND_TRIP_BOUND
+    nano-units (0.56-0.75 million currency units): three fit in an aggregate, four never do,
+    and 16 pass 2**53."""
+    rng = random.Random(seed)
+    return [
+        dataclasses.replace(
+            record,
+            service="payment-svc",
+            cost_amount=from_nanos(rng.randrange(ROUND_TRIP_BOUND // 4, ROUND_TRIP_BOUND // 3)),
+        )
+        for record in _records(count, start=seed)
+    ]
+
+
+def test_overflow_aggregates_stay_exact_past_the_float_bound() -> None:
+    # An aggregate's only exact form is its float amount. Summed into one, 20 such records
+    # would pass 2**53 (a record every consumer refuses) and, from 2**51, round back to
+    # another integer: each aggregate is set aside before a record takes it there.
+    records = _large(20)
+    overflow = OverflowAggregates()
+    assert all(overflow.add(record) for record in records)
+    assert overflow.pending_spans == 20
+    sealed = overflow.seal()
+    assert _spans_and_nanos(sealed) == _spans_and_nanos(records)
+    assert sum(r.cost_nanos for r in records) >= 2**53
+    assert [r.span_count for r in sealed] == [3] * 6 + [2]
+    for aggregate in sealed:
+        assert aggregate.cost_nanos < ROUND_TRIP_BOUND
+        assert CostRecord.from_json(aggregate.to_json()).cost_nanos == aggregate.cost_nanos
+    assert len({(r.trace_id, r.span_id) for r in sealed}) == len(sealed)
+    assert not overflow and overflow.seal() == []
+
+
+def test_overflow_aggregates_set_aside_count_towards_max_keys() -> None:
+    overflow = OverflowAggregates(max_keys=2)
+    records = _large(7, seed=3)
+    assert all(overflow.add(record) for record in records[:6])
+    # The seventh would start a third aggregate: refused, and what was kept is whole.
+    assert not overflow.add(records[6])
+    assert overflow.pending_spans == 6
+    sealed = overflow.seal()
+    assert [r.span_count for r in sealed] == [3, 3]
+    assert _spans_and_nanos(sealed) == _spans_and_nanos(records[:6])
 
 
 @pytest.mark.parametrize("queue", ["roomy", "full"])

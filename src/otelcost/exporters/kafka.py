@@ -145,8 +145,9 @@ class KafkaCostExporter(CostExporter):
     process, so an exporter built before ``fork()`` works in the children; a child starts
     with empty counters and never re-sends the parent's pending aggregates.
 
-    ``max_overflow_services`` bounds the overflow aggregates (one per service and
-    currency); spans of further services are dropped and counted while the queue is full.
+    ``max_overflow_services`` bounds the overflow aggregates (one per service, currency and
+    deploy, and another each time one reaches ``money.ROUND_TRIP_BOUND`` nano-units); spans
+    that would need a further one are dropped and counted while the queue is full.
 
     A message librdkafka gives up on (after ``message.timeout.ms``, 5 minutes by default)
     is folded into an aggregate and sent again, on a new producer. Should the broker have
