@@ -20,6 +20,8 @@ import aiokafka
 import jsonschema
 import pytest
 from google.protobuf import json_format
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from kafka.partitioner.default import murmur2
 from opentelemetry.proto.trace.v1 import trace_pb2
 
@@ -38,7 +40,7 @@ from otelcost.exporters.kafka import (
     TOPIC_ENV,
     kafka_exporter_from_env,
 )
-from otelcost.money import ROUND_TRIP_BOUND, from_nanos
+from otelcost.money import NANOS_BOUND, ROUND_TRIP_BOUND, from_nanos
 from otelcost.record import CostRecord
 from otelcost.stream.schema2 import json_schema
 
@@ -795,6 +797,26 @@ def test_overflow_aggregates_stay_exact_past_the_float_bound() -> None:
         assert CostRecord.from_json(aggregate.to_json()).cost_nanos == aggregate.cost_nanos
     assert len({(r.trace_id, r.span_id) for r in sealed}) == len(sealed)
     assert not overflow and overflow.seal() == []
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.integers(0, NANOS_BOUND - 1), min_size=1, max_size=40))
+def test_overflow_aggregates_read_back_what_was_folded(costs: list[int]) -> None:
+    # Whatever the costs (to the largest one record may carry), the aggregates read back,
+    # as a consumer reads them, exactly the nano-units the records said. A record past
+    # ROUND_TRIP_BOUND alone is an aggregate of one: its amount, rounded to nano-units and
+    # back, rounds to the same integer again.
+    records = [
+        dataclasses.replace(record, service="payment-svc", cost_amount=from_nanos(nanos))
+        for record, nanos in zip(_records(len(costs)), costs, strict=True)
+    ]
+    overflow = OverflowAggregates()
+    assert all(overflow.add(record) for record in records)
+    sealed = overflow.seal()
+    assert _spans_and_nanos(sealed) == _spans_and_nanos(records)
+    for aggregate in sealed:
+        assert aggregate.span_count == 1 or aggregate.cost_nanos < ROUND_TRIP_BOUND
+        assert CostRecord.from_json(aggregate.to_json()).cost_nanos == aggregate.cost_nanos
 
 
 def test_overflow_aggregates_set_aside_count_towards_max_keys() -> None:
