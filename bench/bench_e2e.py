@@ -107,6 +107,9 @@ CALIBRATE_SECONDS = 0.15
 # A server's own work delays it far less (the scheduler preempts for a task that slept).
 SENTINEL_SLEEP = 0.002
 STALL_SECONDS = 0.004
+# A fixed-load round in which a server's CPU per request is this many times its median:
+# the host ran slower then (design-decisions §1, "What sets the half-load tail").
+SLOW_ROUND = 1.3
 PRICING = {
     "version": "bench-e2e",
     "currency": "USD",
@@ -1097,6 +1100,8 @@ def run(quick: bool, freeze: bool = False) -> Result:
                 set_burn(servers[BURN].port, round(_burn_us(turns) * 1e3))
                 latencies: dict[str, list[Paced]] = {c: [] for c in LATENCY_CONFIGS if c in servers}
                 windows: dict[str, list[tuple[float, float]]] = {c: [] for c in servers}
+                # Each round's server CPU per request: the host's speed as the server saw it.
+                round_cpu: dict[str, list[float]] = {c: [] for c in latencies}
                 rates: list[float] = []
                 sentinel = _Sentinel(server_cpu)
                 try:
@@ -1104,11 +1109,13 @@ def run(quick: bool, freeze: bool = False) -> Result:
                         rates.append(capacity_now(*ports["otel"], requests) / 2)
                         for config in _rotated(list(latencies), round_index):
                             started = time.perf_counter()
-                            latencies[config].append(
-                                paced(
-                                    servers[config].port, requests, rates[-1], FIXED_ROUND_SECONDS
-                                )
+                            cpu = _cpu_seconds(servers[config].proc.pid)
+                            paced_run = paced(
+                                servers[config].port, requests, rates[-1], FIXED_ROUND_SECONDS
                             )
+                            cpu = _cpu_seconds(servers[config].proc.pid) - cpu
+                            latencies[config].append(paced_run)
+                            round_cpu[config].append(cpu / len(paced_run.latencies))
                             windows[config].append((started, time.perf_counter()))
                 finally:
                     stalls = sentinel.stalls()
@@ -1135,6 +1142,7 @@ def run(quick: bool, freeze: bool = False) -> Result:
         steps_spans=steps_spans,
         rates=rates,
         latencies=latencies,
+        round_cpu=round_cpu,
         stalls=stalls,
         pairs=pairs,
         paired_seconds=paired_seconds,
@@ -1189,6 +1197,7 @@ def _result(
     steps_spans: int,
     rates: list[float],
     latencies: dict[str, list[Paced]],
+    round_cpu: dict[str, list[float]],
     stalls: list[tuple[float, float]],
     pairs: dict[str, list[dict[str, dict[str, float]]]],
     paired_seconds: float,
@@ -1231,7 +1240,7 @@ def _result(
         )
     headline = _headline(turns)
     paired_rows, capacity_lost = _paired_rows(pairs)
-    latency_rows, p99_added = _latency_rows(latencies, reports, stalls)
+    latency_rows, p99_added = _latency_rows(latencies, reports, stalls, round_cpu)
     added_steps = sum(us for _, us, adds in steps if adds)
     cpu_ratio = _totals(turns[headline])[1] / base_cpu
     added_cpu = _totals(turns[headline])[1] - base_cpu
@@ -1406,9 +1415,20 @@ def _result(
                     "server wait p99.9 ms",
                     "full GCs in the rounds: count, median / max ms",
                     "objects the collector tracks",
+                    "server CPU ms/request in its rounds: median / max "
+                    f"(rounds at ≥ {SLOW_ROUND:g}x the median)",
                 ],
                 latency_rows,
             ),
+            "",
+            "The last column is the host's speed as each server saw it, round by round: its "
+            "process CPU over the round's requests. Nothing else runs on the server CPU, yet "
+            "in stretches of a second or more every server's CPU per request rises 1.3-1.8x "
+            "(the host runs slower without stopping, so the sentinel sees nothing); a server "
+            "loaded at half its capacity when the rate was set is near saturation then, and "
+            "its 1% slowest requests come from those rounds. Which server meets more of them "
+            'moves its pooled p99, undisturbed or not (design decisions §1, "What sets the '
+            'half-load tail on this host").',
             "",
             "Full GCs: CPython's generation-2 collections, which stop every thread of the "
             "server; at half load they come every few seconds and last tens of ms, longer "
@@ -1649,6 +1669,7 @@ def _latency_rows(
     latencies: dict[str, list[Paced]],
     reports: dict[str, dict[str, Any]],
     stalls: Sequence[tuple[float, float]],
+    round_cpu: dict[str, list[float]],
 ) -> tuple[list[list[str]], dict[str, P99Added]]:
     """Table rows of the fixed-load phase, and per configuration the p99 added: of all
     requests, of the undisturbed ones (no stall of the host, none of its own full
@@ -1696,9 +1717,18 @@ def _latency_rows(
                 if pauses
                 else "0",
                 f"{reports[config]['tracked']:,}",
+                _speed_cell(round_cpu[config]),
             ]
         )
     return rows, added
+
+
+def _speed_cell(cpu_per_request: Sequence[float]) -> str:
+    """Median / max of a server's CPU per request over its rounds, and how many rounds ran
+    at SLOW_ROUND times the median or more."""
+    median = statistics.median(cpu_per_request)
+    slow = sum(cpu >= SLOW_ROUND * median for cpu in cpu_per_request)
+    return f"{median * 1e3:.2f} / {max(cpu_per_request) * 1e3:.2f} ({slow})"
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -138,10 +138,16 @@ def test_latency_rows_show_each_servers_tracked_objects_and_the_imports_control(
         "otel": {**report, "tracked": 30_342},
         IMPORTS: {**report, "tracked": 44_929},
     }
-    rows, added = _latency_rows({"otel": _rounds(base), IMPORTS: _rounds(slower)}, reports, [])
+    # Server CPU per request, round by round: the imports control met a slow host once.
+    round_cpu = {"otel": [6e-4] * 4, IMPORTS: [6e-4, 6.2e-4, 8e-4, 6e-4]}
+    rows, added = _latency_rows(
+        {"otel": _rounds(base), IMPORTS: _rounds(slower)}, reports, [], round_cpu
+    )
     assert [row[0] for row in rows] == [LABELS["otel"], LABELS[IMPORTS]]
-    assert [row[-1] for row in rows] == ["30,342", "44,929"]
-    assert rows[1][-2] == "2, 40 / 50"  # full collections: count, median / max ms
+    assert [row[-2] for row in rows] == ["30,342", "44,929"]
+    assert rows[1][-3] == "2, 40 / 50"  # full collections: count, median / max ms
+    # median / max ms, and the rounds at 1.3x the median or more (8.0 > 1.3 x 6.1)
+    assert [row[-1] for row in rows] == ["0.60 / 0.60 (0)", "0.61 / 0.80 (1)"]
     assert added["otel"] == P99Added(*[Added(0.0, 0.0, 0.0)] * 3)
     assert [a.percent for a in added[IMPORTS]] == pytest.approx([100.0] * 3)
     assert rows[1][7] == "2.000 (2.00-2.00), +100.0%"  # the median of the rounds
@@ -159,7 +165,10 @@ def test_a_stall_of_the_host_sets_apart_the_requests_of_every_server_it_met() ->
     }
     slowed = [[0.001] * 500 + [0.02] * 20 + [0.001] * 480]  # due at 100.5-100.52 s
     rows, added = _latency_rows(
-        {"otel": _rounds(base), TWIN: _rounds(slowed)}, reports, [(100.4905, 100.5305)]
+        {"otel": _rounds(base), TWIN: _rounds(slowed)},
+        reports,
+        [(100.4905, 100.5305)],
+        {"otel": [6e-4], TWIN: [6e-4]},
     )
     assert added[TWIN].pooled.percent == pytest.approx(1900.0)  # 20 ms over 1 ms
     assert added[TWIN].undisturbed.percent == pytest.approx(0.0)  # the stall set aside
