@@ -1422,9 +1422,10 @@ def _result(
             ),
             "",
             "The last column is the host's speed as each server saw it, round by round: its "
-            "process CPU over the round's requests. Nothing else runs on the server CPU, yet "
-            "in stretches of a second or more every server's CPU per request rises 1.3-1.8x "
-            "(the host runs slower without stopping, so the sentinel sees nothing); a server "
+            "process CPU over the round's requests. In the runs of 2026-12-05 nothing else ran "
+            "on the server CPU, yet in stretches of a second or more every server's CPU per "
+            "request rose 1.3-1.8x (the host ran slower without stopping, so the sentinel "
+            "saw nothing); a server "
             "loaded at half its capacity when the rate was set is near saturation then, and "
             "its 1% slowest requests come from those rounds. Which server meets more of them "
             'moves its pooled p99, undisturbed or not (design decisions §1, "What sets the '
