@@ -1425,11 +1425,11 @@ def _result(
             "process CPU over the round's requests. In the runs of 2026-12-05 nothing else ran "
             "on the server CPU, yet in stretches of a second or more every server's CPU per "
             "request rose 1.3-1.8x (the host ran slower without stopping, so the sentinel "
-            "saw nothing); a server "
-            "loaded at half its capacity when the rate was set is near saturation then, and "
-            "its 1% slowest requests come from those rounds. Which server meets more of them "
-            'moves its pooled p99, undisturbed or not (design decisions §1, "What sets the '
-            'half-load tail on this host").',
+            "saw nothing); a server loaded at half its capacity when the rate was set is near "
+            "saturation then, and its 1% slowest requests come from such stretches, many of "
+            "them shorter than a round. Which server meets more of them moves its pooled "
+            'p99, undisturbed or not (design decisions §1, "What sets the half-load tail on '
+            'this host").',
             "",
             "Full GCs: CPython's generation-2 collections, which stop every thread of the "
             "server; at half load they come every few seconds and last tens of ms, longer "
