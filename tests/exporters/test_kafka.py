@@ -270,9 +270,8 @@ def test_a_broker_outage_never_stalls_an_export(
     kafka_broker: KafkaBroker, kafka_topic: str
 ) -> None:
     """Every broker down for longer than message.timeout.ms while spans keep coming: no
-    export call spends more than a few ms of CPU (no mass of delivery reports served at
-    once), the local queue is folded into aggregates, and after the restart every span is
-    accounted for."""
+    export call spends seconds of CPU serving a mass of delivery reports, the local queue
+    is folded into aggregates, and after the restart every span is accounted for."""
     exporter = KafkaCostExporter(
         kafka_broker.bootstrap, kafka_topic, message_timeout_ms=4000, **_FAST_RECONNECT
     )
@@ -294,9 +293,10 @@ def test_a_broker_outage_never_stalls_an_export(
     finally:
         exporter.shutdown()
     # 125 records folded take well under a millisecond; serving a queue's worth of delivery
-    # reports at once (the stall this guards against) took seconds. Thread CPU, with slack
-    # for a loaded machine.
-    assert worst < 0.2, worst
+    # reports at once (the stall this guards against) took seconds. The export that purges
+    # the queue 10 s in decodes and folds its ~45,000 records in one go: 0.125-0.205 s of
+    # thread CPU here (docs/kafka.md), so the bound leaves room for a loaded machine.
+    assert worst < 0.5, worst
     # The queue was folded after 10 s (of 2,800 messages produced in the outage): what is
     # left is a few probes and messages librdkafka had already handed to the connection.
     assert during["in_queue"] <= 100
