@@ -17,9 +17,11 @@ same way. Every record is accounted for in ``stats()``.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from functools import partial
 from operator import attrgetter
@@ -106,6 +108,10 @@ _FLUSH_SLICE_S = 0.1
 _FOLD_AFTER_S = 3.0
 _PROBE_EVERY_S = 1.0
 _PURGE_AFTER_S = 10.0
+# Failed messages are folded back a slice of about this long per export (decoding one of
+# 16 records takes ~50 us): a purged queue of 10,000 messages folded inside one poll() held
+# the GIL for up to half a second. force_flush folds them all.
+_REFOLD_SLICE_S = 0.001
 # Replaced producers kept until they have reported every purged message (normally
 # within milliseconds); past this many, the oldest one's unreported spans count as dropped.
 _MAX_RETIRED = 4
@@ -186,6 +192,7 @@ class KafkaCostExporter(CostExporter):
         self._headers = None if encoding == "otlp_json" else _HEADERS[schema]
         self._max_value = int(config.get("message.max.bytes", _MESSAGE_MAX_BYTES)) - _HEADROOM
         self._max_overflow_services = max_overflow_services
+        self._max_refold_bytes = int(config.get("queue.buffering.max.kbytes", 0)) * 1024
         self._closed = False
         # confluent_kafka now, at startup: importing it takes 40-200 ms of CPU (asyncio and
         # more come with it), which the first export would spend on the export worker,
@@ -229,6 +236,11 @@ class KafkaCostExporter(CostExporter):
         self._purged = False
         self._unusable: str | None = None
         self._overflow = OverflowAggregates(self._max_overflow_services)
+        # Failed messages waiting to be folded back, oldest first: (value, spans, the OTLP
+        # records kept), bounded in bytes by librdkafka's own queue bound.
+        self._refold: deque[tuple[bytes, int, list[CostRecord] | None]] = deque()
+        self._refold_spans = 0
+        self._refold_bytes = 0
         self._failing = False
         self._spans = 0
         self._queued = 0
@@ -282,6 +294,8 @@ class KafkaCostExporter(CostExporter):
             producer.poll(0)  # delivery reports and errors first: they tell if brokers are up
             if self._retired:
                 self._serve_retired()
+            if self._refold:
+                self._fold_failed(time.perf_counter() + _REFOLD_SLICE_S)
             down = self._down_since
             if down is not None and time.monotonic() - down >= _FOLD_AFTER_S:
                 self._export_while_down(producer, to_records(members), down)
@@ -418,6 +432,25 @@ class KafkaCostExporter(CostExporter):
         for record in records:
             self._fold(record)
 
+    def _fold_failed(self, deadline: float) -> None:
+        """Fold failed messages back into the overflow, oldest first, until ``deadline``
+        (``time.perf_counter()``); at least one."""
+        refold = self._refold
+        while refold:
+            value, spans, kept = refold.popleft()
+            self._refold_spans -= spans
+            self._refold_bytes -= len(value)
+            self._fold_message(value, spans, kept)
+            if time.perf_counter() >= deadline:
+                return
+
+    def _fold_message(self, value: bytes, spans: int, kept: list[CostRecord] | None) -> None:
+        records = kept if kept is not None else self._decode(value)
+        if records is None:  # cannot happen for values this exporter encoded
+            self._dropped_spans += spans
+        else:
+            self._fold_all(records)
+
     def _invalid(self, record: CostRecord) -> None:
         self._invalid_spans += record.span_count
         self._note_failure(
@@ -471,11 +504,15 @@ class KafkaCostExporter(CostExporter):
             # by a broker that forgot the idempotent producer id, where retries never end:
             # the next export starts a new producer with a new id.
             self._replace = True
-        records = kept if kept is not None else self._decode(msg.value())
-        if records is None:  # cannot happen for values this exporter encoded
-            self._dropped_spans += spans
-        else:
-            self._fold_all(records)
+        value = msg.value()
+        if self._refold_bytes + len(value) > self._max_refold_bytes:
+            # More failed bytes waiting than the local queue may hold: fold now, so memory
+            # stays bounded whatever the brokers do.
+            self._fold_message(value, spans, kept)
+            return
+        self._refold.append((value, spans, kept))
+        self._refold_spans += spans
+        self._refold_bytes += len(value)
 
     def _decode(self, value: bytes) -> Sequence[CostRecord] | None:
         """The records of a message this exporter wrote (schema 1 or 2)."""
@@ -544,13 +581,15 @@ class KafkaCostExporter(CostExporter):
                 producer = self._live_producer() if self._producer is not None else None
                 if self._retired:
                     self._serve_retired()
+                if self._refold:
+                    self._fold_failed(math.inf)
                 if producer is None:
                     return not self._overflow and not self._retired
                 if self._overflow:
                     self._send_overflow(producer)
                 left = deadline - time.monotonic()
                 in_queue = producer.flush(max(0.0, min(left, _FLUSH_SLICE_S)))
-                if in_queue == 0 and not self._overflow and not self._retired:
+                if in_queue == 0 and not self._overflow and not self._retired and not self._refold:
                     return True
             if time.monotonic() >= deadline:
                 return False
@@ -562,8 +601,9 @@ class KafkaCostExporter(CostExporter):
         self.force_flush(timeout_millis)
         with self._lock:
             self._closed = True
-            self._dropped_spans += self._overflow.pending_spans
+            self._dropped_spans += self._overflow.pending_spans + self._refold_spans
             self._overflow.seal()
+            self._clear_refold()
             producer, self._producer = self._producer, None
             if producer is not None:
                 self._retired.append((producer, self._unreported))
@@ -574,6 +614,13 @@ class KafkaCostExporter(CostExporter):
                 self._dropped_spans += unreported.spans
                 unreported.spans = 0
             self._retired.clear()
+            # The purge's reports, served just now, are not folded any more: drop them.
+            self._dropped_spans += self._refold_spans
+            self._clear_refold()
+
+    def _clear_refold(self) -> None:
+        self._refold.clear()
+        self._refold_spans = self._refold_bytes = 0
 
     def stats(self) -> Mapping[str, int]:
         """Counters of this process; never holds configuration or credentials.
@@ -592,7 +639,7 @@ class KafkaCostExporter(CostExporter):
         - ``client_errors``: librdkafka errors (broker down, authentication...);
         - ``in_queue``: messages in librdkafka now (a replaced producer's unreported ones
           included); ``overflow_pending_spans``: spans
-          waiting in aggregates now.
+          waiting in aggregates now, or in failed messages still to be folded into them.
 
         Once ``force_flush`` returned True: spans == delivered_spans + dropped_spans +
         invalid_spans.
@@ -615,7 +662,7 @@ class KafkaCostExporter(CostExporter):
             "invalid_spans": self._invalid_spans,
             "client_errors": self._client_errors,
             "in_queue": sum(len(producer) for producer in producers if producer is not None),
-            "overflow_pending_spans": self._overflow.pending_spans,
+            "overflow_pending_spans": self._overflow.pending_spans + self._refold_spans,
         }
 
 
