@@ -171,6 +171,14 @@ LABELS = {
 }
 
 
+def _idle_seconds(quick: bool) -> float:
+    return IDLE_SECONDS / (3 if quick else 1)
+
+
+def _light_seconds(quick: bool) -> float:
+    return LIGHT_SECONDS / (5 if quick else 1)
+
+
 # -- server side (one process per configuration) --------------------------------------------
 
 
@@ -1063,7 +1071,7 @@ def run(quick: bool, freeze: bool = False) -> Result:
                     server.wait_ready()
                 # The turns' servers (the fixed-load phase's control takes no turns).
                 ports = {c: (servers[c].port, servers[c].proc.pid) for c in configs}
-                idle_seconds = IDLE_SECONDS / (3 if quick else 1)
+                idle_seconds = _idle_seconds(quick)
                 idle_before = _idle_cpu(ports, idle_seconds)
                 for server in servers.values():  # warm up: connections, memos, lazy setup
                     drive(server.port, server.proc.pid, requests, 0.5)
@@ -1072,7 +1080,7 @@ def run(quick: bool, freeze: bool = False) -> Result:
                 idle_after = _idle_cpu(ports, idle_seconds)
                 # The smaller: work left over from the warm-up is not per-second work.
                 idle = {c: min(idle_before[c], idle_after[c]) for c in configs}
-                light = per_second_work(ports, requests, LIGHT_SECONDS / (5 if quick else 1))
+                light = per_second_work(ports, requests, _light_seconds(quick))
                 # At least the idle work, which goes on under load too.
                 timers = {c: max(idle[c], light[c][0]) for c in configs}
                 raw: dict[str, list[Block]] = {c: [] for c in configs}
@@ -1306,13 +1314,13 @@ def _result(
             "it is spread over all of them; so a block's CPU is counted without that rate "
             "over the time of the other servers' turns. The rate: each server's CPU with no "
             "load at all, measured twice, for "
-            f"{IDLE_SECONDS / (3 if quick else 1):g} s before the warm-up (its exporters "
+            f"{_idle_seconds(quick):g} s before the warm-up (its exporters "
             f"not yet connected) and {SETTLE_SECONDS:g} s after it, the smaller taken; "
             "and under light load, where the timers have something to do (sums to flush, "
             "records to send): every server driven at once, open loop, at "
             + " and ".join(f"{rate:g}" for rate in LIGHT_RATES)
             + " requests/s in turn, twice each for "
-            f"{LIGHT_SECONDS / (5 if quick else 1):g} s, its CPU per second a line of its "
+            f"{_light_seconds(quick):g} s, its CPU per second a line of its "
             "requests per second, whose intercept is the per-second work and slope the "
             "CPU per request at light load (cold: several times what it is at capacity, "
             "and taken out by the line). The larger of the two rates is used; the "
