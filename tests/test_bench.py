@@ -459,11 +459,14 @@ def test_per_second_work_is_told_apart_from_the_requests_cpu() -> None:
             process.kill()
             process.wait()
     # Intercepts: 0 and 50 ms of CPU per second; slopes: 2 ms per request and the
-    # server's own handling (a fraction of a ms), whatever the timer does.
+    # server's own handling (a fraction of a ms), whatever the timer does. The timer's
+    # burns wait for the GIL behind the requests', a little longer at the higher rate, and
+    # a window's edge cuts a request's CPU from its count: a slope 15% either side of 2 ms
+    # (1.887 ms seen in CI). CPU over requests, the timer not taken out, reads 4 ms or more.
     assert work["plain"][0] == pytest.approx(0.0, abs=0.012)
     assert work["timer"][0] == pytest.approx(0.05, abs=0.015)
     for _, per_request in work.values():
-        assert 0.0019 < per_request < 0.0035
+        assert 0.0017 < per_request < 0.0035
 
 
 def test_thread_cpu_is_grouped_with_ended_connections_among_the_request_threads() -> None:
