@@ -299,8 +299,8 @@ def test_a_broker_outage_never_stalls_an_export(
         exporter.shutdown()
     # 125 records folded take well under a millisecond. Serving a queue's worth of delivery
     # reports at once (the stall this guards against) took seconds, and folding the purged
-    # queue's ~45,000 records inside the purging export 0.13-0.2 s. Now that export only
-    # takes the reports (~2,800 callbacks: a few ms) and each export folds ~1 ms of them.
+    # queue inside the purging export 0.04-0.2 s. Now that export only takes the reports
+    # (~2,800 callbacks: a few ms) and each export folds ~1 ms of them: 3-5 ms at worst.
     worst = max(times)
     assert worst < 0.05, worst
     assert sorted(times)[-10] < 0.01, sorted(times)[-10:]
