@@ -601,26 +601,22 @@ class KafkaCostExporter(CostExporter):
         self.force_flush(timeout_millis)
         with self._lock:
             self._closed = True
-            self._dropped_spans += self._overflow.pending_spans + self._refold_spans
+            self._dropped_spans += self._overflow.pending_spans
             self._overflow.seal()
-            self._clear_refold()
             producer, self._producer = self._producer, None
             if producer is not None:
                 self._retired.append((producer, self._unreported))
             for old, unreported in self._retired:
                 old.purge()
-                old.poll(0)  # purged messages' callbacks count as dropped now
+                old.poll(0)  # purged messages' reports: kept for folding, dropped below
                 # Reports librdkafka has not handed over yet never will be: count them.
                 self._dropped_spans += unreported.spans
                 unreported.spans = 0
             self._retired.clear()
-            # The purge's reports, served just now, are not folded any more: drop them.
+            # Failed messages left after the flush, and the purge's: never folded now.
             self._dropped_spans += self._refold_spans
-            self._clear_refold()
-
-    def _clear_refold(self) -> None:
-        self._refold.clear()
-        self._refold_spans = self._refold_bytes = 0
+            self._refold.clear()
+            self._refold_spans = self._refold_bytes = 0
 
     def stats(self) -> Mapping[str, int]:
         """Counters of this process; never holds configuration or credentials.
