@@ -216,9 +216,9 @@ class _Setup:
 
 def _cost_exporters(setup: str, params: dict[str, Any]) -> list[Any]:
     """Each setup imports what its own exporters need, as an application would: every
-    module loaded stays in the heap that each full garbage collection traverses, which
-    costs a process CPU per span (the enrich setup once paid for the Kafka and Redis
-    exporters' modules, ssl among them, that it never used)."""
+    module loaded stays in the heap that each full garbage collection traverses, at a cost
+    in CPU per span (the enrich setup once paid for the Kafka and Redis exporters'
+    modules, ssl among them, that it never used)."""
     if setup in ("enrich", "enrich-py"):
         return []
     if setup == "budgets":
