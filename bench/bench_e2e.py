@@ -101,6 +101,7 @@ PACED_CONNECTIONS = 8  # headroom: at half capacity about two requests are in fl
 # then (the better of two closed-loop runs of CALIBRATE_SECONDS): a rate set once, from
 # the turns minutes before, loaded the servers near saturation when the host slowed.
 FIXED_ROUND_SECONDS = 1.0
+FIXED_CYCLES = 40  # of the fixed-load phase; --cycles for more on a quieter host
 CALIBRATE_SECONDS = 0.15
 # The sentinel (``watch``) sleeps SENTINEL_SLEEP over and over on the server CPU; a
 # wake-up more than STALL_SECONDS late is a stall of the host: no server could run then.
@@ -1046,15 +1047,16 @@ class _ServerProcess:
             self.proc.wait()
 
 
-def run(quick: bool, freeze: bool = False) -> Result:
-    """The three phases; ``freeze``: every server calls ``gc.freeze()`` once set up."""
+def run(quick: bool, freeze: bool = False, fixed_cycles: int | None = None) -> Result:
+    """The three phases; ``freeze``: every server calls ``gc.freeze()`` once set up;
+    ``fixed_cycles``: the fixed-load phase's cycles (default 40, 2 quick)."""
     cpus = sorted(os.sched_getaffinity(0))
     if len(cpus) < 2:
         raise SystemExit("needs two CPUs: one for the server, one for the load generator")
     client_cpu, server_cpu = cpus[0], cpus[1]
     blocks, cycles = (2, 20) if quick else (12, 60)
     rounds = 2 if quick else 14
-    fixed_rounds = 2 if quick else 40
+    fixed_rounds = fixed_cycles or (2 if quick else FIXED_CYCLES)
     paired_seconds = 1.0 if quick else 2.0
     requests = _requests(50_000)
     os.sched_setaffinity(0, {client_cpu})
@@ -1745,6 +1747,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--serve", nargs=2, help=argparse.SUPPRESS)
     parser.add_argument("--watch", type=int, help=argparse.SUPPRESS)
     parser.add_argument(
+        "--cycles",
+        type=_cycles,
+        help=f"the fixed-load phase's cycles (default {FIXED_CYCLES}): its p99 intervals "
+        "narrow as the square root of the cycles, about 6 s of the server CPU each",
+    )
+    parser.add_argument(
         "--freeze",
         action="store_true",
         help="every server calls gc.freeze() once set up, as docs/deployment.md advises "
@@ -1758,7 +1766,15 @@ def main(argv: Sequence[str] | None = None) -> None:
         watch(args.watch)
         return
     args.no_write = args.no_write or args.freeze
-    finish(run(args.quick, args.freeze), args)
+    finish(run(args.quick, args.freeze, args.cycles), args)
+
+
+def _cycles(text: str) -> int:
+    """At least 2 cycles: the intervals resample them."""
+    count = int(text)
+    if count < 2:
+        raise argparse.ArgumentTypeError(f"at least 2 cycles, not {count}")
+    return count
 
 
 if __name__ == "__main__":

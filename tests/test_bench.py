@@ -515,6 +515,25 @@ def test_a_frozen_server_keeps_its_start_up_out_of_the_collections() -> None:
     assert frozen["tracked"] < plain["tracked"] / 2
 
 
+def test_the_fixed_load_phase_runs_the_cycles_asked_for(monkeypatch: pytest.MonkeyPatch) -> None:
+    from bench import bench_e2e
+
+    calls: list[tuple[bool, bool, int | None]] = []
+
+    def fake_run(quick: bool, freeze: bool = False, fixed_cycles: int | None = None) -> Any:
+        calls.append((quick, freeze, fixed_cycles))
+        return None
+
+    monkeypatch.setattr(bench_e2e, "run", fake_run)
+    monkeypatch.setattr(bench_e2e, "finish", lambda result, args: None)
+    bench_e2e.main(["--no-write", "--cycles", "400"])
+    bench_e2e.main(["--quick"])
+    assert calls == [(False, False, 400), (True, False, None)]
+    with pytest.raises(SystemExit):  # the intervals resample the cycles: two at least
+        bench_e2e.main(["--cycles", "1"])
+    assert len(calls) == 2
+
+
 def test_collections_are_timed_by_generation() -> None:
     held = [[i] for i in range(200_000)]  # a full collection walks them all
     callback = _time_collections()
