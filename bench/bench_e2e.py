@@ -1742,6 +1742,14 @@ def _speed_cell(cpu_per_request: Sequence[float]) -> str:
     return f"{median * 1e3:.2f} / {max(cpu_per_request) * 1e3:.2f} ({slow})"
 
 
+def _cycles(text: str) -> int:
+    """At least 2 cycles: the intervals resample them."""
+    count = int(text)
+    if count < 2:
+        raise argparse.ArgumentTypeError(f"at least 2 cycles, not {count}")
+    return count
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = bench_parser(__doc__)
     parser.add_argument("--serve", nargs=2, help=argparse.SUPPRESS)
@@ -1767,14 +1775,6 @@ def main(argv: Sequence[str] | None = None) -> None:
         return
     args.no_write = args.no_write or args.freeze
     finish(run(args.quick, args.freeze, args.cycles), args)
-
-
-def _cycles(text: str) -> int:
-    """At least 2 cycles: the intervals resample them."""
-    count = int(text)
-    if count < 2:
-        raise argparse.ArgumentTypeError(f"at least 2 cycles, not {count}")
-    return count
 
 
 if __name__ == "__main__":
