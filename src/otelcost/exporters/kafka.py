@@ -192,7 +192,7 @@ class KafkaCostExporter(CostExporter):
         self._headers = None if encoding == "otlp_json" else _HEADERS[schema]
         self._max_value = int(config.get("message.max.bytes", _MESSAGE_MAX_BYTES)) - _HEADROOM
         self._max_overflow_services = max_overflow_services
-        self._max_refold_bytes = int(config.get("queue.buffering.max.kbytes", 0)) * 1024
+        self._max_refold_bytes = int(config["queue.buffering.max.kbytes"]) * 1024  # a default
         self._closed = False
         # confluent_kafka now, at startup: importing it takes 40-200 ms of CPU (asyncio and
         # more come with it), which the first export would spend on the export worker,
